@@ -1,0 +1,429 @@
+/* The HTTP API: a route table, one function per endpoint, JSON in and out. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "body.h"
+#include "log.h"
+#include "version.h"
+
+#define LOGS_TAIL_DEFAULT 100
+#define LOGS_TAIL_MAX     10000
+#define ROUTE_SEGMENTS    3
+
+struct api {
+    struct registry *reg;
+    time_t started;
+    struct MHD_Response *list_cache; /* GET /services, valid for list_generation */
+    uint64_t list_generation;
+};
+
+/* What the API keeps rendered in each service, valid until the registry drops it. */
+struct render_cache {
+    json_t *status;
+    struct MHD_Response *status_response;
+};
+
+typedef void (*endpoint_fn)(struct api *api, struct request *req, const char *name);
+
+static void get_health(struct api *api, struct request *req, const char *name);
+static void get_services(struct api *api, struct request *req, const char *name);
+static void get_service(struct api *api, struct request *req, const char *name);
+static void post_start(struct api *api, struct request *req, const char *name);
+static void post_stop(struct api *api, struct request *req, const char *name);
+static void get_logs(struct api *api, struct request *req, const char *name);
+static void post_rediscover(struct api *api, struct request *req, const char *name);
+
+/* "*" stands for a service name. */
+static const struct route {
+    const char *segments[ROUTE_SEGMENTS];
+    const char *method;
+    endpoint_fn fn;
+} routes[] = {
+    {{"health"}, "GET", get_health},
+    {{"services"}, "GET", get_services},
+    {{"services", "*"}, "GET", get_service},
+    {{"services", "*", "status"}, "GET", get_service},
+    {{"services", "*", "start"}, "POST", post_start},
+    {{"services", "*", "stop"}, "POST", post_stop},
+    {{"services", "*", "restart"}, "POST", post_start},
+    {{"services", "*", "logs"}, "GET", get_logs},
+    {{"rediscover"}, "POST", post_rediscover},
+};
+
+struct api *api_new(struct registry *reg)
+{
+    struct api *api = xcalloc(1, sizeof(*api));
+
+    api->reg = reg;
+    api->started = time(NULL);
+    return api;
+}
+
+void api_free(struct api *api)
+{
+    if (!api)
+        return;
+    if (api->list_cache)
+        MHD_destroy_response(api->list_cache);
+    free(api);
+}
+
+void api_render_cache_free(void *cache)
+{
+    struct render_cache *c = cache;
+
+    json_decref(c->status);
+    if (c->status_response)
+        MHD_destroy_response(c->status_response);
+    free(c);
+}
+
+int api_route_match(const char *path, const char **ret_name, size_t *ret_name_len)
+{
+    const char *seg[ROUTE_SEGMENTS + 1];
+    size_t len[ROUTE_SEGMENTS + 1], n = 0;
+    const char *p = path;
+
+    if (*p != '/')
+        return -ENOENT;
+    p++;
+    /* Split on '/', allowing one trailing slash. */
+    while (*p) {
+        const char *end = strchrnul(p, '/');
+        if (end == p || n == ROUTE_SEGMENTS)
+            return -ENOENT;
+        seg[n] = p;
+        len[n] = (size_t)(end - p);
+        n++;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0)
+        return -ENOENT;
+
+    for (size_t r = 0; r < sizeof(routes) / sizeof(routes[0]); r++) {
+        const struct route *route = &routes[r];
+        size_t i;
+
+        for (i = 0; i < n; i++) {
+            const char *want = route->segments[i];
+            if (!want)
+                break;
+            if (strcmp(want, "*") == 0)
+                continue;
+            if (strlen(want) != len[i] || memcmp(want, seg[i], len[i]) != 0)
+                break;
+        }
+        if (i == n && (n == ROUTE_SEGMENTS || !route->segments[n])) {
+            if (n >= 2) {
+                *ret_name = seg[1];
+                *ret_name_len = len[1];
+            } else {
+                *ret_name = NULL;
+                *ret_name_len = 0;
+            }
+            return (int)r;
+        }
+    }
+    return -ENOENT;
+}
+
+/* Unix milliseconds as an ISO 8601 UTC string, or null for 0. */
+static json_t *json_time(int64_t ms)
+{
+    char buf[64];
+    struct tm tm;
+    time_t t = (time_t)(ms / 1000);
+
+    if (ms <= 0)
+        return json_null();
+    gmtime_r(&t, &tm);
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    return json_string(buf);
+}
+
+static json_t *json_text_or_null(const char *s)
+{
+    return s ? json_text(s) : json_null();
+}
+
+static json_t *health_json(const struct health_result *h)
+{
+    if (!h->checked)
+        return json_pack("{s:n, s:n, s:n, s:n, s:n}", "ok", "status_code", "latency_ms",
+                         "checked_at", "error");
+    return json_pack("{s:b, s:o, s:I, s:o, s:o}", "ok", h->ok, "status_code",
+                     h->status_code ? json_integer(h->status_code) : json_null(), "latency_ms",
+                     (json_int_t)h->latency_ms, "checked_at", json_time(h->checked_at_ms), "error",
+                     json_text_or_null(h->error));
+}
+
+json_t *api_service_status(const struct service *svc)
+{
+    const struct manifest *m = svc->manifest;
+    json_t *status = json_pack(
+        "{s:s, s:o, s:s, s:b, s:O, s:o, s:s, s:b, s:o, s:I, s:o, s:o, s:o, s:O}", "name", svc->name,
+        "description", json_text(m->description), "driver", driver_kind_name(m->driver),
+        "gpu_required", m->gpu_required, "ports", json_object_get(svc->manifest_json, "ports"),
+        "port", m->port ? json_integer(m->port) : json_null(), "state",
+        service_state_name(svc->state), "is_healthy", svc->is_healthy, "started_at",
+        json_time(svc->started_at_ms), "restarts", (json_int_t)svc->restarts, "last_error",
+        json_text_or_null(svc->last_error), "health", health_json(&svc->health), "folder",
+        json_text(svc->folder), "warnings", svc->warnings);
+
+    if (!status)
+        fatal("cannot render the status of %s", svc->name);
+    return status;
+}
+
+/* The service's rendered status, made once per change of the service. */
+static struct render_cache *service_render(struct service *svc)
+{
+    struct render_cache *c = svc->render_cache;
+
+    if (!c) {
+        c = xcalloc(1, sizeof(*c));
+        c->status = api_service_status(svc);
+        c->status_response = server_json_response(c->status);
+        svc->render_cache = c;
+    }
+    return c;
+}
+
+static json_t *services_array(struct api *api)
+{
+    size_t n = registry_count(api->reg);
+    json_t *a = json_array();
+
+    for (size_t i = 0; i < n; i++)
+        json_array_append(a, service_render(registry_at(api->reg, i))->status);
+    return a;
+}
+
+static void get_health(struct api *api, struct request *req, const char *name)
+{
+    request_reply_json(
+        req, MHD_HTTP_OK,
+        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "status", "ok", "version", NANNY_VERSION,
+                  "services", (json_int_t)registry_count(api->reg), "manifest_errors",
+                  (json_int_t)json_array_size(registry_errors(api->reg)), "uptime_s",
+                  (json_int_t)(time(NULL) - api->started), "pid", (json_int_t)getpid(),
+                  "services_dir", json_text(registry_root(api->reg))));
+}
+
+static void get_services(struct api *api, struct request *req, const char *name)
+{
+    uint64_t generation = registry_generation(api->reg);
+
+    if (!api->list_cache || api->list_generation != generation) {
+        json_t *body = json_pack("{s:o, s:O}", "services", services_array(api), "errors",
+                                 registry_errors(api->reg));
+        if (api->list_cache)
+            MHD_destroy_response(api->list_cache);
+        api->list_cache = server_json_response(body);
+        api->list_generation = generation;
+        json_decref(body);
+    }
+    request_reply_response(req, MHD_HTTP_OK, api->list_cache);
+}
+
+/* Finds the service a request names, or answers 404 (unknown) or 422 (broken manifest). */
+static struct service *find_or_reply(struct api *api, struct request *req, const char *name)
+{
+    struct service *svc = registry_find(api->reg, name);
+    json_t *err;
+
+    if (svc)
+        return svc;
+    err = registry_find_error(api->reg, name);
+    if (err) {
+        json_t *body =
+            json_pack("{s:s, s:s+, s:O}", "error", "invalid_manifest", "message",
+                      "the manifest of this service is invalid: ",
+                      json_string_value(json_object_get(err, "message")), "manifest_error", err);
+        request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT, body);
+        return NULL;
+    }
+    request_reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
+                        "no service named '%s' (GET /services lists them)", name);
+    return NULL;
+}
+
+static void get_service(struct api *api, struct request *req, const char *name)
+{
+    struct service *svc = find_or_reply(api, req, name);
+
+    if (svc)
+        request_reply_response(req, MHD_HTTP_OK, service_render(svc)->status_response);
+}
+
+static void post_start(struct api *api, struct request *req, const char *name)
+{
+    struct start_request start;
+    const char *wait = request_query(req, "wait");
+    char err[256];
+    size_t len;
+    const char *body = request_body(req, &len);
+
+    if (body_parse_start(body, len, &start, err, sizeof(err)) < 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err);
+        return;
+    }
+    if (wait && strcmp(wait, "healthy") != 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "wait must be \"healthy\" (or left out)");
+        return;
+    }
+    if (!find_or_reply(api, req, name))
+        return;
+    request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented",
+                        "starting and restarting services is not implemented yet");
+}
+
+static void post_stop(struct api *api, struct request *req, const char *name)
+{
+    char err[256];
+    size_t len;
+    const char *body = request_body(req, &len);
+
+    if (body_parse_empty(body, len, err, sizeof(err)) < 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err);
+        return;
+    }
+    if (!find_or_reply(api, req, name))
+        return;
+    request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented",
+                        "stopping services is not implemented yet");
+}
+
+/* Reads ?tail=N: absent means the default, above the cap means the cap. */
+static int parse_tail(const char *s, unsigned *ret)
+{
+    char *end;
+    unsigned long long v;
+
+    if (!s) {
+        *ret = LOGS_TAIL_DEFAULT;
+        return 0;
+    }
+    if (!(*s >= '0' && *s <= '9') || strlen(s) > 20)
+        return -EINVAL;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (*end != '\0')
+        return -EINVAL;
+    *ret = (errno == ERANGE || v > LOGS_TAIL_MAX) ? LOGS_TAIL_MAX : (unsigned)v;
+    return 0;
+}
+
+static void get_logs(struct api *api, struct request *req, const char *name)
+{
+    unsigned tail;
+
+    if (parse_tail(request_query(req, "tail"), &tail) < 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "tail must be a whole number of lines, 0 to %d", LOGS_TAIL_MAX);
+        return;
+    }
+    if (!find_or_reply(api, req, name))
+        return;
+    request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented",
+                        "service logs are not implemented yet");
+}
+
+struct rediscover_wait {
+    struct api *api;
+    struct request *req;
+    struct rescan_waiter *waiter;
+};
+
+static void on_rediscovered(void *data, json_t *diff)
+{
+    struct rediscover_wait *w = data;
+    struct api *api = w->api;
+    json_t *body =
+        json_pack("{s:o, s:O, s:O, s:O, s:O}", "services", services_array(api), "added",
+                  json_object_get(diff, "added"), "removed", json_object_get(diff, "removed"),
+                  "changed", json_object_get(diff, "changed"), "errors", registry_errors(api->reg));
+
+    request_set_abort(w->req, NULL, NULL);
+    request_reply_json(w->req, MHD_HTTP_OK, body);
+    free(w);
+}
+
+static void on_rediscover_abort(void *data)
+{
+    struct rediscover_wait *w = data;
+
+    registry_rescan_cancel(w->api->reg, w->waiter);
+    free(w);
+}
+
+static void post_rediscover(struct api *api, struct request *req, const char *name)
+{
+    struct rediscover_wait *w;
+    char err[256];
+    size_t len;
+    const char *body = request_body(req, &len);
+
+    if (body_parse_empty(body, len, err, sizeof(err)) < 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err);
+        return;
+    }
+    w = xcalloc(1, sizeof(*w));
+    w->api = api;
+    w->req = req;
+    request_suspend(req);
+    request_set_abort(req, on_rediscover_abort, w);
+    w->waiter = registry_rescan(api->reg, on_rediscovered, w);
+}
+
+/* Answers 405 with the methods the path does take. */
+static void reply_method_not_allowed(struct request *req, const char *allow)
+{
+    json_t *body = json_pack("{s:s, s:s+}", "error", "method_not_allowed", "message",
+                             "this path takes ", allow);
+    struct MHD_Response *resp = server_json_response(body);
+
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    request_reply_response(req, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+    MHD_destroy_response(resp);
+    json_decref(body);
+}
+
+void api_handle(void *data, struct request *req)
+{
+    struct api *api = data;
+    const char *method = request_method(req), *name_seg;
+    char name[MANIFEST_NAME_MAX + 1];
+    size_t name_len;
+    int r = api_route_match(request_path(req), &name_seg, &name_len);
+    const struct route *route;
+    bool is_get;
+
+    if (r < 0) {
+        request_reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no such endpoint (see GET /services, GET /health)");
+        return;
+    }
+    route = &routes[r];
+    is_get = strcmp(route->method, "GET") == 0;
+    if (strcmp(method, route->method) != 0 && !(is_get && strcmp(method, "HEAD") == 0)) {
+        reply_method_not_allowed(req, is_get ? "GET, HEAD" : route->method);
+        return;
+    }
+    name[0] = '\0';
+    if (name_seg) {
+        if (name_len > MANIFEST_NAME_MAX ||
+            (memcpy(name, name_seg, name_len), name[name_len] = '\0', !manifest_name_valid(name))) {
+            request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
+                                "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
+            return;
+        }
+    }
+    route->fn(api, req, name);
+}

@@ -1,0 +1,30 @@
+/* The HTTP API of SPEC section 3: routes requests to the core and renders its answers as
+ * JSON. Holds no state of its own beyond caches of what it rendered. */
+#ifndef NANNY_API_H
+#define NANNY_API_H
+
+#include <stdbool.h>
+
+#include "registry.h"
+#include "server.h"
+
+struct api;
+
+struct api *api_new(struct registry *reg);
+void api_free(struct api *api);
+
+/* The server's request handler; data is the struct api. */
+void api_handle(void *data, struct request *req);
+
+/* Frees what the API cached in a service (the registry's render_cache_free). */
+void api_render_cache_free(void *cache);
+
+/* The JSON status of one service, as GET /services/NAME/status shows it. New reference. */
+json_t *api_service_status(const struct service *svc);
+
+/* Splits a request path into its route: returns the route's index in the route table and
+ * fills *ret_name with the service name segment (pointing into path, length in
+ * *ret_name_len), or -ENOENT. Exposed for the unit tests. */
+int api_route_match(const char *path, const char **ret_name, size_t *ret_name_len);
+
+#endif

@@ -1,0 +1,396 @@
+/* The daemon's configuration. Every bad value stops the daemon at start, with a message
+ * naming where the value came from. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "server.h"
+#include "yamldoc.h"
+
+static void set_str(char **dst, const char *value)
+{
+    free(*dst);
+    *dst = value ? xstrdup(value) : NULL;
+}
+
+static void strv_free(char **v)
+{
+    if (!v)
+        return;
+    for (char **p = v; *p; p++)
+        free(*p);
+    free(v);
+}
+
+/* The state folder when none is given: /var/lib for root, the XDG state folder else. */
+static char *default_state_dir(void)
+{
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+
+    if (geteuid() == 0)
+        return xstrdup("/var/lib/service-nanny");
+    if (xdg && *xdg)
+        return xasprintf("%s/service-nanny", xdg);
+    if (home && *home)
+        return xasprintf("%s/.local/state/service-nanny", home);
+    return xstrdup("./state");
+}
+
+static void config_defaults(struct config *c)
+{
+    *c = (struct config){0};
+    c->listen = xstrdup(CONFIG_DEFAULT_LISTEN);
+    c->services_dir = xstrdup(CONFIG_DEFAULT_SERVICES);
+    c->state_dir = default_state_dir();
+    c->log_level = LOG_INFO;
+    c->gpu_conflict = GPU_CONFLICT_REFUSE;
+}
+
+void config_done(struct config *c)
+{
+    free(c->listen);
+    free(c->services_dir);
+    free(c->state_dir);
+    free(c->config_file);
+    free(c->compose_command);
+    strv_free(c->allowed_hosts);
+    strv_free(c->allowed_origins);
+    *c = (struct config){0};
+}
+
+static int fail(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t err_size, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+static int parse_log_format(const char *s, bool *ret_json)
+{
+    if (strcmp(s, "text") == 0)
+        *ret_json = false;
+    else if (strcmp(s, "json") == 0)
+        *ret_json = true;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static int parse_gpu_conflict(const char *s, enum gpu_conflict *ret)
+{
+    if (strcmp(s, "refuse") == 0)
+        *ret = GPU_CONFLICT_REFUSE;
+    else if (strcmp(s, "preempt") == 0)
+        *ret = GPU_CONFLICT_PREEMPT;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* A path from the config file is relative to the file's folder. */
+static char *path_from_file(const char *file, const char *value)
+{
+    char *copy, *dir, *path;
+
+    if (value[0] == '/')
+        return xstrdup(value);
+    copy = xstrdup(file);
+    dir = dirname(copy);
+    path = xasprintf("%s/%s", dir, value);
+    free(copy);
+    return path;
+}
+
+/* Reads a string-valued key; an enum-like value is checked by parse, when given. */
+static int file_string(struct yamldoc *doc, struct yamldoc_field *f, char **ret,
+                       struct diags *errors)
+{
+    char *s;
+
+    if (!f->value)
+        return 0;
+    if (yamldoc_read_string(doc, f->value, f->key, &s, errors) < 0)
+        return -EINVAL;
+    free(*ret);
+    *ret = s;
+    return 0;
+}
+
+/* Applies the YAML config file to c. */
+static int config_load_file(struct config *c, const char *file, char *err, size_t err_size)
+{
+    struct yamldoc_field fields[] = {
+        {.key = "listen"},
+        {.key = "services"},
+        {.key = "state_dir"},
+        {.key = "log_level"},
+        {.key = "log_format"},
+        {.key = "insecure"},
+        {.key = "gpu_conflict"},
+        {.key = "compose_command"},
+        {.key = "allowed_hosts"},
+        {.key = "allowed_origins"},
+        {.key = "stop_services_on_exit"},
+    };
+    struct diags errors = {0}, warnings = {0};
+    struct yamldoc *doc = NULL;
+    struct stat st;
+    char *buf = NULL, *s = NULL;
+    ssize_t n;
+    int fd, r = -EINVAL;
+
+    fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(err, err_size, "%s: cannot open the config file: %s", file, strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, err_size, "%s: the config file is not a regular file", file);
+    }
+    if (st.st_size > CONFIG_SIZE_MAX) {
+        close(fd);
+        return fail(err, err_size, "%s: the config file is larger than %d bytes", file,
+                    CONFIG_SIZE_MAX);
+    }
+    buf = xmalloc((size_t)st.st_size + 1);
+    n = read(fd, buf, (size_t)st.st_size);
+    close(fd);
+    if (n < 0) {
+        free(buf);
+        return fail(err, err_size, "%s: cannot read the config file: %s", file, strerror(errno));
+    }
+
+    if (yamldoc_load(buf, (size_t)n, &doc, &errors) < 0)
+        goto done;
+    if (yamldoc_map_fields(doc, yamldoc_root(doc), "the config file", fields,
+                           sizeof(fields) / sizeof(fields[0]), &errors, &warnings) < 0)
+        goto done;
+
+    if (fields[0].value && file_string(doc, &fields[0], &c->listen, &errors) == 0 &&
+        server_parse_listen(c->listen, &(struct sockaddr_storage){0}, &(socklen_t){0}) < 0)
+        diags_add(&errors, fields[0].line, "listen must be HOST:PORT, like 127.0.0.1:8080");
+    if (fields[1].value && yamldoc_read_string(doc, fields[1].value, "services", &s, &errors) == 0)
+        c->services_dir = (free(c->services_dir), path_from_file(file, s));
+    free(s);
+    s = NULL;
+    if (fields[2].value && yamldoc_read_string(doc, fields[2].value, "state_dir", &s, &errors) == 0)
+        c->state_dir = (free(c->state_dir), path_from_file(file, s));
+    free(s);
+    s = NULL;
+    if (fields[3].value &&
+        yamldoc_read_string(doc, fields[3].value, "log_level", &s, &errors) == 0 &&
+        log_level_parse(s, &c->log_level) < 0)
+        diags_add(&errors, fields[3].line, "log_level must be error, warning, info or debug");
+    free(s);
+    s = NULL;
+    if (fields[4].value &&
+        yamldoc_read_string(doc, fields[4].value, "log_format", &s, &errors) == 0 &&
+        parse_log_format(s, &c->log_json) < 0)
+        diags_add(&errors, fields[4].line, "log_format must be text or json");
+    free(s);
+    s = NULL;
+    if (fields[5].value)
+        yamldoc_read_bool(doc, fields[5].value, "insecure", &c->insecure, &errors);
+    if (fields[6].value &&
+        yamldoc_read_string(doc, fields[6].value, "gpu_conflict", &s, &errors) == 0 &&
+        parse_gpu_conflict(s, &c->gpu_conflict) < 0)
+        diags_add(&errors, fields[6].line, "gpu_conflict must be refuse or preempt");
+    free(s);
+    s = NULL;
+    file_string(doc, &fields[7], &c->compose_command, &errors);
+    if (fields[8].value) {
+        char **v;
+        size_t nv;
+        if (yamldoc_read_strings(doc, fields[8].value, "allowed_hosts", CONFIG_LIST_MAX, &v, &nv,
+                                 &errors) == 0)
+            c->allowed_hosts = (strv_free(c->allowed_hosts), v);
+    }
+    if (fields[9].value) {
+        char **v;
+        size_t nv;
+        if (yamldoc_read_strings(doc, fields[9].value, "allowed_origins", CONFIG_LIST_MAX, &v, &nv,
+                                 &errors) == 0)
+            c->allowed_origins = (strv_free(c->allowed_origins), v);
+    }
+    if (fields[10].value)
+        yamldoc_read_bool(doc, fields[10].value, "stop_services_on_exit", &c->stop_services_on_exit,
+                          &errors);
+
+done:
+    for (size_t i = 0; i < warnings.n; i++)
+        log_warning("%s:%d: %s", file, warnings.items[i].line, warnings.items[i].message);
+    if (errors.n > 0)
+        fail(err, err_size, "%s:%d: %s", file, errors.items[0].line, errors.items[0].message);
+    else
+        r = 0;
+    diags_clear(&errors);
+    diags_clear(&warnings);
+    yamldoc_free(doc);
+    free(buf);
+    return r;
+}
+
+enum {
+    OPT_LISTEN = 'l',
+    OPT_SERVICES = 's',
+    OPT_CONFIG = 'c',
+    OPT_HELP = 'h',
+    OPT_STATE_DIR = 256,
+    OPT_LOG_LEVEL,
+    OPT_LOG_FORMAT,
+    OPT_INSECURE,
+    OPT_STOP_SERVICES_ON_EXIT,
+};
+
+static const struct option options[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"services", required_argument, NULL, OPT_SERVICES},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"stop-services-on-exit", no_argument, NULL, OPT_STOP_SERVICES_ON_EXIT},
+    {"help", no_argument, NULL, OPT_HELP},
+    {0},
+};
+
+void config_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: nanny serve [options]\n"
+            "  -l, --listen HOST:PORT    address of the HTTP API (default %s; env NANNY_LISTEN)\n"
+            "  -s, --services DIR        the services folder (default %s; env NANNY_SERVICES)\n"
+            "  -c, --config FILE         a YAML config file (env NANNY_CONFIG)\n"
+            "      --state-dir DIR       where logs and state are kept (env NANNY_STATE_DIR)\n"
+            "      --log-level LEVEL     error, warning, info (default) or debug\n"
+            "      --log-format FORMAT   text (default) or json\n"
+            "      --insecure            allow a non-loopback listen address without keys\n"
+            "      --stop-services-on-exit  stop managed services when the daemon stops\n"
+            "  -h, --help                this help\n",
+            CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES);
+}
+
+/* Applies one flag (or the same setting from the environment, where from names it). */
+static int apply_setting(struct config *c, int opt, const char *value, const char *from, char *err,
+                         size_t err_size)
+{
+    switch (opt) {
+    case OPT_LISTEN:
+        if (server_parse_listen(value, &(struct sockaddr_storage){0}, &(socklen_t){0}) < 0)
+            return fail(err, err_size, "%s: '%.100s' is not HOST:PORT, like 127.0.0.1:8080", from,
+                        value);
+        set_str(&c->listen, value);
+        return 0;
+    case OPT_SERVICES:
+        if (!*value)
+            return fail(err, err_size, "%s: the services folder must not be empty", from);
+        set_str(&c->services_dir, value);
+        return 0;
+    case OPT_STATE_DIR:
+        if (!*value)
+            return fail(err, err_size, "%s: the state folder must not be empty", from);
+        set_str(&c->state_dir, value);
+        return 0;
+    case OPT_LOG_LEVEL:
+        if (log_level_parse(value, &c->log_level) < 0)
+            return fail(err, err_size, "%s: '%.100s' is not error, warning, info or debug", from,
+                        value);
+        return 0;
+    case OPT_LOG_FORMAT:
+        if (parse_log_format(value, &c->log_json) < 0)
+            return fail(err, err_size, "%s: '%.100s' is not text or json", from, value);
+        return 0;
+    case OPT_INSECURE:
+        c->insecure = true;
+        return 0;
+    case OPT_STOP_SERVICES_ON_EXIT:
+        c->stop_services_on_exit = true;
+        return 0;
+    }
+    return fail(err, err_size, "%s: unknown setting", from);
+}
+
+int config_load(struct config *c, int argc, char **argv, char *err, size_t err_size)
+{
+    static const struct {
+        const char *name;
+        int opt;
+    } env[] = {
+        {"NANNY_LISTEN", OPT_LISTEN},
+        {"NANNY_SERVICES", OPT_SERVICES},
+        {"NANNY_STATE_DIR", OPT_STATE_DIR},
+    };
+    const char *file = getenv("NANNY_CONFIG");
+    struct sockaddr_storage addr;
+    socklen_t len;
+    int opt, r;
+
+    config_defaults(c);
+
+    /* First pass: only --config (and --help), so that the file comes before the rest. */
+    opterr = 0;
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "+l:s:c:h", options, NULL)) != -1) {
+        if (opt == OPT_CONFIG)
+            file = optarg;
+        else if (opt == OPT_HELP) {
+            config_usage(stdout);
+            return -ECANCELED;
+        } else if (opt == '?' || opt == ':') {
+            return fail(err, err_size, "%.100s: unknown option or missing value (see --help)",
+                        argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return fail(err, err_size, "unexpected argument '%.100s' (see --help)", argv[optind]);
+    if (file && *file) {
+        set_str(&c->config_file, file);
+        r = config_load_file(c, file, err, err_size);
+        if (r < 0)
+            return r;
+    }
+
+    for (size_t i = 0; i < sizeof(env) / sizeof(env[0]); i++) {
+        const char *v = getenv(env[i].name);
+        if (v && *v) {
+            r = apply_setting(c, env[i].opt, v, env[i].name, err, err_size);
+            if (r < 0)
+                return r;
+        }
+    }
+
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "+l:s:c:h", options, NULL)) != -1) {
+        char from[64] = "";
+        if (opt == OPT_CONFIG)
+            continue;
+        for (const struct option *o = options; o->name; o++)
+            if (o->val == opt)
+                snprintf(from, sizeof(from), "--%s", o->name);
+        r = apply_setting(c, opt, optarg, from, err, err_size);
+        if (r < 0)
+            return r;
+    }
+
+    if (server_parse_listen(c->listen, &addr, &len) < 0)
+        return fail(err, err_size, "listen: '%.100s' is not HOST:PORT", c->listen);
+    if (!server_address_is_loopback(&addr) && !c->insecure)
+        return fail(err, err_size,
+                    "listen address %.100s is not loopback: the API has no authentication "
+                    "yet, so anyone who can reach it controls your services; pass --insecure "
+                    "(or insecure: true in the config file) to allow it",
+                    c->listen);
+    return 0;
+}

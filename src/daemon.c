@@ -1,0 +1,190 @@
+/* The daemon's wiring: one libuv loop owns the HTTP server, the registry, the folder
+ * watcher, the outbound HTTP client and the signal handlers. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "daemon.h"
+#include "fetch.h"
+#include "log.h"
+#include "registry.h"
+#include "server.h"
+#include "version.h"
+#include "watch.h"
+
+#define DRAIN_TIMEOUT_MS 5000
+#define DRAIN_CHECK_MS   10
+
+struct daemon {
+    uv_loop_t loop;
+    const struct config *config;
+    struct registry *reg;
+    struct api *api;
+    struct server *server;
+    struct watch *watch;
+    struct fetcher *fetcher;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t drain;
+    uint64_t drain_deadline;
+    bool stopping;
+};
+
+static void daemon_teardown(struct daemon *d)
+{
+    uv_timer_stop(&d->drain);
+    uv_close((uv_handle_t *)&d->drain, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
+    server_free(d->server);
+    d->server = NULL;
+    watch_free(d->watch);
+    d->watch = NULL;
+    fetcher_free(d->fetcher);
+    d->fetcher = NULL;
+}
+
+/* Waits for the requests in flight to be answered, with a deadline. */
+static void on_drain(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+
+    if (server_requests_in_flight(d->server) == 0 || uv_now(&d->loop) >= d->drain_deadline) {
+        if (server_requests_in_flight(d->server) > 0)
+            log_warning("stopping with %u requests unanswered",
+                        server_requests_in_flight(d->server));
+        daemon_teardown(d);
+        return;
+    }
+    uv_timer_start(&d->drain, on_drain, DRAIN_CHECK_MS, 0);
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+
+    if (d->stopping) {
+        log_info("second %s: stopping now", strsignal(signum));
+        uv_timer_stop(&d->drain);
+        d->drain_deadline = 0;
+        on_drain(&d->drain);
+        return;
+    }
+    d->stopping = true;
+    log_info("%s: stopping (services keep running)", strsignal(signum));
+    server_quiesce(d->server);
+    d->drain_deadline = uv_now(&d->loop) + DRAIN_TIMEOUT_MS;
+    on_drain(&d->drain);
+}
+
+static void on_hangup(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+
+    log_info("SIGHUP: rescanning %s", registry_root(d->reg));
+    registry_rescan(d->reg, NULL, NULL);
+}
+
+static void on_folder_changed(void *data)
+{
+    struct daemon *d = data;
+
+    log_debug("services folder changed: rescanning");
+    registry_rescan(d->reg, NULL, NULL);
+}
+
+static void on_rescanned(void *data, json_t *diff)
+{
+    struct daemon *d = data;
+
+    if (d->watch)
+        watch_sync(d->watch);
+}
+
+static void signal_start(struct daemon *d, uv_signal_t *h, uv_signal_cb cb, int signum)
+{
+    uv_signal_init(&d->loop, h);
+    h->data = d;
+    uv_signal_start(h, cb, signum);
+}
+
+/* "http://127.0.0.1:8080" for the address we listen on, with the port really bound. */
+static char *listen_url(const char *listen, unsigned port)
+{
+    const char *colon = strrchr(listen, ':');
+
+    return xasprintf("http://%.*s:%u", (int)(colon - listen), listen, port);
+}
+
+int daemon_run(const struct config *c)
+{
+    struct daemon d = {.config = c};
+    char root[PATH_MAX];
+    char *url;
+    int r, code = 0;
+
+    log_setup(c->log_level, c->log_json);
+    signal(SIGPIPE, SIG_IGN);
+    json_object_seed(0);
+
+    if (!realpath(c->services_dir, root)) {
+        log_error("services folder %s: %s (set --services or NANNY_SERVICES)", c->services_dir,
+                  strerror(errno));
+        return 2;
+    }
+    r = uv_loop_init(&d.loop);
+    if (r < 0)
+        fatal("uv_loop_init: %s", uv_strerror(r));
+
+    d.reg = registry_new(&d.loop, root, api_render_cache_free);
+    r = registry_scan_now(d.reg);
+    if (r < 0) {
+        log_error("cannot read the services folder %s: %s", root, strerror(-r));
+        registry_free(d.reg);
+        uv_loop_close(&d.loop);
+        return 2;
+    }
+    d.api = api_new(d.reg);
+    r = server_new(&d.loop, c->listen, api_handle, d.api, &d.server);
+    if (r < 0) {
+        log_error("cannot listen on %s: %s", c->listen, strerror(-r));
+        api_free(d.api);
+        registry_free(d.reg);
+        uv_run(&d.loop, UV_RUN_NOWAIT);
+        uv_loop_close(&d.loop);
+        return 1;
+    }
+    r = fetcher_new(&d.loop, &d.fetcher);
+    if (r < 0)
+        fatal("cannot start libcurl");
+    watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);
+    registry_on_rescan(d.reg, on_rescanned, &d);
+
+    signal_start(&d, &d.sigterm, on_stop_signal, SIGTERM);
+    signal_start(&d, &d.sigint, on_stop_signal, SIGINT);
+    signal_start(&d, &d.sighup, on_hangup, SIGHUP);
+    uv_timer_init(&d.loop, &d.drain);
+    d.drain.data = &d;
+
+    url = listen_url(c->listen, server_port(d.server));
+    log_info("service-nanny %s: %zu services in %s, %zu manifest errors", NANNY_VERSION,
+             registry_count(d.reg), root, json_array_size(registry_errors(d.reg)));
+    log_info("listening on %s", url);
+    free(url);
+
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+
+    /* Everything is closed; a scan still on a worker thread has ended too. */
+    registry_free(d.reg);
+    api_free(d.api);
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&d.loop) != 0) {
+        log_error("handles still open at exit");
+        code = 1;
+    }
+    log_info("stopped");
+    return code;
+}

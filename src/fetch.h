@@ -1,0 +1,46 @@
+/* Outbound HTTP on the loop: libcurl's multi-socket API driven by libuv. Used by the
+ * health checks (and later the Docker Engine API). */
+#ifndef NANNY_FETCH_H
+#define NANNY_FETCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#define FETCH_BODY_MAX (64 * 1024) /* larger bodies are cut here, not an error */
+
+struct fetcher;
+struct fetch;
+
+struct fetch_result {
+    int curl_code;       /* CURLcode; 0 on a transfer that completed */
+    long status;         /* HTTP status, 0 when no answer came */
+    uint64_t latency_ms; /* from start to end of the transfer */
+    const char *error;   /* NULL on success, else a sentence */
+    const char *body;    /* NUL-terminated, at most FETCH_BODY_MAX bytes */
+    size_t body_len;
+};
+
+/* Called once per fetch, on the loop; the result is valid during the call only. */
+typedef void (*fetch_done_fn)(void *data, const struct fetch_result *res);
+
+int fetcher_new(uv_loop_t *loop, struct fetcher **ret);
+
+/* Cancels every transfer still running (their callbacks are not called) and frees the
+ * fetcher once the loop has closed its handles. */
+void fetcher_free(struct fetcher *f);
+
+/* Starts GET url with a timeout; unix_socket, when not NULL, is the path of a unix socket
+ * to connect to instead of the URL's host. Returns a handle that fetch_cancel() takes until
+ * done is called. */
+int fetcher_get(struct fetcher *f, const char *url, const char *unix_socket, uint64_t timeout_ms,
+                fetch_done_fn done, void *data, struct fetch **ret);
+
+/* Stops a transfer before its end; done is not called. */
+void fetch_cancel(struct fetch *t);
+
+/* Transfers running now. */
+unsigned fetcher_active(const struct fetcher *f);
+
+#endif

@@ -1,0 +1,57 @@
+/* nanny: the Service Nanny daemon and its command line. Thin: parses the subcommand and
+ * hands over. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "version.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: nanny COMMAND [options]\n"
+                 "commands:\n"
+                 "  serve      run the daemon (nanny serve --help for its options)\n"
+                 "  version    print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    struct config config;
+    char err[1024];
+    int r;
+
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("nanny %s\n", NANNY_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "serve") != 0) {
+        fprintf(stderr, "nanny: unknown command '%s'\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
+
+    r = config_load(&config, argc - 1, argv + 1, err, sizeof(err));
+    if (r == -ECANCELED) {
+        config_done(&config);
+        return 0;
+    }
+    if (r < 0) {
+        fprintf(stderr, "nanny: %s\n", err);
+        config_done(&config);
+        return 2;
+    }
+    r = daemon_run(&config);
+    config_done(&config);
+    return r;
+}

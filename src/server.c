@@ -1,0 +1,516 @@
+/* The HTTP server: libmicrohttpd in external-epoll mode, driven by a uv_poll on its epoll
+ * fd and a uv_timer set from MHD_get_timeout(). One thread: the loop's. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server.h"
+
+enum request_state {
+    REQUEST_READING,   /* headers or body still arriving */
+    REQUEST_SUSPENDED, /* handed to the handler, which will reply later */
+    REQUEST_ANSWERED,  /* answered while suspended: the answer waits to be queued */
+    REQUEST_QUEUED,    /* the response was handed to libmicrohttpd */
+};
+
+struct request {
+    struct server *server;
+    struct MHD_Connection *conn;
+    const char *method; /* owned by libmicrohttpd for the request's life */
+    const char *path;
+    char *body;
+    size_t body_len;
+    bool body_too_large;
+    enum request_state state;
+    bool in_access; /* libmicrohttpd's access handler is on the stack */
+    unsigned status;
+    char *answer; /* a later answer's JSON text, queued when libmicrohttpd calls back */
+    void (*on_abort)(void *data);
+    void *abort_data;
+    struct request *next_suspended, *prev_suspended;
+};
+
+struct server {
+    uv_loop_t *loop;
+    struct MHD_Daemon *mhd;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int handles_open;
+    server_handler_fn handler;
+    void *handler_data;
+    unsigned port;
+    unsigned in_flight;
+    bool quiesced;
+    struct request *suspended; /* list of suspended requests */
+};
+
+static void server_run(struct server *s);
+
+int server_parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len)
+{
+    struct sockaddr_storage addr = {0};
+    const char *colon = strrchr(s, ':');
+    char host[INET6_ADDRSTRLEN + 2];
+    char *end;
+    size_t host_len;
+    long port;
+
+    if (!colon || colon[1] == '\0')
+        return -EINVAL;
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (errno || *end != '\0' || port < 0 || port > 65535 || !(colon[1] >= '0' && colon[1] <= '9'))
+        return -EINVAL;
+    host_len = (size_t)(colon - s);
+    if (host_len == 0 || host_len >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, s, host_len);
+    host[host_len] = '\0';
+
+    if (host[0] == '[') {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&addr;
+        if (host_len < 3 || host[host_len - 1] != ']')
+            return -EINVAL;
+        host[host_len - 1] = '\0';
+        if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) != 1)
+            return -EINVAL;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *ret_len = sizeof(*in6);
+    } else {
+        struct sockaddr_in *in4 = (struct sockaddr_in *)&addr;
+        if (strcmp(host, "localhost") == 0)
+            strcpy(host, "127.0.0.1");
+        if (inet_pton(AF_INET, host, &in4->sin_addr) != 1)
+            return -EINVAL;
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *ret_len = sizeof(*in4);
+    }
+    *ret = addr;
+    return 0;
+}
+
+bool server_address_is_loopback(const struct sockaddr_storage *addr)
+{
+    if (addr->ss_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)addr;
+        return (ntohl(in4->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (addr->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+    }
+    return false;
+}
+
+/* Creates the listening socket ourselves, so that port 0 works and errors are ours. */
+static int listen_socket(const char *listen_addr, int *ret_fd, unsigned *ret_port)
+{
+    struct sockaddr_storage addr;
+    socklen_t len;
+    int fd, one = 1, r;
+
+    r = server_parse_listen(listen_addr, &addr, &len);
+    if (r < 0)
+        return r;
+    fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, 511) < 0) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    len = sizeof(addr);
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    *ret_port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                                                 : ((struct sockaddr_in *)&addr)->sin_port);
+    *ret_fd = fd;
+    return 0;
+}
+
+static void suspended_unlink(struct request *req)
+{
+    struct server *s = req->server;
+
+    if (req->prev_suspended)
+        req->prev_suspended->next_suspended = req->next_suspended;
+    else
+        s->suspended = req->next_suspended;
+    if (req->next_suspended)
+        req->next_suspended->prev_suspended = req->prev_suspended;
+    req->next_suspended = req->prev_suspended = NULL;
+}
+
+/* Queues the answer stored while the request was suspended. */
+static enum MHD_Result request_queue_stored(struct request *req)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result r;
+
+    resp = MHD_create_response_from_buffer(strlen(req->answer), req->answer, MHD_RESPMEM_MUST_FREE);
+    if (!resp)
+        fatal("out of memory (response)");
+    req->answer = NULL;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    r = MHD_queue_response(req->conn, req->status, resp);
+    MHD_destroy_response(resp);
+    req->state = REQUEST_QUEUED;
+    return r;
+}
+
+/* Reads a request in full, then hands it to the handler. The handler's answer is queued
+ * at once when it comes while we are here, else when the resumed connection calls back. */
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    struct server *s = cls;
+    struct request *req = *con_cls;
+    enum MHD_Result r = MHD_YES;
+
+    if (!req) {
+        const char *length =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        req = xcalloc(1, sizeof(*req));
+        req->server = s;
+        req->conn = conn;
+        req->method = method;
+        req->path = url;
+        *con_cls = req;
+        s->in_flight++;
+        if (length && strtoull(length, NULL, 10) > SERVER_BODY_MAX) {
+            req->in_access = true;
+            request_reply_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large",
+                                "the request body is larger than %d bytes", SERVER_BODY_MAX);
+            req->in_access = false;
+        }
+        return MHD_YES;
+    }
+
+    switch (req->state) {
+    case REQUEST_READING:
+        break;
+    case REQUEST_ANSWERED:
+        return request_queue_stored(req);
+    case REQUEST_SUSPENDED:
+    case REQUEST_QUEUED:
+        /* The answer is out; whatever the client still sends is dropped. */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    req->in_access = true;
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->body_too_large || req->body_len + n > SERVER_BODY_MAX) {
+            /* libmicrohttpd answers only once the body is in: drop it as it comes, and
+             * hang up on a body that goes on far beyond the cap. */
+            free(req->body);
+            req->body = NULL;
+            req->body_too_large = true;
+            req->body_len += n;
+            if (req->body_len > SERVER_DISCARD_MAX)
+                r = MHD_NO;
+        } else {
+            req->body = xrealloc(req->body, req->body_len + n + 1);
+            memcpy(req->body + req->body_len, upload_data, n);
+            req->body_len += n;
+            req->body[req->body_len] = '\0';
+        }
+    } else {
+        /* The request is complete: hand it over. */
+        if (req->body_too_large)
+            request_reply_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large",
+                                "the request body is larger than %d bytes", SERVER_BODY_MAX);
+        else
+            s->handler(s->handler_data, req);
+        if (req->state == REQUEST_SUSPENDED)
+            MHD_suspend_connection(conn);
+        else if (req->state == REQUEST_ANSWERED)
+            r = request_queue_stored(req);
+        else if (req->state != REQUEST_QUEUED)
+            fatal("request %s %s: the handler neither answered nor suspended", method, url);
+    }
+    req->in_access = false;
+    return r;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct server *s = cls;
+    struct request *req = *con_cls;
+
+    if (!req)
+        return;
+    *con_cls = NULL;
+    if (req->state == REQUEST_SUSPENDED)
+        suspended_unlink(req);
+    free(req->answer);
+    free(req->body);
+    free(req);
+    s->in_flight--;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+
+    if (!log_enabled(LOG_DEBUG))
+        return;
+    vsnprintf(line, sizeof(line), fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    log_debug("http: %s", line);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    server_run(t->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    server_run(p->data);
+}
+
+/* Lets libmicrohttpd do its work, then sets the timer for its next deadline. */
+static void server_run(struct server *s)
+{
+    MHD_UNSIGNED_LONG_LONG timeout;
+
+    if (!s->mhd)
+        return;
+    MHD_run(s->mhd);
+    if (MHD_get_timeout(s->mhd, &timeout) == MHD_YES)
+        uv_timer_start(&s->timer, on_timer, timeout, 0);
+    else
+        uv_timer_stop(&s->timer);
+}
+
+int server_new(uv_loop_t *loop, const char *listen_addr, server_handler_fn handler, void *data,
+               struct server **ret)
+{
+    struct server *s;
+    const union MHD_DaemonInfo *info;
+    int fd = -1, r;
+    unsigned port = 0;
+
+    r = listen_socket(listen_addr, &fd, &port);
+    if (r < 0)
+        return r;
+
+    s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->handler = handler;
+    s->handler_data = data;
+    s->port = port;
+    s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
+                              NULL, on_access, s, MHD_OPTION_LISTEN_SOCKET, fd,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_HEADER_MEMORY,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)SERVER_CONNECTIONS_MAX,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SERVER_IDLE_TIMEOUT_S,
+                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_END);
+    if (!s->mhd) {
+        close(fd);
+        free(s);
+        return -EIO;
+    }
+    info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!info) {
+        MHD_stop_daemon(s->mhd);
+        free(s);
+        return -EIO;
+    }
+    uv_poll_init(loop, &s->poll, info->epoll_fd);
+    uv_timer_init(loop, &s->timer);
+    s->poll.data = s;
+    s->timer.data = s;
+    s->handles_open = 2;
+    uv_poll_start(&s->poll, UV_READABLE, on_poll);
+    server_run(s);
+    *ret = s;
+    return 0;
+}
+
+unsigned server_port(const struct server *s)
+{
+    return s->port;
+}
+
+unsigned server_requests_in_flight(const struct server *s)
+{
+    return s->in_flight;
+}
+
+void server_quiesce(struct server *s)
+{
+    MHD_socket fd;
+
+    if (s->quiesced)
+        return;
+    s->quiesced = true;
+    fd = MHD_quiesce_daemon(s->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct server *s = h->data;
+
+    if (--s->handles_open == 0)
+        free(s);
+}
+
+void server_free(struct server *s)
+{
+    if (!s)
+        return;
+    /* Suspended requests: tell their owners, then answer them before the end. */
+    while (s->suspended) {
+        struct request *req = s->suspended;
+        if (req->on_abort)
+            req->on_abort(req->abort_data);
+        req->on_abort = NULL;
+        if (req->state == REQUEST_SUSPENDED)
+            request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
+                                "the daemon is shutting down");
+    }
+    server_run(s);
+    server_run(s);
+    uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+    MHD_stop_daemon(s->mhd);
+    s->mhd = NULL;
+}
+
+const char *request_method(const struct request *req)
+{
+    return req->method;
+}
+
+const char *request_path(const struct request *req)
+{
+    return req->path;
+}
+
+const char *request_header(struct request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *request_query(struct request *req, const char *key)
+{
+    const char *v = NULL;
+
+    if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v,
+                                      NULL) != MHD_YES)
+        return NULL;
+    return v ? v : "";
+}
+
+const char *request_body(const struct request *req, size_t *ret_len)
+{
+    *ret_len = req->body_len;
+    return req->body ? req->body : "";
+}
+
+struct MHD_Response *server_json_response(json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    struct MHD_Response *resp;
+
+    if (!text)
+        fatal("out of memory (json_dumps)");
+    resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp)
+        fatal("out of memory (response)");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    return resp;
+}
+
+void request_reply_response(struct request *req, unsigned status, struct MHD_Response *resp)
+{
+    if (!req->in_access || req->state != REQUEST_READING)
+        fatal("request %s %s: a prepared response can only answer at once", req->method, req->path);
+    if (MHD_queue_response(req->conn, status, resp) != MHD_YES)
+        log_debug("http: cannot queue the answer to %s %s", req->method, req->path);
+    req->state = REQUEST_QUEUED;
+}
+
+void request_reply_json(struct request *req, unsigned status, json_t *body)
+{
+    struct MHD_Response *resp;
+
+    if (req->state == REQUEST_READING && req->in_access) {
+        resp = server_json_response(body);
+        json_decref(body);
+        request_reply_response(req, status, resp);
+        MHD_destroy_response(resp);
+        return;
+    }
+    if (req->state != REQUEST_SUSPENDED)
+        fatal("request %s %s answered twice", req->method, req->path);
+    req->answer = json_dumps(body, JSON_COMPACT);
+    if (!req->answer)
+        fatal("out of memory (json_dumps)");
+    json_decref(body);
+    req->status = status;
+    req->state = REQUEST_ANSWERED;
+    suspended_unlink(req);
+    if (req->in_access)
+        return; /* suspended and answered in one go: on_access queues it */
+    MHD_resume_connection(req->conn);
+    /* Let libmicrohttpd pick it up on the next loop pass. */
+    uv_timer_start(&req->server->timer, on_timer, 0, 0);
+}
+
+void request_reply_error(struct request *req, unsigned status, const char *code, const char *fmt,
+                         ...)
+{
+    char message[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    request_reply_json(req, status,
+                       json_pack("{s:s, s:o}", "error", code, "message", json_text(message)));
+}
+
+void request_suspend(struct request *req)
+{
+    struct server *s = req->server;
+
+    if (req->state != REQUEST_READING || !req->in_access)
+        fatal("request %s %s suspended after its answer", req->method, req->path);
+    req->state = REQUEST_SUSPENDED;
+    req->next_suspended = s->suspended;
+    if (s->suspended)
+        s->suspended->prev_suspended = req;
+    s->suspended = req;
+}
+
+void request_set_abort(struct request *req, void (*on_abort)(void *data), void *data)
+{
+    req->on_abort = on_abort;
+    req->abort_data = data;
+}

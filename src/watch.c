@@ -1,0 +1,200 @@
+/* The services folder watcher. Linux's inotify does not recurse, so each subfolder gets
+ * its own uv_fs_event; changes inside a subfolder count only when they touch a file that
+ * decides a service (its manifest or a compose file), so that a service writing files
+ * into its own folder does not cause endless rescans. */
+#include <dirent.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "watch.h"
+
+#define WATCH_FOLDERS_MAX 100000
+
+struct folder_watch {
+    uv_fs_event_t handle;
+    struct watch *watch;
+    char *name; /* NULL for the root */
+    bool seen;  /* found by the current sync */
+};
+
+struct watch {
+    uv_loop_t *loop;
+    char *root;
+    watch_fn changed;
+    void *data;
+    uv_timer_t debounce;
+    struct folder_watch *root_watch;
+    struct folder_watch **folders; /* sorted by name */
+    size_t n_folders;
+    bool warned_limit;
+};
+
+static bool file_decides_service(const char *name)
+{
+    static const char *const names[] = {"service.yaml", "docker-compose.yml", "docker-compose.yaml",
+                                        "compose.yml", "compose.yaml"};
+
+    if (!name)
+        return true;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static void on_debounce(uv_timer_t *t)
+{
+    struct watch *w = t->data;
+
+    w->changed(w->data);
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    struct folder_watch *fw = h->data;
+    struct watch *w = fw->watch;
+
+    if (fw->name && !file_decides_service(filename))
+        return;
+    /* The first change of a burst arms the timer; later ones ride along. */
+    if (!uv_is_active((uv_handle_t *)&w->debounce))
+        uv_timer_start(&w->debounce, on_debounce, WATCH_DEBOUNCE_MS, 0);
+}
+
+static void on_folder_closed(uv_handle_t *h)
+{
+    struct folder_watch *fw = h->data;
+
+    free(fw->name);
+    free(fw);
+}
+
+static void folder_unwatch(struct folder_watch *fw)
+{
+    uv_fs_event_stop(&fw->handle);
+    uv_close((uv_handle_t *)&fw->handle, on_folder_closed);
+}
+
+static struct folder_watch *folder_watch(struct watch *w, const char *name)
+{
+    struct folder_watch *fw = xcalloc(1, sizeof(*fw));
+    char *path = name ? xasprintf("%s/%s", w->root, name) : xstrdup(w->root);
+    int r;
+
+    fw->watch = w;
+    fw->name = name ? xstrdup(name) : NULL;
+    uv_fs_event_init(w->loop, &fw->handle);
+    fw->handle.data = fw;
+    r = uv_fs_event_start(&fw->handle, on_fs_event, path, 0);
+    if (r < 0) {
+        if (!w->warned_limit || !name)
+            log_warning("cannot watch %s for changes (%s): changes there need POST /rediscover "
+                        "or SIGHUP; for many services raise fs.inotify.max_user_watches",
+                        path, uv_strerror(r));
+        if (name)
+            w->warned_limit = true;
+        folder_unwatch(fw);
+        fw = NULL;
+    }
+    free(path);
+    return fw;
+}
+
+static int folder_cmp(const void *a, const void *b)
+{
+    const struct folder_watch *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+static int folder_key_cmp(const void *key, const void *elem)
+{
+    const struct folder_watch *const *fw = elem;
+    return strcmp(key, (*fw)->name);
+}
+
+void watch_sync(struct watch *w)
+{
+    struct folder_watch **next;
+    size_t n = 0, cap = w->n_folders + 16;
+    DIR *dir = opendir(w->root);
+    struct dirent *de;
+
+    if (!dir)
+        return;
+    next = xcalloc(cap, sizeof(*next));
+    while ((de = readdir(dir)) && n < WATCH_FOLDERS_MAX) {
+        struct folder_watch **found, *fw;
+        struct stat st;
+
+        if (de->d_name[0] == '.' || de->d_name[0] == '_')
+            continue;
+        if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN && de->d_type != DT_LNK)
+            continue;
+        if (de->d_type != DT_DIR &&
+            (fstatat(dirfd(dir), de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode)))
+            continue;
+        found = w->n_folders ? bsearch(de->d_name, w->folders, w->n_folders, sizeof(*w->folders),
+                                       folder_key_cmp)
+                             : NULL;
+        if (found) {
+            fw = *found;
+        } else {
+            fw = folder_watch(w, de->d_name);
+            if (!fw)
+                continue;
+        }
+        fw->seen = true;
+        if (n == cap)
+            next = xrealloc(next, (cap *= 2) * sizeof(*next));
+        next[n++] = fw;
+    }
+    closedir(dir);
+
+    for (size_t i = 0; i < w->n_folders; i++)
+        if (!w->folders[i]->seen)
+            folder_unwatch(w->folders[i]);
+    for (size_t i = 0; i < n; i++)
+        next[i]->seen = false;
+    qsort(next, n, sizeof(*next), folder_cmp);
+    free(w->folders);
+    w->folders = next;
+    w->n_folders = n;
+}
+
+int watch_new(uv_loop_t *loop, const char *root, watch_fn changed, void *data, struct watch **ret)
+{
+    struct watch *w = xcalloc(1, sizeof(*w));
+
+    w->loop = loop;
+    w->root = xstrdup(root);
+    w->changed = changed;
+    w->data = data;
+    uv_timer_init(loop, &w->debounce);
+    w->debounce.data = w;
+    w->root_watch = folder_watch(w, NULL);
+    watch_sync(w);
+    *ret = w;
+    return 0;
+}
+
+static void on_debounce_closed(uv_handle_t *h)
+{
+    struct watch *w = h->data;
+
+    free(w->root);
+    free(w);
+}
+
+void watch_free(struct watch *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->n_folders; i++)
+        folder_unwatch(w->folders[i]);
+    free(w->folders);
+    if (w->root_watch)
+        folder_unwatch(w->root_watch);
+    uv_close((uv_handle_t *)&w->debounce, on_debounce_closed);
+}
