@@ -280,6 +280,15 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     log_debug("http: %s", line);
 }
 
+/* Decodes %HH as libmicrohttpd does, but leaves a value holding "%00" as it is: a NUL
+ * would silently cut a path or an argument short, and the router then refuses it. */
+static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    if (strstr(s, "%00"))
+        return strlen(s);
+    return MHD_http_unescape(s);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     server_run(t->data);
@@ -321,13 +330,13 @@ int server_new(uv_loop_t *loop, const char *listen_addr, server_handler_fn handl
     s->handler = handler;
     s->handler_data = data;
     s->port = port;
-    s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
-                              NULL, on_access, s, MHD_OPTION_LISTEN_SOCKET, fd,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_HEADER_MEMORY,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)SERVER_CONNECTIONS_MAX,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SERVER_IDLE_TIMEOUT_S,
-                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_END);
+    s->mhd = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, s,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_HEADER_MEMORY,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)SERVER_CONNECTIONS_MAX,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SERVER_IDLE_TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, s, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_END);
     if (!s->mhd) {
         close(fd);
         free(s);
