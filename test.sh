@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# Builds Service Nanny twice (a normal build with warnings as errors, and an
+# ASan+UBSan build) and runs every suite: the formatting check, the C unit
+# tests of each build and the integration tests (pytest) against each build's
+# daemon. Prints each suite's result as it goes and, as its very last line,
+# `N passed, M failed` summed over all suites. Exits 1 when anything failed.
+#
+# Usage: ./test.sh            (as root on Debian 12, or with sudo; see README)
+# It installs the missing Debian packages first (scripts/deps.sh), and leaves
+# nothing behind but the build dirs `build` and `build-asan`.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$REPO"
+# shellcheck source=scripts/deps.sh
+. "$REPO/scripts/deps.sh"
+
+UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}         # seconds per unit test binary
+PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-1500}    # seconds per integration run
+BUILD_DIRS=(build build-asan)
+
+passed=0
+failed=0
+skipped=0
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/nanny-test.XXXXXX")
+child=""
+# shellcheck disable=SC2317 # called by the traps
+cleanup() {
+    rm -rf "$TMP"
+}
+# shellcheck disable=SC2317
+on_signal() {
+    if [[ -n $child ]]; then
+        kill -TERM "$child" 2>/dev/null || true
+        wait "$child" 2>/dev/null || true
+    fi
+    exit "$1"
+}
+trap cleanup EXIT
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+# Run "$@" with a time limit of $1 seconds. timeout(1) puts the command in its
+# own process group, which Ctrl-C does not reach: so it runs in the background
+# and is waited for, and the traps above stop it.
+run_bounded() {
+    local secs=$1 rc=0
+    shift
+    timeout -k 10 "$secs" "$@" &
+    child=$!
+    wait "$child" || rc=$?
+    child=""
+    return "$rc"
+}
+
+# Tests must not pick up a developer's own daemon settings.
+unset NANNY_LISTEN NANNY_SERVICES NANNY_STATE_DIR NANNY_CONFIG
+# No core files from sanitizer aborts, no pytest cache or bytecode in the tree.
+ulimit -c 0
+export PYTHONDONTWRITEBYTECODE=1
+
+# Add one suite's counts to the totals and print its result line.
+# report NAME PASSED FAILED [SKIPPED]
+report() {
+    local name=$1 p=$2 f=$3 s=${4:-0} verdict=PASS extra=""
+    passed=$((passed + p))
+    failed=$((failed + f))
+    skipped=$((skipped + s))
+    if ((f > 0)); then verdict=FAIL; fi
+    if ((s > 0)); then extra=" ($s skipped)"; fi
+    printf '%s %s: %d passed, %d failed%s\n' "$verdict" "$name" "$p" "$f" "$extra"
+}
+
+section() {
+    printf '\n=== %s ===\n' "$*"
+}
+
+# Print at most $2 lines of file $1, indented, noting what was cut.
+show() {
+    local file=$1 max=${2:-80} n
+    n=$(wc -l <"$file")
+    sed -n "1,${max}p" "$file" | sed 's/^/    /'
+    if ((n > max)); then
+        printf '    ... (%d more lines)\n' $((n - max))
+    fi
+}
+
+# --- packages ----------------------------------------------------------------
+section "dependencies"
+if ! deps_install "${DEPS_TEST[@]}"; then
+    echo "could not install the packages the tests need"
+    report "dependencies" 0 1
+    echo "$passed passed, $failed failed"
+    exit 1
+fi
+echo "all Debian packages present"
+
+# --- Docker engine (compose driver issue) ------------------------------------
+# The compose driver's integration tests will need a Docker engine: start
+# dockerd in the background here when `docker info` fails, wait for it, and
+# stop it in cleanup() if this script started it. Not needed yet.
+# -----------------------------------------------------------------------------
+
+PYTEST=(pytest-3)
+if ! command -v pytest-3 >/dev/null 2>&1; then
+    PYTEST=(/usr/bin/python3 -m pytest)
+fi
+
+# --- LeakSanitizer probe -----------------------------------------------------
+# LeakSanitizer stops the process's threads with ptrace (its StopTheWorld) to
+# scan their stacks and registers. Where ptrace is refused (a seccomp profile
+# without ptrace, Yama ptrace_scope=3, or running under strace/gdb) it dies
+# with "LeakSanitizer has encountered a fatal error" at every exit, which would
+# fail every test of the ASan build for no fault of the code. So probe it once
+# with a program that leaks on purpose: if LSan reports the leak, leaks are
+# checked (the normal case: it works as root on these machines); if it cannot
+# run at all, leak checking is turned off with a warning and the rest of ASan
+# and UBSan still run.
+ASAN_OPTIONS_BASE="abort_on_error=1"
+lsan_probe() {
+    local src=$TMP/lsan-probe.c exe=$TMP/lsan-probe out=$TMP/lsan-probe.out
+    printf '%s\n' '#include <stdlib.h>' \
+        'void *volatile keep;' \
+        'int main(void) { keep = malloc(33); keep = 0; return 0; }' >"$src"
+    if ! "${CC:-cc}" -fsanitize=address -g "$src" -o "$exe" >"$out" 2>&1; then
+        echo "LeakSanitizer probe: could not compile the probe:"
+        show "$out" 20
+        return 1
+    fi
+    ASAN_OPTIONS="detect_leaks=1:exitcode=23" "$exe" >"$out" 2>&1 && return 1
+    grep -q "ERROR: LeakSanitizer: detected memory leaks" "$out"
+}
+section "sanitizer setup"
+if lsan_probe; then
+    ASAN_OPTIONS_BASE="detect_leaks=1:$ASAN_OPTIONS_BASE"
+    echo "LeakSanitizer works here: leaks fail the ASan build's tests"
+else
+    ASAN_OPTIONS_BASE="detect_leaks=0:$ASAN_OPTIONS_BASE"
+    echo "WARNING: LeakSanitizer cannot run in this environment (ptrace refused?);"
+    echo "WARNING: the ASan build runs with detect_leaks=0. Probe output:"
+    show "$TMP/lsan-probe.out" 20
+fi
+SAN_ENV=(
+    "ASAN_OPTIONS=$ASAN_OPTIONS_BASE"
+    "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1"
+)
+# Leaks inside system libraries that the code cannot fix go in this file, one
+# `leak:FUNCTION_OR_LIBRARY` a line, each with a comment saying why.
+if [[ -f tests/lsan.supp ]]; then
+    SAN_ENV+=("LSAN_OPTIONS=suppressions=$REPO/tests/lsan.supp:print_suppressions=0")
+fi
+
+# --- formatting --------------------------------------------------------------
+section "format (clang-format $(clang-format --version | grep -o '[0-9][0-9.]*' | head -1))"
+shopt -s nullglob
+format_files=(src/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c tests/fixtures/*.c)
+shopt -u nullglob
+if ((${#format_files[@]} == 0)); then
+    echo "no C sources to check"
+elif clang-format --dry-run --Werror "${format_files[@]}" >"$TMP/format.out" 2>&1; then
+    report "format: ${#format_files[@]} files" 1 0
+else
+    echo "these files are not clang-formatted (fix: clang-format -i FILE):"
+    grep -o '^[^:]*\.[ch]:' "$TMP/format.out" | sort -u | sed 's/:$//; s/^/    /' || true
+    show "$TMP/format.out" 40
+    report "format: ${#format_files[@]} files" 0 1
+fi
+
+# --- one build ---------------------------------------------------------------
+# Configure and build dir $1; on failure print the error and count it.
+build() {
+    local dir=$1 log=$TMP/build-$1.log
+    local -a opts=(-Dwerror=true -Db_colorout=never)
+    case $dir in
+    build-asan)
+        opts+=("-Db_sanitize=address,undefined" -Db_lundef=false
+            "-Dc_args=-fno-sanitize-recover=undefined -fno-omit-frame-pointer")
+        ;;
+    *) opts+=(-Db_sanitize=none) ;;
+    esac
+    section "$dir: build (${opts[*]})"
+    if ! deps_meson_setup "$dir" "${opts[@]}" >"$log" 2>&1; then
+        echo "meson setup $dir failed:"
+        show "$log" 60
+        report "$dir: build" 0 1
+        return 1
+    fi
+    if ! ninja -C "$dir" >>"$log" 2>&1; then
+        echo "ninja -C $dir failed:"
+        # From ninja's first FAILED: to the end; the whole log if none.
+        if grep -q '^FAILED:' "$log"; then
+            sed -n '/^FAILED:/,$p' "$log" >"$log.err"
+        else
+            cp "$log" "$log.err"
+        fi
+        show "$log.err" 150
+        report "$dir: build" 0 1
+        return 1
+    fi
+    # Drop outputs that the build no longer produces (a removed or renamed
+    # unit test), so that a reused build dir never runs a stale binary.
+    ninja -C "$dir" -t cleandead >/dev/null 2>&1 || true
+    echo "built $dir"
+    return 0
+}
+
+# --- unit tests --------------------------------------------------------------
+# Run every $1/test-* binary with TAP output and count its test cases. cmocka
+# prints `ok N - name`, `not ok N - name`, and `not ok N # SKIP name` for a
+# skipped test; its `# ok - group` summaries start with '#' and do not count.
+unit_tests() {
+    local dir=$1 bin name out err rc p f s
+    local -a env=(CMOCKA_MESSAGE_OUTPUT=TAP "NANNY_BUILD_DIR=$REPO/$dir")
+    if [[ $dir == build-asan ]]; then env+=("${SAN_ENV[@]}"); fi
+    section "$dir: unit tests"
+    local found=0
+    for bin in "$dir"/test-*; do
+        [[ -f $bin && -x $bin ]] || continue
+        found=1
+        name=${bin##*/}
+        out=$TMP/$dir-$name.out
+        err=$TMP/$dir-$name.err
+        rc=0
+        # Run from the source root, as `meson test` does (workdir). The
+        # group's 2>/dev/null keeps bash's own "Aborted" notice out of the log.
+        { run_bounded "$UNIT_TIMEOUT" env "${env[@]}" "$REPO/$bin" </dev/null >"$out" 2>"$err"; } \
+            2>/dev/null || rc=$?
+        s=$(grep -Eci '^(not )?ok [0-9]+.*# *skip' "$out" || true)
+        p=$(grep -Ei '^ok [0-9]+' "$out" | grep -Evic '# *skip' || true)
+        f=$(grep -Ei '^not ok [0-9]+' "$out" | grep -Evic '# *skip' || true)
+        if ((rc != 0 && f == 0)); then
+            # Crashed, leaked, timed out or failed outside a test case.
+            f=1
+            if ((rc == 124 || rc == 137)); then
+                echo "$name: timed out after ${UNIT_TIMEOUT}s"
+            elif ((rc > 128)); then
+                echo "$name: killed by SIG$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128)))" \
+                    "(a sanitizer report or a crash)"
+            else
+                echo "$name: exited with status $rc without a failing test case"
+            fi
+        fi
+        if ((f > 0)); then
+            grep -Ei -A12 '^not ok [0-9]+' "$out" | grep -v '^--$' >"$out.fail" || true
+            if [[ -s $out.fail ]]; then show "$out.fail" 60; fi
+            if [[ -s $err ]]; then
+                echo "  stderr of $name:"
+                show "$err" 60
+            fi
+        fi
+        report "$dir/$name" "$p" "$f" "$s"
+    done
+    if ((found == 0)); then
+        echo "no unit test binaries in $dir (is libcmocka-dev installed?)"
+        report "$dir: unit tests" 0 1
+    fi
+}
+
+# --- integration tests -------------------------------------------------------
+# Run pytest over tests/integration against $1/nanny; counts come from the
+# JUnit XML: passed = tests - failures - errors - skipped.
+integration_tests() {
+    local dir=$1 xml=$TMP/$1-junit.xml rc=0 counts p f s t
+    local -a env=("NANNY_BIN=$REPO/$dir/nanny" "NANNY_BUILD_DIR=$REPO/$dir")
+    if [[ $dir == build-asan ]]; then env+=("${SAN_ENV[@]}"); fi
+    section "$dir: integration tests"
+    shopt -s nullglob globstar
+    local -a test_files=(tests/integration/**/test_*.py tests/integration/**/*_test.py)
+    shopt -u nullglob globstar
+    if ((${#test_files[@]} == 0)); then
+        echo "no integration tests under tests/integration yet"
+        return 0
+    fi
+    run_bounded "$PYTEST_TIMEOUT" env "${env[@]}" "${PYTEST[@]}" -q -rfEs \
+        -p no:cacheprovider --junitxml="$xml" tests/integration </dev/null || rc=$?
+    if [[ ! -s $xml ]]; then
+        echo
+        if ((rc == 124 || rc == 137)); then
+            echo "pytest timed out after ${PYTEST_TIMEOUT}s"
+        else
+            echo "pytest exited with status $rc and wrote no JUnit XML"
+        fi
+        report "$dir: integration" 0 1
+        return 0
+    fi
+    counts=$(/usr/bin/python3 - "$xml" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
+t = f = s = 0
+for suite in suites:
+    t += int(suite.get("tests", 0))
+    f += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    s += int(suite.get("skipped", 0))
+print(t, f, s)
+PY
+    ) || counts=""
+    if [[ -z $counts ]]; then
+        echo "could not read pytest's JUnit XML"
+        report "$dir: integration" 0 1
+        return 0
+    fi
+    read -r t f s <<<"$counts"
+    p=$((t - f - s))
+    if ((rc == 5)); then
+        echo "pytest collected no tests from ${#test_files[@]} test files"
+        f=$((f + 1))
+    elif ((rc != 0 && f == 0)); then
+        if ((rc == 124 || rc == 137)); then
+            echo "pytest timed out after ${PYTEST_TIMEOUT}s"
+        else
+            echo "pytest exited with status $rc without a failing test"
+        fi
+        f=1
+    fi
+    report "$dir: integration" "$p" "$f" "$s"
+}
+
+for dir in "${BUILD_DIRS[@]}"; do
+    if build "$dir"; then
+        unit_tests "$dir"
+        integration_tests "$dir"
+    fi
+done
+
+echo
+if ((skipped > 0)); then
+    echo "skipped: $skipped (not counted as passed)"
+fi
+echo "$passed passed, $failed failed"
+if ((failed > 0)); then
+    exit 1
+fi
+exit 0
