@@ -20,12 +20,15 @@ static int compare_strings(const void *a, const void *b)
 }
 
 /* True for a subfolder that may be a service: a directory, or a symlink to one, whose
- * name does not start with '_' or '.'. */
+ * name does not start with '_' or '.' and is printable text (a name that is not could be
+ * neither shown in an error nor sent as JSON). */
 static bool is_candidate(int dir_fd, const struct dirent *de)
 {
     struct stat st;
 
     if (de->d_name[0] == '.' || de->d_name[0] == '_')
+        return false;
+    if (!yamldoc_text_printable(de->d_name, strlen(de->d_name)))
         return false;
     if (de->d_type == DT_DIR)
         return true;
@@ -191,11 +194,16 @@ int discovery_scan(const char *root, struct scan **ret)
     if (r < 0)
         return r;
 
+    /* "services/" and "services" give the same paths. */
+    size_t root_len = strlen(root);
+    while (root_len > 1 && root[root_len - 1] == '/')
+        root_len--;
+
     s = xcalloc(1, sizeof(*s));
     s->truncated = truncated;
     s->entries = xcalloc(n_folders ? n_folders : 1, sizeof(*s->entries));
     for (size_t i = 0; i < n_folders; i++) {
-        char *path = xasprintf("%s/%s/%s", root, folders[i], MANIFEST_FILE_NAME);
+        char *path = xasprintf("%.*s/%s/%s", (int)root_len, root, folders[i], MANIFEST_FILE_NAME);
         struct scan_entry *e;
         struct stat st;
 

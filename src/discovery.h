@@ -24,9 +24,10 @@ struct scan {
 };
 
 /* Scans root: every direct subfolder not starting with '_' or '.' that holds a
- * service.yaml. Cross-manifest rules (duplicate names, two services on one host port)
- * make the later folder (by name order) an error. Returns -errno when root cannot be
- * read. */
+ * service.yaml (folder names that are not printable UTF-8 are skipped). Cross-manifest
+ * rules (duplicate names, two services on one host port) make the later folder (by name
+ * order) an error; only valid manifests take part, so a broken copy hides nothing.
+ * Returns -errno when root cannot be read. */
 int discovery_scan(const char *root, struct scan **ret);
 
 void scan_free(struct scan *s);

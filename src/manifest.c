@@ -176,10 +176,12 @@ static void parse_name(struct parse *p)
     if (check(p, yamldoc_read_string(p->doc, f->value, "name", &name, p->errors)) < 0)
         return;
     yamldoc_quote(name, strlen(name), quoted, sizeof(quoted));
-    if (strlen(name) > MANIFEST_NAME_MAX)
+    if (name[0] == '\0')
         parse_error(p, yamldoc_line(f->value),
-                    "name %s is %zu characters long; the limit is %d", quoted, strlen(name),
-                    MANIFEST_NAME_MAX);
+                    "name is empty: give one such as \"name: my-service\"");
+    else if (strlen(name) > MANIFEST_NAME_MAX)
+        parse_error(p, yamldoc_line(f->value), "name %s is %zu characters long; the limit is %d",
+                    quoted, strlen(name), MANIFEST_NAME_MAX);
     else if (!manifest_name_valid(name))
         parse_error(p, yamldoc_line(f->value),
                     "name %s is not valid: use lowercase letters, digits, '.', '_' and '-', "
@@ -205,8 +207,7 @@ static int parse_port_number(struct parse *p, int line, const char *key, const c
     yamldoc_quote(spec, strlen(spec), quoted_spec, sizeof(quoted_spec));
     yamldoc_quote(text, strlen(text), quoted, sizeof(quoted));
     if (r == -ERANGE && strcmp(spec, text) == 0)
-        parse_error(p, line, "%s: port %s is out of range: ports go from 1 to 65535", key,
-                    quoted);
+        parse_error(p, line, "%s: port %s is out of range: ports go from 1 to 65535", key, quoted);
     else if (r == -ERANGE)
         parse_error(p, line, "%s: port %s in %s is out of range: ports go from 1 to 65535", key,
                     quoted, quoted_spec);
@@ -241,8 +242,7 @@ static int parse_port_spec(struct parse *p, int line, const char *key, const cha
         if (strcmp(slash + 1, "udp") == 0)
             pm.udp = true;
         else if (strcmp(slash + 1, "tcp") != 0) {
-            parse_error(p, line, "%s: %s has an unknown protocol: use /tcp or /udp", key,
-                        quoted);
+            parse_error(p, line, "%s: %s has an unknown protocol: use /tcp or /udp", key, quoted);
             return -EINVAL;
         }
     }
@@ -393,8 +393,7 @@ static void parse_driver(struct parse *p)
         p->has_driver = true;
     } else {
         yamldoc_quote(text, strlen(text), quoted, sizeof(quoted));
-        parse_error(p, yamldoc_line(f->value), "unknown driver %s: use compose or process",
-                    quoted);
+        parse_error(p, yamldoc_line(f->value), "unknown driver %s: use compose or process", quoted);
         p->driver_failed = true;
     }
     free(text);
@@ -527,11 +526,7 @@ static void parse_env_mapping(struct parse *p, yaml_node_t *node, char **env, si
         }
         item_key = xasprintf("env.%s", key);
         if (check(p, yamldoc_read_string(p->doc, value, item_key, &text, p->errors)) == 0) {
-            const char *s = text;
-
-            if (yamldoc_is_plain(value) && (strcmp(s, "~") == 0 || strcasecmp(s, "null") == 0))
-                s = "";
-            env[(*n)++] = xasprintf("%s=%s", key, s);
+            env[(*n)++] = xasprintf("%s=%s", key, yamldoc_is_null(value) ? "" : text);
             free(text);
         }
         free(item_key);
@@ -677,15 +672,15 @@ static void parse_health(struct parse *p)
         return;
     }
     if (f->value) {
-        check(p, yamldoc_map_fields(p->doc, f->value, "health", h, H_COUNT, p->errors,
-                                    p->warnings));
+        check(p,
+              yamldoc_map_fields(p->doc, f->value, "health", h, H_COUNT, p->errors, p->warnings));
         if (h[H_PATH].value)
             parse_health_path(p, h[H_PATH].value);
         if (h[H_PORT].value) {
             uint64_t port;
 
-            if (check(p, yamldoc_read_uint(p->doc, h[H_PORT].value, "health.port", 1, 65535,
-                                           &port, p->errors)) == 0)
+            if (check(p, yamldoc_read_uint(p->doc, h[H_PORT].value, "health.port", 1, 65535, &port,
+                                           p->errors)) == 0)
                 m->health_port = (uint16_t)port;
             else
                 port_failed = true;
@@ -694,8 +689,7 @@ static void parse_health(struct parse *p)
             parse_positive_duration(p, h[H_INTERVAL].value, "health.interval",
                                     &m->health_interval_ms);
         if (h[H_TIMEOUT].value)
-            parse_positive_duration(p, h[H_TIMEOUT].value, "health.timeout",
-                                    &m->health_timeout_ms);
+            parse_positive_duration(p, h[H_TIMEOUT].value, "health.timeout", &m->health_timeout_ms);
         if (h[H_START_PERIOD].value)
             check(p, yamldoc_read_duration(p->doc, h[H_START_PERIOD].value, "health.start_period",
                                            &m->health_start_period_ms, p->errors));
@@ -864,7 +858,7 @@ static void parse_fields(struct parse *p)
     char *workdir;
 
     parse_name(p);
-    if (f[F_DESCRIPTION].value) {
+    if (f[F_DESCRIPTION].value && !yamldoc_is_null(f[F_DESCRIPTION].value)) {
         char *description;
 
         if (check(p, yamldoc_read_string(p->doc, f[F_DESCRIPTION].value, "description",
@@ -952,8 +946,7 @@ int manifest_parse(const char *buf, size_t len, const char *dir, struct manifest
     }
 
     p.m = manifest_new(dir);
-    check(&p, yamldoc_map_fields(p.doc, root, "the manifest", p.fields, F_COUNT, errors,
-                                 warnings));
+    check(&p, yamldoc_map_fields(p.doc, root, "the manifest", p.fields, F_COUNT, errors, warnings));
     parse_fields(&p);
     sort_diags_by_line(errors, errors_start);
     sort_diags_by_line(warnings, warnings_start);
@@ -1008,8 +1001,7 @@ static bool path_inside(const char *real, const char *root_real)
 
 /* Reads at most MANIFEST_SIZE_MAX bytes of a regular file; the file may grow while it is
  * read, so the limit is checked on what was read, not only on fstat(). */
-static int read_manifest_file(const char *real, char **ret, size_t *ret_len,
-                              struct diags *errors)
+static int read_manifest_file(const char *real, char **ret, size_t *ret_len, struct diags *errors)
 {
     struct stat st;
     char *buf;
@@ -1065,8 +1057,9 @@ static int read_manifest_file(const char *real, char **ret, size_t *ret_len,
 
 too_big:
     close(fd);
-    diags_add(errors, 0, "%s is larger than the limit of %d bytes (1 MiB): a manifest is a short "
-                         "text file",
+    diags_add(errors, 0,
+              "%s is larger than the limit of %d bytes (1 MiB): a manifest is a short "
+              "text file",
               MANIFEST_FILE_NAME, MANIFEST_SIZE_MAX);
     return -EFBIG;
 }
@@ -1186,11 +1179,11 @@ json_t *manifest_to_json(const struct manifest *m)
         free(key);
     }
     if (m->health_enabled)
-        health = json_pack("{s:o, s:i, s:I, s:I, s:I}", "path",
-                           json_string_or_null(m->health_path), "port", (int)m->health_port,
-                           "interval_ms", (json_int_t)m->health_interval_ms, "timeout_ms",
-                           (json_int_t)m->health_timeout_ms, "start_period_ms",
-                           (json_int_t)m->health_start_period_ms);
+        health =
+            json_pack("{s:o, s:i, s:I, s:I, s:I}", "path", json_string_or_null(m->health_path),
+                      "port", (int)m->health_port, "interval_ms", (json_int_t)m->health_interval_ms,
+                      "timeout_ms", (json_int_t)m->health_timeout_ms, "start_period_ms",
+                      (json_int_t)m->health_start_period_ms);
     else
         health = json_false();
 

@@ -237,6 +237,9 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
     size_t n = 0;
 
     registry_take_errors(reg, scan);
+    if (scan->truncated)
+        log_warning("%s holds more than %d folders: only the first %d were read", reg->root,
+                    DISCOVERY_MAX_SERVICES, DISCOVERY_MAX_SERVICES);
 
     for (size_t i = 0; i < scan->n; i++) {
         struct scan_entry *e = &scan->entries[i];

@@ -75,6 +75,20 @@ static size_t utf8_sequence_length(const unsigned char *s, size_t len)
     return n;
 }
 
+bool yamldoc_text_printable(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_sequence_length(p + i, len - i);
+
+        if (n == 0 || (n == 1 && (p[i] < 0x20 || p[i] == 0x7f)))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
 /* Quotes untrusted text for a message, so that messages stay short, printable and valid
  * UTF-8 whatever the input holds. */
 void yamldoc_quote(const char *s, size_t len, char *buf, size_t size)
@@ -187,8 +201,8 @@ static void add_parser_error(const yaml_parser_t *parser, const char *buf, size_
                       "as UTF-8 without control characters",
                       problem, (unsigned)parser->problem_value, parser->problem_offset);
         else
-            diags_add(errors, line, "the file is not valid YAML text: %s (at offset %zu)",
-                      problem, parser->problem_offset);
+            diags_add(errors, line, "the file is not valid YAML text: %s (at offset %zu)", problem,
+                      parser->problem_offset);
         break;
     default:
         if (parser->context)
@@ -209,6 +223,82 @@ static bool document_is_empty(yaml_document_t *document)
                      root->data.scalar.style == YAML_PLAIN_SCALAR_STYLE);
 }
 
+/* Runs libyaml's scanner alone over buf and stops at the first thing that would make
+ * yaml_parser_load() slow: its scanner spends time in proportion to the depth of [ and {
+ * on every token, and its parser and composer compare each %TAG directive and each anchor
+ * with all the earlier ones. A megabyte of "[", of "&a" or of "%TAG" takes libyaml from
+ * seconds to hours; files people write need a few of each. Syntax errors are left for
+ * yaml_parser_load() to report. */
+static int check_limits(const char *buf, size_t len, struct diags *errors)
+{
+    yaml_parser_t parser;
+    yaml_token_t token;
+    int depth = 0, anchors = 0, directives = 0, documents = 0, r = 0;
+
+    if (!yaml_parser_initialize(&parser))
+        fatal("out of memory (libyaml parser)");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+    while (r == 0) {
+        if (!yaml_parser_scan(&parser, &token)) {
+            if (parser.error == YAML_MEMORY_ERROR)
+                fatal("out of memory (libyaml)");
+            break;
+        }
+        yaml_token_type_t type = token.type;
+        int line = (int)token.start_mark.line + 1;
+
+        yaml_token_delete(&token);
+        switch (type) {
+        case YAML_STREAM_END_TOKEN:
+            goto done;
+        case YAML_FLOW_SEQUENCE_START_TOKEN:
+        case YAML_FLOW_MAPPING_START_TOKEN:
+        case YAML_BLOCK_SEQUENCE_START_TOKEN:
+        case YAML_BLOCK_MAPPING_START_TOKEN:
+            if (++depth > YAMLDOC_DEPTH_MAX) {
+                diags_add(errors, line,
+                          "lists and mappings nest more than %d levels deep here: flatten the "
+                          "file",
+                          YAMLDOC_DEPTH_MAX);
+                r = -EINVAL;
+            }
+            break;
+        case YAML_FLOW_SEQUENCE_END_TOKEN:
+        case YAML_FLOW_MAPPING_END_TOKEN:
+        case YAML_BLOCK_END_TOKEN:
+            depth--;
+            break;
+        case YAML_ANCHOR_TOKEN:
+            if (++anchors > YAMLDOC_ANCHORS_MAX) {
+                diags_add(errors, line, "the file has more than %d anchors (&name)",
+                          YAMLDOC_ANCHORS_MAX);
+                r = -EINVAL;
+            }
+            break;
+        case YAML_TAG_DIRECTIVE_TOKEN:
+            if (++directives > YAMLDOC_DIRECTIVES_MAX) {
+                diags_add(errors, line, "the file has more than %d %%TAG directives",
+                          YAMLDOC_DIRECTIVES_MAX);
+                r = -EINVAL;
+            }
+            break;
+        case YAML_DOCUMENT_START_TOKEN:
+            if (++documents > YAMLDOC_DIRECTIVES_MAX) {
+                diags_add(errors, line,
+                          "the file holds more than one YAML document (\"---\" again here): "
+                          "keep a single document");
+                r = -EINVAL;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+done:
+    yaml_parser_delete(&parser);
+    return r;
+}
+
 /* Loads the one document of buf; a second document is an error rather than ignored,
  * because a stray "---" usually means two files were pasted together. */
 int yamldoc_load(const char *buf, size_t len, struct yamldoc **ret, struct diags *errors)
@@ -217,6 +307,8 @@ int yamldoc_load(const char *buf, size_t len, struct yamldoc **ret, struct diags
     yaml_document_t extra;
     struct yamldoc *doc;
 
+    if (check_limits(buf, len, errors) < 0)
+        return -EINVAL;
     if (!yaml_parser_initialize(&parser))
         fatal("out of memory (libyaml parser)");
     yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
@@ -227,8 +319,8 @@ int yamldoc_load(const char *buf, size_t len, struct yamldoc **ret, struct diags
         goto fail_parser;
     }
     if (document_is_empty(&doc->document)) {
-        diags_add(errors, 1, "the file is empty: it holds no YAML content, only blanks or "
-                             "comments");
+        diags_add(errors, 1,
+                  "the file is empty: it holds no YAML content, only blanks or comments");
         goto fail_document;
     }
     /* Empty documents after the first (a trailing "---") are harmless. */
@@ -324,6 +416,14 @@ static int bool_word(const char *s, bool *ret)
     return -EINVAL;
 }
 
+bool yamldoc_is_null(const yaml_node_t *node)
+{
+    const char *s = yamldoc_scalar(node);
+
+    return yamldoc_is_plain(node) && !scalar_has_nul(node) &&
+           (s[0] == '\0' || strcmp(s, "~") == 0 || strcasecmp(s, "null") == 0);
+}
+
 bool yamldoc_is_false(const yaml_node_t *node)
 {
     bool value;
@@ -396,8 +496,7 @@ bool yamldoc_iter_next(struct yamldoc_iter *it, const char **ret_key, int *ret_l
             continue;
         if (key->type != YAML_SCALAR_NODE) {
             yamldoc_describe(key, what, sizeof(what));
-            diags_add(it->errors, yamldoc_line(key), "a key must be a plain word, not %s",
-                      what);
+            diags_add(it->errors, yamldoc_line(key), "a key must be a plain word, not %s", what);
             it->failed = true;
             continue;
         }
@@ -407,8 +506,8 @@ bool yamldoc_iter_next(struct yamldoc_iter *it, const char **ret_key, int *ret_l
             continue;
         }
         if (it->first && it->first[i] != i) {
-            yaml_node_t *first = yamldoc_node(
-                it->doc, it->map->data.mapping.pairs.start[it->first[i]].key);
+            yaml_node_t *first =
+                yamldoc_node(it->doc, it->map->data.mapping.pairs.start[it->first[i]].key);
 
             yamldoc_describe(key, what, sizeof(what));
             diags_add(it->errors, yamldoc_line(key),
@@ -490,8 +589,7 @@ int yamldoc_map_fields(struct yamldoc *doc, yaml_node_t *node, const char *what,
             if (!known)
                 known = known_keys_text(fields, n_fields);
             yamldoc_quote(key, strlen(key), quoted, sizeof(quoted));
-            diags_add(unknown, line, "unknown key %s in %s (known keys: %s)", quoted, what,
-                      known);
+            diags_add(unknown, line, "unknown key %s in %s (known keys: %s)", quoted, what, known);
         }
     }
     free(known);
@@ -505,8 +603,7 @@ int yamldoc_read_string(struct yamldoc *doc, yaml_node_t *node, const char *key,
 
     if (!node || node->type != YAML_SCALAR_NODE) {
         yamldoc_describe(node, found, sizeof(found));
-        diags_add(errors, node ? yamldoc_line(node) : 0, "%s must be a string, not %s", key,
-                  found);
+        diags_add(errors, node ? yamldoc_line(node) : 0, "%s must be a string, not %s", key, found);
         return -EINVAL;
     }
     if (scalar_has_nul(node)) {
@@ -531,8 +628,8 @@ int yamldoc_read_bool(struct yamldoc *doc, yaml_node_t *node, const char *key, b
         }
         yamldoc_describe(node, found, sizeof(found));
         diags_add(errors, yamldoc_line(node),
-                  "%s must be true or false written without quotes, not the quoted string %s",
-                  key, found);
+                  "%s must be true or false written without quotes, not the quoted string %s", key,
+                  found);
         return -EINVAL;
     }
     yamldoc_describe(node, found, sizeof(found));
@@ -581,22 +678,22 @@ int yamldoc_read_uint(struct yamldoc *doc, yaml_node_t *node, const char *key, u
     }
     if (r == -EINVAL) {
         diags_add(errors, node ? yamldoc_line(node) : 0,
-                  "%s must be a whole number from %" PRIu64 " to %" PRIu64 ", not %s", key,
-                  min, max, found);
+                  "%s must be a whole number from %" PRIu64 " to %" PRIu64 ", not %s", key, min,
+                  max, found);
         return -EINVAL;
     }
     if (r == -ERANGE || value < min || value > max) {
         diags_add(errors, yamldoc_line(node),
-                  "%s is %s, out of range: use a number from %" PRIu64 " to %" PRIu64, key,
-                  found, min, max);
+                  "%s is %s, out of range: use a number from %" PRIu64 " to %" PRIu64, key, found,
+                  min, max);
         return -EINVAL;
     }
     *ret = value;
     return 0;
 }
 
-int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *key,
-                          uint64_t *ret_ms, struct diags *errors)
+int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *key, uint64_t *ret_ms,
+                          struct diags *errors)
 {
     char found[YAMLDOC_QUOTE_MAX + 1];
     uint64_t ms;
@@ -646,8 +743,7 @@ int yamldoc_read_strings(struct yamldoc *doc, yaml_node_t *node, const char *key
     }
     n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
     if (n > max) {
-        diags_add(errors, yamldoc_line(node), "%s has %zu items; the limit is %zu", key, n,
-                  max);
+        diags_add(errors, yamldoc_line(node), "%s has %zu items; the limit is %zu", key, n, max);
         return -EINVAL;
     }
 

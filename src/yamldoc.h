@@ -34,12 +34,18 @@ void diags_clear(struct diags *d);
 /* Longest quoted value that yamldoc_quote() writes, quotes and "..." included. */
 #define YAMLDOC_QUOTE_MAX 72
 
+/* Limits on what a file may hold, far above what a person writes: beyond them libyaml
+ * turns slow (see yamldoc_load()). */
+#define YAMLDOC_DEPTH_MAX      64  /* nesting of lists and mappings */
+#define YAMLDOC_ANCHORS_MAX    256 /* &anchors */
+#define YAMLDOC_DIRECTIVES_MAX 16  /* %TAG directives, and "---" document starts */
+
 /* A loaded YAML document holding exactly one node tree. Opaque. */
 struct yamldoc;
 
 /* Parses buf (len bytes, need not be NUL-terminated) as exactly one YAML document. On
- * failure adds one error (a syntax error with its line and libyaml's text, an empty
- * document, or more than one document) and returns -EINVAL. */
+ * failure adds one error (a syntax error with its line and libyaml's text, a limit above
+ * passed, an empty document, or more than one document) and returns -EINVAL. */
 int yamldoc_load(const char *buf, size_t len, struct yamldoc **ret, struct diags *errors);
 
 void yamldoc_free(struct yamldoc *doc);
@@ -59,8 +65,15 @@ const char *yamldoc_scalar(const yaml_node_t *node);
 /* True for a scalar written without quotes (only those can be booleans or numbers). */
 bool yamldoc_is_plain(const yaml_node_t *node);
 
+/* True for a plain scalar that YAML reads as null: nothing, ~ or null, in any case. */
+bool yamldoc_is_null(const yaml_node_t *node);
+
 /* True for a plain scalar that YAML reads as false: false, no or off, in any case. */
 bool yamldoc_is_false(const yaml_node_t *node);
+
+/* True when s (len bytes) is valid UTF-8 without control characters: text that can be
+ * shown in a message or a JSON string as it is. */
+bool yamldoc_text_printable(const char *s, size_t len);
 
 /* Writes s (len bytes) into buf in double quotes for a message: control characters and
  * invalid UTF-8 escaped, cut at a character boundary with "..." when long. buf should hold
@@ -133,8 +146,8 @@ int yamldoc_read_uint(struct yamldoc *doc, yaml_node_t *node, const char *key, u
                       uint64_t max, uint64_t *ret, struct diags *errors);
 
 /* A duration as units_parse_duration() reads it, in milliseconds. */
-int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *key,
-                          uint64_t *ret_ms, struct diags *errors);
+int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *key, uint64_t *ret_ms,
+                          struct diags *errors);
 
 /* A list of at most max scalars, as a NULL-terminated array that the caller frees with
  * yamldoc_strv_free(); *ret_n gets the count. Every bad item is reported. */

@@ -112,6 +112,8 @@ static void test_which_folders_count(void **state)
     path = xasprintf("%s/file.yaml", root);
     write_file(path, "name: file\n");
     free(path);
+    add_service(root, "bad\xff-name", "name: bytes\n");
+    add_service(root, "new\nline", "name: newline\n");
 
     s = scan_ok(root);
     assert_false(s->truncated);
@@ -132,6 +134,16 @@ static void test_which_folders_count(void **state)
     assert_null(s->entries[2].manifest);
     assert_string_equal(s->entries[2].name, "c-svc");
     assert_diag(&s->entries[2].errors, 2, "is not a valid port mapping");
+    scan_free(s);
+
+    /* A trailing slash on root changes nothing. */
+    char *slashed = xasprintf("%s//", root);
+    s = scan_ok(slashed);
+    assert_int_equal(s->n, 3);
+    path = xasprintf("%s/a/service.yaml", root);
+    assert_string_equal(s->entries[0].path, path);
+    free(path);
+    free(slashed);
     scan_free(s);
 }
 
@@ -420,7 +432,8 @@ static void test_ten_thousand_folders(void **state)
     assert_int_equal(valid, (size_t)n);
     assert_string_equal(s->entries[0].folder, "svc-00000");
     assert_string_equal(s->entries[n - 1].name, "svc-09999");
-    assert_diag(&s->entries[n].errors, 3, "host port 10000 is already used by service \"svc-00000\"");
+    assert_diag(&s->entries[n].errors, 3,
+                "host port 10000 is already used by service \"svc-00000\"");
     scan_free(s);
 }
 

@@ -20,7 +20,7 @@
 
 /* A temporary services folder shared by the tests, removed at the end. */
 static char root[64];
-static char plain_dir[128];         /* a service folder without a compose file */
+static char plain_dir[128];   /* a service folder without a compose file */
 static char compose_dir[128]; /* one with docker-compose.yml */
 
 static void write_file(const char *path, const char *text, size_t len)
@@ -107,8 +107,7 @@ static void parse_fails_in(const char *dir, const char *text, struct diags *erro
     struct diags warnings = {0};
     struct manifest *m = (struct manifest *)errors; /* a sentinel that must stay */
 
-    assert_int_equal(manifest_parse(text, strlen(text), dir, &m, NULL, errors, &warnings),
-                     -EINVAL);
+    assert_int_equal(manifest_parse(text, strlen(text), dir, &m, NULL, errors, &warnings), -EINVAL);
     assert_ptr_equal(m, (struct manifest *)errors);
     assert_true(errors->n > 0);
     diags_clear(&warnings);
@@ -128,7 +127,8 @@ static void assert_fails(const char *text, int line, const char *message)
 
 static void test_minimal_process_defaults(void **state)
 {
-    struct manifest *m = parse_ok("name: demo\ncommand: [python3, app.py]\nports: [\"8001:8000\"]\n");
+    struct manifest *m =
+        parse_ok("name: demo\ncommand: [python3, app.py]\nports: [\"8001:8000\"]\n");
 
     assert_string_equal(m->name, "demo");
     assert_int_equal(m->name_line, 1);
@@ -172,7 +172,7 @@ static void test_full_manifest(void **state)
                        "driver: process\n"
                        "command: [\"python3\", \"app.py\", \"--port\", \"8000\"]\n"
                        "workdir: src/./app/\n"
-                       "env: {MODEL: sdxl, THREADS: 4, EMPTY: ~, _X1: \"a=b\"}\n"
+                       "env: {MODEL: sdxl, THREADS: 4, EMPTY: ~, _X1: \"a=b\", N: null, Q: \"~\"}\n"
                        "health:\n"
                        "  path: /ready?full=1\n"
                        "  port: 9100\n"
@@ -198,7 +198,9 @@ static void test_full_manifest(void **state)
     assert_string_equal(m->env[1], "THREADS=4");
     assert_string_equal(m->env[2], "EMPTY=");
     assert_string_equal(m->env[3], "_X1=a=b");
-    assert_null(m->env[4]);
+    assert_string_equal(m->env[4], "N=");
+    assert_string_equal(m->env[5], "Q=~");
+    assert_null(m->env[6]);
     assert_string_equal(m->health_path, "/ready?full=1");
     assert_int_equal(m->health_port, 9100);
     assert_int_equal(m->health_interval_ms, 500);
@@ -286,8 +288,8 @@ static void test_compose_file_given(void **state)
 
 static void test_command_string_is_shell(void **state)
 {
-    struct manifest *m = parse_ok(
-        "name: demo\nports: [8000]\ncommand: python3 -m http.server 8000 && echo done\n");
+    struct manifest *m =
+        parse_ok("name: demo\nports: [8000]\ncommand: python3 -m http.server 8000 && echo done\n");
 
     assert_true(m->command_is_shell);
     assert_string_equal(m->command[0], "/bin/sh");
@@ -311,14 +313,14 @@ static void test_env_list_form(void **state)
 
 static void test_port_forms(void **state)
 {
-    struct manifest *m = parse_ok(
-        "name: demo\ncommand: x\nports:\n  - \"8000\"\n  - 8001\n  - \"8002:80\"\n"
-        "  - \"127.0.0.1:8003:80\"\n  - \"[::1]:8004:80\"\n  - \"8005:80/udp\"\n"
-        "  - \"8006/tcp\"\n  - 8007:80\n  - \"::1:8008:80\"\n  - \"8000/udp\"\n");
+    struct manifest *m =
+        parse_ok("name: demo\ncommand: x\nports:\n  - \"8000\"\n  - 8001\n  - \"8002:80\"\n"
+                 "  - \"127.0.0.1:8003:80\"\n  - \"[::1]:8004:80\"\n  - \"8005:80/udp\"\n"
+                 "  - \"8006/tcp\"\n  - 8007:80\n  - \"::1:8008:80\"\n  - \"8000/udp\"\n");
     json_t *j = manifest_to_json(m);
     json_t *expected = json_pack("[s,s,s,s,s,s,s,s,s,s]", "8000:8000", "8001:8001", "8002:80",
-                                 "127.0.0.1:8003:80", "[::1]:8004:80", "8005:80/udp",
-                                 "8006:8006", "8007:80", "[::1]:8008:80", "8000:8000/udp");
+                                 "127.0.0.1:8003:80", "[::1]:8004:80", "8005:80/udp", "8006:8006",
+                                 "8007:80", "[::1]:8008:80", "8000:8000/udp");
 
     assert_int_equal(m->n_ports, 10);
     assert_int_equal(m->port, 8000);
@@ -363,8 +365,12 @@ static void test_restart_values(void **state)
         const char *text;
         enum restart_policy policy;
     } cases[] = {
-        {"no", RESTART_NO},         {"\"no\"", RESTART_NO},           {"'no'", RESTART_NO},
-        {"false", RESTART_NO},      {"on-failure", RESTART_ON_FAILURE}, {"always", RESTART_ALWAYS},
+        {"no", RESTART_NO},
+        {"\"no\"", RESTART_NO},
+        {"'no'", RESTART_NO},
+        {"false", RESTART_NO},
+        {"on-failure", RESTART_ON_FAILURE},
+        {"always", RESTART_ALWAYS},
         {"\"always\"", RESTART_ALWAYS},
     };
 
@@ -460,6 +466,7 @@ static void test_error_bad_name(void **state)
     assert_fails("command: x\nname: ../etc\nports: [8000]\n", 2, "is not valid");
     assert_fails("command: x\nname: -x\nports: [8000]\n", 2, "starting with a letter or digit");
     assert_fails("command: x\nname: [a]\nports: [8000]\n", 2, "name must be a string, not a list");
+    assert_fails("command: x\nname:\nports: [8000]\n", 2, "name is empty");
 }
 
 static void test_error_bad_port_string(void **state)
@@ -508,8 +515,10 @@ static void test_error_bad_duration(void **state)
 {
     assert_fails(PROCESS_BASE "stop_timeout: 5x\n", 4,
                  "stop_timeout must be a duration such as 500ms, 5s, 2m, 1h");
-    assert_fails(PROCESS_BASE "health:\n  interval: soon\n", 5, "health.interval must be a duration");
-    assert_fails(PROCESS_BASE "health:\n  interval: 0s\n", 5, "health.interval must be longer than 0");
+    assert_fails(PROCESS_BASE "health:\n  interval: soon\n", 5,
+                 "health.interval must be a duration");
+    assert_fails(PROCESS_BASE "health:\n  interval: 0s\n", 5,
+                 "health.interval must be longer than 0");
     assert_fails(PROCESS_BASE "health:\n  timeout: 0\n", 5, "health.timeout must be longer than 0");
     assert_fails(PROCESS_BASE "health:\n  start_period: 9999h\n", 5,
                  "health.start_period is \"9999h\", longer than the limit");
@@ -517,7 +526,8 @@ static void test_error_bad_duration(void **state)
 
 static void test_error_unknown_driver(void **state)
 {
-    assert_fails(PROCESS_BASE "driver: docker\n", 4, "unknown driver \"docker\": use compose or process");
+    assert_fails(PROCESS_BASE "driver: docker\n", 4,
+                 "unknown driver \"docker\": use compose or process");
 }
 
 static void test_error_process_without_command(void **state)
@@ -554,7 +564,8 @@ static void test_error_wrong_types(void **state)
                  "ports must be a list such as [\"8001:8000\"], not \"8000\"");
     assert_fails("name: d\ncommand: x\nports: [[8000]]\n", 3,
                  "ports[0] must be a string such as \"8001:8000\" or a number, not a list");
-    assert_fails(PROCESS_BASE "env:\n  - MODEL\n", 5, "env[0]: \"MODEL\" must have the form KEY=VALUE");
+    assert_fails(PROCESS_BASE "env:\n  - MODEL\n", 5,
+                 "env[0]: \"MODEL\" must have the form KEY=VALUE");
     assert_fails(PROCESS_BASE "env:\n  - {A: b}\n", 5, "env[0] must be a string, not a mapping");
     assert_fails(PROCESS_BASE "env: MODEL=x\n", 4, "env must be a mapping (KEY: value) or a list");
     assert_fails(PROCESS_BASE "env: {MODEL: [a]}\n", 4, "env.MODEL must be a string, not a list");
@@ -573,11 +584,14 @@ static void test_error_wrong_types(void **state)
     assert_fails(PROCESS_BASE "health: {port: \"8000\"}\n", 4,
                  "health.port must be a number written without quotes");
     assert_fails(PROCESS_BASE "health: {port: [1]}\n", 4, "health.port must be a whole number");
-    assert_fails(PROCESS_BASE "description: {a: b}\n", 4, "description must be a string, not a mapping");
-    assert_fails("name: d\nports: [8000]\ncommand: {a: b}\n", 3,
-                 "command must be a list such as [\"python3\", \"app.py\"] or a string, not a mapping");
+    assert_fails(PROCESS_BASE "description: {a: b}\n", 4,
+                 "description must be a string, not a mapping");
+    assert_fails(
+        "name: d\nports: [8000]\ncommand: {a: b}\n", 3,
+        "command must be a list such as [\"python3\", \"app.py\"] or a string, not a mapping");
     assert_fails("name: d\nports: [8000]\ncommand: []\n", 3, "command must start with the program");
-    assert_fails("name: d\nports: [8000]\ncommand: [\"\"]\n", 3, "command must start with the program");
+    assert_fails("name: d\nports: [8000]\ncommand: [\"\"]\n", 3,
+                 "command must start with the program");
     assert_fails("name: d\nports: [8000]\ncommand: \"  \"\n", 3, "command is empty");
     assert_fails("name: d\nports: [8000]\ncommand: [a, [b]]\n", 3, "command[1] must be a string");
     assert_fails(PROCESS_BASE "stop_timeout: [1]\n", 4, "stop_timeout must be a duration");
@@ -731,10 +745,11 @@ static void test_to_json(void **state)
 static void test_to_json_detects_changes(void **state)
 {
     struct manifest *a = parse_ok("name: d\ncommand: x\nports: [8000]\n");
-    struct manifest *b = parse_ok("# same, spelled out\nname: d\ncommand: [\"/bin/sh\", \"-c\", x]\n"
-                                  "ports: [\"8000:8000/tcp\"]\ndescription: \"\"\nrestart: no\n"
-                                  "workdir: .\nhealth: {interval: 5s, path: /health}\n"
-                                  "stop_timeout: 10\ngpu_required: false\n");
+    struct manifest *b =
+        parse_ok("# same, spelled out\nname: d\ncommand: [\"/bin/sh\", \"-c\", x]\n"
+                 "ports: [\"8000:8000/tcp\"]\ndescription: null\nrestart: no\n"
+                 "workdir: .\nhealth: {interval: 5s, path: /health}\n"
+                 "stop_timeout: 10\ngpu_required: false\n");
     struct manifest *c = parse_ok("name: d\ncommand: x\nports: [8000]\ngpu_required: true\n");
     json_t *ja = manifest_to_json(a), *jb = manifest_to_json(b), *jc = manifest_to_json(c);
     char *sa = json_dumps(ja, JSON_SORT_KEYS | JSON_COMPACT);

@@ -61,8 +61,8 @@ static void test_duration_fractions_with_units(void **state)
 static void test_duration_rejects_garbage(void **state)
 {
     static const char *const bad[] = {
-        "",    "s",   "ms",  "-5s", "+5s", " 5s", "5s ", "5 s",  "5S",   "5sec", "5d", "1m30s",
-        "1.s", ".5s", "1e3", "0x10", "inf", "nan", "5.5.5", "five", "5ms5", "5\n",
+        "",      "s",   "ms",  "-5s", "+5s",  " 5s", "5s ", "5 s",   "5S",   "5sec", "5d",
+        "1m30s", "1.s", ".5s", "1e3", "0x10", "inf", "nan", "5.5.5", "five", "5ms5", "5\n",
     };
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)

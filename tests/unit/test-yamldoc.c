@@ -115,6 +115,65 @@ static void test_load_two_documents(void **state)
     assert_load_fails(text, strlen(text), 4, "YAML syntax error");
 }
 
+static void test_load_depth_limit(void **state)
+{
+    size_t len = 1024 * 1024;
+    char *text = xmalloc(len);
+
+    /* At the limit is fine. */
+    memset(text, '[', YAMLDOC_DEPTH_MAX);
+    memset(text + YAMLDOC_DEPTH_MAX, ']', YAMLDOC_DEPTH_MAX);
+    text[2 * YAMLDOC_DEPTH_MAX] = '\0';
+    yamldoc_free(load_ok(text));
+
+    /* One more is refused; so is a megabyte of "[", at once (libyaml alone would take many
+     * minutes over it). */
+    memset(text, '[', YAMLDOC_DEPTH_MAX + 1);
+    memset(text + YAMLDOC_DEPTH_MAX + 1, ']', YAMLDOC_DEPTH_MAX + 1);
+    assert_load_fails(text, 2 * YAMLDOC_DEPTH_MAX + 2, 1, "nest more than 64 levels deep");
+    memset(text, '[', len);
+    assert_load_fails(text, len, 1, "nest more than 64 levels deep");
+    for (size_t i = 0; i + 2 < len; i += 2)
+        memcpy(text + i, "{a", 2);
+    assert_load_fails(text, len, 1, "nest more than 64 levels deep");
+
+    /* Block nesting counts too, at the line where it goes too deep. */
+    size_t n = 0;
+    for (int level = 0; level <= YAMLDOC_DEPTH_MAX; level++)
+        n += (size_t)sprintf(text + n, "%*sk:\n", 2 * level, "");
+    n += (size_t)sprintf(text + n, "%*sv: 1\n", 2 * (YAMLDOC_DEPTH_MAX + 1), "");
+    assert_load_fails(text, n, YAMLDOC_DEPTH_MAX + 1, "nest more than 64 levels deep");
+    free(text);
+}
+
+/* libyaml compares every anchor and %TAG directive with all earlier ones: a megabyte of
+ * them would take it minutes. */
+static void test_load_anchor_and_directive_limits(void **state)
+{
+    size_t size = 1024 * 1024, n = 0;
+    char *text = xmalloc(size);
+
+    for (int i = 0; i < YAMLDOC_ANCHORS_MAX; i++)
+        n += (size_t)sprintf(text + n, "a%d: &x%d v\n", i, i);
+    n += (size_t)sprintf(text + n, "b: *x7\n");
+    yamldoc_free(load_ok(text));
+    while (n < size - 64)
+        n += (size_t)sprintf(text + n, "a%zu: &y%zu v\n", n, n);
+    assert_load_fails(text, n, YAMLDOC_ANCHORS_MAX + 2, "more than 256 anchors (&name)");
+
+    n = 0;
+    while (n < size - 64)
+        n += (size_t)sprintf(text + n, "%%TAG !t%zu! tag:example.com,2000:\n", n);
+    n += (size_t)sprintf(text + n, "---\na: 1\n");
+    assert_load_fails(text, n, YAMLDOC_DIRECTIVES_MAX + 1, "more than 16 %TAG directives");
+
+    n = (size_t)sprintf(text, "a: 1\n");
+    while (n < size - 64)
+        n += (size_t)sprintf(text + n, "---\n");
+    assert_load_fails(text, n, YAMLDOC_DIRECTIVES_MAX + 2, "more than one YAML document");
+    free(text);
+}
+
 static void test_load_ignores_explicit_end(void **state)
 {
     yamldoc_free(load_ok("---\na: 1\n...\n"));
@@ -233,15 +292,13 @@ static void test_map_fields(void **state)
     assert_int_equal(errors.n, 1);
     assert_diag(&errors, 4, "key \"path\" appears twice");
     assert_int_equal(warnings.n, 1);
-    assert_diag(&warnings, 2,
-                "unknown key \"prot\" in health (known keys: path, port, interval)");
+    assert_diag(&warnings, 2, "unknown key \"prot\" in health (known keys: path, port, interval)");
     diags_clear(&errors);
     diags_clear(&warnings);
 
     /* NULL for unknown: ignored. */
-    assert_int_equal(
-        yamldoc_map_fields(doc, yamldoc_root(doc), "health", fields, 3, &errors, NULL),
-        -EINVAL);
+    assert_int_equal(yamldoc_map_fields(doc, yamldoc_root(doc), "health", fields, 3, &errors, NULL),
+                     -EINVAL);
     diags_clear(&errors);
     yamldoc_free(doc);
 }
@@ -282,8 +339,7 @@ static void test_read_string(void **state)
     s = NULL;
     assert_int_equal(yamldoc_read_string(doc, value_of(doc, "d"), "d", &s, &errors), -EINVAL);
     assert_int_equal(yamldoc_read_string(doc, value_of(doc, "e"), "e", &s, &errors), -EINVAL);
-    assert_int_equal(yamldoc_read_string(doc, value_of(doc, "g"), "g.key", &s, &errors),
-                     -EINVAL);
+    assert_int_equal(yamldoc_read_string(doc, value_of(doc, "g"), "g.key", &s, &errors), -EINVAL);
     assert_null(s);
     assert_int_equal(errors.n, 3);
     assert_diag(&errors, 4, "d must be a string, not a list");
@@ -326,8 +382,7 @@ static void test_read_bool(void **state)
 
 static void test_read_bool_wrong_types(void **state)
 {
-    struct yamldoc *doc =
-        load_ok("a: \"true\"\nb: yes please\nc: 1\nd: [true]\ne:\nf: 'no'\n");
+    struct yamldoc *doc = load_ok("a: \"true\"\nb: yes please\nc: 1\nd: [true]\ne:\nf: 'no'\n");
     struct diags errors = {0};
     bool value = true;
 
@@ -360,11 +415,9 @@ static void test_read_uint(void **state)
     struct diags errors = {0};
     uint64_t value = 7;
 
-    assert_int_equal(yamldoc_read_uint(doc, value_of(doc, "a"), "a", 1, 65535, &value, &errors),
-                     0);
+    assert_int_equal(yamldoc_read_uint(doc, value_of(doc, "a"), "a", 1, 65535, &value, &errors), 0);
     assert_int_equal(value, 8000);
-    assert_int_equal(yamldoc_read_uint(doc, value_of(doc, "i"), "i", 1, 65535, &value, &errors),
-                     0);
+    assert_int_equal(yamldoc_read_uint(doc, value_of(doc, "i"), "i", 1, 65535, &value, &errors), 0);
     assert_int_equal(value, 65535);
     value = 7;
     assert_int_equal(
@@ -378,9 +431,8 @@ static void test_read_uint(void **state)
                      -EINVAL);
     assert_int_equal(yamldoc_read_uint(doc, value_of(doc, "f"), "f", 1, 65535, &value, &errors),
                      -EINVAL);
-    assert_int_equal(yamldoc_read_uint(doc, value_of(doc, "g"), "g", 0, UINT64_MAX, &value,
-                                       &errors),
-                     -EINVAL);
+    assert_int_equal(
+        yamldoc_read_uint(doc, value_of(doc, "g"), "g", 0, UINT64_MAX, &value, &errors), -EINVAL);
     assert_int_equal(yamldoc_read_uint(doc, value_of(doc, "h"), "h", 1, 65535, &value, &errors),
                      -EINVAL);
     assert_int_equal(value, 7);
@@ -397,8 +449,7 @@ static void test_read_uint(void **state)
 
 static void test_read_duration(void **state)
 {
-    struct yamldoc *doc =
-        load_ok("a: 5s\nb: 30\nc: \"500ms\"\nd: 5x\ne: 200h\nf: [5s]\ng: -1s\n");
+    struct yamldoc *doc = load_ok("a: 5s\nb: 30\nc: \"500ms\"\nd: 5x\ne: 200h\nf: [5s]\ng: -1s\n");
     struct diags errors = {0};
     uint64_t ms = 7;
 
@@ -410,8 +461,7 @@ static void test_read_duration(void **state)
     assert_int_equal(ms, 500);
     ms = 7;
     assert_int_equal(
-        yamldoc_read_duration(doc, value_of(doc, "d"), "health.interval", &ms, &errors),
-        -EINVAL);
+        yamldoc_read_duration(doc, value_of(doc, "d"), "health.interval", &ms, &errors), -EINVAL);
     assert_int_equal(yamldoc_read_duration(doc, value_of(doc, "e"), "e", &ms, &errors), -EINVAL);
     assert_int_equal(yamldoc_read_duration(doc, value_of(doc, "f"), "f", &ms, &errors), -EINVAL);
     assert_int_equal(yamldoc_read_duration(doc, value_of(doc, "g"), "g", &ms, &errors), -EINVAL);
@@ -434,16 +484,14 @@ static void test_read_strings(void **state)
     char **strv = NULL;
     size_t n = 99;
 
-    assert_int_equal(yamldoc_read_strings(doc, value_of(doc, "a"), "a", 8, &strv, &n, &errors),
-                     0);
+    assert_int_equal(yamldoc_read_strings(doc, value_of(doc, "a"), "a", 8, &strv, &n, &errors), 0);
     assert_int_equal(n, 3);
     assert_string_equal(strv[0], "python3");
     assert_string_equal(strv[1], "app.py");
     assert_string_equal(strv[2], "8000");
     assert_null(strv[3]);
     yamldoc_strv_free(strv);
-    assert_int_equal(yamldoc_read_strings(doc, value_of(doc, "b"), "b", 8, &strv, &n, &errors),
-                     0);
+    assert_int_equal(yamldoc_read_strings(doc, value_of(doc, "b"), "b", 8, &strv, &n, &errors), 0);
     assert_int_equal(n, 0);
     assert_null(strv[0]);
     yamldoc_strv_free(strv);
@@ -451,8 +499,7 @@ static void test_read_strings(void **state)
     strv = NULL;
     n = 99;
     assert_int_equal(
-        yamldoc_read_strings(doc, value_of(doc, "c"), "command", 8, &strv, &n, &errors),
-        -EINVAL);
+        yamldoc_read_strings(doc, value_of(doc, "c"), "command", 8, &strv, &n, &errors), -EINVAL);
     assert_int_equal(yamldoc_read_strings(doc, value_of(doc, "d"), "d", 8, &strv, &n, &errors),
                      -EINVAL);
     assert_int_equal(yamldoc_read_strings(doc, value_of(doc, "e"), "e", 3, &strv, &n, &errors),
@@ -498,6 +545,21 @@ static void test_quote(void **state)
     assert_string_equal(small, "\"0123...\"");
 }
 
+static void test_text_printable(void **state)
+{
+    assert_true(yamldoc_text_printable("", 0));
+    assert_true(yamldoc_text_printable("svc-1", 5));
+    assert_true(yamldoc_text_printable("caf\xc3\xa9", 5));
+    assert_true(yamldoc_text_printable("\xf0\x9f\x98\x80", 4));
+    assert_false(yamldoc_text_printable("a\nb", 3));
+    assert_false(yamldoc_text_printable("a\x7f", 2));
+    assert_false(yamldoc_text_printable("\xff", 1));
+    assert_false(yamldoc_text_printable("\xc3", 1));             /* cut short */
+    assert_false(yamldoc_text_printable("\xc0\xaf", 2));         /* overlong */
+    assert_false(yamldoc_text_printable("\xed\xa0\x80", 3));     /* surrogate */
+    assert_false(yamldoc_text_printable("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+}
+
 static void test_describe(void **state)
 {
     struct yamldoc *doc = load_ok("a:\nb: ''\nc: [1]\nd: {}\ne: text\n");
@@ -516,6 +578,17 @@ static void test_describe(void **state)
     assert_true(yamldoc_is_plain(value_of(doc, "e")));
     assert_false(yamldoc_is_plain(value_of(doc, "b")));
     assert_false(yamldoc_is_plain(value_of(doc, "c")));
+    assert_true(yamldoc_is_null(value_of(doc, "a")));
+    assert_false(yamldoc_is_null(value_of(doc, "b")));
+    assert_false(yamldoc_is_null(value_of(doc, "c")));
+    assert_false(yamldoc_is_null(value_of(doc, "e")));
+    yamldoc_free(doc);
+
+    doc = load_ok("a: ~\nb: null\nc: NULL\nd: \"null\"\n");
+    assert_true(yamldoc_is_null(value_of(doc, "a")));
+    assert_true(yamldoc_is_null(value_of(doc, "b")));
+    assert_true(yamldoc_is_null(value_of(doc, "c")));
+    assert_false(yamldoc_is_null(value_of(doc, "d")));
     yamldoc_free(doc);
 }
 
@@ -557,6 +630,8 @@ int main(void)
         cmocka_unit_test(test_load_not_text),
         cmocka_unit_test(test_load_empty),
         cmocka_unit_test(test_load_two_documents),
+        cmocka_unit_test(test_load_depth_limit),
+        cmocka_unit_test(test_load_anchor_and_directive_limits),
         cmocka_unit_test(test_load_ignores_explicit_end),
         cmocka_unit_test(test_load_needs_no_nul_terminator),
         cmocka_unit_test(test_iter_duplicates_and_bad_keys),
@@ -571,6 +646,7 @@ int main(void)
         cmocka_unit_test(test_read_duration),
         cmocka_unit_test(test_read_strings),
         cmocka_unit_test(test_quote),
+        cmocka_unit_test(test_text_printable),
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_diags_cap),
         cmocka_unit_test(test_recursive_alias),
