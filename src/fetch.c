@@ -165,26 +165,35 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 
 int fetcher_new(uv_loop_t *loop, struct fetcher **ret)
 {
-    static bool curl_ready;
-    struct fetcher *f;
+    struct fetcher *f = xcalloc(1, sizeof(*f));
 
+    f->loop = loop;
+    uv_timer_init(loop, &f->timer);
+    f->timer.data = f;
+    *ret = f;
+    return 0;
+}
+
+/* Starts libcurl on the first transfer: its TLS and SSH libraries cost about 2 MiB of
+ * memory once initialized, which an idle daemon need not pay. */
+static int fetcher_start_curl(struct fetcher *f)
+{
+    static bool curl_ready;
+
+    if (f->multi)
+        return 0;
     if (!curl_ready) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
             return -EIO;
         curl_ready = true;
     }
-    f = xcalloc(1, sizeof(*f));
-    f->loop = loop;
     f->multi = curl_multi_init();
     if (!f->multi)
         fatal("out of memory (curl_multi_init)");
-    uv_timer_init(loop, &f->timer);
-    f->timer.data = f;
     curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
-    *ret = f;
     return 0;
 }
 
@@ -200,7 +209,8 @@ void fetcher_free(struct fetcher *f)
     while (f->active)
         fetch_destroy(f->active);
     f->closing = true;
-    curl_multi_cleanup(f->multi);
+    if (f->multi)
+        curl_multi_cleanup(f->multi);
     uv_close((uv_handle_t *)&f->timer, on_fetcher_closed);
 }
 
@@ -227,6 +237,8 @@ int fetcher_get(struct fetcher *f, const char *url, const char *unix_socket, uin
 
     if (f->closing)
         return -ECANCELED;
+    if (fetcher_start_curl(f) < 0)
+        return -EIO;
     easy = curl_easy_init();
     if (!easy)
         fatal("out of memory (curl_easy_init)");

@@ -25,6 +25,7 @@ struct fetch_result {
 /* Called once per fetch, on the loop; the result is valid during the call only. */
 typedef void (*fetch_done_fn)(void *data, const struct fetch_result *res);
 
+/* Creates a fetcher; libcurl itself is started by the first transfer. */
 int fetcher_new(uv_loop_t *loop, struct fetcher **ret);
 
 /* Cancels every transfer still running (their callbacks are not called) and frees the

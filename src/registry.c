@@ -1,5 +1,6 @@
 /* The registry of services, kept sorted by name, and the rescans that refresh it. */
 #include <errno.h>
+#include <malloc.h>
 #include <string.h>
 
 #include "log.h"
@@ -290,6 +291,8 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
     reg->services = next;
     reg->n_services = n;
     scan_free(scan);
+    /* A scan allocates much and keeps little: give the freed pages back. */
+    malloc_trim(0);
 
     if (json_array_size(added) || json_array_size(removed) || json_array_size(changed))
         log_info("services: %zu (added %zu, removed %zu, changed %zu), %zu manifest errors", n,
