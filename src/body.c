@@ -10,7 +10,7 @@
 static bool is_blank(const char *buf, size_t len)
 {
     for (size_t i = 0; i < len; i++)
-        if (!strchr(" \t\r\n", buf[i]))
+        if (buf[i] == '\0' || !strchr(" \t\r\n", buf[i]))
             return false;
     return true;
 }

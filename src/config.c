@@ -171,7 +171,15 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         return fail(err, err_size, "%s: cannot read the config file: %s", file, strerror(errno));
     }
 
-    if (yamldoc_load(buf, (size_t)n, &doc, &errors) < 0)
+    r = yamldoc_load(buf, (size_t)n, &doc, &errors);
+    if (r == -ENODATA) {
+        /* Only comments, say a shipped example: every setting keeps its default. */
+        diags_clear(&errors);
+        r = 0;
+        goto done;
+    }
+    r = -EINVAL;
+    if (!doc)
         goto done;
     if (yamldoc_map_fields(doc, yamldoc_root(doc), "the config file", fields,
                            sizeof(fields) / sizeof(fields[0]), &errors, &warnings) < 0)
@@ -230,10 +238,12 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
 done:
     for (size_t i = 0; i < warnings.n; i++)
         log_warning("%s:%d: %s", file, warnings.items[i].line, warnings.items[i].message);
-    if (errors.n > 0)
+    if (errors.n > 0) {
         fail(err, err_size, "%s:%d: %s", file, errors.items[0].line, errors.items[0].message);
-    else
+        r = -EINVAL;
+    } else {
         r = 0;
+    }
     diags_clear(&errors);
     diags_clear(&warnings);
     yamldoc_free(doc);

@@ -119,6 +119,20 @@ static char *listen_url(const char *listen, unsigned port)
     return xasprintf("http://%.*s:%u", (int)(colon - listen), listen, port);
 }
 
+/* Undoes a start that failed half-way; returns code. */
+static int daemon_abort_start(struct daemon *d, int code)
+{
+    uv_close((uv_handle_t *)&d->drain, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
+    api_free(d->api);
+    registry_free(d->reg);
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&d->loop);
+    return code;
+}
+
 int daemon_run(const struct config *c)
 {
     struct daemon d = {.config = c};
@@ -139,35 +153,31 @@ int daemon_run(const struct config *c)
     if (r < 0)
         fatal("uv_loop_init: %s", uv_strerror(r));
 
-    d.reg = registry_new(&d.loop, root, api_render_cache_free);
-    r = registry_scan_now(d.reg);
-    if (r < 0) {
-        log_error("cannot read the services folder %s: %s", root, strerror(-r));
-        registry_free(d.reg);
-        uv_loop_close(&d.loop);
-        return 2;
-    }
-    d.api = api_new(d.reg);
-    r = server_new(&d.loop, c->listen, api_handle, d.api, &d.server);
-    if (r < 0) {
-        log_error("cannot listen on %s: %s", c->listen, strerror(-r));
-        api_free(d.api);
-        registry_free(d.reg);
-        uv_run(&d.loop, UV_RUN_NOWAIT);
-        uv_loop_close(&d.loop);
-        return 1;
-    }
-    r = fetcher_new(&d.loop, &d.fetcher);
-    if (r < 0)
-        fatal("cannot start libcurl");
-    watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);
-    registry_on_rescan(d.reg, on_rescanned, &d);
-
+    /* Signals first: one that comes while we start waits for the loop, and is then
+     * handled like any other. */
     signal_start(&d, &d.sigterm, on_stop_signal, SIGTERM);
     signal_start(&d, &d.sigint, on_stop_signal, SIGINT);
     signal_start(&d, &d.sighup, on_hangup, SIGHUP);
     uv_timer_init(&d.loop, &d.drain);
     d.drain.data = &d;
+
+    d.reg = registry_new(&d.loop, root, api_render_cache_free);
+    r = registry_scan_now(d.reg);
+    if (r < 0) {
+        log_error("cannot read the services folder %s: %s", root, strerror(-r));
+        return daemon_abort_start(&d, 2);
+    }
+    d.api = api_new(d.reg);
+    r = server_new(&d.loop, c->listen, api_handle, d.api, &d.server);
+    if (r < 0) {
+        log_error("cannot listen on %s: %s", c->listen, strerror(-r));
+        return daemon_abort_start(&d, 1);
+    }
+    r = fetcher_new(&d.loop, &d.fetcher);
+    if (r < 0)
+        fatal("cannot set up the HTTP client");
+    watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);
+    registry_on_rescan(d.reg, on_rescanned, &d);
 
     url = listen_url(c->listen, server_port(d.server));
     log_info("service-nanny %s: %zu services in %s, %zu manifest errors", NANNY_VERSION,

@@ -7,11 +7,14 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "server.h"
+
+#define SERVER_TICK_MS 250
 
 enum request_state {
     REQUEST_READING,   /* headers or body still arriving */
@@ -187,6 +190,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!req) {
         const char *length =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *encoding =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
         req = xcalloc(1, sizeof(*req));
         req->server = s;
         req->conn = conn;
@@ -194,7 +199,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         req->path = url;
         *con_cls = req;
         s->in_flight++;
-        if (length && strtoull(length, NULL, 10) > SERVER_BODY_MAX) {
+        if (encoding && strcasecmp(encoding, "chunked") != 0) {
+            req->in_access = true;
+            request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "unsupported_transfer_encoding",
+                                "only the chunked transfer encoding is supported");
+            req->in_access = false;
+        } else if (length && strtoull(length, NULL, 10) > SERVER_BODY_MAX) {
             req->in_access = true;
             request_reply_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large",
                                 "the request body is larger than %d bytes", SERVER_BODY_MAX);
@@ -299,7 +309,10 @@ static void on_poll(uv_poll_t *p, int status, int events)
     server_run(p->data);
 }
 
-/* Lets libmicrohttpd do its work, then sets the timer for its next deadline. */
+/* Lets libmicrohttpd do its work, then sets the timer for its next deadline, but no
+ * later than SERVER_TICK_MS: libmicrohttpd 0.9.75 can leave a connection it has decided
+ * to close (a request whose headers overflow its memory) until a later run, and reports
+ * no deadline for it. */
 static void server_run(struct server *s)
 {
     MHD_UNSIGNED_LONG_LONG timeout;
@@ -308,7 +321,7 @@ static void server_run(struct server *s)
         return;
     MHD_run(s->mhd);
     if (MHD_get_timeout(s->mhd, &timeout) == MHD_YES)
-        uv_timer_start(&s->timer, on_timer, timeout, 0);
+        uv_timer_start(&s->timer, on_timer, timeout < SERVER_TICK_MS ? timeout : SERVER_TICK_MS, 0);
     else
         uv_timer_stop(&s->timer);
 }

@@ -51,6 +51,8 @@ static void on_debounce(uv_timer_t *t)
     w->changed(w->data);
 }
 
+static void watch_add_folder(struct watch *w, const char *name);
+
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     struct folder_watch *fw = h->data;
@@ -58,6 +60,10 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 
     if (fw->name && !file_decides_service(filename))
         return;
+    /* A new subfolder is watched at once, before the scan: a manifest written into it
+     * while the scan runs is then seen either by the scan or by the new watch. */
+    if (!fw->name && filename)
+        watch_add_folder(w, filename);
     /* The first change of a burst arms the timer; later ones ride along. */
     if (!uv_is_active((uv_handle_t *)&w->debounce))
         uv_timer_start(&w->debounce, on_debounce, WATCH_DEBOUNCE_MS, 0);
@@ -112,6 +118,37 @@ static int folder_key_cmp(const void *key, const void *elem)
 {
     const struct folder_watch *const *fw = elem;
     return strcmp(key, (*fw)->name);
+}
+
+/* Watches root/name if it is a folder that could hold a service and is not watched. */
+static void watch_add_folder(struct watch *w, const char *name)
+{
+    struct folder_watch *fw;
+    struct stat st;
+    char *path;
+    size_t i;
+
+    if (name[0] == '.' || name[0] == '_' || w->n_folders >= WATCH_FOLDERS_MAX)
+        return;
+    if (w->n_folders &&
+        bsearch(name, w->folders, w->n_folders, sizeof(*w->folders), folder_key_cmp))
+        return;
+    path = xasprintf("%s/%s", w->root, name);
+    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        free(path);
+        return;
+    }
+    free(path);
+    fw = folder_watch(w, name);
+    if (!fw)
+        return;
+    /* Keep the list sorted: find the place and shift the tail. */
+    for (i = w->n_folders; i > 0 && strcmp(w->folders[i - 1]->name, name) > 0; i--)
+        ;
+    w->folders = xrealloc(w->folders, (w->n_folders + 1) * sizeof(*w->folders));
+    memmove(&w->folders[i + 1], &w->folders[i], (w->n_folders - i) * sizeof(*w->folders));
+    w->folders[i] = fw;
+    w->n_folders++;
 }
 
 void watch_sync(struct watch *w)

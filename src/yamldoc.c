@@ -321,7 +321,10 @@ int yamldoc_load(const char *buf, size_t len, struct yamldoc **ret, struct diags
     if (document_is_empty(&doc->document)) {
         diags_add(errors, 1,
                   "the file is empty: it holds no YAML content, only blanks or comments");
-        goto fail_document;
+        yaml_document_delete(&doc->document);
+        free(doc);
+        yaml_parser_delete(&parser);
+        return -ENODATA;
     }
     /* Empty documents after the first (a trailing "---") are harmless. */
     for (;;) {

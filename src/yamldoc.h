@@ -45,7 +45,9 @@ struct yamldoc;
 
 /* Parses buf (len bytes, need not be NUL-terminated) as exactly one YAML document. On
  * failure adds one error (a syntax error with its line and libyaml's text, a limit above
- * passed, an empty document, or more than one document) and returns -EINVAL. */
+ * passed, or more than one document) and returns -EINVAL; for a document with no
+ * content (only blanks or comments) it adds an error and returns -ENODATA, so that a
+ * caller for whom that is fine can tell. */
 int yamldoc_load(const char *buf, size_t len, struct yamldoc **ret, struct diags *errors);
 
 void yamldoc_free(struct yamldoc *doc);

@@ -36,17 +36,23 @@ static struct yamldoc *load_ok(const char *text)
     return doc;
 }
 
-/* Loads text, which must fail with one error at line containing message. */
-static void assert_load_fails(const char *text, size_t len, int line, const char *message)
+/* Loads text, which must fail with code rc and one error at line containing message. */
+static void assert_load_fails_with(int rc, const char *text, size_t len, int line,
+                                   const char *message)
 {
     struct diags errors = {0};
     struct yamldoc *doc = (struct yamldoc *)&errors; /* a sentinel that must stay */
 
-    assert_int_equal(yamldoc_load(text, len, &doc, &errors), -EINVAL);
+    assert_int_equal(yamldoc_load(text, len, &doc, &errors), rc);
     assert_ptr_equal(doc, (struct yamldoc *)&errors);
     assert_int_equal(errors.n, 1);
     assert_diag(&errors, line, message);
     diags_clear(&errors);
+}
+
+static void assert_load_fails(const char *text, size_t len, int line, const char *message)
+{
+    assert_load_fails_with(-EINVAL, text, len, line, message);
 }
 
 /* Returns the value node of key in the root mapping of doc. */
@@ -100,10 +106,10 @@ static void test_load_not_text(void **state)
 
 static void test_load_empty(void **state)
 {
-    assert_load_fails("", 0, 1, "the file is empty");
-    assert_load_fails("\n\n   \n", 6, 1, "the file is empty");
-    assert_load_fails("# nothing here\n# at all\n", 24, 1, "the file is empty");
-    assert_load_fails("---\n", 4, 1, "the file is empty");
+    assert_load_fails_with(-ENODATA, "", 0, 1, "the file is empty");
+    assert_load_fails_with(-ENODATA, "\n\n   \n", 6, 1, "the file is empty");
+    assert_load_fails_with(-ENODATA, "# nothing here\n# at all\n", 24, 1, "the file is empty");
+    assert_load_fails_with(-ENODATA, "---\n", 4, 1, "the file is empty");
 }
 
 static void test_load_two_documents(void **state)
