@@ -75,6 +75,16 @@ static void test_start_embedded_nul(void **state)
     assert_int_equal(body_parse_start(body, sizeof(body) - 1, &req, err, sizeof(err)), -EINVAL);
 }
 
+static void test_nul_bytes_are_not_blank(void **state)
+{
+    struct start_request req;
+    char err[256];
+
+    assert_int_equal(body_parse_start("\0", 1, &req, err, sizeof(err)), -EINVAL);
+    assert_int_equal(body_parse_start(" \0 ", 3, &req, err, sizeof(err)), -EINVAL);
+    assert_int_equal(body_parse_empty("\0\0", 2, err, sizeof(err)), -EINVAL);
+}
+
 static void test_empty(void **state)
 {
     char err[256];
@@ -101,9 +111,13 @@ static void test_deep_nesting(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_start_defaults), cmocka_unit_test(test_start_force),
-        cmocka_unit_test(test_start_rejects),  cmocka_unit_test(test_start_embedded_nul),
-        cmocka_unit_test(test_empty),          cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_start_defaults),
+        cmocka_unit_test(test_start_force),
+        cmocka_unit_test(test_start_rejects),
+        cmocka_unit_test(test_start_embedded_nul),
+        cmocka_unit_test(test_nul_bytes_are_not_blank),
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_deep_nesting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

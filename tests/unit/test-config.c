@@ -184,6 +184,19 @@ static void test_file_errors_name_file_and_line(void **state)
     }
 }
 
+static void test_file_with_only_comments_means_defaults(void **state)
+{
+    char *path = temp_file("# listen: 127.0.0.1:9999\n# every line commented out\n");
+    char *argv[] = {"serve", "--config", path, NULL};
+    struct config c;
+
+    assert_int_equal(load(&c, 3, argv), 0);
+    assert_string_equal(c.listen, CONFIG_DEFAULT_LISTEN);
+    config_done(&c);
+    unlink(path);
+    free(path);
+}
+
 static void test_missing_file(void **state)
 {
     char *argv[] = {"serve", "--config", "/nonexistent/nanny.yaml", NULL};
@@ -204,6 +217,7 @@ int main(void)
         cmocka_unit_test_setup(test_non_loopback_needs_insecure, setup),
         cmocka_unit_test_setup(test_file, setup),
         cmocka_unit_test_setup(test_file_errors_name_file_and_line, setup),
+        cmocka_unit_test_setup(test_file_with_only_comments_means_defaults, setup),
         cmocka_unit_test_setup(test_missing_file, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
