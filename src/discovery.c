@@ -118,7 +118,9 @@ static void reject_duplicate_names(struct scan *s)
     }
     qsort(refs, n, sizeof(*refs), compare_name_refs);
     for (size_t j = 0, first = 0; j < n; j++) {
-        if (j == 0 || strcmp(refs[j].name, refs[j - 1].name) != 0) {
+        /* Compare with the first holder of the name: it is kept, while refs[j - 1] may
+         * have been rejected (and its name freed) on the previous pass. */
+        if (j == 0 || strcmp(refs[j].name, refs[first].name) != 0) {
             first = j;
             continue;
         }

@@ -186,6 +186,29 @@ static void test_duplicate_name(void **state)
     scan_free(s);
 }
 
+/* Three folders with one name: the second and third are errors, the first stays (the
+ * third is compared with the first, not with the rejected second). */
+static void test_name_used_three_times(void **state)
+{
+    const char *root = *state;
+    struct scan *s;
+
+    add_service(root, "a", "name: same\ncommand: x\nports: [8001]\n");
+    add_service(root, "b", "name: same\ncommand: x\nports: [8002]\n");
+    add_service(root, "c", "name: same\ncommand: x\nports: [8003]\n");
+    add_service(root, "d", "name: zzz\ncommand: x\nports: [8004]\n");
+
+    s = scan_ok(root);
+    assert_int_equal(s->n, 4);
+    assert_non_null(s->entries[0].manifest);
+    assert_null(s->entries[1].manifest);
+    assert_null(s->entries[2].manifest);
+    assert_non_null(s->entries[3].manifest);
+    assert_diag(&s->entries[2].errors, 1,
+                "name \"same\" is already used by the service in folder \"a\"");
+    scan_free(s);
+}
+
 /* A broken copy never hides the working service it was copied from. */
 static void test_broken_manifest_takes_no_name(void **state)
 {
@@ -443,6 +466,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_which_folders_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_and_missing_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_used_three_times, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broken_manifest_takes_no_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_host_port, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_shared_port_reported, setup, teardown),
