@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -10,12 +11,15 @@
 #include "log.h"
 #include "version.h"
 
-#define LOGS_TAIL_DEFAULT 100
-#define LOGS_TAIL_MAX     10000
-#define ROUTE_SEGMENTS    3
+#define LOGS_TAIL_DEFAULT     100
+#define LOGS_TAIL_MAX         10000
+#define ROUTE_SEGMENTS        3
+#define REDISCOVER_TIMEOUT_MS 30000
 
 struct api {
     struct registry *reg;
+    const struct config *config;
+    unsigned port; /* the port we answer on, for Host and Origin checks */
     time_t started;
     struct MHD_Response *list_cache; /* GET /services, valid for list_generation */
     uint64_t list_generation;
@@ -29,12 +33,21 @@ struct render_cache {
 
 typedef void (*endpoint_fn)(struct api *api, struct request *req, const char *name);
 
+/* GET /health: the daemon's own state. */
 static void get_health(struct api *api, struct request *req, const char *name);
+/* GET /services: the rendered list, remade only when the registry changed. */
 static void get_services(struct api *api, struct request *req, const char *name);
+/* GET /services/NAME and /services/NAME/status: the service's rendered status. */
 static void get_service(struct api *api, struct request *req, const char *name);
+/* POST /services/NAME/start and /restart: the request is checked; the lifecycle comes
+ * with the next issue. */
 static void post_start(struct api *api, struct request *req, const char *name);
+/* POST /services/NAME/stop: the request is checked; the lifecycle comes with the next
+ * issue. */
 static void post_stop(struct api *api, struct request *req, const char *name);
+/* GET /services/NAME/logs: ?tail is checked; the logs come with the next issue. */
 static void get_logs(struct api *api, struct request *req, const char *name);
+/* POST /rediscover: suspends the request until a rescan that began after it merged. */
 static void post_rediscover(struct api *api, struct request *req, const char *name);
 
 /* "*" stands for a service name. */
@@ -54,13 +67,19 @@ static const struct route {
     {{"rediscover"}, "POST", post_rediscover},
 };
 
-struct api *api_new(struct registry *reg)
+struct api *api_new(struct registry *reg, const struct config *config)
 {
     struct api *api = xcalloc(1, sizeof(*api));
 
     api->reg = reg;
+    api->config = config;
     api->started = time(NULL);
     return api;
+}
+
+void api_set_port(struct api *api, unsigned port)
+{
+    api->port = port;
 }
 
 void api_free(struct api *api)
@@ -164,19 +183,21 @@ static json_t *health_json(const struct health_result *h)
 
 json_t *api_service_status(const struct service *svc)
 {
+    json_t *manifest = manifest_to_json(svc->manifest);
     const struct manifest *m = svc->manifest;
     json_t *status = json_pack(
         "{s:s, s:o, s:s, s:b, s:O, s:o, s:s, s:b, s:o, s:I, s:o, s:o, s:o, s:O}", "name", svc->name,
-        "description", json_text(m->description), "driver", driver_kind_name(m->driver),
-        "gpu_required", m->gpu_required, "ports", json_object_get(svc->manifest_json, "ports"),
-        "port", m->port ? json_integer(m->port) : json_null(), "state",
-        service_state_name(svc->state), "is_healthy", svc->is_healthy, "started_at",
-        json_time(svc->started_at_ms), "restarts", (json_int_t)svc->restarts, "last_error",
-        json_text_or_null(svc->last_error), "health", health_json(&svc->health), "folder",
-        json_text(svc->folder), "warnings", svc->warnings);
-
+        "description", json_text(m->description), "driver", manifest_driver_name(m->driver),
+        "gpu_required", m->gpu_required, "ports", json_object_get(manifest, "ports"), "port",
+        m->port ? json_integer(m->port) : json_null(), "state", service_state_name(svc->state),
+        "is_healthy", svc->is_healthy, "started_at", json_time(svc->started_at_ms), "restarts",
+        (json_int_t)svc->restarts, "last_error", json_text_or_null(svc->last_error), "health",
+        health_json(&svc->health), "folder", json_text(svc->folder), "warnings", svc->warnings);
+    json_decref(manifest);
     if (!status)
         fatal("cannot render the status of %s", svc->name);
+    json_object_set(status, "manifest_error",
+                    svc->manifest_error ? svc->manifest_error : json_null());
     return status;
 }
 
@@ -264,6 +285,7 @@ static void get_service(struct api *api, struct request *req, const char *name)
 static void post_start(struct api *api, struct request *req, const char *name)
 {
     struct start_request start;
+    struct service *svc;
     const char *wait = request_query(req, "wait");
     char err[256];
     size_t len;
@@ -278,8 +300,19 @@ static void post_start(struct api *api, struct request *req, const char *name)
                             "wait must be \"healthy\" (or left out)");
         return;
     }
-    if (!find_or_reply(api, req, name))
+    svc = find_or_reply(api, req, name);
+    if (!svc)
         return;
+    if (svc->manifest_error) {
+        /* It keeps its last good manifest, but nothing starts from a broken one. */
+        request_reply_json(
+            req, MHD_HTTP_UNPROCESSABLE_CONTENT,
+            json_pack("{s:s, s:s+, s:O}", "error", "invalid_manifest", "message",
+                      "the manifest of this service is invalid: ",
+                      json_string_value(json_object_get(svc->manifest_error, "message")),
+                      "manifest_error", svc->manifest_error));
+        return;
+    }
     request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented",
                         "starting and restarting services is not implemented yet");
 }
@@ -341,17 +374,24 @@ struct rediscover_wait {
     struct rescan_waiter *waiter;
 };
 
+/* Answers a POST /rediscover with the scan's diff, or 503 when the folder was unreadable. */
 static void on_rediscovered(void *data, json_t *diff)
 {
     struct rediscover_wait *w = data;
     struct api *api = w->api;
-    json_t *body =
-        json_pack("{s:o, s:O, s:O, s:O, s:O}", "services", services_array(api), "added",
-                  json_object_get(diff, "added"), "removed", json_object_get(diff, "removed"),
-                  "changed", json_object_get(diff, "changed"), "errors", registry_errors(api->reg));
+    json_t *error = json_object_get(diff, "error");
 
     request_set_abort(w->req, NULL, NULL);
-    request_reply_json(w->req, MHD_HTTP_OK, body);
+    if (error)
+        request_reply_error(w->req, MHD_HTTP_SERVICE_UNAVAILABLE, "services_unreadable", "%s",
+                            json_string_value(error));
+    else
+        request_reply_json(w->req, MHD_HTTP_OK,
+                           json_pack("{s:o, s:O, s:O, s:O, s:O}", "services", services_array(api),
+                                     "added", json_object_get(diff, "added"), "removed",
+                                     json_object_get(diff, "removed"), "changed",
+                                     json_object_get(diff, "changed"), "errors",
+                                     registry_errors(api->reg)));
     free(w);
 }
 
@@ -377,9 +417,77 @@ static void post_rediscover(struct api *api, struct request *req, const char *na
     w = xcalloc(1, sizeof(*w));
     w->api = api;
     w->req = req;
-    request_suspend(req);
+    request_suspend(req, REDISCOVER_TIMEOUT_MS);
     request_set_abort(req, on_rediscover_abort, w);
     w->waiter = registry_rescan(api->reg, on_rediscovered, w);
+}
+
+/* True when host (a Host header: "name" or "name:port") names this daemon: a loopback
+ * name with our port (or none), or a name the config allows. */
+bool api_host_allowed(const char *host, unsigned port, char *const *allowed)
+{
+    static const char *const loopback[] = {"localhost", "127.0.0.1", "[::1]"};
+    const char *colon = host[0] == '[' ? strstr(host, "]:") : strrchr(host, ':');
+    size_t name_len;
+    char port_text[8];
+
+    if (colon && host[0] == '[')
+        colon++; /* "[::1]:8080": the colon after the bracket */
+    name_len = colon ? (size_t)(colon - host) : strlen(host);
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+        if (strlen(loopback[i]) != name_len || strncasecmp(host, loopback[i], name_len) != 0)
+            continue;
+        snprintf(port_text, sizeof(port_text), "%u", port);
+        if (!colon || strcmp(colon + 1, port_text) == 0)
+            return true;
+    }
+    for (char *const *a = allowed; a && *a; a++)
+        if (strcasecmp(host, *a) == 0 ||
+            (strlen(*a) == name_len && strncasecmp(host, *a, name_len) == 0))
+            return true;
+    return false;
+}
+
+/* True when a browser page of origin may change things here: our own origin, or one the
+ * config allows. */
+bool api_origin_allowed(const char *origin, unsigned port, char *const *allowed)
+{
+    static const char *const own[] = {"http://localhost", "http://127.0.0.1", "http://[::1]"};
+    char want[64];
+
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
+        snprintf(want, sizeof(want), "%s:%u", own[i], port);
+        if (strcasecmp(origin, want) == 0)
+            return true;
+    }
+    for (char *const *a = allowed; a && *a; a++)
+        if (strcmp(origin, *a) == 0)
+            return true;
+    return false;
+}
+
+/* Refuses requests a web page could forge: a Host that is not ours (DNS rebinding), and a
+ * change asked from a foreign Origin. curl sends no Origin and a loopback Host. */
+static bool browser_safety_refuses(struct api *api, struct request *req, bool changes_things)
+{
+    const char *host = request_header(req, MHD_HTTP_HEADER_HOST);
+    const char *origin = request_header(req, MHD_HTTP_HEADER_ORIGIN);
+    char *const *hosts = api->config ? api->config->allowed_hosts : NULL;
+    char *const *origins = api->config ? api->config->allowed_origins : NULL;
+
+    if (host && !api_host_allowed(host, api->port, hosts)) {
+        request_reply_error(req, MHD_HTTP_FORBIDDEN, "forbidden_host",
+                            "this daemon answers only to localhost, 127.0.0.1 and [::1] (add "
+                            "other names to allowed_hosts in the config file)");
+        return true;
+    }
+    if (changes_things && origin && !api_origin_allowed(origin, api->port, origins)) {
+        request_reply_error(req, MHD_HTTP_FORBIDDEN, "forbidden_origin",
+                            "requests from web pages of another origin may not change anything "
+                            "(add the origin to allowed_origins in the config file)");
+        return true;
+    }
+    return false;
 }
 
 /* Answers 405 with the methods the path does take. */
@@ -395,6 +503,7 @@ static void reply_method_not_allowed(struct request *req, const char *allow)
     json_decref(body);
 }
 
+/* Routes one request: 404, 405, browser safety, the name rule, then the endpoint. */
 void api_handle(void *data, struct request *req)
 {
     struct api *api = data;
@@ -412,18 +521,21 @@ void api_handle(void *data, struct request *req)
     }
     route = &routes[r];
     is_get = strcmp(route->method, "GET") == 0;
+    if (browser_safety_refuses(api, req, strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
+        return;
     if (strcmp(method, route->method) != 0 && !(is_get && strcmp(method, "HEAD") == 0)) {
         reply_method_not_allowed(req, is_get ? "GET, HEAD" : route->method);
         return;
     }
     name[0] = '\0';
-    if (name_seg) {
-        if (name_len > MANIFEST_NAME_MAX ||
-            (memcpy(name, name_seg, name_len), name[name_len] = '\0', !manifest_name_valid(name))) {
-            request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
-                                "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
-            return;
-        }
+    if (name_seg && name_len <= MANIFEST_NAME_MAX) {
+        memcpy(name, name_seg, name_len);
+        name[name_len] = '\0';
+    }
+    if (name_seg && (name_len > MANIFEST_NAME_MAX || !manifest_name_valid(name))) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
+                            "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
+        return;
     }
     route->fn(api, req, name);
 }

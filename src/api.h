@@ -5,12 +5,21 @@
 
 #include <stdbool.h>
 
+#include "config.h"
 #include "registry.h"
 #include "server.h"
 
 struct api;
 
-struct api *api_new(struct registry *reg);
+/* config (borrowed, may be NULL) gives the allowed hosts and origins. */
+struct api *api_new(struct registry *reg, const struct config *config);
+
+/* The port the server really bound, for the Host and Origin checks. */
+void api_set_port(struct api *api, unsigned port);
+
+/* The browser-safety rules, exposed for the unit tests: see api.c. */
+bool api_host_allowed(const char *host, unsigned port, char *const *allowed);
+bool api_origin_allowed(const char *origin, unsigned port, char *const *allowed);
 void api_free(struct api *api);
 
 /* The server's request handler; data is the struct api. */

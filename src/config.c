@@ -19,15 +19,6 @@ static void set_str(char **dst, const char *value)
     *dst = value ? xstrdup(value) : NULL;
 }
 
-static void strv_free(char **v)
-{
-    if (!v)
-        return;
-    for (char **p = v; *p; p++)
-        free(*p);
-    free(v);
-}
-
 /* The state folder when none is given: /var/lib for root, the XDG state folder else. */
 static char *default_state_dir(void)
 {
@@ -59,8 +50,8 @@ void config_done(struct config *c)
     free(c->state_dir);
     free(c->config_file);
     free(c->compose_command);
-    strv_free(c->allowed_hosts);
-    strv_free(c->allowed_origins);
+    yamldoc_strv_free(c->allowed_hosts);
+    yamldoc_strv_free(c->allowed_origins);
     *c = (struct config){0};
 }
 
@@ -113,41 +104,106 @@ static char *path_from_file(const char *file, const char *value)
     return path;
 }
 
-/* Reads a string-valued key; an enum-like value is checked by parse, when given. */
-static int file_string(struct yamldoc *doc, struct yamldoc_field *f, char **ret,
-                       struct diags *errors)
-{
-    char *s;
+/* The keys of the config file. */
+enum {
+    FILE_LISTEN,
+    FILE_SERVICES,
+    FILE_STATE_DIR,
+    FILE_LOG_LEVEL,
+    FILE_LOG_FORMAT,
+    FILE_INSECURE,
+    FILE_GPU_CONFLICT,
+    FILE_COMPOSE_COMMAND,
+    FILE_ALLOWED_HOSTS,
+    FILE_ALLOWED_ORIGINS,
+    FILE_STOP_SERVICES_ON_EXIT,
+    FILE_KEYS,
+};
 
-    if (!f->value)
-        return 0;
+/* Applies one key of the config file to c; problems go to errors with the key's line. */
+static void file_apply(struct config *c, const char *file, struct yamldoc *doc, int key,
+                       const struct yamldoc_field *f, struct diags *errors)
+{
+    char *s = NULL, **list;
+    size_t n;
+
+    switch (key) {
+    case FILE_INSECURE:
+        yamldoc_read_bool(doc, f->value, f->key, &c->insecure, errors);
+        return;
+    case FILE_STOP_SERVICES_ON_EXIT:
+        yamldoc_read_bool(doc, f->value, f->key, &c->stop_services_on_exit, errors);
+        return;
+    case FILE_ALLOWED_HOSTS:
+    case FILE_ALLOWED_ORIGINS:
+        if (yamldoc_read_strings(doc, f->value, f->key, CONFIG_LIST_MAX, &list, &n, errors) < 0)
+            return;
+        if (key == FILE_ALLOWED_HOSTS) {
+            yamldoc_strv_free(c->allowed_hosts);
+            c->allowed_hosts = list;
+        } else {
+            yamldoc_strv_free(c->allowed_origins);
+            c->allowed_origins = list;
+        }
+        return;
+    }
+
     if (yamldoc_read_string(doc, f->value, f->key, &s, errors) < 0)
-        return -EINVAL;
-    free(*ret);
-    *ret = s;
-    return 0;
+        return;
+    switch (key) {
+    case FILE_LISTEN:
+        if (server_parse_listen(s, &(struct sockaddr_storage){0}, &(socklen_t){0}) < 0)
+            diags_add(errors, f->line, "listen must be HOST:PORT, like 127.0.0.1:8080");
+        else
+            set_str(&c->listen, s);
+        break;
+    case FILE_SERVICES:
+        free(c->services_dir);
+        c->services_dir = path_from_file(file, s);
+        break;
+    case FILE_STATE_DIR:
+        free(c->state_dir);
+        c->state_dir = path_from_file(file, s);
+        break;
+    case FILE_LOG_LEVEL:
+        if (log_level_parse(s, &c->log_level) < 0)
+            diags_add(errors, f->line, "log_level must be error, warning, info or debug");
+        break;
+    case FILE_LOG_FORMAT:
+        if (parse_log_format(s, &c->log_json) < 0)
+            diags_add(errors, f->line, "log_format must be text or json");
+        break;
+    case FILE_GPU_CONFLICT:
+        if (parse_gpu_conflict(s, &c->gpu_conflict) < 0)
+            diags_add(errors, f->line, "gpu_conflict must be refuse or preempt");
+        break;
+    case FILE_COMPOSE_COMMAND:
+        set_str(&c->compose_command, s);
+        break;
+    }
+    free(s);
 }
 
 /* Applies the YAML config file to c. */
 static int config_load_file(struct config *c, const char *file, char *err, size_t err_size)
 {
-    struct yamldoc_field fields[] = {
-        {.key = "listen"},
-        {.key = "services"},
-        {.key = "state_dir"},
-        {.key = "log_level"},
-        {.key = "log_format"},
-        {.key = "insecure"},
-        {.key = "gpu_conflict"},
-        {.key = "compose_command"},
-        {.key = "allowed_hosts"},
-        {.key = "allowed_origins"},
-        {.key = "stop_services_on_exit"},
+    struct yamldoc_field fields[FILE_KEYS] = {
+        [FILE_LISTEN] = {.key = "listen"},
+        [FILE_SERVICES] = {.key = "services"},
+        [FILE_STATE_DIR] = {.key = "state_dir"},
+        [FILE_LOG_LEVEL] = {.key = "log_level"},
+        [FILE_LOG_FORMAT] = {.key = "log_format"},
+        [FILE_INSECURE] = {.key = "insecure"},
+        [FILE_GPU_CONFLICT] = {.key = "gpu_conflict"},
+        [FILE_COMPOSE_COMMAND] = {.key = "compose_command"},
+        [FILE_ALLOWED_HOSTS] = {.key = "allowed_hosts"},
+        [FILE_ALLOWED_ORIGINS] = {.key = "allowed_origins"},
+        [FILE_STOP_SERVICES_ON_EXIT] = {.key = "stop_services_on_exit"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;
     struct stat st;
-    char *buf = NULL, *s = NULL;
+    char *buf = NULL;
     ssize_t n;
     int fd, r = -EINVAL;
 
@@ -185,55 +241,9 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
                            sizeof(fields) / sizeof(fields[0]), &errors, &warnings) < 0)
         goto done;
 
-    if (fields[0].value && file_string(doc, &fields[0], &c->listen, &errors) == 0 &&
-        server_parse_listen(c->listen, &(struct sockaddr_storage){0}, &(socklen_t){0}) < 0)
-        diags_add(&errors, fields[0].line, "listen must be HOST:PORT, like 127.0.0.1:8080");
-    if (fields[1].value && yamldoc_read_string(doc, fields[1].value, "services", &s, &errors) == 0)
-        c->services_dir = (free(c->services_dir), path_from_file(file, s));
-    free(s);
-    s = NULL;
-    if (fields[2].value && yamldoc_read_string(doc, fields[2].value, "state_dir", &s, &errors) == 0)
-        c->state_dir = (free(c->state_dir), path_from_file(file, s));
-    free(s);
-    s = NULL;
-    if (fields[3].value &&
-        yamldoc_read_string(doc, fields[3].value, "log_level", &s, &errors) == 0 &&
-        log_level_parse(s, &c->log_level) < 0)
-        diags_add(&errors, fields[3].line, "log_level must be error, warning, info or debug");
-    free(s);
-    s = NULL;
-    if (fields[4].value &&
-        yamldoc_read_string(doc, fields[4].value, "log_format", &s, &errors) == 0 &&
-        parse_log_format(s, &c->log_json) < 0)
-        diags_add(&errors, fields[4].line, "log_format must be text or json");
-    free(s);
-    s = NULL;
-    if (fields[5].value)
-        yamldoc_read_bool(doc, fields[5].value, "insecure", &c->insecure, &errors);
-    if (fields[6].value &&
-        yamldoc_read_string(doc, fields[6].value, "gpu_conflict", &s, &errors) == 0 &&
-        parse_gpu_conflict(s, &c->gpu_conflict) < 0)
-        diags_add(&errors, fields[6].line, "gpu_conflict must be refuse or preempt");
-    free(s);
-    s = NULL;
-    file_string(doc, &fields[7], &c->compose_command, &errors);
-    if (fields[8].value) {
-        char **v;
-        size_t nv;
-        if (yamldoc_read_strings(doc, fields[8].value, "allowed_hosts", CONFIG_LIST_MAX, &v, &nv,
-                                 &errors) == 0)
-            c->allowed_hosts = (strv_free(c->allowed_hosts), v);
-    }
-    if (fields[9].value) {
-        char **v;
-        size_t nv;
-        if (yamldoc_read_strings(doc, fields[9].value, "allowed_origins", CONFIG_LIST_MAX, &v, &nv,
-                                 &errors) == 0)
-            c->allowed_origins = (strv_free(c->allowed_origins), v);
-    }
-    if (fields[10].value)
-        yamldoc_read_bool(doc, fields[10].value, "stop_services_on_exit", &c->stop_services_on_exit,
-                          &errors);
+    for (int k = 0; k < FILE_KEYS; k++)
+        if (fields[k].value)
+            file_apply(c, file, doc, k, &fields[k], &errors);
 
 done:
     for (size_t i = 0; i < warnings.n; i++)

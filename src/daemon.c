@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "api.h"
 #include "daemon.h"
@@ -62,6 +63,8 @@ static void on_drain(uv_timer_t *t)
     uv_timer_start(&d->drain, on_drain, DRAIN_CHECK_MS, 0);
 }
 
+/* SIGTERM or SIGINT: stop accepting, answer what is in flight, then close; a second
+ * signal closes at once. */
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
@@ -119,6 +122,18 @@ static char *listen_url(const char *listen, unsigned port)
     return xasprintf("http://%.*s:%u", (int)(colon - listen), listen, port);
 }
 
+/* Raises the soft limit on open files to the hard one: every connection, watched folder
+ * and service log takes one. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 /* Undoes a start that failed half-way; returns code. */
 static int daemon_abort_start(struct daemon *d, int code)
 {
@@ -142,6 +157,7 @@ int daemon_run(const struct config *c)
 
     log_setup(c->log_level, c->log_json);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
     json_object_seed(0);
 
     if (!realpath(c->services_dir, root)) {
@@ -167,12 +183,13 @@ int daemon_run(const struct config *c)
         log_error("cannot read the services folder %s: %s", root, strerror(-r));
         return daemon_abort_start(&d, 2);
     }
-    d.api = api_new(d.reg);
+    d.api = api_new(d.reg, c);
     r = server_new(&d.loop, c->listen, api_handle, d.api, &d.server);
     if (r < 0) {
         log_error("cannot listen on %s: %s", c->listen, strerror(-r));
         return daemon_abort_start(&d, 1);
     }
+    api_set_port(d.api, server_port(d.server));
     r = fetcher_new(&d.loop, &d.fetcher);
     if (r < 0)
         fatal("cannot set up the HTTP client");

@@ -14,21 +14,28 @@
 /* Host ports are tracked per protocol: 8000/tcp and 8000/udp do not collide. */
 #define PORT_SLOTS (2 * 65536)
 
+/* Orders C strings for qsort() by their bytes, as strcmp() does. */
 static int compare_strings(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* True for a subfolder that may be a service: a directory, or a symlink to one, whose
- * name does not start with '_' or '.' and is printable text (a name that is not could be
- * neither shown in an error nor sent as JSON). */
+/* The rule on names alone, shared with the folder watcher so that both agree on what
+ * can be a service. */
+bool discovery_folder_is_candidate(const char *name)
+{
+    if (name[0] == '\0' || name[0] == '.' || name[0] == '_')
+        return false;
+    return yamldoc_text_printable(name, strlen(name));
+}
+
+/* True for a subfolder that may be a service: a directory, or a symlink to one, with a
+ * name that discovery_folder_is_candidate() accepts. */
 static bool is_candidate(int dir_fd, const struct dirent *de)
 {
     struct stat st;
 
-    if (de->d_name[0] == '.' || de->d_name[0] == '_')
-        return false;
-    if (!yamldoc_text_printable(de->d_name, strlen(de->d_name)))
+    if (!discovery_folder_is_candidate(de->d_name))
         return false;
     if (de->d_type == DT_DIR)
         return true;
@@ -90,11 +97,13 @@ static void entry_reject(struct scan_entry *e)
     e->manifest = NULL;
 }
 
+/* A valid entry's name, and where the entry stands in the scan. */
 struct name_ref {
     const char *name;
     size_t index;
 };
 
+/* Orders by name, then by entry index, so that the first holder of a name sorts first. */
 static int compare_name_refs(const void *a, const void *b)
 {
     const struct name_ref *x = a, *y = b;
@@ -170,6 +179,9 @@ static void reject_shared_ports(struct scan *s)
             shared = true;
         }
         if (shared) {
+            /* The entry was valid, so these are its only errors: cap them as a
+             * manifest's own are. */
+            diags_limit(&e->errors, 0, MANIFEST_ERRORS_MAX);
             entry_reject(e);
             continue;
         }
@@ -180,6 +192,19 @@ static void reject_shared_ports(struct scan *s)
         }
     }
     free(owner);
+}
+
+/* The text a manifest is compared by between scans: built here, on the worker thread,
+ * so that the loop only compares strings. */
+static char *canonical_text(const struct manifest *m)
+{
+    json_t *j = manifest_to_json(m);
+    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+
+    json_decref(j);
+    if (!text)
+        fatal("out of memory (manifest JSON)");
+    return text;
 }
 
 /* Scans in folder-name order so that which of two clashing services wins never depends
@@ -223,11 +248,16 @@ int discovery_scan(const char *root, struct scan **ret)
 
     reject_duplicate_names(s);
     reject_shared_ports(s);
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->entries[i].manifest)
+            s->entries[i].canonical = canonical_text(s->entries[i].manifest);
+    }
     *ret = s;
     return 0;
 }
 
-void scan_free(struct scan *s)
+/* Frees every entry's folder, path, manifest, texts and diagnostics, then the scan. */
+void discovery_scan_free(struct scan *s)
 {
     if (!s)
         return;
@@ -237,6 +267,7 @@ void scan_free(struct scan *s)
         free(e->folder);
         free(e->path);
         manifest_free(e->manifest);
+        free(e->canonical);
         free(e->name);
         diags_clear(&e->errors);
         diags_clear(&e->warnings);

@@ -3,6 +3,7 @@
  * passed on as CURL_CSELECT_ERR. */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <curl/curl.h>
@@ -51,6 +52,7 @@ static void fetch_unlink(struct fetch *t)
     f->n_active--;
 }
 
+/* Ends a transfer: out of the list and the multi handle, and freed. */
 static void fetch_destroy(struct fetch *t)
 {
     fetch_unlink(t);
@@ -65,6 +67,10 @@ static void fetcher_read_finished(struct fetcher *f)
 {
     CURLMsg *msg;
     int pending;
+    char error[CURL_ERROR_SIZE];
+    char *body;
+    fetch_done_fn done;
+    void *data;
 
     while ((msg = curl_multi_info_read(f->multi, &pending))) {
         struct fetch *t;
@@ -76,12 +82,22 @@ static void fetcher_read_finished(struct fetcher *f)
         res.curl_code = msg->data.result;
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &res.status);
         res.latency_ms = (uv_hrtime() - t->started_ns) / 1000000;
-        if (msg->data.result != CURLE_OK)
-            res.error = t->error[0] ? t->error : curl_easy_strerror(msg->data.result);
-        res.body = t->body ? t->body : "";
+        if (msg->data.result != CURLE_OK) {
+            snprintf(error, sizeof(error), "%s",
+                     t->error[0] ? t->error : curl_easy_strerror(msg->data.result));
+            res.error = error;
+        }
+        /* The transfer ends before its callback runs, so that the callback may start new
+         * ones or cancel others freely; the body lives on until the callback returns. */
+        body = t->body;
+        t->body = NULL;
+        res.body = body ? body : "";
         res.body_len = t->body_len;
-        t->done(t->data, &res);
+        done = t->done;
+        data = t->data;
         fetch_destroy(t);
+        done(data, &res);
+        free(body);
     }
 }
 
@@ -90,6 +106,7 @@ static void on_socket_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/* One of curl's sockets is ready (or failed): let curl act on it. */
 static void on_socket_ready(uv_poll_t *p, int status, int events)
 {
     struct socket_watch *w = p->data;
@@ -108,6 +125,7 @@ static void on_socket_ready(uv_poll_t *p, int status, int events)
     fetcher_read_finished(f);
 }
 
+/* curl tells which events it wants on a socket: start, change or end its uv_poll. */
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int action, void *userp, void *socketp)
 {
     struct fetcher *f = userp;
@@ -141,6 +159,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int action, void *userp,
     return 0;
 }
 
+/* curl's timer expired: let it act on timeouts. */
 static void on_timeout(uv_timer_t *timer)
 {
     struct fetcher *f = timer->data;
@@ -150,6 +169,7 @@ static void on_timeout(uv_timer_t *timer)
     fetcher_read_finished(f);
 }
 
+/* curl asks for its timer to be set (or stopped, for -1). */
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 {
     struct fetcher *f = userp;
@@ -257,7 +277,8 @@ int fetcher_get(struct fetcher *f, const char *url, const char *unix_socket, uin
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http");
+    if (curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http") != CURLE_OK)
+        fatal("libcurl refuses CURLOPT_PROTOCOLS_STR (needs 7.85 or later)");
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "service-nanny");
     if (unix_socket)

@@ -22,7 +22,9 @@ struct fetch_result {
     size_t body_len;
 };
 
-/* Called once per fetch, on the loop; the result is valid during the call only. */
+/* Called once per fetch, on the loop, after the transfer has ended (its handle is no
+ * longer valid); the result is valid during the call only. It may start or cancel other
+ * transfers, but not free the fetcher. */
 typedef void (*fetch_done_fn)(void *data, const struct fetch_result *res);
 
 /* Creates a fetcher; libcurl itself is started by the first transfer. */

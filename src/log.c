@@ -46,7 +46,8 @@ void log_write(enum log_level level, const char *fmt, ...)
     va_end(ap);
 
     if (json_lines) {
-        json_t *o = json_pack("{s:s, s:s}", "level", level_names[level], "message", line);
+        json_t *o =
+            json_pack("{s:s, s:o}", "level", level_names[level], "message", json_text(line));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (s)
             fprintf(stderr, "%s\n", s);
@@ -126,6 +127,7 @@ json_t *json_text(const char *s)
 
     if (j)
         return j;
+    /* Not UTF-8 (or cut inside a character): keep the ASCII, mark the rest. */
     copy = xstrdup(s);
     for (char *p = copy; *p; p++)
         if ((unsigned char)*p >= 0x80)

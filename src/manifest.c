@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 /* Longest port item worth reading: "[IPv6]:HOST:CONTAINER/udp" fits easily. */
 #define PORT_SPEC_MAX 128
 
+/* The compose files looked for, in this order, when compose_file is not given. */
 static const char *const compose_file_names[] = {
     "docker-compose.yml",
     "docker-compose.yaml",
@@ -69,6 +71,7 @@ struct parse {
 static void parse_error(struct parse *p, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Reports an error of the manifest and marks the parse as failed. */
 static void parse_error(struct parse *p, int line, const char *fmt, ...)
 {
     va_list ap;
@@ -91,12 +94,23 @@ static int check(struct parse *p, int r)
     return r;
 }
 
-const char *driver_kind_name(enum driver_kind d)
+/* Reports a value longer than max bytes, naming it by what (a key, or a phrase such as
+ * "env: the value of \"A\""): a value that long is a mistake, and each scan would keep
+ * a copy. Returns false when len is over the limit. */
+static bool check_length(struct parse *p, int line, const char *what, size_t len, size_t max)
+{
+    if (len <= max)
+        return true;
+    parse_error(p, line, "%s is %zu bytes long; the limit is %zu bytes", what, len, max);
+    return false;
+}
+
+const char *manifest_driver_name(enum driver_kind d)
 {
     return d == DRIVER_PROCESS ? "process" : "compose";
 }
 
-const char *restart_policy_name(enum restart_policy r)
+const char *manifest_restart_name(enum restart_policy r)
 {
     switch (r) {
     case RESTART_ON_FAILURE:
@@ -108,6 +122,8 @@ const char *restart_policy_name(enum restart_policy r)
     }
 }
 
+/* Checks a name without reporting, so that callers other than the parser (the API's
+ * URLs) apply the same rule. */
 bool manifest_name_valid(const char *s)
 {
     size_t len = strlen(s);
@@ -122,6 +138,19 @@ bool manifest_name_valid(const char *s)
             return false;
     }
     return true;
+}
+
+/* A watcher uses this to tell which files' coming and going may change a service, so it
+ * names exactly the files the parser looks at by default. */
+bool manifest_file_decides(const char *file_name)
+{
+    if (strcmp(file_name, MANIFEST_FILE_NAME) == 0)
+        return true;
+    for (size_t i = 0; i < sizeof(compose_file_names) / sizeof(compose_file_names[0]); i++) {
+        if (strcmp(file_name, compose_file_names[i]) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* Joins rel to dir (unless rel is absolute) and drops empty and "." components, so that
@@ -154,6 +183,7 @@ static char *path_join(const char *dir, const char *rel)
     return out;
 }
 
+/* True when path is, or links to, a regular file. */
 static bool is_regular_file(const char *path)
 {
     struct stat st;
@@ -161,6 +191,7 @@ static bool is_regular_file(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* Reads the required name, the key every other service and the API know this one by. */
 static void parse_name(struct parse *p)
 {
     struct yamldoc_field *f = &p->fields[F_NAME];
@@ -219,6 +250,51 @@ static int parse_port_number(struct parse *p, int line, const char *key, const c
     return -EINVAL;
 }
 
+/* Strips an optional "/tcp" or "/udp" from the end of buf; quoted is the whole item for
+ * messages. */
+static int parse_port_protocol(struct parse *p, int line, const char *key, const char *quoted,
+                               char *buf, bool *ret_udp)
+{
+    char *slash = strrchr(buf, '/');
+
+    *ret_udp = false;
+    if (!slash)
+        return 0;
+    *slash = '\0';
+    if (strcmp(slash + 1, "udp") == 0)
+        *ret_udp = true;
+    else if (strcmp(slash + 1, "tcp") != 0) {
+        parse_error(p, line, "%s: %s has an unknown protocol: use /tcp or /udp", key, quoted);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Checks the IP part of "IP:HOST:CONTAINER", an IPv4 or IPv6 address, the latter possibly
+ * in brackets as docker compose writes it; *ret points into ip, brackets removed. */
+static int parse_host_ip(struct parse *p, int line, const char *key, const char *quoted, char *ip,
+                         char **ret)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    char quoted_ip[YAMLDOC_QUOTE_MAX + 1];
+    size_t len = strlen(ip);
+
+    if (len >= 2 && ip[0] == '[' && ip[len - 1] == ']') {
+        ip[len - 1] = '\0';
+        ip++;
+    }
+    if (inet_pton(AF_INET, ip, addr) == 1 || inet_pton(AF_INET6, ip, addr) == 1) {
+        *ret = ip;
+        return 0;
+    }
+    yamldoc_quote(ip, strlen(ip), quoted_ip, sizeof(quoted_ip));
+    parse_error(p, line,
+                "%s: %s in %s is not an IP address: use \"IP:HOST:CONTAINER\" such as "
+                "\"127.0.0.1:8001:8000\"",
+                key, quoted_ip, quoted);
+    return -EINVAL;
+}
+
 /* Reads "PORT", "HOST:CONTAINER" or "IP:HOST:CONTAINER" with an optional "/tcp" or
  * "/udp", the short syntax of docker compose, minus the ranges it also allows. */
 static int parse_port_spec(struct parse *p, int line, const char *key, const char *spec,
@@ -226,7 +302,7 @@ static int parse_port_spec(struct parse *p, int line, const char *key, const cha
 {
     char quoted[YAMLDOC_QUOTE_MAX + 1];
     char buf[PORT_SPEC_MAX + 1];
-    char *slash, *last_colon, *host_text, *ip = NULL;
+    char *last_colon, *host_text, *ip = NULL;
     struct port_map pm = {.line = line};
 
     yamldoc_quote(spec, strlen(spec), quoted, sizeof(quoted));
@@ -235,17 +311,8 @@ static int parse_port_spec(struct parse *p, int line, const char *key, const cha
         return -EINVAL;
     }
     strcpy(buf, spec);
-
-    slash = strrchr(buf, '/');
-    if (slash) {
-        *slash = '\0';
-        if (strcmp(slash + 1, "udp") == 0)
-            pm.udp = true;
-        else if (strcmp(slash + 1, "tcp") != 0) {
-            parse_error(p, line, "%s: %s has an unknown protocol: use /tcp or /udp", key, quoted);
-            return -EINVAL;
-        }
-    }
+    if (parse_port_protocol(p, line, key, quoted, buf, &pm.udp) < 0)
+        return -EINVAL;
     if (strchr(buf, '-')) {
         parse_error(p, line,
                     "%s: %s is a port range, and ranges are not supported: list each port on "
@@ -266,23 +333,8 @@ static int parse_port_spec(struct parse *p, int line, const char *key, const cha
     host_text = strrchr(buf, ':');
     if (host_text) {
         *host_text++ = '\0';
-        ip = buf;
-        size_t ip_len = strlen(ip);
-        if (ip_len >= 2 && ip[0] == '[' && ip[ip_len - 1] == ']') {
-            ip[ip_len - 1] = '\0';
-            ip++;
-        }
-        unsigned char addr[sizeof(struct in6_addr)];
-        if (inet_pton(AF_INET, ip, addr) != 1 && inet_pton(AF_INET6, ip, addr) != 1) {
-            char quoted_ip[YAMLDOC_QUOTE_MAX + 1];
-
-            yamldoc_quote(ip, strlen(ip), quoted_ip, sizeof(quoted_ip));
-            parse_error(p, line,
-                        "%s: %s in %s is not an IP address: use \"IP:HOST:CONTAINER\" such as "
-                        "\"127.0.0.1:8001:8000\"",
-                        key, quoted_ip, quoted);
+        if (parse_host_ip(p, line, key, quoted, buf, &ip) < 0)
             return -EINVAL;
-        }
     } else {
         host_text = buf;
     }
@@ -302,6 +354,8 @@ static int parse_port_spec(struct parse *p, int line, const char *key, const cha
     return 0;
 }
 
+/* Reads ports: every item is checked, and a host port listed twice is an error, so that
+ * all the problems of the list show at once. */
 static void parse_ports(struct parse *p)
 {
     struct yamldoc_field *f = &p->fields[F_PORTS];
@@ -373,6 +427,7 @@ static void parse_ports(struct parse *p)
         m->port = m->ports[0].host;
 }
 
+/* Reads an explicit driver; resolve_driver() settles it against the folder later. */
 static void parse_driver(struct parse *p)
 {
     struct yamldoc_field *f = &p->fields[F_DRIVER];
@@ -406,6 +461,10 @@ static int parse_path(struct parse *p, struct yamldoc_field *f, const char *key,
 
     if (check(p, yamldoc_read_string(p->doc, f->value, key, &text, p->errors)) < 0)
         return -EINVAL;
+    if (!check_length(p, yamldoc_line(f->value), key, strlen(text), MANIFEST_VALUE_MAX)) {
+        free(text);
+        return -EINVAL;
+    }
     if (text[0] == '\0') {
         parse_error(p, yamldoc_line(f->value), "%s is empty: give a path, such as \".\"", key);
         free(text);
@@ -423,6 +482,25 @@ static int parse_path(struct parse *p, struct yamldoc_field *f, const char *key,
     return 0;
 }
 
+/* Checks that every argument of a command list is at most MANIFEST_VALUE_MAX bytes,
+ * reporting each one that is not. */
+static bool command_lengths_ok(struct parse *p, yaml_node_t *node, char **argv, size_t argc)
+{
+    bool ok = true;
+
+    for (size_t i = 0; i < argc; i++) {
+        yaml_node_t *item = yamldoc_node(p->doc, node->data.sequence.items.start[i]);
+        char key[32];
+
+        snprintf(key, sizeof(key), "command[%zu]", i);
+        if (!check_length(p, item ? yamldoc_line(item) : yamldoc_line(node), key, strlen(argv[i]),
+                          MANIFEST_VALUE_MAX))
+            ok = false;
+    }
+    return ok;
+}
+
+/* Reads command: an argv list run as it is, or a string run by /bin/sh -c. */
 static void parse_command(struct parse *p)
 {
     struct yamldoc_field *f = &p->fields[F_COMMAND];
@@ -440,6 +518,10 @@ static void parse_command(struct parse *p)
         if (check(p, yamldoc_read_strings(p->doc, f->value, "command", MANIFEST_ARGS_MAX, &argv,
                                           &argc, p->errors)) < 0)
             return;
+        if (!command_lengths_ok(p, f->value, argv, argc)) {
+            yamldoc_strv_free(argv);
+            return;
+        }
         if (argc == 0 || argv[0][0] == '\0') {
             parse_error(p, yamldoc_line(f->value),
                         "command must start with the program to run, such as [\"python3\", "
@@ -453,6 +535,10 @@ static void parse_command(struct parse *p)
     case YAML_SCALAR_NODE:
         if (check(p, yamldoc_read_string(p->doc, f->value, "command", &text, p->errors)) < 0)
             return;
+        if (!check_length(p, yamldoc_line(f->value), "command", strlen(text), MANIFEST_VALUE_MAX)) {
+            free(text);
+            return;
+        }
         if (text[strspn(text, " \t\r\n")] == '\0') {
             parse_error(p, yamldoc_line(f->value),
                         "command is empty: give a shell command line or a list such as "
@@ -476,6 +562,7 @@ static void parse_command(struct parse *p)
     }
 }
 
+/* True for a portable variable name: what a shell could also set and read. */
 static bool env_key_valid(const char *s, size_t len)
 {
     if (len == 0 || !(s[0] == '_' || (s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')))
@@ -490,6 +577,7 @@ static bool env_key_valid(const char *s, size_t len)
     return true;
 }
 
+/* Reports a variable name that env_key_valid() refused. */
 static void env_key_error(struct parse *p, int line, const char *key, size_t len)
 {
     char quoted[YAMLDOC_QUOTE_MAX + 1];
@@ -499,6 +587,22 @@ static void env_key_error(struct parse *p, int line, const char *key, size_t len
                 "env: %s is not a valid variable name: use letters, digits and '_', not "
                 "starting with a digit",
                 quoted);
+}
+
+/* Checks that the value of variable key (key_len bytes) is at most MANIFEST_VALUE_MAX
+ * bytes; where names the entry in a message ("env" or "env[3]"). */
+static bool env_value_length_ok(struct parse *p, int line, const char *where, const char *key,
+                                size_t key_len, const char *value)
+{
+    char quoted[YAMLDOC_QUOTE_MAX + 1];
+    char *what;
+    bool ok;
+
+    yamldoc_quote(key, key_len, quoted, sizeof(quoted));
+    what = xasprintf("%s: the value of %s", where, quoted);
+    ok = check_length(p, line, what, strlen(value), MANIFEST_VALUE_MAX);
+    free(what);
+    return ok;
 }
 
 /* Reads env: as a mapping, the natural YAML form. A null value means empty. */
@@ -526,7 +630,8 @@ static void parse_env_mapping(struct parse *p, yaml_node_t *node, char **env, si
         }
         item_key = xasprintf("env.%s", key);
         if (check(p, yamldoc_read_string(p->doc, value, item_key, &text, p->errors)) == 0) {
-            env[(*n)++] = xasprintf("%s=%s", key, yamldoc_is_null(value) ? "" : text);
+            if (env_value_length_ok(p, yamldoc_line(value), "env", key, strlen(key), text))
+                env[(*n)++] = xasprintf("%s=%s", key, yamldoc_is_null(value) ? "" : text);
             free(text);
         }
         free(item_key);
@@ -548,7 +653,7 @@ static void parse_env_list(struct parse *p, yaml_node_t *node, char **env, size_
         int line = item ? yamldoc_line(item) : yamldoc_line(node);
         char *eq = strchr(items[i], '=');
         size_t key_len = eq ? (size_t)(eq - items[i]) : 0;
-        char quoted[YAMLDOC_QUOTE_MAX + 1];
+        char quoted[YAMLDOC_QUOTE_MAX + 1], where[32];
         bool repeated = false;
 
         if (!eq) {
@@ -567,12 +672,16 @@ static void parse_env_list(struct parse *p, yaml_node_t *node, char **env, size_
             parse_error(p, line, "env[%zu]: %s is set twice: keep only one", i, quoted);
             continue;
         }
+        snprintf(where, sizeof(where), "env[%zu]", i);
+        if (!env_value_length_ok(p, line, where, items[i], key_len, eq + 1))
+            continue;
         env[(*n)++] = items[i];
         items[i] = xstrdup("");
     }
     yamldoc_strv_free(items);
 }
 
+/* Reads env: in either form into "KEY=VALUE" strings. */
 static void parse_env(struct parse *p)
 {
     struct yamldoc_field *f = &p->fields[F_ENV];
@@ -599,6 +708,8 @@ static void parse_env(struct parse *p)
     p->m->env = xrealloc(env, (n + 1) * sizeof(*env));
 }
 
+/* Reads health.path, which goes into a request line as it is: it must start with '/'
+ * and hold no spaces or control characters. */
 static void parse_health_path(struct parse *p, yaml_node_t *node)
 {
     char quoted[YAMLDOC_QUOTE_MAX + 1];
@@ -607,15 +718,19 @@ static void parse_health_path(struct parse *p, yaml_node_t *node)
 
     if (check(p, yamldoc_read_string(p->doc, node, "health.path", &path, p->errors)) < 0)
         return;
-    ok = path[0] == '/' && strlen(path) <= MANIFEST_HEALTH_PATH_MAX;
+    if (!check_length(p, yamldoc_line(node), "health.path", strlen(path), MANIFEST_VALUE_MAX)) {
+        free(path);
+        return;
+    }
+    ok = path[0] == '/';
     for (const unsigned char *c = (const unsigned char *)path; ok && *c; c++)
         ok = *c > 0x20 && *c != 0x7f;
     if (!ok) {
         yamldoc_quote(path, strlen(path), quoted, sizeof(quoted));
         parse_error(p, yamldoc_line(node),
                     "health.path must be a URL path starting with '/', without spaces, such "
-                    "as /health (at most %d bytes), not %s",
-                    MANIFEST_HEALTH_PATH_MAX, quoted);
+                    "as /health, not %s",
+                    quoted);
         free(path);
         return;
     }
@@ -624,23 +739,55 @@ static void parse_health_path(struct parse *p, yaml_node_t *node)
 }
 
 /* Reads a duration that must be above zero. */
-static void parse_positive_duration(struct parse *p, yaml_node_t *node, const char *key,
-                                    uint64_t *ret_ms)
+static int parse_positive_duration(struct parse *p, yaml_node_t *node, const char *key,
+                                   uint64_t *ret_ms)
 {
     uint64_t ms;
 
     if (check(p, yamldoc_read_duration(p->doc, node, key, &ms, p->errors)) < 0)
-        return;
+        return -EINVAL;
     if (ms == 0) {
         parse_error(p, yamldoc_line(node), "%s must be longer than 0, such as 5s", key);
-        return;
+        return -EINVAL;
     }
     *ret_ms = ms;
+    return 0;
 }
 
-static void parse_health(struct parse *p)
+/* Writes a duration the way a person would write it in a manifest: "2s", "1500ms". */
+static void format_duration(uint64_t ms, char *buf, size_t size)
 {
-    struct yamldoc_field *f = &p->fields[F_HEALTH];
+    if (ms != 0 && ms % 3600000 == 0)
+        snprintf(buf, size, "%" PRIu64 "h", ms / 3600000);
+    else if (ms != 0 && ms % 60000 == 0)
+        snprintf(buf, size, "%" PRIu64 "m", ms / 60000);
+    else if (ms % 1000 == 0)
+        snprintf(buf, size, "%" PRIu64 "s", ms / 1000);
+    else
+        snprintf(buf, size, "%" PRIu64 "ms", ms);
+}
+
+/* A check still running when the next is due makes the checks pile up on a slow service;
+ * it is allowed, but worth a warning. line is where the warning points. */
+static void warn_timeout_not_shorter(struct parse *p, int line)
+{
+    struct manifest *m = p->m;
+    char timeout[32], interval[32];
+
+    if (m->health_timeout_ms < m->health_interval_ms)
+        return;
+    format_duration(m->health_timeout_ms, timeout, sizeof(timeout));
+    format_duration(m->health_interval_ms, interval, sizeof(interval));
+    diags_add(p->warnings, line,
+              "health.timeout %s is not shorter than health.interval %s: a slow check overlaps "
+              "the next",
+              timeout, interval);
+}
+
+/* Reads the settings of a health: mapping. Returns -EINVAL when health.port was given but
+ * wrong, so that no second error asks for a port. */
+static int parse_health_settings(struct parse *p, yaml_node_t *node)
+{
     struct manifest *m = p->m;
     struct yamldoc_field h[H_COUNT] = {
         [H_PATH] = {.key = "path"},
@@ -649,21 +796,55 @@ static void parse_health(struct parse *p)
         [H_TIMEOUT] = {.key = "timeout"},
         [H_START_PERIOD] = {.key = "start_period"},
     };
+    bool durations_ok = true;
+    int r = 0;
+
+    check(p, yamldoc_map_fields(p->doc, node, "health", h, H_COUNT, p->errors, p->warnings));
+    if (h[H_PATH].value)
+        parse_health_path(p, h[H_PATH].value);
+    if (h[H_PORT].value) {
+        uint64_t port;
+
+        r = check(p, yamldoc_read_uint(p->doc, h[H_PORT].value, "health.port", 1, 65535, &port,
+                                       p->errors));
+        if (r == 0)
+            m->health_port = (uint16_t)port;
+    }
+    if (h[H_INTERVAL].value && parse_positive_duration(p, h[H_INTERVAL].value, "health.interval",
+                                                       &m->health_interval_ms) < 0)
+        durations_ok = false;
+    if (h[H_TIMEOUT].value &&
+        parse_positive_duration(p, h[H_TIMEOUT].value, "health.timeout", &m->health_timeout_ms) < 0)
+        durations_ok = false;
+    if (h[H_START_PERIOD].value)
+        check(p, yamldoc_read_duration(p->doc, h[H_START_PERIOD].value, "health.start_period",
+                                       &m->health_start_period_ms, p->errors));
+    /* A bad duration is already an error: comparing it with a default would mislead. */
+    if (durations_ok && (h[H_TIMEOUT].value || h[H_INTERVAL].value))
+        warn_timeout_not_shorter(p, h[H_TIMEOUT].value ? h[H_TIMEOUT].line : h[H_INTERVAL].line);
+    return r < 0 ? -EINVAL : 0;
+}
+
+/* Reads health: false (no check), true (the defaults) or a mapping of settings, then
+ * settles the port the check uses: health.port, else the service's port. */
+static void parse_health(struct parse *p)
+{
+    struct yamldoc_field *f = &p->fields[F_HEALTH];
+    struct manifest *m = p->m;
     char found[YAMLDOC_QUOTE_MAX + 1];
     bool port_failed = false;
     bool enabled;
 
-    if (f->value && f->value->type == YAML_SCALAR_NODE) {
-        int r = yamldoc_read_bool(p->doc, f->value, "health", &enabled, NULL);
-
-        if (r == 0 && !enabled) {
+    if (f->value && f->value->type == YAML_SCALAR_NODE &&
+        yamldoc_read_bool(p->doc, f->value, "health", &enabled, NULL) == 0) {
+        if (!enabled) {
             m->health_enabled = false;
             return;
         }
-        if (r == 0)
-            goto check_port; /* health: true, the defaults */
-    }
-    if (f->value && f->value->type != YAML_MAPPING_NODE) {
+        /* health: true keeps the defaults. */
+    } else if (f->value && f->value->type == YAML_MAPPING_NODE) {
+        port_failed = parse_health_settings(p, f->value) < 0;
+    } else if (f->value) {
         yamldoc_describe(f->value, found, sizeof(found));
         parse_error(p, yamldoc_line(f->value),
                     "health must be a mapping (path, port, interval, timeout, start_period) or "
@@ -671,31 +852,7 @@ static void parse_health(struct parse *p)
                     found);
         return;
     }
-    if (f->value) {
-        check(p,
-              yamldoc_map_fields(p->doc, f->value, "health", h, H_COUNT, p->errors, p->warnings));
-        if (h[H_PATH].value)
-            parse_health_path(p, h[H_PATH].value);
-        if (h[H_PORT].value) {
-            uint64_t port;
 
-            if (check(p, yamldoc_read_uint(p->doc, h[H_PORT].value, "health.port", 1, 65535, &port,
-                                           p->errors)) == 0)
-                m->health_port = (uint16_t)port;
-            else
-                port_failed = true;
-        }
-        if (h[H_INTERVAL].value)
-            parse_positive_duration(p, h[H_INTERVAL].value, "health.interval",
-                                    &m->health_interval_ms);
-        if (h[H_TIMEOUT].value)
-            parse_positive_duration(p, h[H_TIMEOUT].value, "health.timeout", &m->health_timeout_ms);
-        if (h[H_START_PERIOD].value)
-            check(p, yamldoc_read_duration(p->doc, h[H_START_PERIOD].value, "health.start_period",
-                                           &m->health_start_period_ms, p->errors));
-    }
-
-check_port:
     if (m->health_port == 0)
         m->health_port = m->port;
     if (m->health_port == 0 && !port_failed && !p->ports_failed)
@@ -703,6 +860,7 @@ check_port:
                     "health check needs a port: add ports or health.port, or set health: false");
 }
 
+/* Reads restart:, accepting the false that an unquoted no reads as in YAML 1.1. */
 static void parse_restart(struct parse *p)
 {
     struct yamldoc_field *f = &p->fields[F_RESTART];
@@ -829,6 +987,56 @@ static void resolve_driver(struct parse *p)
                 "folder, or a command such as command: [\"python3\", \"app.py\"]");
 }
 
+/* Reads the optional description; null reads as none. */
+static void parse_description(struct parse *p)
+{
+    struct yamldoc_field *f = &p->fields[F_DESCRIPTION];
+    char *description;
+
+    if (!f->value || yamldoc_is_null(f->value))
+        return;
+    if (check(p, yamldoc_read_string(p->doc, f->value, "description", &description, p->errors)) < 0)
+        return;
+    if (!check_length(p, yamldoc_line(f->value), "description", strlen(description),
+                      MANIFEST_DESCRIPTION_MAX)) {
+        free(description);
+        return;
+    }
+    free(p->m->description);
+    p->m->description = description;
+}
+
+/* Adds up the bytes of strv's strings. */
+static size_t strv_bytes(char **strv)
+{
+    size_t n = 0;
+
+    for (char **s = strv; s && *s; s++)
+        n += strlen(*s);
+    return n;
+}
+
+/* Caps env and command together, as written: each value has its own cap, but a thousand
+ * values at that cap would still make a process environment of megabytes. */
+static void check_env_command_size(struct parse *p)
+{
+    struct manifest *m = p->m;
+    size_t env = strv_bytes(m->env);
+    size_t command = m->command_is_shell ? strlen(m->command[2]) : strv_bytes(m->command);
+    const struct yamldoc_field *env_field = &p->fields[F_ENV];
+    const struct yamldoc_field *command_field = &p->fields[F_COMMAND];
+    int line;
+
+    if (env + command <= MANIFEST_ENV_COMMAND_MAX)
+        return;
+    /* Point at the one that holds the most; a person trims that one first. */
+    line = env >= command ? env_field->line : command_field->line;
+    parse_error(p, line,
+                "env and command together are %zu bytes long (env %zu, command %zu); the limit "
+                "is %d bytes (64 KiB): pass large data in a file instead",
+                env + command, env, command, MANIFEST_ENV_COMMAND_MAX);
+}
+
 /* Fills in every default, so that a field left out reads the same as one written. */
 static struct manifest *manifest_new(const char *dir)
 {
@@ -858,15 +1066,7 @@ static void parse_fields(struct parse *p)
     char *workdir;
 
     parse_name(p);
-    if (f[F_DESCRIPTION].value && !yamldoc_is_null(f[F_DESCRIPTION].value)) {
-        char *description;
-
-        if (check(p, yamldoc_read_string(p->doc, f[F_DESCRIPTION].value, "description",
-                                         &description, p->errors)) == 0) {
-            free(m->description);
-            m->description = description;
-        }
-    }
+    parse_description(p);
     parse_ports(p);
     if (f[F_GPU_REQUIRED].value)
         check(p, yamldoc_read_bool(p->doc, f[F_GPU_REQUIRED].value, "gpu_required",
@@ -880,6 +1080,7 @@ static void parse_fields(struct parse *p)
         m->workdir = workdir;
     }
     parse_env(p);
+    check_env_command_size(p);
     parse_health(p);
     if (f[F_STOP_TIMEOUT].value)
         check(p, yamldoc_read_duration(p->doc, f[F_STOP_TIMEOUT].value, "stop_timeout",
@@ -904,6 +1105,8 @@ static void sort_diags_by_line(struct diags *d, size_t start)
     }
 }
 
+/* Reports every problem it can find in one pass, sorted by line and capped, so that a
+ * person fixes a manifest in one go. */
 int manifest_parse(const char *buf, size_t len, const char *dir, struct manifest **ret,
                    char **ret_name, struct diags *errors, struct diags *warnings)
 {
@@ -950,6 +1153,7 @@ int manifest_parse(const char *buf, size_t len, const char *dir, struct manifest
     parse_fields(&p);
     sort_diags_by_line(errors, errors_start);
     sort_diags_by_line(warnings, warnings_start);
+    diags_limit(errors, errors_start, MANIFEST_ERRORS_MAX);
 
     if (ret_name && p.m->name)
         *ret_name = xstrdup(p.m->name);
@@ -999,13 +1203,14 @@ static bool path_inside(const char *real, const char *root_real)
     return strncmp(real, root_real, len) == 0 && real[len] == '/';
 }
 
-/* Reads at most MANIFEST_SIZE_MAX bytes of a regular file; the file may grow while it is
- * read, so the limit is checked on what was read, not only on fstat(). */
+/* Reads at most MANIFEST_SIZE_MAX bytes of a regular file into a buffer sized by fstat()
+ * (one byte more, to see the end of the file in the same read). The file may grow while it
+ * is read, so the buffer grows up to the limit, and the limit is checked on what was read. */
 static int read_manifest_file(const char *real, char **ret, size_t *ret_len, struct diags *errors)
 {
     struct stat st;
-    char *buf;
-    size_t len = 0;
+    char *buf = NULL;
+    size_t len = 0, size;
     int fd, r;
 
     fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
@@ -1017,51 +1222,58 @@ static int read_manifest_file(const char *real, char **ret, size_t *ret_len, str
     if (fstat(fd, &st) < 0) {
         r = -errno;
         diags_add(errors, 0, "cannot read %s: %s", MANIFEST_FILE_NAME, errno_text(-r));
-        close(fd);
-        return r;
+        goto out;
     }
     if (!S_ISREG(st.st_mode)) {
         diags_add(errors, 0, "%s is not a regular file: make it a plain text file",
                   MANIFEST_FILE_NAME);
-        close(fd);
-        return -EINVAL;
+        r = -EINVAL;
+        goto out;
     }
-    if (st.st_size > MANIFEST_SIZE_MAX)
-        goto too_big;
+    if (st.st_size > MANIFEST_SIZE_MAX) {
+        r = -EFBIG;
+        goto out;
+    }
 
-    buf = xmalloc(MANIFEST_SIZE_MAX + 1);
+    size = (size_t)st.st_size + 1;
+    buf = xmalloc(size);
     for (;;) {
-        ssize_t n = read(fd, buf + len, MANIFEST_SIZE_MAX + 1 - len);
+        ssize_t n;
 
+        if (len == size) {
+            if (size > MANIFEST_SIZE_MAX) {
+                r = -EFBIG;
+                goto out;
+            }
+            size = size > MANIFEST_SIZE_MAX / 2 ? MANIFEST_SIZE_MAX + 1 : 2 * size;
+            buf = xrealloc(buf, size);
+        }
+        n = read(fd, buf + len, size - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             r = -errno;
             diags_add(errors, 0, "cannot read %s: %s", MANIFEST_FILE_NAME, errno_text(-r));
-            free(buf);
-            close(fd);
-            return r;
+            goto out;
         }
         if (n == 0)
             break;
         len += (size_t)n;
-        if (len > MANIFEST_SIZE_MAX) {
-            free(buf);
-            goto too_big;
-        }
     }
-    close(fd);
     *ret = buf;
     *ret_len = len;
-    return 0;
+    buf = NULL;
+    r = 0;
 
-too_big:
+out:
+    if (r == -EFBIG)
+        diags_add(errors, 0,
+                  "%s is larger than the limit of %d bytes (1 MiB): a manifest is a short "
+                  "text file",
+                  MANIFEST_FILE_NAME, MANIFEST_SIZE_MAX);
+    free(buf);
     close(fd);
-    diags_add(errors, 0,
-              "%s is larger than the limit of %d bytes (1 MiB): a manifest is a short "
-              "text file",
-              MANIFEST_FILE_NAME, MANIFEST_SIZE_MAX);
-    return -EFBIG;
+    return r;
 }
 
 /* Returns the resolved folder that holds path (a symlinked manifest keeps its own
@@ -1079,6 +1291,8 @@ static char *manifest_folder(const char *path)
     return real;
 }
 
+/* Checks where the file lies before reading it: a symlink must not carry the daemon
+ * outside the services folder. */
 int manifest_load(const char *path, const char *root, struct manifest **ret, char **ret_name,
                   struct diags *errors, struct diags *warnings)
 {
@@ -1133,6 +1347,7 @@ out:
     return r;
 }
 
+/* A JSON string, or null for NULL or for text that is not valid UTF-8. */
 static json_t *json_string_or_null(const char *s)
 {
     json_t *j = s ? json_string(s) : NULL;
@@ -1140,6 +1355,7 @@ static json_t *json_string_or_null(const char *s)
     return j ? j : json_null();
 }
 
+/* A JSON array of the strings of a NULL-terminated list. */
 static json_t *strv_to_json(char **strv)
 {
     json_t *array = json_array();
@@ -1162,6 +1378,8 @@ static json_t *port_map_to_json(const struct port_map *pm)
     return json_string(text);
 }
 
+/* Writes every field, defaults included, so that two manifests that read the same give
+ * equal JSON however they were written. */
 json_t *manifest_to_json(const struct manifest *m)
 {
     json_t *o = json_object();
@@ -1192,14 +1410,14 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "ports", ports);
     json_object_set_new(o, "port", m->port ? json_integer(m->port) : json_null());
     json_object_set_new(o, "gpu_required", json_boolean(m->gpu_required));
-    json_object_set_new(o, "driver", json_string(driver_kind_name(m->driver)));
+    json_object_set_new(o, "driver", json_string(manifest_driver_name(m->driver)));
     json_object_set_new(o, "compose_file", json_string_or_null(m->compose_file));
     json_object_set_new(o, "command", m->command ? strv_to_json(m->command) : json_null());
     json_object_set_new(o, "workdir", json_string_or_null(m->workdir));
     json_object_set_new(o, "env", env);
     json_object_set_new(o, "health", health ? health : json_null());
     json_object_set_new(o, "stop_timeout_ms", json_integer((json_int_t)m->stop_timeout_ms));
-    json_object_set_new(o, "restart", json_string(restart_policy_name(m->restart)));
+    json_object_set_new(o, "restart", json_string(manifest_restart_name(m->restart)));
     json_object_set_new(o, "dir", json_string_or_null(m->dir));
     return o;
 }

@@ -15,10 +15,15 @@
 #define MANIFEST_SIZE_MAX  (1024 * 1024)
 #define MANIFEST_FILE_NAME "service.yaml"
 /* Caps on what a manifest may list. */
-#define MANIFEST_PORTS_MAX       1024
-#define MANIFEST_ENV_MAX         1024
-#define MANIFEST_ARGS_MAX        1024
-#define MANIFEST_HEALTH_PATH_MAX 2048
+#define MANIFEST_PORTS_MAX 1024
+#define MANIFEST_ENV_MAX   1024
+#define MANIFEST_ARGS_MAX  1024
+/* Caps on the size of what a manifest holds, in bytes. */
+#define MANIFEST_DESCRIPTION_MAX 1024
+#define MANIFEST_VALUE_MAX       4096        /* an env value, a command argument, a path */
+#define MANIFEST_ENV_COMMAND_MAX (64 * 1024) /* env and command together */
+/* Errors reported per manifest; past them one entry "... and N more problems". */
+#define MANIFEST_ERRORS_MAX 10
 
 enum driver_kind { DRIVER_COMPOSE, DRIVER_PROCESS };
 enum restart_policy { RESTART_NO, RESTART_ON_FAILURE, RESTART_ALWAYS };
@@ -60,10 +65,11 @@ struct manifest {
 
 /* Parses and validates a manifest held in memory. dir is the service folder (used for
  * relative paths and to look for a compose file). On success *ret gets a manifest owned by
- * the caller and 0 is returned; on failure errors gets at least one entry and -EINVAL is
- * returned. Warnings (unknown keys) are added in both cases. *ret_name, when not NULL,
- * gets a copy of the name when a valid one could be read, even if the manifest is broken
- * (and is left alone otherwise). */
+ * the caller and 0 is returned; on failure errors gets at least one entry (at most
+ * MANIFEST_ERRORS_MAX and a last "... and N more problems") and -EINVAL is returned.
+ * Warnings (unknown keys, a health timeout not shorter than its interval) are added in
+ * both cases. *ret_name, when not NULL, gets a copy of the name when a valid one could be
+ * read, even if the manifest is broken (and is left alone otherwise). */
 int manifest_parse(const char *buf, size_t len, const char *dir, struct manifest **ret,
                    char **ret_name, struct diags *errors, struct diags *warnings);
 
@@ -78,10 +84,15 @@ void manifest_free(struct manifest *m);
  * whether a manifest changed between two scans. New reference. */
 json_t *manifest_to_json(const struct manifest *m);
 
-const char *driver_kind_name(enum driver_kind d);
-const char *restart_policy_name(enum restart_policy r);
+/* The names a manifest spells the driver and the restart policy with. Static strings. */
+const char *manifest_driver_name(enum driver_kind d);
+const char *manifest_restart_name(enum restart_policy r);
 
 /* True when s matches ^[a-z0-9][a-z0-9._-]{0,62}$. */
 bool manifest_name_valid(const char *s);
+
+/* True for a file name whose presence in a service folder decides what the service is:
+ * service.yaml or one of the default compose file names. */
+bool manifest_file_decides(const char *file_name);
 
 #endif

@@ -30,8 +30,10 @@ struct registry {
     struct scan *work_result;
     int work_error;
     bool scanning;
-    bool freeing; /* registry_free() came while scanning */
+    bool freeing;      /* registry_free() came while scanning */
+    bool pending_next; /* a rescan nobody waits for was asked during this one */
     struct rescan_waiter *waiting_now, *waiting_next;
+    struct rescan_waiter *calling; /* the waiters being answered right now */
 };
 
 const char *service_state_name(enum service_state s)
@@ -71,8 +73,9 @@ static void service_free(struct registry *reg, struct service *svc)
     free(svc->name);
     free(svc->folder);
     manifest_free(svc->manifest);
-    json_decref(svc->manifest_json);
+    free(svc->canonical);
     json_decref(svc->warnings);
+    json_decref(svc->manifest_error);
     free(svc->last_error);
     free(svc->health.error);
     free(svc);
@@ -215,20 +218,67 @@ static void registry_take_errors(struct registry *reg, const struct scan *scan)
     reg->error_keys = keys;
 }
 
-/* Moves an entry's manifest into svc; the caller decided it is new or changed. */
-static void service_take_manifest(struct registry *reg, struct service *svc, struct scan_entry *e,
-                                  json_t *manifest_json)
+/* Logs an entry's warnings, when it is new or changed. */
+static void log_warnings(const struct scan_entry *e)
 {
     if (log_enabled(LOG_WARNING))
         for (size_t j = 0; j < e->warnings.n; j++)
             log_warning("%s:%d: %s", e->path, e->warnings.items[j].line,
                         e->warnings.items[j].message);
+}
+
+/* Moves an entry's manifest into svc; the caller decided it is new or changed. */
+static void service_take_manifest(struct registry *reg, struct service *svc, struct scan_entry *e)
+{
     manifest_free(svc->manifest);
     svc->manifest = e->manifest;
     e->manifest = NULL;
-    json_decref(svc->manifest_json);
-    svc->manifest_json = manifest_json;
+    free(svc->canonical);
+    svc->canonical = e->canonical;
+    e->canonical = NULL;
     registry_touch(reg, svc);
+}
+
+/* Sets what svc shows of its folder, warnings and manifest problem, marking it changed
+ * when any of them differs. */
+static void service_update_extras(struct registry *reg, struct service *svc,
+                                  const struct scan_entry *e, json_t *manifest_error)
+{
+    json_t *warnings = diags_to_json(&e->warnings);
+    bool changed = false;
+
+    if (!svc->folder || strcmp(svc->folder, e->folder) != 0) {
+        free(svc->folder);
+        svc->folder = xstrdup(e->folder);
+        changed = true;
+    }
+    if (!svc->warnings || !json_equal(svc->warnings, warnings)) {
+        json_decref(svc->warnings);
+        svc->warnings = json_incref(warnings);
+        changed = true;
+        if (e->manifest || manifest_error == NULL)
+            log_warnings(e);
+    }
+    json_decref(warnings);
+    if (!json_equal(svc->manifest_error, manifest_error) &&
+        (svc->manifest_error || manifest_error)) {
+        json_decref(svc->manifest_error);
+        svc->manifest_error = json_incref(manifest_error);
+        changed = true;
+    }
+    if (changed)
+        registry_touch(reg, svc);
+}
+
+/* The service a broken entry stands for: by the name it carries, else by its folder. */
+static struct service *registry_find_broken(struct registry *reg, const struct scan_entry *e)
+{
+    if (e->name)
+        return registry_find(reg, e->name);
+    for (size_t i = 0; i < reg->n_services; i++)
+        if (reg->services[i]->folder && strcmp(reg->services[i]->folder, e->folder) == 0)
+            return reg->services[i];
+    return NULL;
 }
 
 void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_diff)
@@ -242,34 +292,45 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         log_warning("%s holds more than %d folders: only the first %d were read", reg->root,
                     DISCOVERY_MAX_SERVICES, DISCOVERY_MAX_SERVICES);
 
+    /* Valid manifests first: they win a name over a broken copy. */
     for (size_t i = 0; i < scan->n; i++) {
         struct scan_entry *e = &scan->entries[i];
         struct service *svc;
-        json_t *mj;
 
         if (!e->manifest)
             continue;
-        mj = manifest_to_json(e->manifest);
         svc = registry_find(reg, e->manifest->name);
         if (!svc) {
             svc = xcalloc(1, sizeof(*svc));
             svc->name = xstrdup(e->manifest->name);
             svc->state = STATE_STOPPED;
             json_array_append_new(added, json_string(svc->name));
-            service_take_manifest(reg, svc, e, mj);
-        } else if (!json_equal(svc->manifest_json, mj)) {
+            service_take_manifest(reg, svc, e);
+        } else if (strcmp(svc->canonical, e->canonical) != 0) {
             json_array_append_new(changed, json_string(svc->name));
-            service_take_manifest(reg, svc, e, mj);
-        } else {
-            json_decref(mj);
+            service_take_manifest(reg, svc, e);
         }
-        if (!svc->folder || strcmp(svc->folder, e->folder) != 0) {
-            free(svc->folder);
-            svc->folder = xstrdup(e->folder);
-            registry_touch(reg, svc);
-        }
-        json_decref(svc->warnings);
-        svc->warnings = diags_to_json(&e->warnings);
+        service_update_extras(reg, svc, e, NULL);
+        svc->seen = true;
+        next[n++] = svc;
+    }
+
+    /* A known service whose manifest broke keeps its last good manifest and its state,
+     * with the problem attached: a typo must not make a running service vanish. */
+    for (size_t i = 0; i < scan->n; i++) {
+        struct scan_entry *e = &scan->entries[i];
+        struct service *svc;
+        json_t *err;
+
+        if (e->manifest || e->errors.n == 0)
+            continue;
+        svc = registry_find_broken(reg, e);
+        if (!svc || svc->seen)
+            continue;
+        err = json_pack("{s:o, s:i, s:o}", "path", json_text(e->path), "line",
+                        e->errors.items[0].line, "message", json_text(e->errors.items[0].message));
+        service_update_extras(reg, svc, e, err);
+        json_decref(err);
         svc->seen = true;
         next[n++] = svc;
     }
@@ -290,9 +351,7 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
     free(reg->services);
     reg->services = next;
     reg->n_services = n;
-    scan_free(scan);
-    /* A scan allocates much and keeps little: give the freed pages back. */
-    malloc_trim(0);
+    discovery_scan_free(scan);
 
     if (json_array_size(added) || json_array_size(removed) || json_array_size(changed))
         log_info("services: %zu (added %zu, removed %zu, changed %zu), %zu manifest errors", n,
@@ -316,6 +375,8 @@ int registry_scan_now(struct registry *reg)
     if (r < 0)
         return r;
     registry_apply_scan(reg, scan, NULL);
+    /* The start-up scan allocates much and keeps little: give the freed pages back. */
+    malloc_trim(0);
     return 0;
 }
 
@@ -329,41 +390,43 @@ static void on_scan_work(uv_work_t *work)
     reg->work_error = discovery_scan(reg->root, &reg->work_result);
 }
 
+/* Merges a finished scan and answers those who waited for it. */
 static void on_scan_done(uv_work_t *work, int status)
 {
     struct registry *reg = work->data;
-    struct rescan_waiter *waiters;
+    int error = status ? status : reg->work_error;
     json_t *diff = NULL;
 
     reg->scanning = false;
     if (reg->freeing) {
         if (reg->work_result)
-            scan_free(reg->work_result);
+            discovery_scan_free(reg->work_result);
         registry_destroy(reg);
         return;
     }
-    if (status == 0 && reg->work_error == 0) {
+    if (error == 0) {
         registry_apply_scan(reg, reg->work_result, &diff);
     } else {
-        log_error("cannot read the services folder %s: %s", reg->root,
-                  strerror(-(status ? status : reg->work_error)));
-        diff = json_pack("{s:[], s:[], s:[]}", "added", "removed", "changed");
+        log_error("cannot read the services folder %s: %s", reg->root, strerror(-error));
+        diff = json_pack("{s:[], s:[], s:[], s:s+}", "added", "removed", "changed", "error",
+                         "cannot read the services folder: ", strerror(-error));
     }
     reg->work_result = NULL;
 
-    /* Callbacks may ask for another rescan: take the list first. */
-    waiters = reg->waiting_now;
+    /* Those who asked during this scan wait for the next one; callbacks may ask again. */
+    reg->calling = reg->waiting_now;
     reg->waiting_now = reg->waiting_next;
     reg->waiting_next = NULL;
-    if (reg->waiting_now)
+    if (reg->waiting_now || reg->pending_next) {
+        reg->pending_next = false;
         rescan_start(reg);
+    }
     if (reg->on_rescan)
         reg->on_rescan(reg->on_rescan_data, diff);
-    while (waiters) {
-        struct rescan_waiter *w = waiters;
-        waiters = w->next;
-        if (w->done)
-            w->done(w->data, diff);
+    while (reg->calling) {
+        struct rescan_waiter *w = reg->calling;
+        reg->calling = w->next;
+        w->done(w->data, diff);
         free(w);
     }
     json_decref(diff);
@@ -378,9 +441,18 @@ static void rescan_start(struct registry *reg)
 
 struct rescan_waiter *registry_rescan(struct registry *reg, registry_rescan_fn done, void *data)
 {
-    struct rescan_waiter *w = xcalloc(1, sizeof(*w));
-    struct rescan_waiter **list = reg->scanning ? &reg->waiting_next : &reg->waiting_now;
+    struct rescan_waiter *w, **list;
 
+    if (!done) {
+        /* Nobody waits: one flag, however often it is asked. */
+        if (!reg->scanning)
+            rescan_start(reg);
+        else
+            reg->pending_next = true;
+        return NULL;
+    }
+    w = xcalloc(1, sizeof(*w));
+    list = reg->scanning ? &reg->waiting_next : &reg->waiting_now;
     w->done = done;
     w->data = data;
     w->next = *list;
@@ -405,8 +477,10 @@ static bool waiter_unlink(struct rescan_waiter **list, struct rescan_waiter *w)
 
 void registry_rescan_cancel(struct registry *reg, struct rescan_waiter *w)
 {
-    if (!waiter_unlink(&reg->waiting_now, w))
-        waiter_unlink(&reg->waiting_next, w);
+    if (!w)
+        return;
+    if (!waiter_unlink(&reg->waiting_now, w) && !waiter_unlink(&reg->waiting_next, w))
+        waiter_unlink(&reg->calling, w);
 }
 
 void registry_on_rescan(struct registry *reg, registry_rescan_fn fn, void *data)

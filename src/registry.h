@@ -38,8 +38,9 @@ struct service {
     char *name;
     char *folder;
     struct manifest *manifest;
-    json_t *manifest_json; /* canonical form, for change detection */
-    json_t *warnings;      /* array of {line, message} */
+    char *canonical;        /* the manifest as sorted compact JSON, for change detection */
+    json_t *warnings;       /* array of {line, message} */
+    json_t *manifest_error; /* {path, line, message} when the manifest broke, else NULL */
     enum service_state state;
     bool is_healthy;
     int64_t started_at_ms; /* Unix time, 0 when not started */
@@ -73,9 +74,10 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
 /* Scans the disk synchronously: for start-up, before the loop runs. */
 int registry_scan_now(struct registry *reg);
 
-/* Rescans on a worker thread and calls done (if not NULL) on the loop when merged. A
- * request made while a scan runs is served by the next scan, so that it sees every change
- * made before it was asked. Returns a handle for registry_rescan_cancel(). */
+/* Rescans on a worker thread and calls done (if not NULL) on the loop when merged, with
+ * the diff; when the folder could not be read the diff has an "error" member. A request
+ * made while a scan runs is served by the next scan, so that it sees every change made
+ * before it was asked. Returns a handle for registry_rescan_cancel(), NULL without done. */
 struct rescan_waiter *registry_rescan(struct registry *reg, registry_rescan_fn done, void *data);
 void registry_rescan_cancel(struct registry *reg, struct rescan_waiter *w);
 

@@ -3,18 +3,21 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "server.h"
 
-#define SERVER_TICK_MS 250
+#define SERVER_TICK_MS      250
+#define SERVER_IDLE_TICK_MS 1000
 
 enum request_state {
     REQUEST_READING,   /* headers or body still arriving */
@@ -37,7 +40,16 @@ struct request {
     char *answer; /* a later answer's JSON text, queued when libmicrohttpd calls back */
     void (*on_abort)(void *data);
     void *abort_data;
+    struct suspend_deadline *deadline; /* while suspended */
+    uint64_t timeout_ms;
     struct request *next_suspended, *prev_suspended;
+};
+
+/* The deadline of a suspended request: its own allocation, since the timer outlives the
+ * request until libuv has closed it. */
+struct suspend_deadline {
+    uv_timer_t timer;
+    struct request *req; /* NULL once the request no longer needs it */
 };
 
 struct server {
@@ -50,6 +62,8 @@ struct server {
     void *handler_data;
     unsigned port;
     unsigned in_flight;
+    unsigned connection_limit;
+    unsigned connections; /* after the last run */
     bool quiesced;
     struct request *suspended; /* list of suspended requests */
 };
@@ -160,6 +174,47 @@ static void suspended_unlink(struct request *req)
     req->next_suspended = req->prev_suspended = NULL;
 }
 
+static void on_deadline_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Drops a suspended request's deadline; the timer is freed once libuv has closed it. */
+static void request_drop_deadline(struct request *req)
+{
+    struct suspend_deadline *d = req->deadline;
+
+    if (!d)
+        return;
+    req->deadline = NULL;
+    d->req = NULL;
+    uv_timer_stop(&d->timer);
+    uv_close((uv_handle_t *)&d->timer, on_deadline_closed);
+}
+
+/* Tells the owner of a suspended request that it is gone, once. */
+static void request_abort(struct request *req)
+{
+    void (*on_abort)(void *data) = req->on_abort;
+
+    req->on_abort = NULL;
+    if (on_abort)
+        on_abort(req->abort_data);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    struct suspend_deadline *d = t->data;
+    struct request *req = d->req;
+
+    if (!req)
+        return;
+    request_abort(req);
+    if (req->state == REQUEST_SUSPENDED)
+        request_reply_error(req, MHD_HTTP_GATEWAY_TIMEOUT, "timed_out",
+                            "no answer within %" PRIu64 " ms", req->timeout_ms);
+}
+
 /* Queues the answer stored while the request was suspended. */
 static enum MHD_Result request_queue_stored(struct request *req)
 {
@@ -262,6 +317,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     return r;
 }
 
+/* libmicrohttpd is done with a request (answered, or the client went away): free it. */
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -271,8 +327,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!req)
         return;
     *con_cls = NULL;
-    if (req->state == REQUEST_SUSPENDED)
+    if (req->state == REQUEST_SUSPENDED) {
         suspended_unlink(req);
+        request_abort(req);
+    }
+    request_drop_deadline(req);
     free(req->answer);
     free(req->body);
     free(req);
@@ -310,20 +369,47 @@ static void on_poll(uv_poll_t *p, int status, int events)
 }
 
 /* Lets libmicrohttpd do its work, then sets the timer for its next deadline, but no
- * later than SERVER_TICK_MS: libmicrohttpd 0.9.75 can leave a connection it has decided
- * to close (a request whose headers overflow its memory) until a later run, and reports
- * no deadline for it. */
+ * later than SERVER_TICK_MS, and SERVER_IDLE_TICK_MS when it has none: libmicrohttpd
+ * 0.9.75 can leave a connection it has decided to close (a request whose headers overflow
+ * its memory) until a later run, and after it stopped accepting at its connection or fd
+ * limit it listens again only at the start of a run, with no deadline reported for
+ * either. */
 static void server_run(struct server *s)
 {
     MHD_UNSIGNED_LONG_LONG timeout;
+    const union MHD_DaemonInfo *info;
+    unsigned connections;
 
     if (!s->mhd)
         return;
     MHD_run(s->mhd);
-    if (MHD_get_timeout(s->mhd, &timeout) == MHD_YES)
-        uv_timer_start(&s->timer, on_timer, timeout < SERVER_TICK_MS ? timeout : SERVER_TICK_MS, 0);
-    else
-        uv_timer_stop(&s->timer);
+    info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    connections = info ? info->num_connections : 0;
+    if (s->connections >= s->connection_limit && connections < s->connection_limit) {
+        /* It stopped accepting at its limit and will listen again only in a run. */
+        s->connections = connections;
+        uv_timer_start(&s->timer, on_timer, 0, 0);
+        return;
+    }
+    s->connections = connections;
+    if (MHD_get_timeout(s->mhd, &timeout) != MHD_YES)
+        timeout = SERVER_IDLE_TICK_MS;
+    else if (timeout > SERVER_TICK_MS)
+        timeout = SERVER_TICK_MS;
+    uv_timer_start(&s->timer, on_timer, timeout, 0);
+}
+
+/* How many connections to take: SERVER_CONNECTIONS_MAX, or fewer when the fd limit would
+ * leave too little room for the rest of the daemon (scans, watches, children, logs). */
+static unsigned connection_limit(void)
+{
+    struct rlimit rl;
+    rlim_t room;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return SERVER_CONNECTIONS_MAX;
+    room = rl.rlim_cur > SERVER_FD_RESERVE + 8 ? rl.rlim_cur - SERVER_FD_RESERVE : 8;
+    return room < SERVER_CONNECTIONS_MAX ? (unsigned)room : SERVER_CONNECTIONS_MAX;
 }
 
 int server_new(uv_loop_t *loop, const char *listen_addr, server_handler_fn handler, void *data,
@@ -343,13 +429,14 @@ int server_new(uv_loop_t *loop, const char *listen_addr, server_handler_fn handl
     s->handler = handler;
     s->handler_data = data;
     s->port = port;
+    s->connection_limit = connection_limit();
     s->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, s,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_HEADER_MEMORY,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)SERVER_CONNECTIONS_MAX,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SERVER_IDLE_TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, s, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, s->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)SERVER_IDLE_TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_END);
     if (!s->mhd) {
         close(fd);
         free(s);
@@ -409,9 +496,7 @@ void server_free(struct server *s)
     /* Suspended requests: tell their owners, then answer them before the end. */
     while (s->suspended) {
         struct request *req = s->suspended;
-        if (req->on_abort)
-            req->on_abort(req->abort_data);
-        req->on_abort = NULL;
+        request_abort(req);
         if (req->state == REQUEST_SUSPENDED)
             request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
                                 "the daemon is shutting down");
@@ -498,6 +583,7 @@ void request_reply_json(struct request *req, unsigned status, json_t *body)
     req->status = status;
     req->state = REQUEST_ANSWERED;
     suspended_unlink(req);
+    request_drop_deadline(req);
     if (req->in_access)
         return; /* suspended and answered in one go: on_access queues it */
     MHD_resume_connection(req->conn);
@@ -518,13 +604,21 @@ void request_reply_error(struct request *req, unsigned status, const char *code,
                        json_pack("{s:s, s:o}", "error", code, "message", json_text(message)));
 }
 
-void request_suspend(struct request *req)
+void request_suspend(struct request *req, uint64_t timeout_ms)
 {
     struct server *s = req->server;
+    struct suspend_deadline *d;
 
     if (req->state != REQUEST_READING || !req->in_access)
         fatal("request %s %s suspended after its answer", req->method, req->path);
     req->state = REQUEST_SUSPENDED;
+    req->timeout_ms = timeout_ms;
+    d = xcalloc(1, sizeof(*d));
+    d->req = req;
+    d->timer.data = d;
+    uv_timer_init(s->loop, &d->timer);
+    uv_timer_start(&d->timer, on_deadline, timeout_ms, 0);
+    req->deadline = d;
     req->next_suspended = s->suspended;
     if (s->suspended)
         s->suspended->prev_suspended = req;

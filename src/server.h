@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -15,6 +16,7 @@
 #define SERVER_DISCARD_MAX     (1024 * 1024) /* a larger body without length: hang up */
 #define SERVER_HEADER_MEMORY   (32 * 1024)   /* per connection: request line and headers */
 #define SERVER_CONNECTIONS_MAX 1024
+#define SERVER_FD_RESERVE      128 /* file descriptors kept for the rest of the daemon */
 #define SERVER_IDLE_TIMEOUT_S  60
 
 struct server;
@@ -72,11 +74,14 @@ void request_reply_response(struct request *req, unsigned status, struct MHD_Res
 struct MHD_Response *server_json_response(json_t *body);
 
 /* Keeps the connection waiting without blocking the loop: the reply comes later from a
- * callback via request_reply*(). */
-void request_suspend(struct request *req);
+ * callback via request_reply_json() or request_reply_error(). After timeout_ms the request
+ * is aborted (see request_set_abort) and answered 504. */
+void request_suspend(struct request *req, uint64_t timeout_ms);
 
-/* An opaque pointer the handler may attach to a request it suspended, and a function
- * called if the client goes away first (the request is then freed: do not reply). */
+/* A function called, once, when a suspended request ends without the handler's answer:
+ * its deadline passed (it is then answered 504), the client went away, or the server is
+ * shutting down (503). The owner must forget the request; answering it from on_abort is
+ * allowed. */
 void request_set_abort(struct request *req, void (*on_abort)(void *data), void *data);
 
 #endif

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "discovery.h"
 #include "log.h"
+#include "manifest.h"
 #include "watch.h"
 
 #define WATCH_FOLDERS_MAX 100000
@@ -16,7 +18,10 @@ struct folder_watch {
     uv_fs_event_t handle;
     struct watch *watch;
     char *name; /* NULL for the root */
-    bool seen;  /* found by the current sync */
+    dev_t dev;  /* the folder watched: inotify follows the inode, not the name */
+    ino_t ino;
+    bool dead; /* the folder went (deleted or moved): the watch sees nothing any more */
+    bool seen; /* found by the current sync */
 };
 
 struct watch {
@@ -25,24 +30,13 @@ struct watch {
     watch_fn changed;
     void *data;
     uv_timer_t debounce;
+    uv_timer_t root_check; /* notices the services folder itself replaced */
     struct folder_watch *root_watch;
     struct folder_watch **folders; /* sorted by name */
     size_t n_folders;
     bool warned_limit;
+    int timers_open; /* while closing */
 };
-
-static bool file_decides_service(const char *name)
-{
-    static const char *const names[] = {"service.yaml", "docker-compose.yml", "docker-compose.yaml",
-                                        "compose.yml", "compose.yaml"};
-
-    if (!name)
-        return true;
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcmp(name, names[i]) == 0)
-            return true;
-    return false;
-}
 
 static void on_debounce(uv_timer_t *t)
 {
@@ -53,12 +47,18 @@ static void on_debounce(uv_timer_t *t)
 
 static void watch_add_folder(struct watch *w, const char *name);
 
+/* inotify saw a change: start the quiet delay, or ride along a running one. */
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     struct folder_watch *fw = h->data;
     struct watch *w = fw->watch;
 
-    if (fw->name && !file_decides_service(filename))
+    /* The folder's own removal or move: libuv then names the folder itself. A folder
+     * made anew under the name (even on the same inode number) needs a new watch. */
+    if (fw->name && filename && strcmp(filename, fw->name) == 0 && (events & UV_RENAME))
+        fw->dead = true;
+    /* In a subfolder only the files that decide a service count. */
+    else if (fw->name && filename && !manifest_file_decides(filename))
         return;
     /* A new subfolder is watched at once, before the scan: a manifest written into it
      * while the scan runs is then seen either by the scan or by the new watch. */
@@ -83,14 +83,20 @@ static void folder_unwatch(struct folder_watch *fw)
     uv_close((uv_handle_t *)&fw->handle, on_folder_closed);
 }
 
+/* Starts watching root/name (root itself for NULL); NULL when it cannot be watched. */
 static struct folder_watch *folder_watch(struct watch *w, const char *name)
 {
     struct folder_watch *fw = xcalloc(1, sizeof(*fw));
     char *path = name ? xasprintf("%s/%s", w->root, name) : xstrdup(w->root);
+    struct stat st;
     int r;
 
     fw->watch = w;
     fw->name = name ? xstrdup(name) : NULL;
+    if (stat(path, &st) == 0) {
+        fw->dev = st.st_dev;
+        fw->ino = st.st_ino;
+    }
     uv_fs_event_init(w->loop, &fw->handle);
     fw->handle.data = fw;
     r = uv_fs_event_start(&fw->handle, on_fs_event, path, 0);
@@ -120,18 +126,16 @@ static int folder_key_cmp(const void *key, const void *elem)
     return strcmp(key, (*fw)->name);
 }
 
-/* Watches root/name if it is a folder that could hold a service and is not watched. */
+/* Watches root/name if it is a folder that could hold a service and is not watched yet
+ * (or was replaced by another folder of the same name). */
 static void watch_add_folder(struct watch *w, const char *name)
 {
-    struct folder_watch *fw;
+    struct folder_watch *fw, **found;
     struct stat st;
     char *path;
     size_t i;
 
-    if (name[0] == '.' || name[0] == '_' || w->n_folders >= WATCH_FOLDERS_MAX)
-        return;
-    if (w->n_folders &&
-        bsearch(name, w->folders, w->n_folders, sizeof(*w->folders), folder_key_cmp))
+    if (!discovery_folder_is_candidate(name) || w->n_folders >= WATCH_FOLDERS_MAX)
         return;
     path = xasprintf("%s/%s", w->root, name);
     if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -139,6 +143,20 @@ static void watch_add_folder(struct watch *w, const char *name)
         return;
     }
     free(path);
+    found = w->n_folders
+                ? bsearch(name, w->folders, w->n_folders, sizeof(*w->folders), folder_key_cmp)
+                : NULL;
+    if (found) {
+        if (!(*found)->dead && (*found)->dev == st.st_dev && (*found)->ino == st.st_ino)
+            return;
+        /* Same name, another folder (rm -rf b && cp -r ... b): watch the new one. */
+        fw = folder_watch(w, name);
+        if (!fw)
+            return;
+        folder_unwatch(*found);
+        *found = fw;
+        return;
+    }
     fw = folder_watch(w, name);
     if (!fw)
         return;
@@ -165,7 +183,7 @@ void watch_sync(struct watch *w)
         struct folder_watch **found, *fw;
         struct stat st;
 
-        if (de->d_name[0] == '.' || de->d_name[0] == '_')
+        if (!discovery_folder_is_candidate(de->d_name))
             continue;
         if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN && de->d_type != DT_LNK)
             continue;
@@ -175,7 +193,7 @@ void watch_sync(struct watch *w)
         found = w->n_folders ? bsearch(de->d_name, w->folders, w->n_folders, sizeof(*w->folders),
                                        folder_key_cmp)
                              : NULL;
-        if (found) {
+        if (found && !(*found)->dead) {
             fw = *found;
         } else {
             fw = folder_watch(w, de->d_name);
@@ -200,6 +218,28 @@ void watch_sync(struct watch *w)
     w->n_folders = n;
 }
 
+/* Every WATCH_ROOT_CHECK_MS: if the services folder was replaced (moved away and made
+ * anew), the root watch still follows the old one; watch the new one and rescan. */
+static void on_root_check(uv_timer_t *t)
+{
+    struct watch *w = t->data;
+    struct stat st;
+
+    if (stat(w->root, &st) < 0 || !S_ISDIR(st.st_mode))
+        return;
+    if (w->root_watch && w->root_watch->dev == st.st_dev && w->root_watch->ino == st.st_ino)
+        return;
+    log_info("the services folder %s was replaced: watching the new one", w->root);
+    if (w->root_watch)
+        folder_unwatch(w->root_watch);
+    w->root_watch = folder_watch(w, NULL);
+    for (size_t i = 0; i < w->n_folders; i++)
+        folder_unwatch(w->folders[i]);
+    w->n_folders = 0;
+    watch_sync(w);
+    w->changed(w->data);
+}
+
 int watch_new(uv_loop_t *loop, const char *root, watch_fn changed, void *data, struct watch **ret)
 {
     struct watch *w = xcalloc(1, sizeof(*w));
@@ -210,16 +250,21 @@ int watch_new(uv_loop_t *loop, const char *root, watch_fn changed, void *data, s
     w->data = data;
     uv_timer_init(loop, &w->debounce);
     w->debounce.data = w;
+    uv_timer_init(loop, &w->root_check);
+    w->root_check.data = w;
+    uv_timer_start(&w->root_check, on_root_check, WATCH_ROOT_CHECK_MS, WATCH_ROOT_CHECK_MS);
     w->root_watch = folder_watch(w, NULL);
     watch_sync(w);
     *ret = w;
     return 0;
 }
 
-static void on_debounce_closed(uv_handle_t *h)
+static void on_timer_closed(uv_handle_t *h)
 {
     struct watch *w = h->data;
 
+    if (--w->timers_open > 0)
+        return;
     free(w->root);
     free(w);
 }
@@ -233,5 +278,7 @@ void watch_free(struct watch *w)
     free(w->folders);
     if (w->root_watch)
         folder_unwatch(w->root_watch);
-    uv_close((uv_handle_t *)&w->debounce, on_debounce_closed);
+    w->timers_open = 2;
+    uv_close((uv_handle_t *)&w->debounce, on_timer_closed);
+    uv_close((uv_handle_t *)&w->root_check, on_timer_closed);
 }

@@ -5,7 +5,8 @@
 
 #include <uv.h>
 
-#define WATCH_DEBOUNCE_MS 150
+#define WATCH_DEBOUNCE_MS   150
+#define WATCH_ROOT_CHECK_MS 2000
 
 struct watch;
 

@@ -135,7 +135,7 @@ env: {MODEL: sdxl, EMPTY: ~}
 health:
   path: /ready
   port: 8001
-  interval: 500ms
+  interval: 5s
   timeout: 2s
   start_period: 2m
 stop_timeout: 1h

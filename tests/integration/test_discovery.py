@@ -143,9 +143,12 @@ def test_rediscover_diff_without_watcher_interference(nanny, services_dir, workd
     body = d.post("/rediscover").json()
     assert body["changed"] == ["one"]
     assert body["added"] == ["two-renamed"]
-    assert sorted(body["removed"]) == ["three", "two"]
+    # "three" broke: it stays, with its last good manifest and the problem attached.
+    assert body["removed"] == ["two"]
     assert [e["folder"] for e in body["errors"]] == ["three"]
-    assert sorted(s["name"] for s in body["services"]) == ["one", "two-renamed"]
+    assert sorted(s["name"] for s in body["services"]) == ["one", "three", "two-renamed"]
+    three = [s for s in body["services"] if s["name"] == "three"][0]
+    assert three["manifest_error"]["line"] == 2
 
     again = d.post("/rediscover").json()
     assert again["added"] == again["removed"] == again["changed"] == []
@@ -211,10 +214,66 @@ def test_auto_rediscovery_broken_then_fixed(nanny, services_dir):
     replace_file(path, 'name: svc\ncommand: ["x"]\nports: ["99999"]\n')
     wait_until(lambda: [e["folder"] for e in d.services()["errors"]] == ["svc"],
                message="the broken manifest listed under errors")
-    assert names_of(d) == ["other"]
+    # A known service whose manifest broke stays, with its last good manifest and the
+    # problem attached: a typo must not make a (running) service vanish.
+    assert names_of(d) == ["other", "svc"]
+    err = d.get_json("/services/svc")["manifest_error"]
+    assert err["line"] == 3 and "99999" in err["message"], err
     replace_file(path, manifest("svc"))
-    wait_until(lambda: d.services()["errors"] == [] and names_of(d) == ["other", "svc"],
-               message="the fixed manifest listed again")
+    wait_until(lambda: d.services()["errors"] == []
+               and d.get_json("/services/svc")["manifest_error"] is None,
+               message="the fixed manifest clears the problem")
+    assert names_of(d) == ["other", "svc"]
+
+
+def test_new_broken_manifest_is_no_service(nanny, services_dir):
+    """Only a service known from a good manifest is kept when its manifest breaks."""
+    write_service(services_dir, "other", manifest("other"))
+    d = nanny.serve(services_dir)
+    write_service(services_dir, "svc", 'name: svc\ncommand: ["x"]\nports: ["99999"]\n')
+    wait_until(lambda: [e["folder"] for e in d.services()["errors"]] == ["svc"],
+               message="the broken manifest listed under errors")
+    assert names_of(d) == ["other"]
+
+
+def test_warnings_only_change_is_shown(nanny, services_dir):
+    path = write_service(services_dir, "svc", manifest("svc"))
+    d = nanny.serve(services_dir)
+    assert d.get_json("/services/svc")["warnings"] == []  # fills the rendered cache
+    replace_file(path, manifest("svc") + "future_key: 1\n")
+    body = d.post("/rediscover").json()
+    assert body["changed"] == []
+    warnings = d.get_json("/services/svc")["warnings"]
+    assert len(warnings) == 1 and warnings[0]["line"] == 4, warnings
+    assert "future_key" in warnings[0]["message"]
+    d.wait_for_log(r"service\.yaml:4: .*future_key")
+
+
+def test_replaced_service_folder_is_still_watched(nanny, services_dir, workdir):
+    """inotify follows the folder, not its name: rm -rf b && cp -r b2 b must be seen."""
+    write_service(services_dir, "b", manifest("b", description="one"))
+    d = nanny.serve(services_dir)
+    staging = workdir / "staging"
+    write_service(staging, "b", manifest("b", description="two"))
+    shutil.rmtree(services_dir / "b")
+    shutil.copytree(staging / "b", services_dir / "b")
+    wait_until(lambda: d.get_json("/services/b")["description"] == "two",
+               message="the copied folder's manifest")
+    replace_file(str(services_dir / "b" / "service.yaml"), manifest("b", description="three"))
+    wait_until(lambda: d.get_json("/services/b")["description"] == "three",
+               message="an edit inside the replaced folder")
+
+
+def test_replaced_services_folder_is_still_watched(nanny, workdir):
+    root = workdir / "services"
+    write_service(root, "a", manifest("a"))
+    d = nanny.serve(root)
+    os.rename(root, workdir / "services.old")
+    write_service(root, "c", manifest("c"))
+    wait_until(lambda: names_of(d) == ["c"], timeout=10,
+               message="the new services folder's services")
+    write_service(root, "e", manifest("e"))
+    wait_until(lambda: names_of(d) == ["c", "e"], message="a service added to the new folder")
 
 
 def test_auto_rediscovery_deleted_manifest_and_folder(nanny, services_dir):
@@ -300,8 +359,9 @@ def test_services_folder_removed_while_running(nanny, workdir):
     shutil.rmtree(root)
     d.assert_healthy()
     r = d.post("/rediscover")
-    assert r.status in (200, 500, 503), r
-    r.json()
+    assert r.status == 503, r
+    assert r.json()["error"] == "services_unreadable"
+    assert "cannot read the services folder" in r.json()["message"]
     d.assert_healthy()
     assert d.terminate() == 0
 
@@ -340,3 +400,15 @@ def test_auto_rediscovery_manifest_written_while_a_rescan_runs(nanny, services_d
             missed.append(f"{delay}s")
     assert not missed, (f"manifests written {', '.join(missed)} after their folder was made "
                         "were never picked up")
+
+
+def test_start_of_a_service_whose_manifest_broke_is_422(nanny, services_dir):
+    path = write_service(services_dir, "svc", manifest("svc"))
+    d = nanny.serve(services_dir)
+    replace_file(path, 'name: svc\ncommand: ["x"]\nports: ["99999"]\n')
+    d.post("/rediscover")
+    r = d.post("/services/svc/start")
+    assert r.status == 422, r
+    body = r.json()
+    assert body["error"] == "invalid_manifest"
+    assert "99999" in body["message"] and body["manifest_error"]["line"] == 3

@@ -60,7 +60,7 @@ def test_body_over_64k_with_content_length_is_413(app, path):
     # Larger bodies: the daemon may answer and hang up before the client has sent it all,
     # so send it raw, ignoring a broken pipe, and read the answer.
     for size in (1024 * 1024, 4 * 1024 * 1024):
-        req = (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        req = (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
                b"Connection: close\r\n\r\n" % size + b"x" * size)
         status, headers, out = raw_answer(app.port, req)
         assert status == 413, (size, out)
@@ -71,7 +71,7 @@ def test_body_over_64k_with_content_length_is_413(app, path):
 
 def test_chunked_body_over_64k_is_413(app):
     payload = b'{"force":true}' + b" " * BODY_MAX
-    req = (b"POST /services/a/start HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    req = (b"POST /services/a/start HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
            b"Content-Type: application/json\r\nConnection: close\r\n\r\n" + chunked(payload))
     status, headers, body = raw_answer(app.port, req)
     assert status == 413
@@ -82,7 +82,7 @@ def test_chunked_body_over_64k_is_413(app):
 
 def test_chunked_body_within_cap_is_read(app):
     payload = b'{"force":true}' + b" " * (BODY_MAX - 14)
-    req = (b"POST /services/a/start HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    req = (b"POST /services/a/start HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
            b"Connection: close\r\n\r\n" + chunked(payload))
     status, _, body = raw_answer(app.port, req)
     assert status == 501, body
@@ -90,7 +90,7 @@ def test_chunked_body_within_cap_is_read(app):
 
 def test_huge_declared_content_length_is_413_without_sending_it(app):
     for length in (b"70000", b"10000000000", b"18446744073709551615"):
-        req = (b"POST /services/a/start HTTP/1.1\r\nHost: x\r\nContent-Length: " + length +
+        req = (b"POST /services/a/start HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + length +
                b"\r\nConnection: close\r\n\r\n")
         status, headers, body = raw_answer(app.port, req)
         assert status == 413, (length, body)
@@ -102,7 +102,7 @@ def test_endless_chunked_body_is_cut_off(app):
     """A client streaming megabytes past the cap is answered 413 or hung up on; either
     way it does not tie the daemon up."""
     payload = chunked(b" " * (4 * 1024 * 1024), size=65536)
-    req = (b"POST /rediscover HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    req = (b"POST /rediscover HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
            b"Connection: close\r\n\r\n" + payload)
     try:
         out = raw_exchange(app.port, req, timeout=ANSWER_TIMEOUT)
@@ -169,7 +169,7 @@ def test_nul_in_name_is_rejected_not_truncated(app, path):
 
 @pytest.mark.parametrize("size", [40 * 1024, 200 * 1024, 1024 * 1024])
 def test_very_long_url_is_4xx(app, size):
-    req = b"GET /services/" + b"a" * size + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    req = b"GET /services/" + b"a" * size + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     status, _, _ = raw_answer(app.port, req)
     assert 400 <= status < 500, status
     app.assert_healthy()
@@ -181,26 +181,26 @@ def test_huge_headers_are_4xx(app, kind):
         extra = b"X-Big: " + b"a" * (256 * 1024) + b"\r\n"
     else:
         extra = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 20) for i in range(5000))
-    req = b"GET /health HTTP/1.1\r\nHost: x\r\n" + extra + b"Connection: close\r\n\r\n"
+    req = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra + b"Connection: close\r\n\r\n"
     status, _, _ = raw_answer(app.port, req)
     assert 400 <= status < 500, status
     app.assert_healthy()
 
 
 OVERSIZED_OR_MALFORMED = {
-    "long-url": b"GET /services/" + b"a" * (64 * 1024) + b" HTTP/1.1\r\nHost: x\r\n"
+    "long-url": b"GET /services/" + b"a" * (64 * 1024) + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Connection: close\r\n\r\n",
-    "huge-header": b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 * 1024) +
+    "huge-header": b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (64 * 1024) +
                    b"\r\nConnection: close\r\n\r\n",
-    "bad-content-length": b"POST /rediscover HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n"
+    "bad-content-length": b"POST /rediscover HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n"
                           b"Connection: close\r\n\r\n",
-    "negative-content-length": b"POST /rediscover HTTP/1.1\r\nHost: x\r\nContent-Length: -5"
+    "negative-content-length": b"POST /rediscover HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5"
                                b"\r\nConnection: close\r\n\r\n",
-    "bad-chunk-size": b"POST /rediscover HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+    "bad-chunk-size": b"POST /rediscover HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked"
                       b"\r\nConnection: close\r\n\r\nzz\r\n",
-    "header-without-colon": b"GET /health HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n"
+    "header-without-colon": b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nthis is not a header\r\n"
                             b"Connection: close\r\n\r\n",
-    "http-2-version": b"GET /health HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n",
+    "http-2-version": b"GET /health HTTP/2.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
 }
 
 
@@ -247,7 +247,7 @@ def test_protocol_errors_are_answered_with_json(app, kind):
 def test_unsupported_transfer_encoding_is_answered(app):
     """RFC 9112 6.1: a request with a transfer coding the server does not know gets 501
     (or 400) -- not silence until the idle timeout."""
-    req = (b"POST /rediscover HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+    req = (b"POST /rediscover HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n"
            b"Connection: close\r\n\r\n")
     status, _, _ = raw_answer(app.port, req)
     assert status in (400, 501), status
@@ -255,7 +255,7 @@ def test_unsupported_transfer_encoding_is_answered(app):
 
 
 def test_a_hundred_query_parameters_are_fine(app):
-    req = (b"GET /health?" + b"a=b&" * 100 + b" HTTP/1.1\r\nHost: x\r\n"
+    req = (b"GET /health?" + b"a=b&" * 100 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
            b"Connection: close\r\n\r\n")
     status, _, _ = raw_answer(app.port, req)
     assert status == 200
@@ -266,7 +266,7 @@ def test_a_hundred_query_parameters_are_fine(app):
 def test_many_query_parameters_never_hang(app, count):
     """Past about 400 parameters libmicrohttpd 0.9.75 runs out of its per-connection
     memory and closes the connection; it must do so at once, not at the idle timeout."""
-    req = (b"GET /health?" + b"a=b&" * count + b" HTTP/1.1\r\nHost: x\r\n"
+    req = (b"GET /health?" + b"a=b&" * count + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
            b"Connection: close\r\n\r\n")
     try:
         out = raw_exchange(app.port, req, timeout=ANSWER_TIMEOUT)
@@ -283,7 +283,7 @@ def test_many_query_parameters_never_hang(app, count):
 @pytest.mark.parametrize("count", [500, 3000])
 def test_many_query_parameters_are_answered(app, count):
     """A query string of COUNT parameters (4 bytes each) gets an answer, 200 or 4xx."""
-    req = (b"GET /health?" + b"a=b&" * count + b" HTTP/1.1\r\nHost: x\r\n"
+    req = (b"GET /health?" + b"a=b&" * count + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
            b"Connection: close\r\n\r\n")
     status, _, _ = raw_answer(app.port, req)
     assert status == 200 or 400 <= status < 500, status
@@ -299,7 +299,7 @@ def test_long_query_value_is_answered(app):
 
 def test_garbage_does_not_hurt(app):
     for junk in (b"GARBAGE\r\n\r\n", b"\x00\x01\x02\xff" * 100, b"\r\n" * 1000,
-                 b"GET\r\n\r\n", b"GET / HTTP/1.1\r\n" + b"Host: x\r\n" * 10 + b"\r\n",
+                 b"GET\r\n\r\n", b"GET / HTTP/1.1\r\n" + b"Host: 127.0.0.1\r\n" * 10 + b"\r\n",
                  bytes(range(256)) * 50):
         try:
             raw_exchange(app.port, junk, timeout=2, shutdown_write=True)
@@ -309,10 +309,10 @@ def test_garbage_does_not_hurt(app):
 
 
 def test_pipelined_requests_are_all_answered(app):
-    req = (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-           b"GET /services/a HTTP/1.1\r\nHost: x\r\n\r\n"
-           b"POST /services/a/stop HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
-           b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    req = (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+           b"GET /services/a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+           b"POST /services/a/stop HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}"
+           b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     out = raw_exchange(app.port, req, timeout=ANSWER_TIMEOUT)
     statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)]
     assert statuses == [200, 200, 501, 404], out[:1000]
@@ -369,7 +369,7 @@ def test_slow_client_does_not_block_others(app):
         for _ in range(5):
             app.assert_healthy()
         # The slow request still gets its answer when it completes.
-        slow.sendall(b"st: x\r\nConnection: close\r\n\r\n")
+        slow.sendall(b"st: 127.0.0.1\r\nConnection: close\r\n\r\n")
         out = b""
         while True:
             chunk = slow.recv(65536)
@@ -384,7 +384,7 @@ def test_slow_client_does_not_block_others(app):
 def test_half_sent_body_does_not_block_others(app):
     slow = socket.create_connection((HOST, app.port), timeout=ANSWER_TIMEOUT)
     try:
-        slow.sendall(b"POST /services/a/start HTTP/1.1\r\nHost: x\r\nContent-Length: 14\r\n"
+        slow.sendall(b"POST /services/a/start HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 14\r\n"
                      b"Connection: close\r\n\r\n{\"for")
         for _ in range(5):
             app.assert_healthy()
@@ -419,10 +419,10 @@ def test_many_idle_connections_do_not_block_others(app):
 def test_client_that_hangs_up_early_does_no_harm(app):
     for _ in range(50):
         s = socket.create_connection((HOST, app.port), timeout=5)
-        s.sendall(b"GET /services HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         s.close()
         s = socket.create_connection((HOST, app.port), timeout=5)
-        s.sendall(b"POST /rediscover HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        s.sendall(b"POST /rediscover HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         s.close()  # RST
     app.assert_healthy()
@@ -458,3 +458,35 @@ def test_requests_during_rescans(app, services_dir):
             t.join(60)
     assert not errors, errors[:5]
     assert len(app.service_names()) == 31
+
+
+def test_accepts_again_after_hitting_its_connection_limit(nanny, services_dir):
+    """With few file descriptors the daemon takes few connections; once a crowd of
+    clients that filled them all leaves at once, new clients are served again (the
+    server must not stay deaf with its listening socket parked)."""
+    import shutil as _shutil
+    from conftest import Daemon, clean_env, nanny_binary, HOST
+
+    prlimit = _shutil.which("prlimit")
+    assert prlimit, "prlimit (util-linux) is needed for this test"
+    write_service(services_dir, "a", manifest("a", port=8010))
+    state = services_dir.parent / "state"
+    state.mkdir(exist_ok=True)
+    d = Daemon([prlimit, "--nofile=64:64", nanny_binary(), "serve", "--listen", "127.0.0.1:0",
+                "--services", str(services_dir), "--state-dir", str(state)], clean_env())
+    nanny.daemons.append(d)
+    d.wait_listening()
+    for _ in range(3):
+        crowd = []
+        for _ in range(80):
+            s = socket.socket()
+            s.settimeout(5)
+            try:
+                s.connect((HOST, d.port))
+            except OSError:
+                s.close()
+                continue
+            crowd.append(s)
+        for s in crowd:
+            s.close()
+        d.assert_healthy()

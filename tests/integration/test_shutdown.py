@@ -36,7 +36,7 @@ def open_request_awaiting_body(port, path, body_len):
     """Sends a POST's headers with Expect: 100-continue and waits for the 100, which
     proves the daemon has taken the request in; the body is left to send."""
     s = socket.create_connection((HOST, port), timeout=20)
-    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {body_len}\r\n"
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {body_len}\r\n"
               "Content-Type: application/json\r\nExpect: 100-continue\r\n"
               "Connection: close\r\n\r\n".encode())
     got = b""

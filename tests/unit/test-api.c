@@ -94,7 +94,6 @@ static void test_status_shape(void **state)
                      0);
     svc.name = "web";
     svc.folder = "web";
-    svc.manifest_json = manifest_to_json(svc.manifest);
     svc.warnings = json_array();
     svc.state = STATE_STOPPED;
 
@@ -133,7 +132,6 @@ static void test_status_shape(void **state)
     assert_string_equal(json_string_value(json_object_get(st, "state")), "running");
 
     json_decref(st);
-    json_decref(svc.manifest_json);
     json_decref(svc.warnings);
     manifest_free(svc.manifest);
     diags_clear(&errors);
@@ -153,18 +151,53 @@ static void test_status_survives_bad_utf8(void **state)
     svc.name = "web";
     svc.folder = "caf\xe9";
     svc.last_error = "bad \xff byte";
-    svc.manifest_json = manifest_to_json(svc.manifest);
     svc.warnings = json_array();
     st = api_service_status(&svc);
     assert_string_equal(json_string_value(json_object_get(st, "folder")), "caf?");
     assert_string_equal(json_string_value(json_object_get(st, "last_error")), "bad ? byte");
     assert_true(json_is_null(json_object_get(st, "port")));
     json_decref(st);
-    json_decref(svc.manifest_json);
     json_decref(svc.warnings);
     manifest_free(svc.manifest);
     diags_clear(&errors);
     diags_clear(&warnings);
+}
+
+static void test_host_rule(void **state)
+{
+    char *allowed[] = {"gpu-box.local", "other:9000", NULL};
+
+    assert_true(api_host_allowed("localhost:8080", 8080, NULL));
+    assert_true(api_host_allowed("LocalHost:8080", 8080, NULL));
+    assert_true(api_host_allowed("127.0.0.1:8080", 8080, NULL));
+    assert_true(api_host_allowed("[::1]:8080", 8080, NULL));
+    assert_true(api_host_allowed("localhost", 8080, NULL));
+    assert_true(api_host_allowed("[::1]", 8080, NULL));
+    assert_false(api_host_allowed("localhost:8081", 8080, NULL));
+    assert_false(api_host_allowed("evil.example:8080", 8080, NULL));
+    assert_false(api_host_allowed("localhost.evil.example:8080", 8080, NULL));
+    assert_false(api_host_allowed("127.0.0.1.evil:8080", 8080, NULL));
+    assert_false(api_host_allowed("[::1]x:8080", 8080, NULL));
+    assert_false(api_host_allowed("", 8080, NULL));
+    assert_true(api_host_allowed("gpu-box.local:8080", 8080, allowed));
+    assert_true(api_host_allowed("GPU-BOX.local", 8080, allowed));
+    assert_true(api_host_allowed("other:9000", 8080, allowed));
+    assert_false(api_host_allowed("gpu-box.localx", 8080, allowed));
+}
+
+static void test_origin_rule(void **state)
+{
+    char *allowed[] = {"http://dashboard.local:3000", NULL};
+
+    assert_true(api_origin_allowed("http://localhost:8080", 8080, NULL));
+    assert_true(api_origin_allowed("http://127.0.0.1:8080", 8080, NULL));
+    assert_true(api_origin_allowed("http://[::1]:8080", 8080, NULL));
+    assert_false(api_origin_allowed("http://localhost:8081", 8080, NULL));
+    assert_false(api_origin_allowed("https://localhost:8080", 8080, NULL));
+    assert_false(api_origin_allowed("null", 8080, NULL));
+    assert_false(api_origin_allowed("http://evil.example", 8080, NULL));
+    assert_true(api_origin_allowed("http://dashboard.local:3000", 8080, allowed));
+    assert_false(api_origin_allowed("http://dashboard.local:3001", 8080, allowed));
 }
 
 int main(void)
@@ -174,6 +207,8 @@ int main(void)
         cmocka_unit_test(test_route_name_is_not_validated_here),
         cmocka_unit_test(test_status_shape),
         cmocka_unit_test(test_status_survives_bad_utf8),
+        cmocka_unit_test(test_host_rule),
+        cmocka_unit_test(test_origin_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

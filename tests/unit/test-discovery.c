@@ -134,7 +134,7 @@ static void test_which_folders_count(void **state)
     assert_null(s->entries[2].manifest);
     assert_string_equal(s->entries[2].name, "c-svc");
     assert_diag(&s->entries[2].errors, 2, "is not a valid port mapping");
-    scan_free(s);
+    discovery_scan_free(s);
 
     /* A trailing slash on root changes nothing. */
     char *slashed = xasprintf("%s//", root);
@@ -144,7 +144,7 @@ static void test_which_folders_count(void **state)
     assert_string_equal(s->entries[0].path, path);
     free(path);
     free(slashed);
-    scan_free(s);
+    discovery_scan_free(s);
 }
 
 static void test_empty_and_missing_root(void **state)
@@ -154,12 +154,12 @@ static void test_empty_and_missing_root(void **state)
     char *missing = xasprintf("%s/missing", root);
 
     assert_int_equal(s->n, 0);
-    scan_free(s);
+    discovery_scan_free(s);
     s = (struct scan *)missing;
     assert_int_equal(discovery_scan(missing, &s), -ENOENT);
     assert_ptr_equal(s, (struct scan *)missing);
     free(missing);
-    scan_free(NULL);
+    discovery_scan_free(NULL);
 }
 
 static void test_duplicate_name(void **state)
@@ -183,7 +183,7 @@ static void test_duplicate_name(void **state)
     assert_int_equal(s->entries[1].errors.n, 1);
     assert_diag(&s->entries[1].errors, 2,
                 "name \"same\" is already used by the service in folder \"first\"");
-    scan_free(s);
+    discovery_scan_free(s);
 }
 
 /* Three folders with one name: the second and third are errors, the first stays (the
@@ -206,7 +206,7 @@ static void test_name_used_three_times(void **state)
     assert_non_null(s->entries[3].manifest);
     assert_diag(&s->entries[2].errors, 1,
                 "name \"same\" is already used by the service in folder \"a\"");
-    scan_free(s);
+    discovery_scan_free(s);
 }
 
 /* A broken copy never hides the working service it was copied from. */
@@ -226,7 +226,7 @@ static void test_broken_manifest_takes_no_name(void **state)
     assert_string_equal(s->entries[0].name, "same");
     assert_non_null(s->entries[1].manifest);
     assert_int_equal(s->entries[1].errors.n, 0);
-    scan_free(s);
+    discovery_scan_free(s);
 }
 
 static void test_shared_host_port(void **state)
@@ -260,7 +260,7 @@ static void test_shared_host_port(void **state)
     assert_non_null(s->entries[2].manifest);
     assert_non_null(s->entries[3].manifest);
     assert_non_null(s->entries[4].manifest);
-    scan_free(s);
+    discovery_scan_free(s);
 }
 
 static void test_every_shared_port_reported(void **state)
@@ -276,7 +276,7 @@ static void test_every_shared_port_reported(void **state)
     assert_int_equal(s->entries[1].errors.n, 2);
     assert_diag(&s->entries[1].errors, 4, "host port 8002 is already used");
     assert_diag(&s->entries[1].errors, 6, "host port 8000 is already used");
-    scan_free(s);
+    discovery_scan_free(s);
 }
 
 static void test_symlinks(void **state)
@@ -336,11 +336,107 @@ static void test_symlinks(void **state)
     assert_string_equal(s->entries[3].folder, "linked-folder");
     assert_null(s->entries[3].manifest);
     assert_diag(&s->entries[3].errors, 0, "outside the services folder");
-    scan_free(s);
+    discovery_scan_free(s);
 
     unlink(target);
     rmdir(outside);
     free(target);
+}
+
+/* The name rule alone, as the folder watcher uses it. */
+static void test_folder_is_candidate(void **state)
+{
+    assert_true(discovery_folder_is_candidate("upscale-api"));
+    assert_true(discovery_folder_is_candidate("a"));
+    assert_true(discovery_folder_is_candidate("Café"));
+    assert_true(discovery_folder_is_candidate("with space"));
+    assert_false(discovery_folder_is_candidate(""));
+    assert_false(discovery_folder_is_candidate("_template"));
+    assert_false(discovery_folder_is_candidate(".git"));
+    assert_false(discovery_folder_is_candidate("."));
+    assert_false(discovery_folder_is_candidate(".."));
+    assert_false(discovery_folder_is_candidate("bad\xff-name"));
+    assert_false(discovery_folder_is_candidate("new\nline"));
+    assert_false(discovery_folder_is_candidate("tab\there"));
+}
+
+/* Every valid entry carries its manifest as compact JSON with sorted keys; a broken one
+ * carries none. */
+static void test_canonical_text(void **state)
+{
+    const char *root = *state;
+    struct scan *s;
+    json_t *j;
+    char *expected;
+
+    add_service(root, "a", "name: a\ncommand: x\nports: [8000]\nenv: {B: 2, A: 1}\n");
+    add_service(root, "b", "name: b\nports: [\"x\"]\n");
+    add_service(root, "c", "name: a\ncommand: x\nports: [8001]\n"); /* a repeated name */
+    s = scan_ok(root);
+    assert_int_equal(s->n, 3);
+    assert_non_null(s->entries[0].canonical);
+    j = manifest_to_json(s->entries[0].manifest);
+    expected = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(s->entries[0].canonical, expected);
+    assert_non_null(strstr(s->entries[0].canonical, "\"env\":{\"A\":\"1\",\"B\":\"2\"}"));
+    free(expected);
+    json_decref(j);
+    assert_null(s->entries[1].manifest);
+    assert_null(s->entries[1].canonical);
+    assert_null(s->entries[2].manifest);
+    assert_null(s->entries[2].canonical);
+
+    /* A caller may take the text: the scan then leaves it alone. */
+    free(s->entries[0].canonical);
+    s->entries[0].canonical = NULL;
+    discovery_scan_free(s);
+}
+
+/* A service sharing many ports with another reports ten of them and a count of the rest. */
+static void test_cross_errors_capped(void **state)
+{
+    const char *root = *state;
+    char ports[512];
+    size_t len = 0;
+    char *a, *b;
+    struct scan *s;
+
+    for (int i = 0; i < 25; i++)
+        len += (size_t)snprintf(ports + len, sizeof(ports) - len, "  - %d\n", 8000 + i);
+    a = xasprintf("name: a\ncommand: x\nports:\n%s", ports);
+    b = xasprintf("name: b\ncommand: x\nports:\n%s", ports);
+    add_service(root, "a", a);
+    add_service(root, "b", b);
+    s = scan_ok(root);
+    assert_non_null(s->entries[0].manifest);
+    assert_null(s->entries[1].manifest);
+    assert_int_equal(s->entries[1].errors.n, MANIFEST_ERRORS_MAX + 1);
+    assert_diag(&s->entries[1].errors, 4, "host port 8000 is already used");
+    assert_diag(&s->entries[1].errors, 13, "host port 8009 is already used");
+    assert_int_equal(s->entries[1].errors.items[10].line, 0);
+    assert_string_equal(s->entries[1].errors.items[10].message, "... and 15 more problems");
+    discovery_scan_free(s);
+    free(a);
+    free(b);
+}
+
+/* A broken manifest's own errors arrive capped, and the scan keeps the count it gave. */
+static void test_manifest_errors_capped(void **state)
+{
+    const char *root = *state;
+    char text[1024];
+    size_t len = (size_t)snprintf(text, sizeof(text), "name: a\ncommand: x\nports:\n");
+    struct scan *s;
+
+    for (int i = 0; i < 30; i++)
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "  - \"%dx\"\n", i);
+    add_service(root, "a", text);
+    s = scan_ok(root);
+    assert_null(s->entries[0].manifest);
+    assert_int_equal(s->entries[0].errors.n, MANIFEST_ERRORS_MAX + 1);
+    assert_diag(&s->entries[0].errors, 4, "ports[0]: \"0x\" is not a valid port mapping");
+    assert_string_equal(s->entries[0].errors.items[10].message, "... and 20 more problems");
+    discovery_scan_free(s);
 }
 
 /* Equal folders give equal JSON, so that a rescan sees no change. */
@@ -359,11 +455,23 @@ static void test_rescan_is_stable(void **state)
         json_t *jb = manifest_to_json(b->entries[i].manifest);
 
         assert_true(json_equal(ja, jb));
+        assert_string_equal(a->entries[i].canonical, b->entries[i].canonical);
         json_decref(ja);
         json_decref(jb);
     }
-    scan_free(a);
-    scan_free(b);
+    /* A change shows in the text; the unchanged service keeps its own. */
+    char *path = xasprintf("%s/y/%s", root, MANIFEST_FILE_NAME);
+    struct scan *c;
+
+    write_file(path, "name: y\ncommand: [a, c]\nhealth: false\n");
+    free(path);
+    c = scan_ok(root);
+    assert_string_equal(c->entries[0].canonical, a->entries[0].canonical);
+    assert_string_not_equal(c->entries[1].canonical, a->entries[1].canonical);
+    assert_non_null(strstr(c->entries[1].canonical, "\"command\":[\"a\",\"c\"]"));
+    discovery_scan_free(a);
+    discovery_scan_free(b);
+    discovery_scan_free(c);
 }
 
 struct thread_scan {
@@ -382,7 +490,7 @@ static void *scan_thread(void *arg)
         if (t->r < 0)
             return NULL;
         t->n = s->n;
-        scan_free(s);
+        discovery_scan_free(s);
     }
     return NULL;
 }
@@ -448,7 +556,7 @@ static void test_ten_thousand_folders(void **state)
 
     clock_gettime(CLOCK_MONOTONIC, &start);
     s = scan_ok(root);
-    print_message("scanned %zu folders in %.3f s\n", s->n, seconds_since(&start));
+    print_message("# scanned %zu folders in %.3f s\n", s->n, seconds_since(&start));
     assert_int_equal(s->n, (size_t)n + 1);
     for (size_t i = 0; i < s->n; i++)
         valid += s->entries[i].manifest != NULL;
@@ -457,7 +565,7 @@ static void test_ten_thousand_folders(void **state)
     assert_string_equal(s->entries[n - 1].name, "svc-09999");
     assert_diag(&s->entries[n].errors, 3,
                 "host port 10000 is already used by service \"svc-00000\"");
-    scan_free(s);
+    discovery_scan_free(s);
 }
 
 int main(void)
@@ -471,6 +579,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shared_host_port, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_shared_port_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_symlinks, setup, teardown),
+        cmocka_unit_test(test_folder_is_candidate),
+        cmocka_unit_test_setup_teardown(test_canonical_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cross_errors_capped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_errors_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rescan_is_stable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel_scans, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ten_thousand_folders, setup, teardown),

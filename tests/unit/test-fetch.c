@@ -38,7 +38,7 @@ static void handler(void *data, struct request *req)
 
     f->requests++;
     if (strcmp(request_path(req), "/hang") == 0) {
-        request_suspend(req);
+        request_suspend(req, 60000);
         f->held = req;
         return;
     }

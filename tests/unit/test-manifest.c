@@ -176,8 +176,8 @@ static void test_full_manifest(void **state)
                        "health:\n"
                        "  path: /ready?full=1\n"
                        "  port: 9100\n"
-                       "  interval: 500ms\n"
-                       "  timeout: 1.5\n"
+                       "  interval: 1.5\n"
+                       "  timeout: 500ms\n"
                        "  start_period: 2m\n"
                        "stop_timeout: 1h\n"
                        "restart: on-failure\n";
@@ -203,8 +203,8 @@ static void test_full_manifest(void **state)
     assert_null(m->env[6]);
     assert_string_equal(m->health_path, "/ready?full=1");
     assert_int_equal(m->health_port, 9100);
-    assert_int_equal(m->health_interval_ms, 500);
-    assert_int_equal(m->health_timeout_ms, 1500);
+    assert_int_equal(m->health_interval_ms, 1500);
+    assert_int_equal(m->health_timeout_ms, 500);
     assert_int_equal(m->health_start_period_ms, 120000);
     assert_int_equal(m->stop_timeout_ms, 3600000);
     assert_int_equal(m->restart, RESTART_ON_FAILURE);
@@ -382,11 +382,11 @@ static void test_restart_values(void **state)
         manifest_free(m);
         free(text);
     }
-    assert_string_equal(restart_policy_name(RESTART_NO), "no");
-    assert_string_equal(restart_policy_name(RESTART_ON_FAILURE), "on-failure");
-    assert_string_equal(restart_policy_name(RESTART_ALWAYS), "always");
-    assert_string_equal(driver_kind_name(DRIVER_COMPOSE), "compose");
-    assert_string_equal(driver_kind_name(DRIVER_PROCESS), "process");
+    assert_string_equal(manifest_restart_name(RESTART_NO), "no");
+    assert_string_equal(manifest_restart_name(RESTART_ON_FAILURE), "on-failure");
+    assert_string_equal(manifest_restart_name(RESTART_ALWAYS), "always");
+    assert_string_equal(manifest_driver_name(DRIVER_COMPOSE), "compose");
+    assert_string_equal(manifest_driver_name(DRIVER_PROCESS), "process");
 }
 
 static void test_unknown_keys_are_warnings(void **state)
@@ -697,6 +697,214 @@ static void test_many_errors_at_once(void **state)
     diags_clear(&errors);
 }
 
+/* Returns a string of n copies of c; the caller frees it. */
+static char *repeat(char c, size_t n)
+{
+    char *s = xmalloc(n + 1);
+
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* Parses base followed by format, whose %s becomes n bytes of 'a' ("/aaa..." when
+ * is_path): it must fail with message at line, or succeed when message is NULL. */
+static void check_value_size(const char *base, const char *format, bool is_path, size_t n, int line,
+                             const char *message)
+{
+    char *value = repeat('a', n);
+    const char *hole;
+    char *text;
+
+    if (is_path)
+        value[0] = '/';
+    hole = strstr(format, "%s");
+    assert_non_null(hole);
+    text = xasprintf("%s%.*s%s%s", base, (int)(hole - format), format, value, hole + 2);
+    if (message) {
+        assert_fails(text, line, message);
+    } else {
+        struct diags warnings = {0};
+        struct manifest *m = parse_ok_in(plain_dir, text, &warnings);
+
+        manifest_free(m);
+        diags_clear(&warnings);
+    }
+    free(text);
+    free(value);
+}
+
+/* Every value a manifest holds has a size limit, reported with its key, line and limit. */
+static void test_error_value_sizes(void **state)
+{
+    const char *base = PROCESS_BASE;
+    const char *no_command = "name: demo\nports: [\"8000\"]\n";
+
+    check_value_size(base, "description: %s\n", false, MANIFEST_DESCRIPTION_MAX, 0, NULL);
+    check_value_size(base, "description: %s\n", false, MANIFEST_DESCRIPTION_MAX + 1, 4,
+                     "description is 1025 bytes long; the limit is 1024 bytes");
+    check_value_size(base, "env: {A: %s}\n", false, MANIFEST_VALUE_MAX, 0, NULL);
+    check_value_size(base, "env: {A: %s}\n", false, MANIFEST_VALUE_MAX + 1, 4,
+                     "env: the value of \"A\" is 4097 bytes long; the limit is 4096 bytes");
+    check_value_size(base, "env:\n  - B=1\n  - A=%s\n", false, MANIFEST_VALUE_MAX, 0, NULL);
+    check_value_size(base, "env:\n  - B=1\n  - A=%s\n", false, MANIFEST_VALUE_MAX + 1, 6,
+                     "env[1]: the value of \"A\" is 4097 bytes long; the limit is 4096 bytes");
+    check_value_size(no_command, "command: [./run, %s]\n", false, MANIFEST_VALUE_MAX, 0, NULL);
+    check_value_size(no_command, "command:\n  - ./run\n  - %s\n", false, MANIFEST_VALUE_MAX + 1, 5,
+                     "command[1] is 4097 bytes long; the limit is 4096 bytes");
+    check_value_size(no_command, "command: %s\n", false, MANIFEST_VALUE_MAX, 0, NULL);
+    check_value_size(no_command, "command: %s\n", false, MANIFEST_VALUE_MAX + 1, 3,
+                     "command is 4097 bytes long; the limit is 4096 bytes");
+    check_value_size(base, "workdir: %s\n", false, MANIFEST_VALUE_MAX + 1, 4,
+                     "workdir is 4097 bytes long; the limit is 4096 bytes");
+    check_value_size(base, "compose_file: %s\n", false, MANIFEST_VALUE_MAX + 1, 4,
+                     "compose_file is 4097 bytes long; the limit is 4096 bytes");
+    check_value_size(base, "health: {path: %s}\n", true, MANIFEST_VALUE_MAX, 0, NULL);
+    check_value_size(base, "health: {path: %s}\n", true, MANIFEST_VALUE_MAX + 1, 4,
+                     "health.path is 4097 bytes long; the limit is 4096 bytes");
+}
+
+/* env and command together hold at most 64 KiB, as written. */
+static void test_error_env_command_total(void **state)
+{
+    /* command "x" is 1 byte; each "Knn=value" is 4 + 4092 = 4096 bytes. */
+    const size_t value_len = 4092;
+    char *value = repeat('v', value_len);
+    size_t size = 17 * (value_len + 16) + 256, len;
+    char *text = xmalloc(size);
+    struct manifest *m;
+
+    len = (size_t)sprintf(text, "name: d\nports: [1]\ncommand: x\nenv:\n");
+    for (int i = 0; i < 16; i++)
+        len += (size_t)sprintf(text + len, "  K%02d: %.*s\n", i, (int)value_len - (i == 15), value);
+    m = parse_ok(text); /* 1 + 16 * 4096 - 1 = 65536 */
+    manifest_free(m);
+
+    len = (size_t)sprintf(text, "name: d\nports: [1]\ncommand: x\nenv:\n");
+    for (int i = 0; i < 16; i++)
+        len += (size_t)sprintf(text + len, "  K%02d: %s\n", i, value);
+    assert_fails(text, 4,
+                 "env and command together are 65537 bytes long (env 65536, command 1); the "
+                 "limit is 65536 bytes (64 KiB)");
+
+    /* The line is that of the larger of the two. */
+    len = (size_t)sprintf(text, "name: d\nports: [1]\nenv: {A: b}\ncommand:\n");
+    for (int i = 0; i < 17; i++)
+        len += (size_t)sprintf(text + len, "  - %s\n", value);
+    assert_fails(text, 4, "env and command together are 69567 bytes long (env 3, command 69564)");
+    free(text);
+    free(value);
+}
+
+/* A manifest reports its first ten errors (by line) and how many more there are. */
+static void test_errors_capped(void **state)
+{
+    size_t size = 200 * 16 + 256, len;
+    char *text = xmalloc(size);
+    struct diags errors = {0};
+
+    /* Ten errors: all shown, no summary. */
+    len = (size_t)sprintf(text, PROCESS_BASE "env:\n");
+    for (int i = 0; i < 10; i++)
+        len += (size_t)sprintf(text + len, "  - %dA=x\n", i);
+    parse_fails_in(plain_dir, text, &errors);
+    assert_int_equal(errors.n, 10);
+    diags_clear(&errors);
+
+    /* Eleven: ten and one more. */
+    len += (size_t)sprintf(text + len, "  - 10A=x\n");
+    parse_fails_in(plain_dir, text, &errors);
+    assert_int_equal(errors.n, MANIFEST_ERRORS_MAX + 1);
+    assert_diag(&errors, 14, "env: \"9A\" is not a valid variable name");
+    assert_int_equal(errors.items[10].line, 0);
+    assert_string_equal(errors.items[10].message, "... and 1 more problem");
+    diags_clear(&errors);
+
+    /* 150, more than a diagnostics list holds: still counted right. */
+    len = (size_t)sprintf(text, PROCESS_BASE "env:\n");
+    for (int i = 0; i < 150; i++)
+        len += (size_t)sprintf(text + len, "  - %dA=x\n", i);
+    parse_fails_in(plain_dir, text, &errors);
+    assert_int_equal(errors.n, MANIFEST_ERRORS_MAX + 1);
+    assert_int_equal(errors.items[0].line, 5);
+    assert_int_equal(errors.items[9].line, 14);
+    assert_string_equal(errors.items[10].message, "... and 140 more problems");
+    diags_clear(&errors);
+    free(text);
+}
+
+/* A health timeout not shorter than the interval is a warning, at the line of the value
+ * that made it so. */
+static void test_health_timeout_warning(void **state)
+{
+    struct diags warnings = {0};
+    struct manifest *m;
+
+    m = parse_ok_in(plain_dir, PROCESS_BASE "health:\n  interval: 5s\n  timeout: 5s\n", &warnings);
+    assert_int_equal(warnings.n, 1);
+    assert_diag(&warnings, 6,
+                "health.timeout 5s is not shorter than health.interval 5s: a slow check "
+                "overlaps the next");
+    diags_clear(&warnings);
+    manifest_free(m);
+
+    /* The default timeout (2s) against a short interval: the interval's line. */
+    m = parse_ok_in(plain_dir, PROCESS_BASE "health: {interval: 1}\n", &warnings);
+    assert_int_equal(warnings.n, 1);
+    assert_diag(&warnings, 4, "health.timeout 2s is not shorter than health.interval 1s");
+    diags_clear(&warnings);
+    manifest_free(m);
+
+    m = parse_ok_in(plain_dir, PROCESS_BASE "health:\n  timeout: 1500ms\n  interval: 1s\n",
+                    &warnings);
+    assert_diag(&warnings, 5, "health.timeout 1500ms is not shorter than health.interval 1s");
+    diags_clear(&warnings);
+    manifest_free(m);
+
+    m = parse_ok_in(plain_dir, PROCESS_BASE "health: {timeout: 2m, interval: 1h}\n", &warnings);
+    assert_int_equal(warnings.n, 0);
+    manifest_free(m);
+    m = parse_ok_in(plain_dir, PROCESS_BASE "health: {timeout: 2h, interval: 1m}\n", &warnings);
+    assert_diag(&warnings, 4, "health.timeout 2h is not shorter than health.interval 1m");
+    diags_clear(&warnings);
+    manifest_free(m);
+
+    /* Shorter, defaults, or health: true: no warning. */
+    m = parse_ok(PROCESS_BASE "health: {timeout: 4999ms, interval: 5s}\n");
+    manifest_free(m);
+    m = parse_ok(PROCESS_BASE "health: true\n");
+    manifest_free(m);
+    m = parse_ok(PROCESS_BASE "health: {path: /}\n");
+    manifest_free(m);
+
+    /* A bad duration is an error alone, not compared with the default as well. */
+    struct diags errors = {0};
+    assert_int_equal(manifest_parse(PROCESS_BASE "health: {timeout: 0}\n",
+                                    strlen(PROCESS_BASE "health: {timeout: 0}\n"), plain_dir, &m,
+                                    NULL, &errors, &warnings),
+                     -EINVAL);
+    assert_int_equal(warnings.n, 0);
+    assert_diag(&errors, 4, "health.timeout must be longer than 0");
+    diags_clear(&errors);
+}
+
+/* The files whose presence decides a service: the manifest and the default compose
+ * files, and nothing else. */
+static void test_file_decides(void **state)
+{
+    assert_true(manifest_file_decides("service.yaml"));
+    assert_true(manifest_file_decides("docker-compose.yml"));
+    assert_true(manifest_file_decides("docker-compose.yaml"));
+    assert_true(manifest_file_decides("compose.yml"));
+    assert_true(manifest_file_decides("compose.yaml"));
+    assert_false(manifest_file_decides(""));
+    assert_false(manifest_file_decides("service.yml"));
+    assert_false(manifest_file_decides("Service.yaml"));
+    assert_false(manifest_file_decides("compose.yaml.swp"));
+    assert_false(manifest_file_decides("docker-compose.override.yml"));
+    assert_false(manifest_file_decides("app.py"));
+}
+
 static void test_to_json(void **state)
 {
     struct manifest *m =
@@ -824,6 +1032,32 @@ static void test_load_too_big(void **state)
     free(text);
 }
 
+/* A file may hold more than fstat() said (it grew, or it is a /proc file of size 0): the
+ * read buffer grows to take it all. */
+static void test_load_more_than_stat_size(void **state)
+{
+    char comm[64], *expected;
+    struct diags errors = {0};
+    struct manifest *m = NULL;
+    struct stat st;
+    FILE *f = fopen("/proc/self/comm", "r");
+
+    if (!f || stat("/proc/self/comm", &st) < 0 || st.st_size != 0) {
+        if (f)
+            fclose(f);
+        skip();
+    }
+    assert_non_null(fgets(comm, sizeof(comm), f));
+    fclose(f);
+    comm[strcspn(comm, "\n")] = '\0';
+    /* Its text, the program's name, is one YAML scalar: the error quotes all of it. */
+    expected = xasprintf("not \"%s\"", comm);
+    assert_int_equal(manifest_load("/proc/self/comm", "/", &m, NULL, &errors, NULL), -EINVAL);
+    assert_diag(&errors, 1, expected);
+    diags_clear(&errors);
+    free(expected);
+}
+
 static void test_load_symlink_outside(void **state)
 {
     char outside[] = "/tmp/nanny-test-outside-XXXXXX";
@@ -943,10 +1177,16 @@ int main(void)
         cmocka_unit_test(test_error_duplicate_key),
         cmocka_unit_test(test_error_caps),
         cmocka_unit_test(test_many_errors_at_once),
+        cmocka_unit_test(test_error_value_sizes),
+        cmocka_unit_test(test_error_env_command_total),
+        cmocka_unit_test(test_errors_capped),
+        cmocka_unit_test(test_health_timeout_warning),
+        cmocka_unit_test(test_file_decides),
         cmocka_unit_test(test_to_json),
         cmocka_unit_test(test_to_json_detects_changes),
         cmocka_unit_test(test_load_ok),
         cmocka_unit_test(test_load_too_big),
+        cmocka_unit_test(test_load_more_than_stat_size),
         cmocka_unit_test(test_load_symlink_outside),
         cmocka_unit_test(test_load_not_regular),
     };

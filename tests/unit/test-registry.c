@@ -211,6 +211,73 @@ static void test_renamed_folder_keeps_service(void **state)
     assert_string_equal(a->folder, "two");
 }
 
+static void test_warnings_only_change_touches(void **state)
+{
+    struct fixture *f = *state;
+    struct service *a;
+    uint64_t g;
+
+    write_service(f->root, "a", "name: alpha\ncommand: x\nhealth: false\n");
+    json_decref(rescan(f));
+    a = registry_find(f->reg, "alpha");
+    a->render_cache = xmalloc(8);
+    g = registry_generation(f->reg);
+    write_service(f->root, "a", "name: alpha\ncommand: x\nhealth: false\nnew_key: 1\n");
+    json_decref(rescan(f));
+    assert_true(registry_generation(f->reg) > g);
+    assert_null(a->render_cache);
+    assert_int_equal(json_array_size(a->warnings), 1);
+}
+
+static void test_broken_manifest_keeps_service_and_state(void **state)
+{
+    struct fixture *f = *state;
+    struct service *a;
+    json_t *diff;
+
+    write_service(f->root, "a", "name: alpha\ncommand: x\nports: [\"8011\"]\n");
+    json_decref(rescan(f));
+    a = registry_find(f->reg, "alpha");
+    a->restarts = 2;
+    write_service(f->root, "a", "name: alpha\ncommand: x\nports: [\"99999\"]\n");
+    diff = rescan(f);
+    assert_false(diff_has(diff, "removed", "alpha"));
+    json_decref(diff);
+    assert_ptr_equal(registry_find(f->reg, "alpha"), a);
+    assert_int_equal(a->restarts, 2);
+    assert_non_null(a->manifest_error);
+    assert_int_equal(json_integer_value(json_object_get(a->manifest_error, "line")), 3);
+    /* The last good manifest stays in force. */
+    assert_int_equal(a->manifest->port, 8011);
+    assert_true(json_array_size(registry_errors(f->reg)) >= 1);
+
+    write_service(f->root, "a", "name: alpha\ncommand: x\nports: [\"8011\"]\n");
+    json_decref(rescan(f));
+    assert_null(a->manifest_error);
+
+    /* Gone for good: then it is removed. */
+    remove_service(f->root, "a");
+    diff = rescan(f);
+    assert_true(diff_has(diff, "removed", "alpha"));
+    json_decref(diff);
+}
+
+static void test_broken_copy_does_not_take_the_service(void **state)
+{
+    struct fixture *f = *state;
+    struct service *a;
+
+    write_service(f->root, "b-good", "name: alpha\ncommand: x\nhealth: false\n");
+    json_decref(rescan(f));
+    a = registry_find(f->reg, "alpha");
+    /* "a-copy" sorts first and is broken: the good one keeps the name, clean. */
+    write_service(f->root, "a-copy", "name: alpha\ncommand: [\n");
+    json_decref(rescan(f));
+    assert_ptr_equal(registry_find(f->reg, "alpha"), a);
+    assert_null(a->manifest_error);
+    assert_string_equal(a->folder, "b-good");
+}
+
 struct waited {
     int calls;
     json_t *diff;
@@ -269,6 +336,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_generation_and_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_and_422_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renamed_folder_keeps_service, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_warnings_only_change_touches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broken_manifest_keeps_service_and_state, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_broken_copy_does_not_take_the_service, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_async_rescan_coalesces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_while_scanning, setup, teardown),
     };

@@ -605,12 +605,63 @@ static void test_diags_cap(void **state)
     for (int i = 0; i < 250; i++)
         diags_add(&d, i, "problem %d", i);
     assert_int_equal(d.n, DIAGS_MAX);
+    assert_int_equal(d.dropped, 250 - DIAGS_MAX);
     assert_string_equal(d.items[0].message, "problem 0");
     assert_int_equal(d.items[DIAGS_MAX - 1].line, DIAGS_MAX - 1);
     diags_clear(&d);
     assert_int_equal(d.n, 0);
+    assert_int_equal(d.dropped, 0);
     assert_null(d.items);
     diags_clear(&d);
+}
+
+/* diags_limit() keeps the first max entries after start and counts the rest, dropped
+ * ones included, in one last entry. */
+static void test_diags_limit(void **state)
+{
+    struct diags d = {0};
+
+    /* At or under the limit nothing changes. */
+    diags_limit(&d, 0, 10);
+    assert_int_equal(d.n, 0);
+    for (int i = 0; i < 10; i++)
+        diags_add(&d, i + 1, "problem %d", i);
+    diags_limit(&d, 0, 10);
+    assert_int_equal(d.n, 10);
+    assert_string_equal(d.items[9].message, "problem 9");
+
+    /* One over: ten kept, the eleventh counted. */
+    diags_add(&d, 11, "problem 10");
+    diags_limit(&d, 0, 10);
+    assert_int_equal(d.n, 11);
+    assert_string_equal(d.items[9].message, "problem 9");
+    assert_int_equal(d.items[10].line, 0);
+    assert_string_equal(d.items[10].message, "... and 1 more problem");
+    diags_clear(&d);
+
+    /* Past the list's own cap the dropped entries count too. */
+    for (int i = 0; i < 250; i++)
+        diags_add(&d, i, "problem %d", i);
+    diags_limit(&d, 0, 10);
+    assert_int_equal(d.n, 11);
+    assert_string_equal(d.items[10].message, "... and 240 more problems");
+    assert_int_equal(d.dropped, 0);
+    diags_clear(&d);
+
+    /* Entries before start are not touched nor counted. */
+    for (int i = 0; i < 5; i++)
+        diags_add(&d, 1, "earlier %d", i);
+    for (int i = 0; i < 4; i++)
+        diags_add(&d, 2, "later %d", i);
+    diags_limit(&d, 5, 2);
+    assert_int_equal(d.n, 8);
+    assert_string_equal(d.items[4].message, "earlier 4");
+    assert_string_equal(d.items[6].message, "later 1");
+    assert_string_equal(d.items[7].message, "... and 2 more problems");
+    diags_limit(&d, 9, 2); /* start past the end */
+    assert_int_equal(d.n, 8);
+    diags_clear(&d);
+    diags_limit(NULL, 0, 10);
 }
 
 /* An anchor used inside itself makes a cycle; nothing here walks it. */
@@ -655,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_text_printable),
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_diags_cap),
+        cmocka_unit_test(test_diags_limit),
         cmocka_unit_test(test_recursive_alias),
     };
 
