@@ -1,5 +1,6 @@
 /* The HTTP API: a route table, one function per endpoint, JSON in and out. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -27,7 +28,6 @@ struct api {
 
 /* What the API keeps rendered in each service, valid until the registry drops it. */
 struct render_cache {
-    json_t *status;
     struct MHD_Response *status_response;
 };
 
@@ -95,7 +95,6 @@ void api_render_cache_free(void *cache)
 {
     struct render_cache *c = cache;
 
-    json_decref(c->status);
     if (c->status_response)
         MHD_destroy_response(c->status_response);
     free(c);
@@ -201,27 +200,30 @@ json_t *api_service_status(const struct service *svc)
     return status;
 }
 
-/* The service's rendered status, made once per change of the service. */
+/* The service's status as a ready answer, made once per change of the service: only its
+ * text is kept, not the JSON tree. */
 static struct render_cache *service_render(struct service *svc)
 {
     struct render_cache *c = svc->render_cache;
 
     if (!c) {
+        json_t *status = api_service_status(svc);
         c = xcalloc(1, sizeof(*c));
-        c->status = api_service_status(svc);
-        c->status_response = server_json_response(c->status);
+        c->status_response = server_json_response(status);
+        json_decref(status);
         svc->render_cache = c;
     }
     return c;
 }
 
+/* Every service's status; made when the list changed, so the trees are not kept. */
 static json_t *services_array(struct api *api)
 {
     size_t n = registry_count(api->reg);
     json_t *a = json_array();
 
     for (size_t i = 0; i < n; i++)
-        json_array_append(a, service_render(registry_at(api->reg, i))->status);
+        json_array_append_new(a, api_service_status(registry_at(api->reg, i)));
     return a;
 }
 
@@ -248,6 +250,8 @@ static void get_services(struct api *api, struct request *req, const char *name)
         api->list_cache = server_json_response(body);
         api->list_generation = generation;
         json_decref(body);
+        /* The trees were big and short-lived: give their pages back. */
+        malloc_trim(0);
     }
     request_reply_response(req, MHD_HTTP_OK, api->list_cache);
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,8 +17,9 @@
 #include "log.h"
 #include "server.h"
 
-#define SERVER_TICK_MS      250
-#define SERVER_IDLE_TICK_MS 1000
+#define SERVER_TICK_MS          250
+#define SERVER_IDLE_TICK_MS     1000
+#define SERVER_TRIM_INTERVAL_MS 1000
 
 enum request_state {
     REQUEST_READING,   /* headers or body still arriving */
@@ -64,6 +66,7 @@ struct server {
     unsigned in_flight;
     unsigned connection_limit;
     unsigned connections; /* after the last run */
+    uint64_t trimmed_at;  /* loop time of the last malloc_trim() */
     bool quiesced;
     struct request *suspended; /* list of suspended requests */
 };
@@ -368,6 +371,18 @@ static void on_poll(uv_poll_t *p, int status, int events)
     server_run(p->data);
 }
 
+/* The last client left: give the memory its connections used back to the system (each
+ * connection's pool is SERVER_HEADER_MEMORY), at most once a second. */
+static void server_trim(struct server *s)
+{
+    uint64_t now = uv_now(s->loop);
+
+    if (s->trimmed_at && now - s->trimmed_at < SERVER_TRIM_INTERVAL_MS)
+        return;
+    s->trimmed_at = now;
+    malloc_trim(0);
+}
+
 /* Lets libmicrohttpd do its work, then sets the timer for its next deadline, but no
  * later than SERVER_TICK_MS, and SERVER_IDLE_TICK_MS when it has none: libmicrohttpd
  * 0.9.75 can leave a connection it has decided to close (a request whose headers overflow
@@ -391,6 +406,8 @@ static void server_run(struct server *s)
         uv_timer_start(&s->timer, on_timer, 0, 0);
         return;
     }
+    if (connections == 0 && s->connections > 0)
+        server_trim(s);
     s->connections = connections;
     if (MHD_get_timeout(s->mhd, &timeout) != MHD_YES)
         timeout = SERVER_IDLE_TICK_MS;
