@@ -33,21 +33,12 @@ struct render_cache {
 
 typedef void (*endpoint_fn)(struct api *api, struct request *req, const char *name);
 
-/* GET /health: the daemon's own state. */
 static void get_health(struct api *api, struct request *req, const char *name);
-/* GET /services: the rendered list, remade only when the registry changed. */
 static void get_services(struct api *api, struct request *req, const char *name);
-/* GET /services/NAME and /services/NAME/status: the service's rendered status. */
 static void get_service(struct api *api, struct request *req, const char *name);
-/* POST /services/NAME/start and /restart: the request is checked; the lifecycle comes
- * with the next issue. */
 static void post_start(struct api *api, struct request *req, const char *name);
-/* POST /services/NAME/stop: the request is checked; the lifecycle comes with the next
- * issue. */
 static void post_stop(struct api *api, struct request *req, const char *name);
-/* GET /services/NAME/logs: ?tail is checked; the logs come with the next issue. */
 static void get_logs(struct api *api, struct request *req, const char *name);
-/* POST /rediscover: suspends the request until a rescan that began after it merged. */
 static void post_rediscover(struct api *api, struct request *req, const char *name);
 
 /* "*" stands for a service name. */
@@ -227,6 +218,7 @@ static json_t *services_array(struct api *api)
     return a;
 }
 
+/* GET /health: the daemon's own state. */
 static void get_health(struct api *api, struct request *req, const char *name)
 {
     request_reply_json(
@@ -238,6 +230,7 @@ static void get_health(struct api *api, struct request *req, const char *name)
                   "services_dir", json_text(registry_root(api->reg))));
 }
 
+/* GET /services: the rendered list, remade only when the registry changed. */
 static void get_services(struct api *api, struct request *req, const char *name)
 {
     uint64_t generation = registry_generation(api->reg);
@@ -278,6 +271,7 @@ static struct service *find_or_reply(struct api *api, struct request *req, const
     return NULL;
 }
 
+/* GET /services/NAME and /services/NAME/status: the service's rendered status. */
 static void get_service(struct api *api, struct request *req, const char *name)
 {
     struct service *svc = find_or_reply(api, req, name);
@@ -286,6 +280,8 @@ static void get_service(struct api *api, struct request *req, const char *name)
         request_reply_response(req, MHD_HTTP_OK, service_render(svc)->status_response);
 }
 
+/* POST /services/NAME/start and /restart: the request is checked; the lifecycle comes
+ * with the next issue. */
 static void post_start(struct api *api, struct request *req, const char *name)
 {
     struct start_request start;
@@ -321,16 +317,26 @@ static void post_start(struct api *api, struct request *req, const char *name)
                         "starting and restarting services is not implemented yet");
 }
 
-static void post_stop(struct api *api, struct request *req, const char *name)
+/* For endpoints that take no parameters: answers 400 unless the body is empty or {};
+ * returns whether it answered. */
+static bool refuse_body(struct request *req)
 {
     char err[256];
     size_t len;
     const char *body = request_body(req, &len);
 
-    if (body_parse_empty(body, len, err, sizeof(err)) < 0) {
-        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err);
+    if (body_parse_empty(body, len, err, sizeof(err)) == 0)
+        return false;
+    request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err);
+    return true;
+}
+
+/* POST /services/NAME/stop: the request is checked; the lifecycle comes with the next
+ * issue. */
+static void post_stop(struct api *api, struct request *req, const char *name)
+{
+    if (refuse_body(req))
         return;
-    }
     if (!find_or_reply(api, req, name))
         return;
     request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented",
@@ -357,6 +363,7 @@ static int parse_tail(const char *s, unsigned *ret)
     return 0;
 }
 
+/* GET /services/NAME/logs: ?tail is checked; the logs come with the next issue. */
 static void get_logs(struct api *api, struct request *req, const char *name)
 {
     unsigned tail;
@@ -407,17 +414,13 @@ static void on_rediscover_abort(void *data)
     free(w);
 }
 
+/* POST /rediscover: suspends the request until a rescan that began after it merged. */
 static void post_rediscover(struct api *api, struct request *req, const char *name)
 {
     struct rediscover_wait *w;
-    char err[256];
-    size_t len;
-    const char *body = request_body(req, &len);
 
-    if (body_parse_empty(body, len, err, sizeof(err)) < 0) {
-        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err);
+    if (refuse_body(req))
         return;
-    }
     w = xcalloc(1, sizeof(*w));
     w->api = api;
     w->req = req;
