@@ -52,6 +52,7 @@ void config_done(struct config *c)
     free(c->compose_command);
     yamldoc_strv_free(c->allowed_hosts);
     yamldoc_strv_free(c->allowed_origins);
+    yamldoc_strv_free(c->warnings);
     *c = (struct config){0};
 }
 
@@ -102,6 +103,22 @@ static char *path_from_file(const char *file, const char *value)
     path = xasprintf("%s/%s", dir, value);
     free(copy);
     return path;
+}
+
+/* Keeps a warning (taken) for the daemon to log once logging is set up. */
+static void config_add_warning(struct config *c, char *warning)
+{
+    size_t n = 0;
+
+    while (c->warnings && c->warnings[n])
+        n++;
+    if (n >= CONFIG_LIST_MAX) {
+        free(warning);
+        return;
+    }
+    c->warnings = xrealloc(c->warnings, (n + 2) * sizeof(*c->warnings));
+    c->warnings[n] = warning;
+    c->warnings[n + 1] = NULL;
 }
 
 /* The keys of the config file. */
@@ -247,7 +264,8 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
 
 done:
     for (size_t i = 0; i < warnings.n; i++)
-        log_warning("%s:%d: %s", file, warnings.items[i].line, warnings.items[i].message);
+        config_add_warning(
+            c, xasprintf("%s:%d: %s", file, warnings.items[i].line, warnings.items[i].message));
     if (errors.n > 0) {
         fail(err, err_size, "%s:%d: %s", file, errors.items[0].line, errors.items[0].message);
         r = -EINVAL;

@@ -29,6 +29,7 @@ struct config {
     enum gpu_conflict gpu_conflict;
     char **allowed_hosts; /* NULL-terminated; extra Host names besides loopback */
     char **allowed_origins;
+    char **warnings; /* NULL-terminated "file:line: message", logged by the daemon */
 };
 
 /* Fills c from defaults, the config file (--config or NANNY_CONFIG), the environment and

@@ -156,6 +156,8 @@ int daemon_run(const struct config *c)
     int r, code = 0;
 
     log_setup(c->log_level, c->log_json);
+    for (char **w = c->warnings; w && *w; w++)
+        log_warning("%s", *w);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     json_object_seed(0);

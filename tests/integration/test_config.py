@@ -324,3 +324,16 @@ def _answers(port):
         return http_request(port, "GET", "/health", timeout=2).status == 200
     except OSError:
         return False
+
+
+def test_config_warnings_follow_the_log_settings(nanny, services_dir, workdir):
+    """A warning about the config file itself is logged in the format the file asks
+    for (it used to be printed before the settings were known)."""
+    cfg = workdir / "nanny.yaml"
+    cfg.write_text("log_format: json\nfuture_knob: 1\n")
+    d = nanny.serve(services_dir, extra_args=["--config", str(cfg)])
+    d.assert_healthy()
+    assert d.terminate() == 0
+    docs = [json.loads(line) for line in d.lines]
+    assert any(doc["level"] == "warning" and ":2: " in doc["message"]
+               and "future_knob" in doc["message"] for doc in docs), docs

@@ -147,6 +147,11 @@ static void test_file(void **state)
     assert_string_equal(c.allowed_hosts[1], "gpu1");
     assert_null(c.allowed_hosts[2]);
     assert_true(c.stop_services_on_exit);
+    /* The unknown key is a warning with its line, kept for the daemon's log. */
+    assert_non_null(c.warnings);
+    assert_non_null(strstr(c.warnings[0], ":7: "));
+    assert_non_null(strstr(c.warnings[0], "future_knob"));
+    assert_null(c.warnings[1]);
     config_done(&c);
 
     /* The environment and flags win over the file. */
