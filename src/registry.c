@@ -6,6 +6,8 @@
 #include "log.h"
 #include "registry.h"
 
+#define REGISTRY_FREE_ASIDE_MIN 1000 /* smaller scans are freed at once */
+
 struct rescan_waiter {
     registry_rescan_fn done;
     void *data;
@@ -244,7 +246,9 @@ static void service_take_manifest(struct registry *reg, struct service *svc, str
 static void service_update_extras(struct registry *reg, struct service *svc,
                                   const struct scan_entry *e, json_t *manifest_error)
 {
-    json_t *warnings = diags_to_json(&e->warnings);
+    /* Most manifests have no warnings: then there is nothing to build or compare. */
+    bool same_warnings = svc->warnings && e->warnings.n == 0 && json_array_size(svc->warnings) == 0;
+    json_t *warnings = same_warnings ? json_incref(svc->warnings) : diags_to_json(&e->warnings);
     bool changed = false;
 
     if (!svc->folder || strcmp(svc->folder, e->folder) != 0) {
@@ -252,7 +256,7 @@ static void service_update_extras(struct registry *reg, struct service *svc,
         svc->folder = xstrdup(e->folder);
         changed = true;
     }
-    if (!svc->warnings || !json_equal(svc->warnings, warnings)) {
+    if (!same_warnings && (!svc->warnings || !json_equal(svc->warnings, warnings))) {
         json_decref(svc->warnings);
         svc->warnings = json_incref(warnings);
         changed = true;
@@ -279,6 +283,34 @@ static struct service *registry_find_broken(struct registry *reg, const struct s
         if (reg->services[i]->folder && strcmp(reg->services[i]->folder, e->folder) == 0)
             return reg->services[i];
     return NULL;
+}
+
+static void on_free_work(uv_work_t *work)
+{
+    discovery_scan_free(work->data);
+}
+
+static void on_free_done(uv_work_t *work, int status)
+{
+    free(work);
+}
+
+/* What the merge did not take of a scan is freed on a worker thread: for 10,000
+ * services that is tens of thousands of free() calls the loop need not make. */
+static void registry_free_scan_later(struct registry *reg, struct scan *scan)
+{
+    uv_work_t *work;
+
+    if (!reg->loop || scan->n < REGISTRY_FREE_ASIDE_MIN) {
+        discovery_scan_free(scan);
+        return;
+    }
+    work = xcalloc(1, sizeof(*work));
+    work->data = scan;
+    if (uv_queue_work(reg->loop, work, on_free_work, on_free_done) < 0) {
+        free(work);
+        discovery_scan_free(scan);
+    }
 }
 
 void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_diff)
@@ -351,7 +383,7 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
     free(reg->services);
     reg->services = next;
     reg->n_services = n;
-    discovery_scan_free(scan);
+    registry_free_scan_later(reg, scan);
 
     if (json_array_size(added) || json_array_size(removed) || json_array_size(changed))
         log_info("services: %zu (added %zu, removed %zu, changed %zu), %zu manifest errors", n,
