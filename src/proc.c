@@ -1,0 +1,303 @@
+/* The process driver's engine: uv_spawn in a session and process group of its own, the
+ * log file as stdout and stderr, and a stop that ends only when the group is empty. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proc.h"
+
+extern char **environ;
+
+struct proc {
+    uv_loop_t *loop;
+    uv_process_t process;
+    uv_timer_t timer; /* the SIGKILL deadline and the checks for an empty group */
+    int handles_open;
+    pid_t pid;
+    const struct proc_events *events;
+    void *data;
+    bool leader_alive;
+    bool stopping;       /* proc_stop() was called */
+    bool cleaning;       /* the leader ended: waiting for its group to be empty */
+    bool killed;         /* SIGKILL went to the group */
+    bool gone;           /* gone() was called */
+    uint64_t kill_at;    /* loop time for SIGKILL, while stopping */
+    uint64_t give_up_at; /* loop time after which a group that will not go is let be */
+};
+
+/* The daemon's environment with the manifest's KEY=VALUE entries on top. */
+static char **build_env(char *const *extra)
+{
+    size_t n_env = 0, n_extra = 0, n = 0;
+    char **env;
+
+    while (environ && environ[n_env])
+        n_env++;
+    while (extra && extra[n_extra])
+        n_extra++;
+    env = xcalloc(n_env + n_extra + 1, sizeof(*env));
+    for (size_t i = 0; i < n_env; i++) {
+        size_t key_len = strcspn(environ[i], "=");
+        bool overridden = false;
+        for (size_t j = 0; j < n_extra && !overridden; j++)
+            overridden = strncmp(extra[j], environ[i], key_len + 1) == 0;
+        if (!overridden)
+            env[n++] = environ[i];
+    }
+    for (size_t j = 0; j < n_extra; j++)
+        env[n++] = extra[j];
+    return env;
+}
+
+/* Says the group is gone, once. */
+static void proc_report_gone(struct proc *p)
+{
+    if (p->gone)
+        return;
+    p->gone = true;
+    uv_timer_stop(&p->timer);
+    if (p->events->gone)
+        p->events->gone(p->data);
+}
+
+/* True when no process of the group is left (the leader reaped, no child behind). */
+static bool group_empty(const struct proc *p)
+{
+    return kill(-p->pid, 0) < 0 && errno == ESRCH;
+}
+
+static void on_check(uv_timer_t *t)
+{
+    struct proc *p = t->data;
+    uint64_t now = uv_now(p->loop);
+
+    if (!p->leader_alive && group_empty(p)) {
+        proc_report_gone(p);
+        return;
+    }
+    if (p->stopping && !p->killed && now >= p->kill_at) {
+        log_info("pid %d: still running after its stop timeout: SIGKILL to its group", (int)p->pid);
+        kill(-p->pid, SIGKILL);
+        p->killed = true;
+        p->give_up_at = now + PROC_KILL_GRACE_MS;
+    }
+    if (p->killed && now >= p->give_up_at) {
+        log_warning("pid %d: its process group does not go even after SIGKILL; letting it be",
+                    (int)p->pid);
+        proc_report_gone(p);
+        return;
+    }
+    uv_timer_start(&p->timer, on_check, PROC_GONE_CHECK_MS, 0);
+}
+
+/* The leader ended; libuv has reaped it. */
+static void on_leader_exit(uv_process_t *process, int64_t exit_status, int term_signal)
+{
+    struct proc *p = process->data;
+
+    p->leader_alive = false;
+    if (!p->stopping) {
+        /* It ended by itself: whatever it left in its group goes with it, as systemd does
+         * with the rest of a unit's control group. */
+        kill(-p->pid, SIGKILL);
+        p->killed = true;
+        p->give_up_at = uv_now(p->loop) + PROC_KILL_GRACE_MS;
+        if (p->events->exited)
+            p->events->exited(p->data, (int)exit_status, term_signal);
+    }
+    if (!p->gone)
+        uv_timer_start(&p->timer, on_check, 0, 0);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct proc *p = h->data;
+
+    if (--p->handles_open == 0)
+        free(p);
+}
+
+/* A sentence for a spawn that failed. */
+static void spawn_error(const struct manifest *m, int r, char *err, size_t err_size)
+{
+    const char *what = m->command_is_shell ? "/bin/sh" : m->command[0];
+
+    if (r == UV_ENOENT)
+        snprintf(err, err_size, "cannot start %s: no such command (PATH is searched)", what);
+    else if (r == UV_EACCES)
+        snprintf(err, err_size, "cannot start %s: permission denied (not executable?)", what);
+    else
+        snprintf(err, err_size, "cannot start %s: %s", what, uv_strerror(r));
+}
+
+int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+               const struct proc_events *events, void *data, struct proc **ret, char *err,
+               size_t err_size)
+{
+    uv_process_options_t options = {0};
+    uv_stdio_container_t stdio[3];
+    struct stat st;
+    struct proc *p;
+    char **env;
+    int fd, r;
+
+    if (!m->command || !m->command[0]) {
+        snprintf(err, err_size, "the manifest has no command to run");
+        return -EINVAL;
+    }
+    if (stat(m->workdir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, err_size, "workdir %s is not a folder: %s", m->workdir,
+                 errno ? strerror(errno) : "not a directory");
+        return -ENOTDIR;
+    }
+    fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        r = -errno;
+        snprintf(err, err_size, "cannot open the log file %s: %s", log_path, strerror(errno));
+        return r;
+    }
+
+    p = xcalloc(1, sizeof(*p));
+    p->loop = loop;
+    p->events = events;
+    p->data = data;
+    env = build_env(m->env);
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = fd;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = fd;
+    options.file = m->command[0];
+    options.args = m->command;
+    options.env = env;
+    options.cwd = m->workdir;
+    options.flags = UV_PROCESS_DETACHED; /* setsid(): its own session and process group */
+    options.stdio = stdio;
+    options.stdio_count = 3;
+    options.exit_cb = on_leader_exit;
+    p->process.data = p;
+    r = uv_spawn(loop, &p->process, &options);
+    free(env);
+    close(fd);
+    if (r < 0) {
+        spawn_error(m, r, err, err_size);
+        /* libuv wants the handle closed even when the spawn failed; p goes with it. */
+        p->handles_open = 1;
+        p->gone = true;
+        uv_close((uv_handle_t *)&p->process, on_closed);
+        return r;
+    }
+    p->pid = p->process.pid;
+    p->leader_alive = true;
+    uv_timer_init(loop, &p->timer);
+    p->timer.data = p;
+    p->handles_open = 2;
+    *ret = p;
+    return 0;
+}
+
+void proc_stop(struct proc *p, uint64_t timeout_ms)
+{
+    if (p->stopping || p->gone)
+        return;
+    p->stopping = true;
+    if (p->leader_alive || !group_empty(p))
+        kill(-p->pid, SIGTERM);
+    p->kill_at = uv_now(p->loop) + timeout_ms;
+    uv_timer_start(&p->timer, on_check, 0, 0);
+}
+
+pid_t proc_pid(const struct proc *p)
+{
+    return p->pid;
+}
+
+bool proc_running(const struct proc *p)
+{
+    return p->leader_alive;
+}
+
+void proc_free(struct proc *p)
+{
+    if (!p)
+        return;
+    /* A run freed before it is gone is left running: the daemon stops without stopping
+     * its services, and adopts them when it comes back. */
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->process, on_closed);
+    uv_close((uv_handle_t *)&p->timer, on_closed);
+}
+
+void proc_lines_free(char **lines)
+{
+    if (!lines)
+        return;
+    for (char **l = lines; *l; l++)
+        free(*l);
+    free(lines);
+}
+
+int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret)
+{
+    struct stat st;
+    char *buf, **lines;
+    size_t len, n = 0, start;
+    off_t offset;
+    ssize_t got;
+    int fd, r;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            return -errno;
+        *ret = xcalloc(1, sizeof(**ret)); /* never started: no lines */
+        return 0;
+    }
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    offset = st.st_size > (off_t)max_bytes ? st.st_size - (off_t)max_bytes : 0;
+    len = (size_t)(st.st_size - offset);
+    buf = xmalloc(len + 1);
+    got = pread(fd, buf, len, offset);
+    close(fd);
+    if (got < 0) {
+        free(buf);
+        return -errno;
+    }
+    len = (size_t)got;
+    buf[len] = '\0';
+
+    /* Lines from the end, dropping a first line cut by the window. */
+    start = 0;
+    if (offset > 0) {
+        char *nl = memchr(buf, '\n', len);
+        start = nl ? (size_t)(nl - buf) + 1 : len;
+    }
+    if (len > start && buf[len - 1] == '\n')
+        len--;
+    lines = xcalloc((size_t)max_lines + 1, sizeof(*lines));
+    while (n < max_lines && len > start) {
+        size_t begin = len;
+        while (begin > start && buf[begin - 1] != '\n')
+            begin--;
+        lines[n++] = xstrndup(buf + begin, len - begin);
+        len = begin > start ? begin - 1 : start;
+    }
+    free(buf);
+    /* They were gathered last first. */
+    for (size_t i = 0; i < n / 2; i++) {
+        char *t = lines[i];
+        lines[i] = lines[n - 1 - i];
+        lines[n - 1 - i] = t;
+    }
+    *ret = lines;
+    return 0;
+}

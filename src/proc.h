@@ -1,0 +1,55 @@
+/* The process driver's engine: one service run as a process group of its own, its stdout
+ * and stderr written straight into a log file, stopped with SIGTERM to the whole group,
+ * then SIGKILL after a timeout, and counted as gone only when the group is empty. */
+#ifndef NANNY_PROC_H
+#define NANNY_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <uv.h>
+
+#include "manifest.h"
+
+#define PROC_GONE_CHECK_MS 10   /* how often an emptying group is looked at */
+#define PROC_KILL_GRACE_MS 5000 /* after SIGKILL, how long a group may take to go */
+
+struct proc;
+
+/* What a run tells its owner, on the loop. */
+struct proc_events {
+    /* The leader ended by itself (not after proc_stop): exit status, or the signal that
+     * killed it (0 when it exited). What is left of its group is killed. */
+    void (*exited)(void *data, int exit_status, int term_signal);
+    /* After proc_stop() or an exit: the group is empty, nothing of the run is left. The
+     * run may be freed from here. */
+    void (*gone)(void *data);
+};
+
+/* Starts m's command (NULL-terminated argv in m->command) in m->workdir with the daemon's
+ * environment plus m->env, in a new session and process group, stdin from /dev/null and
+ * stdout and stderr appended to log_path (created 0644). On failure returns a negative
+ * errno and writes a sentence for last_error into err (no such command, no workdir, log
+ * not writable). */
+int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+               const struct proc_events *events, void *data, struct proc **ret, char *err,
+               size_t err_size);
+
+/* Stops the run: SIGTERM to its group, SIGKILL to the group after timeout_ms; gone() is
+ * called once the group is empty. Calling it again, or after the exit, is harmless. */
+void proc_stop(struct proc *p, uint64_t timeout_ms);
+
+pid_t proc_pid(const struct proc *p);
+bool proc_running(const struct proc *p); /* the leader has not ended yet */
+
+/* Frees the run. Call it only after gone(); before, it kills the group first. */
+void proc_free(struct proc *p);
+
+/* The last lines of a log file: at most max_lines, reading at most max_bytes from its end.
+ * Returns a NULL-terminated array the caller frees with proc_lines_free(). */
+int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret);
+void proc_lines_free(char **lines);
+
+#endif
