@@ -301,3 +301,61 @@ int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char *
     *ret = lines;
     return 0;
 }
+
+/* Copies the file at from into a new file at to (replaced). */
+static int copy_file(const char *from, const char *to)
+{
+    char buf[65536];
+    int in, out, r = 0;
+    ssize_t n;
+
+    in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        r = -errno;
+        close(in);
+        return r;
+    }
+    while ((n = read(in, buf, sizeof(buf))) > 0) {
+        if (write(out, buf, (size_t)n) != n) {
+            r = -EIO;
+            break;
+        }
+    }
+    if (n < 0)
+        r = -errno;
+    close(in);
+    if (close(out) < 0 && r == 0)
+        r = -errno;
+    return r;
+}
+
+int proc_log_rotate(const char *path, uint64_t max_bytes, unsigned keep)
+{
+    struct stat st;
+    int r;
+
+    if (stat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if ((uint64_t)st.st_size <= max_bytes)
+        return 0;
+    for (unsigned i = keep; i > 1; i--) {
+        char *older = xasprintf("%s.%u", path, i), *newer = xasprintf("%s.%u", path, i - 1);
+        if (rename(newer, older) < 0 && errno != ENOENT)
+            log_warning("cannot rotate %s: %s", newer, strerror(errno));
+        free(older);
+        free(newer);
+    }
+    if (keep > 0) {
+        char *first = xasprintf("%s.1", path);
+        r = copy_file(path, first);
+        free(first);
+        if (r < 0)
+            return r;
+    }
+    if (truncate(path, 0) < 0)
+        return -errno;
+    return 1;
+}

@@ -47,6 +47,12 @@ bool proc_running(const struct proc *p); /* the leader has not ended yet */
 /* Frees the run. Call it only after gone(); before, it kills the group first. */
 void proc_free(struct proc *p);
 
+/* Rotates a log file the copytruncate way when it is larger than max_bytes: path.(keep-1)
+ * becomes path.keep, ..., a copy of path becomes path.1, and path is cut to nothing (the
+ * service writes with O_APPEND, so its next line lands at the start). keep 0 only
+ * truncates. Returns 1 when it rotated, 0 when the file was small enough or missing. */
+int proc_log_rotate(const char *path, uint64_t max_bytes, unsigned keep);
+
 /* The last lines of a log file: at most max_lines, reading at most max_bytes from its end.
  * Returns a NULL-terminated array the caller frees with proc_lines_free(). */
 int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret);

@@ -269,6 +269,44 @@ static void test_log_tail(void **state)
     proc_lines_free(lines);
 }
 
+static off_t file_size(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+static void test_log_rotation_keeps_the_service_writing(void **state)
+{
+    struct fixture *f = *state;
+    char *one = xasprintf("%s.1", f->log), *two = xasprintf("%s.2", f->log);
+    char *three = xasprintf("%s.3", f->log);
+
+    /* A service that writes a line every 10 ms, through O_APPEND. */
+    use_command(f, "i=0; while [ $i -lt 100000 ]; do echo line $i; i=$((i+1)); sleep 0.01; done",
+                NULL);
+    start(f);
+    RUN_UNTIL(f, file_size(f->log) > 200);
+    assert_int_equal(proc_log_rotate(f->log, 100000, 2), 0); /* small enough */
+    assert_int_equal(proc_log_rotate(f->log, 100, 2), 1);
+    assert_true(file_size(one) > 100);
+    assert_true(file_size(f->log) < 100);
+    /* The service goes on writing at the start of the cut file. */
+    RUN_UNTIL(f, file_size(f->log) > 200);
+    assert_int_equal(proc_log_rotate(f->log, 100, 2), 1);
+    RUN_UNTIL(f, file_size(f->log) > 200);
+    assert_int_equal(proc_log_rotate(f->log, 100, 2), 1);
+    assert_true(file_size(two) > 100);
+    assert_int_equal(file_size(three), -1); /* keep 2: no third */
+    proc_stop(f->p, 5000);
+    RUN_UNTIL(f, f->gone);
+    unlink(one);
+    unlink(two);
+    free(one);
+    free(two);
+    free(three);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +321,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_env_and_workdir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_command_and_workdir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_rotation_keeps_the_service_writing, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
