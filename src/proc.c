@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -15,7 +16,10 @@ extern char **environ;
 
 struct proc {
     uv_loop_t *loop;
-    uv_process_t process;
+    uv_process_t process; /* a run we spawned */
+    uv_poll_t pidfd_poll; /* a run we adopted: its pidfd turns readable when it ends */
+    int pidfd;
+    bool adopted;
     uv_timer_t timer; /* the SIGKILL deadline and the checks for an empty group */
     int handles_open;
     pid_t pid;
@@ -201,6 +205,91 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
     return 0;
 }
 
+int proc_start_time(pid_t pid, uint64_t *ret)
+{
+    char path[64], buf[1024], *field;
+    unsigned long long start;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? -ESRCH : -errno;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -ESRCH;
+    buf[n] = '\0';
+    /* "PID (COMM) STATE PPID ...": COMM may hold anything, so count from its last ')';
+     * the start time is the 20th field after it (field 22 of proc(5)). */
+    field = strrchr(buf, ')');
+    if (!field)
+        return -EIO;
+    for (int i = 0; i < 20; i++) {
+        field = strchr(field + 1, ' ');
+        if (!field)
+            return -EIO;
+    }
+    if (sscanf(field + 1, "%llu", &start) != 1)
+        return -EIO;
+    *ret = start;
+    return 0;
+}
+
+/* An adopted run's pidfd turned readable: the process ended. */
+static void on_pidfd(uv_poll_t *poll, int status, int events)
+{
+    struct proc *p = poll->data;
+
+    uv_poll_stop(&p->pidfd_poll);
+    if (!p->leader_alive)
+        return;
+    p->leader_alive = false;
+    if (!p->stopping) {
+        kill(-p->pid, SIGKILL);
+        p->killed = true;
+        p->give_up_at = uv_now(p->loop) + PROC_KILL_GRACE_MS;
+        if (p->events->exited)
+            p->events->exited(p->data, -1, 0);
+    }
+    if (!p->gone)
+        uv_timer_start(&p->timer, on_check, 0, 0);
+}
+
+int proc_adopt(uv_loop_t *loop, pid_t pid, uint64_t start_time, const struct proc_events *events,
+               void *data, struct proc **ret)
+{
+    uint64_t now_start;
+    struct proc *p;
+    int fd, r;
+
+    r = proc_start_time(pid, &now_start);
+    if (r < 0)
+        return r;
+    if (now_start != start_time || getpgid(pid) != pid)
+        return -ESRCH; /* the pid was reused by another process */
+    fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0)
+        return -errno;
+    p = xcalloc(1, sizeof(*p));
+    p->loop = loop;
+    p->events = events;
+    p->data = data;
+    p->pid = pid;
+    p->pidfd = fd;
+    p->adopted = true;
+    p->leader_alive = true;
+    uv_poll_init(loop, &p->pidfd_poll, fd);
+    p->pidfd_poll.data = p;
+    uv_poll_start(&p->pidfd_poll, UV_READABLE, on_pidfd);
+    uv_timer_init(loop, &p->timer);
+    p->timer.data = p;
+    p->handles_open = 2;
+    *ret = p;
+    return 0;
+}
+
 void proc_stop(struct proc *p, uint64_t timeout_ms)
 {
     if (p->stopping || p->gone)
@@ -229,7 +318,12 @@ void proc_free(struct proc *p)
     /* A run freed before it is gone is left running: the daemon stops without stopping
      * its services, and adopts them when it comes back. */
     uv_timer_stop(&p->timer);
-    uv_close((uv_handle_t *)&p->process, on_closed);
+    if (p->adopted) {
+        uv_close((uv_handle_t *)&p->pidfd_poll, on_closed);
+        close(p->pidfd);
+    } else {
+        uv_close((uv_handle_t *)&p->process, on_closed);
+    }
     uv_close((uv_handle_t *)&p->timer, on_closed);
 }
 

@@ -37,6 +37,17 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
                const struct proc_events *events, void *data, struct proc **ret, char *err,
                size_t err_size);
 
+/* The start time of pid in clock ticks since boot (/proc/PID/stat, field 22): with the
+ * pid, it names a process for good, as a pid alone may be reused. -ESRCH when pid is not
+ * running. */
+int proc_start_time(pid_t pid, uint64_t *ret);
+
+/* Takes over a run started by an earlier daemon: pid (the leader of its own process
+ * group) must still run and have started at start_time, else -ESRCH. Its end is seen
+ * through a pidfd on the loop; its exit status cannot be known (exited() gets -1). */
+int proc_adopt(uv_loop_t *loop, pid_t pid, uint64_t start_time, const struct proc_events *events,
+               void *data, struct proc **ret);
+
 /* Stops the run: SIGTERM to its group, SIGKILL to the group after timeout_ms; gone() is
  * called once the group is empty. Calling it again, or after the exit, is harmless. */
 void proc_stop(struct proc *p, uint64_t timeout_ms);

@@ -6,7 +6,9 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -307,6 +309,86 @@ static void test_log_rotation_keeps_the_service_writing(void **state)
     free(three);
 }
 
+/* Starts a shell command as an earlier daemon would have left it: in its own session, no
+ * child of ours any more (we are its subreaper, so that we can reap it). */
+static pid_t orphan_group(const char *shell)
+{
+    int fds[2];
+    pid_t child, grandchild = 0;
+
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    assert_int_equal(pipe(fds), 0);
+    child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        pid_t g = fork();
+        if (g == 0) {
+            setsid();
+            execl("/bin/sh", "sh", "-c", shell, (char *)NULL);
+            _exit(127);
+        }
+        if (write(fds[1], &g, sizeof(g)) != sizeof(g))
+            _exit(1);
+        _exit(0);
+    }
+    assert_int_equal(read(fds[0], &grandchild, sizeof(grandchild)), sizeof(grandchild));
+    close(fds[0]);
+    close(fds[1]);
+    waitpid(child, NULL, 0);
+    for (int i = 0; i < 1000 && getpgid(grandchild) != grandchild; i++)
+        usleep(1000);
+    assert_int_equal(getpgid(grandchild), grandchild);
+    return grandchild;
+}
+
+/* Reaps an orphan of ours once it is a zombie (an init process does this for a daemon). */
+static bool reaped(pid_t pid)
+{
+    return waitpid(pid, NULL, WNOHANG) == pid || (kill(pid, 0) < 0 && errno == ESRCH);
+}
+
+static void test_adopt_and_stop(void **state)
+{
+    struct fixture *f = *state;
+    pid_t pid = orphan_group("exec sleep 30");
+    uint64_t start_time;
+
+    assert_int_equal(proc_start_time(pid, &start_time), 0);
+    assert_int_equal(proc_adopt(&f->loop, pid, start_time + 1, &events, f, &f->p), -ESRCH);
+    assert_null(f->p);
+    assert_int_equal(proc_adopt(&f->loop, pid, start_time, &events, f, &f->p), 0);
+    assert_true(proc_running(f->p));
+    proc_stop(f->p, 5000);
+    RUN_UNTIL(f, (reaped(pid), f->gone));
+    assert_int_equal(f->exits, 0);
+}
+
+static void test_adopted_exit_is_seen(void **state)
+{
+    struct fixture *f = *state;
+    pid_t pid = orphan_group("sleep 0.3");
+    uint64_t start_time;
+
+    assert_int_equal(proc_start_time(pid, &start_time), 0);
+    assert_int_equal(proc_adopt(&f->loop, pid, start_time, &events, f, &f->p), 0);
+    RUN_UNTIL(f, (reaped(pid), f->gone));
+    assert_int_equal(f->exits, 1);
+    assert_int_equal(f->exit_status, -1); /* not our child: the status is unknown */
+}
+
+static void test_start_time_of_a_gone_pid(void **state)
+{
+    uint64_t t;
+    pid_t pid = fork();
+
+    if (pid == 0)
+        _exit(0);
+    waitpid(pid, NULL, 0);
+    assert_int_equal(proc_start_time(pid, &t), -ESRCH);
+    assert_int_equal(proc_start_time(getpid(), &t), 0);
+    assert_true(t > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +405,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_rotation_keeps_the_service_writing, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_adopt_and_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopted_exit_is_seen, setup, teardown),
+        cmocka_unit_test(test_start_time_of_a_gone_pid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
