@@ -1,0 +1,26 @@
+/* The daemon's state folder: what it started (so that a restarted daemon adopts its
+ * services) kept in one JSON file written atomically, and the services' log files. */
+#ifndef NANNY_STATE_H
+#define NANNY_STATE_H
+
+#include <jansson.h>
+
+#define STATE_FILE_NAME "state.json"
+#define STATE_SIZE_MAX  (16 * 1024 * 1024)
+
+/* Creates the state folder and its logs/ subfolder (mode 0755) if missing. */
+int state_prepare(const char *dir);
+
+/* Writes doc to DIR/state.json so that a crash at any moment leaves the old or the new
+ * file whole: a temporary file, fsync, rename over, fsync of the folder. */
+int state_save(const char *dir, json_t *doc);
+
+/* Reads DIR/state.json: *ret gets the object, or an empty object when there is no file.
+ * A file that is not a JSON object (a disk that lied, a person's edit) is -EINVAL with
+ * a sentence in err; the caller logs it and starts afresh. */
+int state_load(const char *dir, json_t **ret, char *err, size_t err_size);
+
+/* DIR/logs/NAME.log, for a service's output. */
+char *state_log_path(const char *dir, const char *name);
+
+#endif
