@@ -5,8 +5,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -69,9 +71,16 @@ static void proc_report_gone(struct proc *p)
         p->events->gone(p->data);
 }
 
-/* True when no process of the group is left (the leader reaped, no child behind). */
+/* True when no process of the group is left (the leader reaped, no child behind). The
+ * daemon is a child subreaper, so the group's orphans are its children: once the leader is
+ * reaped (libuv did that) they are reaped here, as zombies count as members until then. */
 static bool group_empty(const struct proc *p)
 {
+    siginfo_t info;
+
+    if (!p->leader_alive)
+        while (waitid(P_PGID, (id_t)p->pid, &info, WEXITED | WNOHANG) == 0 && info.si_pid != 0)
+            ;
     return kill(-p->pid, 0) < 0 && errno == ESRCH;
 }
 
@@ -299,6 +308,11 @@ void proc_stop(struct proc *p, uint64_t timeout_ms)
         kill(-p->pid, SIGTERM);
     p->kill_at = uv_now(p->loop) + timeout_ms;
     uv_timer_start(&p->timer, on_check, 0, 0);
+}
+
+int proc_become_subreaper(void)
+{
+    return prctl(PR_SET_CHILD_SUBREAPER, 1) < 0 ? -errno : 0;
 }
 
 pid_t proc_pid(const struct proc *p)

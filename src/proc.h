@@ -18,6 +18,10 @@
 
 struct proc;
 
+/* Makes the daemon the reaper of its services' orphans (PR_SET_CHILD_SUBREAPER), so that
+ * a stopped group is seen empty at once rather than when init gets round to it. */
+int proc_become_subreaper(void);
+
 /* What a run tells its owner, on the loop. */
 struct proc_events {
     /* The leader ended by itself (not after proc_stop): exit status, or the signal that

@@ -52,6 +52,7 @@ static int setup(void **state)
     struct fixture *f = xcalloc(1, sizeof(*f));
 
     assert_int_equal(uv_loop_init(&f->loop), 0);
+    assert_int_equal(proc_become_subreaper(), 0);
     strcpy(f->dir, "/tmp/nanny-proc-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->log, sizeof(f->log), "%s/service.log", f->dir);
@@ -316,7 +317,6 @@ static pid_t orphan_group(const char *shell)
     int fds[2];
     pid_t child, grandchild = 0;
 
-    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     assert_int_equal(pipe(fds), 0);
     child = fork();
     assert_true(child >= 0);
