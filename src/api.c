@@ -179,7 +179,7 @@ json_t *api_service_status(const struct service *svc)
         "{s:s, s:o, s:s, s:b, s:O, s:o, s:s, s:b, s:o, s:I, s:o, s:o, s:o, s:O}", "name", svc->name,
         "description", json_text(m->description), "driver", manifest_driver_name(m->driver),
         "gpu_required", m->gpu_required, "ports", json_object_get(manifest, "ports"), "port",
-        m->port ? json_integer(m->port) : json_null(), "state", service_state_name(svc->state),
+        m->port ? json_integer(m->port) : json_null(), "state", lifecycle_state_name(svc->state),
         "is_healthy", svc->is_healthy, "started_at", json_time(svc->started_at_ms), "restarts",
         (json_int_t)svc->restarts, "last_error", json_text_or_null(svc->last_error), "health",
         health_json(&svc->health), "folder", json_text(svc->folder), "warnings", svc->warnings);

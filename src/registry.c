@@ -38,15 +38,6 @@ struct registry {
     struct rescan_waiter *calling; /* the waiters being answered right now */
 };
 
-const char *service_state_name(enum service_state s)
-{
-    static const char *const names[] = {
-        [STATE_STOPPED] = "stopped",     [STATE_STARTING] = "starting", [STATE_RUNNING] = "running",
-        [STATE_UNHEALTHY] = "unhealthy", [STATE_STOPPING] = "stopping", [STATE_FAILED] = "failed",
-    };
-    return names[s];
-}
-
 struct registry *registry_new(uv_loop_t *loop, const char *root,
                               void (*render_cache_free)(void *cache))
 {

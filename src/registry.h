@@ -11,18 +11,8 @@
 #include <uv.h>
 
 #include "discovery.h"
+#include "lifecycle.h"
 #include "manifest.h"
-
-enum service_state {
-    STATE_STOPPED,
-    STATE_STARTING,
-    STATE_RUNNING,
-    STATE_UNHEALTHY,
-    STATE_STOPPING,
-    STATE_FAILED,
-};
-
-const char *service_state_name(enum service_state s);
 
 /* The last health check. */
 struct health_result {
