@@ -10,15 +10,19 @@
 #include "api.h"
 #include "body.h"
 #include "log.h"
+#include "proc.h"
+#include "supervisor.h"
 #include "version.h"
 
 #define LOGS_TAIL_DEFAULT     100
 #define LOGS_TAIL_MAX         10000
 #define ROUTE_SEGMENTS        3
 #define REDISCOVER_TIMEOUT_MS 30000
+#define OPERATION_TIMEOUT_MS  (10 * 60 * 1000) /* plus the service's start_period */
 
 struct api {
     struct registry *reg;
+    struct supervisor *supervisor; /* NULL: no lifecycle (answers 503) */
     const struct config *config;
     unsigned port; /* the port we answer on, for Host and Origin checks */
     time_t started;
@@ -37,6 +41,7 @@ static void get_health(struct api *api, struct request *req, const char *name);
 static void get_services(struct api *api, struct request *req, const char *name);
 static void get_service(struct api *api, struct request *req, const char *name);
 static void post_start(struct api *api, struct request *req, const char *name);
+static void post_restart(struct api *api, struct request *req, const char *name);
 static void post_stop(struct api *api, struct request *req, const char *name);
 static void get_logs(struct api *api, struct request *req, const char *name);
 static void post_rediscover(struct api *api, struct request *req, const char *name);
@@ -53,7 +58,7 @@ static const struct route {
     {{"services", "*", "status"}, "GET", get_service},
     {{"services", "*", "start"}, "POST", post_start},
     {{"services", "*", "stop"}, "POST", post_stop},
-    {{"services", "*", "restart"}, "POST", post_start},
+    {{"services", "*", "restart"}, "POST", post_restart},
     {{"services", "*", "logs"}, "GET", get_logs},
     {{"rediscover"}, "POST", post_rediscover},
 };
@@ -66,6 +71,11 @@ struct api *api_new(struct registry *reg, const struct config *config)
     api->config = config;
     api->started = time(NULL);
     return api;
+}
+
+void api_set_supervisor(struct api *api, struct supervisor *supervisor)
+{
+    api->supervisor = supervisor;
 }
 
 void api_set_port(struct api *api, unsigned port)
@@ -280,9 +290,71 @@ static void get_service(struct api *api, struct request *req, const char *name)
         request_reply_response(req, MHD_HTTP_OK, service_render(svc)->status_response);
 }
 
-/* POST /services/NAME/start and /restart: the request is checked; the lifecycle comes
- * with the next issue. */
-static void post_start(struct api *api, struct request *req, const char *name)
+/* Answers a start, restart or stop with what the supervisor did. */
+static void on_operation_done(void *data, struct service *svc, const struct supervisor_result *res)
+{
+    struct request *req = data;
+    json_t *body;
+
+    request_set_abort(req, NULL, NULL);
+    switch (res->outcome) {
+    case SUPERVISOR_OK:
+    case SUPERVISOR_ALREADY:
+        body = api_service_status(svc);
+        json_object_set(body, "preempted", res->preempted);
+        request_reply_json(req, MHD_HTTP_OK, body);
+        return;
+    case SUPERVISOR_CONFLICT:
+        request_reply_json(req, MHD_HTTP_CONFLICT,
+                           json_pack("{s:s, s:o, s:o}", "error", "gpu_conflict", "message",
+                                     json_text(res->message), "holder", json_text(res->holder)));
+        return;
+    case SUPERVISOR_DRIVER_FAILED:
+        request_reply_error(req, MHD_HTTP_BAD_GATEWAY, "driver_failed", "%s", res->message);
+        return;
+    case SUPERVISOR_TIMED_OUT:
+        request_reply_error(req, MHD_HTTP_GATEWAY_TIMEOUT, "timed_out",
+                            "%s: %s is not healthy within its start_period and was stopped",
+                            res->message, svc->name);
+        return;
+    case SUPERVISOR_UNAVAILABLE:
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable", "%s",
+                            res->message);
+        return;
+    }
+}
+
+static void on_operation_abort(void *data)
+{
+    supervisor_op_cancel(data);
+}
+
+/* Keeps the request waiting for a pending operation, with a generous deadline. */
+static void wait_for(struct request *req, struct supervisor_op *op, const struct service *svc)
+{
+    if (!op)
+        return; /* already answered */
+    request_suspend(req, OPERATION_TIMEOUT_MS + svc->manifest->health_start_period_ms);
+    request_set_abort(req, on_operation_abort, op);
+}
+
+/* The manifest of a known service broke: it keeps its last good one, but nothing starts
+ * from a broken manifest. Answers 422 and returns true then. */
+static bool refuse_broken(struct request *req, const struct service *svc)
+{
+    if (!svc->manifest_error)
+        return false;
+    request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT,
+                       json_pack("{s:s, s:s+, s:O}", "error", "invalid_manifest", "message",
+                                 "the manifest of this service is invalid: ",
+                                 json_string_value(json_object_get(svc->manifest_error, "message")),
+                                 "manifest_error", svc->manifest_error));
+    return true;
+}
+
+/* POST /services/NAME/start and /restart: the GPU rule, then the start, answered when the
+ * process is spawned or, with ?wait=healthy, when it is healthy. */
+static void start_or_restart(struct api *api, struct request *req, const char *name, bool restart)
 {
     struct start_request start;
     struct service *svc;
@@ -301,20 +373,27 @@ static void post_start(struct api *api, struct request *req, const char *name)
         return;
     }
     svc = find_or_reply(api, req, name);
-    if (!svc)
+    if (!svc || refuse_broken(req, svc))
         return;
-    if (svc->manifest_error) {
-        /* It keeps its last good manifest, but nothing starts from a broken one. */
-        request_reply_json(
-            req, MHD_HTTP_UNPROCESSABLE_CONTENT,
-            json_pack("{s:s, s:s+, s:O}", "error", "invalid_manifest", "message",
-                      "the manifest of this service is invalid: ",
-                      json_string_value(json_object_get(svc->manifest_error, "message")),
-                      "manifest_error", svc->manifest_error));
+    if (!api->supervisor) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
+                            "this daemon runs no services");
         return;
     }
-    request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented",
-                        "starting and restarting services is not implemented yet");
+    wait_for(req,
+             supervisor_start(api->supervisor, svc, start.force, wait != NULL, restart,
+                              on_operation_done, req),
+             svc);
+}
+
+static void post_start(struct api *api, struct request *req, const char *name)
+{
+    start_or_restart(api, req, name, false);
+}
+
+static void post_restart(struct api *api, struct request *req, const char *name)
+{
+    start_or_restart(api, req, name, true);
 }
 
 /* For endpoints that take no parameters: answers 400 unless the body is empty or {};
@@ -331,16 +410,22 @@ static bool refuse_body(struct request *req)
     return true;
 }
 
-/* POST /services/NAME/stop: the request is checked; the lifecycle comes with the next
- * issue. */
+/* POST /services/NAME/stop: answered once nothing of the service is left. */
 static void post_stop(struct api *api, struct request *req, const char *name)
 {
+    struct service *svc;
+
     if (refuse_body(req))
         return;
-    if (!find_or_reply(api, req, name))
+    svc = find_or_reply(api, req, name);
+    if (!svc)
         return;
-    request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented",
-                        "stopping services is not implemented yet");
+    if (!api->supervisor) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
+                            "this daemon runs no services");
+        return;
+    }
+    wait_for(req, supervisor_stop(api->supervisor, svc, on_operation_done, req), svc);
 }
 
 /* Reads ?tail=N: absent means the default, above the cap means the cap. */
@@ -363,20 +448,62 @@ static int parse_tail(const char *s, unsigned *ret)
     return 0;
 }
 
-/* GET /services/NAME/logs: ?tail is checked; the logs come with the next issue. */
+/* True when the client asked for JSON (Accept: application/json). */
+static bool wants_json(struct request *req)
+{
+    const char *accept = request_header(req, MHD_HTTP_HEADER_ACCEPT);
+
+    return accept && strstr(accept, "application/json");
+}
+
+/* GET /services/NAME/logs?tail=N: the last lines of its output, text or JSON. */
 static void get_logs(struct api *api, struct request *req, const char *name)
 {
+    struct service *svc;
     unsigned tail;
+    char **lines = NULL;
+    int r;
 
     if (parse_tail(request_query(req, "tail"), &tail) < 0) {
         request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
                             "tail must be a whole number of lines, 0 to %d", LOGS_TAIL_MAX);
         return;
     }
-    if (!find_or_reply(api, req, name))
+    svc = find_or_reply(api, req, name);
+    if (!svc)
         return;
-    request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented",
-                        "service logs are not implemented yet");
+    if (!api->supervisor) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
+                            "this daemon runs no services");
+        return;
+    }
+    r = supervisor_logs(api->supervisor, svc, tail, &lines);
+    if (r < 0) {
+        request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "logs_unreadable",
+                            "cannot read the log of %s: %s", svc->name, strerror(-r));
+        return;
+    }
+    if (wants_json(req)) {
+        json_t *a = json_array();
+        for (char **l = lines; *l; l++)
+            json_array_append_new(a, json_text(*l));
+        request_reply_json(req, MHD_HTTP_OK, json_pack("{s:o}", "lines", a));
+    } else {
+        size_t total = 0, at = 0;
+        char *text;
+        for (char **l = lines; *l; l++)
+            total += strlen(*l) + 1;
+        text = xmalloc(total + 1);
+        for (char **l = lines; *l; l++) {
+            size_t n = strlen(*l);
+            memcpy(text + at, *l, n);
+            text[at + n] = '\n';
+            at += n + 1;
+        }
+        request_reply_text(req, MHD_HTTP_OK, text, at);
+        free(text);
+    }
+    proc_lines_free(lines);
 }
 
 struct rediscover_wait {

@@ -14,6 +14,10 @@ struct api;
 /* config (borrowed, may be NULL) gives the allowed hosts and origins. */
 struct api *api_new(struct registry *reg, const struct config *config);
 
+/* The supervisor that runs services (without one, lifecycle endpoints answer 503). */
+struct supervisor;
+void api_set_supervisor(struct api *api, struct supervisor *supervisor);
+
 /* The port the server really bound, for the Host and Origin checks. */
 void api_set_port(struct api *api, unsigned port);
 

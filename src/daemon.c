@@ -12,12 +12,16 @@
 #include "fetch.h"
 #include "log.h"
 #include "registry.h"
+#include "proc.h"
 #include "server.h"
+#include "state.h"
+#include "supervisor.h"
 #include "version.h"
 #include "watch.h"
 
-#define DRAIN_TIMEOUT_MS 5000
-#define DRAIN_CHECK_MS   10
+#define DRAIN_TIMEOUT_MS         5000
+#define DRAIN_CHECK_MS           10
+#define SERVICES_STOP_TIMEOUT_MS (5 * 60 * 1000) /* --stop-services-on-exit, at most */
 
 struct daemon {
     uv_loop_t loop;
@@ -27,9 +31,11 @@ struct daemon {
     struct server *server;
     struct watch *watch;
     struct fetcher *fetcher;
+    struct supervisor *supervisor;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
     uint64_t drain_deadline;
+    uint64_t services_deadline; /* with --stop-services-on-exit */
     bool stopping;
 };
 
@@ -44,6 +50,8 @@ static void daemon_teardown(struct daemon *d)
     d->server = NULL;
     watch_free(d->watch);
     d->watch = NULL;
+    supervisor_free(d->supervisor); /* lets go of the services: they keep running */
+    d->supervisor = NULL;
     fetcher_free(d->fetcher);
     d->fetcher = NULL;
 }
@@ -53,10 +61,17 @@ static void on_drain(uv_timer_t *t)
 {
     struct daemon *d = t->data;
 
-    if (server_requests_in_flight(d->server) == 0 || uv_now(&d->loop) >= d->drain_deadline) {
+    uint64_t now = uv_now(&d->loop);
+    bool requests_done = server_requests_in_flight(d->server) == 0 || now >= d->drain_deadline;
+    bool services_done = !d->config->stop_services_on_exit || !supervisor_busy(d->supervisor) ||
+                         now >= d->services_deadline;
+
+    if (requests_done && services_done) {
         if (server_requests_in_flight(d->server) > 0)
             log_warning("stopping with %u requests unanswered",
                         server_requests_in_flight(d->server));
+        if (d->config->stop_services_on_exit && supervisor_busy(d->supervisor))
+            log_warning("stopping with services still running");
         daemon_teardown(d);
         return;
     }
@@ -73,13 +88,19 @@ static void on_stop_signal(uv_signal_t *h, int signum)
         log_info("second %s: stopping now", strsignal(signum));
         uv_timer_stop(&d->drain);
         d->drain_deadline = 0;
+        d->services_deadline = 0;
         on_drain(&d->drain);
         return;
     }
     d->stopping = true;
-    log_info("%s: stopping (services keep running)", strsignal(signum));
+    if (d->config->stop_services_on_exit)
+        log_info("%s: stopping the services, then the daemon", strsignal(signum));
+    else
+        log_info("%s: stopping (services keep running)", strsignal(signum));
     server_quiesce(d->server);
+    supervisor_shutdown(d->supervisor, d->config->stop_services_on_exit);
     d->drain_deadline = uv_now(&d->loop) + DRAIN_TIMEOUT_MS;
+    d->services_deadline = uv_now(&d->loop) + SERVICES_STOP_TIMEOUT_MS;
     on_drain(&d->drain);
 }
 
@@ -195,6 +216,16 @@ int daemon_run(const struct config *c)
     r = fetcher_new(&d.loop, &d.fetcher);
     if (r < 0)
         fatal("cannot set up the HTTP client");
+    r = state_prepare(c->state_dir);
+    if (r < 0)
+        log_warning("cannot make the state folder %s: %s: services cannot be started", c->state_dir,
+                    strerror(-r));
+    if (proc_become_subreaper() < 0)
+        log_warning("cannot become the reaper of the services' orphans: stops may wait for init");
+    d.supervisor = supervisor_new(&d.loop, d.reg, d.fetcher, c);
+    registry_set_run_free(d.reg, supervisor_run_free);
+    api_set_supervisor(d.api, d.supervisor);
+    supervisor_adopt(d.supervisor);
     watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);
     registry_on_rescan(d.reg, on_rescanned, &d);
 

@@ -24,6 +24,7 @@ struct registry {
     json_t *error_keys;  /* "path:line:message" set, to log each problem once */
     uint64_t generation;
     void (*render_cache_free)(void *cache);
+    void (*run_free)(void *run);
     registry_rescan_fn on_rescan;
     void *on_rescan_data;
 
@@ -63,6 +64,8 @@ static void service_drop_cache(struct registry *reg, struct service *svc)
 static void service_free(struct registry *reg, struct service *svc)
 {
     service_drop_cache(reg, svc);
+    if (svc->run && reg->run_free)
+        reg->run_free(svc->run);
     free(svc->name);
     free(svc->folder);
     manifest_free(svc->manifest);
@@ -106,6 +109,11 @@ void registry_free(struct registry *reg)
         return;
     }
     registry_destroy(reg);
+}
+
+void registry_set_run_free(struct registry *reg, void (*run_free)(void *run))
+{
+    reg->run_free = run_free;
 }
 
 const char *registry_root(const struct registry *reg)
@@ -306,7 +314,7 @@ static void registry_free_scan_later(struct registry *reg, struct scan *scan)
 
 void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_diff)
 {
-    struct service **next = xcalloc(scan->n + 1, sizeof(*next));
+    struct service **next = xcalloc(scan->n + reg->n_services + 1, sizeof(*next));
     json_t *added = json_array(), *removed = json_array(), *changed = json_array();
     size_t n = 0;
 
@@ -358,11 +366,26 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         next[n++] = svc;
     }
 
-    /* Whatever the scan did not find is gone. */
+    /* Whatever the scan did not find is gone, but for a service still running: it stays,
+     * marked, until it is stopped (as systemd keeps a unit whose file was removed). */
     for (size_t i = 0; i < reg->n_services; i++) {
         struct service *svc = reg->services[i];
         if (svc->seen)
             continue;
+        if (svc->state != STATE_STOPPED && svc->state != STATE_FAILED) {
+            json_t *err =
+                json_pack("{s:o, s:i, s:s}", "path", json_text(svc->folder), "line", 0, "message",
+                          "the manifest was removed; stop the service to "
+                          "forget it");
+            if (!json_equal(svc->manifest_error, err)) {
+                json_decref(svc->manifest_error);
+                svc->manifest_error = json_incref(err);
+                registry_touch(reg, svc);
+            }
+            json_decref(err);
+            next[n++] = svc;
+            continue;
+        }
         json_array_append_new(removed, json_string(svc->name));
         service_free(reg, svc);
         reg->generation++;

@@ -40,6 +40,7 @@ struct service {
     /* Bumped on every change; lets the HTTP layer reuse what it rendered. */
     uint64_t generation;
     void *render_cache;
+    void *run; /* the supervisor's, freed through the registry's run_free hook */
     bool seen; /* registry-internal: found by the scan being merged */
 };
 
@@ -51,6 +52,9 @@ typedef void (*registry_rescan_fn)(void *data, json_t *diff);
 /* render_cache_free frees a service's render_cache when it changes or goes. */
 struct registry *registry_new(uv_loop_t *loop, const char *root,
                               void (*render_cache_free)(void *cache));
+
+/* run_free frees a service's run when the service goes. */
+void registry_set_run_free(struct registry *reg, void (*run_free)(void *run));
 
 /* Frees the registry, now or, when a scan is running on a worker thread, when it ends. */
 void registry_free(struct registry *reg);

@@ -608,6 +608,18 @@ void request_reply_json(struct request *req, unsigned status, json_t *body)
     uv_timer_start(&req->server->timer, on_timer, 0, 0);
 }
 
+void request_reply_text(struct request *req, unsigned status, const char *text, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
+
+    if (!resp)
+        fatal("out of memory (response)");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    request_reply_response(req, status, resp);
+    MHD_destroy_response(resp);
+}
+
 void request_reply_error(struct request *req, unsigned status, const char *code, const char *fmt,
                          ...)
 {

@@ -61,6 +61,9 @@ const char *request_body(const struct request *req, size_t *ret_len);
 /* Replies with a JSON document, now or after a suspend; takes the reference to body. */
 void request_reply_json(struct request *req, unsigned status, json_t *body);
 
+/* Replies at once with text (Content-Type text/plain; charset=utf-8). */
+void request_reply_text(struct request *req, unsigned status, const char *text, size_t len);
+
 /* Replies {"error": code, "message": ...}. */
 void request_reply_error(struct request *req, unsigned status, const char *code, const char *fmt,
                          ...) __attribute__((format(printf, 4, 5)));

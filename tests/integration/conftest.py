@@ -371,9 +371,13 @@ class NannyFactory:
         return d
 
     def serve(self, services=None, state=None, extra_args=(), env=None, listen="127.0.0.1:0",
-              cwd=None, start_timeout=START_TIMEOUT):
-        """Starts `nanny serve` and waits until it listens."""
+              cwd=None, start_timeout=START_TIMEOUT, stop_services=True):
+        """Starts `nanny serve` and waits until it listens. Unless stop_services is False
+        (tests of adoption), the daemon stops the services it runs when it stops, so that
+        a test leaves no process behind."""
         args = ["serve"]
+        if stop_services:
+            args.append("--stop-services-on-exit")
         if listen is not None:
             args += ["--listen", listen]
         if services is not None:

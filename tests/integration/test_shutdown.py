@@ -2,6 +2,7 @@
 socket, and answer the requests already in flight."""
 
 import concurrent.futures
+import json
 import http.client
 import signal
 import socket
@@ -99,7 +100,9 @@ def test_request_in_flight_is_answered(nanny, services_dir):
         assert d.proc.poll() is None, "exited with a request in flight"
         s.sendall(b'{"force":true}')
         status, headers, body = parse_raw_response(read_all(s))
-        assert status == 501, body
+        # Answered, in JSON: a start while the daemon stops its services is refused.
+        assert status == 503, body
+        assert json.loads(body)["error"] == "backend_unavailable"
         assert headers.get("content-type") == "application/json"
     finally:
         s.close()

@@ -1,0 +1,797 @@
+/* The supervisor: runs services through the lifecycle machine, the GPU arbiter, the
+ * process driver and the health probes, and answers the operations that wait on them. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gpu.h"
+#include "health.h"
+#include "log.h"
+#include "proc.h"
+#include "state.h"
+#include "supervisor.h"
+
+#define LOG_MAX_BYTES      (10 * 1024 * 1024) /* a service's log is rotated past this... */
+#define LOG_KEEP           3                  /* ...keeping this many old files */
+#define LOG_CHECK_MS       5000
+#define LOG_TAIL_BYTES_MAX (16 * 1024 * 1024)
+
+/* One service's run: everything the supervisor keeps for it, alive while the service is. */
+struct run {
+    struct supervisor *sup;
+    struct service *svc;
+    struct lifecycle lc;
+    struct proc *proc;
+    struct health_probe *probe;
+    uv_timer_t start_timer;   /* start_period */
+    uv_timer_t restart_timer; /* the backoff of an automatic restart */
+    int handles_open;
+    bool reserved;            /* waits for preempted holders to go: holds the GPU already */
+    uint64_t stop_timeout_ms; /* from the manifest the run started with */
+    char *log_path;
+    int last_exit_status, last_term_signal;
+};
+
+enum op_kind { OP_START, OP_STOP };
+
+struct supervisor_op {
+    struct supervisor *sup;
+    struct service *svc;
+    enum op_kind kind;
+    bool force;
+    bool wait_healthy;
+    bool restart;     /* a restart: stop first, then start */
+    bool waiting_gpu; /* waits for preempted holders to be gone */
+    bool cancelled;   /* nobody waits for the answer any more */
+    bool started;     /* the start was fed to the lifecycle */
+    supervisor_done_fn done;
+    void *data;
+    json_t *preempted;
+    struct supervisor_op *next;
+};
+
+struct supervisor {
+    uv_loop_t *loop;
+    struct registry *reg;
+    struct fetcher *fetcher;
+    const struct config *config;
+    struct supervisor_op *ops; /* pending operations */
+    uv_timer_t log_timer;
+    bool shutting_down;
+};
+
+static void run_event(struct run *run, enum lifecycle_event ev);
+static void ops_settle(struct supervisor *sup);
+
+static int64_t unix_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_last_error(struct service *svc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void set_last_error(struct service *svc, const char *fmt, ...)
+{
+    va_list ap;
+    char *text;
+
+    va_start(ap, fmt);
+    if (vasprintf(&text, fmt, ap) < 0)
+        fatal("out of memory (vasprintf)");
+    va_end(ap);
+    free(svc->last_error);
+    svc->last_error = text;
+}
+
+/* The run of svc, made on first use. */
+static struct run *run_of(struct supervisor *sup, struct service *svc)
+{
+    struct run *run = svc->run;
+
+    if (run)
+        return run;
+    run = xcalloc(1, sizeof(*run));
+    run->sup = sup;
+    run->svc = svc;
+    lifecycle_init(&run->lc, svc->manifest->health_enabled, svc->manifest->restart);
+    uv_timer_init(sup->loop, &run->start_timer);
+    uv_timer_init(sup->loop, &run->restart_timer);
+    run->start_timer.data = run;
+    run->restart_timer.data = run;
+    run->handles_open = 2;
+    run->log_path = state_log_path(sup->config->state_dir, svc->name);
+    svc->run = run;
+    return run;
+}
+
+static void on_run_closed(uv_handle_t *h)
+{
+    struct run *run = h->data;
+
+    if (--run->handles_open == 0) {
+        free(run->log_path);
+        free(run);
+    }
+}
+
+void supervisor_run_free(void *data)
+{
+    struct run *run = data;
+
+    health_probe_free(run->probe);
+    run->probe = NULL;
+    if (run->proc)
+        proc_free(run->proc); /* left running: a later daemon adopts it */
+    run->proc = NULL;
+    run->svc = NULL;
+    uv_close((uv_handle_t *)&run->start_timer, on_run_closed);
+    uv_close((uv_handle_t *)&run->restart_timer, on_run_closed);
+}
+
+/* Writes down every run that has a process, for the next daemon to adopt. */
+static void state_record(struct supervisor *sup)
+{
+    json_t *services = json_object();
+    size_t n = registry_count(sup->reg);
+
+    for (size_t i = 0; i < n; i++) {
+        struct service *svc = registry_at(sup->reg, i);
+        struct run *run = svc->run;
+        uint64_t start_time;
+
+        if (!run || !run->proc || !proc_running(run->proc))
+            continue;
+        if (proc_start_time(proc_pid(run->proc), &start_time) < 0)
+            continue;
+        json_object_set_new(services, svc->name,
+                            json_pack("{s:i, s:I, s:I, s:s}", "pid", (int)proc_pid(run->proc),
+                                      "start_time", (json_int_t)start_time, "started_at_ms",
+                                      (json_int_t)svc->started_at_ms, "log", run->log_path));
+    }
+    json_t *doc = json_pack("{s:i, s:o}", "version", 1, "services", services);
+    int r = state_save(sup->config->state_dir, doc);
+    if (r < 0)
+        log_error("cannot write %s/%s: %s: a daemon restart will not adopt the services",
+                  sup->config->state_dir, STATE_FILE_NAME, strerror(-r));
+    json_decref(doc);
+}
+
+/* --- the process driver's events --------------------------------------------------- */
+
+static void on_proc_exited(void *data, int exit_status, int term_signal)
+{
+    struct run *run = data;
+    struct service *svc = run->svc;
+
+    run->last_exit_status = exit_status;
+    run->last_term_signal = term_signal;
+    if (term_signal)
+        set_last_error(svc, "killed by signal %d (%s)", term_signal, strsignal(term_signal));
+    else if (exit_status < 0)
+        set_last_error(svc, "exited (status unknown: started by an earlier daemon)");
+    else
+        set_last_error(svc, "exited with status %d", exit_status);
+    log_info("%s: %s", svc->name, svc->last_error);
+    run_event(run,
+              exit_status == 0 && term_signal == 0 ? LIFECYCLE_EXITED_OK : LIFECYCLE_EXITED_FAILED);
+}
+
+static void on_proc_gone(void *data)
+{
+    struct run *run = data;
+    struct proc *p = run->proc;
+
+    run->proc = NULL;
+    proc_free(p);
+    /* After a stop this is the end of the stop; after an exit the state moved already. */
+    if (run->lc.state == STATE_STOPPING)
+        run_event(run, LIFECYCLE_EXITED_OK);
+    state_record(run->sup);
+    ops_settle(run->sup);
+}
+
+static const struct proc_events proc_events = {.exited = on_proc_exited, .gone = on_proc_gone};
+
+/* --- health ----------------------------------------------------------------------- */
+
+static void on_health(void *data, const struct health_check *check)
+{
+    struct run *run = data;
+    struct service *svc = run->svc;
+    bool was_ok = svc->health.ok;
+
+    svc->health.checked = true;
+    svc->health.ok = check->ok;
+    svc->health.status_code = check->status_code;
+    svc->health.latency_ms = check->latency_ms;
+    svc->health.checked_at_ms = unix_ms();
+    free(svc->health.error);
+    svc->health.error = check->error ? xstrdup(check->error) : NULL;
+    if (!check->ok && was_ok)
+        log_debug("%s: health check failed: %s", svc->name, check->error);
+    run_event(run, check->ok ? LIFECYCLE_PROBE_OK : LIFECYCLE_PROBE_FAILED);
+    /* A passing check in an unchanged state still changes is_healthy. */
+    if (run->svc)
+        svc->is_healthy = svc->state == STATE_RUNNING && svc->health.ok;
+    registry_touch(run->sup->reg, svc);
+}
+
+static void probe_begin(struct run *run)
+{
+    const struct manifest *m = run->svc->manifest;
+    char *url;
+
+    if (!m->health_enabled || run->probe)
+        return;
+    url = xasprintf("http://127.0.0.1:%u%s", m->health_port, m->health_path);
+    run->probe =
+        health_probe_new(run->sup->loop, run->sup->fetcher, url, m->health_interval_ms,
+                         m->health_timeout_ms, run->lc.state == STATE_STARTING, on_health, run);
+    free(url);
+}
+
+static void on_start_timer(uv_timer_t *t)
+{
+    run_event(t->data, LIFECYCLE_START_TIMEOUT);
+}
+
+static void on_restart_timer(uv_timer_t *t);
+
+/* --- driving the driver --------------------------------------------------------------- */
+
+/* True when something already answers on 127.0.0.1:port: another program has it. */
+static bool port_taken(uint16_t port)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool taken;
+
+    if (fd < 0)
+        return false;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    taken = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+    close(fd);
+    return taken;
+}
+
+/* Starts the service's process; feeds DRIVER_STARTED or DRIVER_FAILED. */
+static void driver_start(struct run *run)
+{
+    struct supervisor *sup = run->sup;
+    struct service *svc = run->svc;
+    const struct manifest *m = svc->manifest;
+    char err[512];
+    int r;
+
+    for (size_t i = 0; i < m->n_ports; i++) {
+        if (port_taken(m->ports[i].host)) {
+            set_last_error(svc, "port %u is already in use by another program", m->ports[i].host);
+            run_event(run, LIFECYCLE_DRIVER_FAILED);
+            return;
+        }
+    }
+    r = state_prepare(sup->config->state_dir);
+    if (r < 0) {
+        set_last_error(svc, "cannot make the state folder %s: %s", sup->config->state_dir,
+                       strerror(-r));
+        run_event(run, LIFECYCLE_DRIVER_FAILED);
+        return;
+    }
+    run->stop_timeout_ms = m->stop_timeout_ms;
+    r = proc_start(sup->loop, m, run->log_path, &proc_events, run, &run->proc, err, sizeof(err));
+    if (r < 0) {
+        set_last_error(svc, "%s", err);
+        run_event(run, LIFECYCLE_DRIVER_FAILED);
+        return;
+    }
+    free(svc->last_error);
+    svc->last_error = NULL;
+    svc->started_at_ms = unix_ms();
+    log_info("%s: started, pid %d", svc->name, (int)proc_pid(run->proc));
+    state_record(sup);
+    run_event(run, LIFECYCLE_DRIVER_STARTED);
+}
+
+/* Carries out a step's actions. */
+static void run_apply(struct run *run, const struct lifecycle_step *step)
+{
+    const struct manifest *m = run->svc->manifest;
+
+    if (step->actions & LIFECYCLE_RESTART_CANCEL)
+        uv_timer_stop(&run->restart_timer);
+    if (step->actions & LIFECYCLE_PROBE_END) {
+        health_probe_free(run->probe);
+        run->probe = NULL;
+        uv_timer_stop(&run->start_timer);
+    }
+    if (step->actions & LIFECYCLE_DRIVER_STOP && run->proc)
+        proc_stop(run->proc, run->stop_timeout_ms);
+    if (step->actions & LIFECYCLE_PROBE_BEGIN) {
+        probe_begin(run);
+        if (run->lc.state == STATE_STARTING)
+            uv_timer_start(&run->start_timer, on_start_timer, m->health_start_period_ms, 0);
+    }
+    if (step->actions & LIFECYCLE_RESTART_LATER)
+        uv_timer_start(&run->restart_timer, on_restart_timer, step->restart_delay_ms, 0);
+    if (step->to == STATE_RUNNING) {
+        uv_timer_stop(&run->start_timer);
+        if (run->probe)
+            health_probe_set_fast(run->probe, false);
+    }
+    if (step->actions & LIFECYCLE_DRIVER_START)
+        driver_start(run);
+}
+
+/* Feeds one event to the run's lifecycle and does what it says. */
+static void run_event(struct run *run, enum lifecycle_event ev)
+{
+    struct service *svc = run->svc;
+    struct lifecycle_step step = lifecycle_handle(&run->lc, ev, uv_now(run->sup->loop));
+
+    if (step.no_op)
+        return;
+    svc->state = run->lc.state;
+    svc->restarts = run->lc.restarts;
+    svc->is_healthy = svc->state == STATE_RUNNING && svc->health.checked && svc->health.ok;
+    if (step.to == STATE_FAILED && step.reason &&
+        (!svc->last_error || ev == LIFECYCLE_START_TIMEOUT ||
+         strcmp(step.reason, LIFECYCLE_REASON_START_LIMIT) == 0))
+        set_last_error(svc, "%s", step.reason);
+    if (step.from != step.to) {
+        if (step.reason)
+            log_info("%s: %s -> %s (%s)", svc->name, lifecycle_state_name(step.from),
+                     lifecycle_state_name(step.to), step.reason);
+        else
+            log_info("%s: %s -> %s", svc->name, lifecycle_state_name(step.from),
+                     lifecycle_state_name(step.to));
+    }
+    registry_touch(run->sup->reg, svc);
+    run_apply(run, &step);
+    if (step.actions & LIFECYCLE_NOTIFY)
+        ops_settle(run->sup);
+}
+
+/* --- operations ------------------------------------------------------------------- */
+
+static struct supervisor_op *op_new(struct supervisor *sup, struct service *svc, enum op_kind kind,
+                                    supervisor_done_fn done, void *data)
+{
+    struct supervisor_op *op = xcalloc(1, sizeof(*op));
+
+    op->sup = sup;
+    op->svc = svc;
+    op->kind = kind;
+    op->done = done;
+    op->data = data;
+    op->preempted = json_array();
+    return op;
+}
+
+static void op_free(struct supervisor_op *op)
+{
+    json_decref(op->preempted);
+    free(op);
+}
+
+/* Answers op (unless cancelled) and drops it from the pending list. */
+static void op_finish(struct supervisor_op *op, enum supervisor_outcome outcome, const char *holder,
+                      const char *message)
+{
+    struct supervisor *sup = op->sup;
+    struct supervisor_result res = {outcome, holder, message, op->preempted};
+
+    for (struct supervisor_op **p = &sup->ops; *p; p = &(*p)->next) {
+        if (*p == op) {
+            *p = op->next;
+            break;
+        }
+    }
+    if (op->waiting_gpu && op->svc->run)
+        ((struct run *)op->svc->run)->reserved = false;
+    if (!op->cancelled)
+        op->done(op->data, op->svc, &res);
+    op_free(op);
+}
+
+static void op_queue(struct supervisor_op *op)
+{
+    op->next = op->sup->ops;
+    op->sup->ops = op;
+}
+
+/* The candidates the GPU arbiter looks at, in registry order. */
+static struct gpu_candidate *gpu_candidates(struct supervisor *sup, size_t *ret_n)
+{
+    size_t n = registry_count(sup->reg);
+    struct gpu_candidate *c = xcalloc(n + 1, sizeof(*c));
+
+    for (size_t i = 0; i < n; i++) {
+        struct service *svc = registry_at(sup->reg, i);
+        struct run *run = svc->run;
+        c[i].name = svc->name;
+        c[i].gpu_required = svc->manifest->gpu_required;
+        c[i].state = svc->state;
+        c[i].reserved = run && run->reserved;
+    }
+    *ret_n = n;
+    return c;
+}
+
+static size_t registry_index(struct supervisor *sup, struct service *svc)
+{
+    size_t n = registry_count(sup->reg);
+
+    for (size_t i = 0; i < n; i++)
+        if (registry_at(sup->reg, i) == svc)
+            return i;
+    return n;
+}
+
+/* Feeds the start to the lifecycle; a start without wait is answered once spawned. */
+static void op_begin_start(struct supervisor_op *op)
+{
+    struct run *run = run_of(op->sup, op->svc);
+
+    op->waiting_gpu = false;
+    run->reserved = false;
+    op->started = true;
+    /* The manifest may have changed since the run was made. */
+    run->lc.health_enabled = op->svc->manifest->health_enabled;
+    run->lc.restart = op->svc->manifest->restart;
+    run_event(run, LIFECYCLE_START);
+}
+
+/* Decides a start by the GPU rule; answers or queues it. Returns false when answered. */
+static bool op_arbitrate(struct supervisor_op *op)
+{
+    struct supervisor *sup = op->sup;
+    struct gpu_verdict verdict;
+    struct gpu_candidate *c;
+    size_t n, target = registry_index(sup, op->svc);
+    bool preempt_always = sup->config->gpu_conflict == GPU_CONFLICT_PREEMPT;
+    char message[160];
+    int r;
+
+    c = gpu_candidates(sup, &n);
+    r = gpu_decide(c, n, target, op->force, preempt_always, &verdict);
+    if (r < 0) {
+        free(c);
+        op_finish(op, SUPERVISOR_DRIVER_FAILED, NULL, "the GPU arbiter refused the request");
+        return false;
+    }
+    switch (verdict.kind) {
+    case GPU_ALREADY:
+        free(c);
+        if (op->wait_healthy && op->svc->state == STATE_STARTING) {
+            op->started = true; /* wait with it */
+            return true;
+        }
+        op_finish(op, SUPERVISOR_ALREADY, NULL, NULL);
+        return false;
+    case GPU_CONFLICT:
+        snprintf(message, sizeof(message), "%s is using the GPU", c[verdict.holder].name);
+        op_finish(op, SUPERVISOR_CONFLICT, c[verdict.holder].name, message);
+        free(c);
+        return false;
+    case GPU_GO:
+        free(c);
+        op_begin_start(op);
+        return true;
+    case GPU_PREEMPT:
+        break;
+    }
+    /* Reserve the GPU for the target, then see every holder gone. */
+    run_of(sup, op->svc)->reserved = true;
+    op->waiting_gpu = true;
+    for (size_t i = 0; i < verdict.n_preempt; i++) {
+        struct service *holder = registry_at(sup->reg, verdict.preempt[i]);
+        struct run *hrun = holder->run;
+
+        json_array_append_new(op->preempted, json_string(holder->name));
+        log_info("%s: stopping it to free the GPU for %s", holder->name, op->svc->name);
+        if (hrun && hrun->reserved) {
+            /* It waited for the GPU itself: it loses its turn. */
+            for (struct supervisor_op *o = sup->ops; o; o = o->next) {
+                if (o->svc == holder && o->waiting_gpu) {
+                    snprintf(message, sizeof(message), "%s is using the GPU", op->svc->name);
+                    op_finish(o, SUPERVISOR_CONFLICT, op->svc->name, message);
+                    break;
+                }
+            }
+            hrun->reserved = false;
+        } else if (hrun) {
+            run_event(hrun, LIFECYCLE_STOP);
+        }
+    }
+    free(c);
+    return true;
+}
+
+/* True when no service but op's target holds the GPU. */
+static bool gpu_free_for(struct supervisor *sup, struct service *target)
+{
+    size_t n = registry_count(sup->reg);
+
+    for (size_t i = 0; i < n; i++) {
+        struct service *svc = registry_at(sup->reg, i);
+        struct run *run = svc->run;
+        if (svc == target || !svc->manifest->gpu_required)
+            continue;
+        if (lifecycle_holds_gpu(svc->state) || (run && run->reserved))
+            return false;
+    }
+    return true;
+}
+
+/* Answers what the latest changes settled, and lets GPU waiters go when they can. */
+static void ops_settle(struct supervisor *sup)
+{
+    struct supervisor_op *op, *next;
+
+    for (op = sup->ops; op; op = next) {
+        struct service *svc = op->svc;
+        next = op->next;
+
+        if (op->kind == OP_STOP) {
+            if (svc->state == STATE_STOPPED || svc->state == STATE_FAILED)
+                op_finish(op, SUPERVISOR_OK, NULL, NULL);
+            continue;
+        }
+        if (op->restart && !op->started && !op->waiting_gpu) {
+            if (svc->state != STATE_STOPPED && svc->state != STATE_FAILED)
+                continue; /* the stop half is still going */
+            op->restart = false;
+            if (!op_arbitrate(op))
+                next = sup->ops; /* the list changed: start over */
+            continue;
+        }
+        if (op->waiting_gpu) {
+            if (gpu_free_for(sup, svc))
+                op_begin_start(op);
+            else
+                continue;
+        }
+        if (!op->started)
+            continue;
+        if (svc->state == STATE_RUNNING || svc->state == STATE_UNHEALTHY) {
+            op_finish(op, SUPERVISOR_OK, NULL, NULL);
+        } else if (svc->state == STATE_STARTING && !op->wait_healthy) {
+            op_finish(op, SUPERVISOR_OK, NULL, NULL);
+        } else if (svc->state == STATE_FAILED) {
+            const char *why = svc->last_error ? svc->last_error : "it failed";
+            op_finish(op,
+                      strstr(why, LIFECYCLE_REASON_START_TIMEOUT) ? SUPERVISOR_TIMED_OUT
+                                                                  : SUPERVISOR_DRIVER_FAILED,
+                      NULL, why);
+        } else if (svc->state == STATE_STOPPED) {
+            op_finish(op, SUPERVISOR_DRIVER_FAILED, NULL,
+                      "it was stopped before it became healthy");
+        } else {
+            continue;
+        }
+        next = sup->ops; /* answering may have changed the list */
+    }
+}
+
+struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *svc, bool force,
+                                       bool wait_healthy, bool restart, supervisor_done_fn done,
+                                       void *data)
+{
+    struct supervisor_op *op = op_new(sup, svc, OP_START, done, data);
+
+    op->force = force;
+    op->wait_healthy = wait_healthy;
+    op_queue(op);
+    if (sup->shutting_down) {
+        op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
+        return NULL;
+    }
+    if (svc->manifest->driver != DRIVER_PROCESS) {
+        op_finish(op, SUPERVISOR_UNAVAILABLE, NULL,
+                  "compose services need the Docker Compose driver, which this build "
+                  "does not have yet");
+        return NULL;
+    }
+    if (restart && lifecycle_holds_gpu(svc->state)) {
+        op->restart = true;
+        run_event(run_of(sup, svc), LIFECYCLE_STOP);
+        ops_settle(sup);
+    } else if (!op_arbitrate(op)) {
+        return NULL;
+    } else {
+        ops_settle(sup);
+    }
+    /* Still pending unless settling answered it. */
+    for (struct supervisor_op *o = sup->ops; o; o = o->next)
+        if (o == op)
+            return op;
+    return NULL;
+}
+
+struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *svc,
+                                      supervisor_done_fn done, void *data)
+{
+    struct supervisor_op *op = op_new(sup, svc, OP_STOP, done, data);
+    struct run *run = svc->run;
+
+    op_queue(op);
+    /* A start that waits for the GPU gives up its turn. */
+    for (struct supervisor_op *o = sup->ops; o; o = o->next) {
+        if (o != op && o->svc == svc && o->waiting_gpu) {
+            op_finish(o, SUPERVISOR_DRIVER_FAILED, NULL, "stopped before it could start");
+            break;
+        }
+    }
+    if (run)
+        run_event(run, LIFECYCLE_STOP);
+    ops_settle(sup);
+    for (struct supervisor_op *o = sup->ops; o; o = o->next)
+        if (o == op)
+            return op;
+    return NULL;
+}
+
+void supervisor_op_cancel(struct supervisor_op *op)
+{
+    if (op)
+        op->cancelled = true;
+}
+
+static void on_restart_timer(uv_timer_t *t)
+{
+    struct run *run = t->data;
+    struct supervisor *sup = run->sup;
+    struct service *svc = run->svc;
+
+    /* An automatic restart obeys the GPU rule like any start, without force. */
+    if (svc->manifest->gpu_required && !gpu_free_for(sup, svc)) {
+        set_last_error(svc, "not restarted: another service holds the GPU");
+        log_info("%s: %s", svc->name, svc->last_error);
+        return;
+    }
+    run_event(run, LIFECYCLE_RESTART_DUE);
+}
+
+int supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail, char ***ret)
+{
+    char *path = state_log_path(sup->config->state_dir, svc->name);
+    size_t bytes = (size_t)tail * 1024 + 65536;
+    int r = proc_log_tail(path, tail, bytes < LOG_TAIL_BYTES_MAX ? bytes : LOG_TAIL_BYTES_MAX, ret);
+
+    free(path);
+    return r;
+}
+
+/* Every LOG_CHECK_MS: rotates the logs of the running process services. */
+static void on_log_timer(uv_timer_t *t)
+{
+    struct supervisor *sup = t->data;
+    size_t n = registry_count(sup->reg);
+
+    for (size_t i = 0; i < n; i++) {
+        struct run *run = registry_at(sup->reg, i)->run;
+        if (run && run->proc && proc_log_rotate(run->log_path, LOG_MAX_BYTES, LOG_KEEP) < 0)
+            log_warning("%s: cannot rotate %s", registry_at(sup->reg, i)->name, run->log_path);
+    }
+}
+
+struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct fetcher *fetcher,
+                                  const struct config *config)
+{
+    struct supervisor *sup = xcalloc(1, sizeof(*sup));
+
+    sup->loop = loop;
+    sup->reg = reg;
+    sup->fetcher = fetcher;
+    sup->config = config;
+    uv_timer_init(loop, &sup->log_timer);
+    sup->log_timer.data = sup;
+    uv_timer_start(&sup->log_timer, on_log_timer, LOG_CHECK_MS, LOG_CHECK_MS);
+    return sup;
+}
+
+void supervisor_adopt(struct supervisor *sup)
+{
+    json_t *doc = NULL, *services, *entry;
+    const char *name;
+    char err[512];
+    int r = state_load(sup->config->state_dir, &doc, err, sizeof(err));
+
+    if (r < 0) {
+        log_error("%s; starting with no services adopted", err);
+        return;
+    }
+    services = json_object_get(doc, "services");
+    json_object_foreach(services, name, entry)
+    {
+        struct service *svc = registry_find(sup->reg, name);
+        json_int_t pid = json_integer_value(json_object_get(entry, "pid"));
+        json_int_t start_time = json_integer_value(json_object_get(entry, "start_time"));
+        struct run *run;
+        struct lifecycle_step step;
+
+        if (!svc || svc->manifest->driver != DRIVER_PROCESS) {
+            log_warning("%s (pid %d) was started by an earlier daemon but is no longer a "
+                        "service here: left alone",
+                        name, (int)pid);
+            continue;
+        }
+        run = run_of(sup, svc);
+        r = proc_adopt(sup->loop, (pid_t)pid, (uint64_t)start_time, &proc_events, run, &run->proc);
+        if (r < 0) {
+            log_info("%s: no longer running (pid %d): stopped", name, (int)pid);
+            continue;
+        }
+        run->stop_timeout_ms = svc->manifest->stop_timeout_ms;
+        svc->started_at_ms = json_integer_value(json_object_get(entry, "started_at_ms"));
+        step = lifecycle_adopt(&run->lc, uv_now(sup->loop));
+        svc->state = run->lc.state;
+        registry_touch(sup->reg, svc);
+        run_apply(run, &step);
+        log_info("%s: adopted, pid %d, %s", name, (int)pid, lifecycle_state_name(svc->state));
+    }
+    json_decref(doc);
+    state_record(sup);
+}
+
+void supervisor_shutdown(struct supervisor *sup, bool stop_services)
+{
+    size_t n = registry_count(sup->reg);
+
+    sup->shutting_down = true;
+    uv_timer_stop(&sup->log_timer);
+    if (stop_services)
+        for (size_t i = 0; i < n; i++) {
+            struct run *run = registry_at(sup->reg, i)->run;
+            if (run)
+                run_event(run, LIFECYCLE_STOP);
+        }
+    else
+        state_record(sup);
+}
+
+bool supervisor_busy(struct supervisor *sup)
+{
+    size_t n = registry_count(sup->reg);
+
+    for (size_t i = 0; i < n; i++) {
+        struct run *run = registry_at(sup->reg, i)->run;
+        if (run && run->proc)
+            return true;
+    }
+    return false;
+}
+
+static void on_log_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void supervisor_free(struct supervisor *sup)
+{
+    if (!sup)
+        return;
+    while (sup->ops) {
+        struct supervisor_op *op = sup->ops;
+        sup->ops = op->next;
+        op_free(op);
+    }
+    for (size_t i = 0; i < registry_count(sup->reg); i++) {
+        struct service *svc = registry_at(sup->reg, i);
+        if (svc->run)
+            supervisor_run_free(svc->run);
+        svc->run = NULL;
+    }
+    uv_close((uv_handle_t *)&sup->log_timer, on_log_timer_closed);
+}
