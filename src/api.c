@@ -321,6 +321,10 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
         request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable", "%s",
                             res->message);
         return;
+    case SUPERVISOR_CANCELLED:
+        request_reply_error(req, MHD_HTTP_CONFLICT, "cancelled", "%s: %s is now %s", res->message,
+                            svc->name, lifecycle_state_name(svc->state));
+        return;
     }
 }
 

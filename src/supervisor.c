@@ -333,6 +333,29 @@ static void run_apply(struct run *run, const struct lifecycle_step *step)
         driver_start(run);
 }
 
+static void op_finish(struct supervisor_op *op, enum supervisor_outcome outcome, const char *holder,
+                      const char *message);
+
+/* A stop ended straight into a start asked meanwhile: the stops waiting for it are done,
+ * but the service does not stay stopped. */
+static void stops_superseded(struct supervisor *sup, struct service *svc)
+{
+    struct supervisor_op *op, *next;
+
+    for (op = sup->ops; op; op = next) {
+        next = op->next;
+        if (op->kind == OP_STOP && op->svc == svc) {
+            op_finish(op, SUPERVISOR_CANCELLED, NULL,
+                      "it stopped, then a start asked meanwhile started it again");
+            next = sup->ops;
+        } else if (op->kind == OP_START && op->svc == svc && op->restart && !op->started) {
+            /* A restart waiting for its stop: the start asked meanwhile is its start. */
+            op->restart = false;
+            op->started = true;
+        }
+    }
+}
+
 /* Feeds one event to the run's lifecycle and does what it says. */
 static void run_event(struct run *run, enum lifecycle_event ev)
 {
@@ -357,6 +380,8 @@ static void run_event(struct run *run, enum lifecycle_event ev)
                      lifecycle_state_name(step.to));
     }
     registry_touch(run->sup->reg, svc);
+    if (step.from == STATE_STOPPING && step.to == STATE_STARTING)
+        stops_superseded(run->sup, svc);
     run_apply(run, &step);
     if (step.actions & LIFECYCLE_NOTIFY)
         ops_settle(run->sup);
@@ -473,6 +498,10 @@ static bool op_arbitrate(struct supervisor_op *op)
     switch (verdict.kind) {
     case GPU_ALREADY:
         free(c);
+        if (op->svc->run && ((struct run *)op->svc->run)->reserved) {
+            op->waiting_gpu = true; /* another start of it waits for the GPU: join it */
+            return true;
+        }
         if (op->wait_healthy && op->svc->state == STATE_STARTING) {
             op->started = true; /* wait with it */
             return true;
@@ -502,15 +531,25 @@ static bool op_arbitrate(struct supervisor_op *op)
         log_info("%s: stopping it to free the GPU for %s", holder->name, op->svc->name);
         if (hrun && hrun->reserved) {
             /* It waited for the GPU itself: it loses its turn. */
-            for (struct supervisor_op *o = sup->ops; o; o = o->next) {
+            for (struct supervisor_op *o = sup->ops, *onext; o; o = onext) {
+                onext = o->next;
                 if (o->svc == holder && o->waiting_gpu) {
                     snprintf(message, sizeof(message), "%s is using the GPU", op->svc->name);
                     op_finish(o, SUPERVISOR_CONFLICT, op->svc->name, message);
-                    break;
+                    onext = sup->ops;
                 }
             }
             hrun->reserved = false;
         } else if (hrun) {
+            /* Whoever waits for the holder's start learns it lost the GPU. */
+            for (struct supervisor_op *o = sup->ops, *onext; o; o = onext) {
+                onext = o->next;
+                if (o->svc == holder && o->kind == OP_START) {
+                    snprintf(message, sizeof(message), "%s is using the GPU", op->svc->name);
+                    op_finish(o, SUPERVISOR_CONFLICT, op->svc->name, message);
+                    onext = sup->ops;
+                }
+            }
             run_event(hrun, LIFECYCLE_STOP);
         }
     }
@@ -575,8 +614,8 @@ static void ops_settle(struct supervisor *sup)
                                                                   : SUPERVISOR_DRIVER_FAILED,
                       NULL, why);
         } else if (svc->state == STATE_STOPPED) {
-            op_finish(op, SUPERVISOR_DRIVER_FAILED, NULL,
-                      "it was stopped before it became healthy");
+            op_finish(op, SUPERVISOR_CANCELLED, NULL,
+                      "a stop asked after this start stopped the service");
         } else {
             continue;
         }
@@ -603,7 +642,8 @@ struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *s
                   "does not have yet");
         return NULL;
     }
-    if (restart && lifecycle_holds_gpu(svc->state)) {
+    if (restart && (svc->state == STATE_STARTING || svc->state == STATE_RUNNING ||
+                    svc->state == STATE_UNHEALTHY)) {
         op->restart = true;
         run_event(run_of(sup, svc), LIFECYCLE_STOP);
         ops_settle(sup);
@@ -627,10 +667,11 @@ struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *sv
 
     op_queue(op);
     /* A start that waits for the GPU gives up its turn. */
-    for (struct supervisor_op *o = sup->ops; o; o = o->next) {
+    for (struct supervisor_op *o = sup->ops, *onext; o; o = onext) {
+        onext = o->next;
         if (o != op && o->svc == svc && o->waiting_gpu) {
-            op_finish(o, SUPERVISOR_DRIVER_FAILED, NULL, "stopped before it could start");
-            break;
+            op_finish(o, SUPERVISOR_CANCELLED, NULL, "a stop came before it could start");
+            onext = sup->ops;
         }
     }
     if (run)

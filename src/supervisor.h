@@ -24,6 +24,7 @@ enum supervisor_outcome {
     SUPERVISOR_DRIVER_FAILED, /* the driver could not start it (message) */
     SUPERVISOR_TIMED_OUT,     /* not healthy within start_period; it was stopped */
     SUPERVISOR_UNAVAILABLE,   /* its driver cannot work here (message) */
+    SUPERVISOR_CANCELLED,     /* a later request undid it (a stop after a start...) */
 };
 
 struct supervisor_result {
