@@ -41,6 +41,8 @@ static void config_defaults(struct config *c)
     c->state_dir = default_state_dir();
     c->log_level = LOG_INFO;
     c->gpu_conflict = GPU_CONFLICT_REFUSE;
+    c->log_max_bytes = CONFIG_LOG_MAX_BYTES;
+    c->log_max_files = CONFIG_LOG_MAX_FILES;
 }
 
 void config_done(struct config *c)
@@ -134,6 +136,8 @@ enum {
     FILE_ALLOWED_HOSTS,
     FILE_ALLOWED_ORIGINS,
     FILE_STOP_SERVICES_ON_EXIT,
+    FILE_LOG_MAX_SIZE,
+    FILE_LOG_MAX_FILES,
     FILE_KEYS,
 };
 
@@ -151,6 +155,16 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
     case FILE_STOP_SERVICES_ON_EXIT:
         yamldoc_read_bool(doc, f->value, f->key, &c->stop_services_on_exit, errors);
         return;
+    case FILE_LOG_MAX_SIZE:
+        yamldoc_read_uint(doc, f->value, f->key, 4096, UINT64_C(1) << 40, &c->log_max_bytes,
+                          errors);
+        return;
+    case FILE_LOG_MAX_FILES: {
+        uint64_t files;
+        if (yamldoc_read_uint(doc, f->value, f->key, 0, 100, &files, errors) == 0)
+            c->log_max_files = (unsigned)files;
+        return;
+    }
     case FILE_ALLOWED_HOSTS:
     case FILE_ALLOWED_ORIGINS:
         if (yamldoc_read_strings(doc, f->value, f->key, CONFIG_LIST_MAX, &list, &n, errors) < 0)
@@ -216,6 +230,8 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_ALLOWED_HOSTS] = {.key = "allowed_hosts"},
         [FILE_ALLOWED_ORIGINS] = {.key = "allowed_origins"},
         [FILE_STOP_SERVICES_ON_EXIT] = {.key = "stop_services_on_exit"},
+        [FILE_LOG_MAX_SIZE] = {.key = "log_max_size"},
+        [FILE_LOG_MAX_FILES] = {.key = "log_max_files"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "log.h"
@@ -13,6 +14,8 @@
 #define CONFIG_DEFAULT_SERVICES "./services"
 #define CONFIG_SIZE_MAX         (1024 * 1024)
 #define CONFIG_LIST_MAX         64
+#define CONFIG_LOG_MAX_BYTES    (10 * 1024 * 1024)
+#define CONFIG_LOG_MAX_FILES    3
 
 enum gpu_conflict { GPU_CONFLICT_REFUSE, GPU_CONFLICT_PREEMPT };
 
@@ -29,7 +32,9 @@ struct config {
     enum gpu_conflict gpu_conflict;
     char **allowed_hosts; /* NULL-terminated; extra Host names besides loopback */
     char **allowed_origins;
-    char **warnings; /* NULL-terminated "file:line: message", logged by the daemon */
+    char **warnings;        /* NULL-terminated "file:line: message", logged by the daemon */
+    uint64_t log_max_bytes; /* a service's log is rotated past this size... */
+    unsigned log_max_files; /* ...keeping this many old files */
 };
 
 /* Fills c from defaults, the config file (--config or NANNY_CONFIG), the environment and

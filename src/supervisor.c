@@ -18,8 +18,6 @@
 #include "state.h"
 #include "supervisor.h"
 
-#define LOG_MAX_BYTES      (10 * 1024 * 1024) /* a service's log is rotated past this... */
-#define LOG_KEEP           3                  /* ...keeping this many old files */
 #define LOG_CHECK_MS       5000
 #define LOG_TAIL_BYTES_MAX (16 * 1024 * 1024)
 
@@ -722,7 +720,9 @@ static void on_log_timer(uv_timer_t *t)
 
     for (size_t i = 0; i < n; i++) {
         struct run *run = registry_at(sup->reg, i)->run;
-        if (run && run->proc && proc_log_rotate(run->log_path, LOG_MAX_BYTES, LOG_KEEP) < 0)
+        if (run && run->proc &&
+            proc_log_rotate(run->log_path, sup->config->log_max_bytes, sup->config->log_max_files) <
+                0)
             log_warning("%s: cannot rotate %s", registry_at(sup->reg, i)->name, run->log_path);
     }
 }

@@ -134,6 +134,8 @@ static void test_file(void **state)
                            "gpu_conflict: preempt\n"
                            "allowed_hosts: [box.local, gpu1]\n"
                            "stop_services_on_exit: true\n"
+                           "log_max_size: 1048576\n"
+                           "log_max_files: 5\n"
                            "future_knob: 1\n");
     char *argv[] = {"serve", "--config", path, NULL};
     struct config c;
@@ -147,9 +149,11 @@ static void test_file(void **state)
     assert_string_equal(c.allowed_hosts[1], "gpu1");
     assert_null(c.allowed_hosts[2]);
     assert_true(c.stop_services_on_exit);
+    assert_int_equal(c.log_max_bytes, 1048576);
+    assert_int_equal(c.log_max_files, 5);
     /* The unknown key is a warning with its line, kept for the daemon's log. */
     assert_non_null(c.warnings);
-    assert_non_null(strstr(c.warnings[0], ":7: "));
+    assert_non_null(strstr(c.warnings[0], ":9: "));
     assert_non_null(strstr(c.warnings[0], "future_knob"));
     assert_null(c.warnings[1]);
     config_done(&c);
@@ -172,7 +176,8 @@ static void test_file_errors_name_file_and_line(void **state)
         {"listen: [unclosed\n", ":2:"},     {"log_level: loud\n", ":1:"},
         {"a: 1\ninsecure: maybe\n", ":2:"}, {"gpu_conflict: share\n", ":1:"},
         {"listen: nope\n", ":1:"},          {"- a list\n", ":1:"},
-        {"allowed_hosts: {a: 1}\n", ":1:"},
+        {"allowed_hosts: {a: 1}\n", ":1:"}, {"log_max_size: 10\n", ":1:"},
+        {"log_max_files: many\n", ":1:"},
     };
     struct config c;
 
