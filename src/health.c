@@ -12,7 +12,8 @@ struct health_probe {
     char *url;
     uint64_t interval_ms;
     uint64_t timeout_ms;
-    uint64_t next_fast_ms; /* the next delay in the fast cadence */
+    uint64_t next_fast_ms; /* the next delay in the fast cadence, past the burst */
+    uint64_t fast_since;   /* loop time the fast cadence began */
     bool fast;
     struct fetch *in_flight;
     health_fn done;
@@ -21,18 +22,21 @@ struct health_probe {
 
 static void probe_send(struct health_probe *p);
 
-/* The delay before the next probe: growing while fast, the interval otherwise. */
+/* The delay before the next probe: 10 ms during the burst, then growing to 100 ms while
+ * fast; the interval otherwise. */
 static uint64_t probe_next_delay(struct health_probe *p)
 {
-    uint64_t delay;
+    uint64_t delay, cap = p->interval_ms < HEALTH_FAST_MAX_MS ? p->interval_ms : HEALTH_FAST_MAX_MS;
 
     if (!p->fast)
         return p->interval_ms;
+    if (uv_now(p->loop) - p->fast_since < HEALTH_FAST_BURST_MS)
+        return HEALTH_FAST_GAP_MS < cap ? HEALTH_FAST_GAP_MS : cap;
     delay = p->next_fast_ms;
     p->next_fast_ms = (uint64_t)((double)p->next_fast_ms * HEALTH_FAST_GROWTH);
-    if (p->next_fast_ms > p->interval_ms)
-        p->next_fast_ms = p->interval_ms;
-    return delay < p->interval_ms ? delay : p->interval_ms;
+    if (p->next_fast_ms > cap)
+        p->next_fast_ms = cap;
+    return delay < cap ? delay : cap;
 }
 
 static void on_timer(uv_timer_t *t)
@@ -87,7 +91,8 @@ struct health_probe *health_probe_new(uv_loop_t *loop, struct fetcher *fetcher, 
     p->interval_ms = interval_ms ? interval_ms : 1;
     p->timeout_ms = timeout_ms;
     p->fast = fast;
-    p->next_fast_ms = HEALTH_FAST_FIRST_MS;
+    p->fast_since = uv_now(loop);
+    p->next_fast_ms = HEALTH_FAST_GAP_MS;
     p->done = done;
     p->data = data;
     uv_timer_init(loop, &p->timer);
@@ -101,7 +106,8 @@ void health_probe_set_fast(struct health_probe *p, bool fast)
     if (p->fast == fast)
         return;
     p->fast = fast;
-    p->next_fast_ms = HEALTH_FAST_FIRST_MS;
+    p->fast_since = uv_now(p->loop);
+    p->next_fast_ms = HEALTH_FAST_GAP_MS;
     if (!p->in_flight)
         uv_timer_start(&p->timer, on_timer, probe_next_delay(p), 0);
 }

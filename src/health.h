@@ -1,7 +1,8 @@
 /* Health probes: GET http://127.0.0.1:PORT/PATH for one service, on the loop, every
- * interval, or quickly (100 ms, growing) while the service is starting, so that its
- * readiness is seen within about 100 ms. It reports every result; deciding what a result
- * means is the lifecycle's job. */
+ * interval, or quickly while the service is starting (every 10 ms for its first 2 s, then
+ * gaps growing to 100 ms), so that its readiness is seen within milliseconds and never
+ * more than about 100 ms late. It reports every result; deciding what a result means is
+ * the lifecycle's job. */
 #ifndef NANNY_HEALTH_H
 #define NANNY_HEALTH_H
 
@@ -10,9 +11,10 @@
 
 #include "fetch.h"
 
-#define HEALTH_FAST_FIRST_MS 100 /* the first fast probe comes after this... */
-#define HEALTH_FAST_GROWTH   1.5 /* ...each next one later by this factor... */
-                                 /* ...up to the interval */
+#define HEALTH_FAST_GAP_MS   10   /* while starting: a probe every 10 ms... */
+#define HEALTH_FAST_BURST_MS 2000 /* ...for the first 2 s, then gaps growing... */
+#define HEALTH_FAST_GROWTH   1.5  /* ...by this factor... */
+#define HEALTH_FAST_MAX_MS   100  /* ...up to 100 ms (or the interval, if shorter) */
 
 /* One probe's outcome. */
 struct health_check {
