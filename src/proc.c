@@ -68,7 +68,7 @@ static void proc_report_gone(struct proc *p)
     p->gone = true;
     uv_timer_stop(&p->timer);
     if (p->events->gone)
-        p->events->gone(p->data);
+        p->events->gone(p->data, p);
 }
 
 /* True when no process of the group is left (the leader reaped, no child behind). The
@@ -121,7 +121,7 @@ static void on_leader_exit(uv_process_t *process, int64_t exit_status, int term_
         p->killed = true;
         p->give_up_at = uv_now(p->loop) + PROC_KILL_GRACE_MS;
         if (p->events->exited)
-            p->events->exited(p->data, (int)exit_status, term_signal);
+            p->events->exited(p->data, p, (int)exit_status, term_signal);
     }
     if (!p->gone)
         uv_timer_start(&p->timer, on_check, 0, 0);
@@ -260,7 +260,7 @@ static void on_pidfd(uv_poll_t *poll, int status, int events)
         p->killed = true;
         p->give_up_at = uv_now(p->loop) + PROC_KILL_GRACE_MS;
         if (p->events->exited)
-            p->events->exited(p->data, -1, 0);
+            p->events->exited(p->data, p, -1, 0);
     }
     if (!p->gone)
         uv_timer_start(&p->timer, on_check, 0, 0);

@@ -26,10 +26,10 @@ int proc_become_subreaper(void);
 struct proc_events {
     /* The leader ended by itself (not after proc_stop): exit status, or the signal that
      * killed it (0 when it exited). What is left of its group is killed. */
-    void (*exited)(void *data, int exit_status, int term_signal);
+    void (*exited)(void *data, struct proc *p, int exit_status, int term_signal);
     /* After proc_stop() or an exit: the group is empty, nothing of the run is left. The
      * run may be freed from here. */
-    void (*gone)(void *data);
+    void (*gone)(void *data, struct proc *p);
 };
 
 /* Starts m's command (NULL-terminated argv in m->command) in m->workdir with the daemon's

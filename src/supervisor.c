@@ -19,6 +19,7 @@
 #include "supervisor.h"
 
 #define LOG_CHECK_MS       5000
+#define RUN_RETIRED_MAX    8
 #define LOG_TAIL_BYTES_MAX (16 * 1024 * 1024)
 
 /* One service's run: everything the supervisor keeps for it, alive while the service is. */
@@ -35,6 +36,8 @@ struct run {
     uint64_t stop_timeout_ms; /* from the manifest the run started with */
     char *log_path;
     int last_exit_status, last_term_signal;
+    struct proc *retired[RUN_RETIRED_MAX]; /* earlier processes whose group still empties */
+    size_t n_retired;
 };
 
 enum op_kind { OP_START, OP_STOP };
@@ -132,6 +135,9 @@ void supervisor_run_free(void *data)
     if (run->proc)
         proc_free(run->proc); /* left running: a later daemon adopts it */
     run->proc = NULL;
+    for (size_t i = 0; i < run->n_retired; i++)
+        proc_free(run->retired[i]);
+    run->n_retired = 0;
     run->svc = NULL;
     uv_close((uv_handle_t *)&run->start_timer, on_run_closed);
     uv_close((uv_handle_t *)&run->restart_timer, on_run_closed);
@@ -167,10 +173,37 @@ static void state_record(struct supervisor *sup)
 
 /* --- the process driver's events --------------------------------------------------- */
 
-static void on_proc_exited(void *data, int exit_status, int term_signal)
+static void retired_unlink(struct run *run, struct proc *p)
+{
+    for (size_t i = 0; i < run->n_retired; i++) {
+        if (run->retired[i] == p) {
+            run->retired[i] = run->retired[--run->n_retired];
+            return;
+        }
+    }
+}
+
+/* A new process replaces one whose group is not empty yet (it exited, its children or
+ * zombie linger): keep the old one until it is gone. */
+static void retire_proc(struct run *run)
+{
+    if (!run->proc)
+        return;
+    if (run->n_retired == RUN_RETIRED_MAX) {
+        proc_free(run->retired[0]); /* let the oldest be: it no longer reports */
+        run->retired[0] = run->retired[--run->n_retired];
+    }
+    run->retired[run->n_retired++] = run->proc;
+    run->proc = NULL;
+}
+
+static void on_proc_exited(void *data, struct proc *p, int exit_status, int term_signal)
 {
     struct run *run = data;
     struct service *svc = run->svc;
+
+    if (p != run->proc)
+        return; /* an earlier process of this service, started again since */
 
     run->last_exit_status = exit_status;
     run->last_term_signal = term_signal;
@@ -185,11 +218,16 @@ static void on_proc_exited(void *data, int exit_status, int term_signal)
               exit_status == 0 && term_signal == 0 ? LIFECYCLE_EXITED_OK : LIFECYCLE_EXITED_FAILED);
 }
 
-static void on_proc_gone(void *data)
+static void on_proc_gone(void *data, struct proc *p)
 {
     struct run *run = data;
-    struct proc *p = run->proc;
 
+    if (p != run->proc) {
+        /* The last of an earlier process of this service, started again since. */
+        retired_unlink(run, p);
+        proc_free(p);
+        return;
+    }
     run->proc = NULL;
     proc_free(p);
     /* After a stop this is the end of the stop; after an exit the state moved already. */
@@ -287,6 +325,7 @@ static void driver_start(struct run *run)
         return;
     }
     run->stop_timeout_ms = m->stop_timeout_ms;
+    retire_proc(run);
     r = proc_start(sup->loop, m, run->log_path, &proc_events, run, &run->proc, err, sizeof(err));
     if (r < 0) {
         set_last_error(svc, "%s", err);

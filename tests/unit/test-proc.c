@@ -28,7 +28,7 @@ struct fixture {
     uint64_t gone_at;
 };
 
-static void on_exited(void *data, int exit_status, int term_signal)
+static void on_exited(void *data, struct proc *p, int exit_status, int term_signal)
 {
     struct fixture *f = data;
 
@@ -37,7 +37,7 @@ static void on_exited(void *data, int exit_status, int term_signal)
     f->term_signal = term_signal;
 }
 
-static void on_gone(void *data)
+static void on_gone(void *data, struct proc *p)
 {
     struct fixture *f = data;
 
