@@ -10,7 +10,6 @@
 #include "api.h"
 #include "body.h"
 #include "log.h"
-#include "proc.h"
 #include "supervisor.h"
 #include "version.h"
 
@@ -507,7 +506,7 @@ static void get_logs(struct api *api, struct request *req, const char *name)
         request_reply_text(req, MHD_HTTP_OK, text, at);
         free(text);
     }
-    proc_lines_free(lines);
+    supervisor_lines_free(lines);
 }
 
 struct rediscover_wait {

@@ -1,5 +1,5 @@
-/* The supervisor: runs services through the lifecycle machine, the GPU arbiter, the
- * process driver and the health probes, and answers the operations that wait on them. */
+/* The supervisor: runs services through the lifecycle machine, the GPU arbiter, their
+ * driver (driver.h) and the health probes, and answers the operations that wait on them. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -14,20 +14,20 @@
 #include "gpu.h"
 #include "health.h"
 #include "log.h"
-#include "proc.h"
+#include "driver.h"
 #include "state.h"
 #include "supervisor.h"
 
-#define LOG_CHECK_MS       5000
-#define RUN_RETIRED_MAX    8
-#define LOG_TAIL_BYTES_MAX (16 * 1024 * 1024)
+#define LOG_CHECK_MS    5000
+#define RUN_RETIRED_MAX 8
 
 /* One service's run: everything the supervisor keeps for it, alive while the service is. */
 struct run {
     struct supervisor *sup;
     struct service *svc;
     struct lifecycle lc;
-    struct proc *proc;
+    const struct driver *driver; /* of the manifest the run started with */
+    struct driver_run *instance; /* the running instance, NULL when none */
     struct health_probe *probe;
     uv_timer_t start_timer;   /* start_period */
     uv_timer_t restart_timer; /* the backoff of an automatic restart */
@@ -36,7 +36,7 @@ struct run {
     uint64_t stop_timeout_ms; /* from the manifest the run started with */
     char *log_path;
     int last_exit_status, last_term_signal;
-    struct proc *retired[RUN_RETIRED_MAX]; /* earlier processes whose group still empties */
+    struct driver_run *retired[RUN_RETIRED_MAX]; /* earlier runs whose end still comes */
     size_t n_retired;
 };
 
@@ -132,11 +132,11 @@ void supervisor_run_free(void *data)
 
     health_probe_free(run->probe);
     run->probe = NULL;
-    if (run->proc)
-        proc_free(run->proc); /* left running: a later daemon adopts it */
-    run->proc = NULL;
+    if (run->instance)
+        run->driver->release(run->instance); /* left running: a later daemon adopts it */
+    run->instance = NULL;
     for (size_t i = 0; i < run->n_retired; i++)
-        proc_free(run->retired[i]);
+        run->driver->release(run->retired[i]);
     run->n_retired = 0;
     run->svc = NULL;
     uv_close((uv_handle_t *)&run->start_timer, on_run_closed);
@@ -152,16 +152,13 @@ static void state_record(struct supervisor *sup)
     for (size_t i = 0; i < n; i++) {
         struct service *svc = registry_at(sup->reg, i);
         struct run *run = svc->run;
-        uint64_t start_time;
+        json_t *record;
 
-        if (!run || !run->proc || !proc_running(run->proc))
+        if (!run || !run->instance || !(record = run->driver->record(run->instance)))
             continue;
-        if (proc_start_time(proc_pid(run->proc), &start_time) < 0)
-            continue;
-        json_object_set_new(services, svc->name,
-                            json_pack("{s:i, s:I, s:I, s:s}", "pid", (int)proc_pid(run->proc),
-                                      "start_time", (json_int_t)start_time, "started_at_ms",
-                                      (json_int_t)svc->started_at_ms, "log", run->log_path));
+        json_object_set_new(record, "started_at_ms", json_integer(svc->started_at_ms));
+        json_object_set_new(record, "log", json_string(run->log_path));
+        json_object_set_new(services, svc->name, record);
     }
     json_t *doc = json_pack("{s:i, s:o}", "version", 1, "services", services);
     int r = state_save(sup->config->state_dir, doc);
@@ -171,9 +168,9 @@ static void state_record(struct supervisor *sup)
     json_decref(doc);
 }
 
-/* --- the process driver's events --------------------------------------------------- */
+/* --- the driver's events ------------------------------------------------------------ */
 
-static void retired_unlink(struct run *run, struct proc *p)
+static void retired_unlink(struct run *run, struct driver_run *p)
 {
     for (size_t i = 0; i < run->n_retired; i++) {
         if (run->retired[i] == p) {
@@ -185,24 +182,24 @@ static void retired_unlink(struct run *run, struct proc *p)
 
 /* A new process replaces one whose group is not empty yet (it exited, its children or
  * zombie linger): keep the old one until it is gone. */
-static void retire_proc(struct run *run)
+static void retire_run(struct run *run)
 {
-    if (!run->proc)
+    if (!run->instance)
         return;
     if (run->n_retired == RUN_RETIRED_MAX) {
-        proc_free(run->retired[0]); /* let the oldest be: it no longer reports */
+        run->driver->release(run->retired[0]); /* let the oldest be: it no longer reports */
         run->retired[0] = run->retired[--run->n_retired];
     }
-    run->retired[run->n_retired++] = run->proc;
-    run->proc = NULL;
+    run->retired[run->n_retired++] = run->instance;
+    run->instance = NULL;
 }
 
-static void on_proc_exited(void *data, struct proc *p, int exit_status, int term_signal)
+static void on_run_exited(void *data, struct driver_run *p, int exit_status, int term_signal)
 {
     struct run *run = data;
     struct service *svc = run->svc;
 
-    if (p != run->proc)
+    if (p != run->instance)
         return; /* an earlier process of this service, started again since */
 
     run->last_exit_status = exit_status;
@@ -218,18 +215,18 @@ static void on_proc_exited(void *data, struct proc *p, int exit_status, int term
               exit_status == 0 && term_signal == 0 ? LIFECYCLE_EXITED_OK : LIFECYCLE_EXITED_FAILED);
 }
 
-static void on_proc_gone(void *data, struct proc *p)
+static void on_run_gone(void *data, struct driver_run *p)
 {
     struct run *run = data;
 
-    if (p != run->proc) {
+    if (p != run->instance) {
         /* The last of an earlier process of this service, started again since. */
         retired_unlink(run, p);
-        proc_free(p);
+        run->driver->release(p);
         return;
     }
-    run->proc = NULL;
-    proc_free(p);
+    run->instance = NULL;
+    run->driver->release(p);
     /* After a stop this is the end of the stop; after an exit the state moved already. */
     if (run->lc.state == STATE_STOPPING)
         run_event(run, LIFECYCLE_EXITED_OK);
@@ -237,7 +234,7 @@ static void on_proc_gone(void *data, struct proc *p)
     ops_settle(run->sup);
 }
 
-static const struct proc_events proc_events = {.exited = on_proc_exited, .gone = on_proc_gone};
+static const struct driver_events driver_events = {.exited = on_run_exited, .gone = on_run_gone};
 
 /* --- health ----------------------------------------------------------------------- */
 
@@ -325,8 +322,10 @@ static void driver_start(struct run *run)
         return;
     }
     run->stop_timeout_ms = m->stop_timeout_ms;
-    retire_proc(run);
-    r = proc_start(sup->loop, m, run->log_path, &proc_events, run, &run->proc, err, sizeof(err));
+    retire_run(run);
+    run->driver = driver_for(m);
+    r = run->driver->start(sup->loop, m, run->log_path, &driver_events, run, &run->instance, err,
+                           sizeof(err));
     if (r < 0) {
         set_last_error(svc, "%s", err);
         run_event(run, LIFECYCLE_DRIVER_FAILED);
@@ -335,7 +334,7 @@ static void driver_start(struct run *run)
     free(svc->last_error);
     svc->last_error = NULL;
     svc->started_at_ms = unix_ms();
-    log_info("%s: started, pid %d", svc->name, (int)proc_pid(run->proc));
+    log_info("%s: started", svc->name);
     state_record(sup);
     run_event(run, LIFECYCLE_DRIVER_STARTED);
 }
@@ -352,8 +351,8 @@ static void run_apply(struct run *run, const struct lifecycle_step *step)
         run->probe = NULL;
         uv_timer_stop(&run->start_timer);
     }
-    if (step->actions & LIFECYCLE_DRIVER_STOP && run->proc)
-        proc_stop(run->proc, run->stop_timeout_ms);
+    if (step->actions & LIFECYCLE_DRIVER_STOP && run->instance)
+        run->driver->stop(run->instance, run->stop_timeout_ms);
     if (step->actions & LIFECYCLE_PROBE_BEGIN) {
         probe_begin(run);
         if (run->lc.state == STATE_STARTING)
@@ -673,7 +672,7 @@ struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *s
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
         return NULL;
     }
-    if (svc->manifest->driver != DRIVER_PROCESS) {
+    if (!driver_for(svc->manifest)) {
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL,
                   "compose services need the Docker Compose driver, which this build "
                   "does not have yet");
@@ -743,12 +742,23 @@ static void on_restart_timer(uv_timer_t *t)
 
 int supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail, char ***ret)
 {
-    char *path = state_log_path(sup->config->state_dir, svc->name);
-    size_t bytes = (size_t)tail * 1024 + 65536;
-    int r = proc_log_tail(path, tail, bytes < LOG_TAIL_BYTES_MAX ? bytes : LOG_TAIL_BYTES_MAX, ret);
+    const struct driver *driver = driver_for(svc->manifest);
+    char *path;
+    int r;
 
+    if (!driver) {
+        *ret = xcalloc(1, sizeof(**ret));
+        return 0;
+    }
+    path = state_log_path(sup->config->state_dir, svc->name);
+    r = driver->logs(path, tail, ret);
     free(path);
     return r;
+}
+
+void supervisor_lines_free(char **lines)
+{
+    driver_process.lines_free(lines);
 }
 
 /* Every LOG_CHECK_MS: rotates the logs of the running process services. */
@@ -759,9 +769,9 @@ static void on_log_timer(uv_timer_t *t)
 
     for (size_t i = 0; i < n; i++) {
         struct run *run = registry_at(sup->reg, i)->run;
-        if (run && run->proc &&
-            proc_log_rotate(run->log_path, sup->config->log_max_bytes, sup->config->log_max_files) <
-                0)
+        if (run && run->instance &&
+            run->driver->rotate(run->log_path, sup->config->log_max_bytes,
+                                sup->config->log_max_files) < 0)
             log_warning("%s: cannot rotate %s", registry_at(sup->reg, i)->name, run->log_path);
     }
 }
@@ -797,18 +807,18 @@ void supervisor_adopt(struct supervisor *sup)
     {
         struct service *svc = registry_find(sup->reg, name);
         json_int_t pid = json_integer_value(json_object_get(entry, "pid"));
-        json_int_t start_time = json_integer_value(json_object_get(entry, "start_time"));
         struct run *run;
         struct lifecycle_step step;
 
-        if (!svc || svc->manifest->driver != DRIVER_PROCESS) {
+        if (!svc || !driver_for(svc->manifest)) {
             log_warning("%s (pid %d) was started by an earlier daemon but is no longer a "
                         "service here: left alone",
                         name, (int)pid);
             continue;
         }
         run = run_of(sup, svc);
-        r = proc_adopt(sup->loop, (pid_t)pid, (uint64_t)start_time, &proc_events, run, &run->proc);
+        run->driver = driver_for(svc->manifest);
+        r = run->driver->adopt(sup->loop, entry, &driver_events, run, &run->instance);
         if (r < 0) {
             log_info("%s: no longer running (pid %d): stopped", name, (int)pid);
             continue;
@@ -847,7 +857,7 @@ bool supervisor_busy(struct supervisor *sup)
 
     for (size_t i = 0; i < n; i++) {
         struct run *run = registry_at(sup->reg, i)->run;
-        if (run && run->proc)
+        if (run && run->instance)
             return true;
     }
     return false;

@@ -67,9 +67,9 @@ struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *sv
 /* The requester went away: done() will not be called; the operation itself goes on. */
 void supervisor_op_cancel(struct supervisor_op *op);
 
-/* The last tail lines of svc's output (process services), NULL-terminated; free with
- * proc_lines_free(). */
+/* The last tail lines of svc's output, NULL-terminated; free with supervisor_lines_free(). */
 int supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail, char ***ret);
+void supervisor_lines_free(char **lines);
 
 /* The registry's hook for a service that goes away: frees its run. */
 void supervisor_run_free(void *run);
