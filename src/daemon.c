@@ -224,6 +224,7 @@ int daemon_run(const struct config *c)
         log_warning("cannot become the reaper of the services' orphans: stops may wait for init");
     d.supervisor = supervisor_new(&d.loop, d.reg, d.fetcher, c);
     registry_set_run_free(d.reg, supervisor_run_free);
+    registry_set_keep(d.reg, supervisor_keeps, d.supervisor);
     api_set_supervisor(d.api, d.supervisor);
     supervisor_adopt(d.supervisor);
     watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);

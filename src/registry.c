@@ -25,6 +25,8 @@ struct registry {
     uint64_t generation;
     void (*render_cache_free)(void *cache);
     void (*run_free)(void *run);
+    bool (*keep)(void *data, const struct service *svc);
+    void *keep_data;
     registry_rescan_fn on_rescan;
     void *on_rescan_data;
 
@@ -109,6 +111,13 @@ void registry_free(struct registry *reg)
         return;
     }
     registry_destroy(reg);
+}
+
+void registry_set_keep(struct registry *reg, bool (*keep)(void *data, const struct service *svc),
+                       void *data)
+{
+    reg->keep = keep;
+    reg->keep_data = data;
 }
 
 void registry_set_run_free(struct registry *reg, void (*run_free)(void *run))
@@ -372,7 +381,8 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         struct service *svc = reg->services[i];
         if (svc->seen)
             continue;
-        if (svc->state != STATE_STOPPED && svc->state != STATE_FAILED) {
+        if ((svc->state != STATE_STOPPED && svc->state != STATE_FAILED) ||
+            (reg->keep && reg->keep(reg->keep_data, svc))) {
             json_t *err =
                 json_pack("{s:o, s:i, s:s}", "path", json_text(svc->folder), "line", 0, "message",
                           "the manifest was removed; stop the service to "

@@ -56,6 +56,10 @@ struct registry *registry_new(uv_loop_t *loop, const char *root,
 /* run_free frees a service's run when the service goes. */
 void registry_set_run_free(struct registry *reg, void (*run_free)(void *run));
 
+/* keep tells whether a service the scan no longer finds must stay for now. */
+void registry_set_keep(struct registry *reg, bool (*keep)(void *data, const struct service *svc),
+                       void *data);
+
 /* Frees the registry, now or, when a scan is running on a worker thread, when it ends. */
 void registry_free(struct registry *reg);
 

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 
 #define LOG_CHECK_MS    5000
 #define RUN_RETIRED_MAX 8
+#define PORT_CHECK_MS   50 /* the longest a start waits to learn a port is taken */
 
 /* One service's run: everything the supervisor keeps for it, alive while the service is. */
 struct run {
@@ -66,6 +68,8 @@ struct supervisor {
     struct supervisor_op *ops; /* pending operations */
     uv_timer_t log_timer;
     bool shutting_down;
+    bool settling;     /* ops_settle() is on the stack */
+    bool settle_again; /* ...and was asked again meanwhile */
 };
 
 static void run_event(struct run *run, enum lifecycle_event ev);
@@ -93,6 +97,13 @@ static void set_last_error(struct service *svc, const char *fmt, ...)
     va_end(ap);
     free(svc->last_error);
     svc->last_error = text;
+}
+
+/* True while a run still has processes (an exit's group still empties): it counts as
+ * holding what it held, and a stop of it is not over. */
+static bool run_lingers(const struct run *run)
+{
+    return run && (run->instance || run->n_retired > 0);
 }
 
 /* The run of svc, made on first use. */
@@ -287,13 +298,27 @@ static void on_restart_timer(uv_timer_t *t);
 static bool port_taken(uint16_t port)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     bool taken;
 
     if (fd < 0)
         return false;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    taken = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+    /* On loopback an answer (accept or refusal) comes at once; a listener whose queue is
+     * full answers nothing, so the wait is bounded and that counts as taken. */
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+        taken = true;
+    } else if (errno == EINPROGRESS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int error = 0;
+        socklen_t len = sizeof(error);
+        if (poll(&pfd, 1, PORT_CHECK_MS) == 0)
+            taken = true;
+        else
+            taken = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0;
+    } else {
+        taken = false;
+    }
     close(fd);
     return taken;
 }
@@ -482,7 +507,9 @@ static struct gpu_candidate *gpu_candidates(struct supervisor *sup, size_t *ret_
         struct run *run = svc->run;
         c[i].name = svc->name;
         c[i].gpu_required = svc->manifest->gpu_required;
-        c[i].state = svc->state;
+        /* A run whose processes still go holds what it held: show it as stopping. */
+        c[i].state =
+            run_lingers(run) && !lifecycle_holds_gpu(svc->state) ? STATE_STOPPING : svc->state;
         c[i].reserved = run && run->reserved;
     }
     *ret_n = n;
@@ -504,6 +531,10 @@ static void op_begin_start(struct supervisor_op *op)
 {
     struct run *run = run_of(op->sup, op->svc);
 
+    if (op->sup->shutting_down) {
+        op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
+        return;
+    }
     op->waiting_gpu = false;
     run->reserved = false;
     op->started = true;
@@ -603,39 +634,42 @@ static bool gpu_free_for(struct supervisor *sup, struct service *target)
         struct run *run = svc->run;
         if (svc == target || !svc->manifest->gpu_required)
             continue;
-        if (lifecycle_holds_gpu(svc->state) || (run && run->reserved))
+        if (lifecycle_holds_gpu(svc->state) || (run && run->reserved) || run_lingers(run))
             return false;
     }
     return true;
 }
 
 /* Answers what the latest changes settled, and lets GPU waiters go when they can. */
-static void ops_settle(struct supervisor *sup)
+/* One pass over the pending operations; returns after the first that changed anything,
+ * true then, as callbacks may have changed the list. */
+static bool ops_settle_once(struct supervisor *sup)
 {
-    struct supervisor_op *op, *next;
+    struct supervisor_op *op;
 
-    for (op = sup->ops; op; op = next) {
+    for (op = sup->ops; op; op = op->next) {
         struct service *svc = op->svc;
-        next = op->next;
 
         if (op->kind == OP_STOP) {
-            if (svc->state == STATE_STOPPED || svc->state == STATE_FAILED)
+            if ((svc->state == STATE_STOPPED || svc->state == STATE_FAILED) &&
+                !run_lingers(svc->run)) {
                 op_finish(op, SUPERVISOR_OK, NULL, NULL);
+                return true;
+            }
             continue;
         }
         if (op->restart && !op->started && !op->waiting_gpu) {
             if (svc->state != STATE_STOPPED && svc->state != STATE_FAILED)
                 continue; /* the stop half is still going */
             op->restart = false;
-            if (!op_arbitrate(op))
-                next = sup->ops; /* the list changed: start over */
-            continue;
+            op_arbitrate(op);
+            return true;
         }
         if (op->waiting_gpu) {
-            if (gpu_free_for(sup, svc))
-                op_begin_start(op);
-            else
+            if (!gpu_free_for(sup, svc))
                 continue;
+            op_begin_start(op);
+            return true;
         }
         if (!op->started)
             continue;
@@ -655,8 +689,28 @@ static void ops_settle(struct supervisor *sup)
         } else {
             continue;
         }
-        next = sup->ops; /* answering may have changed the list */
+        return true;
     }
+    return false;
+}
+
+/* Answers what the latest changes settled, and lets GPU waiters go when they can. It is
+ * called again from inside what it triggers (a start that settles at once): the inner
+ * call only asks the outer one for another pass, so no operation is used after it was
+ * answered and freed. */
+static void ops_settle(struct supervisor *sup)
+{
+    if (sup->settling) {
+        sup->settle_again = true;
+        return;
+    }
+    sup->settling = true;
+    do {
+        sup->settle_again = false;
+        while (ops_settle_once(sup))
+            ;
+    } while (sup->settle_again);
+    sup->settling = false;
 }
 
 struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *svc, bool force,
@@ -731,6 +785,8 @@ static void on_restart_timer(uv_timer_t *t)
     struct supervisor *sup = run->sup;
     struct service *svc = run->svc;
 
+    if (sup->shutting_down)
+        return;
     /* An automatic restart obeys the GPU rule like any start, without force. */
     if (svc->manifest->gpu_required && !gpu_free_for(sup, svc)) {
         set_last_error(svc, "not restarted: another service holds the GPU");
@@ -841,6 +897,14 @@ void supervisor_shutdown(struct supervisor *sup, bool stop_services)
 
     sup->shutting_down = true;
     uv_timer_stop(&sup->log_timer);
+    /* Starts still waiting (for the GPU, or for health) are answered now. */
+    for (struct supervisor_op *op = sup->ops, *next; op; op = next) {
+        next = op->next;
+        if (op->kind == OP_START) {
+            op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
+            next = sup->ops;
+        }
+    }
     if (stop_services)
         for (size_t i = 0; i < n; i++) {
             struct run *run = registry_at(sup->reg, i)->run;
@@ -849,6 +913,19 @@ void supervisor_shutdown(struct supervisor *sup, bool stop_services)
         }
     else
         state_record(sup);
+}
+
+bool supervisor_keeps(void *data, const struct service *svc)
+{
+    struct supervisor *sup = data;
+    const struct run *run = svc->run;
+
+    if (run && (run->reserved || run_lingers(run)))
+        return true;
+    for (const struct supervisor_op *op = sup->ops; op; op = op->next)
+        if (op->svc == svc)
+            return true;
+    return false;
 }
 
 bool supervisor_busy(struct supervisor *sup)

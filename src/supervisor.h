@@ -49,6 +49,10 @@ void supervisor_adopt(struct supervisor *sup);
  * stop_services, stops every service (supervisor_busy() tells when they are gone). */
 void supervisor_shutdown(struct supervisor *sup, bool stop_services);
 
+/* True while the supervisor still needs svc (an operation waits on it, it holds a GPU
+ * reservation, or its processes still go): the registry keeps it then. */
+bool supervisor_keeps(void *data, const struct service *svc);
+
 /* True while some service still has a process. */
 bool supervisor_busy(struct supervisor *sup);
 

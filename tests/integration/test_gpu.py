@@ -356,3 +356,40 @@ def test_gpu_holder_is_listed_consistently(lab):
         assert lab.gpu_holders(services) == ["a"], services
         assert all(s["gpu_required"] for s in services if s["name"] in ("a", "b"))
         time.sleep(0.05)
+
+
+def test_forced_start_that_settles_at_once_is_answered_once(lab):
+    """A forced start of a service without health checks reaches running in the same
+    callback that frees the GPU; its request is answered exactly once (this used to read
+    the answered operation after it was freed)."""
+    lab.add("a", gpu=True)
+    lab.add("b", gpu=True, health=False)
+    lab.serve()
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    start_answer(lab.start("b", force=True), "b", states="running", preempted=["a"])
+    assert lab.state("b") == "running"
+    assert lab.state("a") == "stopped"
+    lab.d.assert_healthy()
+
+
+def test_service_removed_while_its_start_waits_for_the_gpu(lab):
+    """The folder of a service whose forced start waits for the holder to go is deleted
+    and rescanned: the service stays until its start is answered, and the daemon lives."""
+    import shutil
+    lab.add("a", ["--ignore-sigterm"], gpu=True, stop_timeout="2s")
+    b = lab.add("b", gpu=True)
+    lab.serve()
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    answers = []
+    t = threading.Thread(target=lambda: answers.append(lab.start("b", force=True, timeout=30)))
+    t.start()
+    lab.wait_state("a", "stopping", interval=0.02)
+    shutil.rmtree(b.folder)
+    lab.rediscover()
+    t.join(30)
+    assert answers, "the forced start got no answer"
+    r = answers[0]
+    # Its folder is gone, so the start may fail (no workdir) or succeed from memory.
+    assert r.status in (200, 502), r
+    lab.d.assert_healthy()
+    lab.stop("b")
