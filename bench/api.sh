@@ -19,6 +19,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 # shellcheck source=scripts/deps.sh
 . "$REPO/scripts/deps.sh"
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 
 SERVICES=100
 PROBE=svc-042
@@ -118,14 +120,7 @@ done
     </dev/null >"$TMP/daemon.log" 2>&1 &
 daemon_pid=$!
 
-port=""
-for ((i = 0; i < 100; i++)); do
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$TMP/daemon.log" |
-        head -n 1)
-    [[ -n $port ]] && break
-    kill -0 "$daemon_pid" 2>/dev/null || break
-    sleep 0.1
-done
+port=$(bench_daemon_port "$TMP/daemon.log" "$daemon_pid")
 if [[ -z $port ]]; then
     cat "$TMP/daemon.log" >&2
     die "the daemon did not log 'listening on http://127.0.0.1:PORT' within 10 s"

@@ -29,6 +29,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 # shellcheck source=scripts/deps.sh
 . "$REPO/scripts/deps.sh"
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 
 READY_RUNS=${BENCH_READY_RUNS:-20}
 STOP_RUNS=${BENCH_STOP_RUNS:-10}
@@ -367,14 +369,7 @@ EOF
     --stop-services-on-exit </dev/null >"$TMP/daemon.log" 2>&1 &
 daemon_pid=$!
 
-port=""
-for ((i = 0; i < 100; i++)); do
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$TMP/daemon.log" |
-        head -n 1)
-    [[ -n $port ]] && break
-    kill -0 "$daemon_pid" 2>/dev/null || break
-    sleep 0.1
-done
+port=$(bench_daemon_port "$TMP/daemon.log" "$daemon_pid")
 [[ -n $port ]] || die "the daemon did not log 'listening on http://127.0.0.1:PORT' within 10 s"
 DAEMON=http://127.0.0.1:$port
 
