@@ -127,12 +127,7 @@ if [[ -z $port ]]; then
 fi
 DAEMON=http://127.0.0.1:$port
 
-for ((i = 0; i < 100; i++)); do
-    curl -fsS --max-time 1 -o /dev/null "$DAEMON/health" 2>/dev/null && break
-    kill -0 "$daemon_pid" 2>/dev/null || break
-    sleep 0.1
-done
-curl -fsS --max-time 2 -o /dev/null "$DAEMON/health" ||
+bench_wait_health "$DAEMON" "$daemon_pid" ||
     die "GET $DAEMON/health does not answer 2xx within 10 s"
 
 # Save the exact bodies nginx will serve.

@@ -15,3 +15,15 @@ bench_daemon_port() {
     done
     printf '%s' "$port"
 }
+
+# bench_wait_health URL PID: waits up to 10 s for GET URL/health to answer 2xx while the
+# daemon (PID) lives; returns non-zero when it never did.
+bench_wait_health() {
+    local url=$1 pid=$2 i
+    for ((i = 0; i < 100; i++)); do
+        curl -fsS --max-time 1 -o /dev/null "$url/health" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    curl -fsS --max-time 2 -o /dev/null "$url/health"
+}

@@ -373,12 +373,7 @@ port=$(bench_daemon_port "$TMP/daemon.log" "$daemon_pid")
 [[ -n $port ]] || die "the daemon did not log 'listening on http://127.0.0.1:PORT' within 10 s"
 DAEMON=http://127.0.0.1:$port
 
-for ((i = 0; i < 100; i++)); do
-    curl -fsS --max-time 1 -o /dev/null "$DAEMON/health" 2>/dev/null && break
-    kill -0 "$daemon_pid" 2>/dev/null || break
-    sleep 0.1
-done
-curl -fsS --max-time 2 -o /dev/null "$DAEMON/health" ||
+bench_wait_health "$DAEMON" "$daemon_pid" ||
     die "GET $DAEMON/health does not answer 2xx within 10 s"
 for name in ready stubborn; do
     curl -fsS --max-time 2 "$DAEMON/services/$name/status" >"$TMP/$name.json" ||
