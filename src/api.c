@@ -184,13 +184,17 @@ json_t *api_service_status(const struct service *svc)
 {
     json_t *manifest = manifest_to_json(svc->manifest);
     const struct manifest *m = svc->manifest;
+    char why[512];
+    /* A driver that cannot work now (no Docker engine) says so whatever happened before. */
+    const char *unavailable = supervisor_unavailable(svc, why, sizeof(why));
     json_t *status = json_pack(
         "{s:s, s:o, s:s, s:b, s:O, s:o, s:s, s:b, s:o, s:I, s:o, s:o, s:o, s:O}", "name", svc->name,
         "description", json_text(m->description), "driver", manifest_driver_name(m->driver),
         "gpu_required", m->gpu_required, "ports", json_object_get(manifest, "ports"), "port",
         m->port ? json_integer(m->port) : json_null(), "state", lifecycle_state_name(svc->state),
         "is_healthy", svc->is_healthy, "started_at", json_time(svc->started_at_ms), "restarts",
-        (json_int_t)svc->restarts, "last_error", json_text_or_null(svc->last_error), "health",
+        (json_int_t)svc->restarts, "last_error",
+        json_text_or_null(unavailable ? unavailable : svc->last_error), "health",
         health_json(&svc->health), "folder", json_text(svc->folder), "warnings", svc->warnings);
     json_decref(manifest);
     if (!status)
@@ -232,11 +236,12 @@ static void get_health(struct api *api, struct request *req, const char *name)
 {
     request_reply_json(
         req, MHD_HTTP_OK,
-        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "status", "ok", "version", NANNY_VERSION,
-                  "services", (json_int_t)registry_count(api->reg), "manifest_errors",
-                  (json_int_t)json_array_size(registry_errors(api->reg)), "uptime_s",
-                  (json_int_t)(time(NULL) - api->started), "pid", (json_int_t)getpid(),
-                  "services_dir", json_text(registry_root(api->reg))));
+        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:o}", "status", "ok", "version",
+                  NANNY_VERSION, "services", (json_int_t)registry_count(api->reg),
+                  "manifest_errors", (json_int_t)json_array_size(registry_errors(api->reg)),
+                  "uptime_s", (json_int_t)(time(NULL) - api->started), "pid", (json_int_t)getpid(),
+                  "services_dir", json_text(registry_root(api->reg)), "compose",
+                  supervisor_compose_info()));
 }
 
 /* GET /services: the rendered list, remade only when the registry changed. */
@@ -459,34 +464,32 @@ static bool wants_json(struct request *req)
     return accept && strstr(accept, "application/json");
 }
 
-/* GET /services/NAME/logs?tail=N: the last lines of its output, text or JSON. */
-static void get_logs(struct api *api, struct request *req, const char *name)
-{
-    struct service *svc;
-    unsigned tail;
-    char **lines = NULL;
-    int r;
+/* A logs request waiting for the driver (Docker's logs come from the engine). */
+struct logs_wait {
+    struct request *req;
+    bool json;
+    struct supervisor_logs *pending;
+};
 
-    if (parse_tail(request_query(req, "tail"), &tail) < 0) {
-        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
-                            "tail must be a whole number of lines, 0 to %d", LOGS_TAIL_MAX);
-        return;
-    }
-    svc = find_or_reply(api, req, name);
-    if (!svc)
-        return;
-    if (!api->supervisor) {
-        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
-                            "this daemon runs no services");
-        return;
-    }
-    r = supervisor_logs(api->supervisor, svc, tail, &lines);
-    if (r < 0) {
-        request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "logs_unreadable",
-                            "cannot read the log of %s: %s", svc->name, strerror(-r));
-        return;
-    }
-    if (wants_json(req)) {
+static void on_logs_abort(void *data)
+{
+    struct logs_wait *w = data;
+
+    supervisor_logs_cancel(w->pending);
+    free(w);
+}
+
+/* Answers a logs request with the lines, text or JSON. */
+static void on_logs(void *data, char **lines, const char *error)
+{
+    struct logs_wait *w = data;
+    struct request *req = w->req;
+
+    if (w->pending)
+        request_set_abort(req, NULL, NULL);
+    if (!lines) {
+        request_reply_error(req, MHD_HTTP_BAD_GATEWAY, "logs_unreadable", "%s", error);
+    } else if (w->json) {
         json_t *a = json_array();
         for (char **l = lines; *l; l++)
             json_array_append_new(a, json_text(*l));
@@ -506,7 +509,42 @@ static void get_logs(struct api *api, struct request *req, const char *name)
         request_reply_text(req, MHD_HTTP_OK, text, at);
         free(text);
     }
-    supervisor_lines_free(lines);
+    if (w->pending)
+        free(w);
+    else
+        w->req = NULL; /* answered at once: get_logs frees w */
+}
+
+/* GET /services/NAME/logs?tail=N: the last lines of its output, text or JSON. */
+static void get_logs(struct api *api, struct request *req, const char *name)
+{
+    struct service *svc;
+    struct logs_wait *w;
+    unsigned tail;
+
+    if (parse_tail(request_query(req, "tail"), &tail) < 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "tail must be a whole number of lines, 0 to %d", LOGS_TAIL_MAX);
+        return;
+    }
+    svc = find_or_reply(api, req, name);
+    if (!svc)
+        return;
+    if (!api->supervisor) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
+                            "this daemon runs no services");
+        return;
+    }
+    w = xcalloc(1, sizeof(*w));
+    w->req = req;
+    w->json = wants_json(req);
+    w->pending = supervisor_logs(api->supervisor, svc, tail, on_logs, w);
+    if (!w->pending) {
+        free(w);
+        return;
+    }
+    request_suspend(req, OPERATION_TIMEOUT_MS);
+    request_set_abort(req, on_logs_abort, w);
 }
 
 struct rediscover_wait {

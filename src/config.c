@@ -33,8 +33,28 @@ static char *default_state_dir(void)
     return xstrdup("./state");
 }
 
+/* A compose command is one or more words, the first a program: "docker compose". */
+static int parse_compose_command(const char *s)
+{
+    s += strspn(s, " ");
+    return *s && strlen(s) < 256 ? 0 : -EINVAL;
+}
+
+/* The socket path of a Docker host setting: "unix://PATH" or "PATH"; NULL for anything
+ * else (tcp:// is not supported: the engine's API is root-equivalent, keep it local). */
+static const char *docker_host_path(const char *s)
+{
+    if (!s)
+        return NULL;
+    if (strncmp(s, "unix://", 7) == 0)
+        s += 7;
+    return s[0] == '/' && strlen(s) < 108 ? s : NULL;
+}
+
 static void config_defaults(struct config *c)
 {
+    const char *docker = docker_host_path(getenv("DOCKER_HOST"));
+
     *c = (struct config){0};
     c->listen = xstrdup(CONFIG_DEFAULT_LISTEN);
     c->services_dir = xstrdup(CONFIG_DEFAULT_SERVICES);
@@ -43,6 +63,7 @@ static void config_defaults(struct config *c)
     c->gpu_conflict = GPU_CONFLICT_REFUSE;
     c->log_max_bytes = CONFIG_LOG_MAX_BYTES;
     c->log_max_files = CONFIG_LOG_MAX_FILES;
+    c->docker_host = xstrdup(docker ? docker : CONFIG_DEFAULT_DOCKER_HOST);
 }
 
 void config_done(struct config *c)
@@ -52,6 +73,7 @@ void config_done(struct config *c)
     free(c->state_dir);
     free(c->config_file);
     free(c->compose_command);
+    free(c->docker_host);
     yamldoc_strv_free(c->allowed_hosts);
     yamldoc_strv_free(c->allowed_origins);
     yamldoc_strv_free(c->warnings);
@@ -133,6 +155,7 @@ enum {
     FILE_INSECURE,
     FILE_GPU_CONFLICT,
     FILE_COMPOSE_COMMAND,
+    FILE_DOCKER_HOST,
     FILE_ALLOWED_HOSTS,
     FILE_ALLOWED_ORIGINS,
     FILE_STOP_SERVICES_ON_EXIT,
@@ -209,7 +232,16 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
             diags_add(errors, f->line, "gpu_conflict must be refuse or preempt");
         break;
     case FILE_COMPOSE_COMMAND:
-        set_str(&c->compose_command, s);
+        if (parse_compose_command(s) < 0)
+            diags_add(errors, f->line, "compose_command must name a program, like docker-compose");
+        else
+            set_str(&c->compose_command, s);
+        break;
+    case FILE_DOCKER_HOST:
+        if (docker_host_path(s) == NULL)
+            diags_add(errors, f->line, "docker_host must be a unix socket path or unix://PATH");
+        else
+            set_str(&c->docker_host, docker_host_path(s));
         break;
     }
     free(s);
@@ -227,6 +259,7 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_INSECURE] = {.key = "insecure"},
         [FILE_GPU_CONFLICT] = {.key = "gpu_conflict"},
         [FILE_COMPOSE_COMMAND] = {.key = "compose_command"},
+        [FILE_DOCKER_HOST] = {.key = "docker_host"},
         [FILE_ALLOWED_HOSTS] = {.key = "allowed_hosts"},
         [FILE_ALLOWED_ORIGINS] = {.key = "allowed_origins"},
         [FILE_STOP_SERVICES_ON_EXIT] = {.key = "stop_services_on_exit"},
@@ -305,6 +338,8 @@ enum {
     OPT_LOG_FORMAT,
     OPT_INSECURE,
     OPT_STOP_SERVICES_ON_EXIT,
+    OPT_COMPOSE_COMMAND,
+    OPT_DOCKER_HOST,
 };
 
 static const struct option options[] = {
@@ -316,6 +351,8 @@ static const struct option options[] = {
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"insecure", no_argument, NULL, OPT_INSECURE},
     {"stop-services-on-exit", no_argument, NULL, OPT_STOP_SERVICES_ON_EXIT},
+    {"compose-command", required_argument, NULL, OPT_COMPOSE_COMMAND},
+    {"docker-host", required_argument, NULL, OPT_DOCKER_HOST},
     {"help", no_argument, NULL, OPT_HELP},
     {0},
 };
@@ -332,6 +369,10 @@ void config_usage(FILE *out)
             "      --log-format FORMAT   text (default) or json\n"
             "      --insecure            allow a non-loopback listen address without keys\n"
             "      --stop-services-on-exit  stop managed services when the daemon stops\n"
+            "      --compose-command CMD  docker compose or docker-compose (default: found at\n"
+            "                            start; env NANNY_COMPOSE_COMMAND)\n"
+            "      --docker-host PATH    the Docker engine's socket (default $DOCKER_HOST or\n"
+            "                            " CONFIG_DEFAULT_DOCKER_HOST "; env NANNY_DOCKER_HOST)\n"
             "  -h, --help                this help\n",
             CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES);
 }
@@ -372,6 +413,17 @@ static int apply_setting(struct config *c, int opt, const char *value, const cha
     case OPT_STOP_SERVICES_ON_EXIT:
         c->stop_services_on_exit = true;
         return 0;
+    case OPT_COMPOSE_COMMAND:
+        if (parse_compose_command(value) < 0)
+            return fail(err, err_size, "%s: '%.100s' does not name a program", from, value);
+        set_str(&c->compose_command, value);
+        return 0;
+    case OPT_DOCKER_HOST:
+        if (!docker_host_path(value))
+            return fail(err, err_size, "%s: '%.100s' is not a socket path or unix://PATH", from,
+                        value);
+        set_str(&c->docker_host, docker_host_path(value));
+        return 0;
     }
     return fail(err, err_size, "%s: unknown setting", from);
 }
@@ -382,9 +434,9 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_s
         const char *name;
         int opt;
     } env[] = {
-        {"NANNY_LISTEN", OPT_LISTEN},
-        {"NANNY_SERVICES", OPT_SERVICES},
-        {"NANNY_STATE_DIR", OPT_STATE_DIR},
+        {"NANNY_LISTEN", OPT_LISTEN},           {"NANNY_SERVICES", OPT_SERVICES},
+        {"NANNY_STATE_DIR", OPT_STATE_DIR},     {"NANNY_COMPOSE_COMMAND", OPT_COMPOSE_COMMAND},
+        {"NANNY_DOCKER_HOST", OPT_DOCKER_HOST},
     };
     const char *file = getenv("NANNY_CONFIG");
     struct sockaddr_storage addr;

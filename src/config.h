@@ -10,12 +10,13 @@
 
 #include "log.h"
 
-#define CONFIG_DEFAULT_LISTEN   "127.0.0.1:8080"
-#define CONFIG_DEFAULT_SERVICES "./services"
-#define CONFIG_SIZE_MAX         (1024 * 1024)
-#define CONFIG_LIST_MAX         64
-#define CONFIG_LOG_MAX_BYTES    (10 * 1024 * 1024)
-#define CONFIG_LOG_MAX_FILES    3
+#define CONFIG_DEFAULT_LISTEN      "127.0.0.1:8080"
+#define CONFIG_DEFAULT_SERVICES    "./services"
+#define CONFIG_DEFAULT_DOCKER_HOST "/var/run/docker.sock"
+#define CONFIG_SIZE_MAX            (1024 * 1024)
+#define CONFIG_LIST_MAX            64
+#define CONFIG_LOG_MAX_BYTES       (10 * 1024 * 1024)
+#define CONFIG_LOG_MAX_FILES       3
 
 enum gpu_conflict { GPU_CONFLICT_REFUSE, GPU_CONFLICT_PREEMPT };
 
@@ -25,6 +26,7 @@ struct config {
     char *state_dir;
     char *config_file;     /* NULL when none */
     char *compose_command; /* NULL: found at start */
+    char *docker_host;     /* the Docker engine's unix socket path */
     enum log_level log_level;
     bool log_json;
     bool insecure; /* allow a non-loopback listen address without keys */

@@ -1,5 +1,6 @@
 /* The process driver: the driver interface over proc.c. */
 #include <errno.h>
+#include <string.h>
 
 #include "driver.h"
 #include "log.h"
@@ -60,11 +61,6 @@ static void process_stop(struct driver_run *r, uint64_t timeout_ms)
     proc_stop(r->proc, timeout_ms);
 }
 
-static bool process_running(const struct driver_run *r)
-{
-    return proc_running(r->proc);
-}
-
 /* The pid and its start time: together they name the process for good. */
 static json_t *process_record(const struct driver_run *r)
 {
@@ -76,8 +72,8 @@ static json_t *process_record(const struct driver_run *r)
                      "start_time", (json_int_t)start_time);
 }
 
-static int process_adopt(uv_loop_t *loop, json_t *record, const struct driver_events *events,
-                         void *data, struct driver_run **ret)
+static int process_adopt(uv_loop_t *loop, const struct manifest *m, json_t *record,
+                         const struct driver_events *events, void *data, struct driver_run **ret)
 {
     json_t *pid = json_object_get(record, "pid"), *start = json_object_get(record, "start_time");
     struct driver_run *r;
@@ -104,28 +100,44 @@ static void process_release(struct driver_run *r)
     free(r);
 }
 
-static int process_logs(const char *log_path, unsigned tail, char ***ret)
+static int process_available(const struct manifest *m, char *err, size_t err_size)
+{
+    return 0;
+}
+
+/* The log file is read at once: done is called before this returns. */
+static void process_logs(const struct manifest *m, const char *log_path, unsigned tail,
+                         driver_logs_fn done, void *data, struct driver_logs **ret)
 {
     size_t bytes = (size_t)tail * 1024 + 65536;
+    char **lines = NULL;
+    int r = proc_log_tail(log_path, tail,
+                          bytes < PROCESS_TAIL_BYTES_MAX ? bytes : PROCESS_TAIL_BYTES_MAX, &lines);
 
-    return proc_log_tail(log_path, tail,
-                         bytes < PROCESS_TAIL_BYTES_MAX ? bytes : PROCESS_TAIL_BYTES_MAX, ret);
+    *ret = NULL;
+    if (r < 0) {
+        char *error = xasprintf("cannot read %s: %s", log_path, strerror(-r));
+        done(data, NULL, error);
+        free(error);
+        return;
+    }
+    done(data, lines, NULL);
+    proc_lines_free(lines);
 }
 
 const struct driver driver_process = {
     .name = "process",
+    .available = process_available,
     .start = process_start,
     .stop = process_stop,
-    .running = process_running,
     .record = process_record,
     .adopt = process_adopt,
     .release = process_release,
     .logs = process_logs,
-    .lines_free = proc_lines_free,
     .rotate = proc_log_rotate,
 };
 
 const struct driver *driver_for(const struct manifest *m)
 {
-    return m->driver == DRIVER_PROCESS ? &driver_process : NULL;
+    return m->driver == DRIVER_PROCESS ? &driver_process : &driver_compose;
 }

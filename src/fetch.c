@@ -34,7 +34,8 @@ struct fetch {
     void *data;
     uint64_t started_ns;
     char *body;
-    size_t body_len;
+    size_t body_len, body_max;
+    fetch_data_fn on_data; /* a stream: the body goes here as it comes, not into body */
     char error[CURL_ERROR_SIZE];
     struct fetch *next, *prev;
 };
@@ -237,9 +238,13 @@ void fetcher_free(struct fetcher *f)
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct fetch *t = userdata;
-    size_t n = size * nmemb, room = FETCH_BODY_MAX - t->body_len;
+    size_t n = size * nmemb, room = t->body_max - t->body_len;
     size_t take = n < room ? n : room;
 
+    if (t->on_data) {
+        t->on_data(t->data, ptr, n);
+        return n;
+    }
     if (take > 0) {
         t->body = xrealloc(t->body, t->body_len + take + 1);
         memcpy(t->body + t->body_len, ptr, take);
@@ -251,6 +256,14 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 int fetcher_get(struct fetcher *f, const char *url, const char *unix_socket, uint64_t timeout_ms,
                 fetch_done_fn done, void *data, struct fetch **ret)
+{
+    struct fetch_request req = {.url = url, .unix_socket = unix_socket, .timeout_ms = timeout_ms};
+
+    return fetcher_request(f, &req, done, data, ret);
+}
+
+int fetcher_request(struct fetcher *f, const struct fetch_request *req, fetch_done_fn done,
+                    void *data, struct fetch **ret)
 {
     struct fetch *t;
     CURL *easy;
@@ -268,21 +281,23 @@ int fetcher_get(struct fetcher *f, const char *url, const char *unix_socket, uin
     t->done = done;
     t->data = data;
     t->started_ns = uv_hrtime();
+    t->body_max = req->body_max ? req->body_max : FETCH_BODY_MAX;
+    t->on_data = req->on_data;
 
-    curl_easy_setopt(easy, CURLOPT_URL, url);
+    curl_easy_setopt(easy, CURLOPT_URL, req->url);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
     curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
     if (curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http") != CURLE_OK)
         fatal("libcurl refuses CURLOPT_PROTOCOLS_STR (needs 7.85 or later)");
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "service-nanny");
-    if (unix_socket)
-        curl_easy_setopt(easy, CURLOPT_UNIX_SOCKET_PATH, unix_socket);
+    if (req->unix_socket)
+        curl_easy_setopt(easy, CURLOPT_UNIX_SOCKET_PATH, req->unix_socket);
 
     t->next = f->active;
     if (f->active)

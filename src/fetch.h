@@ -40,6 +40,21 @@ void fetcher_free(struct fetcher *f);
 int fetcher_get(struct fetcher *f, const char *url, const char *unix_socket, uint64_t timeout_ms,
                 fetch_done_fn done, void *data, struct fetch **ret);
 
+/* A stream's body, piece by piece as it arrives, on the loop. */
+typedef void (*fetch_data_fn)(void *data, const char *buf, size_t len);
+
+struct fetch_request {
+    const char *url;
+    const char *unix_socket; /* NULL: connect to the URL's host */
+    uint64_t timeout_ms;     /* 0: none (a stream) */
+    size_t body_max;         /* 0: FETCH_BODY_MAX */
+    fetch_data_fn on_data;   /* not NULL: the body is passed here, done() gets none */
+};
+
+/* Starts a GET as req says (fetcher_get is the common case). */
+int fetcher_request(struct fetcher *f, const struct fetch_request *req, fetch_done_fn done,
+                    void *data, struct fetch **ret);
+
 /* Stops a transfer before its end; done is not called. */
 void fetch_cancel(struct fetch *t);
 

@@ -344,18 +344,24 @@ struct lifecycle_step lifecycle_handle(struct lifecycle *lc, enum lifecycle_even
     return step;
 }
 
-/* Takes over a service that outlived a daemon restart: running, without counting a start. */
+/* Takes over a service that outlived a daemon restart, or was started outside the daemon:
+ * from stopped or failed to running, without counting a start. */
 struct lifecycle_step lifecycle_adopt(struct lifecycle *lc, uint64_t now_ms)
 {
     struct lifecycle_step step = {.from = lc->state, .to = lc->state, .no_op = true};
 
-    if (lc->state != STATE_STOPPED)
+    if (lc->state != STATE_STOPPED && lc->state != STATE_FAILED)
         return step;
     lc->state = STATE_RUNNING;
     lc->running_since_ms = now_ms;
     lc->failed_probes = 0;
     step.to = STATE_RUNNING;
     step.actions = LIFECYCLE_NOTIFY | (lc->health_enabled ? LIFECYCLE_PROBE_BEGIN : 0);
+    if (lc->restart_pending) {
+        /* It runs again (started by hand): the automatic restart is not needed. */
+        lc->restart_pending = false;
+        step.actions |= LIFECYCLE_RESTART_CANCEL;
+    }
     step.no_op = false;
     return step;
 }

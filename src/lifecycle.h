@@ -149,10 +149,11 @@ void lifecycle_init(struct lifecycle *lc, bool health_enabled, enum restart_poli
 struct lifecycle_step lifecycle_handle(struct lifecycle *lc, enum lifecycle_event ev,
                                        uint64_t now_ms);
 
-/* Takes over a service found running when the daemon starts (its process or containers
- * outlived a daemon restart): stopped -> running at now_ms with NOTIFY, and PROBE_BEGIN
- * when it has health checks, which then mark it unhealthy if it is not. Not a start: the
- * start history stays empty. From any other state it is a no-op. */
+/* Takes over a service found running that the daemon did not start (its process or
+ * containers outlived a daemon restart, or were started by hand): stopped or failed ->
+ * running at now_ms with NOTIFY, and PROBE_BEGIN when it has health checks, which then mark
+ * it unhealthy if it is not; a pending automatic restart is dropped (RESTART_CANCEL). Not
+ * a start: the start history stays. From any other state it is a no-op. */
 struct lifecycle_step lifecycle_adopt(struct lifecycle *lc, uint64_t now_ms);
 
 #endif

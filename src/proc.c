@@ -37,7 +37,7 @@ struct proc {
 };
 
 /* The daemon's environment with the manifest's KEY=VALUE entries on top. */
-static char **build_env(char *const *extra)
+char **proc_env_build(char *const *extra)
 {
     size_t n_env = 0, n_extra = 0, n = 0;
     char **env;
@@ -179,7 +179,7 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
     p->loop = loop;
     p->events = events;
     p->data = data;
-    env = build_env(m->env);
+    env = proc_env_build(m->env);
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
     stdio[1].data.fd = fd;

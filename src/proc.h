@@ -18,6 +18,10 @@
 
 struct proc;
 
+/* The daemon's environment with extra's "KEY=VALUE" strings added or replacing; the
+ * array is the caller's (free() it), its strings are borrowed. */
+char **proc_env_build(char *const *extra);
+
 /* Makes the daemon the reaper of its services' orphans (PR_SET_CHILD_SUBREAPER), so that
  * a stopped group is seen empty at once rather than when init gets round to it. */
 int proc_become_subreaper(void);

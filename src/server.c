@@ -39,7 +39,9 @@ struct request {
     enum request_state state;
     bool in_access; /* libmicrohttpd's access handler is on the stack */
     unsigned status;
-    char *answer; /* a later answer's JSON text, queued when libmicrohttpd calls back */
+    char *answer; /* a later answer's text, queued when libmicrohttpd calls back */
+    size_t answer_len;
+    const char *answer_type; /* its Content-Type */
     void (*on_abort)(void *data);
     void *abort_data;
     struct suspend_deadline *deadline; /* while suspended */
@@ -224,11 +226,11 @@ static enum MHD_Result request_queue_stored(struct request *req)
     struct MHD_Response *resp;
     enum MHD_Result r;
 
-    resp = MHD_create_response_from_buffer(strlen(req->answer), req->answer, MHD_RESPMEM_MUST_FREE);
+    resp = MHD_create_response_from_buffer(req->answer_len, req->answer, MHD_RESPMEM_MUST_FREE);
     if (!resp)
         fatal("out of memory (response)");
     req->answer = NULL;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->answer_type);
     r = MHD_queue_response(req->conn, req->status, resp);
     MHD_destroy_response(resp);
     req->state = REQUEST_QUEUED;
@@ -580,23 +582,15 @@ void request_reply_response(struct request *req, unsigned status, struct MHD_Res
     req->state = REQUEST_QUEUED;
 }
 
-void request_reply_json(struct request *req, unsigned status, json_t *body)
+/* Keeps the answer of a suspended request (text is taken over) and resumes it. */
+static void request_answer_later(struct request *req, unsigned status, char *text, size_t len,
+                                 const char *type)
 {
-    struct MHD_Response *resp;
-
-    if (req->state == REQUEST_READING && req->in_access) {
-        resp = server_json_response(body);
-        json_decref(body);
-        request_reply_response(req, status, resp);
-        MHD_destroy_response(resp);
-        return;
-    }
     if (req->state != REQUEST_SUSPENDED)
         fatal("request %s %s answered twice", req->method, req->path);
-    req->answer = json_dumps(body, JSON_COMPACT);
-    if (!req->answer)
-        fatal("out of memory (json_dumps)");
-    json_decref(body);
+    req->answer = text;
+    req->answer_len = len;
+    req->answer_type = type;
     req->status = status;
     req->state = REQUEST_ANSWERED;
     suspended_unlink(req);
@@ -608,11 +602,36 @@ void request_reply_json(struct request *req, unsigned status, json_t *body)
     uv_timer_start(&req->server->timer, on_timer, 0, 0);
 }
 
+void request_reply_json(struct request *req, unsigned status, json_t *body)
+{
+    struct MHD_Response *resp;
+    char *text;
+
+    if (req->state == REQUEST_READING && req->in_access) {
+        resp = server_json_response(body);
+        json_decref(body);
+        request_reply_response(req, status, resp);
+        MHD_destroy_response(resp);
+        return;
+    }
+    text = json_dumps(body, JSON_COMPACT);
+    if (!text)
+        fatal("out of memory (json_dumps)");
+    json_decref(body);
+    request_answer_later(req, status, text, strlen(text), "application/json");
+}
+
 void request_reply_text(struct request *req, unsigned status, const char *text, size_t len)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp;
 
+    if (req->state != REQUEST_READING || !req->in_access) {
+        char *copy = xmalloc(len + 1);
+        memcpy(copy, text, len);
+        request_answer_later(req, status, copy, len, "text/plain; charset=utf-8");
+        return;
+    }
+    resp = MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
     if (!resp)
         fatal("out of memory (response)");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");

@@ -15,6 +15,7 @@
 #include "gpu.h"
 #include "health.h"
 #include "log.h"
+#include "docker.h"
 #include "driver.h"
 #include "state.h"
 #include "supervisor.h"
@@ -218,7 +219,7 @@ static void on_run_exited(void *data, struct driver_run *p, int exit_status, int
     if (term_signal)
         set_last_error(svc, "killed by signal %d (%s)", term_signal, strsignal(term_signal));
     else if (exit_status < 0)
-        set_last_error(svc, "exited (status unknown: started by an earlier daemon)");
+        set_last_error(svc, "exited (status unknown: it was not started by this daemon)");
     else
         set_last_error(svc, "exited with status %d", exit_status);
     log_info("%s: %s", svc->name, svc->last_error);
@@ -245,7 +246,26 @@ static void on_run_gone(void *data, struct driver_run *p)
     ops_settle(run->sup);
 }
 
-static const struct driver_events driver_events = {.exited = on_run_exited, .gone = on_run_gone};
+/* The end of a start that went on after driver->start returned (compose up). */
+static void on_run_started(void *data, struct driver_run *p, const char *error)
+{
+    struct run *run = data;
+    struct service *svc = run->svc;
+
+    if (p != run->instance)
+        return;
+    if (error) {
+        set_last_error(svc, "%s", error);
+        run_event(run, LIFECYCLE_DRIVER_FAILED);
+        return;
+    }
+    log_info("%s: started", svc->name);
+    state_record(run->sup);
+    run_event(run, LIFECYCLE_DRIVER_STARTED);
+}
+
+static const struct driver_events driver_events = {
+    .started = on_run_started, .exited = on_run_exited, .gone = on_run_gone};
 
 /* --- health ----------------------------------------------------------------------- */
 
@@ -359,6 +379,8 @@ static void driver_start(struct run *run)
     free(svc->last_error);
     svc->last_error = NULL;
     svc->started_at_ms = unix_ms();
+    if (r > 0)
+        return; /* on_run_started() tells the end */
     log_info("%s: started", svc->name);
     state_record(sup);
     run_event(run, LIFECYCLE_DRIVER_STARTED);
@@ -718,6 +740,7 @@ struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *s
                                        void *data)
 {
     struct supervisor_op *op = op_new(sup, svc, OP_START, done, data);
+    char message[512];
 
     op->force = force;
     op->wait_healthy = wait_healthy;
@@ -726,10 +749,8 @@ struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *s
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
         return NULL;
     }
-    if (!driver_for(svc->manifest)) {
-        op_finish(op, SUPERVISOR_UNAVAILABLE, NULL,
-                  "compose services need the Docker Compose driver, which this build "
-                  "does not have yet");
+    if (driver_for(svc->manifest)->available(svc->manifest, message, sizeof(message)) < 0) {
+        op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, message);
         return NULL;
     }
     if (restart && (svc->state == STATE_STARTING || svc->state == STATE_RUNNING ||
@@ -796,25 +817,51 @@ static void on_restart_timer(uv_timer_t *t)
     run_event(run, LIFECYCLE_RESTART_DUE);
 }
 
-int supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail, char ***ret)
-{
-    const struct driver *driver = driver_for(svc->manifest);
-    char *path;
-    int r;
+/* A logs request that the driver answers later. */
+struct supervisor_logs {
+    const struct driver *driver;
+    struct driver_logs *request;
+    driver_logs_fn done;
+    void *data;
+    bool answered;
+};
 
-    if (!driver) {
-        *ret = xcalloc(1, sizeof(**ret));
-        return 0;
-    }
-    path = state_log_path(sup->config->state_dir, svc->name);
-    r = driver->logs(path, tail, ret);
-    free(path);
-    return r;
+static void on_logs(void *data, char **lines, const char *error)
+{
+    struct supervisor_logs *l = data;
+
+    l->answered = true;
+    l->done(l->data, lines, error);
+    if (l->request)
+        free(l); /* else supervisor_logs() is still on the stack and frees it */
 }
 
-void supervisor_lines_free(char **lines)
+struct supervisor_logs *supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail,
+                                        driver_logs_fn done, void *data)
 {
-    driver_process.lines_free(lines);
+    struct supervisor_logs *l = xcalloc(1, sizeof(*l));
+    char *path = state_log_path(sup->config->state_dir, svc->name);
+    struct driver_logs *request = NULL;
+
+    l->driver = driver_for(svc->manifest);
+    l->done = done;
+    l->data = data;
+    l->driver->logs(svc->manifest, path, tail, on_logs, l, &request);
+    free(path);
+    if (l->answered) {
+        free(l);
+        return NULL;
+    }
+    l->request = request;
+    return l;
+}
+
+void supervisor_logs_cancel(struct supervisor_logs *l)
+{
+    if (!l)
+        return;
+    l->driver->logs_cancel(l->request);
+    free(l);
 }
 
 /* Every LOG_CHECK_MS: rotates the logs of the running process services. */
@@ -825,11 +872,94 @@ static void on_log_timer(uv_timer_t *t)
 
     for (size_t i = 0; i < n; i++) {
         struct run *run = registry_at(sup->reg, i)->run;
-        if (run && run->instance &&
+        if (run && run->instance && run->driver->rotate &&
             run->driver->rotate(run->log_path, sup->config->log_max_bytes,
                                 sup->config->log_max_files) < 0)
             log_warning("%s: cannot rotate %s", registry_at(sup->reg, i)->name, run->log_path);
     }
+}
+
+/* --- what the compose driver sees outside the daemon ------------------------------------ */
+
+/* The compose service whose project is name, or NULL. */
+static struct service *compose_service(struct supervisor *sup, const char *project)
+{
+    size_t n = registry_count(sup->reg);
+
+    for (size_t i = 0; i < n; i++) {
+        struct service *svc = registry_at(sup->reg, i);
+        char *p;
+        bool same;
+
+        if (svc->manifest->driver != DRIVER_COMPOSE)
+            continue;
+        p = docker_project_name(svc->name);
+        same = strcmp(p, project) == 0;
+        free(p);
+        if (same)
+            return svc;
+    }
+    return NULL;
+}
+
+/* Containers of a compose service run that the daemon did not start: it runs, and holds
+ * the GPU if it needs one, like any other. */
+static void on_appeared(void *data, const char *project)
+{
+    struct supervisor *sup = data;
+    struct service *svc = compose_service(sup, project);
+    struct lifecycle_step step;
+    struct run *run;
+
+    if (!svc || sup->shutting_down || (svc->run && run_lingers(svc->run)) ||
+        (svc->state != STATE_STOPPED && svc->state != STATE_FAILED))
+        return;
+    run = run_of(sup, svc);
+    if (run->reserved)
+        return; /* a start of it waits for the GPU: that start will find it running */
+    run->driver = driver_for(svc->manifest);
+    if (run->driver->adopt(sup->loop, svc->manifest, NULL, &driver_events, run, &run->instance) < 0)
+        return;
+    run->stop_timeout_ms = svc->manifest->stop_timeout_ms;
+    svc->started_at_ms = unix_ms();
+    free(svc->last_error);
+    svc->last_error = NULL;
+    run->lc.health_enabled = svc->manifest->health_enabled;
+    run->lc.restart = svc->manifest->restart;
+    step = lifecycle_adopt(&run->lc, uv_now(sup->loop));
+    svc->state = run->lc.state;
+    registry_touch(sup->reg, svc);
+    log_info("%s: its containers run, started outside the daemon: adopted", svc->name);
+    if (svc->manifest->gpu_required && !gpu_free_for(sup, svc))
+        log_warning("%s: started outside the daemon while another service holds the GPU",
+                    svc->name);
+    run_apply(run, &step);
+    ops_settle(sup);
+}
+
+/* The Docker engine went or came back: the compose services' status shows it. */
+static void on_backend(void *data, const char *error)
+{
+    struct supervisor *sup = data;
+    size_t n = registry_count(sup->reg);
+
+    for (size_t i = 0; i < n; i++) {
+        struct service *svc = registry_at(sup->reg, i);
+        if (svc->manifest->driver == DRIVER_COMPOSE)
+            registry_touch(sup->reg, svc);
+    }
+}
+
+static const struct driver_outside outside = {.appeared = on_appeared, .backend = on_backend};
+
+const char *supervisor_unavailable(const struct service *svc, char *buf, size_t size)
+{
+    return driver_for(svc->manifest)->available(svc->manifest, buf, size) < 0 ? buf : NULL;
+}
+
+json_t *supervisor_compose_info(void)
+{
+    return driver_compose_info();
 }
 
 struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct fetcher *fetcher,
@@ -844,6 +974,8 @@ struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct 
     uv_timer_init(loop, &sup->log_timer);
     sup->log_timer.data = sup;
     uv_timer_start(&sup->log_timer, on_log_timer, LOG_CHECK_MS, LOG_CHECK_MS);
+    driver_compose_setup(loop, fetcher, config->compose_command, config->docker_host, &outside,
+                         sup);
     return sup;
 }
 
@@ -866,7 +998,8 @@ void supervisor_adopt(struct supervisor *sup)
         struct run *run;
         struct lifecycle_step step;
 
-        if (!svc || !driver_for(svc->manifest)) {
+        if (!svc || strcmp(json_string_value(json_object_get(entry, "driver")) ?: "",
+                           driver_for(svc->manifest)->name) != 0) {
             log_warning("%s (pid %d) was started by an earlier daemon but is no longer a "
                         "service here: left alone",
                         name, (int)pid);
@@ -874,7 +1007,8 @@ void supervisor_adopt(struct supervisor *sup)
         }
         run = run_of(sup, svc);
         run->driver = driver_for(svc->manifest);
-        r = run->driver->adopt(sup->loop, entry, &driver_events, run, &run->instance);
+        r = run->driver->adopt(sup->loop, svc->manifest, entry, &driver_events, run,
+                               &run->instance);
         if (r < 0) {
             log_info("%s: no longer running (pid %d): stopped", name, (int)pid);
             continue;
@@ -960,5 +1094,6 @@ void supervisor_free(struct supervisor *sup)
             supervisor_run_free(svc->run);
         svc->run = NULL;
     }
+    driver_compose_teardown();
     uv_close((uv_handle_t *)&sup->log_timer, on_log_timer_closed);
 }

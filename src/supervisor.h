@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "driver.h"
 #include "fetch.h"
 #include "registry.h"
 
@@ -71,9 +72,20 @@ struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *sv
 /* The requester went away: done() will not be called; the operation itself goes on. */
 void supervisor_op_cancel(struct supervisor_op *op);
 
-/* The last tail lines of svc's output, NULL-terminated; free with supervisor_lines_free(). */
-int supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail, char ***ret);
-void supervisor_lines_free(char **lines);
+/* The last tail lines of svc's output, given to done (NULL-terminated, valid during the
+ * call; or NULL and a sentence). Returns NULL when done was called already, else a handle
+ * for supervisor_logs_cancel() until done is called. */
+struct supervisor_logs;
+struct supervisor_logs *supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail,
+                                        driver_logs_fn done, void *data);
+void supervisor_logs_cancel(struct supervisor_logs *l);
+
+/* Why the driver of svc cannot start it now (no Docker engine...), in buf; NULL when it
+ * can. */
+const char *supervisor_unavailable(const struct service *svc, char *buf, size_t size);
+
+/* The compose driver's command and engine, for GET /health. */
+json_t *supervisor_compose_info(void);
 
 /* The registry's hook for a service that goes away: frees its run. */
 void supervisor_run_free(void *run);

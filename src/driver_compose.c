@@ -1,0 +1,692 @@
+/* The Docker Compose driver: start is `COMPOSE -p NAME -f FILE up -d`, stop is `down -t N`,
+ * both child processes on the loop with their stderr read back through a pipe; what runs
+ * is what the Docker engine says (docker.c), not what the commands meant to do. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "docker.h"
+#include "driver.h"
+#include "log.h"
+#include "proc.h"
+
+#define COMPOSE_ARGS_MAX  16
+#define COMPOSE_TAIL_MAX  1024 /* the end of a command's stderr kept for its error */
+#define COMPOSE_ERROR_MAX 600  /* ...and the part of it that goes into last_error */
+
+enum phase {
+    PHASE_UP,      /* `up -d` runs */
+    PHASE_RUNNING, /* up; the engine's lists tell when its containers end */
+    PHASE_DOWN,    /* `down` runs */
+    PHASE_SETTLE,  /* down returned; waits for a list that shows no container running */
+    PHASE_ENDED,   /* gone() was said */
+};
+
+struct child;
+
+struct driver_run {
+    char *name;    /* the service's */
+    char *project; /* compose's normal form of it */
+    char *dir, *file;
+    char **env; /* the manifest's "KEY=VALUE" plus DOCKER_HOST */
+    const struct driver_events *events;
+    void *data;
+    enum phase phase;
+    bool stop_wanted;
+    bool released;
+    uint64_t stop_timeout_ms;
+    uint64_t list_from; /* lists older than this one say nothing about this run */
+    struct child *child;
+    struct driver_run *next, *prev;
+};
+
+/* One compose command: done once it exited and both pipes are drained. */
+struct child {
+    struct driver_run *run;
+    uv_process_t process;
+    uv_pipe_t out, err;
+    int handles_open;
+    int open_streams;
+    bool exited;
+    int64_t exit_status;
+    int term_signal;
+    char tail[COMPOSE_TAIL_MAX];
+    size_t tail_len;
+    const char *what; /* "up -d" or "down" */
+    void (*done)(struct driver_run *r, struct child *ch);
+};
+
+struct compose {
+    uv_loop_t *loop;
+    char *argv[COMPOSE_ARGS_MAX]; /* the compose command's words; argv[0] NULL: none */
+    char *command_text;
+    struct docker *docker;
+    const struct driver_outside *outside;
+    void *data;
+    struct driver_run *runs; /* every run not yet released */
+};
+
+static struct compose *compose; /* one per daemon, made by driver_compose_setup() */
+
+/* --- the compose command ---------------------------------------------------------------- */
+
+static bool on_path(const char *program)
+{
+    const char *path = getenv("PATH");
+    bool found = false;
+    char *copy, *dir, *save = NULL;
+
+    if (strchr(program, '/'))
+        return access(program, X_OK) == 0;
+    copy = xstrdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+    for (dir = strtok_r(copy, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save)) {
+        char *full = xasprintf("%s/%s", *dir ? dir : ".", program);
+        found = access(full, X_OK) == 0;
+        free(full);
+    }
+    free(copy);
+    return found;
+}
+
+/* `docker compose` works when the docker CLI finds its compose plugin: in the folders
+ * the CLI itself searches. */
+static bool compose_plugin_present(void)
+{
+    static const char *const dirs[] = {
+        "/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+        "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins"};
+    const char *config = getenv("DOCKER_CONFIG"), *home = getenv("HOME");
+    char *own = NULL;
+    bool found = false;
+
+    if (config && *config)
+        own = xasprintf("%s/cli-plugins/docker-compose", config);
+    else if (home && *home)
+        own = xasprintf("%s/.docker/cli-plugins/docker-compose", home);
+    found = own && access(own, X_OK) == 0;
+    free(own);
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && !found; i++) {
+        char *p = xasprintf("%s/docker-compose", dirs[i]);
+        found = access(p, X_OK) == 0;
+        free(p);
+    }
+    return found;
+}
+
+/* Splits the command into words; an override is taken as it is, else v2 then v1. */
+static void compose_find(struct compose *c, const char *override)
+{
+    char *copy, *word, *save = NULL;
+    size_t n = 0;
+
+    if (override)
+        copy = xstrdup(override);
+    else if (on_path("docker") && compose_plugin_present())
+        copy = xstrdup("docker compose");
+    else if (on_path("docker-compose"))
+        copy = xstrdup("docker-compose");
+    else
+        return;
+    for (word = strtok_r(copy, " \t", &save); word && n < COMPOSE_ARGS_MAX - 1;
+         word = strtok_r(NULL, " \t", &save))
+        c->argv[n++] = xstrdup(word);
+    free(copy);
+    c->command_text = xstrdup(override ? override : n == 2 ? "docker compose" : "docker-compose");
+}
+
+/* --- runs ------------------------------------------------------------------------------ */
+
+static void run_free(struct driver_run *r)
+{
+    if (r->env)
+        for (char **e = r->env; *e; e++)
+            free(*e);
+    free(r->env);
+    free(r->name);
+    free(r->project);
+    free(r->dir);
+    free(r->file);
+    free(r);
+}
+
+static void run_unlink(struct driver_run *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (compose && compose->runs == r)
+        compose->runs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->next = r->prev = NULL;
+}
+
+static struct driver_run *run_new(const struct manifest *m, const struct driver_events *events,
+                                  void *data)
+{
+    struct driver_run *r = xcalloc(1, sizeof(*r));
+    size_t n = 0;
+
+    r->name = xstrdup(m->name);
+    r->project = docker_project_name(m->name);
+    r->dir = xstrdup(m->dir);
+    r->file = m->compose_file ? xstrdup(m->compose_file) : NULL;
+    while (m->env && m->env[n])
+        n++;
+    r->env = xcalloc(n + 2, sizeof(*r->env));
+    for (size_t i = 0; i < n; i++)
+        r->env[i] = xstrdup(m->env[i]);
+    r->env[n] = xasprintf("DOCKER_HOST=unix://%s", docker_socket(compose->docker));
+    r->events = events;
+    r->data = data;
+    r->stop_timeout_ms = m->stop_timeout_ms;
+    r->next = compose->runs;
+    if (r->next)
+        r->next->prev = r;
+    compose->runs = r;
+    return r;
+}
+
+/* The run ends: gone() once, then it waits for release(). */
+static void run_end(struct driver_run *r)
+{
+    if (r->phase == PHASE_ENDED)
+        return;
+    r->phase = PHASE_ENDED;
+    run_unlink(r);
+    if (!r->released && r->events->gone)
+        r->events->gone(r->data, r);
+}
+
+/* --- compose commands as children -------------------------------------------------------- */
+
+static void on_child_closed(uv_handle_t *h)
+{
+    struct child *ch = h->data;
+
+    if (--ch->handles_open == 0)
+        free(ch);
+}
+
+static void child_maybe_done(struct child *ch)
+{
+    struct driver_run *r = ch->run;
+
+    if (!ch->exited || ch->open_streams > 0)
+        return;
+    r->child = NULL;
+    if (r->released && r->phase != PHASE_ENDED) {
+        run_unlink(r);
+        run_free(r);
+    } else if (r->released) {
+        run_free(r);
+    } else {
+        ch->done(r, ch);
+    }
+    uv_close((uv_handle_t *)&ch->process, on_child_closed);
+}
+
+static void on_child_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+    struct child *ch = p->data;
+
+    ch->exited = true;
+    ch->exit_status = exit_status;
+    ch->term_signal = term_signal;
+    child_maybe_done(ch);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static char chunk[4096];
+
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(chunk, sizeof(chunk));
+}
+
+static void on_child_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct child *ch = s->data;
+
+    if (n < 0) {
+        uv_close((uv_handle_t *)s, on_child_closed);
+        ch->open_streams--;
+        child_maybe_done(ch);
+        return;
+    }
+    if (s != (uv_stream_t *)&ch->err || n == 0)
+        return; /* stdout: compose's progress, not needed */
+    if ((size_t)n >= sizeof(ch->tail)) {
+        memcpy(ch->tail, buf->base + n - sizeof(ch->tail), sizeof(ch->tail));
+        ch->tail_len = sizeof(ch->tail);
+        return;
+    }
+    if (ch->tail_len + (size_t)n > sizeof(ch->tail)) {
+        size_t drop = ch->tail_len + (size_t)n - sizeof(ch->tail);
+        memmove(ch->tail, ch->tail + drop, ch->tail_len - drop);
+        ch->tail_len -= drop;
+    }
+    memcpy(ch->tail + ch->tail_len, buf->base, (size_t)n);
+    ch->tail_len += (size_t)n;
+}
+
+/* The end of a failed command's stderr, trimmed, for last_error. */
+static char *child_error(const struct child *ch)
+{
+    size_t len = ch->tail_len, start = 0;
+    char status[64];
+
+    while (len > 0 &&
+           (ch->tail[len - 1] == '\n' || ch->tail[len - 1] == ' ' || ch->tail[len - 1] == '\r'))
+        len--;
+    if (len > COMPOSE_ERROR_MAX)
+        start = len - COMPOSE_ERROR_MAX;
+    if (ch->term_signal)
+        snprintf(status, sizeof(status), "killed by signal %d", ch->term_signal);
+    else
+        snprintf(status, sizeof(status), "exit status %d", (int)ch->exit_status);
+    return xasprintf("%s %s failed (%s)%s%.*s", compose->command_text, ch->what, status,
+                     len > start ? ": " : "", (int)(len - start), ch->tail + start);
+}
+
+/* Runs `COMPOSE -p PROJECT [-f FILE] ARGS...` in the service folder. */
+static int child_spawn(struct driver_run *r, const char *what, const char *const *args,
+                       void (*done)(struct driver_run *r, struct child *ch), char *err,
+                       size_t err_size)
+{
+    struct child *ch = xcalloc(1, sizeof(*ch));
+    uv_process_options_t options = {0};
+    uv_stdio_container_t stdio[3];
+    char *argv[COMPOSE_ARGS_MAX + 16];
+    char **env;
+    size_t n = 0;
+    int rc;
+
+    for (size_t i = 0; compose->argv[i]; i++)
+        argv[n++] = compose->argv[i];
+    argv[n++] = "-p";
+    argv[n++] = r->project;
+    if (r->file) {
+        argv[n++] = "-f";
+        argv[n++] = r->file;
+    }
+    for (size_t i = 0; args[i]; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+
+    ch->run = r;
+    ch->what = what;
+    ch->done = done;
+    uv_pipe_init(compose->loop, &ch->out, 0);
+    uv_pipe_init(compose->loop, &ch->err, 0);
+    ch->out.data = ch->err.data = ch->process.data = ch;
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&ch->out;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&ch->err;
+    env = proc_env_build(r->env);
+    options.file = argv[0];
+    options.args = argv;
+    options.env = env;
+    options.cwd = r->dir;
+    options.flags = UV_PROCESS_DETACHED; /* a Ctrl-C at the daemon's terminal is not for it */
+    options.stdio = stdio;
+    options.stdio_count = 3;
+    options.exit_cb = on_child_exit;
+    rc = uv_spawn(compose->loop, &ch->process, &options);
+    free(env);
+    ch->handles_open = 3;
+    if (rc < 0) {
+        snprintf(err, err_size, "cannot run %s: %s", compose->command_text, uv_strerror(rc));
+        uv_close((uv_handle_t *)&ch->out, on_child_closed);
+        uv_close((uv_handle_t *)&ch->err, on_child_closed);
+        uv_close((uv_handle_t *)&ch->process, on_child_closed);
+        return rc;
+    }
+    ch->open_streams = 2;
+    uv_read_start((uv_stream_t *)&ch->out, on_alloc, on_child_read);
+    uv_read_start((uv_stream_t *)&ch->err, on_alloc, on_child_read);
+    r->child = ch;
+    log_debug("%s: %s -p %s %s", r->name, compose->command_text, r->project, what);
+    return 0;
+}
+
+/* --- stop ------------------------------------------------------------------------------ */
+
+static void down_begin(struct driver_run *r);
+
+static void on_down_done(struct driver_run *r, struct child *ch)
+{
+    if (ch->exit_status != 0 || ch->term_signal) {
+        char *error = child_error(ch);
+        log_warning("%s: %s", r->name, error);
+        free(error);
+    }
+    if (!docker_reachable(compose->docker)) {
+        run_end(r); /* nothing to ask; its containers went with the engine, or come back */
+        return;
+    }
+    r->phase = PHASE_SETTLE;
+    r->list_from = docker_refresh(compose->docker);
+}
+
+static void down_begin(struct driver_run *r)
+{
+    char seconds[32], err[256];
+    const char *args[] = {"down", "-t", seconds, NULL};
+
+    snprintf(seconds, sizeof(seconds), "%llu",
+             (unsigned long long)((r->stop_timeout_ms + 999) / 1000));
+    r->phase = PHASE_DOWN;
+    if (child_spawn(r, "down", args, on_down_done, err, sizeof(err)) < 0) {
+        log_warning("%s: %s", r->name, err);
+        run_end(r);
+    }
+}
+
+/* --- start ----------------------------------------------------------------------------- */
+
+static void on_up_done(struct driver_run *r, struct child *ch)
+{
+    char *error = NULL;
+
+    if (ch->exit_status != 0 || ch->term_signal)
+        error = child_error(ch);
+    if (error && !r->stop_wanted) {
+        /* A failed up may have made some containers: take them down too. */
+        log_info("%s: %s", r->name, error);
+        r->events->started(r->data, r, error);
+        free(error);
+        if (!r->released)
+            down_begin(r);
+        return;
+    }
+    free(error);
+    if (r->stop_wanted) {
+        down_begin(r);
+        return;
+    }
+    r->phase = PHASE_RUNNING;
+    r->list_from = docker_refresh(compose->docker);
+    r->events->started(r->data, r, NULL);
+}
+
+static int compose_available(const struct manifest *m, char *err, size_t err_size)
+{
+    const char *error;
+
+    if (!compose || !compose->argv[0]) {
+        snprintf(err, err_size,
+                 "no Docker Compose command: neither `docker compose` nor docker-compose was "
+                 "found (install one, or set compose_command)");
+        return -ENOENT;
+    }
+    error = docker_error(compose->docker);
+    if (error) {
+        snprintf(err, err_size, "the Docker engine is not reachable at %s: %s",
+                 docker_socket(compose->docker), error);
+        return -EHOSTDOWN;
+    }
+    return 0;
+}
+
+static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+                         const struct driver_events *events, void *data, struct driver_run **ret,
+                         char *err, size_t err_size)
+{
+    static const char *const args[] = {"up", "-d", NULL};
+    struct driver_run *r;
+    int rc = compose_available(m, err, err_size);
+
+    (void)loop;
+    (void)log_path;
+    if (rc < 0)
+        return rc;
+    r = run_new(m, events, data);
+    r->phase = PHASE_UP;
+    rc = child_spawn(r, "up -d", args, on_up_done, err, err_size);
+    if (rc < 0) {
+        run_unlink(r);
+        run_free(r);
+        return rc;
+    }
+    *ret = r;
+    return 1;
+}
+
+static void compose_stop(struct driver_run *r, uint64_t timeout_ms)
+{
+    r->stop_timeout_ms = timeout_ms;
+    if (r->stop_wanted || r->phase == PHASE_ENDED)
+        return;
+    r->stop_wanted = true;
+    if (r->phase == PHASE_RUNNING)
+        down_begin(r);
+    /* PHASE_UP: down follows when up returns; DOWN and SETTLE: under way. */
+}
+
+/* The engine's containers are the truth: nothing to record, adoption comes from them. */
+static json_t *compose_record(const struct driver_run *r)
+{
+    (void)r;
+    return NULL;
+}
+
+/* Takes over the running containers of m's project. */
+static int compose_adopt(uv_loop_t *loop, const struct manifest *m, json_t *record,
+                         const struct driver_events *events, void *data, struct driver_run **ret)
+{
+    struct docker_project p;
+    struct driver_run *r;
+    char *project;
+
+    (void)loop;
+    (void)record;
+    if (!compose)
+        return -ESRCH;
+    project = docker_project_name(m->name);
+    docker_project_get(compose->docker, project, &p);
+    free(project);
+    if (p.n_running == 0)
+        return -ESRCH;
+    r = run_new(m, events, data);
+    r->phase = PHASE_RUNNING;
+    r->list_from = docker_generation(compose->docker);
+    *ret = r;
+    return 0;
+}
+
+static void compose_release(struct driver_run *r)
+{
+    if (!r)
+        return;
+    r->released = true;
+    if (r->child)
+        return; /* freed when its command ends */
+    if (r->phase != PHASE_ENDED)
+        run_unlink(r);
+    run_free(r);
+}
+
+/* --- the engine's view ------------------------------------------------------------------- */
+
+/* The first run that a list from gen on says something about: its containers all ended,
+ * or its down is over. */
+static struct driver_run *run_concluded(struct compose *c, uint64_t gen, struct docker_project *ret)
+{
+    for (struct driver_run *r = c->runs; r; r = r->next) {
+        if (r->released || gen < r->list_from)
+            continue;
+        docker_project_get(c->docker, r->project, ret);
+        /* After down: what still runs (a down that failed) is adopted as if started by
+         * hand, below. */
+        if (r->phase == PHASE_SETTLE || (r->phase == PHASE_RUNNING && ret->n_running == 0))
+            return r;
+    }
+    return NULL;
+}
+
+/* After a new list: runs whose containers all ended, and projects nobody runs. The events
+ * may change the list of runs, so it is walked again after each. */
+static void on_listed(void *data)
+{
+    struct compose *c = data;
+    uint64_t gen = docker_generation(c->docker);
+    struct docker_project p;
+    struct driver_run *r;
+
+    while ((r = run_concluded(c, gen, &p))) {
+        if (r->phase == PHASE_RUNNING) {
+            /* Docker's exit codes above 128 are 128 + the signal that killed it. */
+            int code = p.exit_code, sig = code > 128 && code < 128 + 65 ? code - 128 : 0;
+            r->phase = PHASE_ENDED;
+            run_unlink(r);
+            r->events->exited(r->data, r, sig ? 0 : code, sig);
+            if (!r->released && r->events->gone)
+                r->events->gone(r->data, r);
+        } else {
+            run_end(r);
+        }
+    }
+    for (size_t i = 0; i < docker_count(c->docker); i++) {
+        const struct docker_container *dc = docker_at(c->docker, i);
+        bool ours = false;
+
+        if (!dc->running)
+            continue;
+        for (r = c->runs; r && !ours; r = r->next)
+            ours = strcmp(r->project, dc->project) == 0;
+        if (!ours)
+            c->outside->appeared(c->data, dc->project);
+    }
+}
+
+static void on_engine(void *data, const char *error)
+{
+    struct compose *c = data;
+    struct driver_run *r, *next;
+
+    if (error)
+        for (r = c->runs; r; r = next) {
+            next = r->next;
+            if (r->phase == PHASE_SETTLE)
+                run_end(r); /* no list will come to say so */
+        }
+    c->outside->backend(c->data, error);
+}
+
+static const struct docker_watch watch = {.engine = on_engine, .listed = on_listed};
+
+void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *command,
+                          const char *docker_socket, const struct driver_outside *outside,
+                          void *data)
+{
+    struct compose *c = xcalloc(1, sizeof(*c));
+
+    c->loop = loop;
+    c->outside = outside;
+    c->data = data;
+    compose_find(c, command);
+    if (c->argv[0])
+        log_info("compose command: %s", c->command_text);
+    else
+        log_warning("no Docker Compose command found (docker compose or docker-compose): "
+                    "compose services cannot start");
+    compose = c;
+    c->docker = docker_new(loop, fetcher, docker_socket, &watch, c);
+}
+
+void driver_compose_teardown(void)
+{
+    struct compose *c = compose;
+
+    if (!c)
+        return;
+    docker_free(c->docker);
+    for (size_t i = 0; c->argv[i]; i++)
+        free(c->argv[i]);
+    free(c->command_text);
+    compose = NULL;
+    free(c);
+}
+
+json_t *driver_compose_info(void)
+{
+    if (!compose)
+        return json_null();
+    return json_pack("{s:o, s:s, s:s, s:o}", "command",
+                     compose->command_text ? json_string(compose->command_text) : json_null(),
+                     "docker_host", docker_socket(compose->docker), "engine",
+                     docker_reachable(compose->docker) ? "reachable" : "unreachable", "error",
+                     docker_error(compose->docker) ? json_string(docker_error(compose->docker))
+                                                   : json_null());
+}
+
+/* --- logs ------------------------------------------------------------------------------ */
+
+struct driver_logs {
+    struct docker_logs *request;
+    driver_logs_fn done;
+    void *data;
+};
+
+static void on_docker_logs(void *data, char **lines, const char *error)
+{
+    struct driver_logs *l = data;
+
+    l->done(l->data, lines, error);
+    docker_lines_free(lines);
+    free(l);
+}
+
+static void compose_logs(const struct manifest *m, const char *log_path, unsigned tail,
+                         driver_logs_fn done, void *data, struct driver_logs **ret)
+{
+    struct driver_logs *l = xcalloc(1, sizeof(*l));
+    char *project = docker_project_name(m->name);
+    struct docker_logs *request;
+
+    (void)log_path;
+    *ret = NULL;
+    l->done = done;
+    l->data = data;
+    if (!compose || docker_error(compose->docker)) {
+        char err[512];
+        compose_available(m, err, sizeof(err));
+        free(project);
+        free(l);
+        done(data, NULL, err);
+        return;
+    }
+    /* done may come at once (no containers): l is freed then. */
+    docker_logs(compose->docker, project, tail, on_docker_logs, l, &request);
+    free(project);
+    if (request) {
+        l->request = request;
+        *ret = l;
+    }
+}
+
+static void compose_logs_cancel(struct driver_logs *l)
+{
+    if (!l)
+        return;
+    docker_logs_cancel(l->request);
+    free(l);
+}
+
+const struct driver driver_compose = {
+    .name = "compose",
+    .available = compose_available,
+    .start = compose_start,
+    .stop = compose_stop,
+    .record = compose_record,
+    .adopt = compose_adopt,
+    .release = compose_release,
+    .logs = compose_logs,
+    .logs_cancel = compose_logs_cancel,
+    .rotate = NULL,
+};
