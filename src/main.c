@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "scaffold.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -13,6 +14,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: nanny COMMAND [options]\n"
                  "commands:\n"
                  "  serve      run the daemon (nanny serve --help for its options)\n"
+                 "  new        create a service folder from the template (nanny new --help)\n"
                  "  version    print the version\n");
 }
 
@@ -35,6 +37,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (strcmp(argv[1], "new") == 0)
+        return scaffold_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") != 0) {
         fprintf(stderr, "nanny: unknown command '%s'\n", argv[1]);
         usage(stderr);
