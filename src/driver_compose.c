@@ -213,7 +213,7 @@ static void child_maybe_done(struct child *ch)
 {
     struct driver_run *r = ch->run;
 
-    if (!ch->exited || ch->open_streams > 0)
+    if (!ch->exited || ch->open_streams > 0 || !r)
         return;
     r->child = NULL;
     if (r->released && r->phase != PHASE_ENDED) {
@@ -599,12 +599,31 @@ void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *
     c->docker = docker_new(loop, fetcher, docker_socket, &watch, c);
 }
 
+/* The daemon ends while a command runs: the command goes on by itself (the service keeps
+ * what it started), the daemon only stops watching it. */
+static void child_abandon(struct child *ch)
+{
+    ch->run = NULL;
+    if (!uv_is_closing((uv_handle_t *)&ch->out))
+        uv_close((uv_handle_t *)&ch->out, on_child_closed);
+    if (!uv_is_closing((uv_handle_t *)&ch->err))
+        uv_close((uv_handle_t *)&ch->err, on_child_closed);
+    uv_close((uv_handle_t *)&ch->process, on_child_closed);
+}
+
 void driver_compose_teardown(void)
 {
     struct compose *c = compose;
 
     if (!c)
         return;
+    while (c->runs) {
+        struct driver_run *r = c->runs;
+        run_unlink(r);
+        if (r->child)
+            child_abandon(r->child);
+        run_free(r);
+    }
     docker_free(c->docker);
     for (size_t i = 0; c->argv[i]; i++)
         free(c->argv[i]);
