@@ -36,7 +36,7 @@ static char *default_state_dir(void)
 /* A compose command is one or more words, the first a program: "docker compose". */
 static int parse_compose_command(const char *s)
 {
-    s += strspn(s, " ");
+    s += strspn(s, " \t");
     return *s && strlen(s) < 256 ? 0 : -EINVAL;
 }
 

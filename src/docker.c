@@ -52,10 +52,15 @@ struct docker {
     size_t n_exits;
     /* Containers whose "die" event came: the engine sends it before its list shows the
      * container stopped, so a list right after it may still say running. */
-    char *dead[DOCKER_DEAD_MAX];
+    struct dead {
+        char *id;
+        uint64_t lists_started; /* when it was marked: only later lists may forget it */
+    } dead[DOCKER_DEAD_MAX];
     size_t n_dead;
-    bool died;     /* a die came since the last kick */
-    char *pending; /* a partial event line */
+    uint64_t lists_started; /* lists asked of the engine so far */
+    uint64_t list_number;   /* ...and the number of the one in flight */
+    bool died;              /* a die came since the last kick */
+    char *pending;          /* a partial event line */
     size_t pending_len;
     uv_timer_t retry;
     uv_timer_t kick; /* lists after an event, outside libcurl's callback */
@@ -123,6 +128,11 @@ static void set_reachable(struct docker *d, const char *error)
     d->watch->engine(d->data, error);
 }
 
+static void on_retry(uv_timer_t *t)
+{
+    docker_connect(t->data);
+}
+
 /* The engine went away: drop the stream, keep the last list, try again later. */
 static void disconnect(struct docker *d, const char *error)
 {
@@ -132,7 +142,7 @@ static void disconnect(struct docker *d, const char *error)
     d->listing = NULL;
     d->pending_len = 0;
     set_reachable(d, error);
-    uv_timer_start(&d->retry, (uv_timer_cb)docker_connect, DOCKER_RETRY_MS, 0);
+    uv_timer_start(&d->retry, on_retry, DOCKER_RETRY_MS, 0);
 }
 
 static const char *label(json_t *labels, const char *key)
@@ -205,20 +215,21 @@ static void list_start(struct docker *d)
     }
     d->list_again = false;
     req.url = "http://docker/containers/json?all=1&filters=" DOCKER_FILTER_LIST;
+    d->list_number = ++d->lists_started;
     if (fetcher_request(d->fetcher, &req, on_list, d, &d->listing) < 0)
         disconnect(d, "cannot start a request to the engine");
 }
 
 static void dead_remove(struct docker *d, size_t i)
 {
-    free(d->dead[i]);
+    free(d->dead[i].id);
     d->dead[i] = d->dead[--d->n_dead];
 }
 
 static void dead_set(struct docker *d, const char *id, bool dead)
 {
     for (size_t i = 0; i < d->n_dead; i++) {
-        if (strcmp(d->dead[i], id) == 0) {
+        if (strcmp(d->dead[i].id, id) == 0) {
             if (!dead)
                 dead_remove(d, i);
             return;
@@ -228,22 +239,24 @@ static void dead_set(struct docker *d, const char *id, bool dead)
         return;
     if (d->n_dead == DOCKER_DEAD_MAX)
         dead_remove(d, 0);
-    d->dead[d->n_dead++] = xstrdup(id);
+    d->dead[d->n_dead].id = xstrdup(id);
+    d->dead[d->n_dead++].lists_started = d->lists_started;
 }
 
-/* The dead stay dead in the list until a start event says otherwise; with prune, ids no
- * longer listed are forgotten. */
+/* The dead stay dead in the list until a start event says otherwise. With prune (a list
+ * came), ids that list no longer shows are forgotten, if the list was asked after they
+ * died: one asked before may not show a container that started and died meanwhile. */
 static void apply_dead(struct docker *d, bool prune)
 {
     for (size_t i = 0; i < d->n_dead;) {
         bool listed = false;
         for (size_t j = 0; j < d->n_containers; j++) {
-            if (strcmp(d->containers[j].id, d->dead[i]) == 0) {
+            if (strcmp(d->containers[j].id, d->dead[i].id) == 0) {
                 d->containers[j].running = false;
                 listed = true;
             }
         }
-        if (!listed && prune)
+        if (!listed && prune && d->list_number > d->dead[i].lists_started)
             dead_remove(d, i);
         else
             i++;
@@ -399,7 +412,7 @@ void docker_free(struct docker *d)
     for (size_t i = 0; i < d->n_exits; i++)
         free(d->exits[i].project);
     for (size_t i = 0; i < d->n_dead; i++)
-        free(d->dead[i]);
+        free(d->dead[i].id);
     free(d->pending);
     free(d->socket);
     free(d->error);
@@ -528,7 +541,7 @@ void docker_log_lines(const char *body, size_t len,
             size = len - at - 8; /* a cut body: take what there is */
         for (size_t i = 0; i < size; i++) {
             if (p[i] == '\n') {
-                fn(data, acc[stream], acc_len[stream]);
+                fn(data, acc[stream] ? acc[stream] : "", acc_len[stream]);
                 acc_len[stream] = 0;
                 continue;
             }
@@ -556,6 +569,8 @@ static void add_line(void *data, const char *line, size_t len)
     struct log_line *ll;
     size_t skip = 0;
 
+    if (len > 0 && line[len - 1] == '\r')
+        len--; /* a TTY's line end */
     if (l->n_lines == l->cap_lines) {
         l->cap_lines = l->cap_lines ? l->cap_lines * 2 : 64;
         l->lines = xrealloc(l->lines, l->cap_lines * sizeof(*l->lines));
@@ -608,7 +623,8 @@ static void logs_finish(struct docker_logs *l)
         logs_free(l);
         return;
     }
-    qsort(l->lines, l->n_lines, sizeof(*l->lines), line_cmp);
+    if (l->n_lines > 0)
+        qsort(l->lines, l->n_lines, sizeof(*l->lines), line_cmp);
     first = l->n_lines > l->tail ? l->n_lines - l->tail : 0;
     out = xcalloc(l->n_lines - first + 1, sizeof(*out));
     for (size_t i = first; i < l->n_lines; i++) {

@@ -813,6 +813,108 @@ static void test_adopt(void **state)
     assert_int_equal(lc.state, STATE_RUNNING);
 }
 
+/* Adoption from failed: running again, and a pending automatic restart is dropped. */
+static void test_adopt_from_failed(void **state)
+{
+    struct lifecycle lc;
+    struct lifecycle_step step;
+    size_t n_starts;
+
+    /* Failed for good (restart: no): adopted, nothing to cancel. */
+    lifecycle_init(&lc, false, RESTART_NO);
+    feed(&lc, LIFECYCLE_START, NOW, STATE_STARTING, DSTART);
+    feed(&lc, LIFECYCLE_DRIVER_STARTED, NOW, STATE_RUNNING, NOTIFY);
+    feed(&lc, LIFECYCLE_EXITED_FAILED, NOW + 1000, STATE_FAILED, PEND | NOTIFY);
+    step = lifecycle_adopt(&lc, NOW + 2000);
+    assert_int_equal(step.from, STATE_FAILED);
+    assert_int_equal(step.to, STATE_RUNNING);
+    assert_int_equal(step.actions, NOTIFY);
+    assert_false(step.no_op);
+    assert_null(step.reason);
+    assert_int_equal(lc.state, STATE_RUNNING);
+    assert_int_equal(lc.running_since_ms, NOW + 2000);
+
+    /* Failed with a restart armed: the restart is cancelled, the start history stays. */
+    lifecycle_init(&lc, true, RESTART_ALWAYS);
+    feed(&lc, LIFECYCLE_START, NOW, STATE_STARTING, DSTART);
+    feed(&lc, LIFECYCLE_DRIVER_STARTED, NOW, STATE_STARTING, PBEGIN);
+    feed(&lc, LIFECYCLE_PROBE_OK, NOW + 100, STATE_RUNNING, NOTIFY);
+    feed(&lc, LIFECYCLE_PROBE_FAILED, NOW + 200, STATE_RUNNING, 0);
+    feed(&lc, LIFECYCLE_EXITED_FAILED, NOW + 300, STATE_FAILED, PEND | NOTIFY | LATER);
+    assert_true(lc.restart_pending);
+    n_starts = lc.n_starts;
+    step = lifecycle_adopt(&lc, NOW + 400);
+    assert_int_equal(step.from, STATE_FAILED);
+    assert_int_equal(step.to, STATE_RUNNING);
+    assert_int_equal(step.actions, NOTIFY | PBEGIN | CANCEL);
+    assert_false(step.no_op);
+    assert_false(lc.restart_pending);
+    assert_int_equal(lc.failed_probes, 0);
+    assert_int_equal(lc.n_starts, n_starts);
+    assert_int_equal(lc.restarts, 0);
+    /* The timer that fires anyway finds nothing to restart. */
+    step = feed(&lc, LIFECYCLE_RESTART_DUE, NOW + 1300, STATE_RUNNING, 0);
+    assert_true(step.no_op);
+}
+
+/* Adoption while starting, running, unhealthy or stopping changes nothing at all. */
+static void test_adopt_is_a_no_op_while_up_or_stopping(void **state)
+{
+    static const enum service_state states[] = {STATE_STARTING, STATE_RUNNING, STATE_UNHEALTHY,
+                                                STATE_STOPPING};
+
+    for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+        for (unsigned setup = 0; setup <= SETUP_ALL; setup++) {
+            struct lifecycle lc, before;
+            struct lifecycle_step step;
+
+            prepare(&lc, states[i], RESTART_ALWAYS, true, setup);
+            before = lc;
+            step = lifecycle_adopt(&lc, NOW);
+            assert_int_equal(step.from, states[i]);
+            assert_int_equal(step.to, states[i]);
+            assert_int_equal(step.actions, 0);
+            assert_true(step.no_op);
+            assert_null(step.reason);
+            assert_true(same_lifecycle(&before, &lc));
+        }
+}
+
+/* Adoption from stopped or failed, for every policy, health and history: running, NOTIFY,
+ * PROBE_BEGIN with health checks, RESTART_CANCEL exactly when a restart was pending; not a
+ * start (history, restarts and backoff stay). */
+static void test_adopt_keeps_the_rules(void **state)
+{
+    static const enum service_state states[] = {STATE_STOPPED, STATE_FAILED};
+    static const enum restart_policy policies[] = {RESTART_NO, RESTART_ON_FAILURE, RESTART_ALWAYS};
+
+    for (size_t i = 0; i < 2; i++)
+        for (size_t p = 0; p < 3; p++)
+            for (int h = 0; h < 2; h++)
+                for (unsigned setup = 0; setup <= SETUP_ALL; setup++) {
+                    struct lifecycle lc, before;
+                    struct lifecycle_step step;
+
+                    prepare(&lc, states[i], policies[p], h, setup);
+                    lc.failed_probes = 2;
+                    before = lc;
+                    step = lifecycle_adopt(&lc, NOW);
+                    assert_int_equal(step.from, states[i]);
+                    assert_int_equal(step.to, STATE_RUNNING);
+                    assert_int_equal(lc.state, STATE_RUNNING);
+                    assert_false(step.no_op);
+                    assert_int_equal(step.actions, NOTIFY | (h ? PBEGIN : 0) |
+                                                       (before.restart_pending ? CANCEL : 0));
+                    assert_false(lc.restart_pending);
+                    assert_int_equal(lc.failed_probes, 0);
+                    assert_int_equal(lc.running_since_ms, NOW);
+                    assert_int_equal(lc.n_starts, before.n_starts);
+                    assert_memory_equal(lc.starts, before.starts, sizeof(lc.starts));
+                    assert_int_equal(lc.restarts, before.restarts);
+                    assert_int_equal(lc.backoff_ms, before.backoff_ms);
+                }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -833,6 +935,9 @@ int main(void)
         cmocka_unit_test(test_pending_restart),
         cmocka_unit_test(test_clock_going_back),
         cmocka_unit_test(test_adopt),
+        cmocka_unit_test(test_adopt_from_failed),
+        cmocka_unit_test(test_adopt_is_a_no_op_while_up_or_stopping),
+        cmocka_unit_test(test_adopt_keeps_the_rules),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
