@@ -36,6 +36,7 @@ struct run {
     uv_timer_t restart_timer; /* the backoff of an automatic restart */
     int handles_open;
     bool reserved;            /* waits for preempted holders to go: holds the GPU already */
+    bool driver_starting;     /* the driver's start goes on (compose up): not answered yet */
     uint64_t stop_timeout_ms; /* from the manifest the run started with */
     char *log_path;
     int last_exit_status, last_term_signal;
@@ -238,6 +239,7 @@ static void on_run_gone(void *data, struct driver_run *p)
         return;
     }
     run->instance = NULL;
+    run->driver_starting = false;
     run->driver->release(p);
     /* After a stop this is the end of the stop; after an exit the state moved already. */
     if (run->lc.state == STATE_STOPPING)
@@ -254,14 +256,16 @@ static void on_run_started(void *data, struct driver_run *p, const char *error)
 
     if (p != run->instance)
         return;
+    run->driver_starting = false;
     if (error) {
         set_last_error(svc, "%s", error);
         run_event(run, LIFECYCLE_DRIVER_FAILED);
-        return;
+    } else {
+        log_info("%s: started", svc->name);
+        state_record(run->sup);
+        run_event(run, LIFECYCLE_DRIVER_STARTED);
     }
-    log_info("%s: started", svc->name);
-    state_record(run->sup);
-    run_event(run, LIFECYCLE_DRIVER_STARTED);
+    ops_settle(run->sup);
 }
 
 static const struct driver_events driver_events = {
@@ -368,6 +372,7 @@ static void driver_start(struct run *run)
     }
     run->stop_timeout_ms = m->stop_timeout_ms;
     retire_run(run);
+    run->driver_starting = false;
     run->driver = driver_for(m);
     r = run->driver->start(sup->loop, m, run->log_path, &driver_events, run, &run->instance, err,
                            sizeof(err));
@@ -379,8 +384,10 @@ static void driver_start(struct run *run)
     free(svc->last_error);
     svc->last_error = NULL;
     svc->started_at_ms = unix_ms();
-    if (r > 0)
-        return; /* on_run_started() tells the end */
+    if (r > 0) {
+        run->driver_starting = true; /* on_run_started() tells the end */
+        return;
+    }
     log_info("%s: started", svc->name);
     state_record(sup);
     run_event(run, LIFECYCLE_DRIVER_STARTED);
@@ -697,7 +704,8 @@ static bool ops_settle_once(struct supervisor *sup)
             continue;
         if (svc->state == STATE_RUNNING || svc->state == STATE_UNHEALTHY) {
             op_finish(op, SUPERVISOR_OK, NULL, NULL);
-        } else if (svc->state == STATE_STARTING && !op->wait_healthy) {
+        } else if (svc->state == STATE_STARTING && !op->wait_healthy &&
+                   !(svc->run && ((struct run *)svc->run)->driver_starting)) {
             op_finish(op, SUPERVISOR_OK, NULL, NULL);
         } else if (svc->state == STATE_FAILED) {
             const char *why = svc->last_error ? svc->last_error : "it failed";
