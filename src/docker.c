@@ -145,6 +145,26 @@ static void disconnect(struct docker *d, const char *error)
     uv_timer_start(&d->retry, on_retry, DOCKER_RETRY_MS, 0);
 }
 
+/* A failed transfer in words a person can act on, with libcurl's own after them. */
+static void transfer_error(const struct fetch_result *res, char *buf, size_t size)
+{
+    switch (res->curl_code) {
+    case CURLE_COULDNT_CONNECT:
+        snprintf(buf, size, "nothing answers on its socket, is dockerd running? (%s)", res->error);
+        return;
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+        snprintf(buf, size, "it closed the connection, did dockerd stop? (%s)", res->error);
+        return;
+    case CURLE_OPERATION_TIMEDOUT:
+        snprintf(buf, size, "it does not answer in time (%s)", res->error);
+        return;
+    default:
+        snprintf(buf, size, "%s", res->error);
+    }
+}
+
 static const char *label(json_t *labels, const char *key)
 {
     const char *s = json_string_value(json_object_get(labels, key));
@@ -165,7 +185,7 @@ static void on_list(void *data, const struct fetch_result *res)
     d->listing = NULL;
     if (res->error || res->status != 200) {
         if (res->error)
-            snprintf(error, sizeof(error), "%s", res->error);
+            transfer_error(res, error, sizeof(error));
         else
             snprintf(error, sizeof(error), "listing containers answered HTTP %ld", res->status);
         disconnect(d, error);
@@ -349,7 +369,7 @@ static void on_events_end(void *data, const struct fetch_result *res)
 
     d->events = NULL;
     if (res->error)
-        snprintf(error, sizeof(error), "%s", res->error);
+        transfer_error(res, error, sizeof(error));
     else if (res->status != 200)
         snprintf(error, sizeof(error), "its event stream answered HTTP %ld", res->status);
     else

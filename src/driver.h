@@ -53,6 +53,11 @@ struct driver {
      * or seen by the driver); -ESRCH when it no longer runs. */
     int (*adopt)(uv_loop_t *loop, const struct manifest *m, json_t *record,
                  const struct driver_events *events, void *data, struct driver_run **ret);
+    /* A stop of a service that does not run: what its last run left (a compose project's
+     * exited containers) is removed by a run that only stops (gone() when done). 0 and
+     * *ret NULL when nothing is left. NULL when the driver leaves nothing. */
+    int (*leftovers)(const struct manifest *m, const struct driver_events *events, void *data,
+                     struct driver_run **ret);
     /* Forgets a run without stopping it (the daemon stops; the service keeps running). */
     void (*release)(struct driver_run *r);
     /* The last tail lines of m's output; done may be called before this returns, and is

@@ -499,6 +499,35 @@ static int compose_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
     return 0;
 }
 
+/* `down` for a project whose containers all ended but are still there. */
+static int compose_leftovers(const struct manifest *m, const struct driver_events *events,
+                             void *data, struct driver_run **ret)
+{
+    struct docker_project p;
+    struct driver_run *r;
+    char *project;
+
+    *ret = NULL;
+    if (!compose || !compose->argv[0] || docker_error(compose->docker))
+        return 0;
+    project = docker_project_name(m->name);
+    docker_project_get(compose->docker, project, &p);
+    free(project);
+    if (p.n_containers == 0)
+        return 0;
+    r = run_new(m, events, data);
+    r->stop_wanted = true;
+    r->released = true; /* quiet until the caller has it */
+    down_begin(r);
+    if (r->phase == PHASE_ENDED) {
+        run_free(r); /* down could not even start */
+        return -EIO;
+    }
+    r->released = false;
+    *ret = r;
+    return 0;
+}
+
 static void compose_release(struct driver_run *r)
 {
     if (!r)
@@ -704,6 +733,7 @@ const struct driver driver_compose = {
     .stop = compose_stop,
     .record = compose_record,
     .adopt = compose_adopt,
+    .leftovers = compose_leftovers,
     .release = compose_release,
     .logs = compose_logs,
     .logs_cancel = compose_logs_cancel,

@@ -778,6 +778,23 @@ struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *s
     return NULL;
 }
 
+/* A stop of a service that does not run still removes what its last run left (a compose
+ * project's exited containers, as `docker compose down` does); the stop waits for it. */
+static void stop_leftovers(struct supervisor *sup, struct service *svc)
+{
+    const struct driver *driver = driver_for(svc->manifest);
+    struct run *run;
+
+    if (!driver->leftovers || run_lingers(svc->run) ||
+        (svc->state != STATE_STOPPED && svc->state != STATE_FAILED))
+        return;
+    run = run_of(sup, svc);
+    run->driver = driver;
+    run->stop_timeout_ms = svc->manifest->stop_timeout_ms;
+    if (driver->leftovers(svc->manifest, &driver_events, run, &run->instance) < 0)
+        log_warning("%s: cannot remove what its last run left", svc->name);
+}
+
 struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *svc,
                                       supervisor_done_fn done, void *data)
 {
@@ -793,6 +810,7 @@ struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *sv
             onext = sup->ops;
         }
     }
+    stop_leftovers(sup, svc); /* before the event, whose NOTIFY may answer the stop */
     if (run)
         run_event(run, LIFECYCLE_STOP);
     ops_settle(sup);
