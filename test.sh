@@ -25,8 +25,61 @@ skipped=0
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/nanny-test.XXXXXX")
 child=""
+dockerd_pid=""     # a dockerd this script started (see "Docker engine" below)
+dockerd_children=()
+DOCKERD_STOP_TIMEOUT=30   # dockerd stops its containers first (15 s each at most)
+
+# True while process $1 exists and is not a zombie (kill -0 is true for a zombie).
+proc_alive() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $st && ${st:0:1} != Z && ${st:0:1} != X ]]
+}
+
+# Wait up to $2 seconds for process $1 to end; true when it did.
+proc_wait_gone() {
+    local pid=$1 i
+    for ((i = 0; i < $2 * 10; i++)); do
+        proc_alive "$pid" || return 0
+        sleep 0.1
+    done
+    ! proc_alive "$pid"
+}
+
+# True when a Docker engine answers `docker info` (bounded: a hung socket).
+docker_answers() {
+    timeout -k 5 20 docker info >/dev/null 2>&1
+}
+
+# Stop the dockerd this script started (SIGTERM, SIGKILL after the timeout) and
+# make sure the containerd it ran ended too: dockerd stops it on a clean exit,
+# but not when it was killed.
+stop_dockerd() {
+    local pid comm
+    [[ -n $dockerd_pid ]] || return 0
+    # Its children now, in case it was stopped before they were recorded.
+    mapfile -t -O "${#dockerd_children[@]}" dockerd_children < <(pgrep -P "$dockerd_pid" || true)
+    kill -TERM "$dockerd_pid" 2>/dev/null || true
+    if ! proc_wait_gone "$dockerd_pid" "$DOCKERD_STOP_TIMEOUT"; then
+        echo "dockerd (pid $dockerd_pid) did not stop within ${DOCKERD_STOP_TIMEOUT}s; killing it"
+        kill -KILL "$dockerd_pid" 2>/dev/null || true
+    fi
+    wait "$dockerd_pid" 2>/dev/null || true
+    for pid in "${dockerd_children[@]}"; do
+        # Only a recorded child, and only while that pid still is a containerd.
+        comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+        [[ $comm == containerd* ]] || continue
+        if ! proc_wait_gone "$pid" 10; then
+            kill -TERM "$pid" 2>/dev/null || true
+            proc_wait_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    dockerd_pid=""
+}
+
 # shellcheck disable=SC2317 # called by the traps
 cleanup() {
+    stop_dockerd
     rm -rf "$TMP"
 }
 # shellcheck disable=SC2317
@@ -55,7 +108,8 @@ run_bounded() {
 }
 
 # Tests must not pick up a developer's own daemon settings.
-unset NANNY_LISTEN NANNY_SERVICES NANNY_STATE_DIR NANNY_CONFIG
+unset NANNY_LISTEN NANNY_SERVICES NANNY_STATE_DIR NANNY_CONFIG NANNY_DOCKER_HOST \
+    NANNY_COMPOSE_COMMAND
 # No core files from sanitizer aborts, no pytest cache or bytecode in the tree.
 ulimit -c 0
 export PYTHONDONTWRITEBYTECODE=1
@@ -96,11 +150,56 @@ if ! deps_install "${DEPS_TEST[@]}"; then
 fi
 echo "all Debian packages present"
 
-# --- Docker engine (compose driver issue) ------------------------------------
-# The compose driver's integration tests will need a Docker engine: start
-# dockerd in the background here when `docker info` fails, wait for it, and
-# stop it in cleanup() if this script started it. Not needed yet.
-# -----------------------------------------------------------------------------
+# --- Docker engine -----------------------------------------------------------
+# The compose driver's integration tests need a Docker engine. An engine that
+# already answers (a developer's own, or one started by hand) is used and left
+# alone. Otherwise dockerd is started here with its defaults (the socket
+# /var/run/docker.sock is where the daemon under test looks by default), and
+# cleanup() stops it at exit, its containerd too. If it cannot start, that is
+# one failure and the log says why; the other suites still run (the compose
+# tests then fail with "no Docker engine").
+section "docker engine"
+DOCKERD_START_TIMEOUT=${DOCKERD_START_TIMEOUT:-60}   # seconds for `docker info` to answer
+# The daemon under test reads DOCKER_HOST only when it is a unix socket; any
+# other value would point the tests' docker commands at another engine.
+if [[ -n ${DOCKER_HOST:-} && $DOCKER_HOST != unix://* ]]; then
+    echo "ignoring DOCKER_HOST=$DOCKER_HOST: the tests need an engine on a unix socket"
+    unset DOCKER_HOST
+fi
+if docker_answers; then
+    echo "using the Docker engine that already runs (server" \
+        "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')," \
+        "${DOCKER_HOST:-unix:///var/run/docker.sock}); left running at exit"
+else
+    echo "no Docker engine answers: starting dockerd (log: $TMP/dockerd.log)"
+    dockerd >"$TMP/dockerd.log" 2>&1 </dev/null &
+    dockerd_pid=$!
+    engine_up=0
+    deadline=$((SECONDS + DOCKERD_START_TIMEOUT))
+    while ((SECONDS < deadline)) && proc_alive "$dockerd_pid"; do
+        if docker_answers; then
+            engine_up=1
+            break
+        fi
+        sleep 0.5
+    done
+    if ((engine_up)); then
+        mapfile -t dockerd_children < <(pgrep -P "$dockerd_pid" || true)
+        echo "started dockerd (pid $dockerd_pid, server" \
+            "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'));" \
+            "it is stopped at exit"
+    else
+        if proc_alive "$dockerd_pid"; then
+            echo "dockerd did not answer \`docker info\` within ${DOCKERD_START_TIMEOUT}s; its log (tail):"
+        else
+            echo "dockerd exited; its log (tail):"
+        fi
+        tail -n 40 "$TMP/dockerd.log" | sed 's/^/    /'
+        mapfile -t dockerd_children < <(pgrep -P "$dockerd_pid" || true)
+        stop_dockerd
+        report "docker engine" 0 1
+    fi
+fi
 
 PYTEST=(pytest-3)
 if ! command -v pytest-3 >/dev/null 2>&1; then

@@ -12,13 +12,13 @@ DEPS_BUILD=(build-essential pkg-config meson ninja-build
     libuv1-dev libmicrohttpd-dev libcurl4-gnutls-dev libjansson-dev libyaml-dev)
 
 # Everything ./test.sh needs: the build, the unit tests (cmocka), the
-# integration tests (Debian's pytest), the formatting check.
-DEPS_TEST=("${DEPS_BUILD[@]}" libcmocka-dev python3 python3-pytest clang-format curl procps)
-# --- Docker (compose driver issue) -------------------------------------------
-# The compose driver's tests will need: docker.io docker-compose busybox-static
-# (plus starting dockerd in test.sh, see the marked place there). Add them to
-# DEPS_TEST then.
-# -----------------------------------------------------------------------------
+# integration tests (Debian's pytest), the formatting check. The compose
+# driver's tests need a Docker engine and compose (docker.io, docker-compose:
+# Debian 12 has compose v1 only; test.sh starts dockerd when none answers) and
+# busybox-static (statically linked tools, for FROM scratch images). systemd
+# brings systemd-analyze, which checks the shipped unit file.
+DEPS_TEST=("${DEPS_BUILD[@]}" libcmocka-dev python3 python3-pytest clang-format curl procps
+    docker.io docker-compose busybox-static systemd)
 
 # bench/api.sh: the build plus the load generator and the reference server.
 DEPS_BENCH=("${DEPS_BUILD[@]}" wrk curl python3 procps)
