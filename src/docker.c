@@ -68,6 +68,7 @@ struct docker {
 };
 
 static void docker_connect(struct docker *d);
+static void dead_remove(struct docker *d, size_t i);
 
 char *docker_project_name(const char *name)
 {
@@ -141,6 +142,12 @@ static void disconnect(struct docker *d, const char *error)
     fetch_cancel(d->listing);
     d->listing = NULL;
     d->pending_len = 0;
+    /* What the stream said is void: deaths and starts seen no more, so the marks go, and
+     * the lists after reconnecting, all asked after them, are the truth. */
+    uv_timer_stop(&d->kick);
+    d->died = false;
+    while (d->n_dead > 0)
+        dead_remove(d, 0);
     set_reachable(d, error);
     uv_timer_start(&d->retry, on_retry, DOCKER_RETRY_MS, 0);
 }
@@ -288,7 +295,7 @@ static void on_kick(uv_timer_t *t)
 {
     struct docker *d = t->data;
 
-    if (d->died) {
+    if (d->died && d->reachable) {
         d->died = false;
         apply_dead(d, false);
         d->watch->listed(d->data);
@@ -347,18 +354,23 @@ static void on_events_data(void *data, const char *buf, size_t len)
 {
     struct docker *d = data;
 
-    for (size_t i = 0; i < len; i++) {
-        if (buf[i] != '\n') {
-            if (d->pending_len < DOCKER_EVENT_MAX) {
-                d->pending = xrealloc(d->pending, d->pending_len + 1);
-                d->pending[d->pending_len] = buf[i];
-            }
-            d->pending_len++;
-            continue;
+    while (len > 0) {
+        const char *nl = memchr(buf, '\n', len);
+        size_t n = nl ? (size_t)(nl - buf) : len;
+
+        if (d->pending_len + n <= DOCKER_EVENT_MAX) {
+            if (!d->pending)
+                d->pending = xmalloc(DOCKER_EVENT_MAX);
+            memcpy(d->pending + d->pending_len, buf, n);
         }
+        d->pending_len += n; /* past the cap the line is skipped */
+        if (!nl)
+            return;
         if (d->pending_len > 0 && d->pending_len <= DOCKER_EVENT_MAX)
             on_event_line(d, d->pending, d->pending_len);
         d->pending_len = 0;
+        buf = nl + 1;
+        len -= n + 1;
     }
 }
 
@@ -391,7 +403,7 @@ static void docker_connect(struct docker *d)
         disconnect(d, "cannot start a request to the engine");
         return;
     }
-    d->asked = d->generation + 1;
+    d->asked = d->generation + (d->listing ? 2 : 1);
     list_start(d);
 }
 
@@ -470,6 +482,17 @@ uint64_t docker_refresh(struct docker *d)
     d->asked = d->generation + (d->listing ? 2 : 1);
     list_start(d);
     return d->asked;
+}
+
+void docker_forget_exit(struct docker *d, const char *project)
+{
+    for (size_t i = 0; i < d->n_exits; i++) {
+        if (strcmp(d->exits[i].project, project) == 0) {
+            free(d->exits[i].project);
+            d->exits[i] = d->exits[--d->n_exits];
+            return;
+        }
+    }
 }
 
 uint64_t docker_generation(const struct docker *d)

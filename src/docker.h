@@ -57,6 +57,9 @@ const char *docker_socket(const struct docker *d);
 uint64_t docker_refresh(struct docker *d);
 uint64_t docker_generation(const struct docker *d);
 
+/* Forgets the exit code of project's last death (a new start begins). */
+void docker_forget_exit(struct docker *d, const char *project);
+
 /* The latest list. */
 size_t docker_count(const struct docker *d);
 const struct docker_container *docker_at(const struct docker *d, size_t i);

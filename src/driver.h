@@ -24,7 +24,9 @@ struct driver_events {
     void (*started)(void *data, struct driver_run *r, const char *error);
     /* It ended by itself (not after stop): exit status (-1 when unknown) or signal. */
     void (*exited)(void *data, struct driver_run *r, int exit_status, int term_signal);
-    /* After stop or an exit: nothing of it is left. release() may be called from here. */
+    /* After stop or an exit: nothing of it runs any more (for compose: the engine lists
+     * none of the project's containers running, or it is unreachable). release() may be
+     * called from here. */
     void (*gone)(void *data, struct driver_run *r);
 };
 

@@ -12,15 +12,18 @@
 #include "log.h"
 #include "proc.h"
 
-#define COMPOSE_ARGS_MAX  16
-#define COMPOSE_TAIL_MAX  1024 /* the end of a command's stderr kept for its error */
-#define COMPOSE_ERROR_MAX 600  /* ...and the part of it that goes into last_error */
+#define COMPOSE_ARGS_MAX   16
+#define COMPOSE_TAIL_MAX   1024 /* the end of a command's stderr kept for its error */
+#define COMPOSE_ERROR_MAX  600  /* ...and the part of it that goes into last_error */
+#define COMPOSE_DOWN_TRIES 3    /* downs after which containers still running are let be */
 
 enum phase {
+    PHASE_WAIT,    /* an earlier run of the project is still going down: up waits */
     PHASE_UP,      /* `up -d` runs */
     PHASE_RUNNING, /* up; the engine's lists tell when its containers end */
     PHASE_DOWN,    /* `down` runs */
-    PHASE_SETTLE,  /* down returned; waits for a list that shows no container running */
+    PHASE_SETTLE,  /* down returned; waits for a list that shows no container running (a
+                    * stop is over only then: a GPU holder holds until its containers end) */
     PHASE_ENDED,   /* gone() was said */
 };
 
@@ -38,6 +41,7 @@ struct driver_run {
     bool released;
     uint64_t stop_timeout_ms;
     uint64_t list_from; /* lists older than this one say nothing about this run */
+    unsigned downs;     /* downs run, for COMPOSE_DOWN_TRIES */
     struct child *child;
     struct driver_run *next, *prev;
 };
@@ -66,6 +70,7 @@ struct compose {
     const struct driver_outside *outside;
     void *data;
     struct driver_run *runs; /* every run not yet released */
+    uv_timer_t wake;         /* lets waiting runs go, outside the callers' stacks */
 };
 
 static struct compose *compose; /* one per daemon, made by driver_compose_setup() */
@@ -138,6 +143,8 @@ static void compose_find(struct compose *c, const char *override)
 
 /* --- runs ------------------------------------------------------------------------------ */
 
+static void on_wake(uv_timer_t *t);
+
 static void run_free(struct driver_run *r)
 {
     if (r->env)
@@ -151,8 +158,16 @@ static void run_free(struct driver_run *r)
     free(r);
 }
 
+/* Something changed in the runs: waiting ones may go (or end) now. */
+static void wake_soon(void)
+{
+    if (compose)
+        uv_timer_start(&compose->wake, on_wake, 0, 0);
+}
+
 static void run_unlink(struct driver_run *r)
 {
+    wake_soon();
     if (r->prev)
         r->prev->next = r->next;
     else if (compose && compose->runs == r)
@@ -365,12 +380,13 @@ static void on_down_done(struct driver_run *r, struct child *ch)
         log_warning("%s: %s", r->name, error);
         free(error);
     }
+    /* Asked while still PHASE_DOWN: an engine found gone right now ends settling runs. */
+    r->list_from = docker_refresh(compose->docker);
     if (!docker_reachable(compose->docker)) {
         run_end(r); /* nothing to ask; its containers went with the engine, or come back */
         return;
     }
     r->phase = PHASE_SETTLE;
-    r->list_from = docker_refresh(compose->docker);
 }
 
 static void down_begin(struct driver_run *r)
@@ -381,6 +397,7 @@ static void down_begin(struct driver_run *r)
     snprintf(seconds, sizeof(seconds), "%llu",
              (unsigned long long)((r->stop_timeout_ms + 999) / 1000));
     r->phase = PHASE_DOWN;
+    r->downs++;
     if (child_spawn(r, "down", args, on_down_done, err, sizeof(err)) < 0) {
         log_warning("%s: %s", r->name, err);
         run_end(r);
@@ -412,6 +429,49 @@ static void on_up_done(struct driver_run *r, struct child *ch)
     r->phase = PHASE_RUNNING;
     r->list_from = docker_refresh(compose->docker);
     r->events->started(r->data, r, NULL);
+}
+
+static void up_begin(struct driver_run *r)
+{
+    static const char *const args[] = {"up", "-d", NULL};
+    char err[256];
+
+    r->phase = PHASE_UP;
+    docker_forget_exit(compose->docker, r->project);
+    if (child_spawn(r, "up -d", args, on_up_done, err, sizeof(err)) < 0) {
+        r->events->started(r->data, r, err);
+        run_end(r);
+    }
+}
+
+/* True while another run of r's project is still going down. */
+static bool project_busy(const struct driver_run *r)
+{
+    for (const struct driver_run *o = compose->runs; o; o = o->next)
+        if (o != r && (o->phase == PHASE_DOWN || o->phase == PHASE_SETTLE) &&
+            strcmp(o->project, r->project) == 0)
+            return true;
+    return false;
+}
+
+/* Waiting runs: a stop ends them, the end of the earlier run's down lets them up. Each
+ * step may change the runs, so the walk starts again after it. */
+static void on_wake(uv_timer_t *t)
+{
+    struct driver_run *r;
+
+    (void)t;
+    for (;;) {
+        for (r = compose->runs; r; r = r->next)
+            if (r->phase == PHASE_WAIT && !r->released && (r->stop_wanted || !project_busy(r)))
+                break;
+        if (!r)
+            return;
+        if (r->stop_wanted)
+            run_end(r);
+        else
+            up_begin(r);
+    }
 }
 
 static int compose_available(const struct manifest *m, char *err, size_t err_size)
@@ -446,7 +506,13 @@ static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *
     if (rc < 0)
         return rc;
     r = run_new(m, events, data);
+    if (project_busy(r)) {
+        r->phase = PHASE_WAIT; /* up after the earlier run's down, not during it */
+        *ret = r;
+        return 1;
+    }
     r->phase = PHASE_UP;
+    docker_forget_exit(compose->docker, r->project);
     rc = child_spawn(r, "up -d", args, on_up_done, err, err_size);
     if (rc < 0) {
         run_unlink(r);
@@ -465,6 +531,8 @@ static void compose_stop(struct driver_run *r, uint64_t timeout_ms)
     r->stop_wanted = true;
     if (r->phase == PHASE_RUNNING)
         down_begin(r);
+    else if (r->phase == PHASE_WAIT)
+        wake_soon(); /* it ends there, not on the caller's stack */
     /* PHASE_UP: down follows when up returns; DOWN and SETTLE: under way. */
 }
 
@@ -550,8 +618,6 @@ static struct driver_run *run_concluded(struct compose *c, uint64_t gen, struct 
         if (r->released || gen < r->list_from)
             continue;
         docker_project_get(c->docker, r->project, ret);
-        /* After down: what still runs (a down that failed) is adopted as if started by
-         * hand, below. */
         if (r->phase == PHASE_SETTLE || (r->phase == PHASE_RUNNING && ret->n_running == 0))
             return r;
     }
@@ -576,8 +642,20 @@ static void on_listed(void *data)
             r->events->exited(r->data, r, sig ? 0 : code, sig);
             if (!r->released && r->events->gone)
                 r->events->gone(r->data, r);
-        } else {
+        } else if (p.n_running == 0) {
             run_end(r);
+        } else if (r->downs < COMPOSE_DOWN_TRIES) {
+            log_warning("%s: %u of its containers still run after down: down again", r->name,
+                        p.n_running);
+            down_begin(r);
+        } else {
+            /* It cannot be stopped: it stays stopping, and holds what it holds, until its
+             * containers end some other way. */
+            if (r->downs++ == COMPOSE_DOWN_TRIES)
+                log_error("%s: its containers still run after %u downs; the stop waits for "
+                          "them to end",
+                          r->name, COMPOSE_DOWN_TRIES);
+            r->list_from = gen + 1;
         }
     }
     for (size_t i = 0; i < docker_count(c->docker); i++) {
@@ -624,6 +702,8 @@ void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *
     else
         log_warning("no Docker Compose command found (docker compose or docker-compose): "
                     "compose services cannot start");
+    uv_timer_init(loop, &c->wake);
+    c->wake.data = c;
     compose = c;
     c->docker = docker_new(loop, fetcher, docker_socket, &watch, c);
 }
@@ -638,6 +718,11 @@ static void child_abandon(struct child *ch)
     if (!uv_is_closing((uv_handle_t *)&ch->err))
         uv_close((uv_handle_t *)&ch->err, on_child_closed);
     uv_close((uv_handle_t *)&ch->process, on_child_closed);
+}
+
+static void on_wake_closed(uv_handle_t *h)
+{
+    free(h->data);
 }
 
 void driver_compose_teardown(void)
@@ -658,7 +743,7 @@ void driver_compose_teardown(void)
         free(c->argv[i]);
     free(c->command_text);
     compose = NULL;
-    free(c);
+    uv_close((uv_handle_t *)&c->wake, on_wake_closed);
 }
 
 json_t *driver_compose_info(void)

@@ -8,7 +8,7 @@
 
 #include <uv.h>
 
-#define FETCH_BODY_MAX (64 * 1024) /* larger bodies are cut here, not an error */
+#define FETCH_BODY_MAX (64 * 1024) /* the default cap: larger bodies are cut, not an error */
 
 struct fetcher;
 struct fetch;
@@ -18,7 +18,7 @@ struct fetch_result {
     long status;         /* HTTP status, 0 when no answer came */
     uint64_t latency_ms; /* from start to end of the transfer */
     const char *error;   /* NULL on success, else a sentence */
-    const char *body;    /* NUL-terminated, at most FETCH_BODY_MAX bytes */
+    const char *body;    /* NUL-terminated, cut at the request's body_max */
     size_t body_len;
 };
 

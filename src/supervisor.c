@@ -567,6 +567,8 @@ static void op_begin_start(struct supervisor_op *op)
     op->waiting_gpu = false;
     run->reserved = false;
     op->started = true;
+    /* A stop still waiting (for what a stopped service's last run left) is overtaken. */
+    stops_superseded(op->sup, op->svc);
     /* The manifest may have changed since the run was made. */
     run->lc.health_enabled = op->svc->manifest->health_enabled;
     run->lc.restart = op->svc->manifest->restart;
@@ -822,8 +824,15 @@ struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *sv
 
 void supervisor_op_cancel(struct supervisor_op *op)
 {
-    if (op)
-        op->cancelled = true;
+    if (!op)
+        return;
+    op->cancelled = true;
+    if (op->waiting_gpu) {
+        /* Nobody waits for it: it must not keep the GPU reserved. */
+        struct supervisor *sup = op->sup;
+        op_finish(op, SUPERVISOR_CANCELLED, NULL, NULL);
+        ops_settle(sup);
+    }
 }
 
 static void on_restart_timer(uv_timer_t *t)
@@ -956,9 +965,21 @@ static void on_appeared(void *data, const char *project)
     svc->state = run->lc.state;
     registry_touch(sup->reg, svc);
     log_info("%s: its containers run, started outside the daemon: adopted", svc->name);
-    if (svc->manifest->gpu_required && !gpu_free_for(sup, svc))
-        log_warning("%s: started outside the daemon while another service holds the GPU",
-                    svc->name);
+    if (svc->manifest->gpu_required) {
+        char message[160];
+        if (!gpu_free_for(sup, svc))
+            log_warning("%s: started outside the daemon while another service holds the GPU",
+                        svc->name);
+        /* Starts waiting for the GPU lost it to this one. */
+        snprintf(message, sizeof(message), "%s is using the GPU", svc->name);
+        for (struct supervisor_op *o = sup->ops, *onext; o; o = onext) {
+            onext = o->next;
+            if (o->waiting_gpu && o->svc != svc) {
+                op_finish(o, SUPERVISOR_CONFLICT, svc->name, message);
+                onext = sup->ops;
+            }
+        }
+    }
     run_apply(run, &step);
     ops_settle(sup);
 }

@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import threading
+import time
 
 import pytest
 
@@ -481,3 +482,49 @@ def test_without_an_engine_the_daemon_runs_and_start_is_503(clab, workdir, how):
     assert body["message"], body
     assert clab.state(svc.name) in ("stopped", "failed")
     d.assert_healthy()
+
+
+# --- a start that follows a down of the same project ---------------------------------------
+
+
+def test_start_right_after_the_stop_of_a_failed_service_waits_for_its_down(clab):
+    """The stop of a failed service runs `down` for its dead container; a start asked
+    meanwhile must not run `up -d` during that down (which would remove what up made):
+    the stop is overtaken, the start comes up after the down, and runs."""
+    svc = clab.add(stop_timeout="1s")
+    clab.serve()
+    start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
+    svc.engine.docker("kill", svc.container())
+    clab.wait_state(svc.name, "failed", timeout=FOLLOW_TIMEOUT)
+    answers = {}
+    stopper = threading.Thread(target=lambda: answers.setdefault("stop", clab.stop(svc.name)))
+    stopper.start()
+    time.sleep(0.05)
+    start = clab.start(svc.name, wait=True)
+    stopper.join(timeout=60)
+    assert not stopper.is_alive(), "the stop was never answered"
+    start_answer(start, svc.name, states="running")
+    stop = answers["stop"]
+    assert stop.status in (200, 409), stop
+    if stop.status == 409:
+        assert json_error(stop, 409, "cancelled")
+    # The container that up made is there and serves, a moment later too.
+    time.sleep(1.0)
+    assert len(svc.running()) == 1, svc.containers()
+    assert clab.state(svc.name) == "running"
+    ok_status(clab.stop(svc.name), svc.name, "stopped")
+    assert svc.containers() == []
+
+
+def test_failed_up_then_immediate_restart_does_not_overlap_its_down(clab):
+    """A failing up answers 502 and the driver takes down what it made; an automatic
+    restart (restart: always, 1 s later) or a retry must wait for that down."""
+    svc = clab.add(image=MISSING_IMAGE, restart="always")
+    clab.serve()
+    r = clab.start(svc.name)
+    json_error(r, 502, "driver_failed")
+    r2 = clab.start(svc.name)
+    assert r2.status in (200, 502), r2
+    # Whatever it tried, nothing of it is left running, and the daemon still answers.
+    ok_status(clab.stop(svc.name), svc.name, "stopped")
+    assert svc.containers() == []
