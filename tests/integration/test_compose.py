@@ -32,6 +32,7 @@ from compose_helpers import (  # noqa: F401 (clab, docker_engine, testsvc_image 
 from conftest import wait_until
 from lifecycle_helpers import (
     STATE_TIMEOUT,
+    free_port,
     json_error,
     ok_status,
     start_answer,
@@ -526,5 +527,25 @@ def test_failed_up_then_immediate_restart_does_not_overlap_its_down(clab):
     r2 = clab.start(svc.name)
     assert r2.status in (200, 502), r2
     # Whatever it tried, nothing of it is left running, and the daemon still answers.
+    ok_status(clab.stop(svc.name), svc.name, "stopped")
+    assert svc.containers() == []
+
+
+def test_manifest_env_reaches_the_compose_file(clab):
+    """The manifest's env is compose's environment: the compose file's ${VAR} use it (here
+    the port the container listens on, and a line it prints)."""
+    port = free_port()
+    svc = clab.add(port=port, extra={"env": f"{{APP_PORT: '{port}', APP_LINES: '2'}}"})
+    with open(os.path.join(svc.folder, "docker-compose.yml"), "w") as f:
+        f.write("services:\n  app:\n"
+                f"    image: {clab.image}\n"
+                "    network_mode: host\n    init: true\n"
+                '    command: ["--port", "${APP_PORT}", "--print-lines", "${APP_LINES}"]\n')
+    clab.serve()
+    start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
+    assert svc.answers_health()
+    lines = clab.log_lines(svc.name)
+    assert "app | testsvc: line 1" in lines, lines
+    assert not any("line 3" in line for line in lines), lines
     ok_status(clab.stop(svc.name), svc.name, "stopped")
     assert svc.containers() == []
