@@ -94,7 +94,11 @@ void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *
                           const char *docker_socket, const struct driver_outside *outside,
                           void *data);
 void driver_compose_teardown(void);
-/* {"command": "docker-compose" | null, "engine": "reachable" | "unreachable", "error": …} */
+/* Starts watching the engine (first used by a compose service): a daemon without compose
+ * services does not load libcurl for it. */
+void driver_compose_watch(void);
+/* {"command": "docker-compose" | null, "docker_host": path,
+ *  "engine": "reachable" | "unreachable" | "unwatched", "error": …} */
 json_t *driver_compose_info(void);
 
 #endif

@@ -66,7 +66,9 @@ struct compose {
     uv_loop_t *loop;
     char *argv[COMPOSE_ARGS_MAX]; /* the compose command's words; argv[0] NULL: none */
     char *command_text;
-    struct docker *docker;
+    struct docker *docker; /* NULL until a compose service exists (libcurl costs ~2 MiB) */
+    struct fetcher *fetcher;
+    char *socket;
     const struct driver_outside *outside;
     void *data;
     struct driver_run *runs; /* every run not yet released */
@@ -74,6 +76,17 @@ struct compose {
 };
 
 static struct compose *compose; /* one per daemon, made by driver_compose_setup() */
+
+static void on_engine(void *data, const char *error);
+static void on_listed(void *data);
+static const struct docker_watch watch = {.engine = on_engine, .listed = on_listed};
+
+void driver_compose_watch(void)
+{
+    if (compose && !compose->docker)
+        compose->docker =
+            docker_new(compose->loop, compose->fetcher, compose->socket, &watch, compose);
+}
 
 /* --- the compose command ---------------------------------------------------------------- */
 
@@ -478,6 +491,7 @@ static int compose_available(const struct manifest *m, char *err, size_t err_siz
 {
     const char *error;
 
+    driver_compose_watch();
     if (!compose || !compose->argv[0]) {
         snprintf(err, err_size,
                  "no Docker Compose command: neither `docker compose` nor docker-compose was "
@@ -555,6 +569,7 @@ static int compose_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
     (void)record;
     if (!compose)
         return -ESRCH;
+    driver_compose_watch();
     project = docker_project_name(m->name);
     docker_project_get(compose->docker, project, &p);
     free(project);
@@ -576,6 +591,7 @@ static int compose_leftovers(const struct manifest *m, const struct driver_event
     char *project;
 
     *ret = NULL;
+    driver_compose_watch();
     if (!compose || !compose->argv[0] || docker_error(compose->docker))
         return 0;
     project = docker_project_name(m->name);
@@ -685,8 +701,6 @@ static void on_engine(void *data, const char *error)
     c->outside->backend(c->data, error);
 }
 
-static const struct docker_watch watch = {.engine = on_engine, .listed = on_listed};
-
 void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *command,
                           const char *docker_socket, const struct driver_outside *outside,
                           void *data)
@@ -705,7 +719,8 @@ void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *
     uv_timer_init(loop, &c->wake);
     c->wake.data = c;
     compose = c;
-    c->docker = docker_new(loop, fetcher, docker_socket, &watch, c);
+    c->fetcher = fetcher;
+    c->socket = xstrdup(docker_socket);
 }
 
 /* The daemon ends while a command runs: the command goes on by itself (the service keeps
@@ -739,6 +754,7 @@ void driver_compose_teardown(void)
         run_free(r);
     }
     docker_free(c->docker);
+    free(c->socket);
     for (size_t i = 0; c->argv[i]; i++)
         free(c->argv[i]);
     free(c->command_text);
@@ -750,6 +766,10 @@ json_t *driver_compose_info(void)
 {
     if (!compose)
         return json_null();
+    if (!compose->docker)
+        return json_pack("{s:o, s:s, s:s, s:n}", "command",
+                         compose->command_text ? json_string(compose->command_text) : json_null(),
+                         "docker_host", compose->socket, "engine", "unwatched", "error");
     return json_pack("{s:o, s:s, s:s, s:o}", "command",
                      compose->command_text ? json_string(compose->command_text) : json_null(),
                      "docker_host", docker_socket(compose->docker), "engine",
@@ -786,6 +806,7 @@ static void compose_logs(const struct manifest *m, const char *log_path, unsigne
     *ret = NULL;
     l->done = done;
     l->data = data;
+    driver_compose_watch();
     if (!compose || docker_error(compose->docker)) {
         char err[512];
         compose_available(m, err, sizeof(err));

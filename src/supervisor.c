@@ -1026,8 +1026,21 @@ struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct 
     return sup;
 }
 
+void supervisor_services_changed(struct supervisor *sup)
+{
+    size_t n = registry_count(sup->reg);
+
+    for (size_t i = 0; i < n; i++) {
+        if (registry_at(sup->reg, i)->manifest->driver == DRIVER_COMPOSE) {
+            driver_compose_watch(); /* containers of it may run already */
+            return;
+        }
+    }
+}
+
 void supervisor_adopt(struct supervisor *sup)
 {
+    supervisor_services_changed(sup);
     json_t *doc = NULL, *services, *entry;
     const char *name;
     char err[512];

@@ -46,6 +46,10 @@ struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct 
  * runs (or whose pid now belongs to another process) is marked stopped. */
 void supervisor_adopt(struct supervisor *sup);
 
+/* The registry changed: the compose driver starts watching the Docker engine once there
+ * is a compose service. */
+void supervisor_services_changed(struct supervisor *sup);
+
 /* The daemon is stopping: records what runs for the next daemon to adopt or, with
  * stop_services, stops every service (supervisor_busy() tells when they are gone). */
 void supervisor_shutdown(struct supervisor *sup, bool stop_services);

@@ -689,7 +689,7 @@ def health_compose(d):
     assert isinstance(c, dict), body
     for k in ("command", "engine", "error"):
         assert k in c, f"/health compose lacks {k!r}: {c}"
-    assert c["engine"] in ("reachable", "unreachable"), c
+    assert c["engine"] in ("reachable", "unreachable", "unwatched"), c
     assert c["command"] is None or isinstance(c["command"], str), c
     assert c["error"] is None or (isinstance(c["error"], str) and c["error"].strip()), c
     return c

@@ -104,6 +104,24 @@ def test_health_reports_the_compose_command_and_a_reachable_engine(clab):
     assert c["error"] is None, c
 
 
+def test_the_engine_is_watched_once_a_compose_service_exists(clab):
+    """Without compose services the daemon does not talk to the engine (nor load libcurl
+    for it); the first compose service found starts the watch, and a project of it that
+    already runs is seen."""
+    d = clab.serve()
+    assert health_compose(d)["engine"] == "unwatched"
+    svc = clab.add()
+    svc.up()  # running before the daemon knows the service
+    r = d.post("/rediscover")
+    assert r.status == 200, r
+    wait_until(lambda: health_compose(d)["engine"] == "reachable", timeout=FOLLOW_TIMEOUT,
+               message="/health engine reachable after the first compose service")
+    clab.wait_status(svc.name, lambda s: s["state"] == "running", timeout=FOLLOW_TIMEOUT,
+                     message="its project, started by hand, seen running")
+    ok_status(clab.stop(svc.name), svc.name, "stopped")
+    assert svc.containers() == []
+
+
 def _wrapper(workdir):
     """A compose command of its own: a script that notes each call, then runs the real
     compose command."""
