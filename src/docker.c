@@ -11,15 +11,16 @@
 #include "docker.h"
 #include "log.h"
 
-#define DOCKER_RETRY_MS  1000               /* the next attempt after the engine went away */
-#define DOCKER_LIST_MS   10000              /* a list that takes longer: the engine hangs */
-#define DOCKER_LIST_MAX  (8 * 1024 * 1024)  /* the list's JSON, generous */
-#define DOCKER_LOGS_MS   30000              /* one container's logs */
-#define DOCKER_LOGS_MAX  (32 * 1024 * 1024) /* one container's logs (tail is capped too) */
-#define DOCKER_EVENT_MAX (64 * 1024)        /* one event line; longer ones are skipped */
-#define DOCKER_EXITS_MAX 256                /* projects whose last exit code is kept */
-#define DOCKER_DEAD_MAX  256                /* containers known dead that a list may not show */
-#define DOCKER_TIMESTAMP 30                 /* "2026-11-26T19:01:54.673456871Z", fixed width */
+#define DOCKER_RETRY_MS    1000               /* the next attempt after the engine went away */
+#define DOCKER_LIST_MS     10000              /* a list that takes longer: the engine hangs */
+#define DOCKER_LIST_MAX    (8 * 1024 * 1024)  /* the list's JSON, generous */
+#define DOCKER_LOGS_MS     30000              /* one container's logs */
+#define DOCKER_LOGS_MAX    (32 * 1024 * 1024) /* one container's logs (tail is capped too) */
+#define DOCKER_EVENT_MAX   (64 * 1024)        /* one event line; longer ones are skipped */
+#define DOCKER_EXITS_MAX   256                /* projects whose last exit code is kept */
+#define DOCKER_DEAD_MAX    256                /* containers known dead that a list may not show */
+#define DOCKER_NOT_RUNNING "nothing answers on its socket"
+#define DOCKER_TIMESTAMP   30 /* "2026-11-26T19:01:54.673456871Z", fixed width */
 
 /* URL-encoded {"type":["container"],"label":["com.docker.compose.project"]} and the same
  * label filter for the list: only compose containers concern the daemon. */
@@ -148,6 +149,9 @@ static void disconnect(struct docker *d, const char *error)
     d->died = false;
     while (d->n_dead > 0)
         dead_remove(d, 0);
+    /* Whoever waits for a list asked before now gets the first one after reconnecting. */
+    if (d->asked > d->generation + 1)
+        d->generation = d->asked - 1;
     set_reachable(d, error);
     uv_timer_start(&d->retry, on_retry, DOCKER_RETRY_MS, 0);
 }
@@ -157,7 +161,7 @@ static void transfer_error(const struct fetch_result *res, char *buf, size_t siz
 {
     switch (res->curl_code) {
     case CURLE_COULDNT_CONNECT:
-        snprintf(buf, size, "nothing answers on its socket, is dockerd running? (%s)", res->error);
+        snprintf(buf, size, DOCKER_NOT_RUNNING ", is dockerd running? (%s)", res->error);
         return;
     case CURLE_PARTIAL_FILE:
     case CURLE_RECV_ERROR:
@@ -455,6 +459,43 @@ void docker_free(struct docker *d)
 bool docker_reachable(const struct docker *d)
 {
     return d->reachable;
+}
+
+bool docker_gone(const struct docker *d)
+{
+    return !d->reachable && d->error &&
+           strncmp(d->error, DOCKER_NOT_RUNNING, strlen(DOCKER_NOT_RUNNING)) == 0;
+}
+
+static void on_stopped(void *data, const struct fetch_result *res)
+{
+    char *id = data;
+
+    if (res->error || (res->status != 204 && res->status != 304 && res->status != 404))
+        log_warning("docker: cannot stop container %.12s: %s", id,
+                    res->error ? res->error : "the engine refused");
+    free(id);
+}
+
+void docker_stop_project(struct docker *d, const char *project, unsigned timeout_s)
+{
+    for (size_t i = 0; i < d->n_containers; i++) {
+        const struct docker_container *c = &d->containers[i];
+        struct fetch_request req = {.unix_socket = d->socket,
+                                    .timeout_ms = (uint64_t)timeout_s * 1000 + DOCKER_LIST_MS,
+                                    .post = true};
+        char *u, *id;
+
+        if (!c->running || strcmp(c->project, project) != 0)
+            continue;
+        u = url("http://docker/containers/%s/stop?t=%u", c->id, timeout_s);
+        id = xstrdup(c->id);
+        req.url = u;
+        log_info("docker: stopping container %.12s of %s through the engine", c->id, project);
+        if (fetcher_request(d->fetcher, &req, on_stopped, id, NULL) < 0)
+            free(id);
+        free(u);
+    }
 }
 
 bool docker_known(const struct docker *d)

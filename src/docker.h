@@ -49,6 +49,13 @@ void docker_free(struct docker *d);
  * (docker_known false) and counts as reachable. */
 bool docker_reachable(const struct docker *d);
 bool docker_known(const struct docker *d);
+/* Unreachable because nothing listens on the socket: dockerd is not running (and its
+ * containers, without live-restore, ended with it). */
+bool docker_gone(const struct docker *d);
+
+/* Stops the running containers of project through the engine (SIGTERM, SIGKILL after
+ * timeout_s), by id: for what `down` could not remove. Their ends come as events. */
+void docker_stop_project(struct docker *d, const char *project, unsigned timeout_s);
 const char *docker_error(const struct docker *d); /* why it is unreachable, else NULL */
 const char *docker_socket(const struct docker *d);
 

@@ -395,17 +395,32 @@ static void on_down_done(struct driver_run *r, struct child *ch)
     }
     /* Asked while still PHASE_DOWN: an engine found gone right now ends settling runs. */
     r->list_from = docker_refresh(compose->docker);
-    if (!docker_reachable(compose->docker)) {
-        run_end(r); /* nothing to ask; its containers went with the engine, or come back */
+    if (docker_gone(compose->docker)) {
+        run_end(r); /* no dockerd: its containers ended with it */
         return;
     }
+    r->phase = PHASE_SETTLE; /* the next list, now or after reconnecting, tells */
+}
+
+/* What `down` could not do: the engine stops the containers by id, and the run waits
+ * for a list that shows them ended. */
+static void stop_through_engine(struct driver_run *r)
+{
+    if (docker_gone(compose->docker)) {
+        run_end(r);
+        return;
+    }
+    docker_stop_project(compose->docker, r->project, (unsigned)((r->stop_timeout_ms + 999) / 1000));
     r->phase = PHASE_SETTLE;
+    r->list_from = docker_generation(compose->docker) + 1;
 }
 
 static void down_begin(struct driver_run *r)
 {
     char seconds[32], err[256];
-    const char *args[] = {"down", "-t", seconds, NULL};
+    /* --remove-orphans: containers of services since renamed or dropped from the file go
+     * too, or they would keep the stop (and the GPU) forever. */
+    const char *args[] = {"down", "--remove-orphans", "-t", seconds, NULL};
 
     snprintf(seconds, sizeof(seconds), "%llu",
              (unsigned long long)((r->stop_timeout_ms + 999) / 1000));
@@ -413,7 +428,7 @@ static void down_begin(struct driver_run *r)
     r->downs++;
     if (child_spawn(r, "down", args, on_down_done, err, sizeof(err)) < 0) {
         log_warning("%s: %s", r->name, err);
-        run_end(r);
+        stop_through_engine(r);
     }
 }
 
@@ -664,13 +679,13 @@ static void on_listed(void *data)
             log_warning("%s: %u of its containers still run after down: down again", r->name,
                         p.n_running);
             down_begin(r);
+        } else if (r->downs++ == COMPOSE_DOWN_TRIES) {
+            log_error("%s: its containers still run after %u downs: stopping them through "
+                      "the engine",
+                      r->name, COMPOSE_DOWN_TRIES);
+            stop_through_engine(r);
         } else {
-            /* It cannot be stopped: it stays stopping, and holds what it holds, until its
-             * containers end some other way. */
-            if (r->downs++ == COMPOSE_DOWN_TRIES)
-                log_error("%s: its containers still run after %u downs; the stop waits for "
-                          "them to end",
-                          r->name, COMPOSE_DOWN_TRIES);
+            /* Still not: it stays stopping, and holds what it holds, until they end. */
             r->list_from = gen + 1;
         }
     }
@@ -682,6 +697,9 @@ static void on_listed(void *data)
             continue;
         for (r = c->runs; r && !ours; r = r->next)
             ours = strcmp(r->project, dc->project) == 0;
+        for (size_t j = 0; j < i && !ours; j++) /* once per project */
+            ours = docker_at(c->docker, j)->running &&
+                   strcmp(docker_at(c->docker, j)->project, dc->project) == 0;
         if (!ours)
             c->outside->appeared(c->data, dc->project);
     }
@@ -690,14 +708,18 @@ static void on_listed(void *data)
 static void on_engine(void *data, const char *error)
 {
     struct compose *c = data;
-    struct driver_run *r, *next;
+    struct driver_run *r;
 
-    if (error)
-        for (r = c->runs; r; r = next) {
-            next = r->next;
-            if (r->phase == PHASE_SETTLE)
-                run_end(r); /* no list will come to say so */
-        }
+    /* With dockerd gone, containers ended with it (unless live-restore keeps them, which
+     * the lists say when it is back): stops waiting for a list are over. A stream that
+     * broke or a list that took too long says nothing: they wait for the next list. */
+    while (error && docker_gone(c->docker)) {
+        for (r = c->runs; r && r->phase != PHASE_SETTLE; r = r->next)
+            ;
+        if (!r)
+            break;
+        run_end(r); /* unlinks it: the walk starts again */
+    }
     c->outside->backend(c->data, error);
 }
 

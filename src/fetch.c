@@ -298,6 +298,10 @@ int fetcher_request(struct fetcher *f, const struct fetch_request *req, fetch_do
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "service-nanny");
     if (req->unix_socket)
         curl_easy_setopt(easy, CURLOPT_UNIX_SOCKET_PATH, req->unix_socket);
+    if (req->post) {
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, 0L);
+    }
 
     t->next = f->active;
     if (f->active)

@@ -3,6 +3,7 @@
 #ifndef NANNY_FETCH_H
 #define NANNY_FETCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,7 @@ struct fetch_request {
     uint64_t timeout_ms;     /* 0: none (a stream) */
     size_t body_max;         /* 0: FETCH_BODY_MAX */
     fetch_data_fn on_data;   /* not NULL: the body is passed here, done() gets none */
+    bool post;               /* POST with an empty body instead of GET */
 };
 
 /* Starts a GET as req says (fetcher_get is the common case). */

@@ -499,6 +499,15 @@ static void op_free(struct supervisor_op *op)
     free(op);
 }
 
+/* True when another start of op's service waits for the GPU too (it joined op). */
+static bool gpu_waiters_besides(const struct supervisor_op *op)
+{
+    for (const struct supervisor_op *o = op->sup->ops; o; o = o->next)
+        if (o != op && o->svc == op->svc && o->waiting_gpu)
+            return true;
+    return false;
+}
+
 /* Answers op (unless cancelled) and drops it from the pending list. */
 static void op_finish(struct supervisor_op *op, enum supervisor_outcome outcome, const char *holder,
                       const char *message)
@@ -512,7 +521,7 @@ static void op_finish(struct supervisor_op *op, enum supervisor_outcome outcome,
             break;
         }
     }
-    if (op->waiting_gpu && op->svc->run)
+    if (op->waiting_gpu && op->svc->run && !gpu_waiters_besides(op))
         ((struct run *)op->svc->run)->reserved = false;
     if (!op->cancelled)
         op->done(op->data, op->svc, &res);

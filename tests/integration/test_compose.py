@@ -567,3 +567,39 @@ def test_manifest_env_reaches_the_compose_file(clab):
     assert not any("line 3" in line for line in lines), lines
     ok_status(clab.stop(svc.name), svc.name, "stopped")
     assert svc.containers() == []
+
+
+# --- stops that `down` alone cannot finish -------------------------------------------------
+
+
+def test_stop_removes_a_container_whose_service_left_the_compose_file(clab):
+    """The compose file changed while it ran (its service renamed): `down` must take the
+    orphan too, or the stop and the GPU would wait for it forever."""
+    svc = clab.add(gpu=True)
+    clab.serve()
+    start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
+    path = os.path.join(svc.folder, "docker-compose.yml")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("  app:", "  renamed:"))
+    ok_status(clab.stop(svc.name), svc.name, "stopped")
+    assert svc.containers() == []
+    assert clab.gpu_holders() == []
+
+
+def test_stop_with_a_broken_compose_file_stops_the_containers_through_the_engine(clab):
+    """`down` fails (the compose file broke while it ran): after its retries the daemon
+    stops the project's containers through the Engine API, and only then says stopped."""
+    svc = clab.add(gpu=True)
+    clab.serve()
+    start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
+    with open(os.path.join(svc.folder, "docker-compose.yml"), "w") as f:
+        f.write("services: [this is not a compose file\n")
+    ok_status(clab.stop(svc.name), svc.name, "stopped")
+    # The engine's own list may lag its die event (which the daemon follows) a moment.
+    wait_until(lambda: svc.running() == [], timeout=FOLLOW_TIMEOUT,
+               message="no container of it running")
+    assert clab.gpu_holders() == []
+    assert not svc.answers_health()
+    assert "through the engine" in clab.d.stderr, "the engine fallback did not run"
