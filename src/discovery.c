@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "discovery.h"
+#include "docker.h"
 #include "log.h"
 
 /* Host ports are tracked per protocol: 8000/tcp and 8000/udp do not collide. */
@@ -149,6 +150,38 @@ static void reject_duplicate_names(struct scan *s)
     free(refs);
 }
 
+/* Compose drops '.' from project names: `a.b` and `ab` would be one project, each
+ * service starting and stopping the other's containers. The later folder is the error. */
+static void reject_duplicate_projects(struct scan *s)
+{
+    struct name_ref *refs = xmalloc((s->n ? s->n : 1) * sizeof(*refs));
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n; i++) {
+        const struct manifest *m = s->entries[i].manifest;
+        if (m && m->driver == DRIVER_COMPOSE)
+            refs[n++] = (struct name_ref){docker_project_name(m->name), i};
+    }
+    qsort(refs, n, sizeof(*refs), compare_name_refs);
+    for (size_t j = 0, first = 0; j < n; j++) {
+        if (j == 0 || strcmp(refs[j].name, refs[first].name) != 0) {
+            first = j;
+            continue;
+        }
+        struct scan_entry *e = &s->entries[refs[j].index];
+        const struct scan_entry *owner = &s->entries[refs[first].index];
+
+        diags_add(&e->errors, e->manifest->name_line,
+                  "its compose project name %s (compose drops '.') is already the project of "
+                  "service %s: give this one another name",
+                  refs[j].name, owner->manifest->name);
+        entry_reject(e);
+    }
+    for (size_t j = 0; j < n; j++)
+        free((char *)refs[j].name);
+    free(refs);
+}
+
 /* A host port belongs to the first valid service (by folder name) that claims it; a later
  * one claiming any of its ports is an error, reported for each port it shares. */
 static void reject_shared_ports(struct scan *s)
@@ -247,6 +280,7 @@ int discovery_scan(const char *root, struct scan **ret)
     free(folders);
 
     reject_duplicate_names(s);
+    reject_duplicate_projects(s);
     reject_shared_ports(s);
     for (size_t i = 0; i < s->n; i++) {
         if (s->entries[i].manifest)

@@ -209,6 +209,36 @@ static void test_name_used_three_times(void **state)
     discovery_scan_free(s);
 }
 
+/* Compose drops '.' from project names: two compose services whose names differ only by
+ * dots would share a project; the later folder is the error. Process services have no
+ * project and may. */
+static void test_compose_project_names_collide(void **state)
+{
+    const char *root = *state;
+    struct scan *s;
+
+    add_service(root, "a", "name: a.b\ndriver: compose\nports: [8001]\n");
+    add_service(root, "b", "name: ab\ndriver: compose\nports: [8002]\n");
+    add_service(root, "c", "name: c.d\ncommand: x\nports: [8003]\n");
+    add_service(root, "d", "name: cd\ncommand: x\nports: [8004]\n");
+    for (const char *const *f = (const char *const[]){"a", "b", NULL}; *f; f++) {
+        char *path = xasprintf("%s/%s/docker-compose.yml", root, *f);
+        write_file(path, "services: {}\n");
+        free(path);
+    }
+
+    s = scan_ok(root);
+    assert_int_equal(s->n, 4);
+    assert_non_null(s->entries[0].manifest);
+    assert_null(s->entries[1].manifest);
+    assert_diag(&s->entries[1].errors, 1,
+                "its compose project name ab (compose drops '.') is already the project of "
+                "service a.b");
+    assert_non_null(s->entries[2].manifest);
+    assert_non_null(s->entries[3].manifest);
+    discovery_scan_free(s);
+}
+
 /* A broken copy never hides the working service it was copied from. */
 static void test_broken_manifest_takes_no_name(void **state)
 {
@@ -574,6 +604,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_which_folders_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_and_missing_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compose_project_names_collide, setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_used_three_times, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broken_manifest_takes_no_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_host_port, setup, teardown),
