@@ -126,7 +126,8 @@ static void on_rescanned(void *data, json_t *diff)
 
     if (d->watch)
         watch_sync(d->watch);
-    supervisor_services_changed(d->supervisor);
+    if (d->supervisor) /* a scan may end during the shutdown, after the supervisor */
+        supervisor_services_changed(d->supervisor);
 }
 
 static void signal_start(struct daemon *d, uv_signal_t *h, uv_signal_cb cb, int signum)
