@@ -166,38 +166,51 @@ if [[ -n ${DOCKER_HOST:-} && $DOCKER_HOST != unix://* ]]; then
     echo "ignoring DOCKER_HOST=$DOCKER_HOST: the tests need an engine on a unix socket"
     unset DOCKER_HOST
 fi
+# Start dockerd with "$@" in the background; 0 once `docker info` answers, else its
+# log's tail is shown, it is stopped, and 1.
+start_dockerd() {
+    local deadline=$((SECONDS + DOCKERD_START_TIMEOUT))
+    dockerd "$@" >"$TMP/dockerd.log" 2>&1 </dev/null &
+    dockerd_pid=$!
+    while ((SECONDS < deadline)) && proc_alive "$dockerd_pid"; do
+        if docker_answers; then
+            mapfile -t dockerd_children < <(pgrep -P "$dockerd_pid" || true)
+            return 0
+        fi
+        sleep 0.5
+    done
+    if proc_alive "$dockerd_pid"; then
+        echo "dockerd did not answer \`docker info\` within ${DOCKERD_START_TIMEOUT}s; its log (tail):"
+    else
+        echo "dockerd exited; its log (tail):"
+    fi
+    tail -n 40 "$TMP/dockerd.log" | sed 's/^/    /'
+    mapfile -t dockerd_children < <(pgrep -P "$dockerd_pid" || true)
+    stop_dockerd
+    return 1
+}
+engine_started() {
+    echo "started dockerd (pid $dockerd_pid, server" \
+        "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'));" \
+        "it is stopped at exit"
+}
 if docker_answers; then
     echo "using the Docker engine that already runs (server" \
         "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')," \
         "${DOCKER_HOST:-unix:///var/run/docker.sock}); left running at exit"
 else
     echo "no Docker engine answers: starting dockerd (log: $TMP/dockerd.log)"
-    dockerd >"$TMP/dockerd.log" 2>&1 </dev/null &
-    dockerd_pid=$!
-    engine_up=0
-    deadline=$((SECONDS + DOCKERD_START_TIMEOUT))
-    while ((SECONDS < deadline)) && proc_alive "$dockerd_pid"; do
-        if docker_answers; then
-            engine_up=1
-            break
-        fi
-        sleep 0.5
-    done
-    if ((engine_up)); then
-        mapfile -t dockerd_children < <(pgrep -P "$dockerd_pid" || true)
-        echo "started dockerd (pid $dockerd_pid, server" \
-            "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'));" \
-            "it is stopped at exit"
+    if start_dockerd; then
+        engine_started
     else
-        if proc_alive "$dockerd_pid"; then
-            echo "dockerd did not answer \`docker info\` within ${DOCKERD_START_TIMEOUT}s; its log (tail):"
+        # A kernel or sandbox without iptables or overlayfs: the tests need neither
+        # (their containers use the host network; the images are a few MB).
+        echo "retrying with a minimal engine: no bridge network, no iptables, vfs storage"
+        if start_dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs; then
+            engine_started
         else
-            echo "dockerd exited; its log (tail):"
+            report "docker engine" 0 1
         fi
-        tail -n 40 "$TMP/dockerd.log" | sed 's/^/    /'
-        mapfile -t dockerd_children < <(pgrep -P "$dockerd_pid" || true)
-        stop_dockerd
-        report "docker engine" 0 1
     fi
 fi
 
