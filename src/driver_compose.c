@@ -2,6 +2,7 @@
  * both child processes on the loop with their stderr read back through a pipe; what runs
  * is what the Docker engine says (docker.c), not what the commands meant to do. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,10 +13,11 @@
 #include "log.h"
 #include "proc.h"
 
-#define COMPOSE_ARGS_MAX   16
-#define COMPOSE_TAIL_MAX   1024 /* the end of a command's stderr kept for its error */
-#define COMPOSE_ERROR_MAX  600  /* ...and the part of it that goes into last_error */
-#define COMPOSE_DOWN_TRIES 3    /* downs after which containers still running are let be */
+#define COMPOSE_ARGS_MAX      16
+#define COMPOSE_TAIL_MAX      1024  /* the end of a command's stderr kept for its error */
+#define COMPOSE_ERROR_MAX     600   /* ...and the part of it that goes into last_error */
+#define COMPOSE_DOWN_TRIES    3     /* downs after which containers still running are let be */
+#define COMPOSE_DOWN_GRACE_MS 60000 /* a down taking this much past stop_timeout hangs */
 
 enum phase {
     PHASE_WAIT,    /* an earlier run of the project is still going down: up waits */
@@ -51,6 +53,7 @@ struct child {
     struct driver_run *run;
     uv_process_t process;
     uv_pipe_t out, err;
+    uv_timer_t watchdog; /* a command that hangs is killed */
     int handles_open;
     int open_streams;
     bool exited;
@@ -244,6 +247,7 @@ static void child_maybe_done(struct child *ch)
     if (!ch->exited || ch->open_streams > 0 || !r)
         return;
     r->child = NULL;
+    uv_close((uv_handle_t *)&ch->watchdog, on_child_closed);
     if (r->released && r->phase != PHASE_ENDED) {
         run_unlink(r);
         run_free(r);
@@ -319,10 +323,20 @@ static char *child_error(const struct child *ch)
                      len > start ? ": " : "", (int)(len - start), ch->tail + start);
 }
 
-/* Runs `COMPOSE -p PROJECT [-f FILE] ARGS...` in the service folder. */
+static void on_watchdog(uv_timer_t *t)
+{
+    struct child *ch = t->data;
+
+    log_warning("%s: %s %s does not end: killing it", ch->run ? ch->run->name : "compose",
+                compose->command_text, ch->what);
+    uv_kill(-ch->process.pid, SIGKILL); /* its own process group: UV_PROCESS_DETACHED */
+}
+
+/* Runs `COMPOSE -p PROJECT [-f FILE] ARGS...` in the service folder; killed after
+ * timeout_ms (0: no limit) and then reported failed. */
 static int child_spawn(struct driver_run *r, const char *what, const char *const *args,
-                       void (*done)(struct driver_run *r, struct child *ch), char *err,
-                       size_t err_size)
+                       uint64_t timeout_ms, void (*done)(struct driver_run *r, struct child *ch),
+                       char *err, size_t err_size)
 {
     struct child *ch = xcalloc(1, sizeof(*ch));
     uv_process_options_t options = {0};
@@ -349,7 +363,8 @@ static int child_spawn(struct driver_run *r, const char *what, const char *const
     ch->done = done;
     uv_pipe_init(compose->loop, &ch->out, 0);
     uv_pipe_init(compose->loop, &ch->err, 0);
-    ch->out.data = ch->err.data = ch->process.data = ch;
+    uv_timer_init(compose->loop, &ch->watchdog);
+    ch->out.data = ch->err.data = ch->process.data = ch->watchdog.data = ch;
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[1].data.stream = (uv_stream_t *)&ch->out;
@@ -366,9 +381,10 @@ static int child_spawn(struct driver_run *r, const char *what, const char *const
     options.exit_cb = on_child_exit;
     rc = uv_spawn(compose->loop, &ch->process, &options);
     free(env);
-    ch->handles_open = 3;
+    ch->handles_open = 4;
     if (rc < 0) {
         snprintf(err, err_size, "cannot run %s: %s", compose->command_text, uv_strerror(rc));
+        uv_close((uv_handle_t *)&ch->watchdog, on_child_closed);
         uv_close((uv_handle_t *)&ch->out, on_child_closed);
         uv_close((uv_handle_t *)&ch->err, on_child_closed);
         uv_close((uv_handle_t *)&ch->process, on_child_closed);
@@ -377,6 +393,8 @@ static int child_spawn(struct driver_run *r, const char *what, const char *const
     ch->open_streams = 2;
     uv_read_start((uv_stream_t *)&ch->out, on_alloc, on_child_read);
     uv_read_start((uv_stream_t *)&ch->err, on_alloc, on_child_read);
+    if (timeout_ms > 0)
+        uv_timer_start(&ch->watchdog, on_watchdog, timeout_ms, 0);
     r->child = ch;
     log_debug("%s: %s -p %s %s", r->name, compose->command_text, r->project, what);
     return 0;
@@ -426,7 +444,8 @@ static void down_begin(struct driver_run *r)
              (unsigned long long)((r->stop_timeout_ms + 999) / 1000));
     r->phase = PHASE_DOWN;
     r->downs++;
-    if (child_spawn(r, "down", args, on_down_done, err, sizeof(err)) < 0) {
+    if (child_spawn(r, "down", args, r->stop_timeout_ms + COMPOSE_DOWN_GRACE_MS, on_down_done, err,
+                    sizeof(err)) < 0) {
         log_warning("%s: %s", r->name, err);
         stop_through_engine(r);
     }
@@ -466,7 +485,8 @@ static void up_begin(struct driver_run *r)
 
     r->phase = PHASE_UP;
     docker_forget_exit(compose->docker, r->project);
-    if (child_spawn(r, "up -d", args, on_up_done, err, sizeof(err)) < 0) {
+    /* No limit: up -d may build an image, which takes what it takes. */
+    if (child_spawn(r, "up -d", args, 0, on_up_done, err, sizeof(err)) < 0) {
         r->events->started(r->data, r, err);
         run_end(r);
     }
@@ -542,7 +562,7 @@ static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *
     }
     r->phase = PHASE_UP;
     docker_forget_exit(compose->docker, r->project);
-    rc = child_spawn(r, "up -d", args, on_up_done, err, err_size);
+    rc = child_spawn(r, "up -d", args, 0, on_up_done, err, err_size);
     if (rc < 0) {
         run_unlink(r);
         run_free(r);
@@ -750,6 +770,7 @@ void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *
 static void child_abandon(struct child *ch)
 {
     ch->run = NULL;
+    uv_close((uv_handle_t *)&ch->watchdog, on_child_closed);
     if (!uv_is_closing((uv_handle_t *)&ch->out))
         uv_close((uv_handle_t *)&ch->out, on_child_closed);
     if (!uv_is_closing((uv_handle_t *)&ch->err))
