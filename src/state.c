@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 #include "log.h"
 #include "state.h"
 
@@ -48,15 +50,22 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
-int state_save(const char *dir, json_t *doc)
+static char *state_text(json_t *doc)
 {
-    char *path = xasprintf("%s/%s", dir, STATE_FILE_NAME);
-    char *tmp = xasprintf("%s/.%s.tmp", dir, STATE_FILE_NAME);
     char *text = json_dumps(doc, JSON_INDENT(1) | JSON_SORT_KEYS);
-    int fd, dir_fd, r = 0;
 
     if (!text)
         fatal("out of memory (json_dumps)");
+    return text;
+}
+
+/* The atomic write itself; thread-safe (it logs nothing). */
+static int save_text(const char *dir, const char *text)
+{
+    char *path = xasprintf("%s/%s", dir, STATE_FILE_NAME);
+    char *tmp = xasprintf("%s/.%s.tmp", dir, STATE_FILE_NAME);
+    int fd, dir_fd, r = 0;
+
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         r = -errno;
@@ -82,10 +91,101 @@ int state_save(const char *dir, json_t *doc)
         close(dir_fd);
     }
 out:
-    free(text);
     free(tmp);
     free(path);
     return r;
+}
+
+int state_save(const char *dir, json_t *doc)
+{
+    char *text = state_text(doc);
+    int r = save_text(dir, text);
+
+    free(text);
+    return r;
+}
+
+/* --- the writer: the same writes on a worker thread ------------------------------------ */
+
+struct state_writer {
+    uv_loop_t *loop;
+    char *dir;
+    uv_work_t work;
+    bool busy;     /* a write is on the worker */
+    char *writing; /* its text */
+    int result;    /* its outcome, read on the loop */
+    char *next;    /* the latest text asked for meanwhile: written after it */
+    bool freed;    /* state_writer_free() came: go once the last write is done */
+};
+
+static void on_write(uv_work_t *req)
+{
+    struct state_writer *w = req->data;
+
+    w->result = save_text(w->dir, w->writing);
+}
+
+static void writer_start(struct state_writer *w);
+
+static void on_written(uv_work_t *req, int status)
+{
+    struct state_writer *w = req->data;
+
+    w->busy = false;
+    if (status == 0 && w->result < 0)
+        log_error("cannot write %s/%s: %s: a daemon restart will not adopt the services", w->dir,
+                  STATE_FILE_NAME, strerror(-w->result));
+    free(w->writing);
+    w->writing = NULL;
+    if (w->next) {
+        writer_start(w);
+        return;
+    }
+    if (w->freed) {
+        free(w->dir);
+        free(w);
+    }
+}
+
+static void writer_start(struct state_writer *w)
+{
+    w->writing = w->next;
+    w->next = NULL;
+    w->busy = true;
+    w->work.data = w;
+    if (uv_queue_work(w->loop, &w->work, on_write, on_written) < 0) {
+        /* No worker: write here rather than lose it. */
+        w->result = save_text(w->dir, w->writing);
+        on_written(&w->work, 0);
+    }
+}
+
+struct state_writer *state_writer_new(uv_loop_t *loop, const char *dir)
+{
+    struct state_writer *w = xcalloc(1, sizeof(*w));
+
+    w->loop = loop;
+    w->dir = xstrdup(dir);
+    return w;
+}
+
+void state_writer_save(struct state_writer *w, json_t *doc)
+{
+    free(w->next);
+    w->next = state_text(doc);
+    if (!w->busy)
+        writer_start(w);
+}
+
+void state_writer_free(struct state_writer *w)
+{
+    if (!w)
+        return;
+    w->freed = true;
+    if (w->busy)
+        return; /* on_written() frees it, after writing what is still asked */
+    free(w->dir);
+    free(w);
 }
 
 int state_load(const char *dir, json_t **ret, char *err, size_t err_size)

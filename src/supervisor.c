@@ -69,6 +69,7 @@ struct supervisor {
     const struct config *config;
     struct supervisor_op *ops; /* pending operations */
     uv_timer_t log_timer;
+    struct state_writer *state_writer;
     bool shutting_down;
     bool settling;     /* ops_settle() is on the stack */
     bool settle_again; /* ...and was asked again meanwhile */
@@ -174,10 +175,8 @@ static void state_record(struct supervisor *sup)
         json_object_set_new(services, svc->name, record);
     }
     json_t *doc = json_pack("{s:i, s:o}", "version", 1, "services", services);
-    int r = state_save(sup->config->state_dir, doc);
-    if (r < 0)
-        log_error("cannot write %s/%s: %s: a daemon restart will not adopt the services",
-                  sup->config->state_dir, STATE_FILE_NAME, strerror(-r));
+
+    state_writer_save(sup->state_writer, doc); /* on a worker: the loop never waits for fsync */
     json_decref(doc);
 }
 
@@ -1029,6 +1028,7 @@ struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct 
     sup->config = config;
     uv_timer_init(loop, &sup->log_timer);
     sup->log_timer.data = sup;
+    sup->state_writer = state_writer_new(loop, config->state_dir);
     uv_timer_start(&sup->log_timer, on_log_timer, LOG_CHECK_MS, LOG_CHECK_MS);
     driver_compose_setup(loop, fetcher, config->compose_command, config->docker_host, &outside,
                          sup);
@@ -1164,5 +1164,6 @@ void supervisor_free(struct supervisor *sup)
         svc->run = NULL;
     }
     driver_compose_teardown();
+    state_writer_free(sup->state_writer); /* what it still writes, it writes */
     uv_close((uv_handle_t *)&sup->log_timer, on_log_timer_closed);
 }

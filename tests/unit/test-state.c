@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <uv.h>
 
 #include "log.h"
 #include "state.h"
@@ -97,6 +98,77 @@ static void test_broken_file(void **state)
     free(path);
 }
 
+/* The writer: saves asked one after the other while writes go on a worker thread end
+ * with the latest on disk. */
+static void test_writer_keeps_the_latest(void **state)
+{
+    const char *dir = *state;
+    uv_loop_t loop;
+    struct state_writer *w;
+    json_t *back;
+    char err[256];
+
+    assert_int_equal(uv_loop_init(&loop), 0);
+    w = state_writer_new(&loop, dir);
+    for (int i = 1; i <= 50; i++) {
+        json_t *doc = json_pack("{s:i}", "version", i);
+        state_writer_save(w, doc);
+        json_decref(doc);
+        if (i % 10 == 0)
+            uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(state_load(dir, &back, err, sizeof(err)), 0);
+    assert_int_equal(json_integer_value(json_object_get(back, "version")), 50);
+    json_decref(back);
+    state_writer_free(w);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Freed with a write under way and one waiting: both still happen, then it goes (the
+ * ASan build checks that nothing leaks). */
+static void test_writer_free_writes_what_waits(void **state)
+{
+    const char *dir = *state;
+    uv_loop_t loop;
+    struct state_writer *w;
+    json_t *doc, *back;
+    char err[256];
+
+    assert_int_equal(uv_loop_init(&loop), 0);
+    w = state_writer_new(&loop, dir);
+    doc = json_pack("{s:s}", "which", "first");
+    state_writer_save(w, doc); /* on the worker now */
+    json_decref(doc);
+    doc = json_pack("{s:s}", "which", "last");
+    state_writer_save(w, doc); /* waits */
+    json_decref(doc);
+    state_writer_free(w);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(state_load(dir, &back, err, sizeof(err)), 0);
+    assert_string_equal(json_string_value(json_object_get(back, "which")), "last");
+    json_decref(back);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* A folder that cannot be written: the error is logged on the loop, nothing breaks. */
+static void test_writer_into_missing_folder(void **state)
+{
+    uv_loop_t loop;
+    struct state_writer *w;
+    json_t *doc = json_pack("{s:i}", "version", 1);
+    struct stat st;
+
+    assert_int_equal(uv_loop_init(&loop), 0);
+    w = state_writer_new(&loop, "/nonexistent/nanny-state");
+    state_writer_save(w, doc);
+    json_decref(doc);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(stat("/nonexistent/nanny-state/" STATE_FILE_NAME, &st), -1);
+    state_writer_free(w);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_save_into_missing_folder_fails(void **state)
 {
     json_t *doc = json_object();
@@ -112,6 +184,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_save_and_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broken_file, setup, teardown),
         cmocka_unit_test(test_save_into_missing_folder_fails),
+        cmocka_unit_test_setup_teardown(test_writer_keeps_the_latest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_free_writes_what_waits, setup, teardown),
+        cmocka_unit_test(test_writer_into_missing_folder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
