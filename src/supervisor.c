@@ -70,6 +70,7 @@ struct supervisor {
     struct supervisor_op *ops; /* pending operations */
     uv_timer_t log_timer;
     struct state_writer *state_writer;
+    struct log_rotation *rotating; /* a pass of rotation on a worker thread */
     bool shutting_down;
     bool settling;     /* ops_settle() is on the stack */
     bool settle_again; /* ...and was asked again meanwhile */
@@ -907,19 +908,71 @@ void supervisor_logs_cancel(struct supervisor_logs *l)
     free(l);
 }
 
-/* Every LOG_CHECK_MS: rotates the logs of the running process services. */
+/* One pass of log rotation, on a worker thread: rotation copies up to log_max_size. */
+struct log_rotation {
+    uv_work_t work;
+    struct supervisor *sup; /* NULL once the supervisor is gone */
+    struct rotate_item {
+        int (*rotate)(const char *path, uint64_t max_bytes, unsigned keep);
+        char *path;
+        int result;
+    } * items;
+    size_t n;
+    uint64_t max_bytes;
+    unsigned keep;
+};
+
+static void on_rotate(uv_work_t *req)
+{
+    struct log_rotation *job = req->data;
+
+    for (size_t i = 0; i < job->n; i++)
+        job->items[i].result = job->items[i].rotate(job->items[i].path, job->max_bytes, job->keep);
+}
+
+static void on_rotated(uv_work_t *req, int status)
+{
+    struct log_rotation *job = req->data;
+
+    for (size_t i = 0; i < job->n; i++) {
+        if (status == 0 && job->items[i].result < 0)
+            log_warning("cannot rotate %s: %s", job->items[i].path,
+                        strerror(-job->items[i].result));
+        free(job->items[i].path);
+    }
+    if (job->sup)
+        job->sup->rotating = NULL;
+    free(job->items);
+    free(job);
+}
+
+/* Every LOG_CHECK_MS: rotates the logs of the running process services, off the loop. */
 static void on_log_timer(uv_timer_t *t)
 {
     struct supervisor *sup = t->data;
     size_t n = registry_count(sup->reg);
+    struct log_rotation *job;
 
+    if (sup->rotating)
+        return; /* the last pass is still at it */
+    job = xcalloc(1, sizeof(*job));
+    job->sup = sup;
+    job->max_bytes = sup->config->log_max_bytes;
+    job->keep = sup->config->log_max_files;
+    job->items = xcalloc(n + 1, sizeof(*job->items));
     for (size_t i = 0; i < n; i++) {
         struct run *run = registry_at(sup->reg, i)->run;
-        if (run && run->instance && run->driver->rotate &&
-            run->driver->rotate(run->log_path, sup->config->log_max_bytes,
-                                sup->config->log_max_files) < 0)
-            log_warning("%s: cannot rotate %s", registry_at(sup->reg, i)->name, run->log_path);
+        if (run && run->instance && run->driver->rotate) {
+            job->items[job->n].rotate = run->driver->rotate;
+            job->items[job->n++].path = xstrdup(run->log_path);
+        }
     }
+    job->work.data = job;
+    if (job->n == 0 || uv_queue_work(sup->loop, &job->work, on_rotate, on_rotated) < 0) {
+        on_rotated(&job->work, -1);
+        return;
+    }
+    sup->rotating = job;
 }
 
 /* --- what the compose driver sees outside the daemon ------------------------------------ */
@@ -1165,5 +1218,7 @@ void supervisor_free(struct supervisor *sup)
     }
     driver_compose_teardown();
     state_writer_free(sup->state_writer); /* what it still writes, it writes */
+    if (sup->rotating)
+        sup->rotating->sup = NULL; /* it ends by itself */
     uv_close((uv_handle_t *)&sup->log_timer, on_log_timer_closed);
 }
