@@ -603,3 +603,41 @@ def test_stop_with_a_broken_compose_file_stops_the_containers_through_the_engine
     assert clab.gpu_holders() == []
     assert not svc.answers_health()
     assert "through the engine" in clab.d.stderr, "the engine fallback did not run"
+
+
+def test_start_stop_restart_storm_ends_consistent(clab):
+    """Starts, stops, restarts and forced starts of two GPU compose services, from 6
+    threads at once (bounded: 6 requests each): every request is answered with a known
+    status, never two holders are seen, and after a last stop of both no container of
+    either is left."""
+    a = clab.add(gpu=True, stop_timeout="1s")
+    b = clab.add(gpu=True, stop_timeout="1s")
+    clab.serve()
+    seen_two = []
+    errors = []
+
+    def worker(k):
+        ops = ["start", "stop", "restart", "force", "start", "stop"]
+        for i, op in enumerate(ops):
+            name = (a, b)[(k + i) % 2].name
+            if op == "force":
+                r = clab.d.post(f"/services/{name}/start", body='{"force":true}', timeout=90)
+            else:
+                r = clab.d.post(f"/services/{name}/{op}", timeout=90)
+            if r.status not in (200, 409):
+                errors.append((op, name, r.status, r.body[:200]))
+            if len(clab.gpu_holders()) > 1:
+                seen_two.append(clab.gpu_holders())
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(240)
+    assert not any(t.is_alive() for t in threads), "a request was never answered"
+    assert errors == [], errors
+    assert seen_two == [], seen_two
+    for svc in (a, b):
+        ok_status(clab.stop(svc.name), svc.name, "stopped")
+        assert svc.containers() == [], svc.containers()
+    assert clab.d.get("/health").status == 200
