@@ -23,10 +23,29 @@ static int make_folder(const char *path)
     return errno == EEXIST ? -ENOTDIR : -errno;
 }
 
+/* make_folder() for path and every missing folder above it (mkdir -p). */
+static int make_folders(const char *path)
+{
+    char *copy = xstrdup(path);
+    int r = 0;
+
+    for (char *p = copy + 1; *p && r == 0; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        r = make_folder(copy);
+        *p = '/';
+    }
+    if (r == 0)
+        r = make_folder(copy);
+    free(copy);
+    return r;
+}
+
 int state_prepare(const char *dir)
 {
     char *logs = xasprintf("%s/logs", dir);
-    int r = make_folder(dir);
+    int r = make_folders(dir);
 
     if (r == 0)
         r = make_folder(logs);

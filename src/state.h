@@ -9,7 +9,8 @@
 #define STATE_FILE_NAME "state.json"
 #define STATE_SIZE_MAX  (16 * 1024 * 1024)
 
-/* Creates the state folder and its logs/ subfolder (mode 0755) if missing. */
+/* Creates the state folder (with the folders above it) and its logs/ subfolder (mode
+ * 0755) if missing. */
 int state_prepare(const char *dir);
 
 /* Writes doc to DIR/state.json so that a crash at any moment leaves the old or the new

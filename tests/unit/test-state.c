@@ -53,6 +53,27 @@ static void test_prepare_and_log_path(void **state)
     free(logs);
 }
 
+/* A state folder whose parents are missing too (a fresh ~/.local/state). */
+static void test_prepare_makes_parents(void **state)
+{
+    const char *dir = *state;
+    char *deep = xasprintf("%s/a/b/state", dir), *logs = xasprintf("%s/logs", deep);
+    char *a = xasprintf("%s/a", dir), *b = xasprintf("%s/a/b", dir);
+    struct stat st;
+
+    assert_int_equal(state_prepare(deep), 0);
+    assert_int_equal(stat(logs, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(rmdir(logs), 0);
+    assert_int_equal(rmdir(deep), 0);
+    assert_int_equal(rmdir(b), 0);
+    assert_int_equal(rmdir(a), 0);
+    free(deep);
+    free(logs);
+    free(a);
+    free(b);
+}
+
 static void test_save_and_load(void **state)
 {
     const char *dir = *state;
@@ -181,6 +202,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_prepare_and_log_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_makes_parents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_save_and_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broken_file, setup, teardown),
         cmocka_unit_test(test_save_into_missing_folder_fails),
