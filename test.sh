@@ -14,6 +14,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$REPO"
 # shellcheck source=scripts/deps.sh
 . "$REPO/scripts/deps.sh"
+# shellcheck source=scripts/dockerd.sh
+. "$REPO/scripts/dockerd.sh"
 
 UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}         # seconds per unit test binary
 PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-1500}    # seconds per integration run
@@ -25,61 +27,9 @@ skipped=0
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/nanny-test.XXXXXX")
 child=""
-dockerd_pid=""     # a dockerd this script started (see "Docker engine" below)
-dockerd_children=()
-DOCKERD_STOP_TIMEOUT=30   # dockerd stops its containers first (15 s each at most)
-
-# True while process $1 exists and is not a zombie (kill -0 is true for a zombie).
-proc_alive() {
-    local st
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $st && ${st:0:1} != Z && ${st:0:1} != X ]]
-}
-
-# Wait up to $2 seconds for process $1 to end; true when it did.
-proc_wait_gone() {
-    local pid=$1 i
-    for ((i = 0; i < $2 * 10; i++)); do
-        proc_alive "$pid" || return 0
-        sleep 0.1
-    done
-    ! proc_alive "$pid"
-}
-
-# True when a Docker engine answers `docker info` (bounded: a hung socket).
-docker_answers() {
-    timeout -k 5 20 docker info >/dev/null 2>&1
-}
-
-# Stop the dockerd this script started (SIGTERM, SIGKILL after the timeout) and
-# make sure the containerd it ran ended too: dockerd stops it on a clean exit,
-# but not when it was killed.
-stop_dockerd() {
-    local pid comm
-    [[ -n $dockerd_pid ]] || return 0
-    # Its children now, in case it was stopped before they were recorded.
-    mapfile -t -O "${#dockerd_children[@]}" dockerd_children < <(pgrep -P "$dockerd_pid" || true)
-    kill -TERM "$dockerd_pid" 2>/dev/null || true
-    if ! proc_wait_gone "$dockerd_pid" "$DOCKERD_STOP_TIMEOUT"; then
-        echo "dockerd (pid $dockerd_pid) did not stop within ${DOCKERD_STOP_TIMEOUT}s; killing it"
-        kill -KILL "$dockerd_pid" 2>/dev/null || true
-    fi
-    wait "$dockerd_pid" 2>/dev/null || true
-    for pid in "${dockerd_children[@]}"; do
-        # Only a recorded child, and only while that pid still is a containerd.
-        comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
-        [[ $comm == containerd* ]] || continue
-        if ! proc_wait_gone "$pid" 10; then
-            kill -TERM "$pid" 2>/dev/null || true
-            proc_wait_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    dockerd_pid=""
-}
-
 # shellcheck disable=SC2317 # called by the traps
 cleanup() {
-    stop_dockerd
+    dockerd_stop
     rm -rf "$TMP"
 }
 # shellcheck disable=SC2317
@@ -159,36 +109,12 @@ echo "all Debian packages present"
 # one failure and the log says why; the other suites still run (the compose
 # tests then fail with "no Docker engine").
 section "docker engine"
-DOCKERD_START_TIMEOUT=${DOCKERD_START_TIMEOUT:-60}   # seconds for `docker info` to answer
 # The daemon under test reads DOCKER_HOST only when it is a unix socket; any
 # other value would point the tests' docker commands at another engine.
 if [[ -n ${DOCKER_HOST:-} && $DOCKER_HOST != unix://* ]]; then
     echo "ignoring DOCKER_HOST=$DOCKER_HOST: the tests need an engine on a unix socket"
     unset DOCKER_HOST
 fi
-# Start dockerd with "$@" in the background; 0 once `docker info` answers, else its
-# log's tail is shown, it is stopped, and 1.
-start_dockerd() {
-    local deadline=$((SECONDS + DOCKERD_START_TIMEOUT))
-    dockerd "$@" >"$TMP/dockerd.log" 2>&1 </dev/null &
-    dockerd_pid=$!
-    while ((SECONDS < deadline)) && proc_alive "$dockerd_pid"; do
-        if docker_answers; then
-            mapfile -t dockerd_children < <(pgrep -P "$dockerd_pid" || true)
-            return 0
-        fi
-        sleep 0.5
-    done
-    if proc_alive "$dockerd_pid"; then
-        echo "dockerd did not answer \`docker info\` within ${DOCKERD_START_TIMEOUT}s; its log (tail):"
-    else
-        echo "dockerd exited; its log (tail):"
-    fi
-    tail -n 40 "$TMP/dockerd.log" | sed 's/^/    /'
-    mapfile -t dockerd_children < <(pgrep -P "$dockerd_pid" || true)
-    stop_dockerd
-    return 1
-}
 engine_started() {
     echo "started dockerd (pid $dockerd_pid, server" \
         "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'));" \
@@ -200,13 +126,13 @@ if docker_answers; then
         "${DOCKER_HOST:-unix:///var/run/docker.sock}); left running at exit"
 else
     echo "no Docker engine answers: starting dockerd (log: $TMP/dockerd.log)"
-    if start_dockerd; then
+    if dockerd_start "$TMP/dockerd.log"; then
         engine_started
     else
         # A kernel or sandbox without iptables or overlayfs: the tests need neither
         # (their containers use the host network; the images are a few MB).
         echo "retrying with a minimal engine: no bridge network, no iptables, vfs storage"
-        if start_dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs; then
+        if dockerd_start "$TMP/dockerd.log" --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs; then
             engine_started
         else
             report "docker engine" 0 1

@@ -31,6 +31,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 # shellcheck source=scripts/deps.sh
 . "$REPO/scripts/deps.sh"
+# shellcheck source=scripts/dockerd.sh
+. "$REPO/scripts/dockerd.sh"
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
 
@@ -39,8 +41,6 @@ KILL_RUNS=${BENCH_KILL_RUNS:-10}
 BUILD=build-release
 COMPOSE=docker-compose
 STOP_TIMEOUT_S=2 # the manifest's stop_timeout, and the -t of the `down` by hand
-DOCKERD_START_TIMEOUT=60
-DOCKERD_STOP_TIMEOUT=30
 
 # Targets (bench/README.md).
 TARGET_START_RATIO=1.05
@@ -51,8 +51,6 @@ REF="nbr$$"     # the project of the starts by hand: as long a name, not a servi
 IMAGE="nanny-bench:$$"
 
 daemon_pid=""
-dockerd_pid=""
-dockerd_children=()
 image_built=0
 TMP=""
 SVC_DIR=""
@@ -67,49 +65,6 @@ SOCK=${DOCKER_HOST:+${DOCKER_HOST#unix://}}
 SOCK=${SOCK:-/var/run/docker.sock}
 export DOCKER_HOST=unix://$SOCK
 unset DOCKER_CONTEXT
-
-# True while process $1 exists and is not a zombie.
-proc_alive() {
-    local st
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $st && ${st:0:1} != Z && ${st:0:1} != X ]]
-}
-
-# Waits up to $2 seconds for process $1 to end; true when it did.
-proc_wait_gone() {
-    local pid=$1 i
-    for ((i = 0; i < $2 * 10; i++)); do
-        proc_alive "$pid" || return 0
-        sleep 0.1
-    done
-    ! proc_alive "$pid"
-}
-
-docker_answers() {
-    timeout -k 5 20 docker info >/dev/null 2>&1
-}
-
-# Stops the dockerd this script started, and the containerd it ran (as test.sh does).
-stop_dockerd() {
-    local pid comm
-    [[ -n $dockerd_pid ]] || return 0
-    mapfile -t -O "${#dockerd_children[@]}" dockerd_children < <(pgrep -P "$dockerd_pid" || true)
-    kill -TERM "$dockerd_pid" 2>/dev/null || true
-    if ! proc_wait_gone "$dockerd_pid" "$DOCKERD_STOP_TIMEOUT"; then
-        echo "bench: dockerd (pid $dockerd_pid) did not stop within ${DOCKERD_STOP_TIMEOUT}s; killing it" >&2
-        kill -KILL "$dockerd_pid" 2>/dev/null || true
-    fi
-    wait "$dockerd_pid" 2>/dev/null || true
-    for pid in "${dockerd_children[@]}"; do
-        comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
-        [[ $comm == containerd* ]] || continue
-        if ! proc_wait_gone "$pid" 10; then
-            kill -TERM "$pid" 2>/dev/null || true
-            proc_wait_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    dockerd_pid=""
-}
 
 # --- cleanup ----------------------------------------------------------------------------------
 # Sends SIGTERM to the daemon (it takes its service down: --stop-services-on-exit) and
@@ -158,7 +113,7 @@ cleanup() {
         timeout -k 5 30 docker rmi -f "$IMAGE" >/dev/null 2>&1 ||
             echo "bench: could not remove the image $IMAGE" >&2
     fi
-    stop_dockerd
+    dockerd_stop
     if [[ -n $TMP ]]; then
         rm -rf "$TMP"
     fi
@@ -188,21 +143,10 @@ if docker_answers; then
     engine_note="already running, left running"
 else
     echo "no Docker engine answers at $SOCK: starting dockerd (log: $TMP/dockerd.log) ..."
-    if [[ $SOCK == /var/run/docker.sock ]]; then
-        dockerd >"$TMP/dockerd.log" 2>&1 </dev/null &
-    else
-        dockerd -H "unix://$SOCK" >"$TMP/dockerd.log" 2>&1 </dev/null &
-    fi
-    dockerd_pid=$!
-    deadline=$((SECONDS + DOCKERD_START_TIMEOUT))
-    while ((SECONDS < deadline)) && proc_alive "$dockerd_pid" && ! docker_answers; do
-        sleep 0.5
-    done
-    if ! docker_answers; then
-        tail -n 20 "$TMP/dockerd.log" >&2
+    dockerd_args=()
+    if [[ $SOCK != /var/run/docker.sock ]]; then dockerd_args=(-H "unix://$SOCK"); fi
+    dockerd_start "$TMP/dockerd.log" "${dockerd_args[@]}" ||
         die "dockerd did not answer within ${DOCKERD_START_TIMEOUT} s"
-    fi
-    mapfile -t dockerd_children < <(pgrep -P "$dockerd_pid" || true)
     engine_note="started by this script (pid $dockerd_pid), stopped at the end"
 fi
 engine_version=$(timeout -k 5 20 docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')
