@@ -196,42 +196,13 @@ import threading
 import time
 import urllib.parse
 
-HOST = "127.0.0.1"
+from benchlib import HOST, Daemon, fail, free_ports
+
 STEP_DEADLINE = 60.0  # seconds: one start, one stop, one compose command
 KILL_DEADLINE = 5.0   # seconds: the kill's detection
 POLL = 0.001          # seconds between two polls of the daemon
 ENGINE_POLL = 0.002   # seconds between two polls of the engine
 PROJECT_LABEL = "com.docker.compose.project"
-
-
-def fail(msg):
-    print(f"compose.py: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-class Daemon:
-    """One kept-alive connection to the daemon."""
-
-    def __init__(self, port):
-        self.conn = http.client.HTTPConnection(HOST, port, timeout=STEP_DEADLINE)
-
-    def call(self, method, path, expect=200, timeout=None):
-        self.conn.timeout = timeout or STEP_DEADLINE
-        if self.conn.sock is not None:
-            self.conn.sock.settimeout(self.conn.timeout)
-        try:
-            self.conn.request(method, path, body=b"" if method == "POST" else None)
-            r = self.conn.getresponse()
-            body = r.read()
-        except (OSError, http.client.HTTPException) as e:
-            self.conn.close()
-            fail(f"{method} {path}: {e}")
-        if expect is not None and r.status != expect:
-            fail(f"{method} {path} answered {r.status}: {body[:300]!r}")
-        return r.status, body
-
-    def status(self, name):
-        return json.loads(self.call("GET", f"/services/{name}/status")[1])
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -395,7 +366,7 @@ def timed_start(engine, project, start, dpid=None):
 def start_daemon(daemon_port, sock, name, dpid):
     """One start through the daemon: prints answer_ms up_ms running_ms done_ms down_ms
     state (the answer's)."""
-    d = Daemon(daemon_port)
+    d = Daemon(daemon_port, STEP_DEADLINE)
     engine = Engine(sock)
     st = d.status(name)
     if st["state"] not in ("stopped", "failed"):
@@ -461,7 +432,7 @@ def status_poller(d, name, deadline, ready, out):
 
 def kill(daemon_port, sock, name):
     """One kill: prints kill_cmd_ms seen_ms detect_ms die_to_seen_ms state."""
-    d = Daemon(daemon_port)
+    d = Daemon(daemon_port, STEP_DEADLINE)
     engine = Engine(sock)
     st = d.status(name)
     if st["state"] != "running":
@@ -477,7 +448,7 @@ def kill(daemon_port, sock, name):
     if len(cs) != 1:
         fail(f"{name} has {len(cs)} running containers, not 1")
     cid = cs[0]["Id"]
-    probe = Daemon(daemon_port)
+    probe = Daemon(daemon_port, STEP_DEADLINE)
     out, ready = {}, threading.Event()
     since = time.time() - 1
     th = threading.Thread(target=status_poller,
@@ -504,34 +475,6 @@ def kill(daemon_port, sock, name):
     print(f"{(t_kill - t0) * 1000:.1f} {(out['mono'] - t0) * 1000:.1f} "
           f"{(out['mono'] - t_kill) * 1000:.1f} {die_to_seen:.1f} {out['st']['state']}")
 
-
-def free_ports(n):
-    """n loopback ports in 20000-40000 that nothing is bound to, outside the kernel's
-    ephemeral range when possible (as bench/lifecycle.sh)."""
-    import random
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo, hi = (int(x) for x in f.read().split())
-    except (OSError, ValueError):
-        lo, hi = 32768, 60999
-    pool = [p for p in range(20000, 40000) if not lo <= p <= hi] or list(range(20000, 40000))
-    got = []
-    for _ in range(500):
-        p = random.choice(pool)
-        if p in got:
-            continue
-        s = socket.socket()
-        try:
-            s.bind((HOST, p))
-            got.append(p)
-        except OSError:
-            pass
-        finally:
-            s.close()
-        if len(got) == n:
-            print(" ".join(map(str, got)))
-            return
-    fail("no free ports")
 
 
 if __name__ == "__main__":

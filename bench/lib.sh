@@ -1,5 +1,8 @@
 # shellcheck shell=bash
-# Helpers shared by the bench scripts. Source it; it defines functions only.
+# Helpers shared by the bench scripts. Source it; it defines functions, and lets their
+# Python helpers import bench/benchlib.py (without leaving bytecode behind).
+
+export PYTHONPATH="${BASH_SOURCE[0]%/*}${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1
 
 # bench_daemon_port LOG PID: prints the port the daemon (PID) logged in LOG as
 # "listening on http://127.0.0.1:PORT", waiting up to 10 s; prints nothing when it

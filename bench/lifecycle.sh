@@ -131,49 +131,10 @@ import sys
 import threading
 import time
 
-HOST = "127.0.0.1"
+from benchlib import HOST, Daemon, fail, free_ports
+
 RUN_DEADLINE = 10.0  # seconds, per run
 POLL = 0.001         # seconds between two polls
-
-
-def fail(msg):
-    print(f"poll.py: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-class Daemon:
-    """One kept-alive connection to the daemon."""
-
-    def __init__(self, port):
-        self.conn = http.client.HTTPConnection(HOST, port, timeout=RUN_DEADLINE)
-
-    def call(self, method, path, expect=200, timeout=None):
-        self.conn.timeout = timeout or RUN_DEADLINE
-        if self.conn.sock is not None:
-            self.conn.sock.settimeout(self.conn.timeout)
-        try:
-            self.conn.request(method, path, body=b"" if method == "POST" else None)
-            r = self.conn.getresponse()
-            body = r.read()
-        except (OSError, http.client.HTTPException) as e:
-            self.conn.close()
-            fail(f"{method} {path}: {e}")
-        if expect is not None and r.status != expect:
-            fail(f"{method} {path} answered {r.status}: {body[:300]!r}")
-        return r.status, body
-
-    def status(self, name):
-        return json.loads(self.call("GET", f"/services/{name}/status")[1])
-
-    def wait_state(self, name, states):
-        deadline = time.monotonic() + RUN_DEADLINE
-        while True:
-            st = self.status(name)
-            if st["state"] in states:
-                return st
-            if time.monotonic() > deadline:
-                fail(f"{name} is {st['state']} after {RUN_DEADLINE:.0f} s, not {'/'.join(states)}")
-            time.sleep(0.01)
 
 
 def first_healthy(port, deadline, out):
@@ -221,7 +182,7 @@ def iso_ms(s):
 def ready(daemon_port, name, svc_port):
     """One readiness run; prints: latency_ms, ms from the POST to the first 200, ms from
     the first 200 to the daemon's passing check (its checked_at, ms resolution)."""
-    d = Daemon(daemon_port)
+    d = Daemon(daemon_port, RUN_DEADLINE)
     st = d.status(name)
     if st["state"] not in ("stopped", "failed"):
         fail(f"{name} is {st['state']} before the run")
@@ -229,7 +190,7 @@ def ready(daemon_port, name, svc_port):
     t0 = time.monotonic()
     d.call("POST", f"/services/{name}/start")
     deadline = time.monotonic() + RUN_DEADLINE
-    probe_conn = Daemon(daemon_port)
+    probe_conn = Daemon(daemon_port, RUN_DEADLINE)
     threads = [threading.Thread(target=first_healthy, args=(svc_port, deadline, health)),
                threading.Thread(target=first_running, args=(probe_conn, name, deadline, running))]
     for t in threads:
@@ -252,7 +213,7 @@ def ready(daemon_port, name, svc_port):
 
 def stop(daemon_port, name, svc_port):
     """One stop run; prints: ms from sending the stop to its answer."""
-    d = Daemon(daemon_port)
+    d = Daemon(daemon_port, RUN_DEADLINE)
     st = d.status(name)
     if st["state"] not in ("stopped", "failed"):
         fail(f"{name} is {st['state']} before the run")
@@ -291,35 +252,6 @@ def stop(daemon_port, name, svc_port):
         s.close()
     print(f"{took:.2f}")
 
-
-def free_ports(n):
-    """n loopback ports in 20000-40000 that nothing is bound to, outside the kernel's
-    ephemeral range when possible: the pollers connect to a service's port before it
-    listens, and an outgoing connection must never take it."""
-    import random
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo, hi = (int(x) for x in f.read().split())
-    except (OSError, ValueError):
-        lo, hi = 32768, 60999
-    pool = [p for p in range(20000, 40000) if not lo <= p <= hi] or list(range(20000, 40000))
-    got = []
-    for _ in range(500):
-        p = random.choice(pool)
-        if p in got:
-            continue
-        s = socket.socket()
-        try:
-            s.bind((HOST, p))
-            got.append(p)
-        except OSError:
-            pass
-        finally:
-            s.close()
-        if len(got) == n:
-            print(" ".join(map(str, got)))
-            return
-    fail("no free ports")
 
 
 if __name__ == "__main__":
