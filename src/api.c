@@ -285,6 +285,20 @@ static struct service *find_or_reply(struct api *api, struct request *req, const
     return NULL;
 }
 
+/* find_or_reply() for the endpoints that need the supervisor: 503 when this daemon has
+ * none (it runs no services). */
+static struct service *find_runnable(struct api *api, struct request *req, const char *name)
+{
+    struct service *svc = find_or_reply(api, req, name);
+
+    if (svc && !api->supervisor) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
+                            "this daemon runs no services");
+        return NULL;
+    }
+    return svc;
+}
+
 /* GET /services/NAME and /services/NAME/status: the service's rendered status. */
 static void get_service(struct api *api, struct request *req, const char *name)
 {
@@ -380,14 +394,9 @@ static void start_or_restart(struct api *api, struct request *req, const char *n
                             "wait must be \"healthy\" (or left out)");
         return;
     }
-    svc = find_or_reply(api, req, name);
+    svc = find_runnable(api, req, name);
     if (!svc || refuse_broken(req, svc))
         return;
-    if (!api->supervisor) {
-        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
-                            "this daemon runs no services");
-        return;
-    }
     wait_for(req,
              supervisor_start(api->supervisor, svc, start.force, wait != NULL, restart,
                               on_operation_done, req),
@@ -425,14 +434,9 @@ static void post_stop(struct api *api, struct request *req, const char *name)
 
     if (refuse_body(req))
         return;
-    svc = find_or_reply(api, req, name);
+    svc = find_runnable(api, req, name);
     if (!svc)
         return;
-    if (!api->supervisor) {
-        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
-                            "this daemon runs no services");
-        return;
-    }
     wait_for(req, supervisor_stop(api->supervisor, svc, on_operation_done, req), svc);
 }
 
@@ -527,14 +531,9 @@ static void get_logs(struct api *api, struct request *req, const char *name)
                             "tail must be a whole number of lines, 0 to %d", LOGS_TAIL_MAX);
         return;
     }
-    svc = find_or_reply(api, req, name);
+    svc = find_runnable(api, req, name);
     if (!svc)
         return;
-    if (!api->supervisor) {
-        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
-                            "this daemon runs no services");
-        return;
-    }
     w = xcalloc(1, sizeof(*w));
     w->req = req;
     w->json = wants_json(req);
