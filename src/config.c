@@ -74,9 +74,9 @@ void config_done(struct config *c)
     free(c->config_file);
     free(c->compose_command);
     free(c->docker_host);
-    yamldoc_strv_free(c->allowed_hosts);
-    yamldoc_strv_free(c->allowed_origins);
-    yamldoc_strv_free(c->warnings);
+    strv_free(c->allowed_hosts);
+    strv_free(c->allowed_origins);
+    strv_free(c->warnings);
     *c = (struct config){0};
 }
 
@@ -193,10 +193,10 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
         if (yamldoc_read_strings(doc, f->value, f->key, CONFIG_LIST_MAX, &list, &n, errors) < 0)
             return;
         if (key == FILE_ALLOWED_HOSTS) {
-            yamldoc_strv_free(c->allowed_hosts);
+            strv_free(c->allowed_hosts);
             c->allowed_hosts = list;
         } else {
-            yamldoc_strv_free(c->allowed_origins);
+            strv_free(c->allowed_origins);
             c->allowed_origins = list;
         }
         return;

@@ -787,12 +787,3 @@ void docker_logs_cancel(struct docker_logs *l)
     if (l)
         logs_free(l);
 }
-
-void docker_lines_free(char **lines)
-{
-    if (!lines)
-        return;
-    for (char **p = lines; *p; p++)
-        free(*p);
-    free(lines);
-}

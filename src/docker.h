@@ -74,13 +74,12 @@ void docker_project_get(const struct docker *d, const char *project, struct dock
 
 /* The last tail lines of every container of project, oldest first, each as
  * "SERVICE | line" the way `docker compose logs` shows them. done gets lines (NULL-
- * terminated, freed by docker_lines_free) or NULL and an error. */
+ * terminated, freed by strv_free) or NULL and an error. */
 typedef void (*docker_logs_fn)(void *data, char **lines, const char *error);
 struct docker_logs;
 int docker_logs(struct docker *d, const char *project, unsigned tail, docker_logs_fn done,
                 void *data, struct docker_logs **ret);
 void docker_logs_cancel(struct docker_logs *l);
-void docker_lines_free(char **lines);
 
 /* Splits a log body of the Engine API into lines: the multiplexed stream format (8-byte
  * frame headers, when the container has no TTY) or raw text. Each line is passed to fn

@@ -834,7 +834,7 @@ static void on_docker_logs(void *data, char **lines, const char *error)
     struct driver_logs *l = data;
 
     l->done(l->data, lines, error);
-    docker_lines_free(lines);
+    strv_free(lines);
     free(l);
 }
 

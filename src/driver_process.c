@@ -122,7 +122,7 @@ static void process_logs(const struct manifest *m, const char *log_path, unsigne
         return;
     }
     done(data, lines, NULL);
-    proc_lines_free(lines);
+    strv_free(lines);
 }
 
 const struct driver driver_process = {

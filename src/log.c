@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -137,4 +138,28 @@ json_t *json_text(const char *s)
     if (!j)
         fatal("out of memory (json_string)");
     return j;
+}
+
+void strv_free(char **strv)
+{
+    if (!strv)
+        return;
+    for (char **p = strv; *p; p++)
+        free(*p);
+    free(strv);
+}
+
+int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
 }

@@ -40,6 +40,12 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Frees a NULL-terminated array of strings and the strings (NULL is fine). */
+void strv_free(char **strv);
+
+/* Writes all of buf to fd (again after EINTR and short writes); 0 or a negative errno. */
+int write_all(int fd, const char *buf, size_t len);
+
 static inline void freep(void *p)
 {
     free(*(void **)p);

@@ -519,14 +519,14 @@ static void parse_command(struct parse *p)
                                           &argc, p->errors)) < 0)
             return;
         if (!command_lengths_ok(p, f->value, argv, argc)) {
-            yamldoc_strv_free(argv);
+            strv_free(argv);
             return;
         }
         if (argc == 0 || argv[0][0] == '\0') {
             parse_error(p, yamldoc_line(f->value),
                         "command must start with the program to run, such as [\"python3\", "
                         "\"app.py\"]");
-            yamldoc_strv_free(argv);
+            strv_free(argv);
             return;
         }
         m->command = argv;
@@ -678,7 +678,7 @@ static void parse_env_list(struct parse *p, yaml_node_t *node, char **env, size_
         env[(*n)++] = items[i];
         items[i] = xstrdup("");
     }
-    yamldoc_strv_free(items);
+    strv_free(items);
 }
 
 /* Reads env: in either form into "KEY=VALUE" strings. */
@@ -704,7 +704,7 @@ static void parse_env(struct parse *p)
         parse_env_mapping(p, f->value, env, &n);
     else
         parse_env_list(p, f->value, env, &n);
-    yamldoc_strv_free(p->m->env);
+    strv_free(p->m->env);
     p->m->env = xrealloc(env, (n + 1) * sizeof(*env));
 }
 
@@ -920,7 +920,7 @@ static void use_given_compose_file(struct parse *p)
 /* A compose service runs what its compose file says; a command would only mislead. */
 static void drop_command(struct manifest *m)
 {
-    yamldoc_strv_free(m->command);
+    strv_free(m->command);
     m->command = NULL;
     m->command_is_shell = false;
 }
@@ -1177,9 +1177,9 @@ void manifest_free(struct manifest *m)
         free(m->ports[i].host_ip);
     free(m->ports);
     free(m->compose_file);
-    yamldoc_strv_free(m->command);
+    strv_free(m->command);
     free(m->workdir);
-    yamldoc_strv_free(m->env);
+    strv_free(m->env);
     free(m->health_path);
     free(m->dir);
     free(m);

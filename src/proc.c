@@ -341,15 +341,6 @@ void proc_free(struct proc *p)
     uv_close((uv_handle_t *)&p->timer, on_closed);
 }
 
-void proc_lines_free(char **lines)
-{
-    if (!lines)
-        return;
-    for (char **l = lines; *l; l++)
-        free(*l);
-    free(lines);
-}
-
 int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret)
 {
     struct stat st;

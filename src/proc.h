@@ -73,8 +73,7 @@ void proc_free(struct proc *p);
 int proc_log_rotate(const char *path, uint64_t max_bytes, unsigned keep);
 
 /* The last lines of a log file: at most max_lines, reading at most max_bytes from its end.
- * Returns a NULL-terminated array the caller frees with proc_lines_free(). */
+ * Returns a NULL-terminated array the caller frees with strv_free(). */
 int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret);
-void proc_lines_free(char **lines);
 
 #endif

@@ -377,23 +377,6 @@ int scaffold_render(const char *file_name, const char *text, size_t len,
     return 0;
 }
 
-/* Writes all of buf to fd. */
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Reads the regular file name of dir_fd whole (it may not be a symlink), at most
  * SCAFFOLD_FILE_MAX bytes. */
 static int read_file(int dir_fd, const char *name, char **ret, size_t *ret_len)

@@ -53,22 +53,6 @@ int state_prepare(const char *dir)
     return r;
 }
 
-/* Writes all of buf to fd. */
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static char *state_text(json_t *doc)
 {
     char *text = json_dumps(doc, JSON_INDENT(1) | JSON_SORT_KEYS);

@@ -751,15 +751,6 @@ int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *ke
     return -EINVAL;
 }
 
-void yamldoc_strv_free(char **strv)
-{
-    if (!strv)
-        return;
-    for (char **p = strv; *p; p++)
-        free(*p);
-    free(strv);
-}
-
 int yamldoc_read_strings(struct yamldoc *doc, yaml_node_t *node, const char *key, size_t max,
                          char ***ret, size_t *ret_n, struct diags *errors)
 {
@@ -792,7 +783,7 @@ int yamldoc_read_strings(struct yamldoc *doc, yaml_node_t *node, const char *key
         free(item_key);
     }
     if (failed) {
-        yamldoc_strv_free(strv);
+        strv_free(strv);
         return -EINVAL;
     }
     *ret = strv;

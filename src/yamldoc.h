@@ -158,10 +158,8 @@ int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *ke
                           struct diags *errors);
 
 /* A list of at most max scalars, as a NULL-terminated array that the caller frees with
- * yamldoc_strv_free(); *ret_n gets the count. Every bad item is reported. */
+ * strv_free(); *ret_n gets the count. Every bad item is reported. */
 int yamldoc_read_strings(struct yamldoc *doc, yaml_node_t *node, const char *key, size_t max,
                          char ***ret, size_t *ret_n, struct diags *errors);
-
-void yamldoc_strv_free(char **strv);
 
 #endif

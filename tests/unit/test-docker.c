@@ -941,7 +941,7 @@ static void test_logs_merged_in_time_order(void **state)
     assert_string_equal(o.error, "");
     assert_lines(o.lines, LINES("web | listening", "worker | worker ready", "web | GET /health 200",
                                 "worker | job 1 done", "web | warning: slow"));
-    docker_lines_free(o.lines);
+    strv_free(o.lines);
     /* One request per container of the project, with timestamps and the tail. */
     assert_int_equal(f->engine.n_logs_requests, 2);
     for (int i = 0; i < 2; i++) {
@@ -965,7 +965,7 @@ static void test_logs_tail(void **state)
     assert_int_equal(docker_logs(f->docker, "alpha", 2, on_logs, &o, &l), 0);
     RUN_UNTIL(f, o.done);
     assert_lines(o.lines, LINES("worker | job 1 done", "web | warning: slow"));
-    docker_lines_free(o.lines);
+    strv_free(o.lines);
     assert_non_null(strstr(f->engine.logs_targets[0], "tail=2"));
 }
 
@@ -983,7 +983,7 @@ static void test_logs_of_a_project_without_containers(void **state)
     assert_null(l);
     assert_string_equal(o.error, "");
     assert_lines(o.lines, NO_LINES);
-    docker_lines_free(o.lines);
+    strv_free(o.lines);
     assert_int_equal(f->engine.n_logs_requests, 0);
 }
 
@@ -1008,7 +1008,7 @@ static void test_logs_missing_container_and_failure(void **state)
     RUN_UNTIL(f, o.done);
     assert_string_equal(o.error, "");
     assert_lines(o.lines, LINES("ddd | up"));
-    docker_lines_free(o.lines);
+    strv_free(o.lines);
 
     assert_int_equal(docker_logs(f->docker, "delta", 10, on_logs, &bad, &l), 0);
     RUN_UNTIL(f, bad.done);

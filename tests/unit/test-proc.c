@@ -253,23 +253,23 @@ static void test_log_tail(void **state)
     assert_string_equal(lines[0], "line 98");
     assert_string_equal(lines[2], "line 100");
     assert_null(lines[3]);
-    proc_lines_free(lines);
+    strv_free(lines);
 
     /* A window of 20 bytes cuts a line: the cut one is dropped. */
     assert_int_equal(proc_log_tail(f->log, 50, 20, &lines), 0);
     assert_string_equal(lines[0], "line 99");
     assert_string_equal(lines[1], "line 100");
     assert_null(lines[2]);
-    proc_lines_free(lines);
+    strv_free(lines);
 
     assert_int_equal(proc_log_tail(f->log, 0, 65536, &lines), 0);
     assert_null(lines[0]);
-    proc_lines_free(lines);
+    strv_free(lines);
 
     unlink(f->log);
     assert_int_equal(proc_log_tail(f->log, 10, 65536, &lines), 0);
     assert_null(lines[0]);
-    proc_lines_free(lines);
+    strv_free(lines);
 }
 
 static off_t file_size(const char *path)

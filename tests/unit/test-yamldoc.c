@@ -496,11 +496,11 @@ static void test_read_strings(void **state)
     assert_string_equal(strv[1], "app.py");
     assert_string_equal(strv[2], "8000");
     assert_null(strv[3]);
-    yamldoc_strv_free(strv);
+    strv_free(strv);
     assert_int_equal(yamldoc_read_strings(doc, value_of(doc, "b"), "b", 8, &strv, &n, &errors), 0);
     assert_int_equal(n, 0);
     assert_null(strv[0]);
-    yamldoc_strv_free(strv);
+    strv_free(strv);
 
     strv = NULL;
     n = 99;
