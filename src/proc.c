@@ -108,11 +108,10 @@ static void on_check(uv_timer_t *t)
     uv_timer_start(&p->timer, on_check, PROC_GONE_CHECK_MS, 0);
 }
 
-/* The leader ended; libuv has reaped it. */
-static void on_leader_exit(uv_process_t *process, int64_t exit_status, int term_signal)
+/* The leader ended (a child reaped by libuv, or an adopted process whose pidfd said so;
+ * exit_status -1 when unknown). */
+static void leader_ended(struct proc *p, int exit_status, int term_signal)
 {
-    struct proc *p = process->data;
-
     p->leader_alive = false;
     if (!p->stopping) {
         /* It ended by itself: whatever it left in its group goes with it, as systemd does
@@ -121,10 +120,15 @@ static void on_leader_exit(uv_process_t *process, int64_t exit_status, int term_
         p->killed = true;
         p->give_up_at = uv_now(p->loop) + PROC_KILL_GRACE_MS;
         if (p->events->exited)
-            p->events->exited(p->data, p, (int)exit_status, term_signal);
+            p->events->exited(p->data, p, exit_status, term_signal);
     }
     if (!p->gone)
         uv_timer_start(&p->timer, on_check, 0, 0);
+}
+
+static void on_leader_exit(uv_process_t *process, int64_t exit_status, int term_signal)
+{
+    leader_ended(process->data, (int)exit_status, term_signal);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -252,18 +256,8 @@ static void on_pidfd(uv_poll_t *poll, int status, int events)
     struct proc *p = poll->data;
 
     uv_poll_stop(&p->pidfd_poll);
-    if (!p->leader_alive)
-        return;
-    p->leader_alive = false;
-    if (!p->stopping) {
-        kill(-p->pid, SIGKILL);
-        p->killed = true;
-        p->give_up_at = uv_now(p->loop) + PROC_KILL_GRACE_MS;
-        if (p->events->exited)
-            p->events->exited(p->data, p, -1, 0);
-    }
-    if (!p->gone)
-        uv_timer_start(&p->timer, on_check, 0, 0);
+    if (p->leader_alive)
+        leader_ended(p, -1, 0); /* not our child: its status is not ours to read */
 }
 
 int proc_adopt(uv_loop_t *loop, pid_t pid, uint64_t start_time, const struct proc_events *events,
