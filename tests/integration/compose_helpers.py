@@ -36,6 +36,7 @@ from lifecycle_helpers import (
     GONE_TIMEOUT,
     Lab,
     free_port,
+    write_manifest,
     yaml_value,
 )
 
@@ -552,30 +553,8 @@ class ComposeLab(Lab):
         engine = engine or self.engine
         if engine not in self.engines:
             self.engines.append(engine)
-        lines = [
-            f"name: {name}",
-            f"description: {yaml_value('compose test service ' + name)}",
-            "driver: compose",
-            f'ports: ["{port}"]',
-            f"gpu_required: {yaml_value(gpu)}",
-            f"stop_timeout: {stop_timeout}",
-        ]
-        if health is False:
-            lines.append("health: false")
-        else:
-            h = dict(COMPOSE_HEALTH)
-            if isinstance(health, dict):
-                h.update(health)
-            lines.append("health:")
-            lines += [f"  {k}: {v}" for k, v in h.items()]
-        if restart is not None:
-            lines.append(f"restart: {yaml_value(restart)}")
-        for k, v in (extra or {}).items():
-            lines.append(f"{k}: {v}")
-        folder = os.path.join(str(self.services_dir), name)
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, "service.yaml"), "w") as f:
-            f.write("\n".join(lines) + "\n")
+        folder = write_manifest(self.services_dir, name, "compose", port, gpu, stop_timeout,
+                                health, COMPOSE_HEALTH, restart, extra)
         with open(os.path.join(folder, "docker-compose.yml"), "w") as f:
             f.write(compose_file(image or self.image, port, args, worker, compose_extra))
         svc = CSvc(name, port, folder, gpu, engine, ["app", "worker"] if worker else ["app"])

@@ -179,6 +179,37 @@ def testsvc_argv_pidfile(argv, testsvc):
     return None
 
 
+
+def write_manifest(services_dir, name, driver, port, gpu, stop_timeout, health,
+                   health_defaults, restart=None, more=None):
+    """Writes services_dir/NAME/service.yaml of a test service and returns the folder.
+    health=True uses health_defaults, a dict adds to them, False means `health: false`;
+    more adds `key: text` lines."""
+    lines = [
+        f"name: {name}",
+        f"description: {yaml_value('test service ' + name)}",
+        f"driver: {driver}",
+        f'ports: ["{port}"]',
+        f"gpu_required: {yaml_value(gpu)}",
+        f"stop_timeout: {stop_timeout}",
+    ]
+    if health is False:
+        lines.append("health: false")
+    else:
+        h = dict(health_defaults)
+        if isinstance(health, dict):
+            h.update(health)
+        lines.append("health:")
+        lines += [f"  {k}: {v}" for k, v in h.items()]
+    if restart is not None:
+        lines.append(f"restart: {yaml_value(restart)}")
+    lines += [f"{k}: {v}" for k, v in (more or {}).items()]
+    folder = os.path.join(str(services_dir), name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "service.yaml"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return folder
+
 class Lab:
     """A services folder of test services and the daemon that runs them."""
 
@@ -211,33 +242,12 @@ class Lab:
             if testsvc_port:
                 command += ["--port", str(port)]
             command += [str(a) for a in args] + ["--write-pidfile", pidfile]
-        lines = [
-            f"name: {name}",
-            f"description: {yaml_value('test service ' + name)}",
-            "driver: process",
-            f"command: {yaml_value(command)}",
-            f'ports: ["{port}"]',
-            f"gpu_required: {yaml_value(gpu)}",
-            f"stop_timeout: {stop_timeout}",
-        ]
-        if health is False:
-            lines.append("health: false")
-        else:
-            h = dict(FAST_HEALTH)
-            if isinstance(health, dict):
-                h.update(health)
-            lines.append("health:")
-            lines += [f"  {k}: {v}" for k, v in h.items()]
-        if restart is not None:
-            lines.append(f"restart: {yaml_value(restart)}")
+        more = {"command": yaml_value(command)}
         if workdir is not None:
-            lines.append(f"workdir: {yaml_value(workdir)}")
-        for k, v in (extra or {}).items():
-            lines.append(f"{k}: {v}")
-        folder = os.path.join(str(self.services_dir), name)
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, "service.yaml"), "w") as f:
-            f.write("\n".join(lines) + "\n")
+            more["workdir"] = yaml_value(workdir)
+        more.update(extra or {})
+        folder = write_manifest(self.services_dir, name, "process", port, gpu, stop_timeout,
+                                health, FAST_HEALTH, restart, more)
         svc = Svc(name, port, pidfile, gpu, folder)
         self.svcs[name] = svc
         return svc
