@@ -407,7 +407,7 @@ static void docker_connect(struct docker *d)
         disconnect(d, "cannot start a request to the engine");
         return;
     }
-    d->asked = d->generation + (d->listing ? 2 : 1);
+    d->asked = d->generation + 1; /* no list is in flight: disconnect() cancelled it */
     list_start(d);
 }
 
