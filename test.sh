@@ -192,7 +192,7 @@ fi
 # --- formatting --------------------------------------------------------------
 section "format (clang-format $(clang-format --version | grep -o '[0-9][0-9.]*' | head -1))"
 shopt -s nullglob
-format_files=(src/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c tests/fixtures/*.c)
+format_files=(src/*.[ch] src/*/*.[ch] tests/unit/*/*.[ch] tests/fuzz/*.c tests/fixtures/*.c)
 shopt -u nullglob
 if ((${#format_files[@]} == 0)); then
     echo "no C sources to check"

@@ -7,17 +7,18 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "api.h"
+#include "core/registry.h"
+#include "core/state.h"
+#include "core/supervisor.h"
+#include "core/watch.h"
 #include "daemon.h"
-#include "fetch.h"
-#include "log.h"
-#include "registry.h"
-#include "proc.h"
-#include "server.h"
-#include "state.h"
-#include "supervisor.h"
+#include "drivers/proc.h"
+#include "http/api.h"
+#include "http/server.h"
+#include "lib/alloc.h"
+#include "lib/fetch.h"
+#include "lib/log.h"
 #include "version.h"
-#include "watch.h"
 
 #define DRAIN_TIMEOUT_MS         5000
 #define DRAIN_CHECK_MS           10

@@ -3,7 +3,7 @@
 #ifndef NANNY_DAEMON_H
 #define NANNY_DAEMON_H
 
-#include "config.h"
+#include "core/config.h"
 
 /* Runs the daemon; returns the process exit code (0 after a clean stop, 1 when it could
  * not start, 2 for a bad configuration). */

@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config.h"
+#include "core/config.h"
 #include "daemon.h"
-#include "scaffold.h"
+#include "cli/scaffold.h"
 #include "version.h"
 
 static void usage(FILE *out)

@@ -1,0 +1,503 @@
+/* The daemon's configuration. Every bad value stops the daemon at start, with a message
+ * naming where the value came from. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "lib/alloc.h"
+#include "lib/netaddr.h"
+#include "lib/yamldoc.h"
+
+static void set_str(char **dst, const char *value)
+{
+    free(*dst);
+    *dst = value ? xstrdup(value) : NULL;
+}
+
+/* The state folder when none is given: /var/lib for root, the XDG state folder else. */
+static char *default_state_dir(void)
+{
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+
+    if (geteuid() == 0)
+        return xstrdup("/var/lib/service-nanny");
+    if (xdg && *xdg)
+        return xasprintf("%s/service-nanny", xdg);
+    if (home && *home)
+        return xasprintf("%s/.local/state/service-nanny", home);
+    return xstrdup("./state");
+}
+
+/* A compose command is one or more words, the first a program: "docker compose". */
+static int parse_compose_command(const char *s)
+{
+    s += strspn(s, " \t");
+    return *s && strlen(s) < 256 ? 0 : -EINVAL;
+}
+
+/* The socket path of a Docker host setting: "unix://PATH" or "PATH"; NULL for anything
+ * else (tcp:// is not supported: the engine's API is root-equivalent, keep it local). */
+static const char *docker_host_path(const char *s)
+{
+    if (!s)
+        return NULL;
+    if (strncmp(s, "unix://", 7) == 0)
+        s += 7;
+    return s[0] == '/' && strlen(s) < 108 ? s : NULL;
+}
+
+static void config_defaults(struct config *c)
+{
+    const char *docker = docker_host_path(getenv("DOCKER_HOST"));
+
+    *c = (struct config){0};
+    c->listen = xstrdup(CONFIG_DEFAULT_LISTEN);
+    c->services_dir = xstrdup(CONFIG_DEFAULT_SERVICES);
+    c->state_dir = default_state_dir();
+    c->log_level = LOG_INFO;
+    c->gpu_conflict = GPU_CONFLICT_REFUSE;
+    c->log_max_bytes = CONFIG_LOG_MAX_BYTES;
+    c->log_max_files = CONFIG_LOG_MAX_FILES;
+    c->docker_host = xstrdup(docker ? docker : CONFIG_DEFAULT_DOCKER_HOST);
+}
+
+void config_done(struct config *c)
+{
+    free(c->listen);
+    free(c->services_dir);
+    free(c->state_dir);
+    free(c->config_file);
+    free(c->compose_command);
+    free(c->docker_host);
+    strv_free(c->allowed_hosts);
+    strv_free(c->allowed_origins);
+    strv_free(c->warnings);
+    *c = (struct config){0};
+}
+
+static int fail(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t err_size, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+static int parse_log_format(const char *s, bool *ret_json)
+{
+    if (strcmp(s, "text") == 0)
+        *ret_json = false;
+    else if (strcmp(s, "json") == 0)
+        *ret_json = true;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static int parse_gpu_conflict(const char *s, enum gpu_conflict *ret)
+{
+    if (strcmp(s, "refuse") == 0)
+        *ret = GPU_CONFLICT_REFUSE;
+    else if (strcmp(s, "preempt") == 0)
+        *ret = GPU_CONFLICT_PREEMPT;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* A path from the config file is relative to the file's folder. */
+static char *path_from_file(const char *file, const char *value)
+{
+    char *copy, *dir, *path;
+
+    if (value[0] == '/')
+        return xstrdup(value);
+    copy = xstrdup(file);
+    dir = dirname(copy);
+    path = xasprintf("%s/%s", dir, value);
+    free(copy);
+    return path;
+}
+
+/* Keeps a warning (taken) for the daemon to log once logging is set up. */
+static void config_add_warning(struct config *c, char *warning)
+{
+    size_t n = 0;
+
+    while (c->warnings && c->warnings[n])
+        n++;
+    if (n >= CONFIG_LIST_MAX) {
+        free(warning);
+        return;
+    }
+    c->warnings = xrealloc(c->warnings, (n + 2) * sizeof(*c->warnings));
+    c->warnings[n] = warning;
+    c->warnings[n + 1] = NULL;
+}
+
+/* The keys of the config file. */
+enum {
+    FILE_LISTEN,
+    FILE_SERVICES,
+    FILE_STATE_DIR,
+    FILE_LOG_LEVEL,
+    FILE_LOG_FORMAT,
+    FILE_INSECURE,
+    FILE_GPU_CONFLICT,
+    FILE_COMPOSE_COMMAND,
+    FILE_DOCKER_HOST,
+    FILE_ALLOWED_HOSTS,
+    FILE_ALLOWED_ORIGINS,
+    FILE_STOP_SERVICES_ON_EXIT,
+    FILE_LOG_MAX_SIZE,
+    FILE_LOG_MAX_FILES,
+    FILE_KEYS,
+};
+
+/* Applies one key of the config file to c; problems go to errors with the key's line. */
+static void file_apply(struct config *c, const char *file, struct yamldoc *doc, int key,
+                       const struct yamldoc_field *f, struct diags *errors)
+{
+    char *s = NULL, **list;
+    size_t n;
+
+    switch (key) {
+    case FILE_INSECURE:
+        yamldoc_read_bool(doc, f->value, f->key, &c->insecure, errors);
+        return;
+    case FILE_STOP_SERVICES_ON_EXIT:
+        yamldoc_read_bool(doc, f->value, f->key, &c->stop_services_on_exit, errors);
+        return;
+    case FILE_LOG_MAX_SIZE:
+        yamldoc_read_uint(doc, f->value, f->key, 4096, UINT64_C(1) << 40, &c->log_max_bytes,
+                          errors);
+        return;
+    case FILE_LOG_MAX_FILES: {
+        uint64_t files;
+        if (yamldoc_read_uint(doc, f->value, f->key, 0, 100, &files, errors) == 0)
+            c->log_max_files = (unsigned)files;
+        return;
+    }
+    case FILE_ALLOWED_HOSTS:
+    case FILE_ALLOWED_ORIGINS:
+        if (yamldoc_read_strings(doc, f->value, f->key, CONFIG_LIST_MAX, &list, &n, errors) < 0)
+            return;
+        if (key == FILE_ALLOWED_HOSTS) {
+            strv_free(c->allowed_hosts);
+            c->allowed_hosts = list;
+        } else {
+            strv_free(c->allowed_origins);
+            c->allowed_origins = list;
+        }
+        return;
+    }
+
+    if (yamldoc_read_string(doc, f->value, f->key, &s, errors) < 0)
+        return;
+    switch (key) {
+    case FILE_LISTEN:
+        if (netaddr_parse_listen(s, &(struct sockaddr_storage){0}, &(socklen_t){0}) < 0)
+            diags_add(errors, f->line, "listen must be HOST:PORT, like 127.0.0.1:8080");
+        else
+            set_str(&c->listen, s);
+        break;
+    case FILE_SERVICES:
+        free(c->services_dir);
+        c->services_dir = path_from_file(file, s);
+        break;
+    case FILE_STATE_DIR:
+        free(c->state_dir);
+        c->state_dir = path_from_file(file, s);
+        break;
+    case FILE_LOG_LEVEL:
+        if (log_level_parse(s, &c->log_level) < 0)
+            diags_add(errors, f->line, "log_level must be error, warning, info or debug");
+        break;
+    case FILE_LOG_FORMAT:
+        if (parse_log_format(s, &c->log_json) < 0)
+            diags_add(errors, f->line, "log_format must be text or json");
+        break;
+    case FILE_GPU_CONFLICT:
+        if (parse_gpu_conflict(s, &c->gpu_conflict) < 0)
+            diags_add(errors, f->line, "gpu_conflict must be refuse or preempt");
+        break;
+    case FILE_COMPOSE_COMMAND:
+        if (parse_compose_command(s) < 0)
+            diags_add(errors, f->line, "compose_command must name a program, like docker-compose");
+        else
+            set_str(&c->compose_command, s);
+        break;
+    case FILE_DOCKER_HOST:
+        if (docker_host_path(s) == NULL)
+            diags_add(errors, f->line, "docker_host must be a unix socket path or unix://PATH");
+        else
+            set_str(&c->docker_host, docker_host_path(s));
+        break;
+    }
+    free(s);
+}
+
+/* Applies the YAML config file to c. */
+static int config_load_file(struct config *c, const char *file, char *err, size_t err_size)
+{
+    struct yamldoc_field fields[FILE_KEYS] = {
+        [FILE_LISTEN] = {.key = "listen"},
+        [FILE_SERVICES] = {.key = "services"},
+        [FILE_STATE_DIR] = {.key = "state_dir"},
+        [FILE_LOG_LEVEL] = {.key = "log_level"},
+        [FILE_LOG_FORMAT] = {.key = "log_format"},
+        [FILE_INSECURE] = {.key = "insecure"},
+        [FILE_GPU_CONFLICT] = {.key = "gpu_conflict"},
+        [FILE_COMPOSE_COMMAND] = {.key = "compose_command"},
+        [FILE_DOCKER_HOST] = {.key = "docker_host"},
+        [FILE_ALLOWED_HOSTS] = {.key = "allowed_hosts"},
+        [FILE_ALLOWED_ORIGINS] = {.key = "allowed_origins"},
+        [FILE_STOP_SERVICES_ON_EXIT] = {.key = "stop_services_on_exit"},
+        [FILE_LOG_MAX_SIZE] = {.key = "log_max_size"},
+        [FILE_LOG_MAX_FILES] = {.key = "log_max_files"},
+    };
+    struct diags errors = {0}, warnings = {0};
+    struct yamldoc *doc = NULL;
+    struct stat st;
+    char *buf = NULL;
+    ssize_t n;
+    int fd, r = -EINVAL;
+
+    fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(err, err_size, "%s: cannot open the config file: %s", file, strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, err_size, "%s: the config file is not a regular file", file);
+    }
+    if (st.st_size > CONFIG_SIZE_MAX) {
+        close(fd);
+        return fail(err, err_size, "%s: the config file is larger than %d bytes", file,
+                    CONFIG_SIZE_MAX);
+    }
+    buf = xmalloc((size_t)st.st_size + 1);
+    n = read(fd, buf, (size_t)st.st_size);
+    close(fd);
+    if (n < 0) {
+        free(buf);
+        return fail(err, err_size, "%s: cannot read the config file: %s", file, strerror(errno));
+    }
+
+    r = yamldoc_load(buf, (size_t)n, &doc, &errors);
+    if (r == -ENODATA) {
+        /* Only comments, say a shipped example: every setting keeps its default. */
+        diags_clear(&errors);
+        r = 0;
+        goto done;
+    }
+    r = -EINVAL;
+    if (!doc)
+        goto done;
+    if (yamldoc_map_fields(doc, yamldoc_root(doc), "the config file", fields,
+                           sizeof(fields) / sizeof(fields[0]), &errors, &warnings) < 0)
+        goto done;
+
+    for (int k = 0; k < FILE_KEYS; k++)
+        if (fields[k].value)
+            file_apply(c, file, doc, k, &fields[k], &errors);
+
+done:
+    for (size_t i = 0; i < warnings.n; i++)
+        config_add_warning(
+            c, xasprintf("%s:%d: %s", file, warnings.items[i].line, warnings.items[i].message));
+    if (errors.n > 0) {
+        fail(err, err_size, "%s:%d: %s", file, errors.items[0].line, errors.items[0].message);
+        r = -EINVAL;
+    } else {
+        r = 0;
+    }
+    diags_clear(&errors);
+    diags_clear(&warnings);
+    yamldoc_free(doc);
+    free(buf);
+    return r;
+}
+
+enum {
+    OPT_LISTEN = 'l',
+    OPT_SERVICES = 's',
+    OPT_CONFIG = 'c',
+    OPT_HELP = 'h',
+    OPT_STATE_DIR = 256,
+    OPT_LOG_LEVEL,
+    OPT_LOG_FORMAT,
+    OPT_INSECURE,
+    OPT_STOP_SERVICES_ON_EXIT,
+    OPT_COMPOSE_COMMAND,
+    OPT_DOCKER_HOST,
+};
+
+static const struct option options[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"services", required_argument, NULL, OPT_SERVICES},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"stop-services-on-exit", no_argument, NULL, OPT_STOP_SERVICES_ON_EXIT},
+    {"compose-command", required_argument, NULL, OPT_COMPOSE_COMMAND},
+    {"docker-host", required_argument, NULL, OPT_DOCKER_HOST},
+    {"help", no_argument, NULL, OPT_HELP},
+    {0},
+};
+
+void config_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: nanny serve [options]\n"
+            "  -l, --listen HOST:PORT    address of the HTTP API (default %s; env NANNY_LISTEN)\n"
+            "  -s, --services DIR        the services folder (default %s; env NANNY_SERVICES)\n"
+            "  -c, --config FILE         a YAML config file (env NANNY_CONFIG)\n"
+            "      --state-dir DIR       where logs and state are kept (env NANNY_STATE_DIR)\n"
+            "      --log-level LEVEL     error, warning, info (default) or debug\n"
+            "      --log-format FORMAT   text (default) or json\n"
+            "      --insecure            allow a non-loopback listen address without keys\n"
+            "      --stop-services-on-exit  stop managed services when the daemon stops\n"
+            "      --compose-command CMD  docker compose or docker-compose (default: found at\n"
+            "                            start; env NANNY_COMPOSE_COMMAND)\n"
+            "      --docker-host PATH    the Docker engine's socket (default $DOCKER_HOST or\n"
+            "                            " CONFIG_DEFAULT_DOCKER_HOST "; env NANNY_DOCKER_HOST)\n"
+            "  -h, --help                this help\n",
+            CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES);
+}
+
+/* Applies one flag (or the same setting from the environment, where from names it). */
+static int apply_setting(struct config *c, int opt, const char *value, const char *from, char *err,
+                         size_t err_size)
+{
+    switch (opt) {
+    case OPT_LISTEN:
+        if (netaddr_parse_listen(value, &(struct sockaddr_storage){0}, &(socklen_t){0}) < 0)
+            return fail(err, err_size, "%s: '%.100s' is not HOST:PORT, like 127.0.0.1:8080", from,
+                        value);
+        set_str(&c->listen, value);
+        return 0;
+    case OPT_SERVICES:
+        if (!*value)
+            return fail(err, err_size, "%s: the services folder must not be empty", from);
+        set_str(&c->services_dir, value);
+        return 0;
+    case OPT_STATE_DIR:
+        if (!*value)
+            return fail(err, err_size, "%s: the state folder must not be empty", from);
+        set_str(&c->state_dir, value);
+        return 0;
+    case OPT_LOG_LEVEL:
+        if (log_level_parse(value, &c->log_level) < 0)
+            return fail(err, err_size, "%s: '%.100s' is not error, warning, info or debug", from,
+                        value);
+        return 0;
+    case OPT_LOG_FORMAT:
+        if (parse_log_format(value, &c->log_json) < 0)
+            return fail(err, err_size, "%s: '%.100s' is not text or json", from, value);
+        return 0;
+    case OPT_INSECURE:
+        c->insecure = true;
+        return 0;
+    case OPT_STOP_SERVICES_ON_EXIT:
+        c->stop_services_on_exit = true;
+        return 0;
+    case OPT_COMPOSE_COMMAND:
+        if (parse_compose_command(value) < 0)
+            return fail(err, err_size, "%s: '%.100s' does not name a program", from, value);
+        set_str(&c->compose_command, value);
+        return 0;
+    case OPT_DOCKER_HOST:
+        if (!docker_host_path(value))
+            return fail(err, err_size, "%s: '%.100s' is not a socket path or unix://PATH", from,
+                        value);
+        set_str(&c->docker_host, docker_host_path(value));
+        return 0;
+    }
+    return fail(err, err_size, "%s: unknown setting", from);
+}
+
+int config_load(struct config *c, int argc, char **argv, char *err, size_t err_size)
+{
+    static const struct {
+        const char *name;
+        int opt;
+    } env[] = {
+        {"NANNY_LISTEN", OPT_LISTEN},           {"NANNY_SERVICES", OPT_SERVICES},
+        {"NANNY_STATE_DIR", OPT_STATE_DIR},     {"NANNY_COMPOSE_COMMAND", OPT_COMPOSE_COMMAND},
+        {"NANNY_DOCKER_HOST", OPT_DOCKER_HOST},
+    };
+    const char *file = getenv("NANNY_CONFIG");
+    struct sockaddr_storage addr;
+    socklen_t len;
+    int opt, r;
+
+    config_defaults(c);
+
+    /* First pass: only --config (and --help), so that the file comes before the rest. */
+    opterr = 0;
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "+l:s:c:h", options, NULL)) != -1) {
+        if (opt == OPT_CONFIG)
+            file = optarg;
+        else if (opt == OPT_HELP) {
+            config_usage(stdout);
+            return -ECANCELED;
+        } else if (opt == '?' || opt == ':') {
+            return fail(err, err_size, "%.100s: unknown option or missing value (see --help)",
+                        argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return fail(err, err_size, "unexpected argument '%.100s' (see --help)", argv[optind]);
+    if (file && *file) {
+        set_str(&c->config_file, file);
+        r = config_load_file(c, file, err, err_size);
+        if (r < 0)
+            return r;
+    }
+
+    for (size_t i = 0; i < sizeof(env) / sizeof(env[0]); i++) {
+        const char *v = getenv(env[i].name);
+        if (v && *v) {
+            r = apply_setting(c, env[i].opt, v, env[i].name, err, err_size);
+            if (r < 0)
+                return r;
+        }
+    }
+
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "+l:s:c:h", options, NULL)) != -1) {
+        char from[64] = "";
+        if (opt == OPT_CONFIG)
+            continue;
+        for (const struct option *o = options; o->name; o++)
+            if (o->val == opt)
+                snprintf(from, sizeof(from), "--%s", o->name);
+        r = apply_setting(c, opt, optarg, from, err, err_size);
+        if (r < 0)
+            return r;
+    }
+
+    if (netaddr_parse_listen(c->listen, &addr, &len) < 0)
+        return fail(err, err_size, "listen: '%.100s' is not HOST:PORT", c->listen);
+    if (!netaddr_is_loopback(&addr) && !c->insecure)
+        return fail(err, err_size,
+                    "listen address %.100s is not loopback: the API has no authentication "
+                    "yet, so anyone who can reach it controls your services; pass --insecure "
+                    "(or insecure: true in the config file) to allow it",
+                    c->listen);
+    return 0;
+}

@@ -1,0 +1,52 @@
+/* The daemon's configuration: defaults, then the YAML config file, then the environment,
+ * then the command line (each wins over the one before). */
+#ifndef NANNY_CONFIG_H
+#define NANNY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "lib/log.h"
+
+#define CONFIG_DEFAULT_LISTEN      "127.0.0.1:8080"
+#define CONFIG_DEFAULT_SERVICES    "./services"
+#define CONFIG_DEFAULT_DOCKER_HOST "/var/run/docker.sock"
+#define CONFIG_SIZE_MAX            (1024 * 1024)
+#define CONFIG_LIST_MAX            64
+#define CONFIG_LOG_MAX_BYTES       (10 * 1024 * 1024)
+#define CONFIG_LOG_MAX_FILES       3
+
+enum gpu_conflict { GPU_CONFLICT_REFUSE, GPU_CONFLICT_PREEMPT };
+
+struct config {
+    char *listen;
+    char *services_dir;
+    char *state_dir;
+    char *config_file;     /* NULL when none */
+    char *compose_command; /* NULL: found at start */
+    char *docker_host;     /* the Docker engine's unix socket path */
+    enum log_level log_level;
+    bool log_json;
+    bool insecure; /* allow a non-loopback listen address without keys */
+    bool stop_services_on_exit;
+    enum gpu_conflict gpu_conflict;
+    char **allowed_hosts; /* NULL-terminated; extra Host names besides loopback */
+    char **allowed_origins;
+    char **warnings;        /* NULL-terminated "file:line: message", logged by the daemon */
+    uint64_t log_max_bytes; /* a service's log is rotated past this size... */
+    unsigned log_max_files; /* ...keeping this many old files */
+};
+
+/* Fills c from defaults, the config file (--config or NANNY_CONFIG), the environment and
+ * argv (the arguments after "serve"). On a bad value returns -EINVAL and writes a message
+ * naming the flag, variable or file:line into err; -ECANCELED after --help (printed). */
+int config_load(struct config *c, int argc, char **argv, char *err, size_t err_size);
+
+void config_done(struct config *c);
+
+/* Prints the usage of "nanny serve". */
+void config_usage(FILE *out);
+
+#endif

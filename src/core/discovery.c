@@ -1,0 +1,312 @@
+/* Discovery: scans a services folder and parses every manifest in it. It keeps no global
+ * state and logs nothing, so that it can run on a worker thread. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/discovery.h"
+#include "drivers/docker.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+
+/* Host ports are tracked per protocol: 8000/tcp and 8000/udp do not collide. */
+#define PORT_SLOTS (2 * 65536)
+
+/* Orders C strings for qsort() by their bytes, as strcmp() does. */
+static int compare_strings(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The rule on names alone, shared with the folder watcher so that both agree on what
+ * can be a service. */
+bool discovery_folder_is_candidate(const char *name)
+{
+    if (name[0] == '\0' || name[0] == '.' || name[0] == '_')
+        return false;
+    return yamldoc_text_printable(name, strlen(name));
+}
+
+/* True for a subfolder that may be a service: a directory, or a symlink to one, with a
+ * name that discovery_folder_is_candidate() accepts. */
+static bool is_candidate(int dir_fd, const struct dirent *de)
+{
+    struct stat st;
+
+    if (!discovery_folder_is_candidate(de->d_name))
+        return false;
+    if (de->d_type == DT_DIR)
+        return true;
+    if (de->d_type != DT_LNK && de->d_type != DT_UNKNOWN)
+        return false;
+    return fstatat(dir_fd, de->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Lists the candidate subfolders of root, sorted by name. */
+static int list_folders(const char *root, char ***ret, size_t *ret_n, bool *ret_truncated)
+{
+    DIR *dir = opendir(root);
+    struct dirent *de;
+    char **names = NULL;
+    size_t n = 0, capacity = 0;
+    bool truncated = false;
+    int r = 0;
+
+    if (!dir)
+        return -errno;
+    for (;;) {
+        errno = 0;
+        de = readdir(dir);
+        if (!de) {
+            r = -errno;
+            break;
+        }
+        if (!is_candidate(dirfd(dir), de))
+            continue;
+        if (n >= DISCOVERY_MAX_SERVICES) {
+            truncated = true;
+            break;
+        }
+        if (n == capacity) {
+            capacity = capacity ? 2 * capacity : 64;
+            names = xrealloc(names, capacity * sizeof(*names));
+        }
+        names[n++] = xstrdup(de->d_name);
+    }
+    closedir(dir);
+    if (r < 0) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        return r;
+    }
+    if (n > 1)
+        qsort(names, n, sizeof(*names), compare_strings);
+    *ret = names;
+    *ret_n = n;
+    *ret_truncated = truncated;
+    return 0;
+}
+
+/* Makes an entry broken: its manifest goes, its name stays for the error list. */
+static void entry_reject(struct scan_entry *e)
+{
+    manifest_free(e->manifest);
+    e->manifest = NULL;
+}
+
+/* A valid entry's name, and where the entry stands in the scan. */
+struct name_ref {
+    const char *name;
+    size_t index;
+};
+
+/* Orders by name, then by entry index, so that the first holder of a name sorts first. */
+static int compare_name_refs(const void *a, const void *b)
+{
+    const struct name_ref *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+
+    if (c != 0)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* A name may appear once: every later folder (by name order) that repeats it is an error.
+ * Only valid manifests take part, so that a broken copy never hides a working service. */
+static void reject_duplicate_names(struct scan *s)
+{
+    struct name_ref *refs = xmalloc((s->n ? s->n : 1) * sizeof(*refs));
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->entries[i].manifest)
+            refs[n++] = (struct name_ref){s->entries[i].manifest->name, i};
+    }
+    qsort(refs, n, sizeof(*refs), compare_name_refs);
+    for (size_t j = 0, first = 0; j < n; j++) {
+        /* Compare with the first holder of the name: it is kept, while refs[j - 1] may
+         * have been rejected (and its name freed) on the previous pass. */
+        if (j == 0 || strcmp(refs[j].name, refs[first].name) != 0) {
+            first = j;
+            continue;
+        }
+
+        struct scan_entry *e = &s->entries[refs[j].index];
+        const char *owner = s->entries[refs[first].index].folder;
+        char quoted_name[YAMLDOC_QUOTE_MAX + 1], quoted_folder[YAMLDOC_QUOTE_MAX + 1];
+
+        yamldoc_quote(e->name, strlen(e->name), quoted_name, sizeof(quoted_name));
+        yamldoc_quote(owner, strlen(owner), quoted_folder, sizeof(quoted_folder));
+        diags_add(&e->errors, e->manifest->name_line,
+                  "name %s is already used by the service in folder %s: give this one "
+                  "another name",
+                  quoted_name, quoted_folder);
+        entry_reject(e);
+    }
+    free(refs);
+}
+
+/* Compose drops '.' from project names: `a.b` and `ab` would be one project, each
+ * service starting and stopping the other's containers. The later folder is the error. */
+static void reject_duplicate_projects(struct scan *s)
+{
+    struct name_ref *refs = xmalloc((s->n ? s->n : 1) * sizeof(*refs));
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n; i++) {
+        const struct manifest *m = s->entries[i].manifest;
+        if (m && m->driver == DRIVER_COMPOSE)
+            refs[n++] = (struct name_ref){docker_project_name(m->name), i};
+    }
+    qsort(refs, n, sizeof(*refs), compare_name_refs);
+    for (size_t j = 0, first = 0; j < n; j++) {
+        if (j == 0 || strcmp(refs[j].name, refs[first].name) != 0) {
+            first = j;
+            continue;
+        }
+        struct scan_entry *e = &s->entries[refs[j].index];
+        const struct scan_entry *owner = &s->entries[refs[first].index];
+
+        diags_add(&e->errors, e->manifest->name_line,
+                  "its compose project name %s (compose drops '.') is already the project of "
+                  "service %s: give this one another name",
+                  refs[j].name, owner->manifest->name);
+        entry_reject(e);
+    }
+    for (size_t j = 0; j < n; j++)
+        free((char *)refs[j].name);
+    free(refs);
+}
+
+/* A host port belongs to the first valid service (by folder name) that claims it; a later
+ * one claiming any of its ports is an error, reported for each port it shares. */
+static void reject_shared_ports(struct scan *s)
+{
+    uint32_t *owner = xcalloc(PORT_SLOTS, sizeof(*owner)); /* entry index + 1 */
+
+    for (size_t i = 0; i < s->n; i++) {
+        struct scan_entry *e = &s->entries[i];
+        bool shared = false;
+
+        if (!e->manifest)
+            continue;
+        for (size_t k = 0; k < e->manifest->n_ports; k++) {
+            const struct port_map *pm = &e->manifest->ports[k];
+            uint32_t o = owner[(pm->udp ? 65536 : 0) + pm->host];
+            char quoted_name[YAMLDOC_QUOTE_MAX + 1], quoted_folder[YAMLDOC_QUOTE_MAX + 1];
+
+            if (o == 0 || o - 1 == i)
+                continue;
+            const struct scan_entry *other = &s->entries[o - 1];
+            yamldoc_quote(other->name, strlen(other->name), quoted_name, sizeof(quoted_name));
+            yamldoc_quote(other->folder, strlen(other->folder), quoted_folder,
+                          sizeof(quoted_folder));
+            diags_add(&e->errors, pm->line,
+                      "host port %u%s is already used by service %s (folder %s): pick another "
+                      "host port",
+                      pm->host, pm->udp ? "/udp" : "", quoted_name, quoted_folder);
+            shared = true;
+        }
+        if (shared) {
+            /* The entry was valid, so these are its only errors: cap them as a
+             * manifest's own are. */
+            diags_limit(&e->errors, 0, MANIFEST_ERRORS_MAX);
+            entry_reject(e);
+            continue;
+        }
+        for (size_t k = 0; k < e->manifest->n_ports; k++) {
+            const struct port_map *pm = &e->manifest->ports[k];
+
+            owner[(pm->udp ? 65536 : 0) + pm->host] = (uint32_t)i + 1;
+        }
+    }
+    free(owner);
+}
+
+/* The text a manifest is compared by between scans: built here, on the worker thread,
+ * so that the loop only compares strings. */
+static char *canonical_text(const struct manifest *m)
+{
+    json_t *j = manifest_to_json(m);
+    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+
+    json_decref(j);
+    if (!text)
+        fatal("out of memory (manifest JSON)");
+    return text;
+}
+
+/* Scans in folder-name order so that which of two clashing services wins never depends
+ * on the order the filesystem lists them in. */
+int discovery_scan(const char *root, struct scan **ret)
+{
+    struct scan *s;
+    char **folders = NULL;
+    size_t n_folders = 0;
+    bool truncated = false;
+    int r;
+
+    r = list_folders(root, &folders, &n_folders, &truncated);
+    if (r < 0)
+        return r;
+
+    /* "services/" and "services" give the same paths. */
+    size_t root_len = strlen(root);
+    while (root_len > 1 && root[root_len - 1] == '/')
+        root_len--;
+
+    s = xcalloc(1, sizeof(*s));
+    s->truncated = truncated;
+    s->entries = xcalloc(n_folders ? n_folders : 1, sizeof(*s->entries));
+    for (size_t i = 0; i < n_folders; i++) {
+        char *path = xasprintf("%.*s/%s/%s", (int)root_len, root, folders[i], MANIFEST_FILE_NAME);
+        struct scan_entry *e;
+        struct stat st;
+
+        if (lstat(path, &st) < 0 && (errno == ENOENT || errno == ENOTDIR)) {
+            free(path);
+            free(folders[i]);
+            continue;
+        }
+        e = &s->entries[s->n++];
+        e->folder = folders[i];
+        e->path = path;
+        manifest_load(path, root, &e->manifest, &e->name, &e->errors, &e->warnings);
+    }
+    free(folders);
+
+    reject_duplicate_names(s);
+    reject_duplicate_projects(s);
+    reject_shared_ports(s);
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->entries[i].manifest)
+            s->entries[i].canonical = canonical_text(s->entries[i].manifest);
+    }
+    *ret = s;
+    return 0;
+}
+
+/* Frees every entry's folder, path, manifest, texts and diagnostics, then the scan. */
+void discovery_scan_free(struct scan *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        struct scan_entry *e = &s->entries[i];
+
+        free(e->folder);
+        free(e->path);
+        manifest_free(e->manifest);
+        free(e->canonical);
+        free(e->name);
+        diags_clear(&e->errors);
+        diags_clear(&e->warnings);
+    }
+    free(s->entries);
+    free(s);
+}

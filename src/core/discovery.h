@@ -1,0 +1,43 @@
+/* Discovery: scans a services folder and parses every manifest in it. Touches no
+ * daemon state, so it may run on a worker thread. */
+#ifndef NANNY_DISCOVERY_H
+#define NANNY_DISCOVERY_H
+
+#include "core/manifest.h"
+
+#define DISCOVERY_MAX_SERVICES 100000
+
+/* One subfolder that holds a service.yaml. */
+struct scan_entry {
+    char *folder;              /* the subfolder's name */
+    char *path;                /* the manifest's path, as found under root */
+    struct manifest *manifest; /* NULL when the manifest is broken */
+    char *canonical;           /* manifest_to_json() as compact JSON with sorted keys, to
+                                  tell a changed manifest with strcmp(); NULL when broken */
+    char *name;                /* the name read from it, or NULL; set even when broken */
+    struct diags errors;       /* empty when manifest != NULL */
+    struct diags warnings;
+};
+
+struct scan {
+    struct scan_entry *entries; /* sorted by folder name */
+    size_t n;
+    bool truncated; /* root has more than DISCOVERY_MAX_SERVICES subfolders: some unread */
+};
+
+/* Scans root: every direct subfolder whose name passes discovery_folder_is_candidate()
+ * and that holds a service.yaml. Cross-manifest rules (duplicate names, two services on
+ * one host port) make the later folder (by name order) an error; only valid manifests take
+ * part, so a broken copy hides nothing. Each entry reports at most MANIFEST_ERRORS_MAX
+ * errors and a last "... and N more problems". Returns -errno when root cannot be read. */
+int discovery_scan(const char *root, struct scan **ret);
+
+/* Frees the scan and whatever its entries still own: a caller may take an entry's
+ * manifest or canonical text first by setting the pointer to NULL. */
+void discovery_scan_free(struct scan *s);
+
+/* True for a subfolder name that can be a service: not starting with '_' or '.', and
+ * printable UTF-8 (a name that is not could be neither shown in an error nor sent as JSON). */
+bool discovery_folder_is_candidate(const char *name);
+
+#endif

@@ -1,0 +1,101 @@
+/* The registry: every service the daemon knows, by name, and the manifests that are
+ * broken. It lives on the loop; rescans read the disk on a worker thread and are merged
+ * here, keeping each surviving service's runtime state. */
+#ifndef NANNY_REGISTRY_H
+#define NANNY_REGISTRY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "core/discovery.h"
+#include "core/lifecycle.h"
+#include "core/manifest.h"
+
+/* The last health check. */
+struct health_result {
+    bool checked; /* false until the first check */
+    bool ok;
+    long status_code;
+    uint64_t latency_ms;
+    int64_t checked_at_ms; /* Unix time */
+    char *error;
+};
+
+struct service {
+    char *name;
+    char *folder;
+    struct manifest *manifest;
+    char *canonical;        /* the manifest as sorted compact JSON, for change detection */
+    json_t *warnings;       /* array of {line, message} */
+    json_t *manifest_error; /* {path, line, message} when the manifest broke, else NULL */
+    enum service_state state;
+    bool is_healthy;
+    int64_t started_at_ms; /* Unix time, 0 when not started */
+    unsigned restarts;
+    char *last_error;
+    struct health_result health;
+    /* Bumped on every change; lets the HTTP layer reuse what it rendered. */
+    uint64_t generation;
+    void *render_cache;
+    void *run; /* the supervisor's, freed through the registry's run_free hook */
+    bool seen; /* registry-internal: found by the scan being merged */
+};
+
+struct registry;
+
+/* Called on the loop after each rescan was merged, with its diff. */
+typedef void (*registry_rescan_fn)(void *data, json_t *diff);
+
+/* render_cache_free frees a service's render_cache when it changes or goes. */
+struct registry *registry_new(uv_loop_t *loop, const char *root,
+                              void (*render_cache_free)(void *cache));
+
+/* run_free frees a service's run when the service goes. */
+void registry_set_run_free(struct registry *reg, void (*run_free)(void *run));
+
+/* keep tells whether a service the scan no longer finds must stay for now. */
+void registry_set_keep(struct registry *reg, bool (*keep)(void *data, const struct service *svc),
+                       void *data);
+
+/* Frees the registry, now or, when a scan is running on a worker thread, when it ends. */
+void registry_free(struct registry *reg);
+
+const char *registry_root(const struct registry *reg);
+
+/* Merges a scan (taken) into the registry; *ret_diff, when not NULL, gets
+ * {"added":[names], "removed":[names], "changed":[names]}. Logs new problems once. */
+void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_diff);
+
+/* Scans the disk synchronously: for start-up, before the loop runs. */
+int registry_scan_now(struct registry *reg);
+
+/* Rescans on a worker thread and calls done (if not NULL) on the loop when merged, with
+ * the diff; when the folder could not be read the diff has an "error" member. A request
+ * made while a scan runs is served by the next scan, so that it sees every change made
+ * before it was asked. Returns a handle for registry_rescan_cancel(), NULL without done. */
+struct rescan_waiter *registry_rescan(struct registry *reg, registry_rescan_fn done, void *data);
+void registry_rescan_cancel(struct registry *reg, struct rescan_waiter *w);
+
+/* Called after every merge, for whoever watches (the fs watcher resyncs its folders). */
+void registry_on_rescan(struct registry *reg, registry_rescan_fn fn, void *data);
+
+size_t registry_count(const struct registry *reg);
+struct service *registry_at(const struct registry *reg, size_t i); /* sorted by name */
+struct service *registry_find(const struct registry *reg, const char *name);
+
+/* The broken manifests: a JSON array of {folder, path, name, line, message}. Borrowed. */
+json_t *registry_errors(const struct registry *reg);
+
+/* The first error of a broken manifest that carries this name, or NULL. Borrowed. */
+json_t *registry_find_error(const struct registry *reg, const char *name);
+
+/* Bumped whenever any service or the error list changes. */
+uint64_t registry_generation(const struct registry *reg);
+
+/* Marks a service changed (drops what was rendered of it). */
+void registry_touch(struct registry *reg, struct service *svc);
+
+#endif

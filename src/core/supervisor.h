@@ -1,0 +1,97 @@
+/* The supervisor: the core that runs services. For each service it keeps a run (the
+ * lifecycle state machine, the driver's handle, the health probe, the timers), applies
+ * the GPU one-of rule to every start, and records what it started in the state folder,
+ * so that a restarted daemon adopts what still runs. Everything happens on the loop. */
+#ifndef NANNY_SUPERVISOR_H
+#define NANNY_SUPERVISOR_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/driver.h"
+#include "lib/fetch.h"
+#include "core/registry.h"
+
+struct supervisor;
+struct supervisor_op; /* a start, stop or restart someone waits for */
+
+enum supervisor_outcome {
+    SUPERVISOR_OK,            /* done: the service is in the state asked for */
+    SUPERVISOR_ALREADY,       /* it already runs: nothing was done */
+    SUPERVISOR_CONFLICT,      /* another service holds the GPU (holder) */
+    SUPERVISOR_DRIVER_FAILED, /* the driver could not start it (message) */
+    SUPERVISOR_TIMED_OUT,     /* not healthy within start_period; it was stopped */
+    SUPERVISOR_UNAVAILABLE,   /* its driver cannot work here (message) */
+    SUPERVISOR_CANCELLED,     /* a later request undid it (a stop after a start...) */
+};
+
+struct supervisor_result {
+    enum supervisor_outcome outcome;
+    const char *holder;  /* SUPERVISOR_CONFLICT */
+    const char *message; /* a sentence for the person, or NULL */
+    json_t *preempted;   /* array of the names stopped to free the GPU (borrowed) */
+};
+
+/* Called once per operation, on the loop (possibly before supervisor_start returns). */
+typedef void (*supervisor_done_fn)(void *data, struct service *svc,
+                                   const struct supervisor_result *res);
+
+struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct fetcher *fetcher,
+                                  const struct config *config);
+
+/* Adopts what an earlier daemon started and recorded in the state folder; what no longer
+ * runs (or whose pid now belongs to another process) is marked stopped. */
+void supervisor_adopt(struct supervisor *sup);
+
+/* The registry changed: the compose driver starts watching the Docker engine once there
+ * is a compose service. */
+void supervisor_services_changed(struct supervisor *sup);
+
+/* The daemon is stopping: records what runs for the next daemon to adopt or, with
+ * stop_services, stops every service (supervisor_busy() tells when they are gone). */
+void supervisor_shutdown(struct supervisor *sup, bool stop_services);
+
+/* True while the supervisor still needs svc (an operation waits on it, it holds a GPU
+ * reservation, or its processes still go): the registry keeps it then. */
+bool supervisor_keeps(void *data, const struct service *svc);
+
+/* True while some service still has a process. */
+bool supervisor_busy(struct supervisor *sup);
+
+/* Lets go of every run without stopping it, and frees the supervisor. */
+void supervisor_free(struct supervisor *sup);
+
+/* Starts (restart: stops first) svc. force preempts the GPU holder; wait_healthy answers
+ * only once it is running. Returns a handle for supervisor_op_cancel() while the answer
+ * is pending, or NULL when done() was already called. */
+struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *svc, bool force,
+                                       bool wait_healthy, bool restart, supervisor_done_fn done,
+                                       void *data);
+struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *svc,
+                                      supervisor_done_fn done, void *data);
+
+/* The requester went away: done() will not be called; the operation itself goes on. */
+void supervisor_op_cancel(struct supervisor_op *op);
+
+/* The last tail lines of svc's output, given to done (NULL-terminated, valid during the
+ * call; or NULL and a sentence). Returns NULL when done was called already, else a handle
+ * for supervisor_logs_cancel() until done is called. */
+struct supervisor_logs;
+struct supervisor_logs *supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail,
+                                        driver_logs_fn done, void *data);
+void supervisor_logs_cancel(struct supervisor_logs *l);
+
+/* Why the driver of svc cannot start it now (no Docker engine...), in buf; NULL when it
+ * can. */
+const char *supervisor_unavailable(const struct service *svc, char *buf, size_t size);
+
+/* The compose driver's command and engine, for GET /health. */
+json_t *supervisor_compose_info(void);
+
+/* The registry's hook for a service that goes away: frees its run. */
+void supervisor_run_free(void *run);
+
+#endif

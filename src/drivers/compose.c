@@ -1,0 +1,891 @@
+/* The Docker Compose driver: start is `COMPOSE -p NAME -f FILE up -d`, stop is `down -t N`,
+ * both child processes on the loop with their stderr read back through a pipe; what runs
+ * is what the Docker engine says (docker.c), not what the commands meant to do. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/driver.h"
+#include "drivers/docker.h"
+#include "drivers/proc.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+
+#define COMPOSE_ARGS_MAX      16
+#define COMPOSE_TAIL_MAX      1024  /* the end of a command's stderr kept for its error */
+#define COMPOSE_ERROR_MAX     600   /* ...and the part of it that goes into last_error */
+#define COMPOSE_DOWN_TRIES    3     /* downs after which containers still running are let be */
+#define COMPOSE_DOWN_GRACE_MS 60000 /* a down taking this much past stop_timeout hangs */
+
+enum phase {
+    PHASE_WAIT,    /* an earlier run of the project is still going down: up waits */
+    PHASE_UP,      /* `up -d` runs */
+    PHASE_RUNNING, /* up; the engine's lists tell when its containers end */
+    PHASE_DOWN,    /* `down` runs */
+    PHASE_SETTLE,  /* down returned; waits for a list that shows no container running (a
+                    * stop is over only then: a GPU holder holds until its containers end) */
+    PHASE_ENDED,   /* gone() was said */
+};
+
+struct child;
+
+struct driver_run {
+    char *name;    /* the service's */
+    char *project; /* compose's normal form of it */
+    char *dir, *file;
+    char **env; /* the manifest's "KEY=VALUE" plus DOCKER_HOST */
+    const struct driver_events *events;
+    void *data;
+    enum phase phase;
+    bool stop_wanted;
+    bool released;
+    uint64_t stop_timeout_ms;
+    uint64_t list_from; /* lists older than this one say nothing about this run */
+    unsigned downs;     /* downs run, for COMPOSE_DOWN_TRIES */
+    struct child *child;
+    struct driver_run *next, *prev;
+};
+
+/* One compose command: done once it exited and both pipes are drained. */
+struct child {
+    struct driver_run *run;
+    uv_process_t process;
+    uv_pipe_t out, err;
+    uv_timer_t watchdog; /* a command that hangs is killed */
+    int handles_open;
+    int open_streams;
+    bool exited;
+    int64_t exit_status;
+    int term_signal;
+    char tail[COMPOSE_TAIL_MAX];
+    size_t tail_len;
+    const char *what; /* "up -d" or "down" */
+    void (*done)(struct driver_run *r, struct child *ch);
+};
+
+struct compose {
+    uv_loop_t *loop;
+    char *argv[COMPOSE_ARGS_MAX]; /* the compose command's words; argv[0] NULL: none */
+    char *command_text;
+    struct docker *docker; /* NULL until a compose service exists (libcurl costs ~2 MiB) */
+    struct fetcher *fetcher;
+    char *socket;
+    const struct driver_outside *outside;
+    void *data;
+    struct driver_run *runs; /* every run not yet released */
+    uv_timer_t wake;         /* lets waiting runs go, outside the callers' stacks */
+};
+
+static struct compose *compose; /* one per daemon, made by driver_compose_setup() */
+
+static void on_engine(void *data, const char *error);
+static void on_listed(void *data);
+static const struct docker_watch watch = {.engine = on_engine, .listed = on_listed};
+
+void driver_compose_watch(void)
+{
+    if (compose && !compose->docker)
+        compose->docker =
+            docker_new(compose->loop, compose->fetcher, compose->socket, &watch, compose);
+}
+
+/* --- the compose command ---------------------------------------------------------------- */
+
+static bool on_path(const char *program)
+{
+    const char *path = getenv("PATH");
+    bool found = false;
+    char *copy, *dir, *save = NULL;
+
+    if (strchr(program, '/'))
+        return access(program, X_OK) == 0;
+    copy = xstrdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+    for (dir = strtok_r(copy, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save)) {
+        char *full = xasprintf("%s/%s", *dir ? dir : ".", program);
+        found = access(full, X_OK) == 0;
+        free(full);
+    }
+    free(copy);
+    return found;
+}
+
+/* `docker compose` works when the docker CLI finds its compose plugin: in the folders
+ * the CLI itself searches. */
+static bool compose_plugin_present(void)
+{
+    static const char *const dirs[] = {
+        "/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+        "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins"};
+    const char *config = getenv("DOCKER_CONFIG"), *home = getenv("HOME");
+    char *own = NULL;
+    bool found = false;
+
+    if (config && *config)
+        own = xasprintf("%s/cli-plugins/docker-compose", config);
+    else if (home && *home)
+        own = xasprintf("%s/.docker/cli-plugins/docker-compose", home);
+    found = own && access(own, X_OK) == 0;
+    free(own);
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && !found; i++) {
+        char *p = xasprintf("%s/docker-compose", dirs[i]);
+        found = access(p, X_OK) == 0;
+        free(p);
+    }
+    return found;
+}
+
+/* Splits the command into words; an override is taken as it is, else v2 then v1. */
+static void compose_find(struct compose *c, const char *override)
+{
+    char *copy, *word, *save = NULL;
+    size_t n = 0;
+
+    if (override)
+        copy = xstrdup(override);
+    else if (on_path("docker") && compose_plugin_present())
+        copy = xstrdup("docker compose");
+    else if (on_path("docker-compose"))
+        copy = xstrdup("docker-compose");
+    else
+        return;
+    for (word = strtok_r(copy, " \t", &save); word && n < COMPOSE_ARGS_MAX - 1;
+         word = strtok_r(NULL, " \t", &save))
+        c->argv[n++] = xstrdup(word);
+    free(copy);
+    c->command_text = xstrdup(override ? override : n == 2 ? "docker compose" : "docker-compose");
+}
+
+/* --- runs ------------------------------------------------------------------------------ */
+
+static void on_wake(uv_timer_t *t);
+
+static void run_free(struct driver_run *r)
+{
+    if (r->env)
+        for (char **e = r->env; *e; e++)
+            free(*e);
+    free(r->env);
+    free(r->name);
+    free(r->project);
+    free(r->dir);
+    free(r->file);
+    free(r);
+}
+
+/* Something changed in the runs: waiting ones may go (or end) now. */
+static void wake_soon(void)
+{
+    if (compose)
+        uv_timer_start(&compose->wake, on_wake, 0, 0);
+}
+
+static void run_unlink(struct driver_run *r)
+{
+    wake_soon();
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (compose && compose->runs == r)
+        compose->runs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->next = r->prev = NULL;
+}
+
+static struct driver_run *run_new(const struct manifest *m, const struct driver_events *events,
+                                  void *data)
+{
+    struct driver_run *r = xcalloc(1, sizeof(*r));
+    size_t n = 0;
+
+    r->name = xstrdup(m->name);
+    r->project = docker_project_name(m->name);
+    r->dir = xstrdup(m->dir);
+    r->file = m->compose_file ? xstrdup(m->compose_file) : NULL;
+    while (m->env && m->env[n])
+        n++;
+    r->env = xcalloc(n + 2, sizeof(*r->env));
+    for (size_t i = 0; i < n; i++)
+        r->env[i] = xstrdup(m->env[i]);
+    r->env[n] = xasprintf("DOCKER_HOST=unix://%s", docker_socket(compose->docker));
+    r->events = events;
+    r->data = data;
+    r->stop_timeout_ms = m->stop_timeout_ms;
+    r->next = compose->runs;
+    if (r->next)
+        r->next->prev = r;
+    compose->runs = r;
+    return r;
+}
+
+/* The run ends: gone() once, then it waits for release(). */
+static void run_end(struct driver_run *r)
+{
+    if (r->phase == PHASE_ENDED)
+        return;
+    r->phase = PHASE_ENDED;
+    run_unlink(r);
+    if (!r->released && r->events->gone)
+        r->events->gone(r->data, r);
+}
+
+/* --- compose commands as children -------------------------------------------------------- */
+
+static void on_child_closed(uv_handle_t *h)
+{
+    struct child *ch = h->data;
+
+    if (--ch->handles_open == 0)
+        free(ch);
+}
+
+static void child_maybe_done(struct child *ch)
+{
+    struct driver_run *r = ch->run;
+
+    if (!ch->exited || ch->open_streams > 0 || !r)
+        return;
+    r->child = NULL;
+    uv_close((uv_handle_t *)&ch->watchdog, on_child_closed);
+    if (r->released && r->phase != PHASE_ENDED) {
+        run_unlink(r);
+        run_free(r);
+    } else if (r->released) {
+        run_free(r);
+    } else {
+        ch->done(r, ch);
+    }
+    uv_close((uv_handle_t *)&ch->process, on_child_closed);
+}
+
+static void on_child_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+    struct child *ch = p->data;
+
+    ch->exited = true;
+    ch->exit_status = exit_status;
+    ch->term_signal = term_signal;
+    child_maybe_done(ch);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static char chunk[4096];
+
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(chunk, sizeof(chunk));
+}
+
+static void on_child_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct child *ch = s->data;
+
+    if (n < 0) {
+        uv_close((uv_handle_t *)s, on_child_closed);
+        ch->open_streams--;
+        child_maybe_done(ch);
+        return;
+    }
+    if (s != (uv_stream_t *)&ch->err || n == 0)
+        return; /* stdout: compose's progress, not needed */
+    if ((size_t)n >= sizeof(ch->tail)) {
+        memcpy(ch->tail, buf->base + n - sizeof(ch->tail), sizeof(ch->tail));
+        ch->tail_len = sizeof(ch->tail);
+        return;
+    }
+    if (ch->tail_len + (size_t)n > sizeof(ch->tail)) {
+        size_t drop = ch->tail_len + (size_t)n - sizeof(ch->tail);
+        memmove(ch->tail, ch->tail + drop, ch->tail_len - drop);
+        ch->tail_len -= drop;
+    }
+    memcpy(ch->tail + ch->tail_len, buf->base, (size_t)n);
+    ch->tail_len += (size_t)n;
+}
+
+/* The end of a failed command's stderr, trimmed, for last_error. */
+static char *child_error(const struct child *ch)
+{
+    size_t len = ch->tail_len, start = 0;
+    char status[64];
+
+    while (len > 0 &&
+           (ch->tail[len - 1] == '\n' || ch->tail[len - 1] == ' ' || ch->tail[len - 1] == '\r'))
+        len--;
+    if (len > COMPOSE_ERROR_MAX)
+        start = len - COMPOSE_ERROR_MAX;
+    if (ch->term_signal)
+        snprintf(status, sizeof(status), "killed by signal %d", ch->term_signal);
+    else
+        snprintf(status, sizeof(status), "exit status %d", (int)ch->exit_status);
+    return xasprintf("%s %s failed (%s)%s%.*s", compose->command_text, ch->what, status,
+                     len > start ? ": " : "", (int)(len - start), ch->tail + start);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    struct child *ch = t->data;
+
+    log_warning("%s: %s %s does not end: killing it", ch->run ? ch->run->name : "compose",
+                compose->command_text, ch->what);
+    uv_kill(-ch->process.pid, SIGKILL); /* its own process group: UV_PROCESS_DETACHED */
+}
+
+/* Runs `COMPOSE -p PROJECT [-f FILE] ARGS...` in the service folder; killed after
+ * timeout_ms (0: no limit) and then reported failed. */
+static int child_spawn(struct driver_run *r, const char *what, const char *const *args,
+                       uint64_t timeout_ms, void (*done)(struct driver_run *r, struct child *ch),
+                       char *err, size_t err_size)
+{
+    struct child *ch = xcalloc(1, sizeof(*ch));
+    uv_process_options_t options = {0};
+    uv_stdio_container_t stdio[3];
+    char *argv[COMPOSE_ARGS_MAX + 16];
+    char **env;
+    size_t n = 0;
+    int rc;
+
+    for (size_t i = 0; compose->argv[i]; i++)
+        argv[n++] = compose->argv[i];
+    argv[n++] = "-p";
+    argv[n++] = r->project;
+    if (r->file) {
+        argv[n++] = "-f";
+        argv[n++] = r->file;
+    }
+    for (size_t i = 0; args[i]; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+
+    ch->run = r;
+    ch->what = what;
+    ch->done = done;
+    uv_pipe_init(compose->loop, &ch->out, 0);
+    uv_pipe_init(compose->loop, &ch->err, 0);
+    uv_timer_init(compose->loop, &ch->watchdog);
+    ch->out.data = ch->err.data = ch->process.data = ch->watchdog.data = ch;
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&ch->out;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&ch->err;
+    env = proc_env_build(r->env);
+    options.file = argv[0];
+    options.args = argv;
+    options.env = env;
+    options.cwd = r->dir;
+    options.flags = UV_PROCESS_DETACHED; /* a Ctrl-C at the daemon's terminal is not for it */
+    options.stdio = stdio;
+    options.stdio_count = 3;
+    options.exit_cb = on_child_exit;
+    rc = uv_spawn(compose->loop, &ch->process, &options);
+    free(env);
+    ch->handles_open = 4;
+    if (rc < 0) {
+        snprintf(err, err_size, "cannot run %s: %s", compose->command_text, uv_strerror(rc));
+        uv_close((uv_handle_t *)&ch->watchdog, on_child_closed);
+        uv_close((uv_handle_t *)&ch->out, on_child_closed);
+        uv_close((uv_handle_t *)&ch->err, on_child_closed);
+        uv_close((uv_handle_t *)&ch->process, on_child_closed);
+        return rc;
+    }
+    ch->open_streams = 2;
+    uv_read_start((uv_stream_t *)&ch->out, on_alloc, on_child_read);
+    uv_read_start((uv_stream_t *)&ch->err, on_alloc, on_child_read);
+    if (timeout_ms > 0)
+        uv_timer_start(&ch->watchdog, on_watchdog, timeout_ms, 0);
+    r->child = ch;
+    log_debug("%s: %s -p %s %s", r->name, compose->command_text, r->project, what);
+    return 0;
+}
+
+/* --- stop ------------------------------------------------------------------------------ */
+
+static void down_begin(struct driver_run *r);
+
+static void on_down_done(struct driver_run *r, struct child *ch)
+{
+    if (ch->exit_status != 0 || ch->term_signal) {
+        char *error = child_error(ch);
+        log_warning("%s: %s", r->name, error);
+        free(error);
+    }
+    /* Asked while still PHASE_DOWN: an engine found gone right now ends settling runs. */
+    r->list_from = docker_refresh(compose->docker);
+    if (docker_gone(compose->docker)) {
+        run_end(r); /* no dockerd: its containers ended with it */
+        return;
+    }
+    r->phase = PHASE_SETTLE; /* the next list, now or after reconnecting, tells */
+}
+
+/* What `down` could not do: the engine stops the containers by id, and the run waits
+ * for a list that shows them ended. */
+static void stop_through_engine(struct driver_run *r)
+{
+    if (docker_gone(compose->docker)) {
+        run_end(r);
+        return;
+    }
+    docker_stop_project(compose->docker, r->project, (unsigned)((r->stop_timeout_ms + 999) / 1000));
+    r->phase = PHASE_SETTLE;
+    r->list_from = docker_generation(compose->docker) + 1;
+}
+
+static void down_begin(struct driver_run *r)
+{
+    char seconds[32], err[256];
+    /* --remove-orphans: containers of services since renamed or dropped from the file go
+     * too, or they would keep the stop (and the GPU) forever. */
+    const char *args[] = {"down", "--remove-orphans", "-t", seconds, NULL};
+
+    snprintf(seconds, sizeof(seconds), "%llu",
+             (unsigned long long)((r->stop_timeout_ms + 999) / 1000));
+    r->phase = PHASE_DOWN;
+    r->downs++;
+    if (child_spawn(r, "down", args, r->stop_timeout_ms + COMPOSE_DOWN_GRACE_MS, on_down_done, err,
+                    sizeof(err)) < 0) {
+        log_warning("%s: %s", r->name, err);
+        stop_through_engine(r);
+    }
+}
+
+/* --- start ----------------------------------------------------------------------------- */
+
+static void on_up_done(struct driver_run *r, struct child *ch)
+{
+    char *error = NULL;
+
+    if (ch->exit_status != 0 || ch->term_signal)
+        error = child_error(ch);
+    if (error && !r->stop_wanted) {
+        /* A failed up may have made some containers: take them down too. */
+        log_info("%s: %s", r->name, error);
+        r->events->started(r->data, r, error);
+        free(error);
+        if (!r->released)
+            down_begin(r);
+        return;
+    }
+    free(error);
+    if (r->stop_wanted) {
+        down_begin(r);
+        return;
+    }
+    r->phase = PHASE_RUNNING;
+    r->list_from = docker_refresh(compose->docker);
+    r->events->started(r->data, r, NULL);
+}
+
+static void up_begin(struct driver_run *r)
+{
+    static const char *const args[] = {"up", "-d", NULL};
+    char err[256];
+
+    r->phase = PHASE_UP;
+    docker_forget_exit(compose->docker, r->project);
+    /* No limit: up -d may build an image, which takes what it takes. */
+    if (child_spawn(r, "up -d", args, 0, on_up_done, err, sizeof(err)) < 0) {
+        r->events->started(r->data, r, err);
+        run_end(r);
+    }
+}
+
+/* True while another run of r's project is still going down. */
+static bool project_busy(const struct driver_run *r)
+{
+    for (const struct driver_run *o = compose->runs; o; o = o->next)
+        if (o != r && (o->phase == PHASE_DOWN || o->phase == PHASE_SETTLE) &&
+            strcmp(o->project, r->project) == 0)
+            return true;
+    return false;
+}
+
+/* Waiting runs: a stop ends them, the end of the earlier run's down lets them up. Each
+ * step may change the runs, so the walk starts again after it. */
+static void on_wake(uv_timer_t *t)
+{
+    struct driver_run *r;
+
+    (void)t;
+    for (;;) {
+        for (r = compose->runs; r; r = r->next)
+            if (r->phase == PHASE_WAIT && !r->released && (r->stop_wanted || !project_busy(r)))
+                break;
+        if (!r)
+            return;
+        if (r->stop_wanted)
+            run_end(r);
+        else
+            up_begin(r);
+    }
+}
+
+static int compose_available(const struct manifest *m, char *err, size_t err_size)
+{
+    const char *error;
+
+    driver_compose_watch();
+    if (!compose || !compose->argv[0]) {
+        snprintf(err, err_size,
+                 "no Docker Compose command: neither `docker compose` nor docker-compose was "
+                 "found (install one, or set compose_command)");
+        return -ENOENT;
+    }
+    error = docker_error(compose->docker);
+    if (error) {
+        snprintf(err, err_size, "the Docker engine is not reachable at %s: %s",
+                 docker_socket(compose->docker), error);
+        return -EHOSTDOWN;
+    }
+    return 0;
+}
+
+static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+                         const struct driver_events *events, void *data, struct driver_run **ret,
+                         char *err, size_t err_size)
+{
+    static const char *const args[] = {"up", "-d", NULL};
+    struct driver_run *r;
+    int rc = compose_available(m, err, err_size);
+
+    (void)loop;
+    (void)log_path;
+    if (rc < 0)
+        return rc;
+    r = run_new(m, events, data);
+    if (project_busy(r)) {
+        r->phase = PHASE_WAIT; /* up after the earlier run's down, not during it */
+        *ret = r;
+        return 1;
+    }
+    r->phase = PHASE_UP;
+    docker_forget_exit(compose->docker, r->project);
+    rc = child_spawn(r, "up -d", args, 0, on_up_done, err, err_size);
+    if (rc < 0) {
+        run_unlink(r);
+        run_free(r);
+        return rc;
+    }
+    *ret = r;
+    return 1;
+}
+
+static void compose_stop(struct driver_run *r, uint64_t timeout_ms)
+{
+    r->stop_timeout_ms = timeout_ms;
+    if (r->stop_wanted || r->phase == PHASE_ENDED)
+        return;
+    r->stop_wanted = true;
+    if (r->phase == PHASE_RUNNING)
+        down_begin(r);
+    else if (r->phase == PHASE_WAIT)
+        wake_soon(); /* it ends there, not on the caller's stack */
+    /* PHASE_UP: down follows when up returns; DOWN and SETTLE: under way. */
+}
+
+/* The engine's containers are the truth: nothing to record, adoption comes from them. */
+static json_t *compose_record(const struct driver_run *r)
+{
+    (void)r;
+    return NULL;
+}
+
+/* Takes over the running containers of m's project. */
+static int compose_adopt(uv_loop_t *loop, const struct manifest *m, json_t *record,
+                         const struct driver_events *events, void *data, struct driver_run **ret)
+{
+    struct docker_project p;
+    struct driver_run *r;
+    char *project;
+
+    (void)loop;
+    (void)record;
+    if (!compose)
+        return -ESRCH;
+    driver_compose_watch();
+    project = docker_project_name(m->name);
+    docker_project_get(compose->docker, project, &p);
+    free(project);
+    if (p.n_running == 0)
+        return -ESRCH;
+    r = run_new(m, events, data);
+    r->phase = PHASE_RUNNING;
+    r->list_from = docker_generation(compose->docker);
+    *ret = r;
+    return 0;
+}
+
+/* `down` for a project whose containers all ended but are still there. */
+static int compose_leftovers(const struct manifest *m, const struct driver_events *events,
+                             void *data, struct driver_run **ret)
+{
+    struct docker_project p;
+    struct driver_run *r;
+    char *project;
+
+    *ret = NULL;
+    driver_compose_watch();
+    if (!compose || !compose->argv[0] || docker_error(compose->docker))
+        return 0;
+    project = docker_project_name(m->name);
+    docker_project_get(compose->docker, project, &p);
+    free(project);
+    if (p.n_containers == 0)
+        return 0;
+    r = run_new(m, events, data);
+    r->stop_wanted = true;
+    r->released = true; /* quiet until the caller has it */
+    down_begin(r);
+    if (r->phase == PHASE_ENDED) {
+        run_free(r); /* down could not even start */
+        return -EIO;
+    }
+    r->released = false;
+    *ret = r;
+    return 0;
+}
+
+static void compose_release(struct driver_run *r)
+{
+    if (!r)
+        return;
+    r->released = true;
+    if (r->child)
+        return; /* freed when its command ends */
+    if (r->phase != PHASE_ENDED)
+        run_unlink(r);
+    run_free(r);
+}
+
+/* --- the engine's view ------------------------------------------------------------------- */
+
+/* The first run that a list from gen on says something about: its containers all ended,
+ * or its down is over. */
+static struct driver_run *run_concluded(struct compose *c, uint64_t gen, struct docker_project *ret)
+{
+    for (struct driver_run *r = c->runs; r; r = r->next) {
+        if (r->released || gen < r->list_from)
+            continue;
+        docker_project_get(c->docker, r->project, ret);
+        if (r->phase == PHASE_SETTLE || (r->phase == PHASE_RUNNING && ret->n_running == 0))
+            return r;
+    }
+    return NULL;
+}
+
+/* After a new list: runs whose containers all ended, and projects nobody runs. The events
+ * may change the list of runs, so it is walked again after each. */
+static void on_listed(void *data)
+{
+    struct compose *c = data;
+    uint64_t gen = docker_generation(c->docker);
+    struct docker_project p;
+    struct driver_run *r;
+
+    while ((r = run_concluded(c, gen, &p))) {
+        if (r->phase == PHASE_RUNNING) {
+            /* Docker's exit codes above 128 are 128 + the signal that killed it. */
+            int code = p.exit_code, sig = code > 128 && code < 128 + 65 ? code - 128 : 0;
+            r->phase = PHASE_ENDED;
+            run_unlink(r);
+            r->events->exited(r->data, r, sig ? 0 : code, sig);
+            if (!r->released && r->events->gone)
+                r->events->gone(r->data, r);
+        } else if (p.n_running == 0) {
+            run_end(r);
+        } else if (r->downs < COMPOSE_DOWN_TRIES) {
+            log_warning("%s: %u of its containers still run after down: down again", r->name,
+                        p.n_running);
+            down_begin(r);
+        } else if (r->downs++ == COMPOSE_DOWN_TRIES) {
+            log_error("%s: its containers still run after %u downs: stopping them through "
+                      "the engine",
+                      r->name, COMPOSE_DOWN_TRIES);
+            stop_through_engine(r);
+        } else {
+            /* Still not: it stays stopping, and holds what it holds, until they end. */
+            r->list_from = gen + 1;
+        }
+    }
+    for (size_t i = 0; i < docker_count(c->docker); i++) {
+        const struct docker_container *dc = docker_at(c->docker, i);
+        bool ours = false;
+
+        if (!dc->running)
+            continue;
+        for (r = c->runs; r && !ours; r = r->next)
+            ours = strcmp(r->project, dc->project) == 0;
+        for (size_t j = 0; j < i && !ours; j++) /* once per project */
+            ours = docker_at(c->docker, j)->running &&
+                   strcmp(docker_at(c->docker, j)->project, dc->project) == 0;
+        if (!ours)
+            c->outside->appeared(c->data, dc->project);
+    }
+}
+
+static void on_engine(void *data, const char *error)
+{
+    struct compose *c = data;
+    struct driver_run *r;
+
+    /* With dockerd gone, containers ended with it (unless live-restore keeps them, which
+     * the lists say when it is back): stops waiting for a list are over. A stream that
+     * broke or a list that took too long says nothing: they wait for the next list. */
+    while (error && docker_gone(c->docker)) {
+        for (r = c->runs; r && r->phase != PHASE_SETTLE; r = r->next)
+            ;
+        if (!r)
+            break;
+        run_end(r); /* unlinks it: the walk starts again */
+    }
+    c->outside->backend(c->data, error);
+}
+
+void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *command,
+                          const char *docker_socket, const struct driver_outside *outside,
+                          void *data)
+{
+    struct compose *c = xcalloc(1, sizeof(*c));
+
+    c->loop = loop;
+    c->outside = outside;
+    c->data = data;
+    compose_find(c, command);
+    if (c->argv[0])
+        log_info("compose command: %s", c->command_text);
+    else
+        log_warning("no Docker Compose command found (docker compose or docker-compose): "
+                    "compose services cannot start");
+    uv_timer_init(loop, &c->wake);
+    c->wake.data = c;
+    compose = c;
+    c->fetcher = fetcher;
+    c->socket = xstrdup(docker_socket);
+}
+
+/* The daemon ends while a command runs: the command goes on by itself (the service keeps
+ * what it started), the daemon only stops watching it. */
+static void child_abandon(struct child *ch)
+{
+    ch->run = NULL;
+    uv_close((uv_handle_t *)&ch->watchdog, on_child_closed);
+    if (!uv_is_closing((uv_handle_t *)&ch->out))
+        uv_close((uv_handle_t *)&ch->out, on_child_closed);
+    if (!uv_is_closing((uv_handle_t *)&ch->err))
+        uv_close((uv_handle_t *)&ch->err, on_child_closed);
+    uv_close((uv_handle_t *)&ch->process, on_child_closed);
+}
+
+static void on_wake_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void driver_compose_teardown(void)
+{
+    struct compose *c = compose;
+
+    if (!c)
+        return;
+    while (c->runs) {
+        struct driver_run *r = c->runs;
+        run_unlink(r);
+        if (r->child)
+            child_abandon(r->child);
+        run_free(r);
+    }
+    docker_free(c->docker);
+    free(c->socket);
+    for (size_t i = 0; c->argv[i]; i++)
+        free(c->argv[i]);
+    free(c->command_text);
+    compose = NULL;
+    uv_close((uv_handle_t *)&c->wake, on_wake_closed);
+}
+
+json_t *driver_compose_info(void)
+{
+    if (!compose)
+        return json_null();
+    if (!compose->docker)
+        return json_pack("{s:o, s:s, s:s, s:n}", "command",
+                         compose->command_text ? json_string(compose->command_text) : json_null(),
+                         "docker_host", compose->socket, "engine", "unwatched", "error");
+    return json_pack("{s:o, s:s, s:s, s:o}", "command",
+                     compose->command_text ? json_string(compose->command_text) : json_null(),
+                     "docker_host", docker_socket(compose->docker), "engine",
+                     docker_reachable(compose->docker) ? "reachable" : "unreachable", "error",
+                     docker_error(compose->docker) ? json_string(docker_error(compose->docker))
+                                                   : json_null());
+}
+
+/* --- logs ------------------------------------------------------------------------------ */
+
+struct driver_logs {
+    struct docker_logs *request;
+    driver_logs_fn done;
+    void *data;
+};
+
+static void on_docker_logs(void *data, char **lines, const char *error)
+{
+    struct driver_logs *l = data;
+
+    l->done(l->data, lines, error);
+    strv_free(lines);
+    free(l);
+}
+
+static void compose_logs(const struct manifest *m, const char *log_path, unsigned tail,
+                         driver_logs_fn done, void *data, struct driver_logs **ret)
+{
+    struct driver_logs *l = xcalloc(1, sizeof(*l));
+    char *project = docker_project_name(m->name);
+    struct docker_logs *request;
+
+    (void)log_path;
+    *ret = NULL;
+    l->done = done;
+    l->data = data;
+    driver_compose_watch();
+    if (!compose || docker_error(compose->docker)) {
+        char err[512];
+        compose_available(m, err, sizeof(err));
+        free(project);
+        free(l);
+        done(data, NULL, err);
+        return;
+    }
+    /* done may come at once (no containers): l is freed then. */
+    docker_logs(compose->docker, project, tail, on_docker_logs, l, &request);
+    free(project);
+    if (request) {
+        l->request = request;
+        *ret = l;
+    }
+}
+
+static void compose_logs_cancel(struct driver_logs *l)
+{
+    if (!l)
+        return;
+    docker_logs_cancel(l->request);
+    free(l);
+}
+
+const struct driver driver_compose = {
+    .name = "compose",
+    .available = compose_available,
+    .start = compose_start,
+    .stop = compose_stop,
+    .record = compose_record,
+    .adopt = compose_adopt,
+    .leftovers = compose_leftovers,
+    .release = compose_release,
+    .logs = compose_logs,
+    .logs_cancel = compose_logs_cancel,
+    .rotate = NULL,
+};

@@ -1,0 +1,455 @@
+/* The process driver's engine: uv_spawn in a session and process group of its own, the
+ * log file as stdout and stderr, and a stop that ends only when the group is empty. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "drivers/proc.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+
+extern char **environ;
+
+struct proc {
+    uv_loop_t *loop;
+    uv_process_t process; /* a run we spawned */
+    uv_poll_t pidfd_poll; /* a run we adopted: its pidfd turns readable when it ends */
+    int pidfd;
+    bool adopted;
+    uv_timer_t timer; /* the SIGKILL deadline and the checks for an empty group */
+    int handles_open;
+    pid_t pid;
+    const struct proc_events *events;
+    void *data;
+    bool leader_alive;
+    bool stopping;       /* proc_stop() was called */
+    bool cleaning;       /* the leader ended: waiting for its group to be empty */
+    bool killed;         /* SIGKILL went to the group */
+    bool gone;           /* gone() was called */
+    uint64_t kill_at;    /* loop time for SIGKILL, while stopping */
+    uint64_t give_up_at; /* loop time after which a group that will not go is let be */
+};
+
+/* The daemon's environment with the manifest's KEY=VALUE entries on top. */
+char **proc_env_build(char *const *extra)
+{
+    size_t n_env = 0, n_extra = 0, n = 0;
+    char **env;
+
+    while (environ && environ[n_env])
+        n_env++;
+    while (extra && extra[n_extra])
+        n_extra++;
+    env = xcalloc(n_env + n_extra + 1, sizeof(*env));
+    for (size_t i = 0; i < n_env; i++) {
+        size_t key_len = strcspn(environ[i], "=");
+        bool overridden = false;
+        for (size_t j = 0; j < n_extra && !overridden; j++)
+            overridden = strncmp(extra[j], environ[i], key_len + 1) == 0;
+        if (!overridden)
+            env[n++] = environ[i];
+    }
+    for (size_t j = 0; j < n_extra; j++)
+        env[n++] = extra[j];
+    return env;
+}
+
+/* Says the group is gone, once. */
+static void proc_report_gone(struct proc *p)
+{
+    if (p->gone)
+        return;
+    p->gone = true;
+    uv_timer_stop(&p->timer);
+    if (p->events->gone)
+        p->events->gone(p->data, p);
+}
+
+/* True when no process of the group is left (the leader reaped, no child behind). The
+ * daemon is a child subreaper, so the group's orphans are its children: once the leader is
+ * reaped (libuv did that) they are reaped here, as zombies count as members until then. */
+static bool group_empty(const struct proc *p)
+{
+    siginfo_t info;
+
+    if (!p->leader_alive)
+        while (waitid(P_PGID, (id_t)p->pid, &info, WEXITED | WNOHANG) == 0 && info.si_pid != 0)
+            ;
+    return kill(-p->pid, 0) < 0 && errno == ESRCH;
+}
+
+static void on_check(uv_timer_t *t)
+{
+    struct proc *p = t->data;
+    uint64_t now = uv_now(p->loop);
+
+    if (!p->leader_alive && group_empty(p)) {
+        proc_report_gone(p);
+        return;
+    }
+    if (p->stopping && !p->killed && now >= p->kill_at) {
+        log_info("pid %d: still running after its stop timeout: SIGKILL to its group", (int)p->pid);
+        kill(-p->pid, SIGKILL);
+        p->killed = true;
+        p->give_up_at = now + PROC_KILL_GRACE_MS;
+    }
+    if (p->killed && now >= p->give_up_at) {
+        log_warning("pid %d: its process group does not go even after SIGKILL; letting it be",
+                    (int)p->pid);
+        proc_report_gone(p);
+        return;
+    }
+    uv_timer_start(&p->timer, on_check, PROC_GONE_CHECK_MS, 0);
+}
+
+/* The leader ended (a child reaped by libuv, or an adopted process whose pidfd said so;
+ * exit_status -1 when unknown). */
+static void leader_ended(struct proc *p, int exit_status, int term_signal)
+{
+    p->leader_alive = false;
+    if (!p->stopping) {
+        /* It ended by itself: whatever it left in its group goes with it, as systemd does
+         * with the rest of a unit's control group. */
+        kill(-p->pid, SIGKILL);
+        p->killed = true;
+        p->give_up_at = uv_now(p->loop) + PROC_KILL_GRACE_MS;
+        if (p->events->exited)
+            p->events->exited(p->data, p, exit_status, term_signal);
+    }
+    if (!p->gone)
+        uv_timer_start(&p->timer, on_check, 0, 0);
+}
+
+static void on_leader_exit(uv_process_t *process, int64_t exit_status, int term_signal)
+{
+    leader_ended(process->data, (int)exit_status, term_signal);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct proc *p = h->data;
+
+    if (--p->handles_open == 0)
+        free(p);
+}
+
+/* A sentence for a spawn that failed. */
+static void spawn_error(const struct manifest *m, int r, char *err, size_t err_size)
+{
+    const char *what = m->command_is_shell ? "/bin/sh" : m->command[0];
+
+    if (r == UV_ENOENT)
+        snprintf(err, err_size, "cannot start %s: no such command (PATH is searched)", what);
+    else if (r == UV_EACCES)
+        snprintf(err, err_size, "cannot start %s: permission denied (not executable?)", what);
+    else
+        snprintf(err, err_size, "cannot start %s: %s", what, uv_strerror(r));
+}
+
+int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+               const struct proc_events *events, void *data, struct proc **ret, char *err,
+               size_t err_size)
+{
+    uv_process_options_t options = {0};
+    uv_stdio_container_t stdio[3];
+    struct stat st;
+    struct proc *p;
+    char **env;
+    int fd, r;
+
+    if (!m->command || !m->command[0]) {
+        snprintf(err, err_size, "the manifest has no command to run");
+        return -EINVAL;
+    }
+    if (stat(m->workdir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, err_size, "workdir %s is not a folder: %s", m->workdir,
+                 errno ? strerror(errno) : "not a directory");
+        return -ENOTDIR;
+    }
+    fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        r = -errno;
+        snprintf(err, err_size, "cannot open the log file %s: %s", log_path, strerror(errno));
+        return r;
+    }
+
+    p = xcalloc(1, sizeof(*p));
+    p->loop = loop;
+    p->events = events;
+    p->data = data;
+    env = proc_env_build(m->env);
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = fd;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = fd;
+    options.file = m->command[0];
+    options.args = m->command;
+    options.env = env;
+    options.cwd = m->workdir;
+    options.flags = UV_PROCESS_DETACHED; /* setsid(): its own session and process group */
+    options.stdio = stdio;
+    options.stdio_count = 3;
+    options.exit_cb = on_leader_exit;
+    p->process.data = p;
+    r = uv_spawn(loop, &p->process, &options);
+    free(env);
+    close(fd);
+    if (r < 0) {
+        spawn_error(m, r, err, err_size);
+        /* libuv wants the handle closed even when the spawn failed; p goes with it. */
+        p->handles_open = 1;
+        p->gone = true;
+        uv_close((uv_handle_t *)&p->process, on_closed);
+        return r;
+    }
+    p->pid = p->process.pid;
+    p->leader_alive = true;
+    uv_timer_init(loop, &p->timer);
+    p->timer.data = p;
+    p->handles_open = 2;
+    *ret = p;
+    return 0;
+}
+
+int proc_start_time(pid_t pid, uint64_t *ret)
+{
+    char path[64], buf[1024], *field;
+    unsigned long long start;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? -ESRCH : -errno;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -ESRCH;
+    buf[n] = '\0';
+    /* "PID (COMM) STATE PPID ...": COMM may hold anything, so count from its last ')';
+     * the start time is the 20th field after it (field 22 of proc(5)). */
+    field = strrchr(buf, ')');
+    if (!field)
+        return -EIO;
+    for (int i = 0; i < 20; i++) {
+        field = strchr(field + 1, ' ');
+        if (!field)
+            return -EIO;
+    }
+    if (sscanf(field + 1, "%llu", &start) != 1)
+        return -EIO;
+    *ret = start;
+    return 0;
+}
+
+/* An adopted run's pidfd turned readable: the process ended. */
+static void on_pidfd(uv_poll_t *poll, int status, int events)
+{
+    struct proc *p = poll->data;
+
+    uv_poll_stop(&p->pidfd_poll);
+    if (p->leader_alive)
+        leader_ended(p, -1, 0); /* not our child: its status is not ours to read */
+}
+
+int proc_adopt(uv_loop_t *loop, pid_t pid, uint64_t start_time, const struct proc_events *events,
+               void *data, struct proc **ret)
+{
+    uint64_t now_start;
+    struct proc *p;
+    int fd, r;
+
+    r = proc_start_time(pid, &now_start);
+    if (r < 0)
+        return r;
+    if (now_start != start_time || getpgid(pid) != pid)
+        return -ESRCH; /* the pid was reused by another process */
+    fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0)
+        return -errno;
+    p = xcalloc(1, sizeof(*p));
+    p->loop = loop;
+    p->events = events;
+    p->data = data;
+    p->pid = pid;
+    p->pidfd = fd;
+    p->adopted = true;
+    p->leader_alive = true;
+    uv_poll_init(loop, &p->pidfd_poll, fd);
+    p->pidfd_poll.data = p;
+    uv_poll_start(&p->pidfd_poll, UV_READABLE, on_pidfd);
+    uv_timer_init(loop, &p->timer);
+    p->timer.data = p;
+    p->handles_open = 2;
+    *ret = p;
+    return 0;
+}
+
+void proc_stop(struct proc *p, uint64_t timeout_ms)
+{
+    if (p->stopping || p->gone)
+        return;
+    p->stopping = true;
+    if (p->leader_alive || !group_empty(p))
+        kill(-p->pid, SIGTERM);
+    p->kill_at = uv_now(p->loop) + timeout_ms;
+    uv_timer_start(&p->timer, on_check, 0, 0);
+}
+
+int proc_become_subreaper(void)
+{
+    return prctl(PR_SET_CHILD_SUBREAPER, 1) < 0 ? -errno : 0;
+}
+
+pid_t proc_pid(const struct proc *p)
+{
+    return p->pid;
+}
+
+bool proc_running(const struct proc *p)
+{
+    return p->leader_alive;
+}
+
+void proc_free(struct proc *p)
+{
+    if (!p)
+        return;
+    /* A run freed before it is gone is left running: the daemon stops without stopping
+     * its services, and adopts them when it comes back. */
+    uv_timer_stop(&p->timer);
+    if (p->adopted) {
+        uv_close((uv_handle_t *)&p->pidfd_poll, on_closed);
+        close(p->pidfd);
+    } else {
+        uv_close((uv_handle_t *)&p->process, on_closed);
+    }
+    uv_close((uv_handle_t *)&p->timer, on_closed);
+}
+
+int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret)
+{
+    struct stat st;
+    char *buf, **lines;
+    size_t len, n = 0, start;
+    off_t offset;
+    ssize_t got;
+    int fd, r;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            return -errno;
+        *ret = xcalloc(1, sizeof(**ret)); /* never started: no lines */
+        return 0;
+    }
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    offset = st.st_size > (off_t)max_bytes ? st.st_size - (off_t)max_bytes : 0;
+    len = (size_t)(st.st_size - offset);
+    buf = xmalloc(len + 1);
+    got = pread(fd, buf, len, offset);
+    close(fd);
+    if (got < 0) {
+        free(buf);
+        return -errno;
+    }
+    len = (size_t)got;
+    buf[len] = '\0';
+
+    /* Lines from the end, dropping a first line cut by the window. */
+    start = 0;
+    if (offset > 0) {
+        char *nl = memchr(buf, '\n', len);
+        start = nl ? (size_t)(nl - buf) + 1 : len;
+    }
+    if (len > start && buf[len - 1] == '\n')
+        len--;
+    lines = xcalloc((size_t)max_lines + 1, sizeof(*lines));
+    while (n < max_lines && len > start) {
+        size_t begin = len;
+        while (begin > start && buf[begin - 1] != '\n')
+            begin--;
+        lines[n++] = xstrndup(buf + begin, len - begin);
+        len = begin > start ? begin - 1 : start;
+    }
+    free(buf);
+    /* They were gathered last first. */
+    for (size_t i = 0; i < n / 2; i++) {
+        char *t = lines[i];
+        lines[i] = lines[n - 1 - i];
+        lines[n - 1 - i] = t;
+    }
+    *ret = lines;
+    return 0;
+}
+
+/* Copies the file at from into a new file at to (replaced). */
+static int copy_file(const char *from, const char *to)
+{
+    char buf[65536];
+    int in, out, r = 0;
+    ssize_t n;
+
+    in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        r = -errno;
+        close(in);
+        return r;
+    }
+    while ((n = read(in, buf, sizeof(buf))) > 0) {
+        if (write(out, buf, (size_t)n) != n) {
+            r = -EIO;
+            break;
+        }
+    }
+    if (n < 0)
+        r = -errno;
+    close(in);
+    if (close(out) < 0 && r == 0)
+        r = -errno;
+    return r;
+}
+
+int proc_log_rotate(const char *path, uint64_t max_bytes, unsigned keep)
+{
+    struct stat st;
+    int r;
+
+    if (stat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if ((uint64_t)st.st_size <= max_bytes)
+        return 0;
+    for (unsigned i = keep; i > 1; i--) {
+        char *older = xasprintf("%s.%u", path, i), *newer = xasprintf("%s.%u", path, i - 1);
+        if (rename(newer, older) < 0 && errno != ENOENT)
+            log_warning("cannot rotate %s: %s", newer, strerror(errno));
+        free(older);
+        free(newer);
+    }
+    if (keep > 0) {
+        char *first = xasprintf("%s.1", path);
+        r = copy_file(path, first);
+        free(first);
+        if (r < 0)
+            return r;
+    }
+    if (truncate(path, 0) < 0)
+        return -errno;
+    return 1;
+}

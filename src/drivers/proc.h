@@ -1,0 +1,80 @@
+/* The process driver's engine: one service run as a process group of its own, its stdout
+ * and stderr written straight into a log file, stopped with SIGTERM to the whole group,
+ * then SIGKILL after a timeout, and counted as gone only when the group is empty. */
+#ifndef NANNY_PROC_H
+#define NANNY_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <uv.h>
+
+#include "core/manifest.h"
+#include "lib/alloc.h"
+
+#define PROC_GONE_CHECK_MS 10   /* how often an emptying group is looked at */
+#define PROC_KILL_GRACE_MS 5000 /* after SIGKILL, how long a group may take to go */
+
+struct proc;
+
+/* The daemon's environment with extra's "KEY=VALUE" strings added or replacing; the
+ * array is the caller's (free() it), its strings are borrowed. */
+char **proc_env_build(char *const *extra);
+
+/* Makes the daemon the reaper of its services' orphans (PR_SET_CHILD_SUBREAPER), so that
+ * a stopped group is seen empty at once rather than when init gets round to it. */
+int proc_become_subreaper(void);
+
+/* What a run tells its owner, on the loop. */
+struct proc_events {
+    /* The leader ended by itself (not after proc_stop): exit status, or the signal that
+     * killed it (0 when it exited). What is left of its group is killed. */
+    void (*exited)(void *data, struct proc *p, int exit_status, int term_signal);
+    /* After proc_stop() or an exit: the group is empty, nothing of the run is left. The
+     * run may be freed from here. */
+    void (*gone)(void *data, struct proc *p);
+};
+
+/* Starts m's command (NULL-terminated argv in m->command) in m->workdir with the daemon's
+ * environment plus m->env, in a new session and process group, stdin from /dev/null and
+ * stdout and stderr appended to log_path (created 0644). On failure returns a negative
+ * errno and writes a sentence for last_error into err (no such command, no workdir, log
+ * not writable). */
+int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+               const struct proc_events *events, void *data, struct proc **ret, char *err,
+               size_t err_size);
+
+/* The start time of pid in clock ticks since boot (/proc/PID/stat, field 22): with the
+ * pid, it names a process for good, as a pid alone may be reused. -ESRCH when pid is not
+ * running. */
+int proc_start_time(pid_t pid, uint64_t *ret);
+
+/* Takes over a run started by an earlier daemon: pid (the leader of its own process
+ * group) must still run and have started at start_time, else -ESRCH. Its end is seen
+ * through a pidfd on the loop; its exit status cannot be known (exited() gets -1). */
+int proc_adopt(uv_loop_t *loop, pid_t pid, uint64_t start_time, const struct proc_events *events,
+               void *data, struct proc **ret);
+
+/* Stops the run: SIGTERM to its group, SIGKILL to the group after timeout_ms; gone() is
+ * called once the group is empty. Calling it again, or after the exit, is harmless. */
+void proc_stop(struct proc *p, uint64_t timeout_ms);
+
+pid_t proc_pid(const struct proc *p);
+bool proc_running(const struct proc *p); /* the leader has not ended yet */
+
+/* Frees the run. Call it only after gone(); before, it kills the group first. */
+void proc_free(struct proc *p);
+
+/* Rotates a log file the copytruncate way when it is larger than max_bytes: path.(keep-1)
+ * becomes path.keep, ..., a copy of path becomes path.1, and path is cut to nothing (the
+ * service writes with O_APPEND, so its next line lands at the start). keep 0 only
+ * truncates. Returns 1 when it rotated, 0 when the file was small enough or missing. */
+int proc_log_rotate(const char *path, uint64_t max_bytes, unsigned keep);
+
+/* The last lines of a log file: at most max_lines, reading at most max_bytes from its end.
+ * Returns a NULL-terminated array the caller frees with strv_free(). */
+int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret);
+
+#endif

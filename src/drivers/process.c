@@ -1,0 +1,144 @@
+/* The process driver: the driver interface over proc.c. */
+#include <errno.h>
+#include <string.h>
+
+#include "core/driver.h"
+#include "drivers/proc.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+
+#define PROCESS_TAIL_BYTES_MAX (16 * 1024 * 1024)
+
+struct driver_run {
+    struct proc *proc;
+    const struct driver_events *events;
+    void *data;
+};
+
+static void on_exited(void *data, struct proc *p, int exit_status, int term_signal)
+{
+    struct driver_run *r = data;
+
+    if (r->events->exited)
+        r->events->exited(r->data, r, exit_status, term_signal);
+}
+
+static void on_gone(void *data, struct proc *p)
+{
+    struct driver_run *r = data;
+
+    if (r->events->gone)
+        r->events->gone(r->data, r);
+}
+
+static const struct proc_events forward = {.exited = on_exited, .gone = on_gone};
+
+static struct driver_run *run_new(const struct driver_events *events, void *data)
+{
+    struct driver_run *r = xcalloc(1, sizeof(*r));
+
+    r->events = events;
+    r->data = data;
+    return r;
+}
+
+static int process_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+                         const struct driver_events *events, void *data, struct driver_run **ret,
+                         char *err, size_t err_size)
+{
+    struct driver_run *r = run_new(events, data);
+    int rc = proc_start(loop, m, log_path, &forward, r, &r->proc, err, err_size);
+
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    *ret = r;
+    return 0;
+}
+
+static void process_stop(struct driver_run *r, uint64_t timeout_ms)
+{
+    proc_stop(r->proc, timeout_ms);
+}
+
+/* The pid and its start time: together they name the process for good. */
+static json_t *process_record(const struct driver_run *r)
+{
+    uint64_t start_time;
+
+    if (!proc_running(r->proc) || proc_start_time(proc_pid(r->proc), &start_time) < 0)
+        return NULL;
+    return json_pack("{s:s, s:i, s:I}", "driver", "process", "pid", (int)proc_pid(r->proc),
+                     "start_time", (json_int_t)start_time);
+}
+
+static int process_adopt(uv_loop_t *loop, const struct manifest *m, json_t *record,
+                         const struct driver_events *events, void *data, struct driver_run **ret)
+{
+    json_t *pid = json_object_get(record, "pid"), *start = json_object_get(record, "start_time");
+    struct driver_run *r;
+    int rc;
+
+    if (!json_is_integer(pid) || !json_is_integer(start) || json_integer_value(pid) <= 0)
+        return -EINVAL;
+    r = run_new(events, data);
+    rc = proc_adopt(loop, (pid_t)json_integer_value(pid), (uint64_t)json_integer_value(start),
+                    &forward, r, &r->proc);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    *ret = r;
+    return 0;
+}
+
+static void process_release(struct driver_run *r)
+{
+    if (!r)
+        return;
+    proc_free(r->proc); /* no more callbacks: r can go at once */
+    free(r);
+}
+
+static int process_available(const struct manifest *m, char *err, size_t err_size)
+{
+    return 0;
+}
+
+/* The log file is read at once: done is called before this returns. */
+static void process_logs(const struct manifest *m, const char *log_path, unsigned tail,
+                         driver_logs_fn done, void *data, struct driver_logs **ret)
+{
+    size_t bytes = (size_t)tail * 1024 + 65536;
+    char **lines = NULL;
+    int r = proc_log_tail(log_path, tail,
+                          bytes < PROCESS_TAIL_BYTES_MAX ? bytes : PROCESS_TAIL_BYTES_MAX, &lines);
+
+    *ret = NULL;
+    if (r < 0) {
+        char *error = xasprintf("cannot read %s: %s", log_path, strerror(-r));
+        done(data, NULL, error);
+        free(error);
+        return;
+    }
+    done(data, lines, NULL);
+    strv_free(lines);
+}
+
+const struct driver driver_process = {
+    .name = "process",
+    .available = process_available,
+    .start = process_start,
+    .stop = process_stop,
+    .record = process_record,
+    .adopt = process_adopt,
+    .release = process_release,
+    .logs = process_logs,
+    .rotate = proc_log_rotate,
+};
+
+const struct driver *driver_for(const struct manifest *m)
+{
+    return m->driver == DRIVER_PROCESS ? &driver_process : &driver_compose;
+}

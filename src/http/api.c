@@ -1,0 +1,717 @@
+/* The HTTP API: a route table, one function per endpoint, JSON in and out. */
+#include <errno.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/supervisor.h"
+#include "http/api.h"
+#include "http/body.h"
+#include "lib/alloc.h"
+#include "lib/json.h"
+#include "lib/log.h"
+#include "version.h"
+
+#define LOGS_TAIL_DEFAULT     100
+#define LOGS_TAIL_MAX         10000
+#define ROUTE_SEGMENTS        3
+#define REDISCOVER_TIMEOUT_MS 30000
+#define OPERATION_TIMEOUT_MS  (10 * 60 * 1000) /* plus the service's start_period */
+
+struct api {
+    struct registry *reg;
+    struct supervisor *supervisor; /* NULL: no lifecycle (answers 503) */
+    const struct config *config;
+    unsigned port; /* the port we answer on, for Host and Origin checks */
+    time_t started;
+    struct MHD_Response *list_cache; /* GET /services, valid for list_generation */
+    uint64_t list_generation;
+};
+
+/* What the API keeps rendered in each service, valid until the registry drops it. */
+struct render_cache {
+    struct MHD_Response *status_response;
+};
+
+typedef void (*endpoint_fn)(struct api *api, struct request *req, const char *name);
+
+static void get_health(struct api *api, struct request *req, const char *name);
+static void get_services(struct api *api, struct request *req, const char *name);
+static void get_service(struct api *api, struct request *req, const char *name);
+static void post_start(struct api *api, struct request *req, const char *name);
+static void post_restart(struct api *api, struct request *req, const char *name);
+static void post_stop(struct api *api, struct request *req, const char *name);
+static void get_logs(struct api *api, struct request *req, const char *name);
+static void post_rediscover(struct api *api, struct request *req, const char *name);
+
+/* "*" stands for a service name. */
+static const struct route {
+    const char *segments[ROUTE_SEGMENTS];
+    const char *method;
+    endpoint_fn fn;
+} routes[] = {
+    {{"health"}, "GET", get_health},
+    {{"services"}, "GET", get_services},
+    {{"services", "*"}, "GET", get_service},
+    {{"services", "*", "status"}, "GET", get_service},
+    {{"services", "*", "start"}, "POST", post_start},
+    {{"services", "*", "stop"}, "POST", post_stop},
+    {{"services", "*", "restart"}, "POST", post_restart},
+    {{"services", "*", "logs"}, "GET", get_logs},
+    {{"rediscover"}, "POST", post_rediscover},
+};
+
+struct api *api_new(struct registry *reg, const struct config *config)
+{
+    struct api *api = xcalloc(1, sizeof(*api));
+
+    api->reg = reg;
+    api->config = config;
+    api->started = time(NULL);
+    return api;
+}
+
+void api_set_supervisor(struct api *api, struct supervisor *supervisor)
+{
+    api->supervisor = supervisor;
+}
+
+void api_set_port(struct api *api, unsigned port)
+{
+    api->port = port;
+}
+
+void api_free(struct api *api)
+{
+    if (!api)
+        return;
+    if (api->list_cache)
+        MHD_destroy_response(api->list_cache);
+    free(api);
+}
+
+void api_render_cache_free(void *cache)
+{
+    struct render_cache *c = cache;
+
+    if (c->status_response)
+        MHD_destroy_response(c->status_response);
+    free(c);
+}
+
+int api_route_match(const char *path, const char **ret_name, size_t *ret_name_len)
+{
+    const char *seg[ROUTE_SEGMENTS + 1];
+    size_t len[ROUTE_SEGMENTS + 1], n = 0;
+    const char *p = path;
+
+    if (*p != '/')
+        return -ENOENT;
+    p++;
+    /* Split on '/', allowing one trailing slash. */
+    while (*p) {
+        const char *end = strchrnul(p, '/');
+        if (end == p || n == ROUTE_SEGMENTS)
+            return -ENOENT;
+        seg[n] = p;
+        len[n] = (size_t)(end - p);
+        n++;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0)
+        return -ENOENT;
+
+    for (size_t r = 0; r < sizeof(routes) / sizeof(routes[0]); r++) {
+        const struct route *route = &routes[r];
+        size_t i;
+
+        for (i = 0; i < n; i++) {
+            const char *want = route->segments[i];
+            if (!want)
+                break;
+            if (strcmp(want, "*") == 0)
+                continue;
+            if (strlen(want) != len[i] || memcmp(want, seg[i], len[i]) != 0)
+                break;
+        }
+        if (i == n && (n == ROUTE_SEGMENTS || !route->segments[n])) {
+            if (n >= 2) {
+                *ret_name = seg[1];
+                *ret_name_len = len[1];
+            } else {
+                *ret_name = NULL;
+                *ret_name_len = 0;
+            }
+            return (int)r;
+        }
+    }
+    return -ENOENT;
+}
+
+/* Unix milliseconds as an ISO 8601 UTC string, or null for 0. */
+static json_t *json_time(int64_t ms)
+{
+    char buf[64];
+    struct tm tm;
+    time_t t = (time_t)(ms / 1000);
+
+    if (ms <= 0)
+        return json_null();
+    gmtime_r(&t, &tm);
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    return json_string(buf);
+}
+
+static json_t *json_text_or_null(const char *s)
+{
+    return s ? json_text(s) : json_null();
+}
+
+static json_t *health_json(const struct health_result *h)
+{
+    if (!h->checked)
+        return json_pack("{s:n, s:n, s:n, s:n, s:n}", "ok", "status_code", "latency_ms",
+                         "checked_at", "error");
+    return json_pack("{s:b, s:o, s:I, s:o, s:o}", "ok", h->ok, "status_code",
+                     h->status_code ? json_integer(h->status_code) : json_null(), "latency_ms",
+                     (json_int_t)h->latency_ms, "checked_at", json_time(h->checked_at_ms), "error",
+                     json_text_or_null(h->error));
+}
+
+json_t *api_service_status(const struct service *svc)
+{
+    json_t *manifest = manifest_to_json(svc->manifest);
+    const struct manifest *m = svc->manifest;
+    char why[512];
+    /* A driver that cannot work now (no Docker engine) says so whatever happened before. */
+    const char *unavailable = supervisor_unavailable(svc, why, sizeof(why));
+    json_t *status = json_pack(
+        "{s:s, s:o, s:s, s:b, s:O, s:o, s:s, s:b, s:o, s:I, s:o, s:o, s:o, s:O}", "name", svc->name,
+        "description", json_text(m->description), "driver", manifest_driver_name(m->driver),
+        "gpu_required", m->gpu_required, "ports", json_object_get(manifest, "ports"), "port",
+        m->port ? json_integer(m->port) : json_null(), "state", lifecycle_state_name(svc->state),
+        "is_healthy", svc->is_healthy, "started_at", json_time(svc->started_at_ms), "restarts",
+        (json_int_t)svc->restarts, "last_error",
+        json_text_or_null(unavailable ? unavailable : svc->last_error), "health",
+        health_json(&svc->health), "folder", json_text(svc->folder), "warnings", svc->warnings);
+    json_decref(manifest);
+    if (!status)
+        fatal("cannot render the status of %s", svc->name);
+    json_object_set(status, "manifest_error",
+                    svc->manifest_error ? svc->manifest_error : json_null());
+    return status;
+}
+
+/* The service's status as a ready answer, made once per change of the service: only its
+ * text is kept, not the JSON tree. */
+static struct render_cache *service_render(struct service *svc)
+{
+    struct render_cache *c = svc->render_cache;
+
+    if (!c) {
+        json_t *status = api_service_status(svc);
+        c = xcalloc(1, sizeof(*c));
+        c->status_response = server_json_response(status);
+        json_decref(status);
+        svc->render_cache = c;
+    }
+    return c;
+}
+
+/* Every service's status; made when the list changed, so the trees are not kept. */
+static json_t *services_array(struct api *api)
+{
+    size_t n = registry_count(api->reg);
+    json_t *a = json_array();
+
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, api_service_status(registry_at(api->reg, i)));
+    return a;
+}
+
+/* GET /health: the daemon's own state. */
+static void get_health(struct api *api, struct request *req, const char *name)
+{
+    request_reply_json(
+        req, MHD_HTTP_OK,
+        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:o}", "status", "ok", "version",
+                  NANNY_VERSION, "services", (json_int_t)registry_count(api->reg),
+                  "manifest_errors", (json_int_t)json_array_size(registry_errors(api->reg)),
+                  "uptime_s", (json_int_t)(time(NULL) - api->started), "pid", (json_int_t)getpid(),
+                  "services_dir", json_text(registry_root(api->reg)), "compose",
+                  supervisor_compose_info()));
+}
+
+/* GET /services: the rendered list, remade only when the registry changed. */
+static void get_services(struct api *api, struct request *req, const char *name)
+{
+    uint64_t generation = registry_generation(api->reg);
+
+    if (!api->list_cache || api->list_generation != generation) {
+        json_t *body = json_pack("{s:o, s:O}", "services", services_array(api), "errors",
+                                 registry_errors(api->reg));
+        if (api->list_cache)
+            MHD_destroy_response(api->list_cache);
+        api->list_cache = server_json_response(body);
+        api->list_generation = generation;
+        json_decref(body);
+        /* The trees were big and short-lived: give their pages back. */
+        malloc_trim(0);
+    }
+    request_reply_response(req, MHD_HTTP_OK, api->list_cache);
+}
+
+/* Finds the service a request names, or answers 404 (unknown) or 422 (broken manifest). */
+static struct service *find_or_reply(struct api *api, struct request *req, const char *name)
+{
+    struct service *svc = registry_find(api->reg, name);
+    json_t *err;
+
+    if (svc)
+        return svc;
+    err = registry_find_error(api->reg, name);
+    if (err) {
+        json_t *body =
+            json_pack("{s:s, s:s+, s:O}", "error", "invalid_manifest", "message",
+                      "the manifest of this service is invalid: ",
+                      json_string_value(json_object_get(err, "message")), "manifest_error", err);
+        request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT, body);
+        return NULL;
+    }
+    request_reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
+                        "no service named '%s' (GET /services lists them)", name);
+    return NULL;
+}
+
+/* find_or_reply() for the endpoints that need the supervisor: 503 when this daemon has
+ * none (it runs no services). */
+static struct service *find_runnable(struct api *api, struct request *req, const char *name)
+{
+    struct service *svc = find_or_reply(api, req, name);
+
+    if (svc && !api->supervisor) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
+                            "this daemon runs no services");
+        return NULL;
+    }
+    return svc;
+}
+
+/* GET /services/NAME and /services/NAME/status: the service's rendered status. */
+static void get_service(struct api *api, struct request *req, const char *name)
+{
+    struct service *svc = find_or_reply(api, req, name);
+
+    if (svc)
+        request_reply_response(req, MHD_HTTP_OK, service_render(svc)->status_response);
+}
+
+/* Answers a start, restart or stop with what the supervisor did. */
+static void on_operation_done(void *data, struct service *svc, const struct supervisor_result *res)
+{
+    struct request *req = data;
+    json_t *body;
+
+    request_set_abort(req, NULL, NULL);
+    switch (res->outcome) {
+    case SUPERVISOR_OK:
+    case SUPERVISOR_ALREADY:
+        body = api_service_status(svc);
+        json_object_set(body, "preempted", res->preempted);
+        request_reply_json(req, MHD_HTTP_OK, body);
+        return;
+    case SUPERVISOR_CONFLICT:
+        request_reply_json(req, MHD_HTTP_CONFLICT,
+                           json_pack("{s:s, s:o, s:o}", "error", "gpu_conflict", "message",
+                                     json_text(res->message), "holder", json_text(res->holder)));
+        return;
+    case SUPERVISOR_DRIVER_FAILED:
+        request_reply_error(req, MHD_HTTP_BAD_GATEWAY, "driver_failed", "%s", res->message);
+        return;
+    case SUPERVISOR_TIMED_OUT:
+        request_reply_error(req, MHD_HTTP_GATEWAY_TIMEOUT, "timed_out",
+                            "%s: %s is not healthy within its start_period and was stopped",
+                            res->message, svc->name);
+        return;
+    case SUPERVISOR_UNAVAILABLE:
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable", "%s",
+                            res->message);
+        return;
+    case SUPERVISOR_CANCELLED:
+        request_reply_error(req, MHD_HTTP_CONFLICT, "cancelled", "%s: %s is now %s", res->message,
+                            svc->name, lifecycle_state_name(svc->state));
+        return;
+    }
+}
+
+static void on_operation_abort(void *data)
+{
+    supervisor_op_cancel(data);
+}
+
+/* Keeps the request waiting for a pending operation, with a generous deadline. */
+static void wait_for(struct request *req, struct supervisor_op *op, const struct service *svc)
+{
+    if (!op)
+        return; /* already answered */
+    request_suspend(req, OPERATION_TIMEOUT_MS + svc->manifest->health_start_period_ms);
+    request_set_abort(req, on_operation_abort, op);
+}
+
+/* The manifest of a known service broke: it keeps its last good one, but nothing starts
+ * from a broken manifest. Answers 422 and returns true then. */
+static bool refuse_broken(struct request *req, const struct service *svc)
+{
+    if (!svc->manifest_error)
+        return false;
+    request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT,
+                       json_pack("{s:s, s:s+, s:O}", "error", "invalid_manifest", "message",
+                                 "the manifest of this service is invalid: ",
+                                 json_string_value(json_object_get(svc->manifest_error, "message")),
+                                 "manifest_error", svc->manifest_error));
+    return true;
+}
+
+/* POST /services/NAME/start and /restart: the GPU rule, then the start, answered when the
+ * process is spawned or, with ?wait=healthy, when it is healthy. */
+static void start_or_restart(struct api *api, struct request *req, const char *name, bool restart)
+{
+    struct start_request start;
+    struct service *svc;
+    const char *wait = request_query(req, "wait");
+    char err[256];
+    size_t len;
+    const char *body = request_body(req, &len);
+
+    if (body_parse_start(body, len, &start, err, sizeof(err)) < 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err);
+        return;
+    }
+    if (wait && strcmp(wait, "healthy") != 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "wait must be \"healthy\" (or left out)");
+        return;
+    }
+    svc = find_runnable(api, req, name);
+    if (!svc || refuse_broken(req, svc))
+        return;
+    wait_for(req,
+             supervisor_start(api->supervisor, svc, start.force, wait != NULL, restart,
+                              on_operation_done, req),
+             svc);
+}
+
+static void post_start(struct api *api, struct request *req, const char *name)
+{
+    start_or_restart(api, req, name, false);
+}
+
+static void post_restart(struct api *api, struct request *req, const char *name)
+{
+    start_or_restart(api, req, name, true);
+}
+
+/* For endpoints that take no parameters: answers 400 unless the body is empty or {};
+ * returns whether it answered. */
+static bool refuse_body(struct request *req)
+{
+    char err[256];
+    size_t len;
+    const char *body = request_body(req, &len);
+
+    if (body_parse_empty(body, len, err, sizeof(err)) == 0)
+        return false;
+    request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err);
+    return true;
+}
+
+/* POST /services/NAME/stop: answered once nothing of the service is left. */
+static void post_stop(struct api *api, struct request *req, const char *name)
+{
+    struct service *svc;
+
+    if (refuse_body(req))
+        return;
+    svc = find_runnable(api, req, name);
+    if (!svc)
+        return;
+    wait_for(req, supervisor_stop(api->supervisor, svc, on_operation_done, req), svc);
+}
+
+/* Reads ?tail=N: absent means the default, above the cap means the cap. */
+static int parse_tail(const char *s, unsigned *ret)
+{
+    char *end;
+    unsigned long long v;
+
+    if (!s) {
+        *ret = LOGS_TAIL_DEFAULT;
+        return 0;
+    }
+    if (!(*s >= '0' && *s <= '9') || strlen(s) > 20)
+        return -EINVAL;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (*end != '\0')
+        return -EINVAL;
+    *ret = (errno == ERANGE || v > LOGS_TAIL_MAX) ? LOGS_TAIL_MAX : (unsigned)v;
+    return 0;
+}
+
+/* True when the client asked for JSON (Accept: application/json). */
+static bool wants_json(struct request *req)
+{
+    const char *accept = request_header(req, MHD_HTTP_HEADER_ACCEPT);
+
+    return accept && strstr(accept, "application/json");
+}
+
+/* A logs request waiting for the driver (Docker's logs come from the engine). */
+struct logs_wait {
+    struct request *req;
+    bool json;
+    struct supervisor_logs *pending;
+};
+
+static void on_logs_abort(void *data)
+{
+    struct logs_wait *w = data;
+
+    supervisor_logs_cancel(w->pending);
+    free(w);
+}
+
+/* Answers a logs request with the lines, text or JSON. */
+static void on_logs(void *data, char **lines, const char *error)
+{
+    struct logs_wait *w = data;
+    struct request *req = w->req;
+
+    if (w->pending)
+        request_set_abort(req, NULL, NULL);
+    if (!lines) {
+        request_reply_error(req, MHD_HTTP_BAD_GATEWAY, "logs_unreadable", "%s", error);
+    } else if (w->json) {
+        json_t *a = json_array();
+        for (char **l = lines; *l; l++)
+            json_array_append_new(a, json_text(*l));
+        request_reply_json(req, MHD_HTTP_OK, json_pack("{s:o}", "lines", a));
+    } else {
+        size_t total = 0, at = 0;
+        char *text;
+        for (char **l = lines; *l; l++)
+            total += strlen(*l) + 1;
+        text = xmalloc(total + 1);
+        for (char **l = lines; *l; l++) {
+            size_t n = strlen(*l);
+            memcpy(text + at, *l, n);
+            text[at + n] = '\n';
+            at += n + 1;
+        }
+        request_reply_text(req, MHD_HTTP_OK, text, at);
+        free(text);
+    }
+    if (w->pending)
+        free(w);
+    else
+        w->req = NULL; /* answered at once: get_logs frees w */
+}
+
+/* GET /services/NAME/logs?tail=N: the last lines of its output, text or JSON. */
+static void get_logs(struct api *api, struct request *req, const char *name)
+{
+    struct service *svc;
+    struct logs_wait *w;
+    unsigned tail;
+
+    if (parse_tail(request_query(req, "tail"), &tail) < 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "tail must be a whole number of lines, 0 to %d", LOGS_TAIL_MAX);
+        return;
+    }
+    svc = find_runnable(api, req, name);
+    if (!svc)
+        return;
+    w = xcalloc(1, sizeof(*w));
+    w->req = req;
+    w->json = wants_json(req);
+    w->pending = supervisor_logs(api->supervisor, svc, tail, on_logs, w);
+    if (!w->pending) {
+        free(w);
+        return;
+    }
+    request_suspend(req, OPERATION_TIMEOUT_MS);
+    request_set_abort(req, on_logs_abort, w);
+}
+
+struct rediscover_wait {
+    struct api *api;
+    struct request *req;
+    struct rescan_waiter *waiter;
+};
+
+/* Answers a POST /rediscover with the scan's diff, or 503 when the folder was unreadable. */
+static void on_rediscovered(void *data, json_t *diff)
+{
+    struct rediscover_wait *w = data;
+    struct api *api = w->api;
+    json_t *error = json_object_get(diff, "error");
+
+    request_set_abort(w->req, NULL, NULL);
+    if (error)
+        request_reply_error(w->req, MHD_HTTP_SERVICE_UNAVAILABLE, "services_unreadable", "%s",
+                            json_string_value(error));
+    else
+        request_reply_json(w->req, MHD_HTTP_OK,
+                           json_pack("{s:o, s:O, s:O, s:O, s:O}", "services", services_array(api),
+                                     "added", json_object_get(diff, "added"), "removed",
+                                     json_object_get(diff, "removed"), "changed",
+                                     json_object_get(diff, "changed"), "errors",
+                                     registry_errors(api->reg)));
+    free(w);
+}
+
+static void on_rediscover_abort(void *data)
+{
+    struct rediscover_wait *w = data;
+
+    registry_rescan_cancel(w->api->reg, w->waiter);
+    free(w);
+}
+
+/* POST /rediscover: suspends the request until a rescan that began after it merged. */
+static void post_rediscover(struct api *api, struct request *req, const char *name)
+{
+    struct rediscover_wait *w;
+
+    if (refuse_body(req))
+        return;
+    w = xcalloc(1, sizeof(*w));
+    w->api = api;
+    w->req = req;
+    request_suspend(req, REDISCOVER_TIMEOUT_MS);
+    request_set_abort(req, on_rediscover_abort, w);
+    w->waiter = registry_rescan(api->reg, on_rediscovered, w);
+}
+
+/* True when host (a Host header: "name" or "name:port") names this daemon: a loopback
+ * name with our port (or none), or a name the config allows. */
+bool api_host_allowed(const char *host, unsigned port, char *const *allowed)
+{
+    static const char *const loopback[] = {"localhost", "127.0.0.1", "[::1]"};
+    const char *colon = host[0] == '[' ? strstr(host, "]:") : strrchr(host, ':');
+    size_t name_len;
+    char port_text[8];
+
+    if (colon && host[0] == '[')
+        colon++; /* "[::1]:8080": the colon after the bracket */
+    name_len = colon ? (size_t)(colon - host) : strlen(host);
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+        if (strlen(loopback[i]) != name_len || strncasecmp(host, loopback[i], name_len) != 0)
+            continue;
+        snprintf(port_text, sizeof(port_text), "%u", port);
+        if (!colon || strcmp(colon + 1, port_text) == 0)
+            return true;
+    }
+    for (char *const *a = allowed; a && *a; a++)
+        if (strcasecmp(host, *a) == 0 ||
+            (strlen(*a) == name_len && strncasecmp(host, *a, name_len) == 0))
+            return true;
+    return false;
+}
+
+/* True when a browser page of origin may change things here: our own origin, or one the
+ * config allows. */
+bool api_origin_allowed(const char *origin, unsigned port, char *const *allowed)
+{
+    static const char *const own[] = {"http://localhost", "http://127.0.0.1", "http://[::1]"};
+    char want[64];
+
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
+        snprintf(want, sizeof(want), "%s:%u", own[i], port);
+        if (strcasecmp(origin, want) == 0)
+            return true;
+    }
+    for (char *const *a = allowed; a && *a; a++)
+        if (strcmp(origin, *a) == 0)
+            return true;
+    return false;
+}
+
+/* Refuses requests a web page could forge: a Host that is not ours (DNS rebinding), and a
+ * change asked from a foreign Origin. curl sends no Origin and a loopback Host. */
+static bool browser_safety_refuses(struct api *api, struct request *req, bool changes_things)
+{
+    const char *host = request_header(req, MHD_HTTP_HEADER_HOST);
+    const char *origin = request_header(req, MHD_HTTP_HEADER_ORIGIN);
+    char *const *hosts = api->config ? api->config->allowed_hosts : NULL;
+    char *const *origins = api->config ? api->config->allowed_origins : NULL;
+
+    if (host && !api_host_allowed(host, api->port, hosts)) {
+        request_reply_error(req, MHD_HTTP_FORBIDDEN, "forbidden_host",
+                            "this daemon answers only to localhost, 127.0.0.1 and [::1] (add "
+                            "other names to allowed_hosts in the config file)");
+        return true;
+    }
+    if (changes_things && origin && !api_origin_allowed(origin, api->port, origins)) {
+        request_reply_error(req, MHD_HTTP_FORBIDDEN, "forbidden_origin",
+                            "requests from web pages of another origin may not change anything "
+                            "(add the origin to allowed_origins in the config file)");
+        return true;
+    }
+    return false;
+}
+
+/* Answers 405 with the methods the path does take. */
+static void reply_method_not_allowed(struct request *req, const char *allow)
+{
+    json_t *body = json_pack("{s:s, s:s+}", "error", "method_not_allowed", "message",
+                             "this path takes ", allow);
+    struct MHD_Response *resp = server_json_response(body);
+
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    request_reply_response(req, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+    MHD_destroy_response(resp);
+    json_decref(body);
+}
+
+/* Routes one request: 404, 405, browser safety, the name rule, then the endpoint. */
+void api_handle(void *data, struct request *req)
+{
+    struct api *api = data;
+    const char *method = request_method(req), *name_seg;
+    char name[MANIFEST_NAME_MAX + 1];
+    size_t name_len;
+    int r = api_route_match(request_path(req), &name_seg, &name_len);
+    const struct route *route;
+    bool is_get;
+
+    if (r < 0) {
+        request_reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no such endpoint (see GET /services, GET /health)");
+        return;
+    }
+    route = &routes[r];
+    is_get = strcmp(route->method, "GET") == 0;
+    if (browser_safety_refuses(api, req, strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
+        return;
+    if (strcmp(method, route->method) != 0 && !(is_get && strcmp(method, "HEAD") == 0)) {
+        reply_method_not_allowed(req, is_get ? "GET, HEAD" : route->method);
+        return;
+    }
+    name[0] = '\0';
+    if (name_seg && name_len <= MANIFEST_NAME_MAX) {
+        memcpy(name, name_seg, name_len);
+        name[name_len] = '\0';
+    }
+    if (name_seg && (name_len > MANIFEST_NAME_MAX || !manifest_name_valid(name))) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
+                            "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
+        return;
+    }
+    route->fn(api, req, name);
+}

@@ -1,0 +1,43 @@
+/* The HTTP API of SPEC section 3: routes requests to the core and renders its answers as
+ * JSON. Holds no state of its own beyond caches of what it rendered. */
+#ifndef NANNY_API_H
+#define NANNY_API_H
+
+#include <stdbool.h>
+
+#include "core/config.h"
+#include "core/registry.h"
+#include "http/server.h"
+
+struct api;
+
+/* config (borrowed, may be NULL) gives the allowed hosts and origins. */
+struct api *api_new(struct registry *reg, const struct config *config);
+
+/* The supervisor that runs services (without one, lifecycle endpoints answer 503). */
+struct supervisor;
+void api_set_supervisor(struct api *api, struct supervisor *supervisor);
+
+/* The port the server really bound, for the Host and Origin checks. */
+void api_set_port(struct api *api, unsigned port);
+
+/* The browser-safety rules, exposed for the unit tests: see api.c. */
+bool api_host_allowed(const char *host, unsigned port, char *const *allowed);
+bool api_origin_allowed(const char *origin, unsigned port, char *const *allowed);
+void api_free(struct api *api);
+
+/* The server's request handler; data is the struct api. */
+void api_handle(void *data, struct request *req);
+
+/* Frees what the API cached in a service (the registry's render_cache_free). */
+void api_render_cache_free(void *cache);
+
+/* The JSON status of one service, as GET /services/NAME/status shows it. New reference. */
+json_t *api_service_status(const struct service *svc);
+
+/* Splits a request path into its route: returns the route's index in the route table and
+ * fills *ret_name with the service name segment (pointing into path, length in
+ * *ret_name_len), or -ENOENT. Exposed for the unit tests. */
+int api_route_match(const char *path, const char **ret_name, size_t *ret_name_len);
+
+#endif

@@ -1,0 +1,85 @@
+/* The HTTP server: libmicrohttpd driven from the libuv loop through its epoll fd, with no
+ * thread of its own. It reads each request in full (body capped), hands it to one handler,
+ * and sends what the handler replies, now or later (a suspended request). */
+#ifndef NANNY_SERVER_H
+#define NANNY_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <uv.h>
+
+#include "lib/netaddr.h"
+
+#define SERVER_BODY_MAX        (64 * 1024)
+#define SERVER_DISCARD_MAX     (1024 * 1024) /* a larger body without length: hang up */
+#define SERVER_HEADER_MEMORY   (32 * 1024)   /* per connection: request line and headers */
+#define SERVER_CONNECTIONS_MAX 1024
+#define SERVER_FD_RESERVE      128 /* file descriptors kept for the rest of the daemon */
+#define SERVER_IDLE_TIMEOUT_S  60
+
+struct server;
+struct request; /* one HTTP request; owned by the server */
+
+/* Called once per request when it has been read in full. The handler must call one of
+ * request_reply*() now, or request_suspend() and reply later from the loop. */
+typedef void (*server_handler_fn)(void *data, struct request *req);
+
+/* Binds and listens on listen (see netaddr_parse_listen). */
+int server_new(uv_loop_t *loop, const char *listen, server_handler_fn handler, void *data,
+               struct server **ret);
+
+/* The port actually bound (useful with port 0). */
+unsigned server_port(const struct server *s);
+
+/* Stops accepting new connections and closes the listening socket; requests in flight
+ * go on. */
+void server_quiesce(struct server *s);
+
+/* How many requests are being read, handled or answered right now. */
+unsigned server_requests_in_flight(const struct server *s);
+
+/* Closes every connection and frees the server; the memory goes when the loop has closed
+ * the server's handles. Suspended requests get their abort callback and a 503 first. */
+void server_free(struct server *s);
+
+const char *request_method(const struct request *req);
+const char *request_path(const struct request *req);
+const char *request_header(struct request *req, const char *name);
+/* A query argument, already unescaped; NULL when absent, "" when given without a value. */
+const char *request_query(struct request *req, const char *key);
+const char *request_body(const struct request *req, size_t *ret_len);
+
+/* Replies with a JSON document, now or after a suspend; takes the reference to body. */
+void request_reply_json(struct request *req, unsigned status, json_t *body);
+
+/* Replies at once with text (Content-Type text/plain; charset=utf-8). */
+void request_reply_text(struct request *req, unsigned status, const char *text, size_t len);
+
+/* Replies {"error": code, "message": ...}. */
+void request_reply_error(struct request *req, unsigned status, const char *code, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+
+/* Replies at once (from the handler, not after a suspend) with a prepared response;
+ * libmicrohttpd counts references, so the caller keeps its own and may reuse it. */
+void request_reply_response(struct request *req, unsigned status, struct MHD_Response *resp);
+
+/* A response with a copy of a JSON document's compact text, Content-Type set; reusable
+ * for many requests. Does not take the reference. */
+struct MHD_Response *server_json_response(json_t *body);
+
+/* Keeps the connection waiting without blocking the loop: the reply comes later from a
+ * callback via request_reply_json() or request_reply_error(). After timeout_ms the request
+ * is aborted (see request_set_abort) and answered 504. */
+void request_suspend(struct request *req, uint64_t timeout_ms);
+
+/* A function called, once, when a suspended request ends without the handler's answer:
+ * its deadline passed (it is then answered 504), the client went away, or the server is
+ * shutting down (503). The owner must forget the request; answering it from on_abort is
+ * allowed. */
+void request_set_abort(struct request *req, void (*on_abort)(void *data), void *data);
+
+#endif

@@ -1,0 +1,496 @@
+/* Unit tests for the daemon's configuration: flags, environment and the config file. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/config.h"
+#include "lib/alloc.h"
+
+static char err[1024];
+
+static int load(struct config *c, int argc, char **argv)
+{
+    err[0] = '\0';
+    return config_load(c, argc, argv, err, sizeof(err));
+}
+
+static int setup(void **state)
+{
+    unsetenv("NANNY_LISTEN");
+    unsetenv("NANNY_SERVICES");
+    unsetenv("NANNY_STATE_DIR");
+    unsetenv("NANNY_CONFIG");
+    return 0;
+}
+
+/* Writes text to a fresh temporary file; the caller unlinks it. */
+static char *temp_file(const char *text)
+{
+    char *path = xstrdup("/tmp/nanny-config-XXXXXX.yaml");
+    int fd = mkstemps(path, 5);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void test_defaults(void **state)
+{
+    struct config c;
+    char *argv[] = {"serve", NULL};
+
+    assert_int_equal(load(&c, 1, argv), 0);
+    assert_string_equal(c.listen, "127.0.0.1:8080");
+    assert_string_equal(c.services_dir, "./services");
+    assert_non_null(c.state_dir);
+    assert_null(c.config_file);
+    assert_int_equal(c.log_level, LOG_INFO);
+    assert_false(c.insecure);
+    assert_int_equal(c.gpu_conflict, GPU_CONFLICT_REFUSE);
+    config_done(&c);
+}
+
+static void test_flags(void **state)
+{
+    struct config c;
+    char *argv[] = {"serve",       "--listen",    "[::1]:9000",  "-s",    "/srv/x",
+                    "--state-dir", "/var/tmp/st", "--log-level", "debug", NULL};
+
+    assert_int_equal(load(&c, 9, argv), 0);
+    assert_string_equal(c.listen, "[::1]:9000");
+    assert_string_equal(c.services_dir, "/srv/x");
+    assert_string_equal(c.state_dir, "/var/tmp/st");
+    assert_int_equal(c.log_level, LOG_DEBUG);
+    config_done(&c);
+}
+
+static void test_env_and_flag_precedence(void **state)
+{
+    struct config c;
+    char *argv_none[] = {"serve", NULL};
+    char *argv_flag[] = {"serve", "--listen", "127.0.0.1:7001", NULL};
+
+    setenv("NANNY_LISTEN", "127.0.0.1:7000", 1);
+    setenv("NANNY_SERVICES", "/env/services", 1);
+    assert_int_equal(load(&c, 1, argv_none), 0);
+    assert_string_equal(c.listen, "127.0.0.1:7000");
+    assert_string_equal(c.services_dir, "/env/services");
+    config_done(&c);
+    assert_int_equal(load(&c, 3, argv_flag), 0);
+    assert_string_equal(c.listen, "127.0.0.1:7001");
+    assert_string_equal(c.services_dir, "/env/services");
+    config_done(&c);
+}
+
+static void test_bad_flags(void **state)
+{
+    static char *cases[][4] = {
+        {"serve", "--listen", "nohost", NULL},  {"serve", "--listen", "1.2.3.4:99999", NULL},
+        {"serve", "--log-level", "loud", NULL}, {"serve", "--bogus", NULL, NULL},
+        {"serve", "extra-arg", NULL, NULL},     {"serve", "--listen", NULL, NULL},
+        {"serve", "--services", "", NULL},      {"serve", "--log-format", "xml", NULL},
+    };
+    struct config c;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int argc = 0;
+        while (cases[i][argc])
+            argc++;
+        assert_int_equal(load(&c, argc, cases[i]), -EINVAL);
+        assert_true(strlen(err) > 0);
+        config_done(&c);
+    }
+    /* The message names the flag. */
+    assert_int_equal(load(&c, 3, cases[0]), -EINVAL);
+    assert_non_null(strstr(err, "--listen"));
+    config_done(&c);
+}
+
+static void test_non_loopback_needs_insecure(void **state)
+{
+    struct config c;
+    char *argv[] = {"serve", "--listen", "0.0.0.0:8080", NULL};
+    char *argv_ok[] = {"serve", "--listen", "0.0.0.0:8080", "--insecure", NULL};
+
+    assert_int_equal(load(&c, 3, argv), -EINVAL);
+    assert_non_null(strstr(err, "--insecure"));
+    config_done(&c);
+    assert_int_equal(load(&c, 4, argv_ok), 0);
+    assert_true(c.insecure);
+    config_done(&c);
+}
+
+static void test_file(void **state)
+{
+    char *path = temp_file("listen: 127.0.0.1:7100\n"
+                           "services: svc\n"
+                           "log_level: warning\n"
+                           "gpu_conflict: preempt\n"
+                           "allowed_hosts: [box.local, gpu1]\n"
+                           "stop_services_on_exit: true\n"
+                           "log_max_size: 1048576\n"
+                           "log_max_files: 5\n"
+                           "future_knob: 1\n");
+    char *argv[] = {"serve", "--config", path, NULL};
+    struct config c;
+
+    assert_int_equal(load(&c, 3, argv), 0);
+    assert_string_equal(c.listen, "127.0.0.1:7100");
+    assert_string_equal(c.services_dir, "/tmp/svc"); /* relative to the file */
+    assert_int_equal(c.log_level, LOG_WARNING);
+    assert_int_equal(c.gpu_conflict, GPU_CONFLICT_PREEMPT);
+    assert_string_equal(c.allowed_hosts[0], "box.local");
+    assert_string_equal(c.allowed_hosts[1], "gpu1");
+    assert_null(c.allowed_hosts[2]);
+    assert_true(c.stop_services_on_exit);
+    assert_int_equal(c.log_max_bytes, 1048576);
+    assert_int_equal(c.log_max_files, 5);
+    /* The unknown key is a warning with its line, kept for the daemon's log. */
+    assert_non_null(c.warnings);
+    assert_non_null(strstr(c.warnings[0], ":9: "));
+    assert_non_null(strstr(c.warnings[0], "future_knob"));
+    assert_null(c.warnings[1]);
+    config_done(&c);
+
+    /* The environment and flags win over the file. */
+    setenv("NANNY_LISTEN", "127.0.0.1:7200", 1);
+    assert_int_equal(load(&c, 3, argv), 0);
+    assert_string_equal(c.listen, "127.0.0.1:7200");
+    config_done(&c);
+    unlink(path);
+    free(path);
+}
+
+static void test_file_errors_name_file_and_line(void **state)
+{
+    static const struct {
+        const char *text;
+        const char *line;
+    } cases[] = {
+        {"listen: [unclosed\n", ":2:"},     {"log_level: loud\n", ":1:"},
+        {"a: 1\ninsecure: maybe\n", ":2:"}, {"gpu_conflict: share\n", ":1:"},
+        {"listen: nope\n", ":1:"},          {"- a list\n", ":1:"},
+        {"allowed_hosts: {a: 1}\n", ":1:"}, {"log_max_size: 10\n", ":1:"},
+        {"log_max_files: many\n", ":1:"},
+    };
+    struct config c;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *path = temp_file(cases[i].text);
+        char *argv[] = {"serve", "--config", path, NULL};
+
+        assert_int_equal(load(&c, 3, argv), -EINVAL);
+        if (!strstr(err, path) || !strstr(err, cases[i].line))
+            fail_msg("case %zu: '%s' lacks the file or %s", i, err, cases[i].line);
+        config_done(&c);
+        unlink(path);
+        free(path);
+    }
+}
+
+static void test_file_with_only_comments_means_defaults(void **state)
+{
+    char *path = temp_file("# listen: 127.0.0.1:9999\n# every line commented out\n");
+    char *argv[] = {"serve", "--config", path, NULL};
+    struct config c;
+
+    assert_int_equal(load(&c, 3, argv), 0);
+    assert_string_equal(c.listen, CONFIG_DEFAULT_LISTEN);
+    config_done(&c);
+    unlink(path);
+    free(path);
+}
+
+static void test_missing_file(void **state)
+{
+    char *argv[] = {"serve", "--config", "/nonexistent/nanny.yaml", NULL};
+    struct config c;
+
+    assert_int_equal(load(&c, 3, argv), -EINVAL);
+    assert_non_null(strstr(err, "/nonexistent/nanny.yaml"));
+    config_done(&c);
+}
+
+/* --- docker_host and compose_command ---------------------------------------------------- */
+
+/* The variables these tests set: saved before each test, restored after it. */
+static const char *const docker_vars[] = {"DOCKER_HOST", "NANNY_DOCKER_HOST",
+                                          "NANNY_COMPOSE_COMMAND"};
+#define N_DOCKER_VARS (sizeof(docker_vars) / sizeof(docker_vars[0]))
+
+static int setup_docker(void **state)
+{
+    char **saved = xcalloc(N_DOCKER_VARS, sizeof(*saved));
+
+    for (size_t i = 0; i < N_DOCKER_VARS; i++) {
+        const char *v = getenv(docker_vars[i]);
+        saved[i] = v ? xstrdup(v) : NULL;
+        unsetenv(docker_vars[i]);
+    }
+    *state = saved;
+    return setup(state);
+}
+
+static int teardown_docker(void **state)
+{
+    char **saved = *state;
+
+    for (size_t i = 0; i < N_DOCKER_VARS; i++) {
+        if (saved[i])
+            setenv(docker_vars[i], saved[i], 1);
+        else
+            unsetenv(docker_vars[i]);
+        free(saved[i]);
+    }
+    free(saved);
+    return 0;
+}
+
+/* prefix, then a path of n characters: "/" and 'a's. */
+static char *long_path(const char *prefix, size_t n)
+{
+    size_t len = strlen(prefix);
+    char *s = xmalloc(len + n + 1);
+
+    memcpy(s, prefix, len);
+    s[len] = '/';
+    memset(s + len + 1, 'a', n - 1);
+    s[len + n] = '\0';
+    return s;
+}
+
+/* Loads with the one flag given and returns the result (err holds the message). */
+static int load_flag(struct config *c, const char *flag, const char *value)
+{
+    char *argv[] = {"serve", (char *)flag, (char *)value, NULL};
+
+    return load(c, 3, argv);
+}
+
+/* The engine's socket: $DOCKER_HOST when it is unix://, else /var/run/docker.sock. */
+static void test_docker_host_default(void **state)
+{
+    static const struct {
+        const char *docker_host; /* NULL: unset */
+        const char *expected;
+    } cases[] = {
+        {NULL, CONFIG_DEFAULT_DOCKER_HOST},
+        {"unix:///run/user/1000/docker.sock", "/run/user/1000/docker.sock"},
+        {"tcp://127.0.0.1:2375", CONFIG_DEFAULT_DOCKER_HOST},
+        {"unix://relative.sock", CONFIG_DEFAULT_DOCKER_HOST},
+        {"ssh://me@box", CONFIG_DEFAULT_DOCKER_HOST},
+    };
+    char *argv[] = {"serve", NULL};
+    struct config c;
+
+    assert_string_equal(CONFIG_DEFAULT_DOCKER_HOST, "/var/run/docker.sock");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].docker_host)
+            setenv("DOCKER_HOST", cases[i].docker_host, 1);
+        else
+            unsetenv("DOCKER_HOST");
+        assert_int_equal(load(&c, 1, argv), 0);
+        assert_string_equal(c.docker_host, cases[i].expected);
+        assert_null(c.compose_command); /* found at start */
+        config_done(&c);
+    }
+}
+
+/* The file, then NANNY_DOCKER_HOST, then --docker-host; DOCKER_HOST is only the default. */
+static void test_docker_host_sources(void **state)
+{
+    char *path = temp_file("docker_host: unix:///srv/file.sock\n");
+    char *plain = temp_file("docker_host: /srv/plain.sock\n");
+    char *argv_file[] = {"serve", "--config", path, NULL};
+    char *argv_plain[] = {"serve", "--config", plain, NULL};
+    char *argv_flag[] = {"serve", "--config", path, "--docker-host", "unix:///srv/flag.sock", NULL};
+    char *max = long_path("", 107);
+    struct config c;
+
+    setenv("DOCKER_HOST", "unix:///srv/default.sock", 1);
+    assert_int_equal(load(&c, 3, argv_file), 0);
+    assert_string_equal(c.docker_host, "/srv/file.sock");
+    config_done(&c);
+    assert_int_equal(load(&c, 3, argv_plain), 0);
+    assert_string_equal(c.docker_host, "/srv/plain.sock");
+    config_done(&c);
+
+    setenv("NANNY_DOCKER_HOST", "/srv/env.sock", 1);
+    assert_int_equal(load(&c, 3, argv_file), 0);
+    assert_string_equal(c.docker_host, "/srv/env.sock");
+    config_done(&c);
+    setenv("NANNY_DOCKER_HOST", "unix:///srv/env2.sock", 1);
+    assert_int_equal(load(&c, 3, argv_file), 0);
+    assert_string_equal(c.docker_host, "/srv/env2.sock");
+    config_done(&c);
+
+    assert_int_equal(load(&c, 5, argv_flag), 0);
+    assert_string_equal(c.docker_host, "/srv/flag.sock");
+    config_done(&c);
+    assert_int_equal(load_flag(&c, "--docker-host", "/run/docker.sock"), 0);
+    assert_string_equal(c.docker_host, "/run/docker.sock");
+    config_done(&c);
+
+    /* 107 characters fit a unix socket address (108 with its NUL). */
+    assert_int_equal(load_flag(&c, "--docker-host", max), 0);
+    assert_string_equal(c.docker_host, max);
+    config_done(&c);
+
+    unlink(path);
+    unlink(plain);
+    free(path);
+    free(plain);
+    free(max);
+}
+
+/* Only local unix sockets: tcp://, relative paths and paths too long for a socket address
+ * are refused, naming the flag, the variable or the file and line. */
+static void test_docker_host_refused(void **state)
+{
+    char *too_long = long_path("", 108), *too_long_url = long_path("unix://", 108);
+    const char *bad[] = {"tcp://127.0.0.1:2375",
+                         "relative/docker.sock",
+                         "unix://relative.sock",
+                         "",
+                         too_long,
+                         too_long_url};
+    struct config c;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(load_flag(&c, "--docker-host", bad[i]), -EINVAL);
+        if (!strstr(err, "--docker-host"))
+            fail_msg("'%s': '%s' does not name the flag", bad[i], err);
+        config_done(&c);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (!*bad[i])
+            continue; /* an empty variable is as good as unset */
+        setenv("NANNY_DOCKER_HOST", bad[i], 1);
+        assert_int_equal(load(&c, 1, (char *[]){"serve", NULL}), -EINVAL);
+        if (!strstr(err, "NANNY_DOCKER_HOST"))
+            fail_msg("'%s': '%s' does not name the variable", bad[i], err);
+        config_done(&c);
+    }
+    unsetenv("NANNY_DOCKER_HOST");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *text = xasprintf("listen: 127.0.0.1:8080\ndocker_host: \"%s\"\n", bad[i]);
+        char *path = temp_file(text);
+        char *argv[] = {"serve", "--config", path, NULL};
+
+        assert_int_equal(load(&c, 3, argv), -EINVAL);
+        if (!strstr(err, path) || !strstr(err, ":2:") || !strstr(err, "docker_host"))
+            fail_msg("'%s': '%s' lacks the file, line 2 or the key", bad[i], err);
+        config_done(&c);
+        unlink(path);
+        free(path);
+        free(text);
+    }
+    free(too_long);
+    free(too_long_url);
+}
+
+/* The file, then NANNY_COMPOSE_COMMAND, then --compose-command. */
+static void test_compose_command_sources(void **state)
+{
+    char *path = temp_file("compose_command: docker compose\n");
+    char *argv_file[] = {"serve", "--config", path, NULL};
+    char *argv_flag[] = {"serve", "--config", path, "--compose-command", "podman compose", NULL};
+    struct config c;
+
+    assert_int_equal(load(&c, 3, argv_file), 0);
+    assert_string_equal(c.compose_command, "docker compose");
+    config_done(&c);
+    setenv("NANNY_COMPOSE_COMMAND", "docker-compose", 1);
+    assert_int_equal(load(&c, 3, argv_file), 0);
+    assert_string_equal(c.compose_command, "docker-compose");
+    config_done(&c);
+    assert_int_equal(load(&c, 5, argv_flag), 0);
+    assert_string_equal(c.compose_command, "podman compose");
+    config_done(&c);
+    unlink(path);
+    free(path);
+}
+
+/* An empty or blank compose command names no program: refused where it came from. */
+static void test_compose_command_refused(void **state)
+{
+    static const char *const blank[] = {"", " ", "    "};
+    struct config c;
+
+    for (size_t i = 0; i < sizeof(blank) / sizeof(blank[0]); i++) {
+        char *text = xasprintf("services: .\ncompose_command: \"%s\"\n", blank[i]);
+        char *path = temp_file(text);
+        char *argv[] = {"serve", "--config", path, NULL};
+
+        assert_int_equal(load_flag(&c, "--compose-command", blank[i]), -EINVAL);
+        if (!strstr(err, "--compose-command"))
+            fail_msg("'%s': '%s' does not name the flag", blank[i], err);
+        config_done(&c);
+
+        if (*blank[i]) { /* an empty variable is as good as unset */
+            setenv("NANNY_COMPOSE_COMMAND", blank[i], 1);
+            assert_int_equal(load(&c, 1, (char *[]){"serve", NULL}), -EINVAL);
+            if (!strstr(err, "NANNY_COMPOSE_COMMAND"))
+                fail_msg("'%s': '%s' does not name the variable", blank[i], err);
+            config_done(&c);
+            unsetenv("NANNY_COMPOSE_COMMAND");
+        }
+
+        assert_int_equal(load(&c, 3, argv), -EINVAL);
+        if (!strstr(err, path) || !strstr(err, ":2:") || !strstr(err, "compose_command"))
+            fail_msg("'%s': '%s' lacks the file, line 2 or the key", blank[i], err);
+        config_done(&c);
+        unlink(path);
+        free(path);
+        free(text);
+    }
+}
+
+/* Tabs are blank too: the compose driver splits the command at spaces and tabs, so a
+ * command of tabs names no program either. */
+static void test_compose_command_of_tabs_is_blank(void **state)
+{
+    static const char *const blank[] = {"\t", " \t "};
+    struct config c;
+
+    for (size_t i = 0; i < sizeof(blank) / sizeof(blank[0]); i++) {
+        int r = load_flag(&c, "--compose-command", blank[i]);
+
+        config_done(&c);
+        if (r != -EINVAL)
+            fail_msg("--compose-command '%s' is taken (%d), though it names no program", blank[i],
+                     r);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_defaults, setup),
+        cmocka_unit_test_setup(test_flags, setup),
+        cmocka_unit_test_setup(test_env_and_flag_precedence, setup),
+        cmocka_unit_test_setup(test_bad_flags, setup),
+        cmocka_unit_test_setup(test_non_loopback_needs_insecure, setup),
+        cmocka_unit_test_setup(test_file, setup),
+        cmocka_unit_test_setup(test_file_errors_name_file_and_line, setup),
+        cmocka_unit_test_setup(test_file_with_only_comments_means_defaults, setup),
+        cmocka_unit_test_setup(test_missing_file, setup),
+        cmocka_unit_test_setup_teardown(test_docker_host_default, setup_docker, teardown_docker),
+        cmocka_unit_test_setup_teardown(test_docker_host_sources, setup_docker, teardown_docker),
+        cmocka_unit_test_setup_teardown(test_docker_host_refused, setup_docker, teardown_docker),
+        cmocka_unit_test_setup_teardown(test_compose_command_sources, setup_docker,
+                                        teardown_docker),
+        cmocka_unit_test_setup_teardown(test_compose_command_refused, setup_docker,
+                                        teardown_docker),
+        cmocka_unit_test_setup_teardown(test_compose_command_of_tabs_is_blank, setup_docker,
+                                        teardown_docker),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

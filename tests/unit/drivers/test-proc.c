@@ -1,0 +1,414 @@
+/* Unit tests for the process driver's engine: real processes on a real loop. */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "drivers/proc.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+
+struct fixture {
+    uv_loop_t loop;
+    char dir[64];
+    char log[96];
+    struct manifest *m;
+    struct proc *p;
+    int exits;
+    int exit_status, term_signal;
+    bool gone;
+    uint64_t gone_at;
+};
+
+static void on_exited(void *data, struct proc *p, int exit_status, int term_signal)
+{
+    struct fixture *f = data;
+
+    f->exits++;
+    f->exit_status = exit_status;
+    f->term_signal = term_signal;
+}
+
+static void on_gone(void *data, struct proc *p)
+{
+    struct fixture *f = data;
+
+    f->gone = true;
+    f->gone_at = uv_now(&f->loop);
+}
+
+static const struct proc_events events = {.exited = on_exited, .gone = on_gone};
+
+static int setup(void **state)
+{
+    struct fixture *f = xcalloc(1, sizeof(*f));
+
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    assert_int_equal(proc_become_subreaper(), 0);
+    strcpy(f->dir, "/tmp/nanny-proc-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->log, sizeof(f->log), "%s/service.log", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    if (f->p && !f->gone)
+        kill(-proc_pid(f->p), SIGKILL);
+    proc_free(f->p);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    manifest_free(f->m);
+    unlink(f->log);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* A manifest running a shell command in the fixture's folder. */
+static void use_command(struct fixture *f, const char *shell, const char *extra)
+{
+    struct diags errors = {0}, warnings = {0};
+    char *yaml = xasprintf("name: t\ncommand: [\"/bin/sh\", \"-c\", \"%s\"]\nhealth: false\n%s",
+                           shell, extra ? extra : "");
+
+    assert_int_equal(manifest_parse(yaml, strlen(yaml), f->dir, &f->m, NULL, &errors, &warnings),
+                     0);
+    free(yaml);
+    diags_clear(&errors);
+    diags_clear(&warnings);
+}
+
+static void start(struct fixture *f)
+{
+    char err[256];
+
+    assert_int_equal(proc_start(&f->loop, f->m, f->log, &events, f, &f->p, err, sizeof(err)), 0);
+    assert_true(proc_pid(f->p) > 0);
+}
+
+/* Runs the loop until cond holds, bounded by 10 s. */
+#define RUN_UNTIL(f, cond)                                                                         \
+    do {                                                                                           \
+        uint64_t deadline_ = uv_now(&(f)->loop) + 10000;                                           \
+        while (!(cond) && uv_now(&(f)->loop) < deadline_) {                                        \
+            uv_run(&(f)->loop, UV_RUN_NOWAIT);                                                     \
+            usleep(2000);                                                                          \
+            uv_update_time(&(f)->loop);                                                            \
+        }                                                                                          \
+        assert_true(cond);                                                                         \
+    } while (0)
+
+static bool log_has(struct fixture *f, const char *text)
+{
+    char buf[4096] = "";
+    FILE *fp = fopen(f->log, "r");
+    size_t n;
+
+    if (!fp)
+        return false;
+    n = fread(buf, 1, sizeof(buf) - 1, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return strstr(buf, text) != NULL;
+}
+
+static void test_output_goes_to_the_log_and_stop_ends_it(void **state)
+{
+    struct fixture *f = *state;
+
+    use_command(f, "echo hello; echo oops >&2; exec sleep 30", NULL);
+    start(f);
+    RUN_UNTIL(f, log_has(f, "hello") && log_has(f, "oops"));
+    assert_true(proc_running(f->p));
+    proc_stop(f->p, 5000);
+    RUN_UNTIL(f, f->gone);
+    assert_int_equal(f->exits, 0); /* a stop is not an exit */
+    assert_false(proc_running(f->p));
+    assert_int_equal(kill(-proc_pid(f->p), 0), -1);
+    assert_int_equal(errno, ESRCH);
+}
+
+static void test_exit_is_reported_with_its_status(void **state)
+{
+    struct fixture *f = *state;
+
+    use_command(f, "exit 3", NULL);
+    start(f);
+    RUN_UNTIL(f, f->gone);
+    assert_int_equal(f->exits, 1);
+    assert_int_equal(f->exit_status, 3);
+    assert_int_equal(f->term_signal, 0);
+}
+
+static void test_death_by_signal_is_reported(void **state)
+{
+    struct fixture *f = *state;
+
+    use_command(f, "kill -SEGV $$", NULL);
+    start(f);
+    RUN_UNTIL(f, f->gone);
+    assert_int_equal(f->exits, 1);
+    assert_int_equal(f->term_signal, SIGSEGV);
+}
+
+static void test_sigterm_ignored_means_sigkill_after_timeout(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t stopped_at;
+
+    use_command(f, "trap '' TERM; echo ready; sleep 30; sleep 30", NULL);
+    start(f);
+    RUN_UNTIL(f, log_has(f, "ready"));
+    stopped_at = uv_now(&f->loop);
+    proc_stop(f->p, 300);
+    RUN_UNTIL(f, f->gone);
+    /* It went only with the SIGKILL, after the timeout. */
+    assert_true(f->gone_at >= stopped_at + 300);
+    assert_int_equal(kill(-proc_pid(f->p), 0), -1);
+}
+
+static void test_children_go_with_the_group(void **state)
+{
+    struct fixture *f = *state;
+
+    use_command(f, "sleep 30 & sleep 30 & echo forked; wait", NULL);
+    start(f);
+    RUN_UNTIL(f, log_has(f, "forked"));
+    proc_stop(f->p, 5000);
+    RUN_UNTIL(f, f->gone);
+    assert_int_equal(kill(-proc_pid(f->p), 0), -1);
+    assert_int_equal(errno, ESRCH);
+}
+
+static void test_leader_exit_takes_its_children(void **state)
+{
+    struct fixture *f = *state;
+
+    use_command(f, "sleep 30 & exit 4", NULL);
+    start(f);
+    RUN_UNTIL(f, f->gone);
+    assert_int_equal(f->exit_status, 4);
+    assert_int_equal(kill(-proc_pid(f->p), 0), -1);
+}
+
+static void test_env_and_workdir(void **state)
+{
+    struct fixture *f = *state;
+
+    use_command(f, "echo value=$NANNY_TEST_VAR dir=$(pwd)", "env: {NANNY_TEST_VAR: forty-two}\n");
+    start(f);
+    RUN_UNTIL(f, f->gone);
+    assert_true(log_has(f, "value=forty-two"));
+    assert_true(log_has(f, f->dir));
+}
+
+static void test_missing_command_and_workdir(void **state)
+{
+    struct fixture *f = *state;
+    struct diags errors = {0}, warnings = {0};
+    const char *yaml = "name: t\ncommand: [\"/nonexistent/binary\"]\nhealth: false\n";
+    const char *yaml_wd = "name: t\ncommand: [\"true\"]\nworkdir: missing\nhealth: false\n";
+    struct manifest *m;
+    struct proc *p = NULL;
+    char err[256];
+
+    assert_int_equal(manifest_parse(yaml, strlen(yaml), f->dir, &m, NULL, &errors, &warnings), 0);
+    assert_int_equal(proc_start(&f->loop, m, f->log, &events, f, &p, err, sizeof(err)), UV_ENOENT);
+    assert_null(p);
+    assert_non_null(strstr(err, "no such command"));
+    manifest_free(m);
+
+    assert_int_equal(manifest_parse(yaml_wd, strlen(yaml_wd), f->dir, &m, NULL, &errors, &warnings),
+                     0);
+    assert_int_equal(proc_start(&f->loop, m, f->log, &events, f, &p, err, sizeof(err)), -ENOTDIR);
+    assert_non_null(strstr(err, "workdir"));
+    manifest_free(m);
+    diags_clear(&errors);
+    diags_clear(&warnings);
+}
+
+static void test_log_tail(void **state)
+{
+    struct fixture *f = *state;
+    FILE *fp = fopen(f->log, "w");
+    char **lines;
+
+    for (int i = 1; i <= 100; i++)
+        fprintf(fp, "line %d\n", i);
+    fclose(fp);
+
+    assert_int_equal(proc_log_tail(f->log, 3, 65536, &lines), 0);
+    assert_string_equal(lines[0], "line 98");
+    assert_string_equal(lines[2], "line 100");
+    assert_null(lines[3]);
+    strv_free(lines);
+
+    /* A window of 20 bytes cuts a line: the cut one is dropped. */
+    assert_int_equal(proc_log_tail(f->log, 50, 20, &lines), 0);
+    assert_string_equal(lines[0], "line 99");
+    assert_string_equal(lines[1], "line 100");
+    assert_null(lines[2]);
+    strv_free(lines);
+
+    assert_int_equal(proc_log_tail(f->log, 0, 65536, &lines), 0);
+    assert_null(lines[0]);
+    strv_free(lines);
+
+    unlink(f->log);
+    assert_int_equal(proc_log_tail(f->log, 10, 65536, &lines), 0);
+    assert_null(lines[0]);
+    strv_free(lines);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+static void test_log_rotation_keeps_the_service_writing(void **state)
+{
+    struct fixture *f = *state;
+    char *one = xasprintf("%s.1", f->log), *two = xasprintf("%s.2", f->log);
+    char *three = xasprintf("%s.3", f->log);
+
+    /* A service that writes a line every 10 ms, through O_APPEND. */
+    use_command(f, "i=0; while [ $i -lt 100000 ]; do echo line $i; i=$((i+1)); sleep 0.01; done",
+                NULL);
+    start(f);
+    RUN_UNTIL(f, file_size(f->log) > 200);
+    assert_int_equal(proc_log_rotate(f->log, 100000, 2), 0); /* small enough */
+    assert_int_equal(proc_log_rotate(f->log, 100, 2), 1);
+    assert_true(file_size(one) > 100);
+    assert_true(file_size(f->log) < 100);
+    /* The service goes on writing at the start of the cut file. */
+    RUN_UNTIL(f, file_size(f->log) > 200);
+    assert_int_equal(proc_log_rotate(f->log, 100, 2), 1);
+    RUN_UNTIL(f, file_size(f->log) > 200);
+    assert_int_equal(proc_log_rotate(f->log, 100, 2), 1);
+    assert_true(file_size(two) > 100);
+    assert_int_equal(file_size(three), -1); /* keep 2: no third */
+    proc_stop(f->p, 5000);
+    RUN_UNTIL(f, f->gone);
+    unlink(one);
+    unlink(two);
+    free(one);
+    free(two);
+    free(three);
+}
+
+/* Starts a shell command as an earlier daemon would have left it: in its own session, no
+ * child of ours any more (we are its subreaper, so that we can reap it). */
+static pid_t orphan_group(const char *shell)
+{
+    int fds[2];
+    pid_t child, grandchild = 0;
+
+    assert_int_equal(pipe(fds), 0);
+    child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        pid_t g = fork();
+        if (g == 0) {
+            setsid();
+            execl("/bin/sh", "sh", "-c", shell, (char *)NULL);
+            _exit(127);
+        }
+        if (write(fds[1], &g, sizeof(g)) != sizeof(g))
+            _exit(1);
+        _exit(0);
+    }
+    assert_int_equal(read(fds[0], &grandchild, sizeof(grandchild)), sizeof(grandchild));
+    close(fds[0]);
+    close(fds[1]);
+    waitpid(child, NULL, 0);
+    for (int i = 0; i < 1000 && getpgid(grandchild) != grandchild; i++)
+        usleep(1000);
+    assert_int_equal(getpgid(grandchild), grandchild);
+    return grandchild;
+}
+
+/* Reaps an orphan of ours once it is a zombie (an init process does this for a daemon). */
+static bool reaped(pid_t pid)
+{
+    return waitpid(pid, NULL, WNOHANG) == pid || (kill(pid, 0) < 0 && errno == ESRCH);
+}
+
+static void test_adopt_and_stop(void **state)
+{
+    struct fixture *f = *state;
+    pid_t pid = orphan_group("exec sleep 30");
+    uint64_t start_time;
+
+    assert_int_equal(proc_start_time(pid, &start_time), 0);
+    assert_int_equal(proc_adopt(&f->loop, pid, start_time + 1, &events, f, &f->p), -ESRCH);
+    assert_null(f->p);
+    assert_int_equal(proc_adopt(&f->loop, pid, start_time, &events, f, &f->p), 0);
+    assert_true(proc_running(f->p));
+    proc_stop(f->p, 5000);
+    RUN_UNTIL(f, (reaped(pid), f->gone));
+    assert_int_equal(f->exits, 0);
+}
+
+static void test_adopted_exit_is_seen(void **state)
+{
+    struct fixture *f = *state;
+    pid_t pid = orphan_group("sleep 0.3");
+    uint64_t start_time;
+
+    assert_int_equal(proc_start_time(pid, &start_time), 0);
+    assert_int_equal(proc_adopt(&f->loop, pid, start_time, &events, f, &f->p), 0);
+    RUN_UNTIL(f, (reaped(pid), f->gone));
+    assert_int_equal(f->exits, 1);
+    assert_int_equal(f->exit_status, -1); /* not our child: the status is unknown */
+}
+
+static void test_start_time_of_a_gone_pid(void **state)
+{
+    uint64_t t;
+    pid_t pid = fork();
+
+    if (pid == 0)
+        _exit(0);
+    waitpid(pid, NULL, 0);
+    assert_int_equal(proc_start_time(pid, &t), -ESRCH);
+    assert_int_equal(proc_start_time(getpid(), &t), 0);
+    assert_true(t > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_output_goes_to_the_log_and_stop_ends_it, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_exit_is_reported_with_its_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_death_by_signal_is_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_ignored_means_sigkill_after_timeout, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_children_go_with_the_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leader_exit_takes_its_children, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_and_workdir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_command_and_workdir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_rotation_keeps_the_service_writing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_adopt_and_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopted_exit_is_seen, setup, teardown),
+        cmocka_unit_test(test_start_time_of_a_gone_pid),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
