@@ -4,9 +4,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/scaffold.h"
 #include "core/config.h"
 #include "daemon.h"
-#include "cli/scaffold.h"
+#include "drivers/drivers.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -24,6 +25,7 @@ int main(int argc, char **argv)
     char err[1024];
     int r;
 
+    drivers_set(drivers_builtin); /* before any manifest is read */
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/discovery.h"
-#include "drivers/docker.h"
+#include "core/driver.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 
@@ -151,17 +151,23 @@ static void reject_duplicate_names(struct scan *s)
     free(refs);
 }
 
-/* Compose drops '.' from project names: `a.b` and `ab` would be one project, each
- * service starting and stopping the other's containers. The later folder is the error. */
-static void reject_duplicate_projects(struct scan *s)
+/* Two services that their driver's backend would know by one name (compose drops '.'
+ * from project names: `a.b` and `ab` would be one project, each service starting and
+ * stopping the other's containers). The later folder is the error. */
+static void reject_shared_instances(struct scan *s)
 {
     struct name_ref *refs = xmalloc((s->n ? s->n : 1) * sizeof(*refs));
     size_t n = 0;
 
     for (size_t i = 0; i < s->n; i++) {
         const struct manifest *m = s->entries[i].manifest;
-        if (m && m->driver == DRIVER_COMPOSE)
-            refs[n++] = (struct name_ref){docker_project_name(m->name), i};
+        const struct driver *d = m ? driver_for(m) : NULL;
+        if (d && d->instance_key) {
+            /* The driver's name first: keys of two drivers never clash. */
+            char *key = d->instance_key(m->name);
+            refs[n++] = (struct name_ref){xasprintf("%s\n%s", d->name, key), i};
+            free(key);
+        }
     }
     qsort(refs, n, sizeof(*refs), compare_name_refs);
     for (size_t j = 0, first = 0; j < n; j++) {
@@ -171,11 +177,11 @@ static void reject_duplicate_projects(struct scan *s)
         }
         struct scan_entry *e = &s->entries[refs[j].index];
         const struct scan_entry *owner = &s->entries[refs[first].index];
+        const struct driver *d = driver_for(e->manifest);
+        char why[512];
 
-        diags_add(&e->errors, e->manifest->name_line,
-                  "its compose project name %s (compose drops '.') is already the project of "
-                  "service %s: give this one another name",
-                  refs[j].name, owner->manifest->name);
+        d->instance_clash(strchr(refs[j].name, '\n') + 1, owner->manifest->name, why, sizeof(why));
+        diags_add(&e->errors, e->manifest->name_line, "%s", why);
         entry_reject(e);
     }
     for (size_t j = 0; j < n; j++)
@@ -281,7 +287,7 @@ int discovery_scan(const char *root, struct scan **ret)
     free(folders);
 
     reject_duplicate_names(s);
-    reject_duplicate_projects(s);
+    reject_shared_instances(s);
     reject_shared_ports(s);
     for (size_t i = 0; i < s->n; i++) {
         if (s->entries[i].manifest)

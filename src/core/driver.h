@@ -1,6 +1,6 @@
 /* The driver interface: how the supervisor starts, stops, watches and reads a service
- * without knowing what runs it. Two drivers: process (driver_process.c) and Docker
- * Compose (driver_compose.c). */
+ * without knowing what runs it. The daemon's drivers (process, compose) are in the table
+ * of drivers/drivers.c; the core finds them by name and never names one. */
 #ifndef NANNY_DRIVER_H
 #define NANNY_DRIVER_H
 
@@ -11,11 +11,22 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "lib/fetch.h"
 #include "core/manifest.h"
+#include "lib/fetch.h"
 
-struct driver_run;  /* one run of one service, the driver's own */
-struct driver_logs; /* a logs request still in flight */
+struct config;
+struct driver;
+
+/* A run of one service, and a logs request still in flight. Every handle a driver makes
+ * starts with this header (its own struct embeds it first), naming the driver that made
+ * it: a handle is always stopped, released or cancelled by that driver's code, whatever
+ * the service's manifest says by then. */
+struct driver_run {
+    const struct driver *driver;
+};
+struct driver_logs {
+    const struct driver *driver;
+};
 
 /* What a run tells the supervisor, on the loop. */
 struct driver_events {
@@ -34,8 +45,49 @@ struct driver_events {
  * or NULL and a sentence. */
 typedef void (*driver_logs_fn)(void *data, char **lines, const char *error);
 
+/* What a driver sees happen outside the daemon, told to the supervisor. */
+struct driver_outside {
+    /* Something of a service runs that no run of the daemon has (started by hand, or
+     * before the daemon): key is the service's instance_key(). The supervisor adopt()s it
+     * with a NULL record. Said again after each change the driver sees. */
+    void (*appeared)(void *data, const struct driver *d, const char *key);
+    /* The driver's backend (the Docker engine) became unavailable (error says why) or
+     * came back (NULL). */
+    void (*backend)(void *data, const struct driver *d, const char *error);
+};
+
+/* What a driver is given once, at setup; valid until its teardown. */
+struct driver_context {
+    uv_loop_t *loop;
+    struct fetcher *fetcher;
+    const struct config *config;
+    const struct driver_outside *outside;
+    void *data;
+};
+
+/* A driver: a table of functions, one per kind of service (systemd's unit_vtable). The
+ * supervisor never names a driver; it finds a manifest's by name (driver_for).
+ *
+ * Required: name, available, start, stop, release. Every other slot may be NULL, with
+ * the meaning given beside it; the calls below (driver_run_stop...) check them. */
 struct driver {
-    const char *name;
+    const char *name; /* what manifests call it: "process", "compose" */
+
+    /* Once, before anything else (NULL: nothing to set up). */
+    void (*setup)(const struct driver_context *ctx);
+    /* Once, at the end: every run has been released (NULL: nothing to undo). */
+    void (*teardown)(void);
+    /* A service of this driver exists now (again after each rescan that finds one): the
+     * driver may begin watching its backend (NULL: nothing to watch). */
+    void (*in_use)(void);
+    /* The backend as GET /health shows it, a new reference (NULL: nothing to show). */
+    json_t *(*info)(void);
+    /* The name the backend knows a service by (compose's project name), newly allocated;
+     * two services with one key would be one thing there, so discovery rejects the later
+     * folder, with instance_clash's sentence. NULL: the service name itself. */
+    char *(*instance_key)(const char *name);
+    void (*instance_clash)(const char *key, const char *other, char *buf, size_t size);
+
     /* 0 when the driver can start m now; else a negative errno and a sentence (no Docker
      * engine...): the backend is unavailable, nothing was tried. */
     int (*available)(const struct manifest *m, char *err, size_t err_size);
@@ -49,56 +101,48 @@ struct driver {
      * left. Harmless when called again. */
     void (*stop)(struct driver_run *r, uint64_t timeout_ms);
     /* What the state file keeps of a run, for a later daemon to adopt it (new reference,
-     * NULL when there is nothing to keep). */
+     * NULL when there is nothing to keep). NULL: runs are never kept. */
     json_t *(*record)(const struct driver_run *r);
     /* Takes over a run of m that the daemon did not start (recorded by an earlier daemon,
-     * or seen by the driver); -ESRCH when it no longer runs. */
+     * or seen by the driver: record NULL); -ESRCH when it no longer runs. NULL: nothing is
+     * ever adopted. */
     int (*adopt)(uv_loop_t *loop, const struct manifest *m, json_t *record,
                  const struct driver_events *events, void *data, struct driver_run **ret);
     /* A stop of a service that does not run: what its last run left (a compose project's
      * exited containers) is removed by a run that only stops (gone() when done). 0 and
-     * *ret NULL when nothing is left. NULL when the driver leaves nothing. */
+     * *ret NULL when nothing is left. NULL: the driver leaves nothing. */
     int (*leftovers)(const struct manifest *m, const struct driver_events *events, void *data,
                      struct driver_run **ret);
     /* Forgets a run without stopping it (the daemon stops; the service keeps running). */
     void (*release)(struct driver_run *r);
     /* The last tail lines of m's output; done may be called before this returns, and is
-     * then the answer (*ret NULL). Otherwise *ret can be cancelled until done. */
+     * then the answer (*ret NULL). Otherwise *ret can be cancelled until done. NULL: the
+     * driver keeps no output. */
     void (*logs)(const struct manifest *m, const char *log_path, unsigned tail, driver_logs_fn done,
                  void *data, struct driver_logs **ret);
+    /* NULL when logs always answers before it returns. */
     void (*logs_cancel)(struct driver_logs *l);
-    /* Keeps the output's size in bounds (rotation); 1 when it rotated. NULL when the
-     * driver keeps no log file. */
+    /* Keeps the output's size in bounds (rotation), on a worker thread; 1 when it rotated.
+     * NULL when the driver keeps no log file. */
     int (*rotate)(const char *log_path, uint64_t max_bytes, unsigned keep);
 };
 
-extern const struct driver driver_process;
-extern const struct driver driver_compose;
-
-/* The driver of a manifest. */
+/* The table of drivers, NULL-terminated (drivers/drivers.h has the daemon's): set once,
+ * before any manifest is looked at. A new driver is one file and one row there. */
+void drivers_set(const struct driver *const *table);
+/* The table, for walking it. */
+const struct driver *const *drivers_all(void);
+/* The driver called name, or NULL. */
+const struct driver *driver_find(const char *name);
+/* The driver of a manifest, or NULL when the table has none of that name. */
 const struct driver *driver_for(const struct manifest *m);
 
-/* What the compose driver sees happen outside the daemon. */
-struct driver_outside {
-    /* Containers of the compose project of service `name` run, but no run of the daemon
-     * has them (started by hand, or before the daemon): adopt() them with a record
-     * {"project": name}. Called again after each change of the engine's containers. */
-    void (*appeared)(void *data, const char *name);
-    /* The backend (Docker engine) became unavailable (error says why) or came back (NULL). */
-    void (*backend)(void *data, const char *error);
-};
-
-/* Sets up the compose driver: finds the compose command (command, when not NULL,
- * overrides), and watches the engine at docker_socket. */
-void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *command,
-                          const char *docker_socket, const struct driver_outside *outside,
-                          void *data);
-void driver_compose_teardown(void);
-/* Starts watching the engine (first used by a compose service): a daemon without compose
- * services does not load libcurl for it. */
-void driver_compose_watch(void);
-/* {"command": "docker-compose" | null, "docker_host": path,
- *  "engine": "reachable" | "unreachable" | "unwatched", "error": …} */
-json_t *driver_compose_info(void);
+/* The calls that go through a handle's own driver, optional slots checked. */
+void driver_run_stop(struct driver_run *r, uint64_t timeout_ms);
+void driver_run_release(struct driver_run *r); /* NULL is fine */
+json_t *driver_run_record(const struct driver_run *r);
+void driver_logs_cancel(struct driver_logs *l); /* NULL is fine */
+/* The backend's name for a service of driver d (instance_key, or the name). */
+char *driver_instance_key(const struct driver *d, const char *name);
 
 #endif

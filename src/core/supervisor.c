@@ -17,7 +17,6 @@
 #include "core/health.h"
 #include "core/state.h"
 #include "core/supervisor.h"
-#include "drivers/docker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 
@@ -30,7 +29,6 @@ struct run {
     struct supervisor *sup;
     struct service *svc;
     struct lifecycle lc;
-    const struct driver *driver; /* of the manifest the run started with */
     struct driver_run *instance; /* the running instance, NULL when none */
     struct health_probe *probe;
     uv_timer_t start_timer;   /* start_period */
@@ -148,11 +146,10 @@ void supervisor_run_free(void *data)
 
     health_probe_free(run->probe);
     run->probe = NULL;
-    if (run->instance)
-        run->driver->release(run->instance); /* left running: a later daemon adopts it */
+    driver_run_release(run->instance); /* left running: a later daemon adopts it */
     run->instance = NULL;
     for (size_t i = 0; i < run->n_retired; i++)
-        run->driver->release(run->retired[i]);
+        driver_run_release(run->retired[i]);
     run->n_retired = 0;
     run->svc = NULL;
     uv_close((uv_handle_t *)&run->start_timer, on_run_closed);
@@ -170,7 +167,7 @@ static void state_record(struct supervisor *sup)
         struct run *run = svc->run;
         json_t *record;
 
-        if (!run || !run->instance || !(record = run->driver->record(run->instance)))
+        if (!run || !run->instance || !(record = driver_run_record(run->instance)))
             continue;
         json_object_set_new(record, "started_at_ms", json_integer(svc->started_at_ms));
         json_object_set_new(record, "log", json_string(run->log_path));
@@ -201,7 +198,7 @@ static void retire_run(struct run *run)
     if (!run->instance)
         return;
     if (run->n_retired == RUN_RETIRED_MAX) {
-        run->driver->release(run->retired[0]); /* let the oldest be: it no longer reports */
+        driver_run_release(run->retired[0]); /* let the oldest be: it no longer reports */
         run->retired[0] = run->retired[--run->n_retired];
     }
     run->retired[run->n_retired++] = run->instance;
@@ -236,12 +233,12 @@ static void on_run_gone(void *data, struct driver_run *p)
     if (p != run->instance) {
         /* The last of an earlier process of this service, started again since. */
         retired_unlink(run, p);
-        run->driver->release(p);
+        driver_run_release(p);
         return;
     }
     run->instance = NULL;
     run->driver_starting = false;
-    run->driver->release(p);
+    driver_run_release(p);
     /* After a stop this is the end of the stop; after an exit the state moved already. */
     if (run->lc.state == STATE_STOPPING)
         run_event(run, LIFECYCLE_EXITED_OK);
@@ -374,9 +371,8 @@ static void driver_start(struct run *run)
     run->stop_timeout_ms = m->stop_timeout_ms;
     retire_run(run);
     run->driver_starting = false;
-    run->driver = driver_for(m);
-    r = run->driver->start(sup->loop, m, run->log_path, &driver_events, run, &run->instance, err,
-                           sizeof(err));
+    r = driver_for(m)->start(sup->loop, m, run->log_path, &driver_events, run, &run->instance, err,
+                             sizeof(err));
     if (r < 0) {
         set_last_error(svc, "%s", err);
         run_event(run, LIFECYCLE_DRIVER_FAILED);
@@ -407,7 +403,7 @@ static void run_apply(struct run *run, const struct lifecycle_step *step)
         uv_timer_stop(&run->start_timer);
     }
     if (step->actions & LIFECYCLE_DRIVER_STOP && run->instance)
-        run->driver->stop(run->instance, run->stop_timeout_ms);
+        driver_run_stop(run->instance, run->stop_timeout_ms);
     if (step->actions & LIFECYCLE_PROBE_BEGIN) {
         probe_begin(run);
         if (run->lc.state == STATE_STARTING)
@@ -769,7 +765,7 @@ struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *s
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
         return NULL;
     }
-    if (driver_for(svc->manifest)->available(svc->manifest, message, sizeof(message)) < 0) {
+    if (supervisor_unavailable(svc, message, sizeof(message))) {
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, message);
         return NULL;
     }
@@ -801,7 +797,6 @@ static void stop_leftovers(struct supervisor *sup, struct service *svc)
         (svc->state != STATE_STOPPED && svc->state != STATE_FAILED))
         return;
     run = run_of(sup, svc);
-    run->driver = driver;
     run->stop_timeout_ms = svc->manifest->stop_timeout_ms;
     if (driver->leftovers(svc->manifest, &driver_events, run, &run->instance) < 0)
         log_warning("%s: cannot remove what its last run left", svc->name);
@@ -864,7 +859,6 @@ static void on_restart_timer(uv_timer_t *t)
 
 /* A logs request that the driver answers later. */
 struct supervisor_logs {
-    const struct driver *driver;
     struct driver_logs *request;
     driver_logs_fn done;
     void *data;
@@ -884,14 +878,20 @@ static void on_logs(void *data, char **lines, const char *error)
 struct supervisor_logs *supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail,
                                         driver_logs_fn done, void *data)
 {
-    struct supervisor_logs *l = xcalloc(1, sizeof(*l));
-    char *path = state_log_path(sup->config->state_dir, svc->name);
+    const struct driver *driver = driver_for(svc->manifest);
+    struct supervisor_logs *l;
+    char *path;
     struct driver_logs *request = NULL;
 
-    l->driver = driver_for(svc->manifest);
+    if (!driver->logs) {
+        done(data, NULL, "its driver keeps no output");
+        return NULL;
+    }
+    l = xcalloc(1, sizeof(*l));
+    path = state_log_path(sup->config->state_dir, svc->name);
     l->done = done;
     l->data = data;
-    l->driver->logs(svc->manifest, path, tail, on_logs, l, &request);
+    driver->logs(svc->manifest, path, tail, on_logs, l, &request);
     free(path);
     if (l->answered) {
         free(l);
@@ -905,7 +905,7 @@ void supervisor_logs_cancel(struct supervisor_logs *l)
 {
     if (!l)
         return;
-    l->driver->logs_cancel(l->request);
+    driver_logs_cancel(l->request);
     free(l);
 }
 
@@ -963,8 +963,8 @@ static void on_log_timer(uv_timer_t *t)
     job->items = xcalloc(n + 1, sizeof(*job->items));
     for (size_t i = 0; i < n; i++) {
         struct run *run = registry_at(sup->reg, i)->run;
-        if (run && run->instance && run->driver->rotate) {
-            job->items[job->n].rotate = run->driver->rotate;
+        if (run && run->instance && run->instance->driver->rotate) {
+            job->items[job->n].rotate = run->instance->driver->rotate;
             job->items[job->n++].path = xstrdup(run->log_path);
         }
     }
@@ -978,33 +978,34 @@ static void on_log_timer(uv_timer_t *t)
 
 /* --- what the compose driver sees outside the daemon ------------------------------------ */
 
-/* The compose service whose project is name, or NULL. */
-static struct service *compose_service(struct supervisor *sup, const char *project)
+/* The service of driver d that its backend knows as key, or NULL. */
+static struct service *service_by_key(struct supervisor *sup, const struct driver *d,
+                                      const char *key)
 {
     size_t n = registry_count(sup->reg);
 
     for (size_t i = 0; i < n; i++) {
         struct service *svc = registry_at(sup->reg, i);
-        char *p;
+        char *k;
         bool same;
 
-        if (svc->manifest->driver != DRIVER_COMPOSE)
+        if (driver_for(svc->manifest) != d)
             continue;
-        p = docker_project_name(svc->name);
-        same = strcmp(p, project) == 0;
-        free(p);
+        k = driver_instance_key(d, svc->name);
+        same = strcmp(k, key) == 0;
+        free(k);
         if (same)
             return svc;
     }
     return NULL;
 }
 
-/* Containers of a compose service run that the daemon did not start: it runs, and holds
- * the GPU if it needs one, like any other. */
-static void on_appeared(void *data, const char *project)
+/* Something of a service runs that the daemon did not start (a compose project started by
+ * hand): it runs, and holds the GPU if it needs one, like any other. */
+static void on_appeared(void *data, const struct driver *d, const char *key)
 {
     struct supervisor *sup = data;
-    struct service *svc = compose_service(sup, project);
+    struct service *svc = service_by_key(sup, d, key);
     struct lifecycle_step step;
     struct run *run;
 
@@ -1014,8 +1015,8 @@ static void on_appeared(void *data, const char *project)
     run = run_of(sup, svc);
     if (run->reserved)
         return; /* a start of it waits for the GPU: that start will find it running */
-    run->driver = driver_for(svc->manifest);
-    if (run->driver->adopt(sup->loop, svc->manifest, NULL, &driver_events, run, &run->instance) < 0)
+    if (!d->adopt ||
+        d->adopt(sup->loop, svc->manifest, NULL, &driver_events, run, &run->instance) < 0)
         return;
     run->stop_timeout_ms = svc->manifest->stop_timeout_ms;
     svc->started_at_ms = unix_ms();
@@ -1026,7 +1027,7 @@ static void on_appeared(void *data, const char *project)
     step = lifecycle_adopt(&run->lc, uv_now(sup->loop));
     svc->state = run->lc.state;
     registry_touch(sup->reg, svc);
-    log_info("%s: its containers run, started outside the daemon: adopted", svc->name);
+    log_info("%s: it runs, started outside the daemon: adopted", svc->name);
     if (svc->manifest->gpu_required) {
         char message[160];
         if (!gpu_free_for(sup, svc))
@@ -1046,15 +1047,15 @@ static void on_appeared(void *data, const char *project)
     ops_settle(sup);
 }
 
-/* The Docker engine went or came back: the compose services' status shows it. */
-static void on_backend(void *data, const char *error)
+/* A driver's backend (the Docker engine) went or came back: its services' status shows it. */
+static void on_backend(void *data, const struct driver *d, const char *error)
 {
     struct supervisor *sup = data;
     size_t n = registry_count(sup->reg);
 
     for (size_t i = 0; i < n; i++) {
         struct service *svc = registry_at(sup->reg, i);
-        if (svc->manifest->driver == DRIVER_COMPOSE)
+        if (driver_for(svc->manifest) == d)
             registry_touch(sup->reg, svc);
     }
 }
@@ -1063,12 +1064,24 @@ static const struct driver_outside outside = {.appeared = on_appeared, .backend 
 
 const char *supervisor_unavailable(const struct service *svc, char *buf, size_t size)
 {
-    return driver_for(svc->manifest)->available(svc->manifest, buf, size) < 0 ? buf : NULL;
+    const struct driver *d = driver_for(svc->manifest);
+
+    if (!d) {
+        snprintf(buf, size, "this daemon has no driver %s",
+                 manifest_driver_name(svc->manifest->driver));
+        return buf;
+    }
+    return d->available(svc->manifest, buf, size) < 0 ? buf : NULL;
 }
 
-json_t *supervisor_compose_info(void)
+json_t *supervisor_drivers_info(void)
 {
-    return driver_compose_info();
+    json_t *info = json_object();
+
+    for (const struct driver *const *d = drivers_all(); *d; d++)
+        if ((*d)->info)
+            json_object_set_new(info, (*d)->name, (*d)->info());
+    return info;
 }
 
 struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct fetcher *fetcher,
@@ -1084,8 +1097,10 @@ struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct 
     sup->log_timer.data = sup;
     sup->state_writer = state_writer_new(loop, config->state_dir);
     uv_timer_start(&sup->log_timer, on_log_timer, LOG_CHECK_MS, LOG_CHECK_MS);
-    driver_compose_setup(loop, fetcher, config->compose_command, config->docker_host, &outside,
-                         sup);
+    struct driver_context ctx = {loop, fetcher, config, &outside, sup};
+    for (const struct driver *const *d = drivers_all(); *d; d++)
+        if ((*d)->setup)
+            (*d)->setup(&ctx);
     return sup;
 }
 
@@ -1093,10 +1108,14 @@ void supervisor_services_changed(struct supervisor *sup)
 {
     size_t n = registry_count(sup->reg);
 
-    for (size_t i = 0; i < n; i++) {
-        if (registry_at(sup->reg, i)->manifest->driver == DRIVER_COMPOSE) {
-            driver_compose_watch(); /* containers of it may run already */
-            return;
+    for (const struct driver *const *d = drivers_all(); *d; d++) {
+        if (!(*d)->in_use)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            if (driver_for(registry_at(sup->reg, i)->manifest) == *d) {
+                (*d)->in_use(); /* what it runs may run already */
+                break;
+            }
         }
     }
 }
@@ -1129,9 +1148,10 @@ void supervisor_adopt(struct supervisor *sup)
             continue;
         }
         run = run_of(sup, svc);
-        run->driver = driver_for(svc->manifest);
-        r = run->driver->adopt(sup->loop, svc->manifest, entry, &driver_events, run,
-                               &run->instance);
+        r = driver_for(svc->manifest)->adopt
+                ? driver_for(svc->manifest)
+                      ->adopt(sup->loop, svc->manifest, entry, &driver_events, run, &run->instance)
+                : -ESRCH;
         if (r < 0) {
             log_info("%s: no longer running (pid %d): stopped", name, (int)pid);
             continue;
@@ -1217,7 +1237,9 @@ void supervisor_free(struct supervisor *sup)
             supervisor_run_free(svc->run);
         svc->run = NULL;
     }
-    driver_compose_teardown();
+    for (const struct driver *const *d = drivers_all(); *d; d++)
+        if ((*d)->teardown)
+            (*d)->teardown();
     state_writer_free(sup->state_writer); /* what it still writes, it writes */
     if (sup->rotating)
         sup->rotating->sup = NULL; /* it ends by itself */

@@ -46,8 +46,8 @@ struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct 
  * runs (or whose pid now belongs to another process) is marked stopped. */
 void supervisor_adopt(struct supervisor *sup);
 
-/* The registry changed: the compose driver starts watching the Docker engine once there
- * is a compose service. */
+/* The registry changed: a driver that has services now may begin watching its backend
+ * (the compose driver, the Docker engine). */
 void supervisor_services_changed(struct supervisor *sup);
 
 /* The daemon is stopping: records what runs for the next daemon to adopt or, with
@@ -88,8 +88,9 @@ void supervisor_logs_cancel(struct supervisor_logs *l);
  * can. */
 const char *supervisor_unavailable(const struct service *svc, char *buf, size_t size);
 
-/* The compose driver's command and engine, for GET /health. */
-json_t *supervisor_compose_info(void);
+/* What each driver shows of its backend, for GET /health: {"compose": {...}}. New
+ * reference. */
+json_t *supervisor_drivers_info(void);
 
 /* The registry's hook for a service that goes away: frees its run. */
 void supervisor_run_free(void *run);

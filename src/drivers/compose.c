@@ -8,7 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/driver.h"
+#include "drivers/drivers.h"
+#include "core/config.h"
 #include "drivers/docker.h"
 #include "drivers/proc.h"
 #include "lib/alloc.h"
@@ -32,9 +33,10 @@ enum phase {
 
 struct child;
 
-struct driver_run {
-    char *name;    /* the service's */
-    char *project; /* compose's normal form of it */
+struct compose_run {
+    struct driver_run base; /* first: the handle the supervisor holds */
+    char *name;             /* the service's */
+    char *project;          /* compose's normal form of it */
     char *dir, *file;
     char **env; /* the manifest's "KEY=VALUE" plus DOCKER_HOST */
     const struct driver_events *events;
@@ -46,12 +48,12 @@ struct driver_run {
     uint64_t list_from; /* lists older than this one say nothing about this run */
     unsigned downs;     /* downs run, for COMPOSE_DOWN_TRIES */
     struct child *child;
-    struct driver_run *next, *prev;
+    struct compose_run *next, *prev;
 };
 
 /* One compose command: done once it exited and both pipes are drained. */
 struct child {
-    struct driver_run *run;
+    struct compose_run *run;
     uv_process_t process;
     uv_pipe_t out, err;
     uv_timer_t watchdog; /* a command that hangs is killed */
@@ -63,7 +65,7 @@ struct child {
     char tail[COMPOSE_TAIL_MAX];
     size_t tail_len;
     const char *what; /* "up -d" or "down" */
-    void (*done)(struct driver_run *r, struct child *ch);
+    void (*done)(struct compose_run *r, struct child *ch);
 };
 
 struct compose {
@@ -75,8 +77,8 @@ struct compose {
     char *socket;
     const struct driver_outside *outside;
     void *data;
-    struct driver_run *runs; /* every run not yet released */
-    uv_timer_t wake;         /* lets waiting runs go, outside the callers' stacks */
+    struct compose_run *runs; /* every run not yet released */
+    uv_timer_t wake;          /* lets waiting runs go, outside the callers' stacks */
 };
 
 static struct compose *compose; /* one per daemon, made by driver_compose_setup() */
@@ -85,7 +87,9 @@ static void on_engine(void *data, const char *error);
 static void on_listed(void *data);
 static const struct docker_watch watch = {.engine = on_engine, .listed = on_listed};
 
-void driver_compose_watch(void)
+/* Starts watching the engine (first used by a compose service): a daemon without compose
+ * services does not load libcurl for it. */
+static void compose_in_use(void)
 {
     if (compose && !compose->docker)
         compose->docker =
@@ -162,7 +166,7 @@ static void compose_find(struct compose *c, const char *override)
 
 static void on_wake(uv_timer_t *t);
 
-static void run_free(struct driver_run *r)
+static void run_free(struct compose_run *r)
 {
     if (r->env)
         for (char **e = r->env; *e; e++)
@@ -182,7 +186,7 @@ static void wake_soon(void)
         uv_timer_start(&compose->wake, on_wake, 0, 0);
 }
 
-static void run_unlink(struct driver_run *r)
+static void run_unlink(struct compose_run *r)
 {
     wake_soon();
     if (r->prev)
@@ -194,12 +198,13 @@ static void run_unlink(struct driver_run *r)
     r->next = r->prev = NULL;
 }
 
-static struct driver_run *run_new(const struct manifest *m, const struct driver_events *events,
-                                  void *data)
+static struct compose_run *run_new(const struct manifest *m, const struct driver_events *events,
+                                   void *data)
 {
-    struct driver_run *r = xcalloc(1, sizeof(*r));
+    struct compose_run *r = xcalloc(1, sizeof(*r));
     size_t n = 0;
 
+    r->base.driver = &driver_compose;
     r->name = xstrdup(m->name);
     r->project = docker_project_name(m->name);
     r->dir = xstrdup(m->dir);
@@ -221,14 +226,14 @@ static struct driver_run *run_new(const struct manifest *m, const struct driver_
 }
 
 /* The run ends: gone() once, then it waits for release(). */
-static void run_end(struct driver_run *r)
+static void run_end(struct compose_run *r)
 {
     if (r->phase == PHASE_ENDED)
         return;
     r->phase = PHASE_ENDED;
     run_unlink(r);
     if (!r->released && r->events->gone)
-        r->events->gone(r->data, r);
+        r->events->gone(r->data, &r->base);
 }
 
 /* --- compose commands as children -------------------------------------------------------- */
@@ -243,7 +248,7 @@ static void on_child_closed(uv_handle_t *h)
 
 static void child_maybe_done(struct child *ch)
 {
-    struct driver_run *r = ch->run;
+    struct compose_run *r = ch->run;
 
     if (!ch->exited || ch->open_streams > 0 || !r)
         return;
@@ -335,8 +340,8 @@ static void on_watchdog(uv_timer_t *t)
 
 /* Runs `COMPOSE -p PROJECT [-f FILE] ARGS...` in the service folder; killed after
  * timeout_ms (0: no limit) and then reported failed. */
-static int child_spawn(struct driver_run *r, const char *what, const char *const *args,
-                       uint64_t timeout_ms, void (*done)(struct driver_run *r, struct child *ch),
+static int child_spawn(struct compose_run *r, const char *what, const char *const *args,
+                       uint64_t timeout_ms, void (*done)(struct compose_run *r, struct child *ch),
                        char *err, size_t err_size)
 {
     struct child *ch = xcalloc(1, sizeof(*ch));
@@ -403,9 +408,9 @@ static int child_spawn(struct driver_run *r, const char *what, const char *const
 
 /* --- stop ------------------------------------------------------------------------------ */
 
-static void down_begin(struct driver_run *r);
+static void down_begin(struct compose_run *r);
 
-static void on_down_done(struct driver_run *r, struct child *ch)
+static void on_down_done(struct compose_run *r, struct child *ch)
 {
     if (ch->exit_status != 0 || ch->term_signal) {
         char *error = child_error(ch);
@@ -423,7 +428,7 @@ static void on_down_done(struct driver_run *r, struct child *ch)
 
 /* What `down` could not do: the engine stops the containers by id, and the run waits
  * for a list that shows them ended. */
-static void stop_through_engine(struct driver_run *r)
+static void stop_through_engine(struct compose_run *r)
 {
     if (docker_gone(compose->docker)) {
         run_end(r);
@@ -434,7 +439,7 @@ static void stop_through_engine(struct driver_run *r)
     r->list_from = docker_generation(compose->docker) + 1;
 }
 
-static void down_begin(struct driver_run *r)
+static void down_begin(struct compose_run *r)
 {
     char seconds[32], err[256];
     /* --remove-orphans: containers of services since renamed or dropped from the file go
@@ -454,7 +459,7 @@ static void down_begin(struct driver_run *r)
 
 /* --- start ----------------------------------------------------------------------------- */
 
-static void on_up_done(struct driver_run *r, struct child *ch)
+static void on_up_done(struct compose_run *r, struct child *ch)
 {
     char *error = NULL;
 
@@ -463,7 +468,7 @@ static void on_up_done(struct driver_run *r, struct child *ch)
     if (error && !r->stop_wanted) {
         /* A failed up may have made some containers: take them down too. */
         log_info("%s: %s", r->name, error);
-        r->events->started(r->data, r, error);
+        r->events->started(r->data, &r->base, error);
         free(error);
         if (!r->released)
             down_begin(r);
@@ -476,10 +481,10 @@ static void on_up_done(struct driver_run *r, struct child *ch)
     }
     r->phase = PHASE_RUNNING;
     r->list_from = docker_refresh(compose->docker);
-    r->events->started(r->data, r, NULL);
+    r->events->started(r->data, &r->base, NULL);
 }
 
-static void up_begin(struct driver_run *r)
+static void up_begin(struct compose_run *r)
 {
     static const char *const args[] = {"up", "-d", NULL};
     char err[256];
@@ -488,15 +493,15 @@ static void up_begin(struct driver_run *r)
     docker_forget_exit(compose->docker, r->project);
     /* No limit: up -d may build an image, which takes what it takes. */
     if (child_spawn(r, "up -d", args, 0, on_up_done, err, sizeof(err)) < 0) {
-        r->events->started(r->data, r, err);
+        r->events->started(r->data, &r->base, err);
         run_end(r);
     }
 }
 
 /* True while another run of r's project is still going down. */
-static bool project_busy(const struct driver_run *r)
+static bool project_busy(const struct compose_run *r)
 {
-    for (const struct driver_run *o = compose->runs; o; o = o->next)
+    for (const struct compose_run *o = compose->runs; o; o = o->next)
         if (o != r && (o->phase == PHASE_DOWN || o->phase == PHASE_SETTLE) &&
             strcmp(o->project, r->project) == 0)
             return true;
@@ -507,7 +512,7 @@ static bool project_busy(const struct driver_run *r)
  * step may change the runs, so the walk starts again after it. */
 static void on_wake(uv_timer_t *t)
 {
-    struct driver_run *r;
+    struct compose_run *r;
 
     (void)t;
     for (;;) {
@@ -527,7 +532,7 @@ static int compose_available(const struct manifest *m, char *err, size_t err_siz
 {
     const char *error;
 
-    driver_compose_watch();
+    compose_in_use();
     if (!compose || !compose->argv[0]) {
         snprintf(err, err_size,
                  "no Docker Compose command: neither `docker compose` nor docker-compose was "
@@ -548,7 +553,7 @@ static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *
                          char *err, size_t err_size)
 {
     static const char *const args[] = {"up", "-d", NULL};
-    struct driver_run *r;
+    struct compose_run *r;
     int rc = compose_available(m, err, err_size);
 
     (void)loop;
@@ -558,7 +563,7 @@ static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *
     r = run_new(m, events, data);
     if (project_busy(r)) {
         r->phase = PHASE_WAIT; /* up after the earlier run's down, not during it */
-        *ret = r;
+        *ret = &r->base;
         return 1;
     }
     r->phase = PHASE_UP;
@@ -569,12 +574,20 @@ static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *
         run_free(r);
         return rc;
     }
-    *ret = r;
+    *ret = &r->base;
     return 1;
 }
 
-static void compose_stop(struct driver_run *r, uint64_t timeout_ms)
+/* The compose run behind a handle of this driver. */
+static struct compose_run *compose_run(const struct driver_run *r)
 {
+    return (struct compose_run *)r;
+}
+
+static void compose_stop(struct driver_run *handle, uint64_t timeout_ms)
+{
+    struct compose_run *r = compose_run(handle);
+
     r->stop_timeout_ms = timeout_ms;
     if (r->stop_wanted || r->phase == PHASE_ENDED)
         return;
@@ -598,14 +611,14 @@ static int compose_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
                          const struct driver_events *events, void *data, struct driver_run **ret)
 {
     struct docker_project p;
-    struct driver_run *r;
+    struct compose_run *r;
     char *project;
 
     (void)loop;
     (void)record;
     if (!compose)
         return -ESRCH;
-    driver_compose_watch();
+    compose_in_use();
     project = docker_project_name(m->name);
     docker_project_get(compose->docker, project, &p);
     free(project);
@@ -614,7 +627,7 @@ static int compose_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
     r = run_new(m, events, data);
     r->phase = PHASE_RUNNING;
     r->list_from = docker_generation(compose->docker);
-    *ret = r;
+    *ret = &r->base;
     return 0;
 }
 
@@ -623,11 +636,11 @@ static int compose_leftovers(const struct manifest *m, const struct driver_event
                              void *data, struct driver_run **ret)
 {
     struct docker_project p;
-    struct driver_run *r;
+    struct compose_run *r;
     char *project;
 
     *ret = NULL;
-    driver_compose_watch();
+    compose_in_use();
     if (!compose || !compose->argv[0] || docker_error(compose->docker))
         return 0;
     project = docker_project_name(m->name);
@@ -644,14 +657,14 @@ static int compose_leftovers(const struct manifest *m, const struct driver_event
         return -EIO;
     }
     r->released = false;
-    *ret = r;
+    *ret = &r->base;
     return 0;
 }
 
-static void compose_release(struct driver_run *r)
+static void compose_release(struct driver_run *handle)
 {
-    if (!r)
-        return;
+    struct compose_run *r = compose_run(handle);
+
     r->released = true;
     if (r->child)
         return; /* freed when its command ends */
@@ -664,9 +677,10 @@ static void compose_release(struct driver_run *r)
 
 /* The first run that a list from gen on says something about: its containers all ended,
  * or its down is over. */
-static struct driver_run *run_concluded(struct compose *c, uint64_t gen, struct docker_project *ret)
+static struct compose_run *run_concluded(struct compose *c, uint64_t gen,
+                                         struct docker_project *ret)
 {
-    for (struct driver_run *r = c->runs; r; r = r->next) {
+    for (struct compose_run *r = c->runs; r; r = r->next) {
         if (r->released || gen < r->list_from)
             continue;
         docker_project_get(c->docker, r->project, ret);
@@ -683,7 +697,7 @@ static void on_listed(void *data)
     struct compose *c = data;
     uint64_t gen = docker_generation(c->docker);
     struct docker_project p;
-    struct driver_run *r;
+    struct compose_run *r;
 
     while ((r = run_concluded(c, gen, &p))) {
         if (r->phase == PHASE_RUNNING) {
@@ -691,9 +705,9 @@ static void on_listed(void *data)
             int code = p.exit_code, sig = code > 128 && code < 128 + 65 ? code - 128 : 0;
             r->phase = PHASE_ENDED;
             run_unlink(r);
-            r->events->exited(r->data, r, sig ? 0 : code, sig);
+            r->events->exited(r->data, &r->base, sig ? 0 : code, sig);
             if (!r->released && r->events->gone)
-                r->events->gone(r->data, r);
+                r->events->gone(r->data, &r->base);
         } else if (p.n_running == 0) {
             run_end(r);
         } else if (r->downs < COMPOSE_DOWN_TRIES) {
@@ -722,14 +736,14 @@ static void on_listed(void *data)
             ours = docker_at(c->docker, j)->running &&
                    strcmp(docker_at(c->docker, j)->project, dc->project) == 0;
         if (!ours)
-            c->outside->appeared(c->data, dc->project);
+            c->outside->appeared(c->data, &driver_compose, dc->project);
     }
 }
 
 static void on_engine(void *data, const char *error)
 {
     struct compose *c = data;
-    struct driver_run *r;
+    struct compose_run *r;
 
     /* With dockerd gone, containers ended with it (unless live-restore keeps them, which
      * the lists say when it is back): stops waiting for a list are over. A stream that
@@ -741,29 +755,29 @@ static void on_engine(void *data, const char *error)
             break;
         run_end(r); /* unlinks it: the walk starts again */
     }
-    c->outside->backend(c->data, error);
+    c->outside->backend(c->data, &driver_compose, error);
 }
 
-void driver_compose_setup(uv_loop_t *loop, struct fetcher *fetcher, const char *command,
-                          const char *docker_socket, const struct driver_outside *outside,
-                          void *data)
+/* Finds the compose command (the config's, when set, overrides) and notes where the
+ * engine is; it is watched only once a compose service exists (compose_in_use). */
+static void compose_setup(const struct driver_context *ctx)
 {
     struct compose *c = xcalloc(1, sizeof(*c));
 
-    c->loop = loop;
-    c->outside = outside;
-    c->data = data;
-    compose_find(c, command);
+    c->loop = ctx->loop;
+    c->outside = ctx->outside;
+    c->data = ctx->data;
+    compose_find(c, ctx->config->compose_command);
     if (c->argv[0])
         log_info("compose command: %s", c->command_text);
     else
         log_warning("no Docker Compose command found (docker compose or docker-compose): "
                     "compose services cannot start");
-    uv_timer_init(loop, &c->wake);
+    uv_timer_init(ctx->loop, &c->wake);
     c->wake.data = c;
     compose = c;
-    c->fetcher = fetcher;
-    c->socket = xstrdup(docker_socket);
+    c->fetcher = ctx->fetcher;
+    c->socket = xstrdup(ctx->config->docker_host);
 }
 
 /* The daemon ends while a command runs: the command goes on by itself (the service keeps
@@ -784,14 +798,14 @@ static void on_wake_closed(uv_handle_t *h)
     free(h->data);
 }
 
-void driver_compose_teardown(void)
+static void compose_teardown(void)
 {
     struct compose *c = compose;
 
     if (!c)
         return;
     while (c->runs) {
-        struct driver_run *r = c->runs;
+        struct compose_run *r = c->runs;
         run_unlink(r);
         if (r->child)
             child_abandon(r->child);
@@ -806,7 +820,9 @@ void driver_compose_teardown(void)
     uv_close((uv_handle_t *)&c->wake, on_wake_closed);
 }
 
-json_t *driver_compose_info(void)
+/* {"command": "docker-compose" | null, "docker_host": path,
+ *  "engine": "reachable" | "unreachable" | "unwatched", "error": ...} */
+static json_t *compose_info(void)
 {
     if (!compose)
         return json_null();
@@ -824,7 +840,8 @@ json_t *driver_compose_info(void)
 
 /* --- logs ------------------------------------------------------------------------------ */
 
-struct driver_logs {
+struct compose_logs {
+    struct driver_logs base; /* first: the handle the supervisor holds */
     struct docker_logs *request;
     driver_logs_fn done;
     void *data;
@@ -832,7 +849,7 @@ struct driver_logs {
 
 static void on_docker_logs(void *data, char **lines, const char *error)
 {
-    struct driver_logs *l = data;
+    struct compose_logs *l = data;
 
     l->done(l->data, lines, error);
     strv_free(lines);
@@ -842,15 +859,16 @@ static void on_docker_logs(void *data, char **lines, const char *error)
 static void compose_logs(const struct manifest *m, const char *log_path, unsigned tail,
                          driver_logs_fn done, void *data, struct driver_logs **ret)
 {
-    struct driver_logs *l = xcalloc(1, sizeof(*l));
+    struct compose_logs *l = xcalloc(1, sizeof(*l));
     char *project = docker_project_name(m->name);
     struct docker_logs *request;
 
     (void)log_path;
     *ret = NULL;
+    l->base.driver = &driver_compose;
     l->done = done;
     l->data = data;
-    driver_compose_watch();
+    compose_in_use();
     if (!compose || docker_error(compose->docker)) {
         char err[512];
         compose_available(m, err, sizeof(err));
@@ -864,20 +882,36 @@ static void compose_logs(const struct manifest *m, const char *log_path, unsigne
     free(project);
     if (request) {
         l->request = request;
-        *ret = l;
+        *ret = &l->base;
     }
 }
 
-static void compose_logs_cancel(struct driver_logs *l)
+static void compose_logs_cancel(struct driver_logs *handle)
 {
-    if (!l)
-        return;
+    struct compose_logs *l = (struct compose_logs *)handle;
+
     docker_logs_cancel(l->request);
     free(l);
 }
 
+/* Compose drops what is not [a-z0-9_-] from a project name: `a.b` and `ab` would be one
+ * project, each service starting and stopping the other's containers. */
+static void compose_instance_clash(const char *key, const char *other, char *buf, size_t size)
+{
+    snprintf(buf, size,
+             "its compose project name %s (compose drops '.') is already the project of service "
+             "%s: give this one another name",
+             key, other);
+}
+
 const struct driver driver_compose = {
     .name = "compose",
+    .setup = compose_setup,
+    .teardown = compose_teardown,
+    .in_use = compose_in_use,
+    .info = compose_info,
+    .instance_key = docker_project_name,
+    .instance_clash = compose_instance_clash,
     .available = compose_available,
     .start = compose_start,
     .stop = compose_stop,

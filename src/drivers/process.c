@@ -2,14 +2,15 @@
 #include <errno.h>
 #include <string.h>
 
-#include "core/driver.h"
+#include "drivers/drivers.h"
 #include "drivers/proc.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 
 #define PROCESS_TAIL_BYTES_MAX (16 * 1024 * 1024)
 
-struct driver_run {
+struct process_run {
+    struct driver_run base; /* first: the handle the supervisor holds */
     struct proc *proc;
     const struct driver_events *events;
     void *data;
@@ -17,26 +18,33 @@ struct driver_run {
 
 static void on_exited(void *data, struct proc *p, int exit_status, int term_signal)
 {
-    struct driver_run *r = data;
+    struct process_run *r = data;
 
     if (r->events->exited)
-        r->events->exited(r->data, r, exit_status, term_signal);
+        r->events->exited(r->data, &r->base, exit_status, term_signal);
 }
 
 static void on_gone(void *data, struct proc *p)
 {
-    struct driver_run *r = data;
+    struct process_run *r = data;
 
     if (r->events->gone)
-        r->events->gone(r->data, r);
+        r->events->gone(r->data, &r->base);
 }
 
 static const struct proc_events forward = {.exited = on_exited, .gone = on_gone};
 
-static struct driver_run *run_new(const struct driver_events *events, void *data)
+/* The process run behind a handle of this driver. */
+static struct process_run *process_run(const struct driver_run *r)
 {
-    struct driver_run *r = xcalloc(1, sizeof(*r));
+    return (struct process_run *)r;
+}
 
+static struct process_run *run_new(const struct driver_events *events, void *data)
+{
+    struct process_run *r = xcalloc(1, sizeof(*r));
+
+    r->base.driver = &driver_process;
     r->events = events;
     r->data = data;
     return r;
@@ -46,25 +54,26 @@ static int process_start(uv_loop_t *loop, const struct manifest *m, const char *
                          const struct driver_events *events, void *data, struct driver_run **ret,
                          char *err, size_t err_size)
 {
-    struct driver_run *r = run_new(events, data);
+    struct process_run *r = run_new(events, data);
     int rc = proc_start(loop, m, log_path, &forward, r, &r->proc, err, err_size);
 
     if (rc < 0) {
         free(r);
         return rc;
     }
-    *ret = r;
+    *ret = &r->base;
     return 0;
 }
 
 static void process_stop(struct driver_run *r, uint64_t timeout_ms)
 {
-    proc_stop(r->proc, timeout_ms);
+    proc_stop(process_run(r)->proc, timeout_ms);
 }
 
 /* The pid and its start time: together they name the process for good. */
-static json_t *process_record(const struct driver_run *r)
+static json_t *process_record(const struct driver_run *handle)
 {
+    const struct process_run *r = process_run(handle);
     uint64_t start_time;
 
     if (!proc_running(r->proc) || proc_start_time(proc_pid(r->proc), &start_time) < 0)
@@ -77,7 +86,7 @@ static int process_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
                          const struct driver_events *events, void *data, struct driver_run **ret)
 {
     json_t *pid = json_object_get(record, "pid"), *start = json_object_get(record, "start_time");
-    struct driver_run *r;
+    struct process_run *r;
     int rc;
 
     if (!json_is_integer(pid) || !json_is_integer(start) || json_integer_value(pid) <= 0)
@@ -89,14 +98,14 @@ static int process_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
         free(r);
         return rc;
     }
-    *ret = r;
+    *ret = &r->base;
     return 0;
 }
 
-static void process_release(struct driver_run *r)
+static void process_release(struct driver_run *handle)
 {
-    if (!r)
-        return;
+    struct process_run *r = process_run(handle);
+
     proc_free(r->proc); /* no more callbacks: r can go at once */
     free(r);
 }
@@ -137,8 +146,3 @@ const struct driver driver_process = {
     .logs = process_logs,
     .rotate = proc_log_rotate,
 };
-
-const struct driver *driver_for(const struct manifest *m)
-{
-    return m->driver == DRIVER_PROCESS ? &driver_process : &driver_compose;
-}

@@ -233,17 +233,18 @@ static json_t *services_array(struct api *api)
     return a;
 }
 
-/* GET /health: the daemon's own state. */
+/* GET /health: the daemon's own state, and each driver's view of its backend ("compose"). */
 static void get_health(struct api *api, struct request *req, const char *name)
 {
-    request_reply_json(
-        req, MHD_HTTP_OK,
-        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:o}", "status", "ok", "version",
-                  NANNY_VERSION, "services", (json_int_t)registry_count(api->reg),
-                  "manifest_errors", (json_int_t)json_array_size(registry_errors(api->reg)),
-                  "uptime_s", (json_int_t)(time(NULL) - api->started), "pid", (json_int_t)getpid(),
-                  "services_dir", json_text(registry_root(api->reg)), "compose",
-                  supervisor_compose_info()));
+    json_t *health =
+        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "status", "ok", "version", NANNY_VERSION,
+                  "services", (json_int_t)registry_count(api->reg), "manifest_errors",
+                  (json_int_t)json_array_size(registry_errors(api->reg)), "uptime_s",
+                  (json_int_t)(time(NULL) - api->started), "pid", (json_int_t)getpid(),
+                  "services_dir", json_text(registry_root(api->reg)));
+
+    json_object_update_missing_new(health, supervisor_drivers_info());
+    request_reply_json(req, MHD_HTTP_OK, health);
 }
 
 /* GET /services: the rendered list, remade only when the registry changed. */

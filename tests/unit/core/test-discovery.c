@@ -18,6 +18,7 @@
 #include "core/discovery.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "drivers/drivers.h"
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -601,6 +602,7 @@ static void test_ten_thousand_folders(void **state)
 
 int main(void)
 {
+    drivers_set(drivers_builtin);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_which_folders_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_and_missing_root, setup, teardown),

@@ -9,6 +9,7 @@
 
 #include "http/api.h"
 #include "lib/log.h"
+#include "drivers/drivers.h"
 
 /* One routing case: a path, the route it must reach (-1: none) and the name it carries. */
 static const struct route_case {
@@ -202,6 +203,7 @@ static void test_origin_rule(void **state)
 
 int main(void)
 {
+    drivers_set(drivers_builtin);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_route_name_is_not_validated_here),

@@ -1,0 +1,8 @@
+/* The daemon's table of drivers: a new driver is one file and one row here. */
+#include "drivers/drivers.h"
+
+const struct driver *const drivers_builtin[] = {
+    &driver_process,
+    &driver_compose,
+    NULL,
+};
