@@ -27,17 +27,10 @@
 #define GPU_BLOCK_END   "# <<< gpu"
 #define COMPOSE_FILE    "docker-compose.yml"
 
-/* One service folder found in the services folder. */
-struct scaffold_service {
-    char *folder;
-    char *name; /* NULL when its manifest spells no valid name */
-};
-
+/* What the services of a folder claim, as discovery reads them. */
 struct scaffold_services {
-    struct scaffold_service *items;
-    size_t n;
-    size_t capacity;
-    uint32_t *port_owner; /* PORT_COUNT entries: index + 1 of the first service claiming it */
+    struct scan *scan;
+    uint32_t *port_owner; /* PORT_COUNT entries: entry index + 1 of the first claimant */
 };
 
 static int fail(char *err, size_t err_size, int r, const char *fmt, ...)
@@ -72,79 +65,31 @@ static void services_claim(struct scaffold_services *s, uint16_t port, size_t in
         s->port_owner[port] = (uint32_t)index + 1;
 }
 
-/* Adds the service in dir/folder, with its name and host ports as far as its manifest
- * can be read. A folder without a service.yaml is no service. */
-static void services_add(struct scaffold_services *s, const char *dir, const char *folder)
-{
-    char *path = xasprintf("%s/%s/%s", dir, folder, MANIFEST_FILE_NAME), *name = NULL;
-    struct diags errors = {0}, warnings = {0};
-    struct manifest *m = NULL;
-    struct scaffold_service *item;
-    struct stat st;
-
-    if (lstat(path, &st) < 0) {
-        free(path);
-        return;
-    }
-    manifest_load(path, dir, &m, &name, &errors, &warnings);
-    if (s->n == s->capacity) {
-        s->capacity = s->capacity ? 2 * s->capacity : 16;
-        s->items = xrealloc(s->items, s->capacity * sizeof(*s->items));
-    }
-    item = &s->items[s->n];
-    item->folder = xstrdup(folder);
-    item->name = name ? name : m ? xstrdup(m->name) : NULL;
-    if (m) {
-        for (size_t k = 0; k < m->n_ports; k++)
-            services_claim(s, m->ports[k].host, s->n);
-        if (m->health_enabled)
-            services_claim(s, m->health_port, s->n);
-    }
-    s->n++;
-    manifest_free(m);
-    diags_clear(&errors);
-    diags_clear(&warnings);
-    free(path);
-}
-
-/* True for an entry of the services folder that discovery would look into: a folder (or a
- * symlink to one) whose name can be a service's. */
-static bool is_service_folder(int dir_fd, const struct dirent *de)
-{
-    struct stat st;
-
-    if (!discovery_folder_is_candidate(de->d_name))
-        return false;
-    return fstatat(dir_fd, de->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
-}
-
+/* Reads the folder without discovery's cross-manifest rules: a valid manifest that clashes
+ * with another still claims its ports and name, as a service someone means to run once
+ * the clash is fixed. A broken manifest claims no port. */
 int scaffold_services_read(const char *dir, struct scaffold_services **ret, char *err,
                            size_t err_size)
 {
     struct scaffold_services *s;
-    struct dirent *de;
-    DIR *d = opendir(dir);
-    int r = 0;
+    struct scan *scan;
+    int r;
 
-    if (!d)
-        return fail(err, err_size, -errno, "cannot read the services folder %s: %s", dir,
-                    strerror(errno));
-    s = xcalloc(1, sizeof(*s));
-    s->port_owner = xcalloc(PORT_COUNT, sizeof(*s->port_owner));
-    while (s->n < DISCOVERY_MAX_SERVICES) {
-        errno = 0;
-        de = readdir(d);
-        if (!de) {
-            r = -errno;
-            break;
-        }
-        if (is_service_folder(dirfd(d), de))
-            services_add(s, dir, de->d_name);
-    }
-    closedir(d);
-    if (r < 0) {
-        scaffold_services_free(s);
+    r = discovery_read(dir, &scan);
+    if (r < 0)
         return fail(err, err_size, r, "cannot read the services folder %s: %s", dir, strerror(-r));
+    s = xcalloc(1, sizeof(*s));
+    s->scan = scan;
+    s->port_owner = xcalloc(PORT_COUNT, sizeof(*s->port_owner));
+    for (size_t i = 0; i < scan->n; i++) {
+        const struct manifest *m = scan->entries[i].manifest;
+
+        if (!m)
+            continue;
+        for (size_t k = 0; k < m->n_ports; k++)
+            services_claim(s, m->ports[k].host, i);
+        if (m->health_enabled)
+            services_claim(s, m->health_port, i);
     }
     *ret = s;
     return 0;
@@ -154,32 +99,30 @@ void scaffold_services_free(struct scaffold_services *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n; i++) {
-        free(s->items[i].folder);
-        free(s->items[i].name);
-    }
-    free(s->items);
+    discovery_scan_free(s->scan);
     free(s->port_owner);
     free(s);
 }
 
 const char *scaffold_name_owner(const struct scaffold_services *s, const char *name)
 {
-    for (size_t i = 0; i < s->n; i++) {
-        if (s->items[i].name && strcmp(s->items[i].name, name) == 0)
-            return s->items[i].folder;
+    for (size_t i = 0; i < s->scan->n; i++) {
+        const struct scan_entry *e = &s->scan->entries[i];
+
+        if (e->name && strcmp(e->name, name) == 0)
+            return e->folder;
     }
     return NULL;
 }
 
 const char *scaffold_port_owner(const struct scaffold_services *s, uint16_t port)
 {
-    const struct scaffold_service *item;
+    const struct scan_entry *e;
 
     if (s->port_owner[port] == 0)
         return NULL;
-    item = &s->items[s->port_owner[port] - 1];
-    return item->name ? item->name : item->folder;
+    e = &s->scan->entries[s->port_owner[port] - 1];
+    return e->name ? e->name : e->folder;
 }
 
 int scaffold_pick_port(const struct scaffold_services *s, bool gpu, uint16_t *ret)
