@@ -63,6 +63,15 @@ bool manifest_check_length(struct manifest_parser *p, int line, const char *what
     return false;
 }
 
+/* One wording for every value of the wrong kind, showing what was found instead. */
+void manifest_type_error(struct manifest_parser *p, const yaml_node_t *node, const char *expected)
+{
+    char found[YAMLDOC_QUOTE_MAX + 1];
+
+    yamldoc_describe(node, found, sizeof(found));
+    manifest_error(p, yamldoc_line(node), "%s, not %s", expected, found);
+}
+
 const char *manifest_driver_name(enum driver_kind d)
 {
     return d == DRIVER_PROCESS ? "process" : "compose";
@@ -245,7 +254,6 @@ static int parse_path(struct manifest_parser *p, struct yamldoc_field *f, const 
 static void parse_restart(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_RESTART];
-    char found[YAMLDOC_QUOTE_MAX + 1];
     const char *text = yamldoc_scalar(f->value);
 
     if (!f->value)
@@ -258,11 +266,8 @@ static void parse_restart(struct manifest_parser *p)
         p->m->restart = RESTART_ON_FAILURE;
     else if (text && strcmp(text, "always") == 0)
         p->m->restart = RESTART_ALWAYS;
-    else {
-        yamldoc_describe(f->value, found, sizeof(found));
-        manifest_error(p, yamldoc_line(f->value),
-                       "restart must be \"no\", on-failure or always, not %s", found);
-    }
+    else
+        manifest_type_error(p, f->value, "restart must be \"no\", on-failure or always");
 }
 
 /* Returns the first default compose file found in dir, or NULL. */

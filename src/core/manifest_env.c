@@ -32,7 +32,6 @@ void manifest_parse_command(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_COMMAND];
     struct manifest *m = p->m;
-    char found[YAMLDOC_QUOTE_MAX + 1];
     char **argv;
     size_t argc;
     char *text;
@@ -82,11 +81,8 @@ void manifest_parse_command(struct manifest_parser *p)
         m->command_is_shell = true;
         return;
     default:
-        yamldoc_describe(f->value, found, sizeof(found));
-        manifest_error(p, yamldoc_line(f->value),
-                       "command must be a list such as [\"python3\", \"app.py\"] or a string, not "
-                       "%s",
-                       found);
+        manifest_type_error(p, f->value,
+                            "command must be a list such as [\"python3\", \"app.py\"] or a string");
         return;
     }
 }
@@ -215,18 +211,14 @@ static void parse_env_list(struct manifest_parser *p, yaml_node_t *node, char **
 void manifest_parse_env(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_ENV];
-    char found[YAMLDOC_QUOTE_MAX + 1];
     char **env;
     size_t n = 0;
 
     if (!f->value)
         return;
     if (f->value->type != YAML_MAPPING_NODE && f->value->type != YAML_SEQUENCE_NODE) {
-        yamldoc_describe(f->value, found, sizeof(found));
-        manifest_error(p, yamldoc_line(f->value),
-                       "env must be a mapping (KEY: value) or a list of \"KEY=VALUE\" strings, not "
-                       "%s",
-                       found);
+        manifest_type_error(
+            p, f->value, "env must be a mapping (KEY: value) or a list of \"KEY=VALUE\" strings");
         return;
     }
     env = xcalloc(MANIFEST_ENV_MAX + 1, sizeof(*env));

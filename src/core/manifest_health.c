@@ -135,7 +135,6 @@ void manifest_parse_health(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_HEALTH];
     struct manifest *m = p->m;
-    char found[YAMLDOC_QUOTE_MAX + 1];
     bool port_failed = false;
     bool enabled;
 
@@ -149,11 +148,9 @@ void manifest_parse_health(struct manifest_parser *p)
     } else if (f->value && f->value->type == YAML_MAPPING_NODE) {
         port_failed = parse_health_settings(p, f->value) < 0;
     } else if (f->value) {
-        yamldoc_describe(f->value, found, sizeof(found));
-        manifest_error(p, yamldoc_line(f->value),
-                       "health must be a mapping (path, port, interval, timeout, start_period) or "
-                       "false, not %s",
-                       found);
+        manifest_type_error(p, f->value,
+                            "health must be a mapping (path, port, interval, timeout, "
+                            "start_period) or false");
         return;
     }
 

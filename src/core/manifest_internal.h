@@ -57,6 +57,10 @@ int manifest_check(struct manifest_parser *p, int r);
 bool manifest_check_length(struct manifest_parser *p, int line, const char *what, size_t len,
                            size_t max);
 
+/* Reports a value of the wrong kind at its line: expected (the rule, such as "ports must be
+ * a list such as [\"8001:8000\"]"), then ", not " and what node is instead. */
+void manifest_type_error(struct manifest_parser *p, const yaml_node_t *node, const char *expected);
+
 /* ports: (manifest_ports.c). Sets m->ports, m->port and m->ports_line, or ports_failed. */
 void manifest_parse_ports(struct manifest_parser *p);
 

@@ -155,9 +155,7 @@ void manifest_parse_ports(struct manifest_parser *p)
         return;
     m->ports_line = f->line;
     if (f->value->type != YAML_SEQUENCE_NODE) {
-        yamldoc_describe(f->value, found, sizeof(found));
-        manifest_error(p, yamldoc_line(f->value),
-                       "ports must be a list such as [\"8001:8000\"], not %s", found);
+        manifest_type_error(p, f->value, "ports must be a list such as [\"8001:8000\"]");
         p->ports_failed = true;
         return;
     }
