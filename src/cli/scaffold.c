@@ -1,5 +1,6 @@
-/* nanny new: copies the service template into the services folder. Everything is written
- * into a temporary folder first and renamed into place once the manifest parser accepts
+/* nanny new: the command line, the checks on the name and port asked for, and the new
+ * folder's way into the services folder. Everything is written into a temporary folder
+ * first (by scaffold_template.c) and renamed into place once the manifest parser accepts
  * it, so that the daemon's watcher never sees half a service. */
 #include <dirent.h>
 #include <errno.h>
@@ -11,40 +12,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli/scaffold.h"
+#include "cli/scaffold_internal.h"
 #include "core/config.h"
 #include "core/discovery.h"
 #include "core/manifest.h"
 #include "lib/alloc.h"
-#include "lib/io.h"
-#include "lib/log.h"
 #include "lib/units.h"
 
 #define PORT_COUNT 65536
 
-/* The lines of docker-compose.yml around what only a GPU service needs. */
-#define GPU_BLOCK_BEGIN "# >>> gpu"
-#define GPU_BLOCK_END   "# <<< gpu"
-#define COMPOSE_FILE    "docker-compose.yml"
-
-/* One service folder found in the services folder. */
-struct scaffold_service {
-    char *folder;
-    char *name; /* NULL when its manifest spells no valid name */
-};
-
+/* What the services of a folder claim, as discovery reads them. */
 struct scaffold_services {
-    struct scaffold_service *items;
-    size_t n;
-    size_t capacity;
-    uint32_t *port_owner; /* PORT_COUNT entries: index + 1 of the first service claiming it */
+    struct scan *scan;
+    uint32_t *port_owner; /* PORT_COUNT entries: entry index + 1 of the first claimant */
 };
-
-static int fail(char *err, size_t err_size, int r, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* Writes the message into err and returns r, the negative errno the caller passes on. */
-static int fail(char *err, size_t err_size, int r, const char *fmt, ...)
+int scaffold_fail(char *err, size_t err_size, int r, const char *fmt, ...)
 {
     va_list ap;
 
@@ -72,79 +56,32 @@ static void services_claim(struct scaffold_services *s, uint16_t port, size_t in
         s->port_owner[port] = (uint32_t)index + 1;
 }
 
-/* Adds the service in dir/folder, with its name and host ports as far as its manifest
- * can be read. A folder without a service.yaml is no service. */
-static void services_add(struct scaffold_services *s, const char *dir, const char *folder)
-{
-    char *path = xasprintf("%s/%s/%s", dir, folder, MANIFEST_FILE_NAME), *name = NULL;
-    struct diags errors = {0}, warnings = {0};
-    struct manifest *m = NULL;
-    struct scaffold_service *item;
-    struct stat st;
-
-    if (lstat(path, &st) < 0) {
-        free(path);
-        return;
-    }
-    manifest_load(path, dir, &m, &name, &errors, &warnings);
-    if (s->n == s->capacity) {
-        s->capacity = s->capacity ? 2 * s->capacity : 16;
-        s->items = xrealloc(s->items, s->capacity * sizeof(*s->items));
-    }
-    item = &s->items[s->n];
-    item->folder = xstrdup(folder);
-    item->name = name ? name : m ? xstrdup(m->name) : NULL;
-    if (m) {
-        for (size_t k = 0; k < m->n_ports; k++)
-            services_claim(s, m->ports[k].host, s->n);
-        if (m->health_enabled)
-            services_claim(s, m->health_port, s->n);
-    }
-    s->n++;
-    manifest_free(m);
-    diags_clear(&errors);
-    diags_clear(&warnings);
-    free(path);
-}
-
-/* True for an entry of the services folder that discovery would look into: a folder (or a
- * symlink to one) whose name can be a service's. */
-static bool is_service_folder(int dir_fd, const struct dirent *de)
-{
-    struct stat st;
-
-    if (!discovery_folder_is_candidate(de->d_name))
-        return false;
-    return fstatat(dir_fd, de->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
-}
-
+/* Reads the folder without discovery's cross-manifest rules: a valid manifest that clashes
+ * with another still claims its ports and name, as a service someone means to run once
+ * the clash is fixed. A broken manifest claims no port. */
 int scaffold_services_read(const char *dir, struct scaffold_services **ret, char *err,
                            size_t err_size)
 {
     struct scaffold_services *s;
-    struct dirent *de;
-    DIR *d = opendir(dir);
-    int r = 0;
+    struct scan *scan;
+    int r;
 
-    if (!d)
-        return fail(err, err_size, -errno, "cannot read the services folder %s: %s", dir,
-                    strerror(errno));
+    r = discovery_read(dir, &scan);
+    if (r < 0)
+        return scaffold_fail(err, err_size, r, "cannot read the services folder %s: %s", dir,
+                             strerror(-r));
     s = xcalloc(1, sizeof(*s));
+    s->scan = scan;
     s->port_owner = xcalloc(PORT_COUNT, sizeof(*s->port_owner));
-    while (s->n < DISCOVERY_MAX_SERVICES) {
-        errno = 0;
-        de = readdir(d);
-        if (!de) {
-            r = -errno;
-            break;
-        }
-        if (is_service_folder(dirfd(d), de))
-            services_add(s, dir, de->d_name);
-    }
-    closedir(d);
-    if (r < 0) {
-        scaffold_services_free(s);
-        return fail(err, err_size, r, "cannot read the services folder %s: %s", dir, strerror(-r));
+    for (size_t i = 0; i < scan->n; i++) {
+        const struct manifest *m = scan->entries[i].manifest;
+
+        if (!m)
+            continue;
+        for (size_t k = 0; k < m->n_ports; k++)
+            services_claim(s, m->ports[k].host, i);
+        if (m->health_enabled)
+            services_claim(s, m->health_port, i);
     }
     *ret = s;
     return 0;
@@ -154,32 +91,30 @@ void scaffold_services_free(struct scaffold_services *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n; i++) {
-        free(s->items[i].folder);
-        free(s->items[i].name);
-    }
-    free(s->items);
+    discovery_scan_free(s->scan);
     free(s->port_owner);
     free(s);
 }
 
 const char *scaffold_name_owner(const struct scaffold_services *s, const char *name)
 {
-    for (size_t i = 0; i < s->n; i++) {
-        if (s->items[i].name && strcmp(s->items[i].name, name) == 0)
-            return s->items[i].folder;
+    for (size_t i = 0; i < s->scan->n; i++) {
+        const struct scan_entry *e = &s->scan->entries[i];
+
+        if (e->name && strcmp(e->name, name) == 0)
+            return e->folder;
     }
     return NULL;
 }
 
 const char *scaffold_port_owner(const struct scaffold_services *s, uint16_t port)
 {
-    const struct scaffold_service *item;
+    const struct scan_entry *e;
 
     if (s->port_owner[port] == 0)
         return NULL;
-    item = &s->items[s->port_owner[port] - 1];
-    return item->name ? item->name : item->folder;
+    e = &s->scan->entries[s->port_owner[port] - 1];
+    return e->name ? e->name : e->folder;
 }
 
 int scaffold_pick_port(const struct scaffold_services *s, bool gpu, uint16_t *ret)
@@ -196,351 +131,6 @@ int scaffold_pick_port(const struct scaffold_services *s, bool gpu, uint16_t *re
     return -ENOSPC;
 }
 
-/* A growing text; always NUL-terminated once something was added. */
-struct text {
-    char *data;
-    size_t len;
-    size_t capacity;
-};
-
-static void text_add(struct text *t, const char *s, size_t n)
-{
-    if (t->capacity - t->len < n + 1) {
-        size_t want = t->len + n + 1;
-
-        t->capacity = t->capacity * 2 > want ? t->capacity * 2 : want;
-        t->data = xrealloc(t->data, t->capacity);
-    }
-    memcpy(t->data + t->len, s, n);
-    t->len += n;
-    t->data[t->len] = '\0';
-}
-
-/* The state of one file's rendering, line by line. */
-struct render {
-    const struct scaffold_params *params;
-    const char *file_name;
-    char port[8];
-    bool manifest; /* the file is service.yaml */
-    bool compose;  /* the file is docker-compose.yml */
-    int line;
-    int block_line; /* where the open gpu block began, 0 outside one */
-    struct text out;
-};
-
-/* Appends s with the template's name and port filled in. One pass looks for both, so
- * that a name that holds the template's port ("api-8001") is left as it is. */
-static void render_add(struct render *rd, const char *s, size_t n)
-{
-    const size_t name_len = strlen(SCAFFOLD_TEMPLATE_NAME),
-                 port_len = strlen(SCAFFOLD_TEMPLATE_PORT);
-    size_t start = 0, i = 0;
-
-    while (i < n) {
-        const char *with = NULL;
-        size_t skip = 0;
-
-        if (n - i >= name_len && memcmp(s + i, SCAFFOLD_TEMPLATE_NAME, name_len) == 0) {
-            with = rd->params->name;
-            skip = name_len;
-        } else if (n - i >= port_len && memcmp(s + i, SCAFFOLD_TEMPLATE_PORT, port_len) == 0) {
-            with = rd->port;
-            skip = port_len;
-        }
-        if (!with) {
-            i++;
-            continue;
-        }
-        text_add(&rd->out, s + start, i - start);
-        text_add(&rd->out, with, strlen(with));
-        i += skip;
-        start = i;
-    }
-    text_add(&rd->out, s + start, n - start);
-}
-
-static bool is_blank(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r';
-}
-
-/* The length of a line's indentation (spaces and tabs). */
-static size_t indent_len(const char *s, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n && (s[i] == ' ' || s[i] == '\t'))
-        i++;
-    return i;
-}
-
-/* True when the line, without its surrounding blanks, is want. */
-static bool line_is(const char *s, size_t n, const char *want)
-{
-    size_t start = indent_len(s, n);
-
-    while (n > start && is_blank(s[n - 1]))
-        n--;
-    return n - start == strlen(want) && memcmp(s + start, want, n - start) == 0;
-}
-
-/* Where "true" stands in a line "gpu_required: true" (a comment may follow), or 0. */
-static size_t gpu_true_at(const char *s, size_t n)
-{
-    static const char key[] = "gpu_required:";
-    size_t i = indent_len(s, n);
-
-    if (n - i < sizeof(key) - 1 || memcmp(s + i, key, sizeof(key) - 1) != 0)
-        return 0;
-    i += sizeof(key) - 1;
-    while (i < n && (s[i] == ' ' || s[i] == '\t'))
-        i++;
-    if (n - i < 4 || memcmp(s + i, "true", 4) != 0)
-        return 0;
-    if (i + 4 < n && !is_blank(s[i + 4]))
-        return 0;
-    return i;
-}
-
-/* Appends one line (without its newline): a gpu marker checked and kept, a line of the
- * gpu block commented out and the GPU flag turned off for a CPU service, the name and
- * port filled in everywhere. */
-static int render_line(struct render *rd, const char *s, size_t n, char *err, size_t err_size)
-{
-    bool cpu = !rd->params->gpu;
-    size_t at;
-
-    if (rd->compose && line_is(s, n, GPU_BLOCK_BEGIN)) {
-        if (rd->block_line)
-            return fail(err, err_size, -EINVAL,
-                        "%s:%d: \"%s\" inside the gpu block opened on line %d: close that one "
-                        "with \"%s\" first",
-                        rd->file_name, rd->line, GPU_BLOCK_BEGIN, rd->block_line, GPU_BLOCK_END);
-        rd->block_line = rd->line;
-    } else if (rd->compose && line_is(s, n, GPU_BLOCK_END)) {
-        if (!rd->block_line)
-            return fail(err, err_size, -EINVAL, "%s:%d: \"%s\" without a \"%s\" before it",
-                        rd->file_name, rd->line, GPU_BLOCK_END, GPU_BLOCK_BEGIN);
-        rd->block_line = 0;
-    } else if (rd->block_line && cpu && !line_is(s, n, "")) {
-        at = indent_len(s, n);
-        render_add(rd, s, at);
-        text_add(&rd->out, "# ", 2);
-        render_add(rd, s + at, n - at);
-        return 0;
-    } else if (rd->manifest && cpu && (at = gpu_true_at(s, n)) != 0) {
-        render_add(rd, s, at);
-        text_add(&rd->out, "false", 5);
-        render_add(rd, s + at + 4, n - at - 4);
-        return 0;
-    }
-    render_add(rd, s, n);
-    return 0;
-}
-
-int scaffold_render(const char *file_name, const char *text, size_t len,
-                    const struct scaffold_params *p, char **ret, size_t *ret_len, char *err,
-                    size_t err_size)
-{
-    struct render rd = {
-        .params = p,
-        .file_name = file_name,
-        .manifest = strcmp(file_name, MANIFEST_FILE_NAME) == 0,
-        .compose = strcmp(file_name, COMPOSE_FILE) == 0,
-    };
-    size_t at = 0;
-    int r = 0;
-
-    snprintf(rd.port, sizeof(rd.port), "%u", (unsigned)p->port);
-    text_add(&rd.out, "", 0);
-    if (memchr(text, '\0', len)) {
-        text_add(&rd.out, text, len); /* binary: as it is */
-        at = len;
-    }
-    while (at < len && r == 0) {
-        const char *nl = memchr(text + at, '\n', len - at);
-        size_t n = nl ? (size_t)(nl - (text + at)) : len - at;
-
-        rd.line++;
-        r = render_line(&rd, text + at, n, err, err_size);
-        if (nl)
-            text_add(&rd.out, "\n", 1);
-        at += n + (nl ? 1 : 0);
-    }
-    if (r == 0 && rd.block_line)
-        r = fail(err, err_size, -EINVAL, "%s:%d: the gpu block opened here has no \"%s\" line",
-                 file_name, rd.block_line, GPU_BLOCK_END);
-    if (r < 0) {
-        free(rd.out.data);
-        return r;
-    }
-    *ret = rd.out.data;
-    *ret_len = rd.out.len;
-    return 0;
-}
-
-/* Reads the regular file name of dir_fd whole (it may not be a symlink), at most
- * SCAFFOLD_FILE_MAX bytes. */
-static int read_file(int dir_fd, const char *name, char **ret, size_t *ret_len)
-{
-    int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    struct stat st;
-    size_t len = 0;
-    char *buf;
-    int r = 0;
-
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) < 0)
-        r = -errno;
-    else if (!S_ISREG(st.st_mode))
-        r = -EINVAL;
-    else if (st.st_size > SCAFFOLD_FILE_MAX)
-        r = -EFBIG;
-    if (r < 0) {
-        close(fd);
-        return r;
-    }
-    buf = xmalloc((size_t)st.st_size + 1);
-    while (len < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            r = n < 0 ? -errno : 0;
-            break;
-        }
-        len += (size_t)n;
-    }
-    close(fd);
-    if (r < 0) {
-        free(buf);
-        return r;
-    }
-    *ret = buf;
-    *ret_len = len;
-    return 0;
-}
-
-/* Creates the file name in dir_fd holding buf, with the template file's mode. */
-static int write_file(int dir_fd, const char *name, const char *buf, size_t len, mode_t mode)
-{
-    int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    int r;
-
-    if (fd < 0)
-        return -errno;
-    r = write_all(fd, buf, len);
-    if (r == 0 && fchmod(fd, mode) < 0)
-        r = -errno;
-    if (close(fd) < 0 && r == 0)
-        r = -errno;
-    return r;
-}
-
-/* A new service folder being filled from the template. */
-struct build {
-    const struct scaffold_params *params;
-    const char *template_dir;
-    const char *tmp_path;
-    int template_fd;
-    int tmp_fd;
-    bool has_manifest;
-};
-
-/* Copies one regular file of the template, filled in. */
-static int copy_file(struct build *b, const char *name, mode_t mode, char *err, size_t err_size)
-{
-    char *text = NULL, *out = NULL, msg[512];
-    size_t len = 0, out_len = 0;
-    int r;
-
-    r = read_file(b->template_fd, name, &text, &len);
-    if (r == -EFBIG)
-        return fail(err, err_size, r, "%s/%s is larger than %d bytes", b->template_dir, name,
-                    SCAFFOLD_FILE_MAX);
-    if (r < 0)
-        return fail(err, err_size, r, "cannot read %s/%s: %s", b->template_dir, name, strerror(-r));
-    r = scaffold_render(name, text, len, b->params, &out, &out_len, msg, sizeof(msg));
-    free(text);
-    if (r < 0)
-        return fail(err, err_size, r, "%s/%s", b->template_dir, msg);
-    r = write_file(b->tmp_fd, name, out, out_len, mode);
-    free(out);
-    if (r < 0)
-        return fail(err, err_size, r, "cannot write %s/%s: %s", b->tmp_path, name, strerror(-r));
-    if (strcmp(name, MANIFEST_FILE_NAME) == 0)
-        b->has_manifest = true;
-    return 0;
-}
-
-/* Copies one entry of the template: regular files filled in, folders left out, symlinks
- * and anything else refused. */
-static int copy_entry(struct build *b, const char *name, char *err, size_t err_size)
-{
-    struct stat st;
-
-    if (fstatat(b->template_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return fail(err, err_size, -errno, "cannot read %s/%s: %s", b->template_dir, name,
-                    strerror(errno));
-    if (S_ISDIR(st.st_mode))
-        return 0;
-    if (S_ISLNK(st.st_mode))
-        return fail(err, err_size, -ELOOP,
-                    "%s/%s is a symlink: a template holds plain files only (copy the file it "
-                    "points to into the template)",
-                    b->template_dir, name);
-    if (!S_ISREG(st.st_mode))
-        return fail(err, err_size, -EINVAL, "%s/%s is not a regular file", b->template_dir, name);
-    return copy_file(b, name, st.st_mode & 0777, err, err_size);
-}
-
-/* Copies every regular file of the template folder into the temporary folder. *ret_mode
- * gets the template folder's mode, for the new folder. */
-static int fill_folder(struct build *b, mode_t *ret_mode, char *err, size_t err_size)
-{
-    DIR *d = opendir(b->template_dir);
-    struct dirent *de;
-    struct stat st;
-    size_t entries = 0;
-    int r = 0;
-
-    if (!d)
-        return fail(err, err_size, -errno,
-                    "cannot read the template folder %s: %s (give another with --template)",
-                    b->template_dir, strerror(errno));
-    b->template_fd = dirfd(d);
-    if (fstat(b->template_fd, &st) < 0)
-        r = fail(err, err_size, -errno, "cannot read the template folder %s: %s", b->template_dir,
-                 strerror(errno));
-    while (r == 0) {
-        errno = 0;
-        de = readdir(d);
-        if (!de) {
-            if (errno)
-                r = fail(err, err_size, -errno, "cannot read the template folder %s: %s",
-                         b->template_dir, strerror(errno));
-            break;
-        }
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if (++entries > SCAFFOLD_ENTRIES_MAX)
-            r = fail(err, err_size, -E2BIG, "the template folder %s has more than %d entries",
-                     b->template_dir, SCAFFOLD_ENTRIES_MAX);
-        else
-            r = copy_entry(b, de->d_name, err, err_size);
-    }
-    closedir(d);
-    b->template_fd = -1;
-    if (r == 0 && !b->has_manifest)
-        r = fail(err, err_size, -EINVAL, "the template folder %s has no %s", b->template_dir,
-                 MANIFEST_FILE_NAME);
-    if (r == 0)
-        *ret_mode = (st.st_mode & 0777) | S_IRWXU;
-    return r;
-}
-
 /* A host port of the new manifest that another service already holds is an error. */
 static int check_port(uint16_t port, const struct scaffold_services *s, char *err, size_t err_size)
 {
@@ -548,9 +138,9 @@ static int check_port(uint16_t port, const struct scaffold_services *s, char *er
 
     if (!owner)
         return 0;
-    return fail(err, err_size, -EADDRINUSE,
-                "the template also declares host port %u, which service %s already uses",
-                (unsigned)port, owner);
+    return scaffold_fail(err, err_size, -EADDRINUSE,
+                         "the template also declares host port %u, which service %s already uses",
+                         (unsigned)port, owner);
 }
 
 /* Every host port of m, and its health check's, must be free. */
@@ -580,21 +170,23 @@ static int check_result(const char *tmp_path, const char *services_dir,
 
     r = manifest_load(path, services_dir, &m, NULL, &errors, &warnings);
     if (r < 0)
-        r = fail(err, err_size, -EINVAL,
-                 "the template %s makes a %s the daemon refuses: line %d: %s", template_dir,
-                 MANIFEST_FILE_NAME, errors.n ? errors.items[0].line : 0,
-                 errors.n ? errors.items[0].message : "unknown error");
+        r = scaffold_fail(err, err_size, -EINVAL,
+                          "the template %s makes a %s the daemon refuses: line %d: %s",
+                          template_dir, MANIFEST_FILE_NAME, errors.n ? errors.items[0].line : 0,
+                          errors.n ? errors.items[0].message : "unknown error");
     else if (strcmp(m->name, req->name) != 0)
-        r = fail(err, err_size, -EINVAL, "the template %s must say name: %s in its %s",
-                 template_dir, SCAFFOLD_TEMPLATE_NAME, MANIFEST_FILE_NAME);
+        r = scaffold_fail(err, err_size, -EINVAL, "the template %s must say name: %s in its %s",
+                          template_dir, SCAFFOLD_TEMPLATE_NAME, MANIFEST_FILE_NAME);
     else if (m->port != port)
-        r = fail(err, err_size, -EINVAL,
-                 "the template %s must declare host port %s first in its %s (ports: "
-                 "[\"%s:8000\"])",
-                 template_dir, SCAFFOLD_TEMPLATE_PORT, MANIFEST_FILE_NAME, SCAFFOLD_TEMPLATE_PORT);
+        r = scaffold_fail(err, err_size, -EINVAL,
+                          "the template %s must declare host port %s first in its %s (ports: "
+                          "[\"%s:8000\"])",
+                          template_dir, SCAFFOLD_TEMPLATE_PORT, MANIFEST_FILE_NAME,
+                          SCAFFOLD_TEMPLATE_PORT);
     else if (m->gpu_required != req->gpu)
-        r = fail(err, err_size, -EINVAL, "the template %s must say gpu_required: true in its %s",
-                 template_dir, MANIFEST_FILE_NAME);
+        r = scaffold_fail(err, err_size, -EINVAL,
+                          "the template %s must say gpu_required: true in its %s", template_dir,
+                          MANIFEST_FILE_NAME);
     else
         r = check_ports(m, s, err, err_size);
     manifest_free(m);
@@ -628,8 +220,8 @@ static int move_into_place(const char *tmp_path, const char *path, mode_t mode, 
     int r;
 
     if (chmod(tmp_path, mode) < 0)
-        return fail(err, err_size, -errno, "cannot set the mode of %s: %s", tmp_path,
-                    strerror(errno));
+        return scaffold_fail(err, err_size, -errno, "cannot set the mode of %s: %s", tmp_path,
+                             strerror(errno));
     r = renameat2(AT_FDCWD, tmp_path, AT_FDCWD, path, RENAME_NOREPLACE);
     if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
         /* A filesystem without RENAME_NOREPLACE: rename() fails on a non-empty folder. */
@@ -641,9 +233,9 @@ static int move_into_place(const char *tmp_path, const char *path, mode_t mode, 
     if (r == 0)
         return 0;
     if (errno == EEXIST || errno == ENOTEMPTY)
-        return fail(err, err_size, -EEXIST, "%s already exists: pick another name", path);
-    return fail(err, err_size, -errno, "cannot rename %s to %s: %s", tmp_path, path,
-                strerror(errno));
+        return scaffold_fail(err, err_size, -EEXIST, "%s already exists: pick another name", path);
+    return scaffold_fail(err, err_size, -errno, "cannot rename %s to %s: %s", tmp_path, path,
+                         strerror(errno));
 }
 
 /* Fills a temporary folder beside the new one, checks it, renames it into place; removes
@@ -654,28 +246,23 @@ static int build_service(const char *services_dir, const char *path,
 {
     struct scaffold_params params = {.name = req->name, .port = port, .gpu = req->gpu};
     char *tmp_path = xasprintf("%s/.%s.tmp-XXXXXX", services_dir, req->name);
-    struct build b = {
-        .params = &params,
-        .template_dir = req->template_dir,
-        .tmp_path = tmp_path,
-        .template_fd = -1,
-    };
     mode_t mode = 0755;
-    int r;
+    int tmp_fd, r;
 
     if (!mkdtemp(tmp_path)) {
-        r = fail(err, err_size, -errno, "cannot create a folder in %s: %s", services_dir,
-                 strerror(errno));
+        r = scaffold_fail(err, err_size, -errno, "cannot create a folder in %s: %s", services_dir,
+                          strerror(errno));
         free(tmp_path);
         return r;
     }
-    b.tmp_fd = open(tmp_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (b.tmp_fd < 0)
-        r = fail(err, err_size, -errno, "cannot open %s: %s", tmp_path, strerror(errno));
+    tmp_fd = open(tmp_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (tmp_fd < 0)
+        r = scaffold_fail(err, err_size, -errno, "cannot open %s: %s", tmp_path, strerror(errno));
     else
-        r = fill_folder(&b, &mode, err, err_size);
-    if (b.tmp_fd >= 0)
-        close(b.tmp_fd);
+        r = scaffold_copy_template(req->template_dir, &params, tmp_fd, tmp_path, &mode, err,
+                                   err_size);
+    if (tmp_fd >= 0)
+        close(tmp_fd);
     if (r == 0)
         r = check_result(tmp_path, services_dir, s, req, port, err, err_size);
     if (r == 0)
@@ -694,10 +281,11 @@ static int check_name_valid(const char *name, char *err, size_t err_size)
     if (manifest_name_valid(name))
         return 0;
     yamldoc_quote(name, strlen(name), quoted, sizeof(quoted));
-    return fail(err, err_size, -EINVAL,
-                "%s is not a valid service name: use lowercase letters, digits, '.', '_' and "
-                "'-', starting with a letter or digit, at most %d characters",
-                quoted, MANIFEST_NAME_MAX);
+    return scaffold_fail(
+        err, err_size, -EINVAL,
+        "%s is not a valid service name: use lowercase letters, digits, '.', '_' and "
+        "'-', starting with a letter or digit, at most %d characters",
+        quoted, MANIFEST_NAME_MAX);
 }
 
 /* The name must be free: no folder and no service has it. */
@@ -708,13 +296,14 @@ static int check_name_free(const struct scaffold_services *s, const char *name, 
     const char *owner;
 
     if (lstat(path, &st) == 0)
-        return fail(err, err_size, -EEXIST, "%s already exists: pick another name", path);
+        return scaffold_fail(err, err_size, -EEXIST, "%s already exists: pick another name", path);
     if (errno != ENOENT)
-        return fail(err, err_size, -errno, "cannot check %s: %s", path, strerror(errno));
+        return scaffold_fail(err, err_size, -errno, "cannot check %s: %s", path, strerror(errno));
     owner = scaffold_name_owner(s, name);
     if (owner)
-        return fail(err, err_size, -EEXIST,
-                    "the service in folder %s is already named %s: pick another name", owner, name);
+        return scaffold_fail(err, err_size, -EEXIST,
+                             "the service in folder %s is already named %s: pick another name",
+                             owner, name);
     return 0;
 }
 
@@ -727,25 +316,27 @@ static int choose_port(const struct scaffold_services *s, const struct scaffold_
     if (req->port == 0) {
         if (scaffold_pick_port(s, req->gpu, ret) == 0)
             return 0;
-        return fail(err, err_size, -ENOSPC,
-                    "no free %s port left: services already use every port of %d-%d (give "
-                    "one with --port)",
-                    req->gpu ? "GPU" : "CPU",
-                    req->gpu ? SCAFFOLD_GPU_PORT_FIRST : SCAFFOLD_CPU_PORT_FIRST,
-                    req->gpu ? SCAFFOLD_GPU_PORT_LAST : SCAFFOLD_CPU_PORT_LAST);
+        return scaffold_fail(err, err_size, -ENOSPC,
+                             "no free %s port left: services already use every port of %d-%d (give "
+                             "one with --port)",
+                             req->gpu ? "GPU" : "CPU",
+                             req->gpu ? SCAFFOLD_GPU_PORT_FIRST : SCAFFOLD_CPU_PORT_FIRST,
+                             req->gpu ? SCAFFOLD_GPU_PORT_LAST : SCAFFOLD_CPU_PORT_LAST);
     }
     if (req->port == SCAFFOLD_DAEMON_PORT)
-        return fail(err, err_size, -EINVAL,
-                    "port %d is Service Nanny's own: pick another (GPU services use %d-%d, CPU "
-                    "services %d-%d)",
-                    SCAFFOLD_DAEMON_PORT, SCAFFOLD_GPU_PORT_FIRST, SCAFFOLD_GPU_PORT_LAST,
-                    SCAFFOLD_CPU_PORT_FIRST, SCAFFOLD_CPU_PORT_LAST);
+        return scaffold_fail(
+            err, err_size, -EINVAL,
+            "port %d is Service Nanny's own: pick another (GPU services use %d-%d, CPU "
+            "services %d-%d)",
+            SCAFFOLD_DAEMON_PORT, SCAFFOLD_GPU_PORT_FIRST, SCAFFOLD_GPU_PORT_LAST,
+            SCAFFOLD_CPU_PORT_FIRST, SCAFFOLD_CPU_PORT_LAST);
     owner = scaffold_port_owner(s, req->port);
     if (owner)
-        return fail(err, err_size, -EADDRINUSE,
-                    "port %u is already used by service %s: pick another, or leave out --port "
-                    "for the next free one",
-                    (unsigned)req->port, owner);
+        return scaffold_fail(
+            err, err_size, -EADDRINUSE,
+            "port %u is already used by service %s: pick another, or leave out --port "
+            "for the next free one",
+            (unsigned)req->port, owner);
     *ret = req->port;
     return 0;
 }

@@ -247,9 +247,9 @@ static char *canonical_text(const struct manifest *m)
     return text;
 }
 
-/* Scans in folder-name order so that which of two clashing services wins never depends
+/* Reads in folder-name order so that which of two clashing services wins never depends
  * on the order the filesystem lists them in. */
-int discovery_scan(const char *root, struct scan **ret)
+int discovery_read(const char *root, struct scan **ret)
 {
     struct scan *s;
     char **folders = NULL;
@@ -285,7 +285,20 @@ int discovery_scan(const char *root, struct scan **ret)
         manifest_load(path, root, &e->manifest, &e->name, &e->errors, &e->warnings);
     }
     free(folders);
+    *ret = s;
+    return 0;
+}
 
+/* The cross-manifest rules run on the whole read, so that each sees every valid
+ * manifest; only the survivors get a canonical text. */
+int discovery_scan(const char *root, struct scan **ret)
+{
+    struct scan *s;
+    int r;
+
+    r = discovery_read(root, &s);
+    if (r < 0)
+        return r;
     reject_duplicate_names(s);
     reject_shared_instances(s);
     reject_shared_ports(s);

@@ -32,6 +32,13 @@ struct scan {
  * errors and a last "... and N more problems". Returns -errno when root cannot be read. */
 int discovery_scan(const char *root, struct scan **ret);
 
+/* Reads root as discovery_scan() does (the same folders, each manifest checked on its
+ * own) but applies no cross-manifest rule and makes no canonical text: every valid
+ * manifest stays, clashing or not, and canonical is NULL. For a caller that wants to know
+ * what the folders claim (nanny new), not which services run. Returns -errno when root
+ * cannot be read. */
+int discovery_read(const char *root, struct scan **ret);
+
 /* Frees the scan and whatever its entries still own: a caller may take an entry's
  * manifest or canonical text first by setting the pointer to NULL. */
 void discovery_scan_free(struct scan *s);

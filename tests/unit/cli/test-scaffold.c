@@ -268,6 +268,30 @@ static void test_pick_skips_taken(void **state)
     scaffold_services_free(s);
 }
 
+/* Services that discovery would refuse for a clash with another still hold their name and
+ * every port they list: each is meant to run once its clash is fixed. */
+static void test_pick_counts_clashing_services(void **state)
+{
+    const char *root = *state;
+    struct scaffold_services *s;
+    char err[256];
+    uint16_t port;
+
+    add_service(root, "a", "alpha", "[\"8010\"]");
+    add_service(root, "b", "alpha", "[\"8011\"]");           /* the name of a */
+    add_service(root, "c", "gamma", "[\"8010\", \"8012\"]"); /* the port of a */
+
+    assert_int_equal(scaffold_services_read(root, &s, err, sizeof(err)), 0);
+    assert_int_equal(scaffold_pick_port(s, false, &port), 0);
+    assert_int_equal(port, 8013);
+    assert_string_equal(scaffold_port_owner(s, 8010), "alpha");
+    assert_string_equal(scaffold_port_owner(s, 8011), "alpha");
+    assert_string_equal(scaffold_port_owner(s, 8012), "gamma");
+    assert_string_equal(scaffold_name_owner(s, "alpha"), "a");
+    assert_string_equal(scaffold_name_owner(s, "gamma"), "c");
+    scaffold_services_free(s);
+}
+
 static void test_pick_exhausted(void **state)
 {
     const char *root = *state;
@@ -683,6 +707,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_name_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pick_first_free, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pick_skips_taken, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pick_counts_clashing_services, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pick_exhausted, setup, teardown),
         cmocka_unit_test(test_render_name_and_port),
         cmocka_unit_test(test_render_gpu_line),

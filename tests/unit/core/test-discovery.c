@@ -295,6 +295,45 @@ static void test_shared_host_port(void **state)
     discovery_scan_free(s);
 }
 
+/* discovery_read() lists the folders discovery_scan() does, each manifest checked on its
+ * own: a clash of names or host ports rejects nothing, and no canonical text is made. */
+static void test_read_keeps_clashes(void **state)
+{
+    const char *root = *state;
+    char *missing = xasprintf("%s/missing", root);
+    struct scan *s = NULL;
+
+    add_service(root, "a", "name: same\ncommand: x\nports: [8001]\n");
+    add_service(root, "b", "name: same\ncommand: x\nports: [8002]\n");
+    add_service(root, "c", "name: other\ncommand: x\nports: [8001]\n");
+    add_service(root, "d", "name: broken\nports: [\"x\"]\n");
+    add_service(root, "_template", "name: template\n");
+
+    assert_int_equal(discovery_read(root, &s), 0);
+    assert_int_equal(s->n, 4);
+    for (size_t i = 0; i < 3; i++) {
+        assert_non_null(s->entries[i].manifest);
+        assert_int_equal(s->entries[i].errors.n, 0);
+        assert_null(s->entries[i].canonical);
+    }
+    assert_string_equal(s->entries[1].folder, "b");
+    assert_string_equal(s->entries[1].name, "same");
+    assert_string_equal(s->entries[2].manifest->name, "other");
+    assert_null(s->entries[3].manifest);
+    assert_string_equal(s->entries[3].name, "broken");
+    assert_diag(&s->entries[3].errors, 2, "is not a valid port mapping");
+    discovery_scan_free(s);
+
+    /* The same folder scanned rejects b and c. */
+    s = scan_ok(root);
+    assert_null(s->entries[1].manifest);
+    assert_null(s->entries[2].manifest);
+    discovery_scan_free(s);
+
+    assert_int_equal(discovery_read(missing, &s), -ENOENT);
+    free(missing);
+}
+
 static void test_every_shared_port_reported(void **state)
 {
     const char *root = *state;
@@ -612,6 +651,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_broken_manifest_takes_no_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_host_port, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_shared_port_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_keeps_clashes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_symlinks, setup, teardown),
         cmocka_unit_test(test_folder_is_candidate),
         cmocka_unit_test_setup_teardown(test_canonical_text, setup, teardown),

@@ -1,0 +1,75 @@
+/* What the pieces of the manifest parser share: the state of one manifest_parse() call
+ * and the helpers that report into it. Private to manifest*.c; the rest of the code sees
+ * only manifest.h. */
+#ifndef NANNY_MANIFEST_INTERNAL_H
+#define NANNY_MANIFEST_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/manifest.h"
+#include "lib/yamldoc.h"
+
+/* The top-level keys of a manifest, in the order yamldoc_map_fields() is given them. */
+enum field {
+    F_NAME,
+    F_DESCRIPTION,
+    F_PORTS,
+    F_GPU_REQUIRED,
+    F_DRIVER,
+    F_COMPOSE_FILE,
+    F_COMMAND,
+    F_WORKDIR,
+    F_ENV,
+    F_HEALTH,
+    F_STOP_TIMEOUT,
+    F_RESTART,
+    F_COUNT
+};
+
+/* The state of one manifest_parse() call. */
+struct manifest_parser {
+    struct yamldoc *doc;
+    const char *dir;
+    struct manifest *m;
+    struct diags *errors;
+    struct diags *warnings;
+    struct yamldoc_field fields[F_COUNT];
+    int root_line;
+    bool failed;
+    bool ports_failed;
+    bool driver_failed;
+    bool has_driver;
+    bool has_command;
+    char *compose_file; /* compose_file as given, resolved against dir */
+};
+
+/* Reports an error of the manifest and marks the parse as failed. */
+void manifest_error(struct manifest_parser *p, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records the outcome of a yamldoc reader, which has already reported its error; returns
+ * r. */
+int manifest_check(struct manifest_parser *p, int r);
+
+/* Reports a value longer than max bytes, naming it by what (a key, or a phrase such as
+ * "env: the value of \"A\""). Returns false when len is over the limit. */
+bool manifest_check_length(struct manifest_parser *p, int line, const char *what, size_t len,
+                           size_t max);
+
+/* Reports a value of the wrong kind at its line: expected (the rule, such as "ports must be
+ * a list such as [\"8001:8000\"]"), then ", not " and what node is instead. */
+void manifest_type_error(struct manifest_parser *p, const yaml_node_t *node, const char *expected);
+
+/* ports: (manifest_ports.c). Sets m->ports, m->port and m->ports_line, or ports_failed. */
+void manifest_parse_ports(struct manifest_parser *p);
+
+/* command: and env: (manifest_env.c), and the cap on both together. */
+void manifest_parse_command(struct manifest_parser *p);
+void manifest_parse_env(struct manifest_parser *p);
+void manifest_check_env_command_size(struct manifest_parser *p);
+
+/* health: (manifest_health.c). Runs after ports: its port defaults to the service's. */
+void manifest_parse_health(struct manifest_parser *p);
+
+#endif
