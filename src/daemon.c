@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "core/events.h"
 #include "core/registry.h"
 #include "core/state.h"
 #include "core/supervisor.h"
@@ -33,6 +34,7 @@ struct daemon {
     struct watch *watch;
     struct fetcher *fetcher;
     struct supervisor *supervisor;
+    struct events *hub;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
     uint64_t drain_deadline;
@@ -167,6 +169,7 @@ static int daemon_abort_start(struct daemon *d, int code)
     uv_close((uv_handle_t *)&d->sighup, NULL);
     api_free(d->api);
     registry_free(d->reg);
+    events_free(d->hub);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     uv_loop_close(&d->loop);
     return code;
@@ -203,13 +206,14 @@ int daemon_run(const struct config *c)
     uv_timer_init(&d.loop, &d.drain);
     d.drain.data = &d;
 
-    d.reg = registry_new(&d.loop, root, api_render_cache_free);
+    d.hub = events_new(EVENTS_HISTORY_DEFAULT);
+    d.reg = registry_new(&d.loop, root, d.hub);
     r = registry_scan_now(d.reg);
     if (r < 0) {
         log_error("cannot read the services folder %s: %s", root, strerror(-r));
         return daemon_abort_start(&d, 2);
     }
-    d.api = api_new(d.reg, c);
+    d.api = api_new(d.reg, c, d.hub);
     r = server_new(&d.loop, c->listen, api_handle, d.api, &d.server);
     if (r < 0) {
         log_error("cannot listen on %s: %s", c->listen, strerror(-r));
@@ -225,9 +229,7 @@ int daemon_run(const struct config *c)
                     strerror(-r));
     if (proc_become_subreaper() < 0)
         log_warning("cannot become the reaper of the services' orphans: stops may wait for init");
-    d.supervisor = supervisor_new(&d.loop, d.reg, d.fetcher, c);
-    registry_set_run_free(d.reg, supervisor_run_free);
-    registry_set_keep(d.reg, supervisor_keeps, d.supervisor);
+    d.supervisor = supervisor_new(&d.loop, d.reg, d.fetcher, c, d.hub);
     api_set_supervisor(d.api, d.supervisor);
     supervisor_adopt(d.supervisor);
     watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);
@@ -244,6 +246,7 @@ int daemon_run(const struct config *c)
     /* Everything is closed; a scan still on a worker thread has ended too. */
     registry_free(d.reg);
     api_free(d.api);
+    events_free(d.hub);
     uv_run(&d.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&d.loop) != 0) {
         log_error("handles still open at exit");

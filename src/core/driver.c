@@ -35,7 +35,7 @@ const struct driver *driver_find(const char *name)
 
 const struct driver *driver_for(const struct manifest *m)
 {
-    return driver_find(manifest_driver_name(m->driver));
+    return driver_find(manifest_driver_name(m));
 }
 
 void driver_run_stop(struct driver_run *r, uint64_t timeout_ms)

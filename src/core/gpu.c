@@ -4,8 +4,7 @@
 
 #include "core/gpu.h"
 
-/* True when c keeps the GPU from anyone else: a GPU service holding it, or a reservation. */
-static bool is_holder(const struct gpu_candidate *c)
+bool gpu_is_holder(const struct gpu_candidate *c)
 {
     return c->reserved || (c->gpu_required && lifecycle_holds_gpu(c->state));
 }
@@ -14,6 +13,19 @@ static bool is_holder(const struct gpu_candidate *c)
 static int compare_names(const char *a, const char *b)
 {
     return strcmp(a ? a : "", b ? b : "");
+}
+
+size_t gpu_holder(const struct gpu_candidate *services, size_t n, size_t except)
+{
+    size_t holder = n;
+
+    for (size_t i = 0; i < n; i++) {
+        if (i == except || !gpu_is_holder(&services[i]))
+            continue;
+        if (holder == n || compare_names(services[i].name, services[holder].name) < 0)
+            holder = i;
+    }
+    return holder;
 }
 
 /* Applies the GPU one-of rule to one start request; the rules are in gpu.h. */
@@ -37,14 +49,12 @@ int gpu_decide(const struct gpu_candidate *services, size_t n, size_t target, bo
         *ret = v;
         return 0;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (i == target || !is_holder(&services[i]))
-            continue;
-        if (n_holders == 0 || compare_names(services[i].name, services[v.holder].name) < 0)
-            v.holder = i;
-        n_holders++;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (i != target && gpu_is_holder(&services[i]))
+            n_holders++;
+    v.holder = gpu_holder(services, n, target);
     if (n_holders == 0) {
+        v.holder = 0;
         *ret = v;
         return 0;
     }
@@ -57,7 +67,7 @@ int gpu_decide(const struct gpu_candidate *services, size_t n, size_t target, bo
         return -E2BIG;
     v.kind = GPU_PREEMPT;
     for (size_t i = 0; i < n; i++)
-        if (i != target && is_holder(&services[i]))
+        if (i != target && gpu_is_holder(&services[i]))
             v.preempt[v.n_preempt++] = i;
     *ret = v;
     return 0;

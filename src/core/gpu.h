@@ -32,6 +32,15 @@ struct gpu_verdict {
     size_t n_preempt;
 };
 
+/* True when c keeps the GPU from anyone else: a gpu_required service in a holding state
+ * (lifecycle_holds_gpu), or a reservation. The one holder test: every caller uses it. */
+bool gpu_is_holder(const struct gpu_candidate *c);
+
+/* The index of the holder whose name sorts first (strcmp; a NULL name as ""; on a tie the
+ * lower index), leaving out services[except] (pass n to leave out none); n when there is
+ * no holder. */
+size_t gpu_holder(const struct gpu_candidate *services, size_t n, size_t except);
+
 /* Decides a start of services[target] among n services. force comes from the request's
  * {"force":true}, preempt_always from the config's gpu_conflict: preempt. A holder is a
  * gpu_required service in a holding state (lifecycle_holds_gpu) or reserved; when there

@@ -17,6 +17,27 @@ const char *lifecycle_state_name(enum service_state s)
     return state_names[s];
 }
 
+const char *lifecycle_cause_text(enum lifecycle_cause cause)
+{
+    switch (cause) {
+    case LIFECYCLE_CAUSE_NONE:
+        return NULL;
+    case LIFECYCLE_CAUSE_DRIVER_FAILED:
+        return LIFECYCLE_REASON_DRIVER_FAILED;
+    case LIFECYCLE_CAUSE_START_TIMEOUT:
+        return LIFECYCLE_REASON_START_TIMEOUT;
+    case LIFECYCLE_CAUSE_START_LIMIT:
+        return LIFECYCLE_REASON_START_LIMIT;
+    case LIFECYCLE_CAUSE_EXITED:
+        return LIFECYCLE_REASON_EXITED;
+    case LIFECYCLE_CAUSE_EXITED_FAILED:
+        return LIFECYCLE_REASON_EXITED_FAILED;
+    case LIFECYCLE_CAUSE_UNHEALTHY:
+        return LIFECYCLE_REASON_UNHEALTHY;
+    }
+    return NULL;
+}
+
 bool lifecycle_holds_gpu(enum service_state s)
 {
     switch (s) {
@@ -133,20 +154,22 @@ static void become_running(struct lifecycle *lc, struct lifecycle_step *step, ui
 /* Settles after the service ended on its own or could not start: stopped or failed, and
  * an automatic restart when the policy asks for one and the start limit allows it. */
 static void settle_after_end(struct lifecycle *lc, struct lifecycle_step *step, uint64_t now_ms,
-                             bool failure, const char *reason)
+                             bool failure, enum lifecycle_cause cause)
 {
     bool restart = lc->restart == RESTART_ALWAYS || (lc->restart == RESTART_ON_FAILURE && failure);
     uint64_t delay = lc->backoff_ms;
     uint64_t due = now_ms + delay < now_ms ? UINT64_MAX : now_ms + delay;
 
     step->actions |= LIFECYCLE_NOTIFY;
-    step->reason = reason;
+    step->cause = cause;
+    step->reason = lifecycle_cause_text(cause);
     if (!restart) {
         lc->state = failure ? STATE_FAILED : STATE_STOPPED;
         return;
     }
     lc->state = STATE_FAILED;
     if (start_limit_hit(lc, due)) {
+        step->cause = LIFECYCLE_CAUSE_START_LIMIT;
         step->reason = LIFECYCLE_REASON_START_LIMIT;
         return;
     }
@@ -165,7 +188,7 @@ static void exited_unasked(struct lifecycle *lc, struct lifecycle_step *step, ui
         lc->backoff_ms = LIFECYCLE_BACKOFF_FIRST_MS;
     step->actions |= LIFECYCLE_PROBE_END;
     settle_after_end(lc, step, now_ms, !ok,
-                     ok ? LIFECYCLE_REASON_EXITED : LIFECYCLE_REASON_EXITED_FAILED);
+                     ok ? LIFECYCLE_CAUSE_EXITED : LIFECYCLE_CAUSE_EXITED_FAILED);
 }
 
 /* Events in stopped: only a start does something. */
@@ -189,7 +212,7 @@ static void handle_starting(struct lifecycle *lc, struct lifecycle_step *step,
         break;
     case LIFECYCLE_DRIVER_FAILED:
         step->actions |= LIFECYCLE_PROBE_END;
-        settle_after_end(lc, step, now_ms, true, LIFECYCLE_REASON_DRIVER_FAILED);
+        settle_after_end(lc, step, now_ms, true, LIFECYCLE_CAUSE_DRIVER_FAILED);
         break;
     case LIFECYCLE_PROBE_OK:
         become_running(lc, step, now_ms);
@@ -197,6 +220,7 @@ static void handle_starting(struct lifecycle *lc, struct lifecycle_step *step,
     case LIFECYCLE_START_TIMEOUT:
         begin_stop(lc, step);
         lc->fail_after_stop = true;
+        step->cause = LIFECYCLE_CAUSE_START_TIMEOUT;
         step->reason = LIFECYCLE_REASON_START_TIMEOUT;
         break;
     case LIFECYCLE_STOP:
@@ -229,6 +253,7 @@ static void handle_up(struct lifecycle *lc, struct lifecycle_step *step, enum li
         if (lc->state == STATE_RUNNING && lc->failed_probes >= LIFECYCLE_UNHEALTHY_AFTER) {
             lc->state = STATE_UNHEALTHY;
             step->actions |= LIFECYCLE_NOTIFY;
+            step->cause = LIFECYCLE_CAUSE_UNHEALTHY;
             step->reason = LIFECYCLE_REASON_UNHEALTHY;
         }
         break;
@@ -267,7 +292,7 @@ static void handle_stopping(struct lifecycle *lc, struct lifecycle_step *step,
             begin_start(lc, step, now_ms, true);
         } else if (lc->fail_after_stop) {
             lc->fail_after_stop = false;
-            settle_after_end(lc, step, now_ms, true, LIFECYCLE_REASON_START_TIMEOUT);
+            settle_after_end(lc, step, now_ms, true, LIFECYCLE_CAUSE_START_TIMEOUT);
         } else {
             lc->state = STATE_STOPPED;
         }

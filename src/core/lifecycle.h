@@ -38,6 +38,20 @@ enum service_state {
 #define LIFECYCLE_REASON_UNHEALTHY                                                                 \
     LIFECYCLE_STRINGIFY(LIFECYCLE_UNHEALTHY_AFTER) " failed health checks in a row"
 
+/* Why a step went where it went, as a value to decide on; reason is its sentence. */
+enum lifecycle_cause {
+    LIFECYCLE_CAUSE_NONE,
+    LIFECYCLE_CAUSE_DRIVER_FAILED,
+    LIFECYCLE_CAUSE_START_TIMEOUT,
+    LIFECYCLE_CAUSE_START_LIMIT,
+    LIFECYCLE_CAUSE_EXITED,
+    LIFECYCLE_CAUSE_EXITED_FAILED,
+    LIFECYCLE_CAUSE_UNHEALTHY,
+};
+
+/* The sentence of a cause (LIFECYCLE_REASON_...), NULL for none. */
+const char *lifecycle_cause_text(enum lifecycle_cause cause);
+
 /* The state as the API and the log show it ("stopped", ...); "unknown" out of range. */
 const char *lifecycle_state_name(enum service_state s);
 
@@ -87,10 +101,11 @@ struct lifecycle {
 /* The outcome of one event. */
 struct lifecycle_step {
     enum service_state from, to;
-    unsigned actions;          /* enum lifecycle_action bits */
-    uint64_t restart_delay_ms; /* with LIFECYCLE_RESTART_LATER */
-    const char *reason;        /* a static sentence for the log and last_error, or NULL */
-    bool no_op;                /* the event changed nothing (start while running, ...) */
+    unsigned actions;           /* enum lifecycle_action bits */
+    uint64_t restart_delay_ms;  /* with LIFECYCLE_RESTART_LATER */
+    enum lifecycle_cause cause; /* why, as a value */
+    const char *reason;         /* its static sentence for the log and last_error, or NULL */
+    bool no_op;                 /* the event changed nothing (start while running, ...) */
 };
 
 /* Sets up a stopped service: no history, backoff at LIFECYCLE_BACKOFF_FIRST_MS. */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/driver.h"
 #include "core/manifest_internal.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -72,9 +73,17 @@ void manifest_type_error(struct manifest_parser *p, const yaml_node_t *node, con
     manifest_error(p, yamldoc_line(node), "%s, not %s", expected, found);
 }
 
-const char *manifest_driver_name(enum driver_kind d)
+const char *manifest_driver_name(const struct manifest *m)
 {
-    return d == DRIVER_PROCESS ? "process" : "compose";
+    switch (m->driver) {
+    case DRIVER_PROCESS:
+        return "process";
+    case DRIVER_COMPOSE:
+        return "compose";
+    case DRIVER_OTHER:
+        break;
+    }
+    return m->driver_other;
 }
 
 const char *manifest_restart_name(enum restart_policy r)
@@ -212,6 +221,11 @@ static void parse_driver(struct manifest_parser *p)
     } else if (strcmp(text, "process") == 0) {
         p->m->driver = DRIVER_PROCESS;
         p->has_driver = true;
+    } else if (driver_find(text)) {
+        /* A driver of the table whose fields the manifest does not know: all is its own. */
+        p->m->driver = DRIVER_OTHER;
+        p->m->driver_other = driver_find(text)->name;
+        p->has_driver = true;
     } else {
         yamldoc_quote(text, strlen(text), quoted, sizeof(quoted));
         manifest_error(p, yamldoc_line(f->value), "unknown driver %s: use compose or process",
@@ -324,6 +338,8 @@ static void resolve_driver(struct manifest_parser *p)
         return;
     if (has_compose_field && !p->compose_file)
         return; /* compose_file itself was wrong and reported */
+    if (p->has_driver && m->driver == DRIVER_OTHER)
+        return;
 
     if (p->has_driver && m->driver == DRIVER_PROCESS) {
         if (!p->has_command)
@@ -605,7 +621,7 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "ports", ports);
     json_object_set_new(o, "port", m->port ? json_integer(m->port) : json_null());
     json_object_set_new(o, "gpu_required", json_boolean(m->gpu_required));
-    json_object_set_new(o, "driver", json_string(manifest_driver_name(m->driver)));
+    json_object_set_new(o, "driver", json_string(manifest_driver_name(m)));
     json_object_set_new(o, "compose_file", json_string_or_null(m->compose_file));
     json_object_set_new(o, "command", m->command ? strv_to_json(m->command) : json_null());
     json_object_set_new(o, "workdir", json_string_or_null(m->workdir));

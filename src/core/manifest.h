@@ -25,7 +25,9 @@
 /* Errors reported per manifest; past them one entry "... and N more problems". */
 #define MANIFEST_ERRORS_MAX 10
 
-enum driver_kind { DRIVER_COMPOSE, DRIVER_PROCESS };
+/* The drivers whose fields the manifest knows (a command, a compose file), and any other
+ * driver of the table (drivers_set) named by an explicit `driver:`. */
+enum driver_kind { DRIVER_COMPOSE, DRIVER_PROCESS, DRIVER_OTHER };
 enum restart_policy { RESTART_NO, RESTART_ON_FAILURE, RESTART_ALWAYS };
 
 /* One "HOST:CONTAINER" (or "PORT", or "IP:HOST:CONTAINER", optional "/tcp" or "/udp"). */
@@ -45,8 +47,9 @@ struct manifest {
     uint16_t port; /* the first host port, 0 when there is none */
     bool gpu_required;
     enum driver_kind driver;
-    char *compose_file; /* absolute path; NULL unless driver is compose */
-    char **command;     /* NULL-terminated argv; for the string form {"/bin/sh","-c",s} */
+    const char *driver_other; /* DRIVER_OTHER: its name (the driver's own string) */
+    char *compose_file;       /* absolute path; NULL unless driver is compose */
+    char **command;           /* NULL-terminated argv; for the string form {"/bin/sh","-c",s} */
     bool command_is_shell;
     char *workdir; /* absolute path; the service folder by default */
     char **env;    /* NULL-terminated "KEY=VALUE" strings, possibly empty */
@@ -85,7 +88,7 @@ void manifest_free(struct manifest *m);
 json_t *manifest_to_json(const struct manifest *m);
 
 /* The names a manifest spells the driver and the restart policy with. Static strings. */
-const char *manifest_driver_name(enum driver_kind d);
+const char *manifest_driver_name(const struct manifest *m);
 const char *manifest_restart_name(enum restart_policy r);
 
 /* True when s matches ^[a-z0-9][a-z0-9._-]{0,62}$. */

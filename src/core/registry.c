@@ -25,10 +25,7 @@ struct registry {
     json_t *error_names; /* name -> first error object, for 422 answers */
     json_t *error_keys;  /* "path:line:message" set, to log each problem once */
     uint64_t generation;
-    void (*render_cache_free)(void *cache);
-    void (*run_free)(void *run);
-    bool (*keep)(void *data, const struct service *svc);
-    void *keep_data;
+    struct events *hub;
     registry_rescan_fn on_rescan;
     void *on_rescan_data;
 
@@ -43,8 +40,7 @@ struct registry {
     struct rescan_waiter *calling; /* the waiters being answered right now */
 };
 
-struct registry *registry_new(uv_loop_t *loop, const char *root,
-                              void (*render_cache_free)(void *cache))
+struct registry *registry_new(uv_loop_t *loop, const char *root, struct events *hub)
 {
     struct registry *reg = xcalloc(1, sizeof(*reg));
 
@@ -53,31 +49,19 @@ struct registry *registry_new(uv_loop_t *loop, const char *root,
     reg->errors = json_array();
     reg->error_names = json_object();
     reg->error_keys = json_object();
-    reg->render_cache_free = render_cache_free;
+    reg->hub = hub;
     reg->work.data = reg;
     return reg;
 }
 
-static void service_drop_cache(struct registry *reg, struct service *svc)
+static void service_free(struct service *svc)
 {
-    if (svc->render_cache && reg->render_cache_free)
-        reg->render_cache_free(svc->render_cache);
-    svc->render_cache = NULL;
-}
-
-static void service_free(struct registry *reg, struct service *svc)
-{
-    service_drop_cache(reg, svc);
-    if (svc->run && reg->run_free)
-        reg->run_free(svc->run);
     free(svc->name);
     free(svc->folder);
     manifest_free(svc->manifest);
     free(svc->canonical);
     json_decref(svc->warnings);
     json_decref(svc->manifest_error);
-    free(svc->last_error);
-    free(svc->health.error);
     free(svc);
 }
 
@@ -93,7 +77,7 @@ static void waiters_free(struct rescan_waiter *w)
 static void registry_destroy(struct registry *reg)
 {
     for (size_t i = 0; i < reg->n_services; i++)
-        service_free(reg, reg->services[i]);
+        service_free(reg->services[i]);
     free(reg->services);
     json_decref(reg->errors);
     json_decref(reg->error_names);
@@ -115,16 +99,9 @@ void registry_free(struct registry *reg)
     registry_destroy(reg);
 }
 
-void registry_set_keep(struct registry *reg, bool (*keep)(void *data, const struct service *svc),
-                       void *data)
+void registry_hold(struct registry *reg, struct service *svc, bool held)
 {
-    reg->keep = keep;
-    reg->keep_data = data;
-}
-
-void registry_set_run_free(struct registry *reg, void (*run_free)(void *run))
-{
-    reg->run_free = run_free;
+    svc->held = held;
 }
 
 const char *registry_root(const struct registry *reg)
@@ -179,11 +156,10 @@ uint64_t registry_generation(const struct registry *reg)
     return reg->generation;
 }
 
-void registry_touch(struct registry *reg, struct service *svc)
+/* Marks a service changed: a generation no service had before. */
+static void registry_touch(struct registry *reg, struct service *svc)
 {
-    svc->generation++;
-    reg->generation++;
-    service_drop_cache(reg, svc);
+    svc->generation = ++reg->generation;
 }
 
 static json_t *diags_to_json(const struct diags *d)
@@ -345,7 +321,6 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         if (!svc) {
             svc = xcalloc(1, sizeof(*svc));
             svc->name = xstrdup(e->manifest->name);
-            svc->state = STATE_STOPPED;
             json_array_append_new(added, json_string(svc->name));
             service_take_manifest(reg, svc, e);
         } else if (strcmp(svc->canonical, e->canonical) != 0) {
@@ -383,8 +358,7 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         struct service *svc = reg->services[i];
         if (svc->seen)
             continue;
-        if ((svc->state != STATE_STOPPED && svc->state != STATE_FAILED) ||
-            (reg->keep && reg->keep(reg->keep_data, svc))) {
+        if (svc->held) {
             json_t *err =
                 json_pack("{s:o, s:i, s:s}", "path", json_text(svc->folder), "line", 0, "message",
                           "the manifest was removed; stop the service to "
@@ -399,7 +373,7 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
             continue;
         }
         json_array_append_new(removed, json_string(svc->name));
-        service_free(reg, svc);
+        service_free(svc);
         reg->generation++;
     }
     for (size_t i = 0; i < n; i++)
@@ -411,18 +385,19 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
     reg->n_services = n;
     registry_free_scan_later(reg, scan);
 
-    if (json_array_size(added) || json_array_size(removed) || json_array_size(changed))
+    json_t *diff =
+        json_pack("{s:o, s:o, s:o}", "added", added, "removed", removed, "changed", changed);
+    if (json_array_size(added) || json_array_size(removed) || json_array_size(changed)) {
         log_info("services: %zu (added %zu, removed %zu, changed %zu), %zu manifest errors", n,
                  json_array_size(added), json_array_size(removed), json_array_size(changed),
                  json_array_size(reg->errors));
-    if (ret_diff)
-        *ret_diff =
-            json_pack("{s:o, s:o, s:o}", "added", added, "removed", removed, "changed", changed);
-    else {
-        json_decref(added);
-        json_decref(removed);
-        json_decref(changed);
+        if (reg->hub)
+            events_publish(reg->hub, EVENT_DISCOVERY, NULL, json_incref(diff));
     }
+    if (ret_diff)
+        *ret_diff = diff;
+    else
+        json_decref(diff);
 }
 
 int registry_scan_now(struct registry *reg)

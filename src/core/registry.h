@@ -11,18 +11,8 @@
 #include <uv.h>
 
 #include "core/discovery.h"
-#include "core/lifecycle.h"
+#include "core/events.h"
 #include "core/manifest.h"
-
-/* The last health check. */
-struct health_result {
-    bool checked; /* false until the first check */
-    bool ok;
-    long status_code;
-    uint64_t latency_ms;
-    int64_t checked_at_ms; /* Unix time */
-    char *error;
-};
 
 struct service {
     char *name;
@@ -31,16 +21,10 @@ struct service {
     char *canonical;        /* the manifest as sorted compact JSON, for change detection */
     json_t *warnings;       /* array of {line, message} */
     json_t *manifest_error; /* {path, line, message} when the manifest broke, else NULL */
-    enum service_state state;
-    bool is_healthy;
-    int64_t started_at_ms; /* Unix time, 0 when not started */
-    unsigned restarts;
-    char *last_error;
-    struct health_result health;
-    /* Bumped on every change; lets the HTTP layer reuse what it rendered. */
+    /* Changes whenever anything above changes, and is never reused by another service:
+     * lets a surface reuse what it rendered. */
     uint64_t generation;
-    void *render_cache;
-    void *run; /* the supervisor's, freed through the registry's run_free hook */
+    bool held; /* registry_hold(): kept though its folder is gone */
     bool seen; /* registry-internal: found by the scan being merged */
 };
 
@@ -49,16 +33,14 @@ struct registry;
 /* Called on the loop after each rescan was merged, with its diff. */
 typedef void (*registry_rescan_fn)(void *data, json_t *diff);
 
-/* render_cache_free frees a service's render_cache when it changes or goes. */
-struct registry *registry_new(uv_loop_t *loop, const char *root,
-                              void (*render_cache_free)(void *cache));
+/* Each merge that changes the services is published on hub (may be NULL) as an
+ * EVENT_DISCOVERY with its diff. */
+struct registry *registry_new(uv_loop_t *loop, const char *root, struct events *hub);
 
-/* run_free frees a service's run when the service goes. */
-void registry_set_run_free(struct registry *reg, void (*run_free)(void *run));
-
-/* keep tells whether a service the scan no longer finds must stay for now. */
-void registry_set_keep(struct registry *reg, bool (*keep)(void *data, const struct service *svc),
-                       void *data);
+/* While held, a service whose folder is gone stays, marked with a manifest_error, instead
+ * of leaving at the next merge: the supervisor holds what runs or is being worked on (as
+ * systemd keeps a unit whose file was removed). */
+void registry_hold(struct registry *reg, struct service *svc, bool held);
 
 /* Frees the registry, now or, when a scan is running on a worker thread, when it ends. */
 void registry_free(struct registry *reg);
@@ -94,8 +76,5 @@ json_t *registry_find_error(const struct registry *reg, const char *name);
 
 /* Bumped whenever any service or the error list changes. */
 uint64_t registry_generation(const struct registry *reg);
-
-/* Marks a service changed (drops what was rendered of it). */
-void registry_touch(struct registry *reg, struct service *svc);
 
 #endif

@@ -1,22 +1,52 @@
-/* The supervisor: the core that runs services. For each service it keeps a run (the
- * lifecycle state machine, the driver's handle, the health probe, the timers), applies
- * the GPU one-of rule to every start, and records what it started in the state folder,
- * so that a restarted daemon adopts what still runs. Everything happens on the loop. */
+/* The supervisor: the core that runs services. It owns what is happening to each service
+ * (its run: the lifecycle state machine, the driver's handle, the health probe, the timers,
+ * and the status the API shows), applies the GPU one-of rule to every start, publishes
+ * every change on the event hub, and records what it started in the state folder, so that
+ * a restarted daemon adopts what still runs. Everything happens on the loop.
+ *
+ * Its files: supervisor.c (operations and settling), run.c (one service's run), adopt.c
+ * (what was started before or outside the daemon), logs.c (logs and their rotation). */
 #ifndef NANNY_SUPERVISOR_H
 #define NANNY_SUPERVISOR_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 #include <uv.h>
 
 #include "core/config.h"
 #include "core/driver.h"
-#include "lib/fetch.h"
+#include "core/events.h"
+#include "core/lifecycle.h"
 #include "core/registry.h"
+#include "lib/fetch.h"
 
 struct supervisor;
 struct supervisor_op; /* a start, stop or restart someone waits for */
+
+/* The last health check. */
+struct health_result {
+    bool checked; /* false until the first check */
+    bool ok;
+    long status_code;
+    uint64_t latency_ms;
+    int64_t checked_at_ms; /* Unix time */
+    const char *error;
+};
+
+/* What is happening to a service: the supervisor's alone, read here. */
+struct service_status {
+    enum service_state state;
+    bool is_healthy;       /* running and its last check passed (or it has none) */
+    int64_t started_at_ms; /* Unix time, 0 when not started */
+    unsigned restarts;
+    const char *last_error;
+    struct health_result health;
+    /* Changes whenever anything above changes, and is never reused by another service:
+     * lets a surface reuse what it rendered. 0 for a service never run. */
+    uint64_t generation;
+};
 
 enum supervisor_outcome {
     SUPERVISOR_OK,            /* done: the service is in the state asked for */
@@ -30,17 +60,20 @@ enum supervisor_outcome {
 
 struct supervisor_result {
     enum supervisor_outcome outcome;
-    const char *holder;  /* SUPERVISOR_CONFLICT */
-    const char *message; /* a sentence for the person, or NULL */
-    json_t *preempted;   /* array of the names stopped to free the GPU (borrowed) */
+    const char *holder;                  /* SUPERVISOR_CONFLICT */
+    const char *message;                 /* a sentence for the person, or NULL */
+    json_t *preempted;                   /* array of the names stopped to free the GPU (borrowed) */
+    const struct service_status *status; /* the service's, now */
 };
 
 /* Called once per operation, on the loop (possibly before supervisor_start returns). */
 typedef void (*supervisor_done_fn)(void *data, struct service *svc,
                                    const struct supervisor_result *res);
 
+/* Sets up every driver of the table (drivers_set) and subscribes to hub, on which it
+ * publishes state, health, GPU and preemption events. */
 struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct fetcher *fetcher,
-                                  const struct config *config);
+                                  const struct config *config, struct events *hub);
 
 /* Adopts what an earlier daemon started and recorded in the state folder; what no longer
  * runs (or whose pid now belongs to another process) is marked stopped. */
@@ -54,15 +87,20 @@ void supervisor_services_changed(struct supervisor *sup);
  * stop_services, stops every service (supervisor_busy() tells when they are gone). */
 void supervisor_shutdown(struct supervisor *sup, bool stop_services);
 
-/* True while the supervisor still needs svc (an operation waits on it, it holds a GPU
- * reservation, or its processes still go): the registry keeps it then. */
-bool supervisor_keeps(void *data, const struct service *svc);
-
 /* True while some service still has a process. */
 bool supervisor_busy(struct supervisor *sup);
 
 /* Lets go of every run without stopping it, and frees the supervisor. */
 void supervisor_free(struct supervisor *sup);
+
+/* What is happening to svc; sup may be NULL (then every service is stopped). Valid until
+ * the supervisor next runs. */
+const struct service_status *supervisor_status(const struct supervisor *sup,
+                                               const struct service *svc);
+
+/* Changes whenever any service's status changes: a surface's list of every status is
+ * still good while this and registry_generation() are what they were. */
+uint64_t supervisor_generation(const struct supervisor *sup);
 
 /* Starts (restart: stops first) svc. force preempts the GPU holder; wait_healthy answers
  * only once it is running. Returns a handle for supervisor_op_cancel() while the answer
@@ -91,8 +129,5 @@ const char *supervisor_unavailable(const struct service *svc, char *buf, size_t 
 /* What each driver shows of its backend, for GET /health: {"compose": {...}}. New
  * reference. */
 json_t *supervisor_drivers_info(void);
-
-/* The registry's hook for a service that goes away: frees its run. */
-void supervisor_run_free(void *run);
 
 #endif

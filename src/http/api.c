@@ -1,6 +1,5 @@
 /* The HTTP API: a route table, one function per endpoint, JSON in and out. */
 #include <errno.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -13,6 +12,7 @@
 #include "lib/alloc.h"
 #include "lib/json.h"
 #include "lib/log.h"
+#include "lib/strmap.h"
 #include "version.h"
 
 #define LOGS_TAIL_DEFAULT     100
@@ -27,13 +27,17 @@ struct api {
     const struct config *config;
     unsigned port; /* the port we answer on, for Host and Origin checks */
     time_t started;
-    struct MHD_Response *list_cache; /* GET /services, valid for list_generation */
-    uint64_t list_generation;
+    struct MHD_Response *list_cache; /* GET /services, valid for these generations: */
+    uint64_t list_registry_generation, list_status_generation;
+    struct strmap *renders; /* service name -> struct render */
+    struct events *hub;
+    struct events_sub *sub;
 };
 
-/* What the API keeps rendered in each service, valid until the registry drops it. */
-struct render_cache {
-    struct MHD_Response *status_response;
+/* A service's status as a ready answer, good while its generations are these. */
+struct render {
+    uint64_t generation, status_generation;
+    struct MHD_Response *response;
 };
 
 typedef void (*endpoint_fn)(struct api *api, struct request *req, const char *name);
@@ -64,13 +68,42 @@ static const struct route {
     {{"rediscover"}, "POST", post_rediscover},
 };
 
-struct api *api_new(struct registry *reg, const struct config *config)
+static void render_free(void *value)
+{
+    struct render *r = value;
+
+    MHD_destroy_response(r->response);
+    free(r);
+}
+
+/* What was rendered of services that left the registry goes with them. */
+static void on_event(void *data, const struct event *ev)
+{
+    struct api *api = data;
+    json_t *name;
+    size_t i;
+
+    if (ev->kind != EVENT_DISCOVERY)
+        return;
+    json_array_foreach(json_object_get(ev->data, "removed"), i, name)
+    {
+        struct render *r = strmap_remove(api->renders, json_string_value(name));
+        if (r)
+            render_free(r);
+    }
+}
+
+struct api *api_new(struct registry *reg, const struct config *config, struct events *hub)
 {
     struct api *api = xcalloc(1, sizeof(*api));
 
     api->reg = reg;
     api->config = config;
     api->started = time(NULL);
+    api->renders = strmap_new();
+    api->hub = hub;
+    if (hub)
+        api->sub = events_subscribe(hub, on_event, api);
     return api;
 }
 
@@ -90,16 +123,10 @@ void api_free(struct api *api)
         return;
     if (api->list_cache)
         MHD_destroy_response(api->list_cache);
+    if (api->hub)
+        events_unsubscribe(api->hub, api->sub);
+    strmap_free(api->renders, render_free);
     free(api);
-}
-
-void api_render_cache_free(void *cache)
-{
-    struct render_cache *c = cache;
-
-    if (c->status_response)
-        MHD_destroy_response(c->status_response);
-    free(c);
 }
 
 int api_route_match(const char *path, const char **ret_name, size_t *ret_name_len)
@@ -182,7 +209,7 @@ static json_t *health_json(const struct health_result *h)
                      json_text_or_null(h->error));
 }
 
-json_t *api_service_status(const struct service *svc)
+json_t *api_service_status(const struct service *svc, const struct service_status *st)
 {
     json_t *manifest = manifest_to_json(svc->manifest);
     const struct manifest *m = svc->manifest;
@@ -191,13 +218,13 @@ json_t *api_service_status(const struct service *svc)
     const char *unavailable = supervisor_unavailable(svc, why, sizeof(why));
     json_t *status = json_pack(
         "{s:s, s:o, s:s, s:b, s:O, s:o, s:s, s:b, s:o, s:I, s:o, s:o, s:o, s:O}", "name", svc->name,
-        "description", json_text(m->description), "driver", manifest_driver_name(m->driver),
-        "gpu_required", m->gpu_required, "ports", json_object_get(manifest, "ports"), "port",
-        m->port ? json_integer(m->port) : json_null(), "state", lifecycle_state_name(svc->state),
-        "is_healthy", svc->is_healthy, "started_at", json_time(svc->started_at_ms), "restarts",
-        (json_int_t)svc->restarts, "last_error",
-        json_text_or_null(unavailable ? unavailable : svc->last_error), "health",
-        health_json(&svc->health), "folder", json_text(svc->folder), "warnings", svc->warnings);
+        "description", json_text(m->description), "driver", manifest_driver_name(m), "gpu_required",
+        m->gpu_required, "ports", json_object_get(manifest, "ports"), "port",
+        m->port ? json_integer(m->port) : json_null(), "state", lifecycle_state_name(st->state),
+        "is_healthy", st->is_healthy, "started_at", json_time(st->started_at_ms), "restarts",
+        (json_int_t)st->restarts, "last_error",
+        json_text_or_null(unavailable ? unavailable : st->last_error), "health",
+        health_json(&st->health), "folder", json_text(svc->folder), "warnings", svc->warnings);
     json_decref(manifest);
     if (!status)
         fatal("cannot render the status of %s", svc->name);
@@ -208,18 +235,26 @@ json_t *api_service_status(const struct service *svc)
 
 /* The service's status as a ready answer, made once per change of the service: only its
  * text is kept, not the JSON tree. */
-static struct render_cache *service_render(struct service *svc)
+static struct MHD_Response *service_render(struct api *api, const struct service *svc)
 {
-    struct render_cache *c = svc->render_cache;
+    const struct service_status *st = supervisor_status(api->supervisor, svc);
+    struct render *r = strmap_get(api->renders, svc->name);
+    json_t *status;
 
-    if (!c) {
-        json_t *status = api_service_status(svc);
-        c = xcalloc(1, sizeof(*c));
-        c->status_response = server_json_response(status);
-        json_decref(status);
-        svc->render_cache = c;
+    if (r && r->generation == svc->generation && r->status_generation == st->generation)
+        return r->response;
+    if (!r) {
+        r = xcalloc(1, sizeof(*r));
+        strmap_put(api->renders, svc->name, r);
+    } else {
+        MHD_destroy_response(r->response);
     }
-    return c;
+    status = api_service_status(svc, st);
+    r->response = server_json_response(status);
+    r->generation = svc->generation;
+    r->status_generation = st->generation;
+    json_decref(status);
+    return r->response;
 }
 
 /* Every service's status; made when the list changed, so the trees are not kept. */
@@ -229,7 +264,9 @@ static json_t *services_array(struct api *api)
     json_t *a = json_array();
 
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, api_service_status(registry_at(api->reg, i)));
+        json_array_append_new(
+            a, api_service_status(registry_at(api->reg, i),
+                                  supervisor_status(api->supervisor, registry_at(api->reg, i))));
     return a;
 }
 
@@ -247,21 +284,23 @@ static void get_health(struct api *api, struct request *req, const char *name)
     request_reply_json(req, MHD_HTTP_OK, health);
 }
 
-/* GET /services: the rendered list, remade only when the registry changed. */
+/* GET /services: the rendered list, remade only when a service or its status changed.
+ * The server gives the pages of the short-lived trees back when its clients are gone. */
 static void get_services(struct api *api, struct request *req, const char *name)
 {
     uint64_t generation = registry_generation(api->reg);
+    uint64_t status_generation = supervisor_generation(api->supervisor);
 
-    if (!api->list_cache || api->list_generation != generation) {
+    if (!api->list_cache || api->list_registry_generation != generation ||
+        api->list_status_generation != status_generation) {
         json_t *body = json_pack("{s:o, s:O}", "services", services_array(api), "errors",
                                  registry_errors(api->reg));
         if (api->list_cache)
             MHD_destroy_response(api->list_cache);
         api->list_cache = server_json_response(body);
-        api->list_generation = generation;
+        api->list_registry_generation = generation;
+        api->list_status_generation = status_generation;
         json_decref(body);
-        /* The trees were big and short-lived: give their pages back. */
-        malloc_trim(0);
     }
     request_reply_response(req, MHD_HTTP_OK, api->list_cache);
 }
@@ -308,7 +347,7 @@ static void get_service(struct api *api, struct request *req, const char *name)
     struct service *svc = find_or_reply(api, req, name);
 
     if (svc)
-        request_reply_response(req, MHD_HTTP_OK, service_render(svc)->status_response);
+        request_reply_response(req, MHD_HTTP_OK, service_render(api, svc));
 }
 
 /* Answers a start, restart or stop with what the supervisor did. */
@@ -321,7 +360,7 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
     switch (res->outcome) {
     case SUPERVISOR_OK:
     case SUPERVISOR_ALREADY:
-        body = api_service_status(svc);
+        body = api_service_status(svc, res->status);
         json_object_set(body, "preempted", res->preempted);
         request_reply_json(req, MHD_HTTP_OK, body);
         return;
@@ -344,7 +383,7 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
         return;
     case SUPERVISOR_CANCELLED:
         request_reply_error(req, MHD_HTTP_CONFLICT, "cancelled", "%s: %s is now %s", res->message,
-                            svc->name, lifecycle_state_name(svc->state));
+                            svc->name, lifecycle_state_name(res->status->state));
         return;
     }
 }

@@ -6,13 +6,16 @@
 #include <stdbool.h>
 
 #include "core/config.h"
+#include "core/events.h"
 #include "core/registry.h"
+#include "core/supervisor.h"
 #include "http/server.h"
 
 struct api;
 
-/* config (borrowed, may be NULL) gives the allowed hosts and origins. */
-struct api *api_new(struct registry *reg, const struct config *config);
+/* config (borrowed, may be NULL) gives the allowed hosts and origins; hub (may be NULL)
+ * tells which services went, so that what was rendered of them goes too. */
+struct api *api_new(struct registry *reg, const struct config *config, struct events *hub);
 
 /* The supervisor that runs services (without one, lifecycle endpoints answer 503). */
 struct supervisor;
@@ -29,11 +32,8 @@ void api_free(struct api *api);
 /* The server's request handler; data is the struct api. */
 void api_handle(void *data, struct request *req);
 
-/* Frees what the API cached in a service (the registry's render_cache_free). */
-void api_render_cache_free(void *cache);
-
 /* The JSON status of one service, as GET /services/NAME/status shows it. New reference. */
-json_t *api_service_status(const struct service *svc);
+json_t *api_service_status(const struct service *svc, const struct service_status *status);
 
 /* Splits a request path into its route: returns the route's index in the route table and
  * fills *ret_name with the service name segment (pointing into path, length in

@@ -386,8 +386,10 @@ static void test_restart_values(void **state)
     assert_string_equal(manifest_restart_name(RESTART_NO), "no");
     assert_string_equal(manifest_restart_name(RESTART_ON_FAILURE), "on-failure");
     assert_string_equal(manifest_restart_name(RESTART_ALWAYS), "always");
-    assert_string_equal(manifest_driver_name(DRIVER_COMPOSE), "compose");
-    assert_string_equal(manifest_driver_name(DRIVER_PROCESS), "process");
+    assert_string_equal(manifest_driver_name(&(struct manifest){.driver = DRIVER_COMPOSE}),
+                        "compose");
+    assert_string_equal(manifest_driver_name(&(struct manifest){.driver = DRIVER_PROCESS}),
+                        "process");
 }
 
 static void test_unknown_keys_are_warnings(void **state)

@@ -19,16 +19,18 @@
 struct fixture {
     char root[64];
     uv_loop_t loop;
+    struct events *hub;
+    struct events_sub *sub;
     struct registry *reg;
-    unsigned freed_caches;
+    json_t *published; /* the discovery events heard, their data */
 };
 
-static unsigned caches_freed;
-
-static void cache_free(void *cache)
+static void on_event(void *data, const struct event *ev)
 {
-    caches_freed++;
-    free(cache);
+    struct fixture *f = data;
+
+    assert_int_equal(ev->kind, EVENT_DISCOVERY);
+    json_array_append(f->published, ev->data);
 }
 
 static void write_service(const char *root, const char *folder, const char *yaml)
@@ -69,8 +71,10 @@ static int setup(void **state)
     strcpy(f->root, "/tmp/nanny-registry-XXXXXX");
     assert_non_null(mkdtemp(f->root));
     assert_int_equal(uv_loop_init(&f->loop), 0);
-    f->reg = registry_new(&f->loop, f->root, cache_free);
-    caches_freed = 0;
+    f->hub = events_new(0);
+    f->published = json_array();
+    f->sub = events_subscribe(f->hub, on_event, f);
+    f->reg = registry_new(&f->loop, f->root, f->hub);
     *state = f;
     return 0;
 }
@@ -82,6 +86,8 @@ static int teardown(void **state)
     registry_free(f->reg);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
+    events_free(f->hub);
+    json_decref(f->published);
     nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(f);
     return 0;
@@ -111,6 +117,7 @@ static void test_added_changed_removed(void **state)
 {
     struct fixture *f = *state;
     struct service *a;
+    uint64_t g;
     json_t *diff;
 
     write_service(f->root, "a", "name: alpha\ncommand: x\nports: [\"8011\"]\n");
@@ -126,16 +133,16 @@ static void test_added_changed_removed(void **state)
     assert_string_equal(registry_at(f->reg, 0)->name, "alpha");
     assert_null(registry_find(f->reg, "gamma"));
 
-    /* Runtime state survives a rescan that does not change the manifest. */
-    a->restarts = 3;
+    /* The service survives a rescan that does not change the manifest, unchanged. */
+    g = a->generation;
     diff = rescan(f);
     assert_int_equal(json_array_size(json_object_get(diff, "added")), 0);
     assert_int_equal(json_array_size(json_object_get(diff, "changed")), 0);
     json_decref(diff);
     assert_ptr_equal(registry_find(f->reg, "alpha"), a);
-    assert_int_equal(a->restarts, 3);
+    assert_int_equal(a->generation, g);
 
-    /* A changed manifest is "changed", and keeps the service's state. */
+    /* A changed manifest is "changed", and keeps the service. */
     write_service(f->root, "a", "name: alpha\ncommand: y\nports: [\"8011\"]\n");
     remove_service(f->root, "b");
     diff = rescan(f);
@@ -143,30 +150,62 @@ static void test_added_changed_removed(void **state)
     assert_true(diff_has(diff, "removed", "beta"));
     json_decref(diff);
     assert_ptr_equal(registry_find(f->reg, "alpha"), a);
-    assert_int_equal(a->restarts, 3);
+    assert_true(a->generation > g);
     assert_null(registry_find(f->reg, "beta"));
     assert_int_equal(registry_count(f->reg), 1);
 }
 
-static void test_generation_and_cache(void **state)
+/* Generations only grow and no two services share one; every merge that changes the
+ * services is published once, with its diff. */
+static void test_generation_and_events(void **state)
 {
     struct fixture *f = *state;
-    struct service *a;
+    struct service *a, *b;
     uint64_t g;
 
     write_service(f->root, "a", "name: alpha\ncommand: x\nhealth: false\n");
     json_decref(rescan(f));
+    assert_int_equal(json_array_size(f->published), 1);
+    assert_true(diff_has(json_array_get(f->published, 0), "added", "alpha"));
     a = registry_find(f->reg, "alpha");
     g = registry_generation(f->reg);
-    a->render_cache = xmalloc(8);
     json_decref(rescan(f));
-    /* Nothing changed: the cache stays. */
+    /* Nothing changed: no generation moves, nothing is published. */
     assert_int_equal(registry_generation(f->reg), g);
-    assert_non_null(a->render_cache);
-    registry_touch(f->reg, a);
+    assert_int_equal(json_array_size(f->published), 1);
+    write_service(f->root, "b", "name: beta\ncommand: x\nhealth: false\n");
+    json_decref(rescan(f));
+    b = registry_find(f->reg, "beta");
     assert_true(registry_generation(f->reg) > g);
-    assert_null(a->render_cache);
-    assert_int_equal(caches_freed, 1);
+    assert_true(b->generation != a->generation);
+    assert_int_equal(json_array_size(f->published), 2);
+    assert_true(diff_has(json_array_get(f->published, 1), "added", "beta"));
+}
+
+/* A held service whose folder is gone stays, marked; let go, the next merge removes it. */
+static void test_hold_keeps_a_removed_service(void **state)
+{
+    struct fixture *f = *state;
+    struct service *a;
+    json_t *diff;
+
+    write_service(f->root, "a", "name: alpha\ncommand: x\nhealth: false\n");
+    json_decref(rescan(f));
+    a = registry_find(f->reg, "alpha");
+    registry_hold(f->reg, a, true);
+    remove_service(f->root, "a");
+    diff = rescan(f);
+    assert_false(diff_has(diff, "removed", "alpha"));
+    json_decref(diff);
+    assert_ptr_equal(registry_find(f->reg, "alpha"), a);
+    assert_non_null(a->manifest_error);
+    registry_hold(f->reg, a, false);
+    diff = rescan(f);
+    assert_true(diff_has(diff, "removed", "alpha"));
+    json_decref(diff);
+    assert_null(registry_find(f->reg, "alpha"));
+    assert_true(diff_has(json_array_get(f->published, json_array_size(f->published) - 1), "removed",
+                         "alpha"));
 }
 
 static void test_errors_and_422_lookup(void **state)
@@ -221,12 +260,10 @@ static void test_warnings_only_change_touches(void **state)
     write_service(f->root, "a", "name: alpha\ncommand: x\nhealth: false\n");
     json_decref(rescan(f));
     a = registry_find(f->reg, "alpha");
-    a->render_cache = xmalloc(8);
-    g = registry_generation(f->reg);
+    g = a->generation;
     write_service(f->root, "a", "name: alpha\ncommand: x\nhealth: false\nnew_key: 1\n");
     json_decref(rescan(f));
-    assert_true(registry_generation(f->reg) > g);
-    assert_null(a->render_cache);
+    assert_true(a->generation > g);
     assert_int_equal(json_array_size(a->warnings), 1);
 }
 
@@ -239,13 +276,11 @@ static void test_broken_manifest_keeps_service_and_state(void **state)
     write_service(f->root, "a", "name: alpha\ncommand: x\nports: [\"8011\"]\n");
     json_decref(rescan(f));
     a = registry_find(f->reg, "alpha");
-    a->restarts = 2;
     write_service(f->root, "a", "name: alpha\ncommand: x\nports: [\"99999\"]\n");
     diff = rescan(f);
     assert_false(diff_has(diff, "removed", "alpha"));
     json_decref(diff);
     assert_ptr_equal(registry_find(f->reg, "alpha"), a);
-    assert_int_equal(a->restarts, 2);
     assert_non_null(a->manifest_error);
     assert_int_equal(json_integer_value(json_object_get(a->manifest_error, "line")), 3);
     /* The last good manifest stays in force. */
@@ -334,7 +369,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_added_changed_removed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_generation_and_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_generation_and_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold_keeps_a_removed_service, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_and_422_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renamed_folder_keeps_service, setup, teardown),
         cmocka_unit_test_setup_teardown(test_warnings_only_change_touches, setup, teardown),

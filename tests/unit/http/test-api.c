@@ -88,6 +88,7 @@ static void test_status_shape(void **state)
                                "command: [\"sleep\", \"1\"]\n";
     struct diags errors = {0}, warnings = {0};
     struct service svc = {0};
+    struct service_status status = {.state = STATE_STOPPED};
     json_t *st, *h;
 
     assert_int_equal(manifest_parse(yaml, sizeof(yaml) - 1, "/nonexistent-dir", &svc.manifest, NULL,
@@ -96,9 +97,8 @@ static void test_status_shape(void **state)
     svc.name = "web";
     svc.folder = "web";
     svc.warnings = json_array();
-    svc.state = STATE_STOPPED;
 
-    st = api_service_status(&svc);
+    st = api_service_status(&svc, &status);
     assert_string_equal(json_string_value(json_object_get(st, "name")), "web");
     assert_string_equal(json_string_value(json_object_get(st, "description")), "A web thing");
     assert_string_equal(json_string_value(json_object_get(st, "driver")), "process");
@@ -116,15 +116,15 @@ static void test_status_shape(void **state)
     assert_true(json_is_null(json_object_get(h, "ok")));
 
     /* A check that ran shows its figures and time. */
-    svc.health = (struct health_result){.checked = true,
-                                        .ok = true,
-                                        .status_code = 200,
-                                        .latency_ms = 3,
-                                        .checked_at_ms = 1764172800123};
-    svc.state = STATE_RUNNING;
-    svc.is_healthy = true;
+    status.health = (struct health_result){.checked = true,
+                                           .ok = true,
+                                           .status_code = 200,
+                                           .latency_ms = 3,
+                                           .checked_at_ms = 1764172800123};
+    status.state = STATE_RUNNING;
+    status.is_healthy = true;
     json_decref(st);
-    st = api_service_status(&svc);
+    st = api_service_status(&svc, &status);
     h = json_object_get(st, "health");
     assert_true(json_is_true(json_object_get(h, "ok")));
     assert_int_equal(json_integer_value(json_object_get(h, "status_code")), 200);
@@ -144,6 +144,7 @@ static void test_status_survives_bad_utf8(void **state)
     static const char yaml[] = "name: web\ncommand: x\nhealth: false\n";
     struct diags errors = {0}, warnings = {0};
     struct service svc = {0};
+    struct service_status status = {.last_error = "bad \xff byte"};
     json_t *st;
 
     assert_int_equal(manifest_parse(yaml, sizeof(yaml) - 1, "/nonexistent-dir", &svc.manifest, NULL,
@@ -151,9 +152,8 @@ static void test_status_survives_bad_utf8(void **state)
                      0);
     svc.name = "web";
     svc.folder = "caf\xe9";
-    svc.last_error = "bad \xff byte";
     svc.warnings = json_array();
-    st = api_service_status(&svc);
+    st = api_service_status(&svc, &status);
     assert_string_equal(json_string_value(json_object_get(st, "folder")), "caf?");
     assert_string_equal(json_string_value(json_object_get(st, "last_error")), "bad ? byte");
     assert_true(json_is_null(json_object_get(st, "port")));

@@ -1,0 +1,461 @@
+/* One service's run: its lifecycle fed with the driver's events, the health probes and
+ * the timers, and the status it shows (supervisor.h). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/health.h"
+#include "core/supervisor_impl.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+
+#define PORT_CHECK_MS 50 /* the longest a start waits to learn a port is taken */
+
+int64_t unix_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void run_set_error(struct run *run, const char *fmt, ...)
+{
+    va_list ap;
+    char *text;
+
+    va_start(ap, fmt);
+    if (vasprintf(&text, fmt, ap) < 0)
+        fatal("out of memory (vasprintf)");
+    va_end(ap);
+    free(run->last_error);
+    run->last_error = text;
+    run->status.last_error = text;
+}
+
+static void run_clear_error(struct run *run)
+{
+    free(run->last_error);
+    run->last_error = NULL;
+    run->status.last_error = NULL;
+}
+
+/* True while a run still has processes (an exit's group still empties): it counts as
+ * holding what it held, and a stop of it is not over. */
+bool run_lingers(const struct run *run)
+{
+    return run && (run->instance || run->n_retired > 0);
+}
+
+struct run *run_find(const struct supervisor *sup, const struct service *svc)
+{
+    return sup ? strmap_get(sup->runs, svc->name) : NULL;
+}
+
+struct run *run_of(struct supervisor *sup, struct service *svc)
+{
+    struct run *run = run_find(sup, svc);
+
+    if (run)
+        return run;
+    run = xcalloc(1, sizeof(*run));
+    run->sup = sup;
+    run->svc = svc;
+    lifecycle_init(&run->lc, svc->manifest->health_enabled, svc->manifest->restart);
+    run->status.state = run->lc.state;
+    uv_timer_init(sup->loop, &run->start_timer);
+    uv_timer_init(sup->loop, &run->restart_timer);
+    run->start_timer.data = run;
+    run->restart_timer.data = run;
+    run->handles_open = 2;
+    run->log_path = state_log_path(sup->config->state_dir, svc->name);
+    strmap_put(sup->runs, svc->name, run);
+    return run;
+}
+
+static void on_run_closed(uv_handle_t *h)
+{
+    struct run *run = h->data;
+
+    if (--run->handles_open == 0) {
+        free(run->log_path);
+        free(run->last_error);
+        free(run->health_error);
+        free(run);
+    }
+}
+
+void run_free(struct run *run)
+{
+    health_probe_free(run->probe);
+    run->probe = NULL;
+    driver_run_release(run->instance); /* left running: a later daemon adopts it */
+    run->instance = NULL;
+    for (size_t i = 0; i < run->n_retired; i++)
+        driver_run_release(run->retired[i]);
+    run->n_retired = 0;
+    run->svc = NULL;
+    uv_close((uv_handle_t *)&run->start_timer, on_run_closed);
+    uv_close((uv_handle_t *)&run->restart_timer, on_run_closed);
+}
+
+/* The status's health result and is_healthy, computed in one place. */
+static bool run_is_healthy(const struct run *run)
+{
+    return run->status.state == STATE_RUNNING && run->status.health.checked &&
+           run->status.health.ok;
+}
+
+void run_changed(struct run *run)
+{
+    struct supervisor *sup = run->sup;
+    struct service_status *st = &run->status;
+    bool was_healthy = st->is_healthy;
+
+    st->state = run->lc.state;
+    st->restarts = run->lc.restarts;
+    st->is_healthy = run_is_healthy(run);
+    st->generation = ++sup->generation;
+    if (st->is_healthy != was_healthy) {
+        json_t *data = json_pack("{s:b}", "healthy", st->is_healthy);
+        if (st->health.error)
+            json_object_set_new(data, "error", json_string(st->health.error));
+        events_publish(sup->hub, EVENT_HEALTH, run->svc->name, data);
+    }
+    supervisor_hold_sync(sup, run->svc);
+}
+
+/* Writes down every run that has a process, for the next daemon to adopt. */
+void runs_record(struct supervisor *sup)
+{
+    json_t *services = json_object();
+    size_t n = registry_count(sup->reg);
+
+    for (size_t i = 0; i < n; i++) {
+        struct service *svc = registry_at(sup->reg, i);
+        struct run *run = run_find(sup, svc);
+        json_t *record;
+
+        if (!run || !run->instance || !(record = driver_run_record(run->instance)))
+            continue;
+        json_object_set_new(record, "started_at_ms", json_integer(run->status.started_at_ms));
+        json_object_set_new(record, "log", json_string(run->log_path));
+        json_object_set_new(services, svc->name, record);
+    }
+    json_t *doc = json_pack("{s:i, s:o}", "version", 1, "services", services);
+
+    state_writer_save(sup->state_writer, doc); /* on a worker: the loop never waits for fsync */
+    json_decref(doc);
+}
+
+/* --- the driver's events ------------------------------------------------------------ */
+
+static void retired_unlink(struct run *run, struct driver_run *p)
+{
+    for (size_t i = 0; i < run->n_retired; i++) {
+        if (run->retired[i] == p) {
+            run->retired[i] = run->retired[--run->n_retired];
+            return;
+        }
+    }
+}
+
+/* A new process replaces one whose group is not empty yet (it exited, its children or
+ * zombie linger): keep the old one until it is gone. */
+static void retire_run(struct run *run)
+{
+    if (!run->instance)
+        return;
+    if (run->n_retired == RUN_RETIRED_MAX) {
+        driver_run_release(run->retired[0]); /* let the oldest be: it no longer reports */
+        run->retired[0] = run->retired[--run->n_retired];
+    }
+    run->retired[run->n_retired++] = run->instance;
+    run->instance = NULL;
+}
+
+static void on_run_exited(void *data, struct driver_run *p, int exit_status, int term_signal)
+{
+    struct run *run = data;
+
+    if (p != run->instance)
+        return; /* an earlier process of this service, started again since */
+    if (term_signal)
+        run_set_error(run, "killed by signal %d (%s)", term_signal, strsignal(term_signal));
+    else if (exit_status < 0)
+        run_set_error(run, "exited (status unknown: it was not started by this daemon)");
+    else
+        run_set_error(run, "exited with status %d", exit_status);
+    log_info("%s: %s", run->svc->name, run->last_error);
+    run_event(run,
+              exit_status == 0 && term_signal == 0 ? LIFECYCLE_EXITED_OK : LIFECYCLE_EXITED_FAILED);
+}
+
+static void on_run_gone(void *data, struct driver_run *p)
+{
+    struct run *run = data;
+
+    if (p != run->instance) {
+        /* The last of an earlier process of this service, started again since. */
+        retired_unlink(run, p);
+        driver_run_release(p);
+        supervisor_hold_sync(run->sup, run->svc);
+        supervisor_gpu_publish(run->sup); /* what lingered held what it held */
+        ops_settle(run->sup);
+        return;
+    }
+    run->instance = NULL;
+    run->driver_starting = false;
+    driver_run_release(p);
+    /* After a stop this is the end of the stop; after an exit the state moved already. */
+    if (run->lc.state == STATE_STOPPING)
+        run_event(run, LIFECYCLE_EXITED_OK);
+    supervisor_hold_sync(run->sup, run->svc);
+    supervisor_gpu_publish(run->sup);
+    runs_record(run->sup);
+    ops_settle(run->sup);
+}
+
+/* The end of a start that went on after the driver's start returned (compose up). */
+static void on_run_started(void *data, struct driver_run *p, const char *error)
+{
+    struct run *run = data;
+
+    if (p != run->instance)
+        return;
+    run->driver_starting = false;
+    if (error) {
+        run_set_error(run, "%s", error);
+        run_event(run, LIFECYCLE_DRIVER_FAILED);
+    } else {
+        log_info("%s: started", run->svc->name);
+        runs_record(run->sup);
+        run_event(run, LIFECYCLE_DRIVER_STARTED);
+    }
+    ops_settle(run->sup);
+}
+
+const struct driver_events run_driver_events = {
+    .started = on_run_started, .exited = on_run_exited, .gone = on_run_gone};
+
+/* --- health ----------------------------------------------------------------------- */
+
+static void on_health(void *data, const struct health_check *check)
+{
+    struct run *run = data;
+    struct health_result *h = &run->status.health;
+    bool was_ok = h->ok;
+
+    h->checked = true;
+    h->ok = check->ok;
+    h->status_code = check->status_code;
+    h->latency_ms = check->latency_ms;
+    h->checked_at_ms = unix_ms();
+    free(run->health_error);
+    run->health_error = check->error ? xstrdup(check->error) : NULL;
+    h->error = run->health_error;
+    if (!check->ok && was_ok)
+        log_debug("%s: health check failed: %s", run->svc->name, check->error);
+    run_event(run, check->ok ? LIFECYCLE_PROBE_OK : LIFECYCLE_PROBE_FAILED);
+    run_changed(run); /* a passing check in an unchanged state still changes the status */
+}
+
+static void probe_begin(struct run *run)
+{
+    const struct manifest *m = run->svc->manifest;
+    char *url;
+
+    if (!m->health_enabled || run->probe)
+        return;
+    url = xasprintf("http://127.0.0.1:%u%s", m->health_port, m->health_path);
+    run->probe =
+        health_probe_new(run->sup->loop, run->sup->fetcher, url, m->health_interval_ms,
+                         m->health_timeout_ms, run->lc.state == STATE_STARTING, on_health, run);
+    free(url);
+}
+
+static void on_start_timer(uv_timer_t *t)
+{
+    run_event(t->data, LIFECYCLE_START_TIMEOUT);
+}
+
+static void on_restart_timer(uv_timer_t *t)
+{
+    struct run *run = t->data;
+    struct supervisor *sup = run->sup;
+    struct service *svc = run->svc;
+
+    if (sup->shutting_down)
+        return;
+    /* An automatic restart obeys the GPU rule like any start, without force. */
+    if (svc->manifest->gpu_required && !supervisor_gpu_free_for(sup, svc)) {
+        run_set_error(run, "not restarted: another service holds the GPU");
+        log_info("%s: %s", svc->name, run->last_error);
+        run_changed(run);
+        return;
+    }
+    run_event(run, LIFECYCLE_RESTART_DUE);
+}
+
+/* --- driving the driver --------------------------------------------------------------- */
+
+/* True when something already answers on 127.0.0.1:port: another program has it. */
+static bool port_taken(uint16_t port)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    bool taken;
+
+    if (fd < 0)
+        return false;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    /* On loopback an answer (accept or refusal) comes at once; a listener whose queue is
+     * full answers nothing, so the wait is bounded and that counts as taken. */
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+        taken = true;
+    } else if (errno == EINPROGRESS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int error = 0;
+        socklen_t len = sizeof(error);
+        if (poll(&pfd, 1, PORT_CHECK_MS) == 0)
+            taken = true;
+        else
+            taken = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0;
+    } else {
+        taken = false;
+    }
+    close(fd);
+    return taken;
+}
+
+/* Starts the service through its driver; feeds DRIVER_STARTED or DRIVER_FAILED. */
+static void driver_start(struct run *run)
+{
+    struct supervisor *sup = run->sup;
+    const struct manifest *m = run->svc->manifest;
+    char err[512];
+    int r;
+
+    for (size_t i = 0; i < m->n_ports; i++) {
+        if (port_taken(m->ports[i].host)) {
+            run_set_error(run, "port %u is already in use by another program", m->ports[i].host);
+            run_event(run, LIFECYCLE_DRIVER_FAILED);
+            return;
+        }
+    }
+    r = state_prepare(sup->config->state_dir);
+    if (r < 0) {
+        run_set_error(run, "cannot make the state folder %s: %s", sup->config->state_dir,
+                      strerror(-r));
+        run_event(run, LIFECYCLE_DRIVER_FAILED);
+        return;
+    }
+    run->stop_timeout_ms = m->stop_timeout_ms;
+    retire_run(run);
+    run->driver_starting = false;
+    r = driver_for(m)->start(sup->loop, m, run->log_path, &run_driver_events, run, &run->instance,
+                             err, sizeof(err));
+    if (r < 0) {
+        run_set_error(run, "%s", err);
+        run_event(run, LIFECYCLE_DRIVER_FAILED);
+        return;
+    }
+    run_clear_error(run);
+    run->status.started_at_ms = unix_ms();
+    run_changed(run);
+    if (r > 0) {
+        run->driver_starting = true; /* on_run_started() tells the end */
+        return;
+    }
+    log_info("%s: started", run->svc->name);
+    runs_record(sup);
+    run_event(run, LIFECYCLE_DRIVER_STARTED);
+}
+
+void run_apply(struct run *run, const struct lifecycle_step *step)
+{
+    const struct manifest *m = run->svc->manifest;
+
+    if (step->actions & LIFECYCLE_RESTART_CANCEL)
+        uv_timer_stop(&run->restart_timer);
+    if (step->actions & LIFECYCLE_PROBE_END) {
+        health_probe_free(run->probe);
+        run->probe = NULL;
+        uv_timer_stop(&run->start_timer);
+    }
+    if (step->actions & LIFECYCLE_DRIVER_STOP && run->instance)
+        driver_run_stop(run->instance, run->stop_timeout_ms);
+    if (step->actions & LIFECYCLE_PROBE_BEGIN) {
+        probe_begin(run);
+        if (run->lc.state == STATE_STARTING)
+            uv_timer_start(&run->start_timer, on_start_timer, m->health_start_period_ms, 0);
+    }
+    if (step->actions & LIFECYCLE_RESTART_LATER)
+        uv_timer_start(&run->restart_timer, on_restart_timer, step->restart_delay_ms, 0);
+    if (step->to == STATE_RUNNING) {
+        uv_timer_stop(&run->start_timer);
+        if (run->probe)
+            health_probe_set_fast(run->probe, false);
+    }
+    if (step->actions & LIFECYCLE_DRIVER_START)
+        driver_start(run);
+}
+
+/* Feeds one event to the run's lifecycle, publishes what changed and does what it says. */
+void run_event(struct run *run, enum lifecycle_event ev)
+{
+    struct supervisor *sup = run->sup;
+    struct service *svc = run->svc;
+    struct lifecycle_step step = lifecycle_handle(&run->lc, ev, uv_now(sup->loop));
+
+    if (step.no_op)
+        return;
+    if (step.to == STATE_FAILED && step.cause != LIFECYCLE_CAUSE_NONE) {
+        run->failure = step.cause;
+        if (!run->last_error || ev == LIFECYCLE_START_TIMEOUT ||
+            step.cause == LIFECYCLE_CAUSE_START_LIMIT)
+            run_set_error(run, "%s", step.reason);
+    }
+    run_changed(run);
+    if (step.from != step.to) {
+        json_t *data = json_pack("{s:s, s:s}", "from", lifecycle_state_name(step.from), "to",
+                                 lifecycle_state_name(step.to));
+        if (step.reason)
+            json_object_set_new(data, "reason", json_string(step.reason));
+        events_publish(sup->hub, EVENT_STATE, svc->name, data);
+        supervisor_gpu_publish(sup);
+    }
+    if (step.from == STATE_STOPPING && step.to == STATE_STARTING)
+        ops_stops_superseded(sup, svc);
+    run_apply(run, &step);
+    if (step.actions & LIFECYCLE_NOTIFY)
+        ops_settle(sup);
+}
+
+void run_adopted(struct run *run, int64_t started_at_ms)
+{
+    const struct manifest *m = run->svc->manifest;
+    struct lifecycle_step step;
+
+    run->stop_timeout_ms = m->stop_timeout_ms;
+    run->status.started_at_ms = started_at_ms;
+    run_clear_error(run);
+    run->lc.health_enabled = m->health_enabled;
+    run->lc.restart = m->restart;
+    step = lifecycle_adopt(&run->lc, uv_now(run->sup->loop));
+    run_changed(run);
+    if (step.from != step.to) {
+        events_publish(run->sup->hub, EVENT_STATE, run->svc->name,
+                       json_pack("{s:s, s:s, s:s}", "from", lifecycle_state_name(step.from), "to",
+                                 lifecycle_state_name(step.to), "reason", "adopted"));
+        supervisor_gpu_publish(run->sup);
+    }
+    run_apply(run, &step);
+}

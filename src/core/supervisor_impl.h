@@ -1,0 +1,125 @@
+/* The supervisor's own parts, shared by its files and by nobody else: supervisor.c
+ * (operations and settling), run.c (one service's run), adopt.c (what was started before
+ * or outside the daemon), logs.c (logs and their rotation). */
+#ifndef NANNY_SUPERVISOR_IMPL_H
+#define NANNY_SUPERVISOR_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "core/driver.h"
+#include "core/events.h"
+#include "core/gpu.h"
+#include "core/lifecycle.h"
+#include "core/op.h"
+#include "core/registry.h"
+#include "core/state.h"
+#include "core/supervisor.h"
+#include "lib/strmap.h"
+
+#define RUN_RETIRED_MAX 8
+
+/* One service's run: everything the supervisor keeps for it. Made on first use, freed
+ * when its service leaves the registry (which it does not while the run holds it). */
+struct run {
+    struct supervisor *sup;
+    struct service *svc; /* the registry's: valid while the run lives */
+    struct lifecycle lc;
+    struct service_status status; /* what surfaces read (supervisor_status) */
+    char *last_error;             /* status.last_error's text */
+    char *health_error;           /* status.health.error's text */
+    enum lifecycle_cause failure; /* why it last went to failed */
+    struct driver_run *instance;  /* the running instance, NULL when none */
+    struct health_probe *probe;
+    uv_timer_t start_timer;   /* start_period */
+    uv_timer_t restart_timer; /* the backoff of an automatic restart */
+    int handles_open;
+    bool reserved;            /* waits for preempted holders to go: holds the GPU already */
+    bool driver_starting;     /* the driver's start goes on (compose up): not answered yet */
+    uint64_t stop_timeout_ms; /* from the manifest the run started with */
+    char *log_path;
+    struct driver_run *retired[RUN_RETIRED_MAX]; /* earlier runs whose end still comes */
+    size_t n_retired;
+};
+
+enum op_kind { OP_START, OP_STOP };
+
+struct supervisor_op {
+    struct supervisor *sup;
+    struct service *svc;
+    enum op_kind kind;
+    enum op_phase phase;
+    bool force;
+    bool wait_healthy;
+    bool cancelled; /* nobody waits for the answer any more */
+    supervisor_done_fn done;
+    void *data;
+    json_t *preempted;
+    struct supervisor_op *next;
+};
+
+struct supervisor {
+    uv_loop_t *loop;
+    struct registry *reg;
+    struct fetcher *fetcher;
+    const struct config *config;
+    struct events *hub;
+    struct events_sub *sub;
+    struct strmap *runs;       /* service name -> struct run */
+    struct supervisor_op *ops; /* pending operations */
+    uint64_t generation;       /* of every status (supervisor_generation) */
+    char *gpu_holder;          /* the holder last published, NULL when none */
+    uv_timer_t log_timer;
+    struct state_writer *state_writer;
+    struct log_rotation *rotating; /* a pass of rotation on a worker thread */
+    bool shutting_down;
+    bool settling;     /* ops_settle() is on the stack */
+    bool settle_again; /* ...and was asked again meanwhile */
+};
+
+/* run.c */
+extern const struct driver_events run_driver_events;
+int64_t unix_ms(void);
+struct run *run_of(struct supervisor *sup, struct service *svc); /* made on first use */
+struct run *run_find(const struct supervisor *sup, const struct service *svc);
+void run_free(struct run *run); /* lets go of its instance without stopping it */
+void run_event(struct run *run, enum lifecycle_event ev);
+void run_apply(struct run *run, const struct lifecycle_step *step);
+/* Marks the status changed: a new generation, is_healthy, the events, the hold. */
+void run_changed(struct run *run);
+void run_set_error(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool run_lingers(const struct run *run);
+/* Takes over what runs of the service (adopted: instance set): running, probes begin. */
+void run_adopted(struct run *run, int64_t started_at_ms);
+void runs_record(struct supervisor *sup); /* state.json: every run that has a process */
+
+/* supervisor.c */
+void ops_settle(struct supervisor *sup);
+void op_finish(struct supervisor_op *op, enum supervisor_outcome outcome, const char *holder,
+               const char *message);
+/* The operations still waiting on svc are answered (outcome, message); kind_only selects
+ * those of one kind (pass -1 for all), gpu_waiters_only those waiting for the GPU. */
+void ops_finish_where(struct supervisor *sup, const struct service *svc, int kind,
+                      bool gpu_waiters_only, enum supervisor_outcome outcome, const char *holder,
+                      const char *message);
+/* A stop ended straight into a start asked meanwhile. */
+void ops_stops_superseded(struct supervisor *sup, struct service *svc);
+/* True when no service but target holds the GPU. */
+bool supervisor_gpu_free_for(struct supervisor *sup, const struct service *target);
+/* The registry holds svc while the supervisor still needs it. */
+void supervisor_hold_sync(struct supervisor *sup, struct service *svc);
+/* Publishes the GPU holder when it changed. */
+void supervisor_gpu_publish(struct supervisor *sup);
+
+/* adopt.c */
+extern const struct driver_outside supervisor_outside;
+
+/* logs.c */
+void logs_rotation_start(struct supervisor *sup);
+void logs_rotation_stop(struct supervisor *sup);
+/* The last of the supervisor: frees it once its timer is closed. */
+void logs_rotation_free(struct supervisor *sup);
+
+#endif

@@ -1,0 +1,623 @@
+/* Unit tests for the supervisor with a fake driver (one more row in the table of drivers,
+ * named by the manifests' `driver: fake`): starts, forced starts, stops, restarts,
+ * adoption and cancellation, with no process spawned. The fake's runs end when a test
+ * says so (fake_gone), as a real one's end comes later from the kernel or the engine. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/config.h"
+#include "core/driver.h"
+#include "core/events.h"
+#include "core/op.h"
+#include "core/registry.h"
+#include "core/supervisor.h"
+#include "lib/alloc.h"
+
+/* --- the fake driver ---------------------------------------------------------------- */
+
+#define FAKE_RUNS_MAX 16
+
+struct fake_run {
+    struct driver_run base;
+    const struct driver_events *events;
+    void *data;
+    char *name;
+    bool stop_asked;
+    bool live; /* not released */
+};
+
+static struct {
+    int start_result; /* 0: started at once; 1: fake_started() ends it; < 0: fails */
+    bool unavailable;
+    bool adopt_finds; /* adopt() finds the service running */
+    unsigned starts, stops, releases;
+    struct fake_run *runs[FAKE_RUNS_MAX];
+    size_t n_runs;
+    const struct driver_outside *outside;
+    void *outside_data;
+} fake;
+
+extern const struct driver driver_fake;
+
+static struct fake_run *fake_run_new(const struct manifest *m, const struct driver_events *events,
+                                     void *data)
+{
+    struct fake_run *r = xcalloc(1, sizeof(*r));
+
+    assert_true(fake.n_runs < FAKE_RUNS_MAX);
+    r->base.driver = &driver_fake;
+    r->events = events;
+    r->data = data;
+    r->name = xstrdup(m->name);
+    r->live = true;
+    fake.runs[fake.n_runs++] = r;
+    return r;
+}
+
+/* The latest live run of service name. */
+static struct fake_run *fake_find(const char *name)
+{
+    for (size_t i = fake.n_runs; i-- > 0;)
+        if (fake.runs[i]->live && strcmp(fake.runs[i]->name, name) == 0)
+            return fake.runs[i];
+    return NULL;
+}
+
+static void fake_setup(const struct driver_context *ctx)
+{
+    fake.outside = ctx->outside;
+    fake.outside_data = ctx->data;
+}
+
+static int fake_available(const struct manifest *m, char *err, size_t err_size)
+{
+    if (!fake.unavailable)
+        return 0;
+    snprintf(err, err_size, "the fake backend is away");
+    return -EHOSTDOWN;
+}
+
+static int fake_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+                      const struct driver_events *events, void *data, struct driver_run **ret,
+                      char *err, size_t err_size)
+{
+    fake.starts++;
+    if (fake.start_result < 0) {
+        snprintf(err, err_size, "the fake could not start %s", m->name);
+        return fake.start_result;
+    }
+    *ret = &fake_run_new(m, events, data)->base;
+    return fake.start_result;
+}
+
+static void fake_stop(struct driver_run *handle, uint64_t timeout_ms)
+{
+    struct fake_run *r = (struct fake_run *)handle;
+
+    fake.stops++;
+    r->stop_asked = true;
+}
+
+static json_t *fake_record(const struct driver_run *handle)
+{
+    return json_pack("{s:s, s:i}", "driver", "fake", "pid", 4242);
+}
+
+static int fake_adopt(uv_loop_t *loop, const struct manifest *m, json_t *record,
+                      const struct driver_events *events, void *data, struct driver_run **ret)
+{
+    if (!fake.adopt_finds)
+        return -ESRCH;
+    *ret = &fake_run_new(m, events, data)->base;
+    return 0;
+}
+
+static void fake_release(struct driver_run *handle)
+{
+    struct fake_run *r = (struct fake_run *)handle;
+
+    fake.releases++;
+    r->live = false;
+}
+
+const struct driver driver_fake = {
+    .name = "fake",
+    .setup = fake_setup,
+    .available = fake_available,
+    .start = fake_start,
+    .stop = fake_stop,
+    .record = fake_record,
+    .adopt = fake_adopt,
+    .release = fake_release,
+};
+
+static const struct driver *const fake_table[] = {&driver_fake, NULL};
+
+/* The run of name ends (after a stop, or by itself). */
+static void fake_gone(const char *name)
+{
+    struct fake_run *r = fake_find(name);
+
+    assert_non_null(r);
+    r->events->gone(r->data, &r->base);
+}
+
+static void fake_exited(const char *name, int status)
+{
+    struct fake_run *r = fake_find(name);
+
+    assert_non_null(r);
+    r->events->exited(r->data, &r->base, status, 0);
+    r->events->gone(r->data, &r->base);
+}
+
+static void fake_started(const char *name, const char *error)
+{
+    struct fake_run *r = fake_find(name);
+
+    assert_non_null(r);
+    r->events->started(r->data, &r->base, error);
+}
+
+static void fake_reset(void)
+{
+    for (size_t i = 0; i < fake.n_runs; i++) {
+        free(fake.runs[i]->name);
+        free(fake.runs[i]);
+    }
+    memset(&fake, 0, sizeof(fake));
+}
+
+/* --- the fixture -------------------------------------------------------------------- */
+
+#define ANSWERS_MAX 16
+
+struct answer {
+    char *service;
+    enum supervisor_outcome outcome;
+    char *holder, *message;
+    json_t *preempted;
+};
+
+struct fixture {
+    char root[64], state[64];
+    uv_loop_t loop;
+    struct config config;
+    struct events *hub;
+    struct events_sub *sub;
+    struct registry *reg;
+    struct supervisor *sup;
+    json_t *events; /* every event heard, as JSON */
+    struct answer answers[ANSWERS_MAX];
+    size_t n_answers;
+};
+
+static void on_event(void *data, const struct event *ev)
+{
+    struct fixture *f = data;
+
+    json_array_append_new(f->events, event_to_json(ev));
+}
+
+static void on_done(void *data, struct service *svc, const struct supervisor_result *res)
+{
+    struct fixture *f = data;
+    struct answer *a = &f->answers[f->n_answers++];
+
+    assert_true(f->n_answers <= ANSWERS_MAX);
+    a->service = xstrdup(svc->name);
+    a->outcome = res->outcome;
+    a->holder = res->holder ? xstrdup(res->holder) : NULL;
+    a->message = res->message ? xstrdup(res->message) : NULL;
+    a->preempted = json_deep_copy(res->preempted);
+}
+
+static void write_service(const char *root, const char *name, bool gpu)
+{
+    char path[256], text[256];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", root, name);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/%s/service.yaml", root, name);
+    snprintf(text, sizeof(text), "name: %s\ndriver: fake\ngpu_required: %s\nhealth: false\n", name,
+             gpu ? "true" : "false");
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = xcalloc(1, sizeof(*f));
+
+    fake_reset();
+    drivers_set(fake_table);
+    strcpy(f->root, "/tmp/nanny-sup-XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    strcpy(f->state, "/tmp/nanny-sup-state-XXXXXX");
+    assert_non_null(mkdtemp(f->state));
+    write_service(f->root, "a", true);
+    write_service(f->root, "b", true);
+    write_service(f->root, "c", true);
+    write_service(f->root, "plain", false);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    f->config.state_dir = f->state;
+    f->config.log_max_bytes = CONFIG_LOG_MAX_BYTES;
+    f->config.log_max_files = CONFIG_LOG_MAX_FILES;
+    f->hub = events_new(0);
+    f->events = json_array();
+    f->sub = events_subscribe(f->hub, on_event, f);
+    f->reg = registry_new(&f->loop, f->root, f->hub);
+    assert_int_equal(registry_scan_now(f->reg), 0);
+    assert_int_equal(registry_count(f->reg), 4);
+    f->sup = supervisor_new(&f->loop, f->reg, NULL, &f->config, f->hub);
+    *state = f;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    supervisor_free(f->sup);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    registry_free(f->reg);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    events_free(f->hub);
+    json_decref(f->events);
+    for (size_t i = 0; i < f->n_answers; i++) {
+        free(f->answers[i].service);
+        free(f->answers[i].holder);
+        free(f->answers[i].message);
+        json_decref(f->answers[i].preempted);
+    }
+    nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    nftw(f->state, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    fake_reset();
+    return 0;
+}
+
+static struct service *svc(struct fixture *f, const char *name)
+{
+    struct service *s = registry_find(f->reg, name);
+
+    assert_non_null(s);
+    return s;
+}
+
+static enum service_state state_of(struct fixture *f, const char *name)
+{
+    return supervisor_status(f->sup, svc(f, name))->state;
+}
+
+static struct supervisor_op *start(struct fixture *f, const char *name, bool force)
+{
+    return supervisor_start(f->sup, svc(f, name), force, false, false, on_done, f);
+}
+
+/* The number of events of kind type (and about service, when not NULL) heard. */
+static size_t events_count(struct fixture *f, const char *type, const char *service)
+{
+    size_t i, n = 0;
+    json_t *e;
+
+    json_array_foreach(f->events, i, e)
+    {
+        const char *s = json_string_value(json_object_get(e, "service"));
+        if (strcmp(json_string_value(json_object_get(e, "type")), type) == 0 &&
+            (!service || (s && strcmp(s, service) == 0)))
+            n++;
+    }
+    return n;
+}
+
+/* The holder named by the latest GPU event; "" when it said none, or there was none. */
+static const char *last_gpu_holder(struct fixture *f)
+{
+    const char *holder = "";
+    size_t i;
+    json_t *e;
+
+    json_array_foreach(f->events, i,
+                       e) if (strcmp(json_string_value(json_object_get(e, "type")), "gpu") == 0)
+        holder = json_string_value(json_object_get(e, "holder")) ?: "";
+    return holder;
+}
+
+/* --- the tests ---------------------------------------------------------------------- */
+
+static void test_start_and_stop(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_null(start(f, "plain", false)); /* started at once: answered at once */
+    assert_int_equal(f->n_answers, 1);
+    assert_int_equal(f->answers[0].outcome, SUPERVISOR_OK);
+    assert_int_equal(state_of(f, "plain"), STATE_RUNNING);
+    assert_true(supervisor_status(f->sup, svc(f, "plain"))->is_healthy == false);
+    assert_true(supervisor_status(f->sup, svc(f, "plain"))->started_at_ms > 0);
+    assert_int_equal(fake.starts, 1);
+
+    /* Again: already running, nothing done. */
+    assert_null(start(f, "plain", false));
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_ALREADY);
+    assert_int_equal(fake.starts, 1);
+
+    /* A stop waits for the run to be gone. */
+    assert_non_null(supervisor_stop(f->sup, svc(f, "plain"), on_done, f));
+    assert_int_equal(state_of(f, "plain"), STATE_STOPPING);
+    assert_int_equal(fake.stops, 1);
+    assert_int_equal(f->n_answers, 2);
+    fake_gone("plain");
+    assert_int_equal(f->n_answers, 3);
+    assert_int_equal(f->answers[2].outcome, SUPERVISOR_OK);
+    assert_int_equal(state_of(f, "plain"), STATE_STOPPED);
+    assert_int_equal(fake.releases, 1);
+
+    /* Each change was published once, in order. */
+    assert_int_equal(events_count(f, "state", "plain"),
+                     4); /* ->starting->running->stopping->stopped */
+}
+
+static void test_gpu_conflict_and_force(void **state)
+{
+    struct fixture *f = *state;
+    struct supervisor_op *op;
+
+    start(f, "a", false);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_string_equal(last_gpu_holder(f), "a");
+
+    /* A second GPU service: 409 naming the holder. */
+    assert_null(start(f, "b", false));
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[1].holder, "a");
+    assert_int_equal(state_of(f, "b"), STATE_STOPPED);
+
+    /* Forced: a is stopped first; b waits, holding the GPU already. */
+    op = start(f, "b", true);
+    assert_non_null(op);
+    assert_int_equal(state_of(f, "a"), STATE_STOPPING);
+    assert_int_equal(events_count(f, "preempt", "a"), 1);
+    /* A third start meanwhile sees a holder, and is refused. */
+    assert_null(start(f, "c", false));
+    assert_int_equal(f->answers[2].outcome, SUPERVISOR_CONFLICT);
+    assert_int_equal(fake.starts, 1);
+
+    fake_gone("a");
+    assert_int_equal(state_of(f, "a"), STATE_STOPPED);
+    assert_int_equal(state_of(f, "b"), STATE_RUNNING);
+    assert_int_equal(f->n_answers, 4);
+    assert_int_equal(f->answers[3].outcome, SUPERVISOR_OK);
+    assert_string_equal(json_string_value(json_array_get(f->answers[3].preempted, 0)), "a");
+    assert_string_equal(last_gpu_holder(f), "b");
+}
+
+static void test_restart_stops_first(void **state)
+{
+    struct fixture *f = *state;
+
+    start(f, "a", false);
+    assert_non_null(supervisor_start(f->sup, svc(f, "a"), false, false, true, on_done, f));
+    assert_int_equal(state_of(f, "a"), STATE_STOPPING);
+    assert_int_equal(fake.starts, 1);
+    fake_gone("a");
+    assert_int_equal(fake.starts, 2);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_int_equal(f->n_answers, 2);
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_OK);
+}
+
+/* A start that goes on in the driver (compose up) answers when it ends; its failure is
+ * a 502 with the driver's sentence, and the service is failed. */
+static void test_start_later_and_driver_failure(void **state)
+{
+    struct fixture *f = *state;
+
+    fake.start_result = 1;
+    assert_non_null(start(f, "plain", false));
+    assert_int_equal(state_of(f, "plain"), STATE_STARTING);
+    assert_int_equal(f->n_answers, 0);
+    fake_started("plain", "up -d said no");
+    assert_int_equal(f->n_answers, 1);
+    assert_int_equal(f->answers[0].outcome, SUPERVISOR_DRIVER_FAILED);
+    assert_string_equal(f->answers[0].message, "up -d said no");
+    assert_int_equal(state_of(f, "plain"), STATE_FAILED);
+    assert_string_equal(supervisor_status(f->sup, svc(f, "plain"))->last_error, "up -d said no");
+
+    fake.start_result = -EIO;
+    assert_null(start(f, "a", false));
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_DRIVER_FAILED);
+    assert_string_equal(f->answers[1].message, "the fake could not start a");
+    /* A failed start holds no GPU. */
+    assert_string_equal(last_gpu_holder(f), "");
+
+    fake.unavailable = true;
+    assert_null(start(f, "b", false));
+    assert_int_equal(f->answers[2].outcome, SUPERVISOR_UNAVAILABLE);
+    assert_string_equal(f->answers[2].message, "the fake backend is away");
+}
+
+/* The requester of a forced start goes away: its reservation goes too, so the GPU is not
+ * held by nobody; a stop of a start that waits for the GPU cancels it. */
+static void test_cancellation(void **state)
+{
+    struct fixture *f = *state;
+    struct supervisor_op *op;
+
+    start(f, "a", false);
+    op = start(f, "b", true);
+    assert_non_null(op);
+    supervisor_op_cancel(op);
+    fake_gone("a");
+    assert_int_equal(state_of(f, "b"), STATE_STOPPED);
+    assert_int_equal(fake.starts, 1);
+    assert_int_equal(f->n_answers, 1); /* only a's start: the cancelled one is not answered */
+    assert_string_equal(last_gpu_holder(f), "");
+
+    start(f, "a", false);
+    op = start(f, "b", true);
+    assert_non_null(op);
+    supervisor_stop(f->sup, svc(f, "b"), on_done, f);
+    assert_int_equal(f->answers[f->n_answers - 2].outcome, SUPERVISOR_CANCELLED);
+    assert_int_equal(f->answers[f->n_answers - 1].outcome, SUPERVISOR_OK); /* the stop */
+    fake_gone("a");
+    assert_int_equal(state_of(f, "b"), STATE_STOPPED);
+}
+
+/* A stop while the driver's start goes on: the start is answered as cancelled. */
+static void test_stop_during_start(void **state)
+{
+    struct fixture *f = *state;
+
+    fake.start_result = 1;
+    assert_non_null(start(f, "plain", false));
+    assert_non_null(supervisor_stop(f->sup, svc(f, "plain"), on_done, f));
+    fake_gone("plain");
+    assert_int_equal(f->n_answers, 2);
+    /* Both are answered by the same change, in no promised order. */
+    assert_int_equal(f->answers[0].outcome + f->answers[1].outcome,
+                     SUPERVISOR_CANCELLED + SUPERVISOR_OK);
+    assert_true(f->answers[0].outcome == SUPERVISOR_CANCELLED ||
+                f->answers[1].outcome == SUPERVISOR_CANCELLED);
+    assert_int_equal(state_of(f, "plain"), STATE_STOPPED);
+}
+
+/* An unasked exit fails the service; the GPU goes free. */
+static void test_exit(void **state)
+{
+    struct fixture *f = *state;
+
+    start(f, "a", false);
+    fake_exited("a", 3);
+    assert_int_equal(state_of(f, "a"), STATE_FAILED);
+    assert_string_equal(supervisor_status(f->sup, svc(f, "a"))->last_error, "exited with status 3");
+    assert_string_equal(last_gpu_holder(f), "");
+    assert_null(start(f, "b", false));
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_OK);
+}
+
+/* What an earlier daemon recorded is adopted when it still runs; a run seen outside the
+ * daemon is adopted too and holds the GPU. */
+static void test_adoption(void **state)
+{
+    struct fixture *f = *state;
+    char path[128];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/state.json", f->state);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{\"version\":1,\"services\":{\"a\":{\"driver\":\"fake\",\"pid\":4242,"
+          "\"started_at_ms\":1000},\"gone\":{\"driver\":\"fake\",\"pid\":1}}}",
+          fp);
+    fclose(fp);
+    fake.adopt_finds = true;
+    supervisor_adopt(f->sup);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_int_equal(supervisor_status(f->sup, svc(f, "a"))->started_at_ms, 1000);
+    assert_string_equal(last_gpu_holder(f), "a");
+    assert_int_equal(fake.starts, 0);
+
+    /* b's backend says it runs: adopted, and the GPU has two holders now (said in the
+     * log), the first by name named. */
+    fake.outside->appeared(fake.outside_data, &driver_fake, "b");
+    assert_int_equal(state_of(f, "b"), STATE_RUNNING);
+    assert_null(start(f, "c", false));
+    assert_int_equal(f->answers[0].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[0].holder, "a");
+}
+
+/* A service whose folder goes while it runs stays until it is stopped, then leaves at the
+ * next rescan, and its run with it. */
+static void test_removed_while_running(void **state)
+{
+    struct fixture *f = *state;
+    struct scan *scan;
+    char path[128];
+
+    start(f, "plain", false);
+    snprintf(path, sizeof(path), "%s/plain/service.yaml", f->root);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(discovery_scan(f->root, &scan), 0);
+    registry_apply_scan(f->reg, scan, NULL);
+    assert_non_null(registry_find(f->reg, "plain"));
+    assert_non_null(registry_find(f->reg, "plain")->manifest_error);
+    supervisor_stop(f->sup, svc(f, "plain"), on_done, f);
+    fake_gone("plain");
+    assert_int_equal(discovery_scan(f->root, &scan), 0);
+    registry_apply_scan(f->reg, scan, NULL);
+    assert_null(registry_find(f->reg, "plain"));
+}
+
+/* op_next() over every phase and state. */
+static void test_op_next(void **state)
+{
+    struct op_view v = {.state = STATE_STOPPED};
+
+    assert_int_equal(op_next(OP_NEW, &v), OP_WAIT);
+    assert_int_equal(op_next(OP_STOP_WAIT, &v), OP_DONE_OK);
+    v.lingers = true;
+    assert_int_equal(op_next(OP_STOP_WAIT, &v), OP_WAIT);
+    assert_int_equal(op_next(OP_STOP_FIRST, &v), OP_ARBITRATE);
+    v.state = STATE_STOPPING;
+    assert_int_equal(op_next(OP_STOP_FIRST, &v), OP_WAIT);
+    assert_int_equal(op_next(OP_STARTED, &v), OP_WAIT);
+    assert_int_equal(op_next(OP_GPU_WAIT, &v), OP_WAIT);
+    v.gpu_free = true;
+    assert_int_equal(op_next(OP_GPU_WAIT, &v), OP_BEGIN_START);
+    v.state = STATE_STARTING;
+    v.driver_starting = true;
+    assert_int_equal(op_next(OP_STARTED, &v), OP_WAIT);
+    v.driver_starting = false;
+    assert_int_equal(op_next(OP_STARTED, &v), OP_DONE_OK);
+    v.wait_healthy = true;
+    assert_int_equal(op_next(OP_STARTED, &v), OP_WAIT);
+    v.state = STATE_UNHEALTHY;
+    assert_int_equal(op_next(OP_STARTED, &v), OP_DONE_OK);
+    v.state = STATE_FAILED;
+    v.failure = LIFECYCLE_CAUSE_START_TIMEOUT;
+    assert_int_equal(op_next(OP_STARTED, &v), OP_DONE_TIMED_OUT);
+    v.failure = LIFECYCLE_CAUSE_START_LIMIT;
+    assert_int_equal(op_next(OP_STARTED, &v), OP_DONE_FAILED);
+    v.state = STATE_STOPPED;
+    assert_int_equal(op_next(OP_STARTED, &v), OP_DONE_CANCELLED);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_start_and_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gpu_conflict_and_force, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_stops_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_start_later_and_driver_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancellation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_during_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adoption, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_removed_while_running, setup, teardown),
+        cmocka_unit_test(test_op_next),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
