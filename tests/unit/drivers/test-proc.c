@@ -390,6 +390,78 @@ static void test_start_time_of_a_gone_pid(void **state)
     assert_true(t > 0);
 }
 
+/* True once pid is no child of ours: reaped, not merely ended. */
+static bool reaped_by_someone(pid_t pid)
+{
+    siginfo_t info;
+
+    memset(&info, 0, sizeof(info));
+    return waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD;
+}
+
+/* True once pid has ended and waits to be reaped. */
+static bool ended(pid_t pid)
+{
+    siginfo_t info;
+
+    memset(&info, 0, sizeof(info));
+    return waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+}
+
+/* A child of ours that no uv_process_t owns, as an orphan handed to the subreaper is; it
+ * ends at once. */
+static pid_t stray_child(void)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(0);
+    return pid;
+}
+
+static void test_reaper_reaps_what_libuv_does_not_own(void **state)
+{
+    struct fixture *f = *state;
+    struct proc_reaper *reaper;
+    pid_t stray;
+
+    assert_int_equal(proc_reaper_new(&f->loop, &reaper), 0);
+    stray = stray_child();
+    use_command(f, "exit 3", NULL);
+    start(f);
+    RUN_UNTIL(f, f->gone && reaped_by_someone(stray));
+    /* libuv still reaped its own child and told its status. */
+    assert_int_equal(f->exits, 1);
+    assert_int_equal(f->exit_status, 3);
+    proc_reaper_free(reaper);
+}
+
+/* An ended child of libuv's, not reaped yet, stands first in line: the reaper looks past
+ * it and leaves it to libuv. */
+static void test_reaper_looks_past_a_child_of_libuv(void **state)
+{
+    struct fixture *f = *state;
+    struct proc_reaper *reaper;
+    pid_t stray;
+
+    use_command(f, "exit 3", NULL);
+    start(f);
+    for (int i = 0; i < 5000 && !ended(proc_pid(f->p)); i++)
+        usleep(1000);
+    assert_true(ended(proc_pid(f->p)));
+    stray = stray_child();
+    for (int i = 0; i < 5000 && !ended(stray); i++)
+        usleep(1000);
+    assert_true(ended(stray));
+    /* Its first pass runs before libuv reads the SIGCHLD that is waiting. */
+    assert_int_equal(proc_reaper_new(&f->loop, &reaper), 0);
+    RUN_UNTIL(f, f->gone && reaped_by_someone(stray));
+    assert_int_equal(f->exits, 1);
+    assert_int_equal(f->exit_status, 3);
+    proc_reaper_free(reaper);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -409,6 +481,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_adopt_and_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopted_exit_is_seen, setup, teardown),
         cmocka_unit_test(test_start_time_of_a_gone_pid),
+        cmocka_unit_test_setup_teardown(test_reaper_reaps_what_libuv_does_not_own, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reaper_looks_past_a_child_of_libuv, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
