@@ -13,6 +13,7 @@
 #include "core/watch.h"
 #include "daemon.h"
 #include "drivers/proc.h"
+#include "drivers/process.h"
 #include "http/api.h"
 #include "http/server.h"
 #include "lib/alloc.h"
@@ -229,6 +230,7 @@ int daemon_run(const struct config *c)
     r = proc_reaper_new(&d.loop, &d.reaper);
     if (r < 0)
         log_warning("cannot reap the services' orphans: %s: stops may wait for init", strerror(-r));
+    driver_process_setup(&d.loop);
     d.supervisor = supervisor_new(&d.loop, d.reg, d.fetcher, c);
     registry_set_run_free(d.reg, supervisor_run_free);
     registry_set_keep(d.reg, supervisor_keeps, d.supervisor);
