@@ -35,6 +35,7 @@ struct daemon {
     struct fetcher *fetcher;
     struct supervisor *supervisor;
     struct events *hub;
+    struct proc_reaper *reaper;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
     uint64_t drain_deadline;
@@ -57,6 +58,8 @@ static void daemon_teardown(struct daemon *d)
     d->supervisor = NULL;
     fetcher_free(d->fetcher);
     d->fetcher = NULL;
+    proc_reaper_free(d->reaper);
+    d->reaper = NULL;
 }
 
 /* Waits for the requests in flight to be answered, with a deadline. */
@@ -227,8 +230,9 @@ int daemon_run(const struct config *c)
     if (r < 0)
         log_warning("cannot make the state folder %s: %s: services cannot be started", c->state_dir,
                     strerror(-r));
-    if (proc_become_subreaper() < 0)
-        log_warning("cannot become the reaper of the services' orphans: stops may wait for init");
+    r = proc_reaper_new(&d.loop, &d.reaper);
+    if (r < 0)
+        log_warning("cannot reap the services' orphans: %s: stops may wait for init", strerror(-r));
     d.supervisor = supervisor_new(&d.loop, d.reg, d.fetcher, c, d.hub);
     api_set_supervisor(d.api, d.supervisor);
     supervisor_adopt(d.supervisor);

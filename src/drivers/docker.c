@@ -593,6 +593,29 @@ struct docker_logs {
     char *error;
 };
 
+/* A stream's line that a frame cut, kept until its end comes. */
+struct partial_line {
+    char *buf;
+    size_t len, size;
+};
+
+/* Appends n bytes, growing the buffer by doubling up to limit (the body's length, which
+ * no line of it can pass). */
+static void partial_append(struct partial_line *pl, const char *p, size_t n, size_t limit)
+{
+    if (pl->len + n > pl->size) {
+        size_t size = pl->size ? pl->size : 256;
+        while (size < pl->len + n)
+            size *= 2;
+        if (size > limit)
+            size = limit;
+        pl->buf = xrealloc(pl->buf, size);
+        pl->size = size;
+    }
+    memcpy(pl->buf + pl->len, p, n);
+    pl->len += n;
+}
+
 void docker_log_lines(const char *body, size_t len,
                       void (*fn)(void *data, const char *line, size_t len), void *data)
 {
@@ -600,8 +623,7 @@ void docker_log_lines(const char *body, size_t len,
      * stream is split into lines on its own, as frames may cut lines. */
     bool muxed =
         len >= 8 && (unsigned char)body[0] <= 2 && body[1] == 0 && body[2] == 0 && body[3] == 0;
-    char *acc[3] = {NULL, NULL, NULL};
-    size_t acc_len[3] = {0, 0, 0};
+    struct partial_line acc[3] = {{NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}};
 
     if (!muxed) {
         size_t start = 0;
@@ -620,25 +642,31 @@ void docker_log_lines(const char *body, size_t len,
         size_t size = ((size_t)(unsigned char)body[at + 4] << 24) |
                       ((size_t)(unsigned char)body[at + 5] << 16) |
                       ((size_t)(unsigned char)body[at + 6] << 8) | (unsigned char)body[at + 7];
-        const char *p = body + at + 8;
+        const char *p = body + at + 8, *end, *nl;
+        struct partial_line *pl = &acc[stream];
 
         if (size > len - at - 8)
             size = len - at - 8; /* a cut body: take what there is */
-        for (size_t i = 0; i < size; i++) {
-            if (p[i] == '\n') {
-                fn(data, acc[stream] ? acc[stream] : "", acc_len[stream]);
-                acc_len[stream] = 0;
-                continue;
+        end = p + size;
+        /* Whole lines go out from the body itself; only a cut one is copied. */
+        while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
+            if (pl->len == 0) {
+                fn(data, p, (size_t)(nl - p));
+            } else {
+                partial_append(pl, p, (size_t)(nl - p), len);
+                fn(data, pl->buf, pl->len);
+                pl->len = 0;
             }
-            acc[stream] = xrealloc(acc[stream], acc_len[stream] + 1);
-            acc[stream][acc_len[stream]++] = p[i];
+            p = nl + 1;
         }
+        if (p < end)
+            partial_append(pl, p, (size_t)(end - p), len);
         at += 8 + size;
     }
     for (unsigned s = 0; s < 3; s++) {
-        if (acc_len[s] > 0)
-            fn(data, acc[s], acc_len[s]);
-        free(acc[s]);
+        if (acc[s].len > 0)
+            fn(data, acc[s].buf, acc[s].len);
+        free(acc[s].buf);
     }
 }
 

@@ -1,9 +1,11 @@
 /* The process driver's engine: uv_spawn in a session and process group of its own, the
  * log file as stdout and stderr, and a stop that ends only when the group is empty. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -219,10 +221,11 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
     return 0;
 }
 
-int proc_start_time(pid_t pid, uint64_t *ret)
+/* Reads /proc/PID/stat into buf and points *ret past the command name, at the state
+ * field: the command name may hold anything, so it ends at the last ')'. */
+static int read_stat(pid_t pid, char *buf, size_t size, char **ret)
 {
-    char path[64], buf[1024], *field;
-    unsigned long long start;
+    char path[64], *after;
     ssize_t n;
     int fd;
 
@@ -230,22 +233,35 @@ int proc_start_time(pid_t pid, uint64_t *ret)
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? -ESRCH : -errno;
-    n = read(fd, buf, sizeof(buf) - 1);
+    n = read(fd, buf, size - 1);
     close(fd);
     if (n <= 0)
         return -ESRCH;
     buf[n] = '\0';
-    /* "PID (COMM) STATE PPID ...": COMM may hold anything, so count from its last ')';
-     * the start time is the 20th field after it (field 22 of proc(5)). */
-    field = strrchr(buf, ')');
-    if (!field)
+    after = strrchr(buf, ')');
+    if (!after || after[1] != ' ')
         return -EIO;
-    for (int i = 0; i < 20; i++) {
-        field = strchr(field + 1, ' ');
+    *ret = after + 2;
+    return 0;
+}
+
+int proc_start_time(pid_t pid, uint64_t *ret)
+{
+    char buf[1024], *field = NULL;
+    unsigned long long start;
+    int r;
+
+    r = read_stat(pid, buf, sizeof(buf), &field);
+    if (r < 0)
+        return r;
+    /* The start time is the 20th field after the state (field 22 of proc(5)). */
+    for (int i = 0; i < 19; i++) {
+        field = strchr(field, ' ');
         if (!field)
             return -EIO;
+        field++;
     }
-    if (sscanf(field + 1, "%llu", &start) != 1)
+    if (sscanf(field, "%llu", &start) != 1)
         return -EIO;
     *ret = start;
     return 0;
@@ -308,6 +324,142 @@ void proc_stop(struct proc *p, uint64_t timeout_ms)
 int proc_become_subreaper(void)
 {
     return prctl(PR_SET_CHILD_SUBREAPER, 1) < 0 ? -errno : 0;
+}
+
+/* The reaper of the daemon's other children. */
+struct proc_reaper {
+    uv_loop_t *loop;
+    uv_signal_t sigchld;
+    uv_timer_t pass; /* one pass a loop iteration, after libuv's handler had its turn */
+    int handles_open;
+};
+
+struct pid_search {
+    pid_t pid;
+    bool found;
+};
+
+static void find_process(uv_handle_t *h, void *arg)
+{
+    struct pid_search *search = arg;
+
+    if (h->type == UV_PROCESS && uv_is_active(h) &&
+        uv_process_get_pid((uv_process_t *)h) == search->pid)
+        search->found = true;
+}
+
+/* True when libuv waits for pid: an active uv_process_t of the loop is its own, and
+ * libuv reaps it to report its exit status (a pid reaped under it is an abort()). */
+static bool libuv_owns(uv_loop_t *loop, pid_t pid)
+{
+    struct pid_search search = {.pid = pid};
+
+    uv_walk(loop, find_process, &search);
+    return search.found;
+}
+
+static void reap(pid_t pid)
+{
+    int status;
+
+    if (waitpid(pid, &status, WNOHANG) == pid)
+        log_debug("reaped pid %d, an orphan handed to the daemon", (int)pid);
+}
+
+/* Reaps the ended children that libuv does not own, found in /proc: waitid() shows only
+ * the first ended child, and one of libuv's may stand in front of the others. */
+static void reap_by_scan(struct proc_reaper *r)
+{
+    pid_t self = getpid();
+    struct dirent *entry;
+    DIR *dir;
+
+    dir = opendir("/proc");
+    if (!dir)
+        return;
+    while ((entry = readdir(dir))) {
+        char buf[1024], *state = NULL, *end;
+        long pid = strtol(entry->d_name, &end, 10);
+        int ppid;
+
+        if (*end != '\0' || pid <= 0 || read_stat((pid_t)pid, buf, sizeof(buf), &state) < 0)
+            continue;
+        if (state[0] == 'Z' && sscanf(state + 1, " %d", &ppid) == 1 && ppid == self &&
+            !libuv_owns(r->loop, (pid_t)pid))
+            reap((pid_t)pid);
+    }
+    closedir(dir);
+}
+
+/* Reaps every ended child that libuv does not own. */
+static void on_reaper_pass(uv_timer_t *t)
+{
+    struct proc_reaper *r = t->data;
+    siginfo_t info;
+
+    for (;;) {
+        memset(&info, 0, sizeof(info));
+        if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0)
+            return; /* no ended child left */
+        if (libuv_owns(r->loop, info.si_pid))
+            break;
+        reap(info.si_pid);
+    }
+    reap_by_scan(r);
+}
+
+/* Runs beside libuv's own SIGCHLD handler, in an order libuv does not tell: the pass
+ * waits for the next loop iteration, when libuv has reaped what it owns. */
+static void on_sigchld(uv_signal_t *s, int signum)
+{
+    struct proc_reaper *r = s->data;
+
+    uv_timer_start(&r->pass, on_reaper_pass, 0, 0);
+}
+
+int proc_reaper_new(uv_loop_t *loop, struct proc_reaper **ret)
+{
+    struct proc_reaper *r;
+    int rc;
+
+    rc = proc_become_subreaper();
+    if (rc < 0)
+        return rc;
+    r = xcalloc(1, sizeof(*r));
+    r->loop = loop;
+    uv_signal_init(loop, &r->sigchld);
+    r->sigchld.data = r;
+    uv_timer_init(loop, &r->pass);
+    r->pass.data = r;
+    r->handles_open = 2;
+    rc = uv_signal_start(&r->sigchld, on_sigchld, SIGCHLD);
+    if (rc < 0) {
+        proc_reaper_free(r);
+        return rc;
+    }
+    /* Neither keeps the loop alive: they serve whatever else runs on it. */
+    uv_unref((uv_handle_t *)&r->sigchld);
+    uv_unref((uv_handle_t *)&r->pass);
+    /* Children that ended before the signal was watched. */
+    uv_timer_start(&r->pass, on_reaper_pass, 0, 0);
+    *ret = r;
+    return 0;
+}
+
+static void on_reaper_closed(uv_handle_t *h)
+{
+    struct proc_reaper *r = h->data;
+
+    if (--r->handles_open == 0)
+        free(r);
+}
+
+void proc_reaper_free(struct proc_reaper *r)
+{
+    if (!r)
+        return;
+    uv_close((uv_handle_t *)&r->sigchld, on_reaper_closed);
+    uv_close((uv_handle_t *)&r->pass, on_reaper_closed);
 }
 
 pid_t proc_pid(const struct proc *p)

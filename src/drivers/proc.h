@@ -27,6 +27,16 @@ char **proc_env_build(char *const *extra);
  * a stopped group is seen empty at once rather than when init gets round to it. */
 int proc_become_subreaper(void);
 
+/* The daemon's reaper: it becomes the reaper of its services' orphans
+ * (proc_become_subreaper()) and, after each SIGCHLD, reaps every ended child that no
+ * active uv_process_t of loop owns (libuv reaps those and reports their exit status), such
+ * as a process that left its service's process group (setsid) and was orphaned. loop must
+ * be the only loop of the process that spawns. The reaper keeps no loop alive; free it
+ * before closing the loop. */
+struct proc_reaper;
+int proc_reaper_new(uv_loop_t *loop, struct proc_reaper **ret);
+void proc_reaper_free(struct proc_reaper *r);
+
 /* What a run tells its owner, on the loop. */
 struct proc_events {
     /* The leader ended by itself (not after proc_stop): exit status, or the signal that

@@ -115,28 +115,97 @@ static int process_available(const struct manifest *m, char *err, size_t err_siz
     return 0;
 }
 
-/* The log file is read at once: done is called before this returns. */
+static uv_loop_t *process_loop; /* on whose worker threads logs() reads */
+
+static void process_setup(const struct driver_context *ctx)
+{
+    process_loop = ctx->loop;
+}
+
+/* A logs request: the tail is read on a worker thread and answered on the loop. A
+ * cancelled one frees itself when its work ends, without an answer. */
+struct process_logs {
+    struct driver_logs base; /* first: the handle the supervisor holds */
+    uv_work_t work;
+    char *path;
+    unsigned tail;
+    size_t max_bytes;
+    driver_logs_fn done; /* NULL once cancelled */
+    void *data;
+    char **lines; /* the worker's result */
+    int result;
+};
+
+static void on_tail_work(uv_work_t *work)
+{
+    struct process_logs *l = work->data;
+
+    l->result = proc_log_tail(l->path, l->tail, l->max_bytes, &l->lines);
+}
+
+static void on_tail_read(uv_work_t *work, int status)
+{
+    struct process_logs *l = work->data;
+    int r = status < 0 ? status : l->result;
+
+    if (l->done && r < 0) {
+        char *error = xasprintf("cannot read %s: %s", l->path, strerror(-r));
+        l->done(l->data, NULL, error);
+        free(error);
+    } else if (l->done) {
+        l->done(l->data, l->lines, NULL);
+    }
+    strv_free(l->lines);
+    free(l->path);
+    free(l);
+}
+
+/* The log file is read on a worker thread: done is called on a later loop pass. */
 static void process_logs(const struct manifest *m, const char *log_path, unsigned tail,
                          driver_logs_fn done, void *data, struct driver_logs **ret)
 {
     size_t bytes = (size_t)tail * 1024 + 65536;
-    char **lines = NULL;
-    int r = proc_log_tail(log_path, tail,
-                          bytes < PROCESS_TAIL_BYTES_MAX ? bytes : PROCESS_TAIL_BYTES_MAX, &lines);
+    struct process_logs *l;
+    int r;
 
     *ret = NULL;
-    if (r < 0) {
-        char *error = xasprintf("cannot read %s: %s", log_path, strerror(-r));
-        done(data, NULL, error);
-        free(error);
+    if (!process_loop) {
+        done(data, NULL, "the process driver was not set up to read logs");
         return;
     }
-    done(data, lines, NULL);
-    strv_free(lines);
+    l = xcalloc(1, sizeof(*l));
+    l->base.driver = &driver_process;
+    l->path = xstrdup(log_path);
+    l->tail = tail;
+    l->max_bytes = bytes < PROCESS_TAIL_BYTES_MAX ? bytes : PROCESS_TAIL_BYTES_MAX;
+    l->done = done;
+    l->data = data;
+    l->work.data = l;
+    r = uv_queue_work(process_loop, &l->work, on_tail_work, on_tail_read);
+    if (r < 0) {
+        char *error = xasprintf("cannot read %s: %s", log_path, uv_strerror(r));
+        done(data, NULL, error);
+        free(error);
+        free(l->path);
+        free(l);
+        return;
+    }
+    *ret = &l->base;
+}
+
+/* done will not be called; the request frees itself once its work has ended (at once
+ * when it had not begun). */
+static void process_logs_cancel(struct driver_logs *handle)
+{
+    struct process_logs *l = (struct process_logs *)handle;
+
+    l->done = NULL;
+    uv_cancel((uv_req_t *)&l->work);
 }
 
 const struct driver driver_process = {
     .name = "process",
+    .setup = process_setup,
     .available = process_available,
     .start = process_start,
     .stop = process_stop,
@@ -144,5 +213,6 @@ const struct driver driver_process = {
     .adopt = process_adopt,
     .release = process_release,
     .logs = process_logs,
+    .logs_cancel = process_logs_cancel,
     .rotate = proc_log_rotate,
 };

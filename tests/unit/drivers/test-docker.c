@@ -206,6 +206,45 @@ static void test_log_lines_last_line_without_newline(void **state)
     }
 }
 
+/* A line far longer than its frames, cut into many, with the other stream's frames
+ * between them: it comes out whole, as do the other stream's lines. */
+static void test_log_lines_long_line_across_many_frames(void **state)
+{
+    enum { FRAMES = 2000, PIECE = 50 };
+    size_t cap = (size_t)FRAMES * 2 * (8 + PIECE) + 64, len = 0;
+    char *body = xmalloc(cap), piece[PIECE];
+    struct collected c = {0};
+
+    memset(piece, 'x', sizeof(piece));
+    for (int i = 0; i < FRAMES; i++) {
+        unsigned char h[8] = {1, 0, 0, 0, 0, 0, 0, PIECE};
+        unsigned char e[8] = {2, 0, 0, 0, 0, 0, 0, 2};
+        memcpy(body + len, h, 8);
+        memcpy(body + len + 8, piece, PIECE);
+        len += 8 + PIECE;
+        if (i % 500 == 0) {
+            memcpy(body + len, e, 8);
+            memcpy(body + len + 8, "e\n", 2);
+            len += 10;
+        }
+    }
+    memcpy(body + len, (unsigned char[]){1, 0, 0, 0, 0, 0, 0, 4}, 8);
+    memcpy(body + len + 8, "!\nz\n", 4);
+    len += 12;
+    assert_true(len <= cap);
+    docker_log_lines(body, len, collect, &c);
+    assert_int_equal(c.n, 6);
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(c.lines[i], "e");
+    assert_int_equal(strlen(c.lines[4]), (size_t)FRAMES * PIECE + 1);
+    assert_int_equal(strspn(c.lines[4], "x"), (size_t)FRAMES * PIECE);
+    assert_string_equal(c.lines[4] + FRAMES * PIECE, "!");
+    assert_string_equal(c.lines[5], "z");
+    for (size_t i = 0; i < c.n; i++)
+        free(c.lines[i]);
+    free(body);
+}
+
 /* --- docker_project_name --------------------------------------------------------------- */
 
 static void assert_project_name(const char *name, const char *expected)
@@ -1055,6 +1094,7 @@ int main(void)
         cmocka_unit_test(test_log_lines_empty_body),
         cmocka_unit_test(test_log_lines_raw_text),
         cmocka_unit_test(test_log_lines_last_line_without_newline),
+        cmocka_unit_test(test_log_lines_long_line_across_many_frames),
         cmocka_unit_test(test_project_name),
         cmocka_unit_test_setup_teardown(test_connect_and_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh, setup, teardown),

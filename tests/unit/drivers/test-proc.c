@@ -1,5 +1,6 @@
 /* Unit tests for the process driver's engine: real processes on a real loop. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,7 +14,9 @@
 
 #include <cmocka.h>
 
+#include "core/driver.h"
 #include "drivers/proc.h"
+#include "drivers/drivers.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 
@@ -273,6 +276,111 @@ static void test_log_tail(void **state)
     strv_free(lines);
 }
 
+/* What a logs request answered. */
+struct logs_answer {
+    int calls;
+    char *first, *last; /* the first and last line */
+    size_t n;
+    char *error;
+};
+
+static void on_logs(void *data, char **lines, const char *error)
+{
+    struct logs_answer *a = data;
+
+    a->calls++;
+    if (error)
+        a->error = xstrdup(error);
+    for (size_t i = 0; lines && lines[i]; i++) {
+        if (i == 0)
+            a->first = xstrdup(lines[i]);
+        free(a->last);
+        a->last = xstrdup(lines[i]);
+        a->n = i + 1;
+    }
+}
+
+static void logs_answer_clear(struct logs_answer *a)
+{
+    free(a->first);
+    free(a->last);
+    free(a->error);
+}
+
+static void test_driver_logs_answer_on_a_later_pass(void **state)
+{
+    struct fixture *f = *state;
+    struct logs_answer a = {0};
+    struct driver_logs *l = NULL;
+    FILE *fp = fopen(f->log, "w");
+
+    for (int i = 1; i <= 100; i++)
+        fprintf(fp, "line %d\n", i);
+    fclose(fp);
+    driver_process.setup(&(struct driver_context){.loop = &f->loop});
+    driver_process.logs(NULL, f->log, 10, on_logs, &a, &l);
+    assert_non_null(l);
+    assert_int_equal(a.calls, 0);
+    RUN_UNTIL(f, a.calls > 0);
+    assert_int_equal(a.calls, 1);
+    assert_null(a.error);
+    assert_int_equal(a.n, 10);
+    assert_string_equal(a.first, "line 91");
+    assert_string_equal(a.last, "line 100");
+    logs_answer_clear(&a);
+
+    /* A log that cannot be read is an error sentence naming it. */
+    memset(&a, 0, sizeof(a));
+    driver_process.logs(NULL, f->dir, 10, on_logs, &a, &l);
+    RUN_UNTIL(f, a.calls > 0);
+    assert_non_null(a.error);
+    assert_non_null(strstr(a.error, f->dir));
+    logs_answer_clear(&a);
+}
+
+static void test_driver_logs_cancelled_before_the_read(void **state)
+{
+    struct fixture *f = *state;
+    struct logs_answer a = {0};
+    struct driver_logs *l = NULL;
+    FILE *fp = fopen(f->log, "w");
+
+    fprintf(fp, "line 1\n");
+    fclose(fp);
+    driver_process.setup(&(struct driver_context){.loop = &f->loop});
+    driver_process.logs(NULL, f->log, 10, on_logs, &a, &l);
+    assert_non_null(l);
+    driver_process.logs_cancel(l);
+    uv_run(&f->loop, UV_RUN_DEFAULT); /* until the request has freed itself */
+    assert_int_equal(a.calls, 0);
+}
+
+/* Cancelled once the worker has begun: the log is a FIFO, whose open for reading waits
+ * for a writer. */
+static void test_driver_logs_cancelled_once_the_read_began(void **state)
+{
+    struct fixture *f = *state;
+    struct logs_answer a = {0};
+    struct driver_logs *l = NULL;
+    int writer = -1;
+
+    assert_int_equal(mkfifo(f->log, 0600), 0);
+    driver_process.setup(&(struct driver_context){.loop = &f->loop});
+    driver_process.logs(NULL, f->log, 10, on_logs, &a, &l);
+    assert_non_null(l);
+    /* A writer can open the FIFO only once the worker has it open for reading. */
+    for (int i = 0; i < 5000 && writer < 0; i++) {
+        writer = open(f->log, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (writer < 0)
+            usleep(1000);
+    }
+    assert_true(writer >= 0);
+    driver_process.logs_cancel(l); /* too late for uv_cancel(): the work has begun */
+    close(writer);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(a.calls, 0);
+}
+
 static off_t file_size(const char *path)
 {
     struct stat st;
@@ -390,6 +498,78 @@ static void test_start_time_of_a_gone_pid(void **state)
     assert_true(t > 0);
 }
 
+/* True once pid is no child of ours: reaped, not merely ended. */
+static bool reaped_by_someone(pid_t pid)
+{
+    siginfo_t info;
+
+    memset(&info, 0, sizeof(info));
+    return waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD;
+}
+
+/* True once pid has ended and waits to be reaped. */
+static bool ended(pid_t pid)
+{
+    siginfo_t info;
+
+    memset(&info, 0, sizeof(info));
+    return waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+}
+
+/* A child of ours that no uv_process_t owns, as an orphan handed to the subreaper is; it
+ * ends at once. */
+static pid_t stray_child(void)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(0);
+    return pid;
+}
+
+static void test_reaper_reaps_what_libuv_does_not_own(void **state)
+{
+    struct fixture *f = *state;
+    struct proc_reaper *reaper;
+    pid_t stray;
+
+    assert_int_equal(proc_reaper_new(&f->loop, &reaper), 0);
+    stray = stray_child();
+    use_command(f, "exit 3", NULL);
+    start(f);
+    RUN_UNTIL(f, f->gone && reaped_by_someone(stray));
+    /* libuv still reaped its own child and told its status. */
+    assert_int_equal(f->exits, 1);
+    assert_int_equal(f->exit_status, 3);
+    proc_reaper_free(reaper);
+}
+
+/* An ended child of libuv's, not reaped yet, stands first in line: the reaper looks past
+ * it and leaves it to libuv. */
+static void test_reaper_looks_past_a_child_of_libuv(void **state)
+{
+    struct fixture *f = *state;
+    struct proc_reaper *reaper;
+    pid_t stray;
+
+    use_command(f, "exit 3", NULL);
+    start(f);
+    for (int i = 0; i < 5000 && !ended(proc_pid(f->p)); i++)
+        usleep(1000);
+    assert_true(ended(proc_pid(f->p)));
+    stray = stray_child();
+    for (int i = 0; i < 5000 && !ended(stray); i++)
+        usleep(1000);
+    assert_true(ended(stray));
+    /* Its first pass runs before libuv reads the SIGCHLD that is waiting. */
+    assert_int_equal(proc_reaper_new(&f->loop, &reaper), 0);
+    RUN_UNTIL(f, f->gone && reaped_by_someone(stray));
+    assert_int_equal(f->exits, 1);
+    assert_int_equal(f->exit_status, 3);
+    proc_reaper_free(reaper);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,11 +584,18 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_env_and_workdir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_command_and_workdir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_driver_logs_answer_on_a_later_pass, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_driver_logs_cancelled_before_the_read, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_driver_logs_cancelled_once_the_read_began, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_log_rotation_keeps_the_service_writing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_adopt_and_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopted_exit_is_seen, setup, teardown),
         cmocka_unit_test(test_start_time_of_a_gone_pid),
+        cmocka_unit_test_setup_teardown(test_reaper_reaps_what_libuv_does_not_own, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reaper_looks_past_a_child_of_libuv, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
