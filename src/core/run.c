@@ -1,20 +1,16 @@
 /* One service's run: its lifecycle fed with the driver's events, the health probes and
  * the timers, and the status it shows (supervisor.h). */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/health.h"
 #include "core/supervisor_impl.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/portcheck.h"
 
 #define PORT_CHECK_MS 50 /* the longest a start waits to learn a port is taken */
 
@@ -94,6 +90,9 @@ static void on_run_closed(uv_handle_t *h)
 
 void run_free(struct run *run)
 {
+    if (run->portcheck)
+        portcheck_cancel(run->portcheck);
+    run->portcheck = NULL;
     health_probe_free(run->probe);
     run->probe = NULL;
     driver_run_release(run->instance); /* left running: a later daemon adopts it */
@@ -306,50 +305,15 @@ static void on_restart_timer(uv_timer_t *t)
 
 /* --- driving the driver --------------------------------------------------------------- */
 
-/* True when something already answers on 127.0.0.1:port: another program has it. */
-static bool port_taken(uint16_t port)
-{
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    bool taken;
-
-    if (fd < 0)
-        return false;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    /* On loopback an answer (accept or refusal) comes at once; a listener whose queue is
-     * full answers nothing, so the wait is bounded and that counts as taken. */
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
-        taken = true;
-    } else if (errno == EINPROGRESS) {
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        int error = 0;
-        socklen_t len = sizeof(error);
-        if (poll(&pfd, 1, PORT_CHECK_MS) == 0)
-            taken = true;
-        else
-            taken = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0;
-    } else {
-        taken = false;
-    }
-    close(fd);
-    return taken;
-}
-
-/* Starts the service through its driver; feeds DRIVER_STARTED or DRIVER_FAILED. */
-static void driver_start(struct run *run)
+/* Starts the service through its driver, its ports found free; feeds DRIVER_STARTED or
+ * DRIVER_FAILED. */
+static void driver_start_now(struct run *run)
 {
     struct supervisor *sup = run->sup;
     const struct manifest *m = run->svc->manifest;
     char err[512];
     int r;
 
-    for (size_t i = 0; i < m->n_ports; i++) {
-        if (port_taken(m->ports[i].host)) {
-            run_set_error(run, "port %u is already in use by another program", m->ports[i].host);
-            run_event(run, LIFECYCLE_DRIVER_FAILED);
-            return;
-        }
-    }
     r = state_prepare(sup->config->state_dir);
     if (r < 0) {
         run_set_error(run, "cannot make the state folder %s: %s", sup->config->state_dir,
@@ -359,7 +323,6 @@ static void driver_start(struct run *run)
     }
     run->stop_timeout_ms = m->stop_timeout_ms;
     retire_run(run);
-    run->driver_starting = false;
     r = driver_for(m)->start(sup->loop, m, run->log_path, &run_driver_events, run, &run->instance,
                              err, sizeof(err));
     if (r < 0) {
@@ -379,9 +342,41 @@ static void driver_start(struct run *run)
     run_event(run, LIFECYCLE_DRIVER_STARTED);
 }
 
+static void on_ports_checked(void *data, unsigned taken)
+{
+    struct run *run = data;
+
+    run->portcheck = NULL;
+    run->driver_starting = false;
+    if (taken) {
+        run_set_error(run, "port %u is already in use by another program", taken);
+        run_event(run, LIFECYCLE_DRIVER_FAILED);
+    } else {
+        driver_start_now(run);
+    }
+    ops_settle(run->sup);
+}
+
+/* A start first sees its host ports free (another program's would make it fail in ways
+ * hard to tell), with connects on the loop: until then the start goes on, as a driver's
+ * that answers later does. */
+static void driver_start(struct run *run)
+{
+    const struct manifest *m = run->svc->manifest;
+    unsigned ports[MANIFEST_PORTS_MAX];
+    size_t n = 0;
+
+    for (size_t i = 0; i < m->n_ports && n < MANIFEST_PORTS_MAX; i++)
+        ports[n++] = m->ports[i].host;
+    run->driver_starting = true;
+    run->portcheck =
+        portcheck_start(run->sup->loop, ports, n, PORT_CHECK_MS, on_ports_checked, run);
+}
+
 void run_apply(struct run *run, const struct lifecycle_step *step)
 {
     const struct manifest *m = run->svc->manifest;
+    bool stopped_before_start = false;
 
     if (step->actions & LIFECYCLE_RESTART_CANCEL)
         uv_timer_stop(&run->restart_timer);
@@ -390,8 +385,15 @@ void run_apply(struct run *run, const struct lifecycle_step *step)
         run->probe = NULL;
         uv_timer_stop(&run->start_timer);
     }
-    if (step->actions & LIFECYCLE_DRIVER_STOP && run->instance)
+    if (step->actions & LIFECYCLE_DRIVER_STOP && run->instance) {
         driver_run_stop(run->instance, run->stop_timeout_ms);
+    } else if (step->actions & LIFECYCLE_DRIVER_STOP && run->portcheck) {
+        /* Stopped while its ports were being checked: nothing ran, the stop is over. */
+        portcheck_cancel(run->portcheck);
+        run->portcheck = NULL;
+        run->driver_starting = false;
+        stopped_before_start = true;
+    }
     if (step->actions & LIFECYCLE_PROBE_BEGIN) {
         probe_begin(run);
         if (run->lc.state == STATE_STARTING)
@@ -406,6 +408,8 @@ void run_apply(struct run *run, const struct lifecycle_step *step)
     }
     if (step->actions & LIFECYCLE_DRIVER_START)
         driver_start(run);
+    if (stopped_before_start)
+        run_event(run, LIFECYCLE_EXITED_OK);
 }
 
 /* Feeds one event to the run's lifecycle, publishes what changed and does what it says. */

@@ -33,8 +33,9 @@ struct run {
     enum lifecycle_cause failure; /* why it last went to failed */
     struct driver_run *instance;  /* the running instance, NULL when none */
     struct health_probe *probe;
-    uv_timer_t start_timer;   /* start_period */
-    uv_timer_t restart_timer; /* the backoff of an automatic restart */
+    struct portcheck *portcheck; /* a start's check of its ports, until it answers */
+    uv_timer_t start_timer;      /* start_period */
+    uv_timer_t restart_timer;    /* the backoff of an automatic restart */
     int handles_open;
     bool reserved;            /* waits for preempted holders to go: holds the GPU already */
     bool driver_starting;     /* the driver's start goes on (compose up): not answered yet */
