@@ -47,6 +47,7 @@ struct docker {
     uint64_t generation;   /* of the latest list */
     uint64_t asked;        /* of the latest list asked for */
     bool known, reachable;
+    bool not_running; /* unreachable because nothing listens on its socket: dockerd is gone */
     char *error;
     struct docker_container *containers;
     size_t n_containers;
@@ -67,9 +68,19 @@ struct docker {
     uv_timer_t retry;
     uv_timer_t kick; /* lists after an event, outside libcurl's callback */
     int handles_open;
+    struct docker_stop *stops; /* containers being stopped through the engine */
+};
+
+/* POST /containers/ID/stop in flight. */
+struct docker_stop {
+    struct docker *d;
+    struct fetch *fetch;
+    char *id;
+    struct docker_stop *next;
 };
 
 static void docker_connect(struct docker *d);
+static void stop_free(struct docker_stop *st);
 static void dead_remove(struct docker *d, size_t i);
 
 char *docker_project_name(const char *name)
@@ -136,8 +147,9 @@ static void on_retry(uv_timer_t *t)
     docker_connect(t->data);
 }
 
-/* The engine went away: drop the stream, keep the last list, try again later. */
-static void disconnect(struct docker *d, const char *error)
+/* The engine went away (not_running: nothing listens on its socket): drop the stream,
+ * keep the last list, try again later. */
+static void disconnect(struct docker *d, const char *error, bool not_running)
 {
     fetch_cancel(d->events);
     d->events = NULL;
@@ -153,6 +165,7 @@ static void disconnect(struct docker *d, const char *error)
     /* Whoever waits for a list asked before now gets the first one after reconnecting. */
     if (d->asked > d->generation + 1)
         d->generation = d->asked - 1;
+    d->not_running = not_running;
     set_reachable(d, error);
     uv_timer_start(&d->retry, on_retry, DOCKER_RETRY_MS, 0);
 }
@@ -200,13 +213,13 @@ static void on_list(void *data, const struct fetch_result *res)
             transfer_error(res, error, sizeof(error));
         else
             snprintf(error, sizeof(error), "listing containers answered HTTP %ld", res->status);
-        disconnect(d, error);
+        disconnect(d, error, res->error && res->curl_code == CURLE_COULDNT_CONNECT);
         return;
     }
     doc = json_loadb(res->body, res->body_len, 0, NULL);
     if (!json_is_array(doc)) {
         json_decref(doc);
-        disconnect(d, "the engine's container list is not a JSON array");
+        disconnect(d, "the engine's container list is not a JSON array", false);
         return;
     }
     containers_clear(d);
@@ -230,6 +243,7 @@ static void on_list(void *data, const struct fetch_result *res)
     json_decref(doc);
     apply_dead(d, true);
     d->generation++;
+    d->not_running = false;
     set_reachable(d, NULL);
     d->watch->listed(d->data);
     if (d->list_again)
@@ -249,7 +263,7 @@ static void list_start(struct docker *d)
     req.url = "http://docker/containers/json?all=1&filters=" DOCKER_FILTER_LIST;
     d->list_number = ++d->lists_started;
     if (fetcher_request(d->fetcher, &req, on_list, d, &d->listing) < 0)
-        disconnect(d, "cannot start a request to the engine");
+        disconnect(d, "cannot start a request to the engine", false);
 }
 
 static void dead_remove(struct docker *d, size_t i)
@@ -391,7 +405,7 @@ static void on_events_end(void *data, const struct fetch_result *res)
         snprintf(error, sizeof(error), "its event stream answered HTTP %ld", res->status);
     else
         snprintf(error, sizeof(error), "it closed its event stream");
-    disconnect(d, error);
+    disconnect(d, error, res->error && res->curl_code == CURLE_COULDNT_CONNECT);
 }
 
 static void docker_connect(struct docker *d)
@@ -405,7 +419,7 @@ static void docker_connect(struct docker *d)
     if (d->events)
         return;
     if (fetcher_request(d->fetcher, &req, on_events_end, d, &d->events) < 0) {
-        disconnect(d, "cannot start a request to the engine");
+        disconnect(d, "cannot start a request to the engine", false);
         return;
     }
     d->asked = d->generation + 1; /* no list is in flight: disconnect() cancelled it */
@@ -427,7 +441,8 @@ struct docker *docker_new(uv_loop_t *loop, struct fetcher *fetcher, const char *
     uv_timer_init(loop, &d->kick);
     d->retry.data = d->kick.data = d;
     d->handles_open = 2;
-    docker_connect(d);
+    /* On the next loop pass, not now: the watch hears nothing before its owner holds d. */
+    uv_timer_start(&d->retry, on_retry, 0, 0);
     return d;
 }
 
@@ -445,6 +460,10 @@ void docker_free(struct docker *d)
         return;
     fetch_cancel(d->events);
     fetch_cancel(d->listing);
+    while (d->stops) { /* a stop in flight at the end: the engine goes on with it */
+        fetch_cancel(d->stops->fetch);
+        stop_free(d->stops);
+    }
     containers_clear(d);
     for (size_t i = 0; i < d->n_exits; i++)
         free(d->exits[i].project);
@@ -464,18 +483,29 @@ bool docker_reachable(const struct docker *d)
 
 bool docker_gone(const struct docker *d)
 {
-    return !d->reachable && d->error &&
-           strncmp(d->error, DOCKER_NOT_RUNNING, strlen(DOCKER_NOT_RUNNING)) == 0;
+    return !d->reachable && d->not_running;
+}
+
+static void stop_free(struct docker_stop *st)
+{
+    for (struct docker_stop **p = &st->d->stops; *p; p = &(*p)->next) {
+        if (*p == st) {
+            *p = st->next;
+            break;
+        }
+    }
+    free(st->id);
+    free(st);
 }
 
 static void on_stopped(void *data, const struct fetch_result *res)
 {
-    char *id = data;
+    struct docker_stop *st = data;
 
     if (res->error || (res->status != 204 && res->status != 304 && res->status != 404))
-        log_warning("docker: cannot stop container %.12s: %s", id,
+        log_warning("docker: cannot stop container %.12s: %s", st->id,
                     res->error ? res->error : "the engine refused");
-    free(id);
+    stop_free(st);
 }
 
 void docker_stop_project(struct docker *d, const char *project, unsigned timeout_s)
@@ -485,16 +515,21 @@ void docker_stop_project(struct docker *d, const char *project, unsigned timeout
         struct fetch_request req = {.unix_socket = d->socket,
                                     .timeout_ms = (uint64_t)timeout_s * 1000 + DOCKER_LIST_MS,
                                     .post = true};
-        char *u, *id;
+        struct docker_stop *st;
+        char *u;
 
         if (!c->running || strcmp(c->project, project) != 0)
             continue;
         u = url("http://docker/containers/%s/stop?t=%u", c->id, timeout_s);
-        id = xstrdup(c->id);
+        st = xcalloc(1, sizeof(*st));
+        st->d = d;
+        st->id = xstrdup(c->id);
+        st->next = d->stops;
+        d->stops = st;
         req.url = u;
         log_info("docker: stopping container %.12s of %s through the engine", c->id, project);
-        if (fetcher_request(d->fetcher, &req, on_stopped, id, NULL) < 0)
-            free(id);
+        if (fetcher_request(d->fetcher, &req, on_stopped, st, &st->fetch) < 0)
+            stop_free(st);
         free(u);
     }
 }

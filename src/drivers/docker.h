@@ -41,7 +41,8 @@ struct docker_watch {
     void (*listed)(void *data);
 };
 
-/* Starts watching the engine at socket_path; the first answer comes through the watch. */
+/* Starts watching the engine at socket_path; the first answer comes through the watch,
+ * never before this returns (the first request goes out on the next loop pass). */
 struct docker *docker_new(uv_loop_t *loop, struct fetcher *fetcher, const char *socket_path,
                           const struct docker_watch *watch, void *data);
 void docker_free(struct docker *d);
