@@ -2,22 +2,17 @@
  * both child processes on the loop with their stderr read back through a pipe; what runs
  * is what the Docker engine says (docker.c), not what the commands meant to do. */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "drivers/drivers.h"
 #include "core/config.h"
+#include "drivers/compose_command.h"
 #include "drivers/docker.h"
-#include "drivers/proc.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 
-#define COMPOSE_ARGS_MAX      16
-#define COMPOSE_TAIL_MAX      1024  /* the end of a command's stderr kept for its error */
-#define COMPOSE_ERROR_MAX     600   /* ...and the part of it that goes into last_error */
 #define COMPOSE_DOWN_TRIES    3     /* downs after which containers still running are let be */
 #define COMPOSE_DOWN_GRACE_MS 60000 /* a down taking this much past stop_timeout hangs */
 
@@ -31,8 +26,6 @@ enum phase {
     PHASE_ENDED,   /* gone() was said */
 };
 
-struct child;
-
 struct compose_run {
     struct driver_run base; /* first: the handle the supervisor holds */
     char *name;             /* the service's */
@@ -45,33 +38,15 @@ struct compose_run {
     bool stop_wanted;
     bool released;
     uint64_t stop_timeout_ms;
-    uint64_t list_from; /* lists older than this one say nothing about this run */
-    unsigned downs;     /* downs run, for COMPOSE_DOWN_TRIES */
-    struct child *child;
+    uint64_t list_from;          /* lists older than this one say nothing about this run */
+    unsigned downs;              /* downs run, for COMPOSE_DOWN_TRIES */
+    struct compose_child *child; /* the command it runs, NULL when none */
     struct compose_run *next, *prev;
-};
-
-/* One compose command: done once it exited and both pipes are drained. */
-struct child {
-    struct compose_run *run;
-    uv_process_t process;
-    uv_pipe_t out, err;
-    uv_timer_t watchdog; /* a command that hangs is killed */
-    int handles_open;
-    int open_streams;
-    bool exited;
-    int64_t exit_status;
-    int term_signal;
-    char tail[COMPOSE_TAIL_MAX];
-    size_t tail_len;
-    const char *what; /* "up -d" or "down" */
-    void (*done)(struct compose_run *r, struct child *ch);
 };
 
 struct compose {
     uv_loop_t *loop;
-    char *argv[COMPOSE_ARGS_MAX]; /* the compose command's words; argv[0] NULL: none */
-    char *command_text;
+    struct compose_command command;
     struct docker *docker; /* NULL until a compose service exists (libcurl costs ~2 MiB) */
     struct fetcher *fetcher;
     char *socket;
@@ -97,70 +72,6 @@ static void compose_in_use(void)
 }
 
 /* --- the compose command ---------------------------------------------------------------- */
-
-static bool on_path(const char *program)
-{
-    const char *path = getenv("PATH");
-    bool found = false;
-    char *copy, *dir, *save = NULL;
-
-    if (strchr(program, '/'))
-        return access(program, X_OK) == 0;
-    copy = xstrdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
-    for (dir = strtok_r(copy, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save)) {
-        char *full = xasprintf("%s/%s", *dir ? dir : ".", program);
-        found = access(full, X_OK) == 0;
-        free(full);
-    }
-    free(copy);
-    return found;
-}
-
-/* `docker compose` works when the docker CLI finds its compose plugin: in the folders
- * the CLI itself searches. */
-static bool compose_plugin_present(void)
-{
-    static const char *const dirs[] = {
-        "/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
-        "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins"};
-    const char *config = getenv("DOCKER_CONFIG"), *home = getenv("HOME");
-    char *own = NULL;
-    bool found = false;
-
-    if (config && *config)
-        own = xasprintf("%s/cli-plugins/docker-compose", config);
-    else if (home && *home)
-        own = xasprintf("%s/.docker/cli-plugins/docker-compose", home);
-    found = own && access(own, X_OK) == 0;
-    free(own);
-    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && !found; i++) {
-        char *p = xasprintf("%s/docker-compose", dirs[i]);
-        found = access(p, X_OK) == 0;
-        free(p);
-    }
-    return found;
-}
-
-/* Splits the command into words; an override is taken as it is, else v2 then v1. */
-static void compose_find(struct compose *c, const char *override)
-{
-    char *copy, *word, *save = NULL;
-    size_t n = 0;
-
-    if (override)
-        copy = xstrdup(override);
-    else if (on_path("docker") && compose_plugin_present())
-        copy = xstrdup("docker compose");
-    else if (on_path("docker-compose"))
-        copy = xstrdup("docker-compose");
-    else
-        return;
-    for (word = strtok_r(copy, " \t", &save); word && n < COMPOSE_ARGS_MAX - 1;
-         word = strtok_r(NULL, " \t", &save))
-        c->argv[n++] = xstrdup(word);
-    free(copy);
-    c->command_text = xstrdup(override ? override : n == 2 ? "docker compose" : "docker-compose");
-}
 
 /* --- runs ------------------------------------------------------------------------------ */
 
@@ -238,185 +149,52 @@ static void run_end(struct compose_run *r)
 
 /* --- compose commands as children -------------------------------------------------------- */
 
-static void on_child_closed(uv_handle_t *h)
-{
-    struct child *ch = h->data;
+/* --- compose commands --------------------------------------------------------------------- */
 
-    if (--ch->handles_open == 0)
-        free(ch);
+/* Runs `COMPOSE -p PROJECT [-f FILE] ARGS...` for r in its service folder; done follows
+ * unless r was released meanwhile. */
+static int run_spawn(struct compose_run *r, const char *what, const char *const *args,
+                     uint64_t timeout_ms, compose_child_fn done, char *err, size_t err_size)
+{
+    struct compose_child_args a = {
+        .command = &compose->command,
+        .name = r->name,
+        .project = r->project,
+        .file = r->file,
+        .dir = r->dir,
+        .env = r->env,
+        .what = what,
+        .args = args,
+        .timeout_ms = timeout_ms,
+    };
+
+    return compose_child_spawn(compose->loop, &a, done, r, &r->child, err, err_size);
 }
 
-static void child_maybe_done(struct child *ch)
+/* A command of r ended: false when r was released meanwhile (and is freed now). */
+static bool run_child_ended(struct compose_run *r)
 {
-    struct compose_run *r = ch->run;
-
-    if (!ch->exited || ch->open_streams > 0 || !r)
-        return;
     r->child = NULL;
-    uv_close((uv_handle_t *)&ch->watchdog, on_child_closed);
-    if (r->released && r->phase != PHASE_ENDED) {
+    if (!r->released)
+        return true;
+    if (r->phase != PHASE_ENDED)
         run_unlink(r);
-        run_free(r);
-    } else if (r->released) {
-        run_free(r);
-    } else {
-        ch->done(r, ch);
-    }
-    uv_close((uv_handle_t *)&ch->process, on_child_closed);
-}
-
-static void on_child_exit(uv_process_t *p, int64_t exit_status, int term_signal)
-{
-    struct child *ch = p->data;
-
-    ch->exited = true;
-    ch->exit_status = exit_status;
-    ch->term_signal = term_signal;
-    child_maybe_done(ch);
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    static char chunk[4096];
-
-    (void)h;
-    (void)suggested;
-    *buf = uv_buf_init(chunk, sizeof(chunk));
-}
-
-static void on_child_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-    struct child *ch = s->data;
-
-    if (n < 0) {
-        uv_close((uv_handle_t *)s, on_child_closed);
-        ch->open_streams--;
-        child_maybe_done(ch);
-        return;
-    }
-    if (s != (uv_stream_t *)&ch->err || n == 0)
-        return; /* stdout: compose's progress, not needed */
-    if ((size_t)n >= sizeof(ch->tail)) {
-        memcpy(ch->tail, buf->base + n - sizeof(ch->tail), sizeof(ch->tail));
-        ch->tail_len = sizeof(ch->tail);
-        return;
-    }
-    if (ch->tail_len + (size_t)n > sizeof(ch->tail)) {
-        size_t drop = ch->tail_len + (size_t)n - sizeof(ch->tail);
-        memmove(ch->tail, ch->tail + drop, ch->tail_len - drop);
-        ch->tail_len -= drop;
-    }
-    memcpy(ch->tail + ch->tail_len, buf->base, (size_t)n);
-    ch->tail_len += (size_t)n;
-}
-
-/* The end of a failed command's stderr, trimmed, for last_error. */
-static char *child_error(const struct child *ch)
-{
-    size_t len = ch->tail_len, start = 0;
-    char status[64];
-
-    while (len > 0 &&
-           (ch->tail[len - 1] == '\n' || ch->tail[len - 1] == ' ' || ch->tail[len - 1] == '\r'))
-        len--;
-    if (len > COMPOSE_ERROR_MAX)
-        start = len - COMPOSE_ERROR_MAX;
-    if (ch->term_signal)
-        snprintf(status, sizeof(status), "killed by signal %d", ch->term_signal);
-    else
-        snprintf(status, sizeof(status), "exit status %d", (int)ch->exit_status);
-    return xasprintf("%s %s failed (%s)%s%.*s", compose->command_text, ch->what, status,
-                     len > start ? ": " : "", (int)(len - start), ch->tail + start);
-}
-
-static void on_watchdog(uv_timer_t *t)
-{
-    struct child *ch = t->data;
-
-    log_warning("%s: %s %s does not end: killing it", ch->run ? ch->run->name : "compose",
-                compose->command_text, ch->what);
-    uv_kill(-ch->process.pid, SIGKILL); /* its own process group: UV_PROCESS_DETACHED */
-}
-
-/* Runs `COMPOSE -p PROJECT [-f FILE] ARGS...` in the service folder; killed after
- * timeout_ms (0: no limit) and then reported failed. */
-static int child_spawn(struct compose_run *r, const char *what, const char *const *args,
-                       uint64_t timeout_ms, void (*done)(struct compose_run *r, struct child *ch),
-                       char *err, size_t err_size)
-{
-    struct child *ch = xcalloc(1, sizeof(*ch));
-    uv_process_options_t options = {0};
-    uv_stdio_container_t stdio[3];
-    char *argv[COMPOSE_ARGS_MAX + 16];
-    char **env;
-    size_t n = 0;
-    int rc;
-
-    for (size_t i = 0; compose->argv[i]; i++)
-        argv[n++] = compose->argv[i];
-    argv[n++] = "-p";
-    argv[n++] = r->project;
-    if (r->file) {
-        argv[n++] = "-f";
-        argv[n++] = r->file;
-    }
-    for (size_t i = 0; args[i]; i++)
-        argv[n++] = (char *)args[i];
-    argv[n] = NULL;
-
-    ch->run = r;
-    ch->what = what;
-    ch->done = done;
-    uv_pipe_init(compose->loop, &ch->out, 0);
-    uv_pipe_init(compose->loop, &ch->err, 0);
-    uv_timer_init(compose->loop, &ch->watchdog);
-    ch->out.data = ch->err.data = ch->process.data = ch->watchdog.data = ch;
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&ch->out;
-    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[2].data.stream = (uv_stream_t *)&ch->err;
-    env = proc_env_build(r->env);
-    options.file = argv[0];
-    options.args = argv;
-    options.env = env;
-    options.cwd = r->dir;
-    options.flags = UV_PROCESS_DETACHED; /* a Ctrl-C at the daemon's terminal is not for it */
-    options.stdio = stdio;
-    options.stdio_count = 3;
-    options.exit_cb = on_child_exit;
-    rc = uv_spawn(compose->loop, &ch->process, &options);
-    free(env);
-    ch->handles_open = 4;
-    if (rc < 0) {
-        snprintf(err, err_size, "cannot run %s: %s", compose->command_text, uv_strerror(rc));
-        uv_close((uv_handle_t *)&ch->watchdog, on_child_closed);
-        uv_close((uv_handle_t *)&ch->out, on_child_closed);
-        uv_close((uv_handle_t *)&ch->err, on_child_closed);
-        uv_close((uv_handle_t *)&ch->process, on_child_closed);
-        return rc;
-    }
-    ch->open_streams = 2;
-    uv_read_start((uv_stream_t *)&ch->out, on_alloc, on_child_read);
-    uv_read_start((uv_stream_t *)&ch->err, on_alloc, on_child_read);
-    if (timeout_ms > 0)
-        uv_timer_start(&ch->watchdog, on_watchdog, timeout_ms, 0);
-    r->child = ch;
-    log_debug("%s: %s -p %s %s", r->name, compose->command_text, r->project, what);
-    return 0;
+    run_free(r);
+    return false;
 }
 
 /* --- stop ------------------------------------------------------------------------------ */
 
 static void down_begin(struct compose_run *r);
 
-static void on_down_done(struct compose_run *r, struct child *ch)
+static void on_down_done(void *data, const char *error)
 {
-    if (ch->exit_status != 0 || ch->term_signal) {
-        char *error = child_error(ch);
+    struct compose_run *r = data;
+
+    if (!run_child_ended(r))
+        return;
+    if (error)
         log_warning("%s: %s", r->name, error);
-        free(error);
-    }
     /* Asked while still PHASE_DOWN: an engine found gone right now ends settling runs. */
     r->list_from = docker_refresh(compose->docker);
     if (docker_gone(compose->docker)) {
@@ -450,8 +228,8 @@ static void down_begin(struct compose_run *r)
              (unsigned long long)((r->stop_timeout_ms + 999) / 1000));
     r->phase = PHASE_DOWN;
     r->downs++;
-    if (child_spawn(r, "down", args, r->stop_timeout_ms + COMPOSE_DOWN_GRACE_MS, on_down_done, err,
-                    sizeof(err)) < 0) {
+    if (run_spawn(r, "down", args, r->stop_timeout_ms + COMPOSE_DOWN_GRACE_MS, on_down_done, err,
+                  sizeof(err)) < 0) {
         log_warning("%s: %s", r->name, err);
         stop_through_engine(r);
     }
@@ -459,22 +237,20 @@ static void down_begin(struct compose_run *r)
 
 /* --- start ----------------------------------------------------------------------------- */
 
-static void on_up_done(struct compose_run *r, struct child *ch)
+static void on_up_done(void *data, const char *error)
 {
-    char *error = NULL;
+    struct compose_run *r = data;
 
-    if (ch->exit_status != 0 || ch->term_signal)
-        error = child_error(ch);
+    if (!run_child_ended(r))
+        return;
     if (error && !r->stop_wanted) {
         /* A failed up may have made some containers: take them down too. */
         log_info("%s: %s", r->name, error);
         r->events->started(r->data, &r->base, error);
-        free(error);
         if (!r->released)
             down_begin(r);
         return;
     }
-    free(error);
     if (r->stop_wanted) {
         down_begin(r);
         return;
@@ -492,7 +268,7 @@ static void up_begin(struct compose_run *r)
     r->phase = PHASE_UP;
     docker_forget_exit(compose->docker, r->project);
     /* No limit: up -d may build an image, which takes what it takes. */
-    if (child_spawn(r, "up -d", args, 0, on_up_done, err, sizeof(err)) < 0) {
+    if (run_spawn(r, "up -d", args, 0, on_up_done, err, sizeof(err)) < 0) {
         r->events->started(r->data, &r->base, err);
         run_end(r);
     }
@@ -533,7 +309,7 @@ static int compose_available(const struct manifest *m, char *err, size_t err_siz
     const char *error;
 
     compose_in_use();
-    if (!compose || !compose->argv[0]) {
+    if (!compose || !compose->command.argv[0]) {
         snprintf(err, err_size,
                  "no Docker Compose command: neither `docker compose` nor docker-compose was "
                  "found (install one, or set compose_command)");
@@ -568,7 +344,7 @@ static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *
     }
     r->phase = PHASE_UP;
     docker_forget_exit(compose->docker, r->project);
-    rc = child_spawn(r, "up -d", args, 0, on_up_done, err, err_size);
+    rc = run_spawn(r, "up -d", args, 0, on_up_done, err, err_size);
     if (rc < 0) {
         run_unlink(r);
         run_free(r);
@@ -641,7 +417,7 @@ static int compose_leftovers(const struct manifest *m, const struct driver_event
 
     *ret = NULL;
     compose_in_use();
-    if (!compose || !compose->argv[0] || docker_error(compose->docker))
+    if (!compose || !compose->command.argv[0] || docker_error(compose->docker))
         return 0;
     project = docker_project_name(m->name);
     docker_project_get(compose->docker, project, &p);
@@ -767,9 +543,9 @@ static void compose_setup(const struct driver_context *ctx)
     c->loop = ctx->loop;
     c->outside = ctx->outside;
     c->data = ctx->data;
-    compose_find(c, ctx->config->compose_command);
-    if (c->argv[0])
-        log_info("compose command: %s", c->command_text);
+    compose_command_find(&c->command, ctx->config->compose_command);
+    if (c->command.argv[0])
+        log_info("compose command: %s", c->command.text);
     else
         log_warning("no Docker Compose command found (docker compose or docker-compose): "
                     "compose services cannot start");
@@ -778,19 +554,6 @@ static void compose_setup(const struct driver_context *ctx)
     compose = c;
     c->fetcher = ctx->fetcher;
     c->socket = xstrdup(ctx->config->docker_host);
-}
-
-/* The daemon ends while a command runs: the command goes on by itself (the service keeps
- * what it started), the daemon only stops watching it. */
-static void child_abandon(struct child *ch)
-{
-    ch->run = NULL;
-    uv_close((uv_handle_t *)&ch->watchdog, on_child_closed);
-    if (!uv_is_closing((uv_handle_t *)&ch->out))
-        uv_close((uv_handle_t *)&ch->out, on_child_closed);
-    if (!uv_is_closing((uv_handle_t *)&ch->err))
-        uv_close((uv_handle_t *)&ch->err, on_child_closed);
-    uv_close((uv_handle_t *)&ch->process, on_child_closed);
 }
 
 static void on_wake_closed(uv_handle_t *h)
@@ -808,14 +571,12 @@ static void compose_teardown(void)
         struct compose_run *r = c->runs;
         run_unlink(r);
         if (r->child)
-            child_abandon(r->child);
+            compose_child_abandon(r->child);
         run_free(r);
     }
     docker_free(c->docker);
     free(c->socket);
-    for (size_t i = 0; c->argv[i]; i++)
-        free(c->argv[i]);
-    free(c->command_text);
+    compose_command_clear(&c->command);
     compose = NULL;
     uv_close((uv_handle_t *)&c->wake, on_wake_closed);
 }
@@ -828,10 +589,10 @@ static json_t *compose_info(void)
         return json_null();
     if (!compose->docker)
         return json_pack("{s:o, s:s, s:s, s:n}", "command",
-                         compose->command_text ? json_string(compose->command_text) : json_null(),
+                         compose->command.text ? json_string(compose->command.text) : json_null(),
                          "docker_host", compose->socket, "engine", "unwatched", "error");
     return json_pack("{s:o, s:s, s:s, s:o}", "command",
-                     compose->command_text ? json_string(compose->command_text) : json_null(),
+                     compose->command.text ? json_string(compose->command.text) : json_null(),
                      "docker_host", docker_socket(compose->docker), "engine",
                      docker_reachable(compose->docker) ? "reachable" : "unreachable", "error",
                      docker_error(compose->docker) ? json_string(docker_error(compose->docker))
