@@ -205,6 +205,17 @@ else
     report "format: ${#format_files[@]} files" 0 1
 fi
 
+# --- layers ------------------------------------------------------------------
+# lib <- core <- drivers, http <- cli <- main.c, daemon.c: no #include points up a
+# layer, and the two surfaces never include each other (ARCHITECTURE.md).
+section "layers (scripts/layers.sh)"
+if scripts/layers.sh >"$TMP/layers.out" 2>&1; then
+    report "layers: no include against the layering" 1 0
+else
+    show "$TMP/layers.out" 40
+    report "layers: no include against the layering" 0 1
+fi
+
 # --- one build ---------------------------------------------------------------
 # Configure and build dir $1; on failure print the error and count it.
 build() {

@@ -242,26 +242,6 @@ const char *event_kind_name(enum event_kind kind)
     return "unknown";
 }
 
-/* Unix milliseconds as an ISO 8601 UTC string with milliseconds. */
-static json_t *time_json(int64_t ms)
-{
-    char buf[64];
-    struct tm tm;
-    int64_t sec = ms / 1000, frac = ms % 1000;
-    time_t t;
-
-    if (frac < 0) {
-        frac += 1000;
-        sec--;
-    }
-    t = (time_t)sec;
-    if (!gmtime_r(&t, &tm))
-        return json_null();
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
-    return json_string(buf);
-}
-
 static void set_new(json_t *obj, const char *key, json_t *value)
 {
     if (!value || json_object_set_new(obj, key, value) < 0)
@@ -275,7 +255,7 @@ json_t *event_to_json(const struct event *ev)
     if (!obj)
         fatal("out of memory (event JSON)");
     set_new(obj, "seq", json_integer((json_int_t)ev->seq));
-    set_new(obj, "time", time_json(ev->time_ms));
+    set_new(obj, "time", json_time_ms(ev->time_ms));
     set_new(obj, "type", json_string(event_kind_name(ev->kind)));
     set_new(obj, "service", ev->service ? json_text(ev->service) : json_null());
     if (ev->data && json_object_update_missing(obj, ev->data) < 0)

@@ -9,6 +9,7 @@
 #include "core/supervisor.h"
 #include "http/api.h"
 #include "http/body.h"
+#include "http/browser.h"
 #include "lib/alloc.h"
 #include "lib/json.h"
 #include "lib/log.h"
@@ -178,21 +179,6 @@ int api_route_match(const char *path, const char **ret_name, size_t *ret_name_le
     return -ENOENT;
 }
 
-/* Unix milliseconds as an ISO 8601 UTC string, or null for 0. */
-static json_t *json_time(int64_t ms)
-{
-    char buf[64];
-    struct tm tm;
-    time_t t = (time_t)(ms / 1000);
-
-    if (ms <= 0)
-        return json_null();
-    gmtime_r(&t, &tm);
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-    return json_string(buf);
-}
-
 static json_t *json_text_or_null(const char *s)
 {
     return s ? json_text(s) : json_null();
@@ -205,8 +191,8 @@ static json_t *health_json(const struct health_result *h)
                          "checked_at", "error");
     return json_pack("{s:b, s:o, s:I, s:o, s:o}", "ok", h->ok, "status_code",
                      h->status_code ? json_integer(h->status_code) : json_null(), "latency_ms",
-                     (json_int_t)h->latency_ms, "checked_at", json_time(h->checked_at_ms), "error",
-                     json_text_or_null(h->error));
+                     (json_int_t)h->latency_ms, "checked_at", json_time_ms(h->checked_at_ms),
+                     "error", json_text_or_null(h->error));
 }
 
 json_t *api_service_status(const struct service *svc, const struct service_status *st)
@@ -221,7 +207,7 @@ json_t *api_service_status(const struct service *svc, const struct service_statu
         "description", json_text(m->description), "driver", manifest_driver_name(m), "gpu_required",
         m->gpu_required, "ports", json_object_get(manifest, "ports"), "port",
         m->port ? json_integer(m->port) : json_null(), "state", lifecycle_state_name(st->state),
-        "is_healthy", st->is_healthy, "started_at", json_time(st->started_at_ms), "restarts",
+        "is_healthy", st->is_healthy, "started_at", json_time_ms(st->started_at_ms), "restarts",
         (json_int_t)st->restarts, "last_error",
         json_text_or_null(unavailable ? unavailable : st->last_error), "health",
         health_json(&st->health), "folder", json_text(svc->folder), "warnings", svc->warnings);
@@ -638,74 +624,6 @@ static void post_rediscover(struct api *api, struct request *req, const char *na
     w->waiter = registry_rescan(api->reg, on_rediscovered, w);
 }
 
-/* True when host (a Host header: "name" or "name:port") names this daemon: a loopback
- * name with our port (or none), or a name the config allows. */
-bool api_host_allowed(const char *host, unsigned port, char *const *allowed)
-{
-    static const char *const loopback[] = {"localhost", "127.0.0.1", "[::1]"};
-    const char *colon = host[0] == '[' ? strstr(host, "]:") : strrchr(host, ':');
-    size_t name_len;
-    char port_text[8];
-
-    if (colon && host[0] == '[')
-        colon++; /* "[::1]:8080": the colon after the bracket */
-    name_len = colon ? (size_t)(colon - host) : strlen(host);
-    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
-        if (strlen(loopback[i]) != name_len || strncasecmp(host, loopback[i], name_len) != 0)
-            continue;
-        snprintf(port_text, sizeof(port_text), "%u", port);
-        if (!colon || strcmp(colon + 1, port_text) == 0)
-            return true;
-    }
-    for (char *const *a = allowed; a && *a; a++)
-        if (strcasecmp(host, *a) == 0 ||
-            (strlen(*a) == name_len && strncasecmp(host, *a, name_len) == 0))
-            return true;
-    return false;
-}
-
-/* True when a browser page of origin may change things here: our own origin, or one the
- * config allows. */
-bool api_origin_allowed(const char *origin, unsigned port, char *const *allowed)
-{
-    static const char *const own[] = {"http://localhost", "http://127.0.0.1", "http://[::1]"};
-    char want[64];
-
-    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
-        snprintf(want, sizeof(want), "%s:%u", own[i], port);
-        if (strcasecmp(origin, want) == 0)
-            return true;
-    }
-    for (char *const *a = allowed; a && *a; a++)
-        if (strcmp(origin, *a) == 0)
-            return true;
-    return false;
-}
-
-/* Refuses requests a web page could forge: a Host that is not ours (DNS rebinding), and a
- * change asked from a foreign Origin. curl sends no Origin and a loopback Host. */
-static bool browser_safety_refuses(struct api *api, struct request *req, bool changes_things)
-{
-    const char *host = request_header(req, MHD_HTTP_HEADER_HOST);
-    const char *origin = request_header(req, MHD_HTTP_HEADER_ORIGIN);
-    char *const *hosts = api->config ? api->config->allowed_hosts : NULL;
-    char *const *origins = api->config ? api->config->allowed_origins : NULL;
-
-    if (host && !api_host_allowed(host, api->port, hosts)) {
-        request_reply_error(req, MHD_HTTP_FORBIDDEN, "forbidden_host",
-                            "this daemon answers only to localhost, 127.0.0.1 and [::1] (add "
-                            "other names to allowed_hosts in the config file)");
-        return true;
-    }
-    if (changes_things && origin && !api_origin_allowed(origin, api->port, origins)) {
-        request_reply_error(req, MHD_HTTP_FORBIDDEN, "forbidden_origin",
-                            "requests from web pages of another origin may not change anything "
-                            "(add the origin to allowed_origins in the config file)");
-        return true;
-    }
-    return false;
-}
-
 /* Answers 405 with the methods the path does take. */
 static void reply_method_not_allowed(struct request *req, const char *allow)
 {
@@ -737,7 +655,8 @@ void api_handle(void *data, struct request *req)
     }
     route = &routes[r];
     is_get = strcmp(route->method, "GET") == 0;
-    if (browser_safety_refuses(api, req, strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
+    if (browser_safety_refuses(req, api->port, api->config,
+                               strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
         return;
     if (strcmp(method, route->method) != 0 && !(is_get && strcmp(method, "HEAD") == 0)) {
         reply_method_not_allowed(req, is_get ? "GET, HEAD" : route->method);

@@ -24,9 +24,6 @@ void api_set_supervisor(struct api *api, struct supervisor *supervisor);
 /* The port the server really bound, for the Host and Origin checks. */
 void api_set_port(struct api *api, unsigned port);
 
-/* The browser-safety rules, exposed for the unit tests: see api.c. */
-bool api_host_allowed(const char *host, unsigned port, char *const *allowed);
-bool api_origin_allowed(const char *origin, unsigned port, char *const *allowed);
 void api_free(struct api *api);
 
 /* The server's request handler; data is the struct api. */

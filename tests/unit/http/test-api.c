@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "http/api.h"
+#include "http/browser.h"
 #include "lib/log.h"
 #include "drivers/drivers.h"
 
@@ -168,37 +169,37 @@ static void test_host_rule(void **state)
 {
     char *allowed[] = {"gpu-box.local", "other:9000", NULL};
 
-    assert_true(api_host_allowed("localhost:8080", 8080, NULL));
-    assert_true(api_host_allowed("LocalHost:8080", 8080, NULL));
-    assert_true(api_host_allowed("127.0.0.1:8080", 8080, NULL));
-    assert_true(api_host_allowed("[::1]:8080", 8080, NULL));
-    assert_true(api_host_allowed("localhost", 8080, NULL));
-    assert_true(api_host_allowed("[::1]", 8080, NULL));
-    assert_false(api_host_allowed("localhost:8081", 8080, NULL));
-    assert_false(api_host_allowed("evil.example:8080", 8080, NULL));
-    assert_false(api_host_allowed("localhost.evil.example:8080", 8080, NULL));
-    assert_false(api_host_allowed("127.0.0.1.evil:8080", 8080, NULL));
-    assert_false(api_host_allowed("[::1]x:8080", 8080, NULL));
-    assert_false(api_host_allowed("", 8080, NULL));
-    assert_true(api_host_allowed("gpu-box.local:8080", 8080, allowed));
-    assert_true(api_host_allowed("GPU-BOX.local", 8080, allowed));
-    assert_true(api_host_allowed("other:9000", 8080, allowed));
-    assert_false(api_host_allowed("gpu-box.localx", 8080, allowed));
+    assert_true(browser_host_allowed("localhost:8080", 8080, NULL));
+    assert_true(browser_host_allowed("LocalHost:8080", 8080, NULL));
+    assert_true(browser_host_allowed("127.0.0.1:8080", 8080, NULL));
+    assert_true(browser_host_allowed("[::1]:8080", 8080, NULL));
+    assert_true(browser_host_allowed("localhost", 8080, NULL));
+    assert_true(browser_host_allowed("[::1]", 8080, NULL));
+    assert_false(browser_host_allowed("localhost:8081", 8080, NULL));
+    assert_false(browser_host_allowed("evil.example:8080", 8080, NULL));
+    assert_false(browser_host_allowed("localhost.evil.example:8080", 8080, NULL));
+    assert_false(browser_host_allowed("127.0.0.1.evil:8080", 8080, NULL));
+    assert_false(browser_host_allowed("[::1]x:8080", 8080, NULL));
+    assert_false(browser_host_allowed("", 8080, NULL));
+    assert_true(browser_host_allowed("gpu-box.local:8080", 8080, allowed));
+    assert_true(browser_host_allowed("GPU-BOX.local", 8080, allowed));
+    assert_true(browser_host_allowed("other:9000", 8080, allowed));
+    assert_false(browser_host_allowed("gpu-box.localx", 8080, allowed));
 }
 
 static void test_origin_rule(void **state)
 {
     char *allowed[] = {"http://dashboard.local:3000", NULL};
 
-    assert_true(api_origin_allowed("http://localhost:8080", 8080, NULL));
-    assert_true(api_origin_allowed("http://127.0.0.1:8080", 8080, NULL));
-    assert_true(api_origin_allowed("http://[::1]:8080", 8080, NULL));
-    assert_false(api_origin_allowed("http://localhost:8081", 8080, NULL));
-    assert_false(api_origin_allowed("https://localhost:8080", 8080, NULL));
-    assert_false(api_origin_allowed("null", 8080, NULL));
-    assert_false(api_origin_allowed("http://evil.example", 8080, NULL));
-    assert_true(api_origin_allowed("http://dashboard.local:3000", 8080, allowed));
-    assert_false(api_origin_allowed("http://dashboard.local:3001", 8080, allowed));
+    assert_true(browser_origin_allowed("http://localhost:8080", 8080, NULL));
+    assert_true(browser_origin_allowed("http://127.0.0.1:8080", 8080, NULL));
+    assert_true(browser_origin_allowed("http://[::1]:8080", 8080, NULL));
+    assert_false(browser_origin_allowed("http://localhost:8081", 8080, NULL));
+    assert_false(browser_origin_allowed("https://localhost:8080", 8080, NULL));
+    assert_false(browser_origin_allowed("null", 8080, NULL));
+    assert_false(browser_origin_allowed("http://evil.example", 8080, NULL));
+    assert_true(browser_origin_allowed("http://dashboard.local:3000", 8080, allowed));
+    assert_false(browser_origin_allowed("http://dashboard.local:3001", 8080, allowed));
 }
 
 int main(void)
