@@ -276,11 +276,11 @@ static int build_service(const char *services_dir, const char *path,
 /* The name must be one the manifest parser takes. */
 static int check_name_valid(const char *name, char *err, size_t err_size)
 {
-    char quoted[YAMLDOC_QUOTE_MAX + 1];
+    char quoted[TEXT_QUOTE_MAX + 1];
 
     if (manifest_name_valid(name))
         return 0;
-    yamldoc_quote(name, strlen(name), quoted, sizeof(quoted));
+    text_quote(name, strlen(name), quoted, sizeof(quoted));
     return scaffold_fail(
         err, err_size, -EINVAL,
         "%s is not a valid service name: use lowercase letters, digits, '.', '_' and "

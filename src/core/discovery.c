@@ -28,7 +28,7 @@ bool discovery_folder_is_candidate(const char *name)
 {
     if (name[0] == '\0' || name[0] == '.' || name[0] == '_')
         return false;
-    return yamldoc_text_printable(name, strlen(name));
+    return text_printable(name, strlen(name));
 }
 
 /* True for a subfolder that may be a service: a directory, or a symlink to one, with a
@@ -138,10 +138,10 @@ static void reject_duplicate_names(struct scan *s)
 
         struct scan_entry *e = &s->entries[refs[j].index];
         const char *owner = s->entries[refs[first].index].folder;
-        char quoted_name[YAMLDOC_QUOTE_MAX + 1], quoted_folder[YAMLDOC_QUOTE_MAX + 1];
+        char quoted_name[TEXT_QUOTE_MAX + 1], quoted_folder[TEXT_QUOTE_MAX + 1];
 
-        yamldoc_quote(e->name, strlen(e->name), quoted_name, sizeof(quoted_name));
-        yamldoc_quote(owner, strlen(owner), quoted_folder, sizeof(quoted_folder));
+        text_quote(e->name, strlen(e->name), quoted_name, sizeof(quoted_name));
+        text_quote(owner, strlen(owner), quoted_folder, sizeof(quoted_folder));
         diags_add(&e->errors, e->manifest->name_line,
                   "name %s is already used by the service in folder %s: give this one "
                   "another name",
@@ -204,14 +204,13 @@ static void reject_shared_ports(struct scan *s)
         for (size_t k = 0; k < e->manifest->n_ports; k++) {
             const struct port_map *pm = &e->manifest->ports[k];
             uint32_t o = owner[(pm->udp ? 65536 : 0) + pm->host];
-            char quoted_name[YAMLDOC_QUOTE_MAX + 1], quoted_folder[YAMLDOC_QUOTE_MAX + 1];
+            char quoted_name[TEXT_QUOTE_MAX + 1], quoted_folder[TEXT_QUOTE_MAX + 1];
 
             if (o == 0 || o - 1 == i)
                 continue;
             const struct scan_entry *other = &s->entries[o - 1];
-            yamldoc_quote(other->name, strlen(other->name), quoted_name, sizeof(quoted_name));
-            yamldoc_quote(other->folder, strlen(other->folder), quoted_folder,
-                          sizeof(quoted_folder));
+            text_quote(other->name, strlen(other->name), quoted_name, sizeof(quoted_name));
+            text_quote(other->folder, strlen(other->folder), quoted_folder, sizeof(quoted_folder));
             diags_add(&e->errors, pm->line,
                       "host port %u%s is already used by service %s (folder %s): pick another "
                       "host port",

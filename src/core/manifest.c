@@ -67,7 +67,7 @@ bool manifest_check_length(struct manifest_parser *p, int line, const char *what
 /* One wording for every value of the wrong kind, showing what was found instead. */
 void manifest_type_error(struct manifest_parser *p, const yaml_node_t *node, const char *expected)
 {
-    char found[YAMLDOC_QUOTE_MAX + 1];
+    char found[TEXT_QUOTE_MAX + 1];
 
     yamldoc_describe(node, found, sizeof(found));
     manifest_error(p, yamldoc_line(node), "%s, not %s", expected, found);
@@ -171,7 +171,7 @@ static bool is_regular_file(const char *path)
 static void parse_name(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_NAME];
-    char quoted[YAMLDOC_QUOTE_MAX + 1];
+    char quoted[TEXT_QUOTE_MAX + 1];
     char *name;
 
     if (!f->value) {
@@ -182,7 +182,7 @@ static void parse_name(struct manifest_parser *p)
     }
     if (manifest_check(p, yamldoc_read_string(p->doc, f->value, "name", &name, p->errors)) < 0)
         return;
-    yamldoc_quote(name, strlen(name), quoted, sizeof(quoted));
+    text_quote(name, strlen(name), quoted, sizeof(quoted));
     if (name[0] == '\0')
         manifest_error(p, yamldoc_line(f->value),
                        "name is empty: give one such as \"name: my-service\"");
@@ -206,7 +206,7 @@ static void parse_name(struct manifest_parser *p)
 static void parse_driver(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_DRIVER];
-    char quoted[YAMLDOC_QUOTE_MAX + 1];
+    char quoted[TEXT_QUOTE_MAX + 1];
     char *text;
 
     if (!f->value)
@@ -227,7 +227,7 @@ static void parse_driver(struct manifest_parser *p)
         p->m->driver_other = driver_find(text)->name;
         p->has_driver = true;
     } else {
-        yamldoc_quote(text, strlen(text), quoted, sizeof(quoted));
+        text_quote(text, strlen(text), quoted, sizeof(quoted));
         manifest_error(p, yamldoc_line(f->value), "unknown driver %s: use compose or process",
                        quoted);
         p->driver_failed = true;
@@ -301,12 +301,12 @@ static char *find_compose_file(const char *dir)
 static void use_given_compose_file(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_COMPOSE_FILE];
-    char quoted[YAMLDOC_QUOTE_MAX + 1];
+    char quoted[TEXT_QUOTE_MAX + 1];
 
     if (!is_regular_file(p->compose_file)) {
         const char *text = yamldoc_scalar(f->value);
 
-        yamldoc_quote(text, strlen(text), quoted, sizeof(quoted));
+        text_quote(text, strlen(text), quoted, sizeof(quoted));
         manifest_error(p, yamldoc_line(f->value),
                        "compose_file %s does not exist or is not a file (looked for it relative "
                        "to the service folder): fix the name or add the file",
@@ -504,7 +504,7 @@ int manifest_parse(const char *buf, size_t len, const char *dir, struct manifest
     };
     size_t errors_start = errors ? errors->n : 0, warnings_start = warnings ? warnings->n : 0;
     yaml_node_t *root;
-    char found[YAMLDOC_QUOTE_MAX + 1];
+    char found[TEXT_QUOTE_MAX + 1];
 
     if (yamldoc_load(buf, len, &p.doc, errors) < 0)
         return -EINVAL;

@@ -105,9 +105,9 @@ static bool env_key_valid(const char *s, size_t len)
 /* Reports a variable name that env_key_valid() refused. */
 static void env_key_error(struct manifest_parser *p, int line, const char *key, size_t len)
 {
-    char quoted[YAMLDOC_QUOTE_MAX + 1];
+    char quoted[TEXT_QUOTE_MAX + 1];
 
-    yamldoc_quote(key, len, quoted, sizeof(quoted));
+    text_quote(key, len, quoted, sizeof(quoted));
     manifest_error(p, line,
                    "env: %s is not a valid variable name: use letters, digits and '_', not "
                    "starting with a digit",
@@ -119,11 +119,11 @@ static void env_key_error(struct manifest_parser *p, int line, const char *key, 
 static bool env_value_length_ok(struct manifest_parser *p, int line, const char *where,
                                 const char *key, size_t key_len, const char *value)
 {
-    char quoted[YAMLDOC_QUOTE_MAX + 1];
+    char quoted[TEXT_QUOTE_MAX + 1];
     char *what;
     bool ok;
 
-    yamldoc_quote(key, key_len, quoted, sizeof(quoted));
+    text_quote(key, key_len, quoted, sizeof(quoted));
     what = xasprintf("%s: the value of %s", where, quoted);
     ok = manifest_check_length(p, line, what, strlen(value), MANIFEST_VALUE_MAX);
     free(what);
@@ -179,11 +179,11 @@ static void parse_env_list(struct manifest_parser *p, yaml_node_t *node, char **
         int line = item ? yamldoc_line(item) : yamldoc_line(node);
         char *eq = strchr(items[i], '=');
         size_t key_len = eq ? (size_t)(eq - items[i]) : 0;
-        char quoted[YAMLDOC_QUOTE_MAX + 1], where[32];
+        char quoted[TEXT_QUOTE_MAX + 1], where[32];
         bool repeated = false;
 
         if (!eq) {
-            yamldoc_quote(items[i], strlen(items[i]), quoted, sizeof(quoted));
+            text_quote(items[i], strlen(items[i]), quoted, sizeof(quoted));
             manifest_error(p, line, "env[%zu]: %s must have the form KEY=VALUE", i, quoted);
             continue;
         }
@@ -194,7 +194,7 @@ static void parse_env_list(struct manifest_parser *p, yaml_node_t *node, char **
         for (size_t j = 0; j < *n && !repeated; j++)
             repeated = strncmp(env[j], items[i], key_len + 1) == 0;
         if (repeated) {
-            yamldoc_quote(items[i], key_len, quoted, sizeof(quoted));
+            text_quote(items[i], key_len, quoted, sizeof(quoted));
             manifest_error(p, line, "env[%zu]: %s is set twice: keep only one", i, quoted);
             continue;
         }

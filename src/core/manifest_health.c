@@ -13,7 +13,7 @@ enum health_field { H_PATH, H_PORT, H_INTERVAL, H_TIMEOUT, H_START_PERIOD, H_COU
  * and hold no spaces or control characters. */
 static void parse_health_path(struct manifest_parser *p, yaml_node_t *node)
 {
-    char quoted[YAMLDOC_QUOTE_MAX + 1];
+    char quoted[TEXT_QUOTE_MAX + 1];
     char *path;
     bool ok;
 
@@ -28,7 +28,7 @@ static void parse_health_path(struct manifest_parser *p, yaml_node_t *node)
     for (const unsigned char *c = (const unsigned char *)path; ok && *c; c++)
         ok = *c > 0x20 && *c != 0x7f;
     if (!ok) {
-        yamldoc_quote(path, strlen(path), quoted, sizeof(quoted));
+        text_quote(path, strlen(path), quoted, sizeof(quoted));
         manifest_error(p, yamldoc_line(node),
                        "health.path must be a URL path starting with '/', without spaces, such "
                        "as /health, not %s",

@@ -121,7 +121,7 @@ static char *manifest_folder(const char *path)
 int manifest_load(const char *path, const char *root, struct manifest **ret, char **ret_name,
                   struct diags *errors, struct diags *warnings)
 {
-    char quoted[YAMLDOC_QUOTE_MAX + 1], quoted_root[YAMLDOC_QUOTE_MAX + 1];
+    char quoted[TEXT_QUOTE_MAX + 1], quoted_root[TEXT_QUOTE_MAX + 1];
     char *root_real = NULL, *real = NULL, *dir = NULL, *buf = NULL;
     size_t len = 0;
     int r;
@@ -144,8 +144,8 @@ int manifest_load(const char *path, const char *root, struct manifest **ret, cha
         goto out;
     }
     if (!path_inside(real, root_real)) {
-        yamldoc_quote(real, strlen(real), quoted, sizeof(quoted));
-        yamldoc_quote(root_real, strlen(root_real), quoted_root, sizeof(quoted_root));
+        text_quote(real, strlen(real), quoted, sizeof(quoted));
+        text_quote(root_real, strlen(root_real), quoted_root, sizeof(quoted_root));
         diags_add(errors, 0,
                   "%s is a symlink to %s, outside the services folder %s: copy the file into "
                   "the service folder instead",

@@ -17,13 +17,13 @@
 static int parse_port_number(struct manifest_parser *p, int line, const char *key, const char *spec,
                              const char *text, uint16_t *ret)
 {
-    char quoted_spec[YAMLDOC_QUOTE_MAX + 1], quoted[YAMLDOC_QUOTE_MAX + 1];
+    char quoted_spec[TEXT_QUOTE_MAX + 1], quoted[TEXT_QUOTE_MAX + 1];
     int r = units_parse_port(text, ret);
 
     if (r == 0)
         return 0;
-    yamldoc_quote(spec, strlen(spec), quoted_spec, sizeof(quoted_spec));
-    yamldoc_quote(text, strlen(text), quoted, sizeof(quoted));
+    text_quote(spec, strlen(spec), quoted_spec, sizeof(quoted_spec));
+    text_quote(text, strlen(text), quoted, sizeof(quoted));
     if (r == -ERANGE && strcmp(spec, text) == 0)
         manifest_error(p, line, "%s: port %s is out of range: ports go from 1 to 65535", key,
                        quoted);
@@ -64,7 +64,7 @@ static int parse_host_ip(struct manifest_parser *p, int line, const char *key, c
                          char *ip, char **ret)
 {
     unsigned char addr[sizeof(struct in6_addr)];
-    char quoted_ip[YAMLDOC_QUOTE_MAX + 1];
+    char quoted_ip[TEXT_QUOTE_MAX + 1];
     size_t len = strlen(ip);
 
     if (len >= 2 && ip[0] == '[' && ip[len - 1] == ']') {
@@ -75,7 +75,7 @@ static int parse_host_ip(struct manifest_parser *p, int line, const char *key, c
         *ret = ip;
         return 0;
     }
-    yamldoc_quote(ip, strlen(ip), quoted_ip, sizeof(quoted_ip));
+    text_quote(ip, strlen(ip), quoted_ip, sizeof(quoted_ip));
     manifest_error(p, line,
                    "%s: %s in %s is not an IP address: use \"IP:HOST:CONTAINER\" such as "
                    "\"127.0.0.1:8001:8000\"",
@@ -88,12 +88,12 @@ static int parse_host_ip(struct manifest_parser *p, int line, const char *key, c
 static int parse_port_spec(struct manifest_parser *p, int line, const char *key, const char *spec,
                            struct port_map *ret)
 {
-    char quoted[YAMLDOC_QUOTE_MAX + 1];
+    char quoted[TEXT_QUOTE_MAX + 1];
     char buf[PORT_SPEC_MAX + 1];
     char *last_colon, *host_text, *ip = NULL;
     struct port_map pm = {.line = line};
 
-    yamldoc_quote(spec, strlen(spec), quoted, sizeof(quoted));
+    text_quote(spec, strlen(spec), quoted, sizeof(quoted));
     if (strlen(spec) > PORT_SPEC_MAX) {
         manifest_error(p, line, "%s: %s is too long to be a port mapping", key, quoted);
         return -EINVAL;
@@ -148,7 +148,7 @@ void manifest_parse_ports(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_PORTS];
     struct manifest *m = p->m;
-    char found[YAMLDOC_QUOTE_MAX + 1];
+    char found[TEXT_QUOTE_MAX + 1];
     size_t n;
 
     if (!f->value)

@@ -16,118 +16,14 @@ struct yamldoc {
     yaml_document_t document;
 };
 
-void diags_add(struct diags *d, int line, const char *fmt, ...)
-{
-    va_list ap;
-    char *message;
-
-    if (!d)
-        return;
-    if (d->n >= DIAGS_MAX) {
-        d->dropped++;
-        return;
-    }
-    va_start(ap, fmt);
-    if (vasprintf(&message, fmt, ap) < 0)
-        fatal("out of memory (diagnostic)");
-    va_end(ap);
-    d->items = xrealloc(d->items, (d->n + 1) * sizeof(*d->items));
-    d->items[d->n].line = line;
-    d->items[d->n].message = message;
-    d->n++;
-}
-
-void diags_clear(struct diags *d)
-{
-    for (size_t i = 0; i < d->n; i++)
-        free(d->items[i].message);
-    free(d->items);
-    d->items = NULL;
-    d->n = 0;
-    d->dropped = 0;
-}
-
-void diags_limit(struct diags *d, size_t start, size_t max)
-{
-    size_t kept, more;
-
-    if (!d || start > d->n)
-        return;
-    kept = d->n - start;
-    more = d->dropped;
-    if (kept > max) {
-        more += kept - max;
-        kept = max;
-    }
-    if (more == 0)
-        return;
-    for (size_t i = start + kept; i < d->n; i++)
-        free(d->items[i].message);
-    /* The summary may take the list one past DIAGS_MAX: it stands for what was dropped. */
-    d->n = start + kept;
-    d->dropped = 0;
-    d->items = xrealloc(d->items, (d->n + 1) * sizeof(*d->items));
-    d->items[d->n].line = 0;
-    d->items[d->n].message = xasprintf("... and %zu more problem%s", more, more == 1 ? "" : "s");
-    d->n++;
-}
-
-/* Returns the length of the valid UTF-8 sequence at s (at most len bytes), or 0. */
-static size_t utf8_sequence_length(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned char low = 0x80, high = 0xbf; /* bounds of the second byte */
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2;
-    else if (c >= 0xe0 && c <= 0xef)
-        n = 3;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 4;
-    else
-        return 0;
-    if (c == 0xe0)
-        low = 0xa0; /* overlong */
-    else if (c == 0xed)
-        high = 0x9f; /* surrogates */
-    else if (c == 0xf0)
-        low = 0x90; /* overlong */
-    else if (c == 0xf4)
-        high = 0x8f; /* above U+10FFFF */
-    if (len < n || s[1] < low || s[1] > high)
-        return 0;
-    for (size_t i = 2; i < n; i++) {
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    }
-    return n;
-}
-
-bool yamldoc_text_printable(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-
-    for (size_t i = 0; i < len;) {
-        size_t n = utf8_sequence_length(p + i, len - i);
-
-        if (n == 0 || (n == 1 && (p[i] < 0x20 || p[i] == 0x7f)))
-            return false;
-        i += n;
-    }
-    return true;
-}
-
 /* Quotes untrusted text for a message, so that messages stay short, printable and valid
  * UTF-8 whatever the input holds. */
-void yamldoc_quote(const char *s, size_t len, char *buf, size_t size)
+void text_quote(const char *s, size_t len, char *buf, size_t size)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t out = 0, i = 0;
     /* Room kept for the closing quote, "..." and the NUL. */
-    size_t limit = size > YAMLDOC_QUOTE_MAX + 1 ? YAMLDOC_QUOTE_MAX + 1 : size;
+    size_t limit = size > TEXT_QUOTE_MAX + 1 ? TEXT_QUOTE_MAX + 1 : size;
 
     if (size == 0)
         return;
@@ -139,7 +35,7 @@ void yamldoc_quote(const char *s, size_t len, char *buf, size_t size)
     buf[out++] = '"';
     while (i < len) {
         char piece[8];
-        size_t piece_len, seq = utf8_sequence_length(p + i, len - i);
+        size_t piece_len, seq = text_utf8_length(p + i, len - i);
 
         if (seq == 1 && p[i] >= 0x20 && p[i] != 0x7f && p[i] != '"' && p[i] != '\\') {
             piece[0] = (char)p[i];
@@ -184,8 +80,7 @@ void yamldoc_describe(const yaml_node_t *node, char *buf, size_t size)
         if (node->data.scalar.length == 0 && yamldoc_is_plain(node))
             text = "nothing";
         else {
-            yamldoc_quote((const char *)node->data.scalar.value, node->data.scalar.length, buf,
-                          size);
+            text_quote((const char *)node->data.scalar.value, node->data.scalar.length, buf, size);
             return;
         }
         break;
@@ -524,7 +419,7 @@ bool yamldoc_iter_next(struct yamldoc_iter *it, const char **ret_key, int *ret_l
         yaml_node_pair_t *pair = &it->map->data.mapping.pairs.start[i];
         yaml_node_t *key = yamldoc_node(it->doc, pair->key);
         yaml_node_t *value = yamldoc_node(it->doc, pair->value);
-        char what[YAMLDOC_QUOTE_MAX + 1];
+        char what[TEXT_QUOTE_MAX + 1];
 
         if (!key || !value)
             continue;
@@ -598,7 +493,7 @@ int yamldoc_map_fields(struct yamldoc *doc, yaml_node_t *node, const char *what,
         fields[i].line = 0;
     }
     if (!node || node->type != YAML_MAPPING_NODE) {
-        char found[YAMLDOC_QUOTE_MAX + 1];
+        char found[TEXT_QUOTE_MAX + 1];
 
         yamldoc_describe(node, found, sizeof(found));
         diags_add(errors, node ? yamldoc_line(node) : 0,
@@ -618,11 +513,11 @@ int yamldoc_map_fields(struct yamldoc *doc, yaml_node_t *node, const char *what,
             fields[i].value = value;
             fields[i].line = line;
         } else if (unknown) {
-            char quoted[YAMLDOC_QUOTE_MAX + 1];
+            char quoted[TEXT_QUOTE_MAX + 1];
 
             if (!known)
                 known = known_keys_text(fields, n_fields);
-            yamldoc_quote(key, strlen(key), quoted, sizeof(quoted));
+            text_quote(key, strlen(key), quoted, sizeof(quoted));
             diags_add(unknown, line, "unknown key %s in %s (known keys: %s)", quoted, what, known);
         }
     }
@@ -633,7 +528,7 @@ int yamldoc_map_fields(struct yamldoc *doc, yaml_node_t *node, const char *what,
 int yamldoc_read_string(struct yamldoc *doc, yaml_node_t *node, const char *key, char **ret,
                         struct diags *errors)
 {
-    char found[YAMLDOC_QUOTE_MAX + 1];
+    char found[TEXT_QUOTE_MAX + 1];
 
     if (!node || node->type != YAML_SCALAR_NODE) {
         yamldoc_describe(node, found, sizeof(found));
@@ -651,7 +546,7 @@ int yamldoc_read_string(struct yamldoc *doc, yaml_node_t *node, const char *key,
 int yamldoc_read_bool(struct yamldoc *doc, yaml_node_t *node, const char *key, bool *ret,
                       struct diags *errors)
 {
-    char found[YAMLDOC_QUOTE_MAX + 1];
+    char found[TEXT_QUOTE_MAX + 1];
     bool value;
 
     if (node && node->type == YAML_SCALAR_NODE && !scalar_has_nul(node) &&
@@ -697,7 +592,7 @@ static int parse_decimal(const char *s, uint64_t *ret)
 int yamldoc_read_uint(struct yamldoc *doc, yaml_node_t *node, const char *key, uint64_t min,
                       uint64_t max, uint64_t *ret, struct diags *errors)
 {
-    char found[YAMLDOC_QUOTE_MAX + 1];
+    char found[TEXT_QUOTE_MAX + 1];
     uint64_t value = 0;
     int r = -EINVAL;
 
@@ -729,7 +624,7 @@ int yamldoc_read_uint(struct yamldoc *doc, yaml_node_t *node, const char *key, u
 int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *key, uint64_t *ret_ms,
                           struct diags *errors)
 {
-    char found[YAMLDOC_QUOTE_MAX + 1];
+    char found[TEXT_QUOTE_MAX + 1];
     uint64_t ms;
     int r = -EINVAL;
 
@@ -755,7 +650,7 @@ int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *ke
 int yamldoc_read_strings(struct yamldoc *doc, yaml_node_t *node, const char *key, size_t max,
                          char ***ret, size_t *ret_n, struct diags *errors)
 {
-    char found[YAMLDOC_QUOTE_MAX + 1];
+    char found[TEXT_QUOTE_MAX + 1];
     char **strv;
     size_t n, n_good = 0;
     bool failed = false;

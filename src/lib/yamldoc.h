@@ -12,35 +12,8 @@
 #include <yaml.h>
 
 #include "lib/alloc.h"
-
-/* One problem found in a file; line is 1-based, 0 when it concerns the whole file. */
-struct diag {
-    int line;
-    char *message;
-};
-
-/* A growable list of diagnostics, capped (see diags_add). */
-struct diags {
-    struct diag *items;
-    size_t n;
-    size_t dropped; /* entries refused at the cap since the list was last cleared */
-};
-
-#define DIAGS_MAX 100
-
-/* Appends a formatted diagnostic; lists are capped at DIAGS_MAX entries (the rest
- * counted in dropped). d may be NULL: nothing is recorded. */
-void diags_add(struct diags *d, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void diags_clear(struct diags *d);
-
-/* Keeps at most max of the entries from index start on and, when there were more
- * (dropped ones included), ends the list with one entry "... and N more problems" at
- * line 0, so that a reader sees the first few problems and how many remain. */
-void diags_limit(struct diags *d, size_t start, size_t max);
-
-/* Longest quoted value that yamldoc_quote() writes, quotes and "..." included. */
-#define YAMLDOC_QUOTE_MAX 72
+#include "lib/diags.h"
+#include "lib/text.h"
 
 /* Limits on what a file may hold, far above what a person writes: beyond them libyaml
  * turns slow (see yamldoc_load()). */
@@ -80,15 +53,6 @@ bool yamldoc_is_null(const yaml_node_t *node);
 
 /* True for a plain scalar that YAML reads as false: false, no or off, in any case. */
 bool yamldoc_is_false(const yaml_node_t *node);
-
-/* True when s (len bytes) is valid UTF-8 without control characters: text that can be
- * shown in a message or a JSON string as it is. */
-bool yamldoc_text_printable(const char *s, size_t len);
-
-/* Writes s (len bytes) into buf in double quotes for a message: control characters and
- * invalid UTF-8 escaped, cut at a character boundary with "..." when long. buf should hold
- * YAMLDOC_QUOTE_MAX + 1 bytes; it is always NUL-terminated. */
-void yamldoc_quote(const char *s, size_t len, char *buf, size_t size);
 
 /* Describes node for a message: a quoted scalar, "nothing", "a list" or "a mapping".
  * Same buffer rules as yamldoc_quote(). */

@@ -524,53 +524,53 @@ static void test_read_strings(void **state)
 
 static void test_quote(void **state)
 {
-    char buf[YAMLDOC_QUOTE_MAX + 1];
+    char buf[TEXT_QUOTE_MAX + 1];
     char small[10];
     char long_text[200];
 
-    yamldoc_quote("plain", 5, buf, sizeof(buf));
+    text_quote("plain", 5, buf, sizeof(buf));
     assert_string_equal(buf, "\"plain\"");
-    yamldoc_quote("a\"b\\c\n\t\x7f", 8, buf, sizeof(buf));
+    text_quote("a\"b\\c\n\t\x7f", 8, buf, sizeof(buf));
     assert_string_equal(buf, "\"a\\\"b\\\\c\\x0a\\x09\\x7f\"");
-    yamldoc_quote("caf\xc3\xa9 \xff \xed\xa0\x80", 11, buf, sizeof(buf));
+    text_quote("caf\xc3\xa9 \xff \xed\xa0\x80", 11, buf, sizeof(buf));
     assert_string_equal(buf, "\"caf\xc3\xa9 \\xff \\xed\\xa0\\x80\"");
 
     memset(long_text, 'x', sizeof(long_text));
-    yamldoc_quote(long_text, sizeof(long_text), buf, sizeof(buf));
-    assert_true(strlen(buf) <= YAMLDOC_QUOTE_MAX);
+    text_quote(long_text, sizeof(long_text), buf, sizeof(buf));
+    assert_true(strlen(buf) <= TEXT_QUOTE_MAX);
     assert_non_null(strstr(buf, "...\""));
 
     /* A cut never splits a character: "é" is two bytes. */
     for (size_t i = 0; i + 1 < sizeof(long_text); i += 2)
         memcpy(long_text + i, "\xc3\xa9", 2);
-    yamldoc_quote(long_text, sizeof(long_text), buf, sizeof(buf));
+    text_quote(long_text, sizeof(long_text), buf, sizeof(buf));
     size_t len = strlen(buf);
     assert_string_equal(buf + len - 4, "...\"");
     assert_int_equal((unsigned char)buf[len - 5], 0xa9);
 
-    yamldoc_quote("0123456789", 10, small, sizeof(small));
+    text_quote("0123456789", 10, small, sizeof(small));
     assert_string_equal(small, "\"0123...\"");
 }
 
 static void test_text_printable(void **state)
 {
-    assert_true(yamldoc_text_printable("", 0));
-    assert_true(yamldoc_text_printable("svc-1", 5));
-    assert_true(yamldoc_text_printable("caf\xc3\xa9", 5));
-    assert_true(yamldoc_text_printable("\xf0\x9f\x98\x80", 4));
-    assert_false(yamldoc_text_printable("a\nb", 3));
-    assert_false(yamldoc_text_printable("a\x7f", 2));
-    assert_false(yamldoc_text_printable("\xff", 1));
-    assert_false(yamldoc_text_printable("\xc3", 1));             /* cut short */
-    assert_false(yamldoc_text_printable("\xc0\xaf", 2));         /* overlong */
-    assert_false(yamldoc_text_printable("\xed\xa0\x80", 3));     /* surrogate */
-    assert_false(yamldoc_text_printable("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+    assert_true(text_printable("", 0));
+    assert_true(text_printable("svc-1", 5));
+    assert_true(text_printable("caf\xc3\xa9", 5));
+    assert_true(text_printable("\xf0\x9f\x98\x80", 4));
+    assert_false(text_printable("a\nb", 3));
+    assert_false(text_printable("a\x7f", 2));
+    assert_false(text_printable("\xff", 1));
+    assert_false(text_printable("\xc3", 1));             /* cut short */
+    assert_false(text_printable("\xc0\xaf", 2));         /* overlong */
+    assert_false(text_printable("\xed\xa0\x80", 3));     /* surrogate */
+    assert_false(text_printable("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
 }
 
 static void test_describe(void **state)
 {
     struct yamldoc *doc = load_ok("a:\nb: ''\nc: [1]\nd: {}\ne: text\n");
-    char buf[YAMLDOC_QUOTE_MAX + 1];
+    char buf[TEXT_QUOTE_MAX + 1];
 
     yamldoc_describe(value_of(doc, "a"), buf, sizeof(buf));
     assert_string_equal(buf, "nothing");
