@@ -29,6 +29,15 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/nanny-test.XXXXXX")
 child=""
 # shellcheck disable=SC2317 # called by the traps
 cleanup() {
+    if [[ -n $dockerd_pid && -n ${docker_users:-} ]]; then
+        # Another ./test.sh may use the engine started here: stop it once none does,
+        # and let no new one find it meanwhile.
+        flock -w 3600 -x "$docker_start" || true
+        if ! flock -n -x "$docker_users"; then
+            echo "waiting for the other test runs that use this dockerd to end"
+            flock -w 3600 -x "$docker_users" || true
+        fi
+    fi
     dockerd_stop
     rm -rf "$TMP"
 }
@@ -108,7 +117,16 @@ echo "all Debian packages present"
 # cleanup() stops it at exit, its containerd too. If it cannot start, that is
 # one failure and the log says why; the other suites still run (the compose
 # tests then fail with "no Docker engine").
+#
+# Several ./test.sh may run at once and share one engine. Looking for an engine and
+# starting one happens under one lock (so two runs never both start dockerd); each
+# run holds a shared lock on a second file while it may use the engine; the run that
+# started dockerd stops it holding the first lock and the second exclusively, which
+# waits for every other run to end.
 section "docker engine"
+exec {docker_start}>>/tmp/nanny-test-docker.lock
+exec {docker_users}>>/tmp/nanny-test-docker.users
+flock -x "$docker_start"
 # The daemon under test reads DOCKER_HOST only when it is a unix socket; any
 # other value would point the tests' docker commands at another engine.
 if [[ -n ${DOCKER_HOST:-} && $DOCKER_HOST != unix://* ]]; then
@@ -139,6 +157,8 @@ else
         fi
     fi
 fi
+flock -s "$docker_users" # nobody stops the engine while this run may use it
+flock -u "$docker_start"
 
 PYTEST=(pytest-3)
 if ! command -v pytest-3 >/dev/null 2>&1; then
