@@ -607,7 +607,6 @@ void docker_project_get(const struct docker *d, const char *project, struct dock
 struct log_line {
     char *text; /* "SERVICE | line" */
     char stamp[DOCKER_TIMESTAMP + 1];
-    size_t order; /* keeps lines of one stamp in the order they came */
 };
 
 /* One container's part of a logs request. */
@@ -615,6 +614,8 @@ struct logs_part {
     struct docker_logs *l;
     struct fetch *fetch;
     char *service;
+    char *id;
+    size_t first, n_lines; /* its lines in l->lines, in the order the engine sent them */
 };
 
 struct docker_logs {
@@ -734,17 +735,22 @@ static void add_line(void *data, const char *line, size_t len)
         skip = len; /* an empty line: just its stamp */
     }
     ll->text = xasprintf("%s | %.*s", sink->service, (int)(len - skip), line + skip);
-    ll->order = l->n_lines++;
+    l->n_lines++;
 }
 
-static int line_cmp(const void *a, const void *b)
+/* Whether line a of container pa goes after line b of container pb: the later timestamp,
+ * and for equal ones the container later in (service, id) order, so that the merge never
+ * depends on which container's answer came first. */
+static bool line_after(const struct log_line *a, const struct logs_part *pa,
+                       const struct log_line *b, const struct logs_part *pb)
 {
-    const struct log_line *x = a, *y = b;
-    int c = strcmp(x->stamp, y->stamp);
+    int c = strcmp(a->stamp, b->stamp);
 
-    if (c)
-        return c;
-    return x->order < y->order ? -1 : x->order > y->order;
+    if (c == 0)
+        c = strcmp(pa->service, pb->service);
+    if (c == 0)
+        c = strcmp(pa->id, pb->id);
+    return c > 0;
 }
 
 static void logs_free(struct docker_logs *l)
@@ -752,6 +758,7 @@ static void logs_free(struct docker_logs *l)
     for (size_t i = 0; i < l->n_parts; i++) {
         fetch_cancel(l->parts[i].fetch);
         free(l->parts[i].service);
+        free(l->parts[i].id);
     }
     for (size_t i = 0; i < l->n_lines; i++)
         free(l->lines[i].text);
@@ -761,9 +768,15 @@ static void logs_free(struct docker_logs *l)
     free(l);
 }
 
+/* Answers the last tail lines of all containers together. Each container's lines keep
+ * the engine's order: its stdout and stderr lines may carry stamps a little out of order,
+ * and the engine's tail counts in its own order. The containers are merged by timestamp
+ * from the newest line back, so the answer for tail N only ever looks at the last N lines
+ * of each container, which the engine answers alike for any tail of N or more: the lines
+ * for tail N are always the end of the lines for a bigger tail. */
 static void logs_finish(struct docker_logs *l)
 {
-    size_t first;
+    size_t n, *left;
     char **out;
 
     if (l->error) {
@@ -771,14 +784,31 @@ static void logs_finish(struct docker_logs *l)
         logs_free(l);
         return;
     }
-    if (l->n_lines > 0)
-        qsort(l->lines, l->n_lines, sizeof(*l->lines), line_cmp);
-    first = l->n_lines > l->tail ? l->n_lines - l->tail : 0;
-    out = xcalloc(l->n_lines - first + 1, sizeof(*out));
-    for (size_t i = first; i < l->n_lines; i++) {
-        out[i - first] = l->lines[i].text;
-        l->lines[i].text = NULL;
+    n = l->n_lines < l->tail ? l->n_lines : l->tail;
+    out = xcalloc(n + 1, sizeof(*out));
+    left = xcalloc(l->n_parts + 1, sizeof(*left));
+    for (size_t p = 0; p < l->n_parts; p++)
+        left[p] = l->parts[p].n_lines;
+    for (size_t k = n; k > 0; k--) {
+        const struct log_line *best_line = NULL;
+        size_t best = 0;
+
+        for (size_t p = 0; p < l->n_parts; p++) {
+            const struct log_line *last;
+
+            if (left[p] == 0)
+                continue;
+            last = &l->lines[l->parts[p].first + left[p] - 1];
+            if (!best_line || line_after(last, &l->parts[p], best_line, &l->parts[best])) {
+                best_line = last;
+                best = p;
+            }
+        }
+        left[best]--;
+        out[k - 1] = l->lines[l->parts[best].first + left[best]].text; /* taken */
+        l->lines[l->parts[best].first + left[best]].text = NULL;
     }
+    free(left);
     l->done(l->data, out, NULL);
     logs_free(l);
 }
@@ -797,7 +827,10 @@ static void on_container_logs(void *data, const struct fetch_result *res)
                                               res->status);
     } else if (res->status == 200) {
         struct line_sink sink = {l, part->service};
+        /* One body is split in one go: a container's lines lie together, in its order. */
+        part->first = l->n_lines;
         docker_log_lines(res->body, res->body_len, add_line, &sink);
+        part->n_lines = l->n_lines - part->first;
     }
     if (--l->n_pending == 0)
         logs_finish(l);
@@ -828,6 +861,7 @@ int docker_logs(struct docker *d, const char *project, unsigned tail, docker_log
         req.url = u;
         part->l = l;
         part->service = xstrdup(*c->service ? c->service : c->id);
+        part->id = xstrdup(c->id);
         r = fetcher_request(d->fetcher, &req, on_container_logs, part, &part->fetch);
         free(u);
         l->n_parts++;

@@ -75,8 +75,10 @@ const struct docker_container *docker_at(const struct docker *d, size_t i);
 void docker_project_get(const struct docker *d, const char *project, struct docker_project *ret);
 
 /* The last tail lines of every container of project, oldest first, each as
- * "SERVICE | line" the way `docker compose logs` shows them. done gets lines (NULL-
- * terminated, freed by strv_free) or NULL and an error. */
+ * "SERVICE | line" the way `docker compose logs` shows them: each container's lines in the
+ * engine's order, the containers merged by timestamp (ties by service, then container id),
+ * so that the lines for tail N are always the last N of those for a bigger tail. done gets
+ * lines (NULL-terminated, freed by strv_free) or NULL and an error. */
 typedef void (*docker_logs_fn)(void *data, char **lines, const char *error);
 struct docker_logs;
 int docker_logs(struct docker *d, const char *project, unsigned tail, docker_logs_fn done,

@@ -30,12 +30,11 @@ import time
 
 import pytest
 
-from conftest import http_request, nanny_binary, wait_until
+from conftest import free_port, http_request, nanny_binary, wait_until
 from lifecycle_helpers import (
     FAST_HEALTH,
     GONE_TIMEOUT,
     Lab,
-    free_port,
     write_manifest,
     yaml_value,
 )

@@ -11,6 +11,7 @@ log, and a daemon whose stderr holds a sanitizer report fails the test.
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -22,6 +23,11 @@ import time
 import pytest
 
 HOST = "127.0.0.1"
+
+# Service ports that free_port() hands out (outside 8000-8080, the examples' range).
+PORT_RANGE = (20000, 40000)
+_ports_given = set()
+_ports_lock = threading.Lock()
 
 # Generous bounds: the ASan+UBSan build starts and answers several times slower.
 START_TIMEOUT = float(os.environ.get("NANNY_TEST_START_TIMEOUT", "20"))
@@ -175,6 +181,46 @@ def assert_json_error(resp, status, code=None):
 
 
 # --- services folders --------------------------------------------------------
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port():
+    """A loopback port for a test service, in 20000-40000, that nothing listens on or is
+    bound to: tried by binding it, and never handed out twice in one run. Every port a
+    test's service may bind comes from here, never a fixed number: a developer's own
+    daemon (./start.sh) runs the example services on 8000-8080. Ports outside the kernel's
+    ephemeral range are preferred, so that no outgoing connection (a health probe) takes
+    the port before the service binds it."""
+    lo, hi = PORT_RANGE
+    eph_lo, eph_hi = _ephemeral_range()
+    preferred = [p for p in range(lo, hi) if not eph_lo <= p <= eph_hi]
+    pool = preferred or list(range(lo, hi))
+    for _ in range(200):
+        port = random.choice(pool)
+        with _ports_lock:
+            if port in _ports_given:
+                continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        with _ports_lock:
+            _ports_given.add(port)
+        return port
+    raise AssertionError("no free port found in 20000-40000 after 200 tries")
+
+
 
 
 def manifest(name, port=None, **fields):

@@ -14,16 +14,14 @@ import concurrent.futures
 import inspect
 import json
 import os
-import random
 import re
 import signal
 import socket
-import threading
 import time
 
 import pytest
 
-from conftest import HOST, http_request, nanny_binary, wait_until
+from conftest import HOST, free_port, http_request, nanny_binary, wait_until
 
 # States in which a gpu_required service holds the GPU (SPEC section 3).
 HOLDING = ("starting", "running", "unhealthy", "stopping")
@@ -42,9 +40,6 @@ GONE_TIMEOUT = 5.0
 FAST_HEALTH = {"path": "/health", "interval": "200ms", "timeout": "1s", "start_period": "5s"}
 
 NUMBERED_LINE_RE = re.compile(r"^testsvc: (line|err) (\d+)$")
-PORT_RANGE = (20000, 40000)
-_ports_given = set()
-_ports_lock = threading.Lock()
 
 
 def testsvc_binary():
@@ -54,42 +49,6 @@ def testsvc_binary():
         pytest.fail(f"the test service {path} is missing: build it with ninja next to "
                     "NANNY_BIN", pytrace=False)
     return path
-
-
-def _ephemeral_range():
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo, hi = (int(x) for x in f.read().split())
-        return lo, hi
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port():
-    """A loopback port in 20000-40000 that nothing listens on or is bound to: tried by
-    binding it, and never handed out twice in one run. Ports outside the kernel's
-    ephemeral range are preferred, so that no outgoing connection (a health probe) takes
-    the port before the service binds it."""
-    lo, hi = PORT_RANGE
-    eph_lo, eph_hi = _ephemeral_range()
-    preferred = [p for p in range(lo, hi) if not eph_lo <= p <= eph_hi]
-    pool = preferred or list(range(lo, hi))
-    for _ in range(200):
-        port = random.choice(pool)
-        with _ports_lock:
-            if port in _ports_given:
-                continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        with _ports_lock:
-            _ports_given.add(port)
-        return port
-    raise AssertionError("no free port found in 20000-40000 after 200 tries")
 
 
 def yaml_value(v):

@@ -3,7 +3,7 @@ for now, and request-body validation (400 on bad JSON, wrong types, unknown memb
 
 import pytest
 
-from conftest import assert_json_error, manifest, write_service
+from conftest import assert_json_error, free_port, manifest, write_service
 
 ROUTES = [
     # path, method it takes
@@ -23,7 +23,7 @@ ROUTES = [
 def app(nanny, services_dir):
     """A daemon with one good service 'a' (no health check: running once spawned) and one
     broken manifest named 'broken'."""
-    write_service(services_dir, "a", manifest("a", port=8010, health="false"))
+    write_service(services_dir, "a", manifest("a", port=free_port(), health="false"))
     write_service(services_dir, "broken", 'name: broken\nports: ["99999"]\n'
                   'command: ["sleep", "1"]\n')
     return nanny.serve(services_dir)

@@ -4,12 +4,12 @@ Origin are refused with 403; curl, which sends no Origin, works as in the seed."
 
 import pytest
 
-from conftest import assert_json_error, http_request, manifest, write_service
+from conftest import assert_json_error, free_port, http_request, manifest, write_service
 
 
 @pytest.fixture
 def app(nanny, services_dir):
-    write_service(services_dir, "a", manifest("a", port=8010))
+    write_service(services_dir, "a", manifest("a", port=free_port()))
     return nanny.serve(services_dir)
 
 
@@ -58,7 +58,7 @@ def test_reads_from_a_foreign_origin_are_not_refused(app):
 
 
 def test_config_allows_more_hosts_and_origins(nanny, services_dir, workdir):
-    write_service(services_dir, "a", manifest("a", port=8010))
+    write_service(services_dir, "a", manifest("a", port=free_port()))
     config = workdir / "nanny.yaml"
     config.write_text("allowed_hosts: [gpu-box.local]\n"
                       "allowed_origins: [\"http://dashboard.local:3000\"]\n")

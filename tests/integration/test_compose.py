@@ -29,10 +29,9 @@ from compose_helpers import (  # noqa: F401 (clab, docker_engine, testsvc_image 
     split_prefixed,
     testsvc_image,
 )
-from conftest import wait_until
+from conftest import free_port, wait_until
 from lifecycle_helpers import (
     STATE_TIMEOUT,
-    free_port,
     json_error,
     ok_status,
     start_answer,

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from conftest import HOST, LISTENING_RE, http_request, manifest, wait_until, write_service
+from conftest import (HOST, LISTENING_RE, free_port, http_request, manifest, wait_until,
+                      write_service)
 
 
 def write(path, text):
@@ -305,9 +306,7 @@ def test_log_format_json_from_config(nanny, services_dir, workdir):
 
 
 def test_log_level_warning_hides_info(nanny, services_dir, workdir):
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port = s.getsockname()[1]
+    port = free_port()  # the daemon logs no "listening on" line to read it from
     write_service(services_dir, "w", manifest("w", unknown_key=1))
     d = nanny.spawn(["serve", "--listen", f"127.0.0.1:{port}", "--services", str(services_dir),
                      "--log-level", "warning"])

@@ -2,13 +2,14 @@
 its added/removed/changed diff, automatic rediscovery on folder changes, and SIGHUP."""
 
 import os
+import re
 import shutil
 import signal
 import time
 
 import pytest
 
-from conftest import manifest, replace_file, wait_until, write_service
+from conftest import START_TIMEOUT, manifest, replace_file, wait_until, write_service
 
 
 def names_of(d):
@@ -150,11 +151,19 @@ def test_rediscover_diff_without_watcher_interference(nanny, services_dir, workd
     three = [s for s in body["services"] if s["name"] == "three"][0]
     assert three["manifest_error"]["line"] == 2
 
+    # The daemon logs the error before it answers, but this test reads its stderr on
+    # another thread: wait for the line rather than read once.
+    real = os.path.join(os.path.realpath(services_dir), "three", "service.yaml")
+    d.wait_for_log(re.escape(f"{real}:2:"), timeout=10)
+
     again = d.post("/rediscover").json()
     assert again["added"] == again["removed"] == again["changed"] == []
     assert [e["folder"] for e in again["errors"]] == ["three"]
-    # The error is logged once, not at every rescan.
-    real = os.path.join(os.path.realpath(services_dir), "three", "service.yaml")
+    # The error is logged once, not at every rescan. The SIGHUP line comes after
+    # whatever the second rescan logged: once it is read, so is all of that.
+    start = len(d.lines)
+    d.signal(signal.SIGHUP)
+    d.wait_for_log(r"SIGHUP: rescanning", start=start, timeout=10)
     assert d.stderr.count(f"{real}:2:") == 1, d.stderr
 
 
@@ -378,28 +387,33 @@ def test_rediscover_after_many_edits_settles(nanny, services_dir, count):
 
 
 def test_auto_rediscovery_manifest_written_while_a_rescan_runs(nanny, services_dir):
-    """mkdir NEW, then write NEW/service.yaml a moment later: the mkdir starts a rescan,
-    and a manifest written while that rescan still runs must not be lost. 5,000 other
-    services make the rescan last long enough for the writes to land inside it; each
-    new folder waits a little longer before its manifest is written, to cover the
-    whole rescan whatever the machine's speed."""
+    """mkdir NEW, then write NEW/service.yaml a moment later: the mkdir starts a rescan
+    after the quiet delay, and a manifest written before, while or after that rescan reads
+    the folder must not be lost. 5,000 other services make the rescan last long enough
+    for writes to land inside it; the delays run from before the quiet delay ends to past
+    the rescan, whatever the machine's speed.
+
+    A manifest written after the rescan read its folder is seen by the next rescan only,
+    after the first one ends: on a loaded machine or with ASan that is seconds later. So
+    the wait is generous (START_TIMEOUT): a lost manifest never shows at all."""
     for i in range(5000):
         write_service(services_dir, f"s{i:05d}", manifest(f"s{i:05d}"))
     d = nanny.serve(services_dir, start_timeout=60)
     assert len(d.services()["services"]) == 5000
     missed = []
-    for k, delay in enumerate([0.16, 0.18, 0.2, 0.22, 0.25, 0.3, 0.4, 0.6]):
+    for k, delay in enumerate([0.05, 0.1, 0.15, 0.16, 0.18, 0.2, 0.22, 0.25, 0.3, 0.35, 0.4,
+                               0.5]):
         folder = services_dir / f"000-new-{k}"
         folder.mkdir()
         time.sleep(delay)  # the user's pause between mkdir and writing the file
         write_service(services_dir, f"000-new-{k}", manifest(f"new-{k}"))
         try:
             wait_until(lambda: d.get("/services/new-" + str(k)).status == 200,
-                       timeout=3, message=f"new-{k}")
+                       timeout=START_TIMEOUT, interval=0.05, message=f"new-{k}")
         except AssertionError:
             missed.append(f"{delay}s")
     assert not missed, (f"manifests written {', '.join(missed)} after their folder was made "
-                        "were never picked up")
+                        f"were never picked up; daemon log:\n{d.stderr[-3000:]}")
 
 
 def test_start_of_a_service_whose_manifest_broke_is_422(nanny, services_dir):

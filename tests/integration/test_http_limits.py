@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from conftest import (HOST, assert_json_error, http_request, manifest, parse_raw_response,
-                      raw_exchange, write_service)
+from conftest import (HOST, assert_json_error, free_port, http_request, manifest,
+                      parse_raw_response, raw_exchange, write_service)
 
 BODY_MAX = 64 * 1024
 ANSWER_TIMEOUT = 10.0  # a request the daemon must answer gets this long
@@ -19,7 +19,7 @@ ANSWER_TIMEOUT = 10.0  # a request the daemon must answer gets this long
 
 @pytest.fixture
 def app(nanny, services_dir):
-    write_service(services_dir, "a", manifest("a", port=8010))
+    write_service(services_dir, "a", manifest("a", port=free_port()))
     return nanny.serve(services_dir)
 
 
@@ -469,7 +469,7 @@ def test_accepts_again_after_hitting_its_connection_limit(nanny, services_dir):
 
     prlimit = _shutil.which("prlimit")
     assert prlimit, "prlimit (util-linux) is needed for this test"
-    write_service(services_dir, "a", manifest("a", port=8010))
+    write_service(services_dir, "a", manifest("a", port=free_port()))
     state = services_dir.parent / "state"
     state.mkdir(exist_ok=True)
     d = Daemon([prlimit, "--nofile=64:64", nanny_binary(), "serve", "--listen", "127.0.0.1:0",

@@ -62,14 +62,18 @@ def require_curl():
 class Shell:
     """Runs seed lines against one daemon."""
 
-    def __init__(self, lab):
+    def __init__(self, lab, rename=None):
+        """rename maps a service name the seed prints (minimal-sd-api) to the test's."""
         require_curl()
         self.lab = lab
         self.jq = shutil.which("jq")
+        self.rename = dict(rename or {})
 
     def substitute(self, line, name=None, service_port=None):
         assert "localhost:8080" in line or service_port is not None, line
         text = line.replace("localhost:8080", f"127.0.0.1:{self.lab.d.port}")
+        for seed_name, test_name in self.rename.items():
+            text = text.replace(f"/services/{seed_name}/", f"/services/{test_name}/")
         if name is not None:
             assert "NAME" in text, line
             text = text.replace("NAME", name)

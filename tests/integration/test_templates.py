@@ -31,6 +31,15 @@ def copy_service(src, services_dir, folder):
     return dst
 
 
+def serve_apart(nanny, services, workdir):
+    """A daemon on services that cannot reach a Docker engine. The examples' names are
+    their compose projects: a developer's own daemon (./start.sh) may run minimal-sd-api
+    or a service made from the template on the default engine, and a daemon under test
+    reaching that engine would adopt those containers, and stop them when it stops."""
+    return nanny.serve(services, extra_args=["--docker-host",
+                                             os.path.join(str(workdir), "no-engine.sock")])
+
+
 def assert_clean_service(daemon, name, **expected):
     """GET /services lists name with no manifest error or warning, and the expected fields."""
     body = daemon.services()
@@ -98,9 +107,9 @@ def as_new_service(folder, name, port, gpu):
 # --- the template ------------------------------------------------------------------
 
 
-def test_template_loads_as_my_service(nanny, services_dir):
+def test_template_loads_as_my_service(nanny, services_dir, workdir):
     copy_service(TEMPLATE, services_dir, "my-service")
-    d = nanny.serve(services_dir)
+    d = serve_apart(nanny, services_dir, workdir)
     assert_clean_service(d, "my-service", gpu_required=True, port=8001, ports=["8001:8000"],
                          driver="compose", folder="my-service", state="stopped")
 
@@ -124,11 +133,11 @@ def test_template_keeps_the_nanny_new_contract():
 
 
 @pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "cpu"])
-def test_template_made_into_a_new_service(nanny, services_dir, gpu):
+def test_template_made_into_a_new_service(nanny, services_dir, workdir, gpu):
     name, port = ("vision-api", 8003) if gpu else ("text-tools", 8042)
     folder = copy_service(TEMPLATE, services_dir, name)
     as_new_service(folder, name, port, gpu)
-    d = nanny.serve(services_dir)
+    d = serve_apart(nanny, services_dir, workdir)
     assert_clean_service(d, name, gpu_required=gpu, port=port, ports=[f"{port}:8000"],
                          driver="compose")
     compose_file = os.path.join(folder, "docker-compose.yml")
@@ -146,9 +155,9 @@ def test_template_compose_file_is_valid(tmp_path):
 # --- the example services ----------------------------------------------------------
 
 
-def test_minimal_sd_api_loads(nanny, services_dir):
+def test_minimal_sd_api_loads(nanny, services_dir, workdir):
     copy_service(SD_API, services_dir, "minimal-sd-api")
-    d = nanny.serve(services_dir)
+    d = serve_apart(nanny, services_dir, workdir)
     s = assert_clean_service(d, "minimal-sd-api", gpu_required=True, port=8000,
                              ports=["8000:8000"], driver="compose")
     assert s["health"]["ok"] is None  # never started: no check yet
@@ -161,8 +170,8 @@ def test_minimal_sd_api_compose_file_is_valid(tmp_path):
         os.path.join(folder, "docker-compose.yml"), folder)
 
 
-def test_repository_services_folder_loads_cleanly(nanny):
-    d = nanny.serve(SERVICES)
+def test_repository_services_folder_loads_cleanly(nanny, workdir):
+    d = serve_apart(nanny, SERVICES, workdir)
     body = d.services()
     assert body["errors"] == [], body["errors"]
     examples = sorted(e for e in os.listdir(SERVICES)

@@ -312,6 +312,7 @@ struct engine {
     struct fake_logs logs[4];
     size_t n_logs;
     bool hold_logs;
+    bool cut_tail; /* answer tail=N with the last N frames, as the engine does (a frame a line) */
     unsigned n_held;
     unsigned n_lists, n_events, n_logs_requests;
     char list_target[512], events_target[512], logs_targets[4][512];
@@ -394,9 +395,27 @@ static void reply_text(struct conn *c, int status, const char *body)
     reply(c, status, body, strlen(body));
 }
 
+/* Where the last n frames of body b start (all of it when it has no more, its end for 0). */
+static size_t last_frames(const struct body *b, unsigned n)
+{
+    size_t starts[64], count = 0;
+
+    for (size_t at = 0; at + 8 <= b->len;) {
+        const unsigned char *h = (const unsigned char *)b->buf + at;
+
+        assert_true(count < sizeof(starts) / sizeof(starts[0]));
+        starts[count++] = at;
+        at += 8 + (((size_t)h[4] << 24) | ((size_t)h[5] << 16) | ((size_t)h[6] << 8) | h[7]);
+    }
+    if (n == 0)
+        return b->len;
+    return n >= count ? 0 : starts[count - n];
+}
+
 static void answer_logs(struct conn *c, const char *target, const char *id)
 {
     struct engine *e = c->engine;
+    const char *tail = strstr(target, "tail=");
 
     if (e->n_logs_requests < sizeof(e->logs_targets) / sizeof(e->logs_targets[0]))
         snprintf(e->logs_targets[e->n_logs_requests], sizeof(e->logs_targets[0]), "%s", target);
@@ -408,7 +427,13 @@ static void answer_logs(struct conn *c, const char *target, const char *id)
     }
     for (size_t i = 0; i < e->n_logs; i++) {
         if (strcmp(e->logs[i].id, id) == 0) {
-            reply(c, e->logs[i].status, e->logs[i].body.buf, e->logs[i].body.len);
+            const struct body *b = &e->logs[i].body;
+            unsigned n;
+            size_t from = 0;
+
+            if (e->cut_tail && tail && sscanf(tail, "tail=%u", &n) == 1)
+                from = last_frames(b, n);
+            reply(c, e->logs[i].status, b->buf + from, b->len - from);
             return;
         }
     }
@@ -979,8 +1004,10 @@ static void test_logs_merged_in_time_order(void **state)
     assert_non_null(l);
     RUN_UNTIL(f, o.done);
     assert_string_equal(o.error, "");
-    assert_lines(o.lines, LINES("web | listening", "worker | worker ready", "web | GET /health 200",
-                                "worker | job 1 done", "web | warning: slow"));
+    /* The worker's lines stay in the engine's order (its stderr line came first, though
+     * stamped later): the containers are merged by time, each in its own order. */
+    assert_lines(o.lines, LINES("web | listening", "worker | job 1 done", "worker | worker ready",
+                                "web | GET /health 200", "web | warning: slow"));
     strv_free(o.lines);
     /* One request per container of the project, with timestamps and the tail. */
     assert_int_equal(f->engine.n_logs_requests, 2);
@@ -1004,9 +1031,101 @@ static void test_logs_tail(void **state)
     connect_to_engine(f);
     assert_int_equal(docker_logs(f->docker, "alpha", 2, on_logs, &o, &l), 0);
     RUN_UNTIL(f, o.done);
-    assert_lines(o.lines, LINES("worker | job 1 done", "web | warning: slow"));
+    assert_lines(o.lines, LINES("web | GET /health 200", "web | warning: slow"));
     strv_free(o.lines);
     assert_non_null(strstr(f->engine.logs_targets[0], "tail=2"));
+}
+
+/* Three containers of alpha as the engine answers them: one container's stdout and stderr
+ * lines may carry stamps out of order (the engine stamps each stream on its own), lines of
+ * two containers may carry the same stamp, and two containers may run the same service. */
+static void set_racy_logs(struct engine *e, bool reversed)
+{
+    struct body web = {0}, worker = {0}, web2 = {0};
+
+    frame(&web, 1, AT(1) "web a\n");
+    frame(&web, 2, AT(3) "web b\n");
+    frame(&web, 1, AT(2) "web c\n");
+    frame(&web, 1, AT(5) "web d\n");
+    frame(&worker, 1, AT(2) "worker a\n");
+    frame(&worker, 2, AT(5) "worker b\n");
+    frame(&worker, 1, AT(4) "worker c\n");
+    frame(&web2, 1, AT(5) "web2 a\n");
+    engine_set_logs(e, "aaa", 200, &web);
+    engine_set_logs(e, "bbb", 200, &worker);
+    engine_set_logs(e, "ddd", 200, &web2);
+    if (reversed)
+        engine_set_containers(e, CONTAINER("ddd", "running", "alpha", "web"),
+                              CONTAINER("bbb", "running", "alpha", "worker"),
+                              CONTAINER("aaa", "running", "alpha", "web"), NULL);
+    else
+        engine_set_containers(e, CONTAINER("aaa", "running", "alpha", "web"),
+                              CONTAINER("bbb", "running", "alpha", "worker"),
+                              CONTAINER("ddd", "running", "alpha", "web"), NULL);
+    e->cut_tail = true;
+}
+
+/* The lines of alpha for tail, which the fake engine cuts as the real one does. */
+static char **alpha_logs(struct fixture *f, unsigned tail)
+{
+    struct logs_outcome o = {0};
+    struct docker_logs *l;
+
+    assert_int_equal(docker_logs(f->docker, "alpha", tail, on_logs, &o, &l), 0);
+    RUN_UNTIL(f, o.done);
+    assert_string_equal(o.error, "");
+    return o.lines;
+}
+
+static const char *const racy_merged[] = {
+    "web | web a",       "web | web b",       "web | web c",
+    "worker | worker a", "worker | worker b", "worker | worker c",
+    "web | web d",       "web | web2 a",      NULL,
+};
+
+/* One order for every request: ties go by service, then container id, never by which
+ * answer came first; each container keeps its own order. */
+static void test_logs_order_is_total(void **state)
+{
+    struct fixture *f = *state;
+    char **lines;
+
+    set_racy_logs(&f->engine, false);
+    connect_to_engine(f);
+    lines = alpha_logs(f, 100);
+    assert_lines(lines, racy_merged);
+    strv_free(lines);
+}
+
+/* The order depends on no container's place in the engine's list. */
+static void test_logs_order_does_not_depend_on_the_list(void **state)
+{
+    struct fixture *f = *state;
+    char **lines;
+
+    set_racy_logs(&f->engine, true);
+    connect_to_engine(f);
+    lines = alpha_logs(f, 100);
+    assert_lines(lines, racy_merged);
+    strv_free(lines);
+}
+
+/* The lines for tail N are the last N of the lines for any bigger tail, though the engine
+ * answers each container's own last N lines, out-of-order stamps and all. */
+static void test_logs_tail_is_the_end_of_a_bigger_tail(void **state)
+{
+    struct fixture *f = *state;
+    size_t total = sizeof(racy_merged) / sizeof(racy_merged[0]) - 1;
+
+    set_racy_logs(&f->engine, false);
+    connect_to_engine(f);
+    for (unsigned tail = 0; tail <= total + 1; tail++) {
+        char **lines = alpha_logs(f, tail);
+        size_t n = tail < total ? tail : total;
+
+        assert_lines(lines, racy_merged + total - n);
+        strv_free(lines);
+    }
 }
 
 static void test_logs_of_a_project_without_containers(void **state)
@@ -1105,6 +1224,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logs_merged_in_time_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logs_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logs_order_is_total, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logs_order_does_not_depend_on_the_list, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_logs_tail_is_the_end_of_a_bigger_tail, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_logs_of_a_project_without_containers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logs_missing_container_and_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logs_cancel, setup, teardown),
