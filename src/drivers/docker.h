@@ -95,4 +95,7 @@ void docker_log_lines(const char *body, size_t len,
  * a-z 0-9 _ - kept. Exposed for the compose driver and the unit tests. */
 char *docker_project_name(const char *name);
 
+/* The fetcher the engine is reached through (for docker_logs.c). */
+struct fetcher *docker_fetcher(const struct docker *d);
+
 #endif
