@@ -233,6 +233,25 @@ static void test_reserved_candidates_hold(void **state)
         }
 }
 
+/* The one holder test: gpu_holder() names the holder that sorts first, leaves out the one
+ * asked, and agrees with gpu_is_holder() on every candidate. */
+static void test_holder(void **state)
+{
+    struct gpu_candidate c[] = {
+        {"zeta", true, STATE_RUNNING, false},   {"plain", false, STATE_RUNNING, false},
+        {"alpha", true, STATE_STOPPING, false}, {"beta", false, STATE_STOPPED, true},
+        {"gone", true, STATE_FAILED, false},
+    };
+    const bool holds[] = {true, false, true, true, false};
+
+    for (size_t i = 0; i < N_OF(c); i++)
+        assert_int_equal(gpu_is_holder(&c[i]), holds[i]);
+    assert_int_equal(gpu_holder(c, N_OF(c), N_OF(c)), 2); /* alpha */
+    assert_int_equal(gpu_holder(c, N_OF(c), 2), 3);       /* without alpha: beta, reserved */
+    assert_int_equal(gpu_holder(c, 2, 0), 2);             /* only plain is left: none */
+    assert_int_equal(gpu_holder(c, 0, 0), 0);
+}
+
 /* A target that is itself stopping is not "already": it goes (queued after its stop) when
  * no one else holds, and never counts as its own holder. */
 static void test_stopping_target(void **state)
@@ -516,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_conflict_names_the_first_by_name),
         cmocka_unit_test(test_two_holders_during_a_preemption),
         cmocka_unit_test(test_reserved_candidates_hold),
+        cmocka_unit_test(test_holder),
         cmocka_unit_test(test_stopping_target),
         cmocka_unit_test(test_too_many_holders),
         cmocka_unit_test(test_property_one_decision),

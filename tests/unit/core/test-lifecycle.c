@@ -338,6 +338,11 @@ static void test_every_step_keeps_the_rules(void **state)
                         assert_in_range(step.to, STATE_STOPPED, STATE_FAILED);
                         assert_int_equal(step.no_op,
                                          step.actions == 0 && same_lifecycle(&before, &lc));
+                        /* The cause is the value of the reason, whatever the step. */
+                        if (step.reason)
+                            assert_string_equal(lifecycle_cause_text(step.cause), step.reason);
+                        else
+                            assert_int_equal(step.cause, LIFECYCLE_CAUSE_NONE);
                         if (step.no_op) {
                             assert_int_equal(step.to, s);
                             assert_null(step.reason);
