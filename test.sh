@@ -124,8 +124,10 @@ echo "all Debian packages present"
 # started dockerd stops it holding the first lock and the second exclusively, which
 # waits for every other run to end.
 section "docker engine"
-exec {docker_start}>>/tmp/nanny-test-docker.lock
-exec {docker_users}>>/tmp/nanny-test-docker.users
+lock_dir=/run/lock # where lock files belong (a tmpfs); /tmp where it cannot be written
+[[ -d $lock_dir && -w $lock_dir ]] || lock_dir=${TMPDIR:-/tmp}
+exec {docker_start}>>"$lock_dir/nanny-test-docker.lock"
+exec {docker_users}>>"$lock_dir/nanny-test-docker.users"
 flock -x "$docker_start"
 # The daemon under test reads DOCKER_HOST only when it is a unix socket; any
 # other value would point the tests' docker commands at another engine.
