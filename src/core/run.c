@@ -412,6 +412,19 @@ void run_apply(struct run *run, const struct lifecycle_step *step)
         run_event(run, LIFECYCLE_EXITED_OK);
 }
 
+/* Publishes a change of state (the supervisor's subscriber logs it), and the GPU holder
+ * when that changed with it. */
+static void publish_state(struct run *run, const struct lifecycle_step *step, const char *reason)
+{
+    json_t *data = json_pack("{s:s, s:s}", "from", lifecycle_state_name(step->from), "to",
+                             lifecycle_state_name(step->to));
+
+    if (reason)
+        json_object_set_new(data, "reason", json_string(reason));
+    events_publish(run->sup->hub, EVENT_STATE, run->svc->name, data);
+    supervisor_gpu_publish(run->sup);
+}
+
 /* Feeds one event to the run's lifecycle, publishes what changed and does what it says. */
 void run_event(struct run *run, enum lifecycle_event ev)
 {
@@ -428,14 +441,8 @@ void run_event(struct run *run, enum lifecycle_event ev)
             run_set_error(run, "%s", step.reason);
     }
     run_changed(run);
-    if (step.from != step.to) {
-        json_t *data = json_pack("{s:s, s:s}", "from", lifecycle_state_name(step.from), "to",
-                                 lifecycle_state_name(step.to));
-        if (step.reason)
-            json_object_set_new(data, "reason", json_string(step.reason));
-        events_publish(sup->hub, EVENT_STATE, svc->name, data);
-        supervisor_gpu_publish(sup);
-    }
+    if (step.from != step.to)
+        publish_state(run, &step, step.reason);
     if (step.from == STATE_STOPPING && step.to == STATE_STARTING)
         ops_stops_superseded(sup, svc);
     run_apply(run, &step);
@@ -455,11 +462,7 @@ void run_adopted(struct run *run, int64_t started_at_ms)
     run->lc.restart = m->restart;
     step = lifecycle_adopt(&run->lc, uv_now(run->sup->loop));
     run_changed(run);
-    if (step.from != step.to) {
-        events_publish(run->sup->hub, EVENT_STATE, run->svc->name,
-                       json_pack("{s:s, s:s, s:s}", "from", lifecycle_state_name(step.from), "to",
-                                 lifecycle_state_name(step.to), "reason", "adopted"));
-        supervisor_gpu_publish(run->sup);
-    }
+    if (step.from != step.to)
+        publish_state(run, &step, "adopted");
     run_apply(run, &step);
 }
