@@ -12,6 +12,7 @@ import random
 import threading
 import time
 
+from conftest import START_TIMEOUT, wait_until
 from lifecycle_helpers import (  # noqa: F401 (lab is a fixture)
     HOLDING,
     json_error,
@@ -243,6 +244,10 @@ def test_concurrent_restarts_and_stops_of_one_service_end_consistent(lab):
     if s["state"] == "stopped":
         assert not pids, (s, pids)
     else:
+        # A start answered "starting" has spawned the service, which forks its children
+        # a moment later (slower under ASan): wait for them, then count exactly.
+        pids = wait_until(lambda: len(lab.pids("s")) >= 3 and lab.pids("s"),
+                          timeout=START_TIMEOUT, message="the service's 2 children")
         assert len(pids) == 3, f"one service and its 2 children expected: {pids} {s}"
     ok_status(lab.stop("s"), "s", "stopped")
     lab.assert_no_processes("s", "after the final stop answered")
