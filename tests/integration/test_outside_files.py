@@ -9,14 +9,14 @@ import os
 
 import pytest
 
-from conftest import assert_json_error, write_service
+from conftest import assert_json_error, free_port, write_service
 
 SECRET = "SECRET-LINE-9f3c"
 COMPOSE_TEXT = f"services:\n  app:\n    image: {SECRET}\n    bad: [\n"
 
 
 def compose_manifest(name, extra=""):
-    return f'name: {name}\nports: ["{18000 + len(name)}:80"]\n{extra}'
+    return f'name: {name}\nports: ["{free_port()}:80"]\n{extra}'
 
 
 @pytest.fixture
