@@ -77,7 +77,8 @@ int manifest_parse(const char *buf, size_t len, const char *dir, struct manifest
                    char **ret_name, struct diags *errors, struct diags *warnings);
 
 /* Reads path (at most MANIFEST_SIZE_MAX bytes, a regular file whose real path lies
- * inside root) and parses it as manifest_parse() does. */
+ * inside root) and parses it as manifest_parse() does; its compose file, given or found,
+ * must lie inside root too (symlinks and ".." resolved), or the manifest is broken. */
 int manifest_load(const char *path, const char *root, struct manifest **ret, char **ret_name,
                   struct diags *errors, struct diags *warnings);
 
