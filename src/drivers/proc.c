@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "drivers/cgroup.h"
 #include "drivers/proc.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -21,8 +22,14 @@ extern char **environ;
 
 struct proc {
     uv_loop_t *loop;
-    uv_process_t process; /* a run we spawned */
-    uv_poll_t pidfd_poll; /* a run we adopted: its pidfd turns readable when it ends */
+    char *name;                 /* the service's, NULL for a run without one (unit tests) */
+    char *cgroup;               /* its cgroup's folder; NULL: a process group (fallback) */
+    char *marker;               /* "NANNY_INSTANCE=<id>/<name>", in its environment */
+    uv_fs_event_t events_watch; /* cgroup.events: "populated 0" means nothing is left */
+    bool watching;
+    struct proc *next, *prev; /* every run not yet freed (procs) */
+    uv_process_t process;     /* a run we spawned */
+    uv_poll_t pidfd_poll;     /* a run we adopted: its pidfd turns readable when it ends */
     int pidfd;
     bool adopted;
     uv_timer_t timer; /* the SIGKILL deadline and the checks for an empty group */
@@ -39,8 +46,43 @@ struct proc {
     uint64_t give_up_at; /* loop time after which a group that will not go is let be */
 };
 
-/* The daemon's environment with the manifest's KEY=VALUE entries on top. */
-char **proc_env_build(char *const *extra)
+/* How the runs are held together, chosen once by proc_setup(). */
+static struct {
+    bool set_up;
+    char id[CGROUP_ID_LEN + 1];
+    char *home; /* the daemon's own cgroup folder, cgroup mode only */
+    char *base; /* <home>/nanny/<id>, cgroup mode only */
+    char *why;  /* why there is no cgroup mode */
+} mode;
+
+static struct proc *procs; /* every run not yet freed */
+
+/* True when the variable entry (KEY=VALUE) is named by pattern: a name, or a prefix
+ * ending in '*'. */
+static bool env_named(const char *entry, const char *pattern)
+{
+    size_t key_len = strcspn(entry, "="), len = strlen(pattern);
+
+    if (len > 0 && pattern[len - 1] == '*')
+        return key_len >= len - 1 && strncmp(entry, pattern, len - 1) == 0;
+    return key_len == len && strncmp(entry, pattern, len) == 0;
+}
+
+/* Puts entry into env (n of them), replacing one of the same name. */
+static void env_put(char **env, size_t *n, char *entry)
+{
+    size_t key_len = strcspn(entry, "=");
+
+    for (size_t i = 0; i < *n; i++) {
+        if (strncmp(env[i], entry, key_len + 1) == 0) {
+            env[i] = entry;
+            return;
+        }
+    }
+    env[(*n)++] = entry;
+}
+
+char **proc_env_build(const char *const *keep, char *const *pass, char *const *extra)
 {
     size_t n_env = 0, n_extra = 0, n = 0;
     char **env;
@@ -51,32 +93,197 @@ char **proc_env_build(char *const *extra)
         n_extra++;
     env = xcalloc(n_env + n_extra + 1, sizeof(*env));
     for (size_t i = 0; i < n_env; i++) {
-        size_t key_len = strcspn(environ[i], "=");
-        bool overridden = false;
-        for (size_t j = 0; j < n_extra && !overridden; j++)
-            overridden = strncmp(extra[j], environ[i], key_len + 1) == 0;
-        if (!overridden)
-            env[n++] = environ[i];
+        bool wanted = false;
+        for (const char *const *k = keep; k && *k && !wanted; k++)
+            wanted = env_named(environ[i], *k);
+        for (char *const *k = pass; k && *k && !wanted; k++)
+            wanted = env_named(environ[i], *k);
+        if (wanted)
+            env_put(env, &n, environ[i]);
     }
     for (size_t j = 0; j < n_extra; j++)
-        env[n++] = extra[j];
+        env_put(env, &n, extra[j]);
     return env;
 }
 
-/* Says the group is gone, once. */
+/* The environment of a process service: PATH, LANG and HOME of the daemon, the variables
+ * the manifest passes (env_pass), its env, then the marker. */
+static char **service_env(const struct manifest *m, char *marker)
+{
+    static const char *const keep[] = {"PATH", "LANG", "HOME", NULL};
+    static char default_path[] =
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    size_t n_env = 0, n = 0;
+    char **extra, **env;
+
+    while (m->env && m->env[n_env])
+        n_env++;
+    extra = xcalloc(n_env + 3, sizeof(*extra));
+    if (!getenv("PATH"))
+        extra[n++] = default_path;
+    for (size_t i = 0; i < n_env; i++)
+        extra[n++] = m->env[i];
+    if (marker)
+        extra[n++] = marker;
+    env = proc_env_build(keep, m->env_pass, extra);
+    free(extra);
+    return env;
+}
+
+int proc_setup(const char *state_dir)
+{
+    const char *sw = getenv(CGROUP_ENV_SWITCH);
+    char why[512];
+
+    proc_teardown();
+    mode.set_up = true;
+    cgroup_instance_id(state_dir, mode.id);
+    if (sw && strcmp(sw, "off") == 0) {
+        mode.why = xasprintf("%s=off in the daemon's environment", CGROUP_ENV_SWITCH);
+    } else if (cgroup_subtree_open(mode.id, &mode.home, &mode.base, why, sizeof(why)) < 0) {
+        mode.why = xstrdup(why);
+    }
+    if (mode.base)
+        log_info("process services run in cgroups under %s", mode.base);
+    else
+        log_warning("process services run in process groups, found by the marker "
+                    "NANNY_INSTANCE=%s/<service> (no cgroup: %s)",
+                    mode.id, mode.why);
+    return mode.base ? 1 : 0;
+}
+
+void proc_teardown(void)
+{
+    if (mode.base) {
+        char *nanny = xasprintf("%s/nanny", mode.home);
+        /* Both stay while a service runs in them (rmdir says EBUSY): they are its. */
+        cgroup_remove(mode.base);
+        rmdir(nanny);
+        free(nanny);
+    }
+    free(mode.home);
+    free(mode.base);
+    free(mode.why);
+    memset(&mode, 0, sizeof(mode));
+}
+
+json_t *proc_info(void)
+{
+    if (mode.base)
+        return json_pack("{s:s, s:s, s:s}", "mode", "cgroup", "instance", mode.id, "cgroup",
+                         mode.base);
+    return json_pack("{s:s, s:s, s:s?}", "mode", "process-group", "instance", mode.id, "why",
+                     mode.why);
+}
+
+/* The marker of a service of this daemon, newly allocated (NULL before setup). */
+static char *marker_for(const char *name)
+{
+    return mode.set_up && name ? xasprintf("%s=%s/%s", PROC_MARKER, mode.id, name) : NULL;
+}
+
+/* Reads /proc/PID/environ (at most 1 MiB): the length read, or a negative errno. */
+static ssize_t read_environ(pid_t pid, char *buf, size_t size)
+{
+    char path[64];
+    size_t len = 0;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    while (len < size && (n = read(fd, buf + len, size - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    return (ssize_t)len;
+}
+
+#define ENVIRON_MAX (1024 * 1024)
+
+/* Calls found for every live process (not this one) whose environment holds an entry
+ * that starts with prefix (the whole entry when exact): the fallback's /proc scan. */
+static void marker_scan(const char *prefix, bool exact, void (*found)(void *, pid_t, const char *),
+                        void *data)
+{
+    size_t prefix_len = strlen(prefix);
+    pid_t self = getpid();
+    struct dirent *entry;
+    char *buf;
+    DIR *dir = opendir("/proc");
+
+    if (!dir)
+        return;
+    buf = xmalloc(ENVIRON_MAX + 1);
+    while ((entry = readdir(dir))) {
+        char *end;
+        long pid = strtol(entry->d_name, &end, 10);
+        ssize_t len;
+
+        if (*end != '\0' || pid <= 0 || pid == self)
+            continue;
+        len = read_environ((pid_t)pid, buf, ENVIRON_MAX);
+        if (len <= 0)
+            continue; /* gone, a zombie, or not ours to read */
+        buf[len] = '\0';
+        for (char *s = buf; s < buf + len; s += strlen(s) + 1) {
+            if (strncmp(s, prefix, prefix_len) == 0 && (!exact || s[prefix_len] == '\0')) {
+                found(data, (pid_t)pid, s + prefix_len);
+                break;
+            }
+        }
+    }
+    free(buf);
+    closedir(dir);
+}
+
+struct marker_signal {
+    int signum;
+    int n;
+};
+
+static void signal_found(void *data, pid_t pid, const char *rest)
+{
+    struct marker_signal *ms = data;
+
+    if (kill(pid, ms->signum) == 0)
+        ms->n++;
+}
+
+/* Sends signum (0: none) to every live process with the marker; how many there are. */
+static int marker_signal(const char *marker, int signum)
+{
+    struct marker_signal ms = {.signum = signum};
+
+    marker_scan(marker, true, signal_found, &ms);
+    return ms.n;
+}
+
+/* Says the run is gone, once, and removes its cgroup. */
 static void proc_report_gone(struct proc *p)
 {
     if (p->gone)
         return;
     p->gone = true;
     uv_timer_stop(&p->timer);
+    if (p->watching) {
+        uv_fs_event_stop(&p->events_watch);
+        p->watching = false;
+    }
+    if (p->cgroup) {
+        int r = cgroup_remove(p->cgroup);
+        if (r < 0)
+            log_warning("cannot remove the cgroup %s: %s", p->cgroup, strerror(-r));
+    }
     if (p->events->gone)
         p->events->gone(p->data, p);
 }
 
-/* True when no process of the group is left (the leader reaped, no child behind). The
- * daemon is a child subreaper, so the group's orphans are its children: once the leader is
- * reaped (libuv did that) they are reaped here, as zombies count as members until then. */
+/* True when no process of the process group is left (the leader reaped, no child behind).
+ * The daemon is a child subreaper, so the group's orphans are its children: once the
+ * leader is reaped (libuv did that) they are reaped here, as zombies count as members
+ * until then. */
 static bool group_empty(const struct proc *p)
 {
     siginfo_t info;
@@ -87,28 +294,75 @@ static bool group_empty(const struct proc *p)
     return kill(-p->pid, 0) < 0 && errno == ESRCH;
 }
 
-static void on_check(uv_timer_t *t)
+/* True when nothing of the run is left: its cgroup is not populated, or (fallback) its
+ * process group is empty and no process carries its marker. */
+static bool run_empty(const struct proc *p)
 {
-    struct proc *p = t->data;
-    uint64_t now = uv_now(p->loop);
+    if (p->cgroup)
+        return cgroup_populated(p->cgroup) != 1;
+    return group_empty(p) && !(p->marker && marker_signal(p->marker, 0) > 0);
+}
 
-    if (!p->leader_alive && group_empty(p)) {
+/* Sends signum to every process of the run. */
+static void run_signal(struct proc *p, int signum)
+{
+    if (p->cgroup) {
+        if (signum == SIGKILL && cgroup_kill(p->cgroup) == 0)
+            return;
+        cgroup_signal(p->cgroup, signum);
+        return;
+    }
+    kill(-p->pid, signum);
+    if (p->marker)
+        marker_signal(p->marker, signum);
+}
+
+static void on_check(uv_timer_t *t);
+
+/* Looks at the run: gone, or due for SIGKILL, or given up on; then waits for the next
+ * thing to look at (cgroup mode: the next deadline, as cgroup.events tells the rest). */
+static void run_check(struct proc *p)
+{
+    uint64_t now = uv_now(p->loop), next = 0;
+
+    if (p->gone)
+        return;
+    if (!p->leader_alive && run_empty(p)) {
         proc_report_gone(p);
         return;
     }
     if (p->stopping && !p->killed && now >= p->kill_at) {
-        log_info("pid %d: still running after its stop timeout: SIGKILL to its group", (int)p->pid);
-        kill(-p->pid, SIGKILL);
+        log_info("pid %d: still running after its stop timeout: SIGKILL to all of it", (int)p->pid);
+        run_signal(p, SIGKILL);
         p->killed = true;
         p->give_up_at = now + PROC_KILL_GRACE_MS;
     }
     if (p->killed && now >= p->give_up_at) {
-        log_warning("pid %d: its process group does not go even after SIGKILL; letting it be",
+        log_warning("pid %d: its processes do not go even after SIGKILL; letting them be",
                     (int)p->pid);
         proc_report_gone(p);
         return;
     }
-    uv_timer_start(&p->timer, on_check, PROC_GONE_CHECK_MS, 0);
+    if (!p->cgroup || !p->watching)
+        next = PROC_GONE_CHECK_MS;
+    else if (p->stopping && !p->killed)
+        next = p->kill_at - now;
+    else if (p->killed)
+        next = p->give_up_at - now;
+    else
+        return; /* cgroup.events says when it empties */
+    uv_timer_start(&p->timer, on_check, next, 0);
+}
+
+static void on_check(uv_timer_t *t)
+{
+    run_check(t->data);
+}
+
+/* cgroup.events changed: perhaps "populated 0". */
+static void on_events_changed(uv_fs_event_t *h, const char *file, int events, int status)
+{
+    run_check(h->data);
 }
 
 /* The leader ended (a child reaped by libuv, or an adopted process whose pidfd said so;
@@ -117,9 +371,9 @@ static void leader_ended(struct proc *p, int exit_status, int term_signal)
 {
     p->leader_alive = false;
     if (!p->stopping) {
-        /* It ended by itself: whatever it left in its group goes with it, as systemd does
-         * with the rest of a unit's control group. */
-        kill(-p->pid, SIGKILL);
+        /* It ended by itself: whatever it left goes with it, as systemd does with the rest
+         * of a unit's control group. */
+        run_signal(p, SIGKILL);
         p->killed = true;
         p->give_up_at = uv_now(p->loop) + PROC_KILL_GRACE_MS;
         if (p->events->exited)
@@ -138,8 +392,12 @@ static void on_closed(uv_handle_t *h)
 {
     struct proc *p = h->data;
 
-    if (--p->handles_open == 0)
+    if (--p->handles_open == 0) {
+        free(p->name);
+        free(p->cgroup);
+        free(p->marker);
         free(p);
+    }
 }
 
 /* A sentence for a spawn that failed. */
@@ -155,12 +413,80 @@ static void spawn_error(const struct manifest *m, int r, char *err, size_t err_s
         snprintf(err, err_size, "cannot start %s: %s", what, uv_strerror(r));
 }
 
+/* A new run of service name (NULL: none), on the list of runs. */
+static struct proc *proc_new(uv_loop_t *loop, const char *name, const struct proc_events *events,
+                             void *data)
+{
+    struct proc *p = xcalloc(1, sizeof(*p));
+
+    p->loop = loop;
+    p->events = events;
+    p->data = data;
+    p->name = name ? xstrdup(name) : NULL;
+    p->marker = marker_for(name);
+    p->next = procs;
+    if (procs)
+        procs->prev = p;
+    procs = p;
+    return p;
+}
+
+static void proc_unlink(struct proc *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else if (procs == p)
+        procs = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+}
+
+/* Starts watching the run's cgroup.events, and the timer; the handles are open then. */
+static void run_watch(struct proc *p)
+{
+    uv_timer_init(p->loop, &p->timer);
+    p->timer.data = p;
+    uv_fs_event_init(p->loop, &p->events_watch);
+    p->events_watch.data = p;
+    p->handles_open += 2;
+    if (p->cgroup) {
+        char *file = xasprintf("%s/cgroup.events", p->cgroup);
+        int r = uv_fs_event_start(&p->events_watch, on_events_changed, file, 0);
+        if (r < 0)
+            log_warning("cannot watch %s (%s): looking at it every %d ms", file, uv_strerror(r),
+                        PROC_GONE_CHECK_MS);
+        p->watching = r == 0;
+        free(file);
+    }
+}
+
+/* Makes the service's cgroup, empty; a sentence in err when it cannot be had. */
+static int cgroup_prepare(const char *path, const char *name, char *err, size_t err_size)
+{
+    int r = cgroup_create(path);
+
+    if (r < 0) {
+        snprintf(err, err_size, "cannot make the cgroup %s: %s", path, strerror(-r));
+        return r;
+    }
+    if (cgroup_populated(path) == 1) {
+        snprintf(err, err_size,
+                 "processes of an earlier run of %s still run in the cgroup %s: stop it first",
+                 name, path);
+        return -EBUSY;
+    }
+    return 0;
+}
+
 int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
                const struct proc_events *events, void *data, struct proc **ret, char *err,
                size_t err_size)
 {
     uv_process_options_t options = {0};
     uv_stdio_container_t stdio[3];
+    char *cgroup = NULL;
+    bool spawned;
     struct stat st;
     struct proc *p;
     char **env;
@@ -175,18 +501,25 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
                  errno ? strerror(errno) : "not a directory");
         return -ENOTDIR;
     }
+    if (mode.base && m->name) {
+        cgroup = cgroup_service_path(mode.base, m->name);
+        r = cgroup_prepare(cgroup, m->name, err, err_size);
+        if (r < 0) {
+            free(cgroup);
+            return r;
+        }
+    }
     fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         r = -errno;
         snprintf(err, err_size, "cannot open the log file %s: %s", log_path, strerror(errno));
+        free(cgroup);
         return r;
     }
 
-    p = xcalloc(1, sizeof(*p));
-    p->loop = loop;
-    p->events = events;
-    p->data = data;
-    env = proc_env_build(m->env);
+    p = proc_new(loop, m->name, events, data);
+    p->cgroup = cgroup;
+    env = service_env(m, p->marker);
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
     stdio[1].data.fd = fd;
@@ -201,22 +534,43 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
     options.stdio_count = 3;
     options.exit_cb = on_leader_exit;
     p->process.data = p;
-    r = uv_spawn(loop, &p->process, &options);
+    /* The child is born in the cgroup of the process that forks it: the daemon steps into
+     * the service's cgroup for the fork and back out, so the service is inside before it
+     * execs and nothing it forks can escape. */
+    r = cgroup ? cgroup_enter(cgroup) : 0;
+    spawned = r == 0;
+    if (r < 0) {
+        snprintf(err, err_size, "cannot enter the cgroup %s: %s", cgroup, strerror(-r));
+    } else {
+        r = uv_spawn(loop, &p->process, &options);
+        if (cgroup && cgroup_enter(mode.home) < 0)
+            fatal("cannot leave the cgroup %s for %s: %s", cgroup, mode.home, strerror(errno));
+        if (r < 0)
+            spawn_error(m, r, err, err_size);
+    }
     free(env);
     close(fd);
     if (r < 0) {
-        spawn_error(m, r, err, err_size);
-        /* libuv wants the handle closed even when the spawn failed; p goes with it. */
-        p->handles_open = 1;
+        proc_unlink(p);
+        if (cgroup)
+            cgroup_remove(cgroup);
         p->gone = true;
-        uv_close((uv_handle_t *)&p->process, on_closed);
+        if (spawned) {
+            /* libuv wants the handle closed even when the spawn failed; p goes with it. */
+            p->handles_open = 1;
+            uv_close((uv_handle_t *)&p->process, on_closed);
+        } else {
+            free(p->name);
+            free(p->cgroup);
+            free(p->marker);
+            free(p);
+        }
         return r;
     }
     p->pid = p->process.pid;
     p->leader_alive = true;
-    uv_timer_init(loop, &p->timer);
-    p->timer.data = p;
-    p->handles_open = 2;
+    p->handles_open = 1;
+    run_watch(p);
     *ret = p;
     return 0;
 }
@@ -277,25 +631,81 @@ static void on_pidfd(uv_poll_t *poll, int status, int events)
         leader_ended(p, -1, 0); /* not our child: its status is not ours to read */
 }
 
-int proc_adopt(uv_loop_t *loop, pid_t pid, uint64_t start_time, const struct proc_events *events,
-               void *data, struct proc **ret)
+struct oldest {
+    pid_t pid;
+    uint64_t start_time;
+};
+
+/* Keeps the process that started first. */
+static void keep_oldest(struct oldest *o, pid_t pid)
 {
+    uint64_t start;
+
+    if (proc_start_time(pid, &start) == 0 && (!o->pid || start < o->start_time)) {
+        o->pid = pid;
+        o->start_time = start;
+    }
+}
+
+static void oldest_found(void *data, pid_t pid, const char *rest)
+{
+    keep_oldest(data, pid);
+}
+
+int proc_adopt(uv_loop_t *loop, const char *name, pid_t pid, uint64_t start_time,
+               const struct proc_events *events, void *data, struct proc **ret)
+{
+    char *cgroup = mode.base && name ? cgroup_service_path(mode.base, name) : NULL;
+    char *marker = marker_for(name);
     uint64_t now_start;
     struct proc *p;
     int fd, r;
 
+    if (pid <= 0) {
+        /* No record: the oldest process of its cgroup, or with its marker, leads it. */
+        struct oldest o = {0};
+        pid_t *pids = NULL;
+        size_t n = 0;
+
+        if (cgroup && cgroup_pids(cgroup, &pids, &n) == 0)
+            for (size_t i = 0; i < n; i++)
+                keep_oldest(&o, pids[i]);
+        free(pids);
+        if (!o.pid && marker) {
+            marker_scan(marker, true, oldest_found, &o);
+            free(cgroup); /* not in a cgroup: a run of the fallback */
+            cgroup = NULL;
+        }
+        pid = o.pid;
+        start_time = o.start_time;
+        if (!pid) {
+            free(cgroup);
+            free(marker);
+            return -ESRCH;
+        }
+    }
     r = proc_start_time(pid, &now_start);
-    if (r < 0)
+    if (r == 0 && now_start != start_time)
+        r = -ESRCH; /* the pid was reused by another process */
+    if (r == 0 && cgroup && !cgroup_has_pid(cgroup, pid)) {
+        /* Started outside a cgroup (by a daemon in the fallback mode, or before cgroups):
+         * held by its process group, as it was started. */
+        free(cgroup);
+        cgroup = NULL;
+    }
+    if (r == 0 && !cgroup && getpgid(pid) != pid && !marker)
+        r = -ESRCH;
+    fd = r == 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    if (r == 0 && fd < 0)
+        r = -errno;
+    if (r < 0) {
+        free(cgroup);
+        free(marker);
         return r;
-    if (now_start != start_time || getpgid(pid) != pid)
-        return -ESRCH; /* the pid was reused by another process */
-    fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0)
-        return -errno;
-    p = xcalloc(1, sizeof(*p));
-    p->loop = loop;
-    p->events = events;
-    p->data = data;
+    }
+    p = proc_new(loop, name, events, data);
+    p->cgroup = cgroup;
+    free(marker);
     p->pid = pid;
     p->pidfd = fd;
     p->adopted = true;
@@ -303,9 +713,8 @@ int proc_adopt(uv_loop_t *loop, pid_t pid, uint64_t start_time, const struct pro
     uv_poll_init(loop, &p->pidfd_poll, fd);
     p->pidfd_poll.data = p;
     uv_poll_start(&p->pidfd_poll, UV_READABLE, on_pidfd);
-    uv_timer_init(loop, &p->timer);
-    p->timer.data = p;
-    p->handles_open = 2;
+    p->handles_open = 1;
+    run_watch(p);
     *ret = p;
     return 0;
 }
@@ -315,10 +724,75 @@ void proc_stop(struct proc *p, uint64_t timeout_ms)
     if (p->stopping || p->gone)
         return;
     p->stopping = true;
-    if (p->leader_alive || !group_empty(p))
-        kill(-p->pid, SIGTERM);
+    if (p->leader_alive || !run_empty(p))
+        run_signal(p, SIGTERM);
     p->kill_at = uv_now(p->loop) + timeout_ms;
     uv_timer_start(&p->timer, on_check, 0, 0);
+}
+
+/* Says whether a run of this daemon holds service name. */
+static bool held(const char *name)
+{
+    for (struct proc *p = procs; p; p = p->next)
+        if (p->name && strcmp(p->name, name) == 0 && !p->gone)
+            return true;
+    return false;
+}
+
+struct outside {
+    char ***names;
+    size_t n;
+};
+
+static void outside_found(void *data, pid_t pid, const char *rest)
+{
+    struct outside *o = data;
+
+    for (size_t i = 0; i < o->n; i++)
+        if (strcmp((*o->names)[i], rest) == 0)
+            return;
+    *o->names = xrealloc(*o->names, (o->n + 2) * sizeof(**o->names));
+    (*o->names)[o->n++] = xstrdup(rest);
+    (*o->names)[o->n] = NULL;
+}
+
+int proc_outside(char ***ret)
+{
+    char **names = xcalloc(1, sizeof(*names)), **kept;
+    size_t n = 0;
+
+    if (!mode.set_up) {
+        *ret = names;
+        return 0;
+    }
+    if (mode.base) {
+        strv_free(names);
+        if (cgroup_list_populated(mode.base, &names) < 0)
+            names = xcalloc(1, sizeof(*names));
+    } else {
+        char *prefix = xasprintf("%s=%s/", PROC_MARKER, mode.id);
+        struct outside o = {.names = &names};
+        marker_scan(prefix, false, outside_found, &o);
+        free(prefix);
+    }
+    kept = xcalloc(1, sizeof(*kept));
+    for (char **s = names; *s; s++) {
+        if (held(*s)) {
+            free(*s);
+            continue;
+        }
+        kept = xrealloc(kept, (n + 2) * sizeof(*kept));
+        kept[n++] = *s;
+        kept[n] = NULL;
+    }
+    free(names);
+    *ret = kept;
+    return 0;
+}
+
+const char *proc_cgroup(const struct proc *p)
+{
+    return p->cgroup;
 }
 
 int proc_become_subreaper(void)
@@ -478,6 +952,7 @@ void proc_free(struct proc *p)
         return;
     /* A run freed before it is gone is left running: the daemon stops without stopping
      * its services, and adopts them when it comes back. */
+    proc_unlink(p);
     uv_timer_stop(&p->timer);
     if (p->adopted) {
         uv_close((uv_handle_t *)&p->pidfd_poll, on_closed);
@@ -486,6 +961,7 @@ void proc_free(struct proc *p)
         uv_close((uv_handle_t *)&p->process, on_closed);
     }
     uv_close((uv_handle_t *)&p->timer, on_closed);
+    uv_close((uv_handle_t *)&p->events_watch, on_closed);
 }
 
 int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret)

@@ -938,7 +938,7 @@ static void test_to_json(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "stop_timeout_ms")), 3000);
     assert_string_equal(json_string_value(json_object_get(j, "restart")), "always");
     assert_string_equal(json_string_value(json_object_get(j, "dir")), plain_dir);
-    assert_int_equal(json_object_size(j), 14);
+    assert_int_equal(json_object_size(j), 15);
     json_decref(j);
     manifest_free(m);
 

@@ -463,9 +463,9 @@ static void test_adopt_and_stop(void **state)
     uint64_t start_time;
 
     assert_int_equal(proc_start_time(pid, &start_time), 0);
-    assert_int_equal(proc_adopt(&f->loop, pid, start_time + 1, &events, f, &f->p), -ESRCH);
+    assert_int_equal(proc_adopt(&f->loop, NULL, pid, start_time + 1, &events, f, &f->p), -ESRCH);
     assert_null(f->p);
-    assert_int_equal(proc_adopt(&f->loop, pid, start_time, &events, f, &f->p), 0);
+    assert_int_equal(proc_adopt(&f->loop, NULL, pid, start_time, &events, f, &f->p), 0);
     assert_true(proc_running(f->p));
     proc_stop(f->p, 5000);
     RUN_UNTIL(f, (reaped(pid), f->gone));
@@ -479,7 +479,7 @@ static void test_adopted_exit_is_seen(void **state)
     uint64_t start_time;
 
     assert_int_equal(proc_start_time(pid, &start_time), 0);
-    assert_int_equal(proc_adopt(&f->loop, pid, start_time, &events, f, &f->p), 0);
+    assert_int_equal(proc_adopt(&f->loop, NULL, pid, start_time, &events, f, &f->p), 0);
     RUN_UNTIL(f, (reaped(pid), f->gone));
     assert_int_equal(f->exits, 1);
     assert_int_equal(f->exit_status, -1); /* not our child: the status is unknown */
