@@ -160,7 +160,10 @@ int cgroup_subtree_open(const char *id, char **ret_home, char **ret_base, char *
     }
     home = xasprintf("%s%s", mount, strcmp(self, "/") == 0 ? "" : self);
     base = xasprintf("%s/nanny/%s", home, id);
-    r = make_folders(base, strlen(home));
+    /* Another daemon that ends removes nanny/ when it is empty: a mkdir that raced with
+     * that rmdir is tried again. */
+    for (int tries = 0; (r = make_folders(base, strlen(home))) == -ENOENT && tries < 3; tries++)
+        ;
     probe = xasprintf("%s/cgroup.kill", base);
     if (r == 0 && access(probe, W_OK) < 0)
         r = -errno;
