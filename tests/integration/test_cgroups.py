@@ -221,3 +221,33 @@ def test_a_clean_environment_with_env_pass(leftovers, lab, monkeypatch):
     instance = d.get_json("/health")["process"]["instance"]
     assert env.get("NANNY_INSTANCE") == f"{instance}/env", env
     ok_status(lab.stop("env"), "env", "stopped")
+
+
+@pytest.mark.parametrize("first, then", [("fallback", "cgroup"), ("cgroup", "fallback")])
+def test_a_restart_in_the_other_mode_adopts_and_stops(leftovers, lab, monkeypatch, first, then):
+    """A daemon started in one mode, killed, and started again in the other (an upgrade,
+    a cgroup that became writable or not): what runs is adopted and stopped whole."""
+    pidfile = add_escaper(lab, "esc", "setsid-grandchild")
+
+    def use(mode):
+        if mode == "fallback":
+            monkeypatch.setenv("NANNY_CGROUP", "off")
+        else:
+            monkeypatch.delenv("NANNY_CGROUP", raising=False)
+
+    use(first)
+    d = serve(lab, first, leftovers, keep_services=True)
+    start_answer(lab.start("esc"), "esc")
+    escaped = wait_until(lambda: read_pid(pidfile), timeout=GONE_TIMEOUT,
+                         message="the escaped process wrote its pid")
+    leftovers.pids.append(escaped)
+    wait_until(lambda: os.path.exists(os.path.join(lab.state_dir, "state.json")),
+               timeout=GONE_TIMEOUT, message="the state file was written")
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(timeout=GONE_TIMEOUT)
+
+    use(then)
+    serve(lab, then, leftovers, keep_services=True)
+    lab.wait_state("esc", "running")
+    ok_status(lab.stop("esc"), "esc", "stopped")
+    assert not pid_alive(escaped), f"pid {escaped} still runs after the stop answered"
