@@ -27,6 +27,7 @@ struct proc {
     char *marker;               /* "NANNY_INSTANCE=<id>/<name>", in its environment */
     uv_fs_event_t events_watch; /* cgroup.events: "populated 0" means nothing is left */
     bool watching;
+    bool scanning;            /* fallback: its group is empty, processes with its marker are not */
     struct proc *next, *prev; /* every run not yet freed (procs) */
     uv_process_t process;     /* a run we spawned */
     uv_poll_t pidfd_poll;     /* a run we adopted: its pidfd turns readable when it ends */
@@ -84,11 +85,15 @@ static bool group_empty(const struct proc *p)
 
 /* True when nothing of the run is left: its cgroup is not populated, or (fallback) its
  * process group is empty and no process carries its marker. */
-static bool run_empty(const struct proc *p)
+static bool run_empty(struct proc *p)
 {
     if (p->cgroup)
         return cgroup_populated(p->cgroup) != 1;
-    return group_empty(p) && !(p->marker && proc_marker_signal(p->marker, 0) > 0);
+    if (!group_empty(p))
+        return false;
+    /* Only processes that left the group are left: a scan of /proc finds them. */
+    p->scanning = p->marker && proc_marker_signal(p->marker, 0) > 0;
+    return !p->scanning;
 }
 
 /* Sends signum to every process of the run. */
@@ -131,7 +136,9 @@ static void run_check(struct proc *p)
         proc_report_gone(p);
         return;
     }
-    if (!p->cgroup || !p->watching)
+    if (!p->cgroup && p->scanning)
+        next = PROC_SCAN_CHECK_MS; /* a scan of /proc costs more than a kill(-pgid, 0) */
+    else if (!p->cgroup || !p->watching)
         next = PROC_GONE_CHECK_MS;
     else if (p->stopping && !p->killed)
         next = p->kill_at - now;

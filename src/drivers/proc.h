@@ -17,8 +17,9 @@
 #include "core/manifest.h"
 #include "lib/alloc.h"
 
-#define PROC_GONE_CHECK_MS 10               /* how often an emptying group is looked at */
-#define PROC_KILL_GRACE_MS 5000             /* after SIGKILL, how long a group may take to go */
+#define PROC_GONE_CHECK_MS 10   /* how often an emptying group is looked at */
+#define PROC_SCAN_CHECK_MS 100  /* fallback: how often /proc is scanned for the marker */
+#define PROC_KILL_GRACE_MS 5000 /* after SIGKILL, how long a group may take to go */
 #define PROC_MARKER        "NANNY_INSTANCE" /* <id>/<service>, in each service's environment */
 
 struct proc;
