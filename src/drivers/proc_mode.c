@@ -107,7 +107,7 @@ int proc_setup(const char *state_dir)
 
     proc_teardown();
     mode.set_up = true;
-    cgroup_instance_id(state_dir, mode.id);
+    cgroup_instance_id(state_dir ? state_dir : ".", mode.id);
     if (sw && strcmp(sw, "off") == 0) {
         mode.why = xasprintf("%s=off in the daemon's environment", CGROUP_ENV_SWITCH);
     } else if (cgroup_subtree_open(mode.id, &mode.home, &mode.base, why, sizeof(why)) < 0) {
