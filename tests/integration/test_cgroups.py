@@ -21,7 +21,7 @@ import pytest
 from conftest import wait_until
 from lifecycle_helpers import (  # noqa: F401 (lab is a fixture)
     GONE_TIMEOUT,
-    STATE_TIMEOUT,
+    Lab,
     lab,
     ok_status,
     pid_alive,
@@ -251,3 +251,33 @@ def test_a_restart_in_the_other_mode_adopts_and_stops(leftovers, lab, monkeypatc
     lab.wait_state("esc", "running")
     ok_status(lab.stop("esc"), "esc", "stopped")
     assert not pid_alive(escaped), f"pid {escaped} still runs after the stop answered"
+
+
+def test_two_daemons_never_touch_each_others_services(leftovers, mode, lab, nanny, workdir):
+    """Two daemons of one host (two state folders), each with a service of one name: each
+    stops and adopts only its own."""
+    other_dir = workdir / "other"
+    (other_dir / "services").mkdir(parents=True)
+    other = Lab(nanny, other_dir / "services", other_dir)
+    try:
+        mine, theirs = lab.add("a", health=False), other.add("a", health=False)
+        d = serve(lab, mode, leftovers)
+        d2 = serve(other, mode, leftovers)
+        assert (d.get_json("/health")["process"]["instance"]
+                != d2.get_json("/health")["process"]["instance"])
+        start_answer(lab.start("a"), "a")
+        start_answer(other.start("a"), "a")
+        my_pid, their_pid = mine.wait_pidfile_pid(), theirs.wait_pidfile_pid()
+        leftovers.pids += [my_pid, their_pid]
+
+        ok_status(lab.stop("a"), "a", "stopped")
+        assert not pid_alive(my_pid)
+        assert pid_alive(their_pid)
+        # A rescan looks for what runs in this daemon's subtree: not the other's.
+        lab.rediscover()
+        assert lab.state("a") == "stopped"
+        assert other.state("a") == "running"
+        ok_status(other.stop("a"), "a", "stopped")
+        assert not pid_alive(their_pid)
+    finally:
+        other.close()
