@@ -557,6 +557,7 @@ int manifest_parse_within(const char *buf, size_t len, const char *dir, const ch
                 [F_COMMAND] = {.key = "command"},
                 [F_WORKDIR] = {.key = "workdir"},
                 [F_ENV] = {.key = "env"},
+                [F_ENV_PASS] = {.key = "env_pass"},
                 [F_HEALTH] = {.key = "health"},
                 [F_STOP_TIMEOUT] = {.key = "stop_timeout"},
                 [F_RESTART] = {.key = "restart"},
@@ -613,6 +614,7 @@ void manifest_free(struct manifest *m)
     strv_free(m->command);
     free(m->workdir);
     strv_free(m->env);
+    strv_free(m->env_pass);
     free(m->health_path);
     free(m->dir);
     free(m);
@@ -686,6 +688,7 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "command", m->command ? strv_to_json(m->command) : json_null());
     json_object_set_new(o, "workdir", json_string_or_null(m->workdir));
     json_object_set_new(o, "env", env);
+    json_object_set_new(o, "env_pass", strv_to_json(m->env_pass));
     json_object_set_new(o, "health", health ? health : json_null());
     json_object_set_new(o, "stop_timeout_ms", json_integer((json_int_t)m->stop_timeout_ms));
     json_object_set_new(o, "restart", json_string(manifest_restart_name(m->restart)));

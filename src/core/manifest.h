@@ -51,8 +51,9 @@ struct manifest {
     char *compose_file;       /* absolute path; NULL unless driver is compose */
     char **command;           /* NULL-terminated argv; for the string form {"/bin/sh","-c",s} */
     bool command_is_shell;
-    char *workdir; /* absolute path; the service folder by default */
-    char **env;    /* NULL-terminated "KEY=VALUE" strings, possibly empty */
+    char *workdir;   /* absolute path; the service folder by default */
+    char **env;      /* NULL-terminated "KEY=VALUE" strings, possibly empty */
+    char **env_pass; /* NULL-terminated names of the daemon's variables a service gets */
     bool health_enabled;
     char *health_path; /* starts with '/' */
     uint16_t health_port;

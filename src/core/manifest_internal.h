@@ -21,6 +21,7 @@ enum field {
     F_COMMAND,
     F_WORKDIR,
     F_ENV,
+    F_ENV_PASS,
     F_HEALTH,
     F_STOP_TIMEOUT,
     F_RESTART,
@@ -78,7 +79,7 @@ void manifest_parse_ports(struct manifest_parser *p);
 
 /* command: and env: (manifest_env.c), and the cap on both together. */
 void manifest_parse_command(struct manifest_parser *p);
-void manifest_parse_env(struct manifest_parser *p);
+void manifest_parse_env(struct manifest_parser *p); /* env_pass: as well */
 void manifest_check_env_command_size(struct manifest_parser *p);
 
 /* health: (manifest_health.c). Runs after ports: its port defaults to the service's. */

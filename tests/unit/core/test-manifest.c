@@ -938,7 +938,7 @@ static void test_to_json(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "stop_timeout_ms")), 3000);
     assert_string_equal(json_string_value(json_object_get(j, "restart")), "always");
     assert_string_equal(json_string_value(json_object_get(j, "dir")), plain_dir);
-    assert_int_equal(json_object_size(j), 14);
+    assert_int_equal(json_object_size(j), 15);
     json_decref(j);
     manifest_free(m);
 
@@ -1264,6 +1264,34 @@ static void test_load_compose_file_outside(void **state)
     free(dir);
 }
 
+static void test_env_pass(void **state)
+{
+    struct manifest *m = parse_ok(PROCESS_BASE "env_pass: [HF_TOKEN, CUDA_VISIBLE_DEVICES]\n");
+    json_t *j;
+
+    assert_string_equal(m->env_pass[0], "HF_TOKEN");
+    assert_string_equal(m->env_pass[1], "CUDA_VISIBLE_DEVICES");
+    assert_null(m->env_pass[2]);
+    j = manifest_to_json(m);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "env_pass"), 1)),
+                        "CUDA_VISIBLE_DEVICES");
+    json_decref(j);
+    manifest_free(m);
+    m = parse_ok(PROCESS_BASE "env_pass: []\n");
+    assert_null(m->env_pass[0]);
+    manifest_free(m);
+
+    assert_fails(PROCESS_BASE "env_pass: HF_TOKEN\n", 4,
+                 "env_pass must be a list of variable names");
+    assert_fails(PROCESS_BASE "env_pass: {A: 1}\n", 4, "env_pass must be a list of variable names");
+    assert_fails(PROCESS_BASE "env_pass:\n  - A\n  - 1X\n", 6,
+                 "env_pass[1]: \"1X\" is not a valid variable name");
+    assert_fails(PROCESS_BASE "env_pass: [A, \"B=C\"]\n", 4,
+                 "env_pass[1]: \"B=C\" is not a valid variable name");
+    assert_fails(PROCESS_BASE "env_pass:\n  - A\n  - A\n", 6, "env_pass[1]: \"A\" is listed twice");
+    assert_fails(PROCESS_BASE "env_pass: [[A]]\n", 4, "env_pass");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1304,6 +1332,7 @@ int main(void)
         cmocka_unit_test(test_health_timeout_warning),
         cmocka_unit_test(test_file_decides),
         cmocka_unit_test(test_to_json),
+        cmocka_unit_test(test_env_pass),
         cmocka_unit_test(test_to_json_detects_changes),
         cmocka_unit_test(test_load_ok),
         cmocka_unit_test(test_load_too_big),
