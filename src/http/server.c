@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #define SERVER_STALL_MS         200 /* "now" for this long: look for a stuck connection */
 #define SERVER_STUCK_TIMEOUT_S  1   /* a stuck connection closes after this inactivity */
 #define SERVER_CLIENT_BUCKETS   256
+#define SERVER_SWEEP_MS         500 /* how often to look for clients that stopped sending */
 
 enum request_state {
     REQUEST_READING,   /* headers or body still arriving */
@@ -36,6 +38,8 @@ enum request_state {
     REQUEST_ANSWERED,  /* answered while suspended: the answer waits to be queued */
     REQUEST_QUEUED,    /* the response was handed to libmicrohttpd */
 };
+
+struct connection;
 
 struct request {
     struct server *server;
@@ -57,6 +61,7 @@ struct request {
     struct suspend_deadline *deadline; /* while suspended */
     uint64_t timeout_ms;
     struct request *next_suspended, *prev_suspended;
+    struct connection *connection; /* its connection, while both live */
 };
 
 /* The deadline of a suspended request: its own allocation, since the timer outlives the
@@ -79,7 +84,8 @@ struct connection {
     struct MHD_Connection *conn;
     struct client *client;
     int fd;
-    bool stuck; /* found making no progress and given a short timeout */
+    bool stuck;          /* found making no progress and given a short timeout */
+    struct request *req; /* the request being read or answered, if any */
     struct connection *next, *prev;
 };
 
@@ -102,6 +108,7 @@ struct server {
     unsigned busy_runs;        /* runs in a row after which libmicrohttpd said "now" */
     uint64_t busy_since;       /* loop time of the first of them */
     uint64_t unstuck_at;       /* loop time of the last search for stuck connections */
+    uint64_t swept_at;         /* loop time of the last search for half-closed clients */
     unsigned per_client_max;   /* connections one client address may hold */
     unsigned reserve;          /* the last slots, kept for addresses that hold few */
     unsigned open;             /* connections libmicrohttpd holds now */
@@ -214,44 +221,77 @@ static enum MHD_Result request_queue_stored(struct request *req)
     return r;
 }
 
-/* What a request says about the length of its body, header by header. */
+/* What a request's headers say about its framing, header by header. */
 struct framing {
-    unsigned lengths, encodings;
+    unsigned lengths, encodings, hosts;
     const char *first_length;
     bool lengths_differ;
+    bool bad_name;  /* empty, or a byte that is not a token character (RFC 9110 5.1) */
+    bool bad_value; /* a NUL or a bare CR */
 };
 
+static bool is_token(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= 32 || ch >= 127 || strchr("\"(),/:;<=>?@[\\]{}", ch))
+            return false;
+    }
+    return true;
+}
+
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+                                     size_t key_size, const char *value, size_t value_size)
 {
     struct framing *f = cls;
 
+    if (!key || !is_token(key, key_size))
+        f->bad_name = true;
+    if (value && (memchr(value, '\0', value_size) || memchr(value, '\r', value_size)))
+        f->bad_value = true;
+    if (!key)
+        return MHD_YES;
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         if (f->lengths++ == 0)
-            f->first_length = value;
+            f->first_length = value ? value : "";
         else if (strcmp(f->first_length, value ? value : "") != 0)
             f->lengths_differ = true;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         f->encodings++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        f->hosts++;
     }
     return MHD_YES;
 }
 
-/* Why a request's body framing is ambiguous, or NULL: two different Content-Length
- * headers, Content-Length with Transfer-Encoding, or Transfer-Encoding twice. A proxy in
- * front may read the body one way and libmicrohttpd another (request smuggling, RFC 9112
- * section 6.3), so such a request is refused and its connection closed. */
-static const char *ambiguous_framing(struct MHD_Connection *conn)
+/* Why a request's head cannot be trusted, or NULL: two different Content-Length headers,
+ * Content-Length with Transfer-Encoding, Transfer-Encoding twice or in HTTP/1.0, no Host
+ * header in HTTP/1.1 or two, a header name that is not a token, a NUL or bare CR in a value. A
+ * proxy in front may read such a request one way and libmicrohttpd another (request smuggling, RFC
+ * 9112 sections 6.1 and 6.3, RFC 9110 section 7.2), so it is refused and its connection closed. */
+static const char *untrusted_head(struct MHD_Connection *conn, const char *version)
 {
     struct framing f = {0};
 
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, count_framing, &f);
     if (f.lengths_differ)
         return "the request has two different Content-Length headers";
     if (f.lengths > 0 && f.encodings > 0)
         return "the request has both Content-Length and Transfer-Encoding";
     if (f.encodings > 1)
         return "the request has more than one Transfer-Encoding header";
+    if (f.encodings > 0 && strcmp(version, MHD_HTTP_VERSION_1_0) == 0)
+        return "Transfer-Encoding is not part of HTTP/1.0";
+    if (f.hosts > 1)
+        return "the request has more than one Host header";
+    if (f.hosts == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+        return "an HTTP/1.1 request must have a Host header";
+    if (f.bad_name)
+        return "a header name is empty or has a character a name cannot have";
+    if (f.bad_value)
+        return "a header value holds a NUL byte or a bare CR";
     return NULL;
 }
 
@@ -266,7 +306,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     enum MHD_Result r = MHD_YES;
 
     if (!req) {
-        const char *ambiguous;
+        const union MHD_ConnectionInfo *info;
+        const char *untrusted;
         const char *length =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         const char *encoding =
@@ -278,11 +319,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         req->path = url;
         *con_cls = req;
         s->in_flight++;
-        ambiguous = ambiguous_framing(conn);
-        if (ambiguous) {
+        info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        if (info && info->socket_context) {
+            req->connection = info->socket_context;
+            req->connection->req = req;
+        }
+        untrusted = untrusted_head(conn, version);
+        if (untrusted) {
             req->in_access = true;
             req->hang_up = true;
-            request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", ambiguous);
+            request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", untrusted);
             req->in_access = false;
         } else if (encoding && strcasecmp(encoding, "chunked") != 0) {
             req->in_access = true;
@@ -357,6 +403,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!req)
         return;
     *con_cls = NULL;
+    if (req->connection)
+        req->connection->req = NULL;
     if (req->state == REQUEST_SUSPENDED) {
         suspended_unlink(req);
         request_abort(req);
@@ -507,9 +555,39 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->req)
+        c->req->connection = NULL;
     client_release(s, c->client);
     s->open--;
     free(c);
+}
+
+/* Gives a connection that cannot go on a short timeout, so that libmicrohttpd closes it
+ * once it has been inactive that long. */
+static void connection_cut(struct connection *c)
+{
+    c->stuck = true;
+    MHD_set_connection_option(c->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)SERVER_STUCK_TIMEOUT_S);
+}
+
+/* A client that shut its sending side before its request was complete can never complete
+ * it, but libmicrohttpd 0.9.75 does not always notice the end of its input (when it came
+ * with the last bytes) and waits for the idle timeout: close such connections soon. A
+ * request already handed to the handler is left to be answered. */
+static void server_sweep(struct server *s)
+{
+    for (struct connection *c = s->conns; c; c = c->next) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
+
+        if (c->stuck || c->fd < 0 || (c->req && c->req->state != REQUEST_READING))
+            continue;
+        if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            continue;
+        log_debug("http: a client stopped sending before its request was complete; "
+                  "closing its connection");
+        connection_cut(c);
+    }
 }
 
 /* libmicrohttpd has said "run me now" for SERVER_STALL_MS: a connection it cannot make
@@ -533,13 +611,11 @@ static void server_unstick(struct server *s)
             continue;
         if (ioctl(c->fd, FIONREAD, &unread) < 0 || unread <= 0)
             continue;
-        c->stuck = true;
         log_warning("http: a connection from %s makes no progress with %d bytes unread "
                     "(a line longer than %d bytes?); closing it",
                     client_name(&c->client->addr, name, sizeof(name)), unread,
                     SERVER_HEADER_MEMORY);
-        MHD_set_connection_option(c->conn, MHD_CONNECTION_OPTION_TIMEOUT,
-                                  (unsigned)SERVER_STUCK_TIMEOUT_S);
+        connection_cut(c);
     }
 }
 
@@ -648,6 +724,10 @@ static void server_run(struct server *s)
     if (connections == 0 && s->connections > 0)
         server_trim(s);
     s->connections = connections;
+    if (s->conns && uv_now(s->loop) - s->swept_at >= SERVER_SWEEP_MS) {
+        s->swept_at = uv_now(s->loop);
+        server_sweep(s);
+    }
     if (MHD_get_timeout(s->mhd, &timeout) != MHD_YES)
         timeout = SERVER_IDLE_TICK_MS;
     else if (timeout > SERVER_TICK_MS)
@@ -692,9 +772,10 @@ int server_new(uv_loop_t *loop, const char *listen_addr, server_handler_fn handl
     s->handler_data = data;
     s->port = port;
     s->connection_limit = connection_limit();
-    s->reserve = s->connection_limit / SERVER_RESERVE_PART;
-    if (s->reserve == 0 && s->connection_limit > 1)
-        s->reserve = 1;
+    /* Under a low fd limit there is no room for a reserve: libmicrohttpd leaves the
+     * connections past its limit in the listen backlog instead. */
+    if (s->connection_limit >= SERVER_RESERVE_MIN_LIMIT)
+        s->reserve = s->connection_limit / SERVER_RESERVE_PART;
     s->per_client_max = SERVER_PER_CLIENT_MAX;
     s->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, on_accept, s, on_access, s,
