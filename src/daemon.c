@@ -222,6 +222,7 @@ int daemon_run(const struct config *c)
         log_error("cannot listen on %s: %s", c->listen, strerror(-r));
         return daemon_abort_start(&d, 1);
     }
+    server_set_per_client_max(d.server, c->max_connections_per_client);
     api_set_port(d.api, server_port(d.server));
     r = fetcher_new(&d.loop, &d.fetcher);
     if (r < 0)

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -64,6 +65,7 @@ static void config_defaults(struct config *c)
     c->gpu_conflict = GPU_CONFLICT_REFUSE;
     c->log_max_bytes = CONFIG_LOG_MAX_BYTES;
     c->log_max_files = CONFIG_LOG_MAX_FILES;
+    c->max_connections_per_client = CONFIG_PER_CLIENT_DEFAULT;
     c->docker_host = xstrdup(docker ? docker : CONFIG_DEFAULT_DOCKER_HOST);
 }
 
@@ -162,6 +164,7 @@ enum {
     FILE_STOP_SERVICES_ON_EXIT,
     FILE_LOG_MAX_SIZE,
     FILE_LOG_MAX_FILES,
+    FILE_MAX_CONNECTIONS_PER_CLIENT,
     FILE_KEYS,
 };
 
@@ -187,6 +190,12 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
         uint64_t files;
         if (yamldoc_read_uint(doc, f->value, f->key, 0, 100, &files, errors) == 0)
             c->log_max_files = (unsigned)files;
+        return;
+    }
+    case FILE_MAX_CONNECTIONS_PER_CLIENT: {
+        uint64_t max;
+        if (yamldoc_read_uint(doc, f->value, f->key, 1, CONFIG_PER_CLIENT_LIMIT, &max, errors) == 0)
+            c->max_connections_per_client = (unsigned)max;
         return;
     }
     case FILE_ALLOWED_HOSTS:
@@ -266,6 +275,7 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_STOP_SERVICES_ON_EXIT] = {.key = "stop_services_on_exit"},
         [FILE_LOG_MAX_SIZE] = {.key = "log_max_size"},
         [FILE_LOG_MAX_FILES] = {.key = "log_max_files"},
+        [FILE_MAX_CONNECTIONS_PER_CLIENT] = {.key = "max_connections_per_client"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;
@@ -341,6 +351,7 @@ enum {
     OPT_STOP_SERVICES_ON_EXIT,
     OPT_COMPOSE_COMMAND,
     OPT_DOCKER_HOST,
+    OPT_MAX_CONNECTIONS_PER_CLIENT,
 };
 
 static const struct option options[] = {
@@ -354,6 +365,7 @@ static const struct option options[] = {
     {"stop-services-on-exit", no_argument, NULL, OPT_STOP_SERVICES_ON_EXIT},
     {"compose-command", required_argument, NULL, OPT_COMPOSE_COMMAND},
     {"docker-host", required_argument, NULL, OPT_DOCKER_HOST},
+    {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONNECTIONS_PER_CLIENT},
     {"help", no_argument, NULL, OPT_HELP},
     {0},
 };
@@ -374,8 +386,10 @@ void config_usage(FILE *out)
             "                            start; env NANNY_COMPOSE_COMMAND)\n"
             "      --docker-host PATH    the Docker engine's socket (default $DOCKER_HOST or\n"
             "                            " CONFIG_DEFAULT_DOCKER_HOST "; env NANNY_DOCKER_HOST)\n"
+            "      --max-connections-per-client N  HTTP connections one client address may\n"
+            "                            hold (default %d; env NANNY_MAX_CONNECTIONS_PER_CLIENT)\n"
             "  -h, --help                this help\n",
-            CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES);
+            CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES, CONFIG_PER_CLIENT_DEFAULT);
 }
 
 /* Applies one flag (or the same setting from the environment, where from names it). */
@@ -425,6 +439,18 @@ static int apply_setting(struct config *c, int opt, const char *value, const cha
                         value);
         set_str(&c->docker_host, docker_host_path(value));
         return 0;
+    case OPT_MAX_CONNECTIONS_PER_CLIENT: {
+        char *end;
+        unsigned long n;
+        errno = 0;
+        n = strtoul(value, &end, 10);
+        if (errno || end == value || *end || value[0] == '-' || n < 1 ||
+            n > CONFIG_PER_CLIENT_LIMIT)
+            return fail(err, err_size, "%s: '%.100s' is not a number from 1 to %d", from, value,
+                        CONFIG_PER_CLIENT_LIMIT);
+        c->max_connections_per_client = (unsigned)n;
+        return 0;
+    }
     }
     return fail(err, err_size, "%s: unknown setting", from);
 }
@@ -435,9 +461,12 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_s
         const char *name;
         int opt;
     } env[] = {
-        {"NANNY_LISTEN", OPT_LISTEN},           {"NANNY_SERVICES", OPT_SERVICES},
-        {"NANNY_STATE_DIR", OPT_STATE_DIR},     {"NANNY_COMPOSE_COMMAND", OPT_COMPOSE_COMMAND},
+        {"NANNY_LISTEN", OPT_LISTEN},
+        {"NANNY_SERVICES", OPT_SERVICES},
+        {"NANNY_STATE_DIR", OPT_STATE_DIR},
+        {"NANNY_COMPOSE_COMMAND", OPT_COMPOSE_COMMAND},
         {"NANNY_DOCKER_HOST", OPT_DOCKER_HOST},
+        {"NANNY_MAX_CONNECTIONS_PER_CLIENT", OPT_MAX_CONNECTIONS_PER_CLIENT},
     };
     const char *file = getenv("NANNY_CONFIG");
     struct sockaddr_storage addr;

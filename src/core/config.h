@@ -17,6 +17,8 @@
 #define CONFIG_LIST_MAX            64
 #define CONFIG_LOG_MAX_BYTES       (10 * 1024 * 1024)
 #define CONFIG_LOG_MAX_FILES       3
+#define CONFIG_PER_CLIENT_DEFAULT  256   /* HTTP connections one client address may hold */
+#define CONFIG_PER_CLIENT_LIMIT    65536 /* the most that may be configured */
 
 enum gpu_conflict { GPU_CONFLICT_REFUSE, GPU_CONFLICT_PREEMPT };
 
@@ -37,6 +39,7 @@ struct config {
     char **warnings;        /* NULL-terminated "file:line: message", logged by the daemon */
     uint64_t log_max_bytes; /* a service's log is rotated past this size... */
     unsigned log_max_files; /* ...keeping this many old files */
+    unsigned max_connections_per_client; /* HTTP connections one client address may hold */
 };
 
 /* Fills c from defaults, the config file (--config or NANNY_CONFIG), the environment and

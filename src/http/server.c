@@ -6,10 +6,12 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -23,6 +25,12 @@
 #define SERVER_TICK_MS          250
 #define SERVER_IDLE_TICK_MS     1000
 #define SERVER_TRIM_INTERVAL_MS 1000
+#define SERVER_BUSY_RUNS        32  /* runs in a row on the next loop pass... */
+#define SERVER_BUSY_DELAY_MS    1   /* ...then this gap, while it still says "now" */
+#define SERVER_STALL_MS         200 /* "now" for this long: look for a stuck connection */
+#define SERVER_STUCK_TIMEOUT_S  1   /* a stuck connection closes after this inactivity */
+#define SERVER_CLIENT_BUCKETS   256
+#define SERVER_SWEEP_MS         500 /* how often to look for clients that stopped sending */
 
 enum request_state {
     REQUEST_READING,   /* headers or body still arriving */
@@ -30,6 +38,8 @@ enum request_state {
     REQUEST_ANSWERED,  /* answered while suspended: the answer waits to be queued */
     REQUEST_QUEUED,    /* the response was handed to libmicrohttpd */
 };
+
+struct connection;
 
 struct request {
     struct server *server;
@@ -41,6 +51,7 @@ struct request {
     bool body_too_large;
     enum request_state state;
     bool in_access; /* libmicrohttpd's access handler is on the stack */
+    bool hang_up;   /* close the connection after the answer: its framing is not trusted */
     unsigned status;
     char *answer; /* a later answer's text, queued when libmicrohttpd calls back */
     size_t answer_len;
@@ -50,6 +61,7 @@ struct request {
     struct suspend_deadline *deadline; /* while suspended */
     uint64_t timeout_ms;
     struct request *next_suspended, *prev_suspended;
+    struct connection *connection; /* its connection, while both live */
 };
 
 /* The deadline of a suspended request: its own allocation, since the timer outlives the
@@ -59,11 +71,30 @@ struct suspend_deadline {
     struct request *req; /* NULL once the request no longer needs it */
 };
 
+/* One client address and how many connections it holds now. */
+struct client {
+    struct sockaddr_storage addr; /* the port zeroed */
+    unsigned connections;
+    bool refused_logged; /* the cap was hit and said so; again once it has none left */
+    struct client *next;
+};
+
+/* One connection libmicrohttpd holds (its socket context). */
+struct connection {
+    struct MHD_Connection *conn;
+    struct client *client;
+    int fd;
+    bool stuck;          /* found making no progress and given a short timeout */
+    struct request *req; /* the request being read or answered, if any */
+    struct connection *next, *prev;
+};
+
 struct server {
     uv_loop_t *loop;
     struct MHD_Daemon *mhd;
     uv_poll_t poll;
     uv_timer_t timer;
+    uv_idle_t idle; /* runs libmicrohttpd again on the next loop pass, after a poll */
     int handles_open;
     server_handler_fn handler;
     void *handler_data;
@@ -74,6 +105,15 @@ struct server {
     uint64_t trimmed_at;  /* loop time of the last malloc_trim() */
     bool quiesced;
     struct request *suspended; /* list of suspended requests */
+    unsigned busy_runs;        /* runs in a row after which libmicrohttpd said "now" */
+    uint64_t busy_since;       /* loop time of the first of them */
+    uint64_t unstuck_at;       /* loop time of the last search for stuck connections */
+    uint64_t swept_at;         /* loop time of the last search for half-closed clients */
+    unsigned per_client_max;   /* connections one client address may hold */
+    unsigned reserve;          /* the last slots, kept for addresses that hold few */
+    unsigned open;             /* connections libmicrohttpd holds now */
+    struct connection *conns;  /* list of them */
+    struct client *clients[SERVER_CLIENT_BUCKETS];
 };
 
 static void server_run(struct server *s);
@@ -181,6 +221,80 @@ static enum MHD_Result request_queue_stored(struct request *req)
     return r;
 }
 
+/* What a request's headers say about its framing, header by header. */
+struct framing {
+    unsigned lengths, encodings, hosts;
+    const char *first_length;
+    bool lengths_differ;
+    bool bad_name;  /* empty, or a byte that is not a token character (RFC 9110 5.1) */
+    bool bad_value; /* a NUL or a bare CR */
+};
+
+static bool is_token(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= 32 || ch >= 127 || strchr("\"(),/:;<=>?@[\\]{}", ch))
+            return false;
+    }
+    return true;
+}
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     size_t key_size, const char *value, size_t value_size)
+{
+    struct framing *f = cls;
+
+    if (!key || !is_token(key, key_size))
+        f->bad_name = true;
+    if (value && (memchr(value, '\0', value_size) || memchr(value, '\r', value_size)))
+        f->bad_value = true;
+    if (!key)
+        return MHD_YES;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->lengths++ == 0)
+            f->first_length = value ? value : "";
+        else if (strcmp(f->first_length, value ? value : "") != 0)
+            f->lengths_differ = true;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->encodings++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        f->hosts++;
+    }
+    return MHD_YES;
+}
+
+/* Why a request's head cannot be trusted, or NULL: two different Content-Length headers,
+ * Content-Length with Transfer-Encoding, Transfer-Encoding twice or in HTTP/1.0, no Host
+ * header in HTTP/1.1 or two, a header name that is not a token, a NUL or bare CR in a value. A
+ * proxy in front may read such a request one way and libmicrohttpd another (request smuggling, RFC
+ * 9112 sections 6.1 and 6.3, RFC 9110 section 7.2), so it is refused and its connection closed. */
+static const char *untrusted_head(struct MHD_Connection *conn, const char *version)
+{
+    struct framing f = {0};
+
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, count_framing, &f);
+    if (f.lengths_differ)
+        return "the request has two different Content-Length headers";
+    if (f.lengths > 0 && f.encodings > 0)
+        return "the request has both Content-Length and Transfer-Encoding";
+    if (f.encodings > 1)
+        return "the request has more than one Transfer-Encoding header";
+    if (f.encodings > 0 && strcmp(version, MHD_HTTP_VERSION_1_0) == 0)
+        return "Transfer-Encoding is not part of HTTP/1.0";
+    if (f.hosts > 1)
+        return "the request has more than one Host header";
+    if (f.hosts == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+        return "an HTTP/1.1 request must have a Host header";
+    if (f.bad_name)
+        return "a header name is empty or has a character a name cannot have";
+    if (f.bad_value)
+        return "a header value holds a NUL byte or a bare CR";
+    return NULL;
+}
+
 /* Reads a request in full, then hands it to the handler. The handler's answer is queued
  * at once when it comes while we are here, else when the resumed connection calls back. */
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -192,6 +306,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     enum MHD_Result r = MHD_YES;
 
     if (!req) {
+        const union MHD_ConnectionInfo *info;
+        const char *untrusted;
         const char *length =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         const char *encoding =
@@ -203,7 +319,18 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         req->path = url;
         *con_cls = req;
         s->in_flight++;
-        if (encoding && strcasecmp(encoding, "chunked") != 0) {
+        info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        if (info && info->socket_context) {
+            req->connection = info->socket_context;
+            req->connection->req = req;
+        }
+        untrusted = untrusted_head(conn, version);
+        if (untrusted) {
+            req->in_access = true;
+            req->hang_up = true;
+            request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", untrusted);
+            req->in_access = false;
+        } else if (encoding && strcasecmp(encoding, "chunked") != 0) {
             req->in_access = true;
             request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "unsupported_transfer_encoding",
                                 "only the chunked transfer encoding is supported");
@@ -276,6 +403,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!req)
         return;
     *con_cls = NULL;
+    if (req->connection)
+        req->connection->req = NULL;
     if (req->state == REQUEST_SUSPENDED) {
         suspended_unlink(req);
         request_abort(req);
@@ -285,6 +414,209 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(req->body);
     free(req);
     s->in_flight--;
+}
+
+/* The address a client is counted by: its IP address, the port left out. */
+static void client_key(const struct sockaddr *addr, socklen_t len, struct sockaddr_storage *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    if (addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        struct sockaddr_in *in = (struct sockaddr_in *)ret;
+        in->sin_family = AF_INET;
+        in->sin_addr = ((const struct sockaddr_in *)addr)->sin_addr;
+    } else if (addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ret;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_addr = ((const struct sockaddr_in6 *)addr)->sin6_addr;
+    } else {
+        ret->ss_family = addr->sa_family;
+    }
+}
+
+static unsigned client_bucket(const struct sockaddr_storage *key)
+{
+    const unsigned char *p = (const unsigned char *)key;
+    unsigned h = 2166136261u;
+
+    for (size_t i = 0; i < sizeof(*key); i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h % SERVER_CLIENT_BUCKETS;
+}
+
+/* The entry of a client address; created (with no connection) when create is set. */
+static struct client *client_find(struct server *s, const struct sockaddr_storage *key, bool create)
+{
+    unsigned b = client_bucket(key);
+    struct client *c;
+
+    for (c = s->clients[b]; c; c = c->next)
+        if (memcmp(&c->addr, key, sizeof(*key)) == 0)
+            return c;
+    if (!create)
+        return NULL;
+    c = xcalloc(1, sizeof(*c));
+    c->addr = *key;
+    c->next = s->clients[b];
+    s->clients[b] = c;
+    return c;
+}
+
+static void client_release(struct server *s, struct client *c)
+{
+    struct client **pp = &s->clients[client_bucket(&c->addr)];
+
+    if (--c->connections > 0)
+        return;
+    while (*pp != c)
+        pp = &(*pp)->next;
+    *pp = c->next;
+    free(c);
+}
+
+static const char *client_name(const struct sockaddr_storage *key, char *buf, size_t size)
+{
+    const void *a = key->ss_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)key)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)key)->sin_addr;
+
+    if (!inet_ntop(key->ss_family, a, buf, (socklen_t)size))
+        snprintf(buf, size, "?");
+    return buf;
+}
+
+/* Whether to take a new connection: no client address may hold more than per_client_max,
+ * and the last `reserve` slots go only to addresses that hold few, so that one address
+ * with many idle connections cannot leave the API deaf to the others. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+    struct server *s = cls;
+    struct sockaddr_storage key;
+    struct client *c;
+    unsigned held;
+    char name[INET6_ADDRSTRLEN];
+
+    client_key(addr, len, &key);
+    c = client_find(s, &key, false);
+    held = c ? c->connections : 0;
+    if (held < s->per_client_max &&
+        (s->open + s->reserve < s->connection_limit || held < SERVER_RESERVE_SHARE))
+        return MHD_YES;
+    if (c && !c->refused_logged) {
+        c->refused_logged = true;
+        log_warning("http: %s holds %u connections (%s); closing its new ones",
+                    client_name(&key, name, sizeof(name)), held,
+                    held >= s->per_client_max ? "max_connections_per_client"
+                                              : "the rest is kept for other clients");
+    }
+    return MHD_NO;
+}
+
+/* libmicrohttpd took or closed a connection: keep the count of each client address and
+ * the list used to find a stuck connection. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct server *s = cls;
+    struct connection *c = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *addr =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct sockaddr_storage key;
+
+        c = xcalloc(1, sizeof(*c));
+        c->conn = conn;
+        c->fd = fd ? fd->connect_fd : -1;
+        if (addr && addr->client_addr)
+            client_key(addr->client_addr,
+                       addr->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                : sizeof(struct sockaddr_in),
+                       &key);
+        else
+            memset(&key, 0, sizeof(key));
+        c->client = client_find(s, &key, true);
+        c->client->connections++;
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->open++;
+        *socket_context = c;
+        return;
+    }
+    if (!c)
+        return;
+    *socket_context = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (c->req)
+        c->req->connection = NULL;
+    client_release(s, c->client);
+    s->open--;
+    free(c);
+}
+
+/* Gives a connection that cannot go on a short timeout, so that libmicrohttpd closes it
+ * once it has been inactive that long. */
+static void connection_cut(struct connection *c)
+{
+    c->stuck = true;
+    MHD_set_connection_option(c->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)SERVER_STUCK_TIMEOUT_S);
+}
+
+/* A client that shut its sending side before its request was complete can never complete
+ * it, but libmicrohttpd 0.9.75 does not always notice the end of its input (when it came
+ * with the last bytes) and waits for the idle timeout: close such connections soon. A
+ * request already handed to the handler is left to be answered. */
+static void server_sweep(struct server *s)
+{
+    for (struct connection *c = s->conns; c; c = c->next) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
+
+        if (c->stuck || c->fd < 0 || (c->req && c->req->state != REQUEST_READING))
+            continue;
+        if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            continue;
+        log_debug("http: a client stopped sending before its request was complete; "
+                  "closing its connection");
+        connection_cut(c);
+    }
+}
+
+/* libmicrohttpd has said "run me now" for SERVER_STALL_MS: a connection it cannot make
+ * progress on keeps it busy (0.9.75 does this with a chunk-size line or chunk extension
+ * longer than its read buffer, and waits for the connection timeout). Such a connection
+ * holds bytes it does not read: give it a short timeout, so that libmicrohttpd closes it
+ * once it has been inactive that long. A connection that does make progress is not hurt:
+ * the timeout counts from its last activity. */
+static void server_unstick(struct server *s)
+{
+    char name[INET6_ADDRSTRLEN];
+
+    for (struct connection *c = s->conns; c; c = c->next) {
+        const union MHD_ConnectionInfo *info;
+        int unread = 0;
+
+        if (c->stuck || c->fd < 0)
+            continue;
+        info = MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_SUSPENDED);
+        if (info && info->suspended)
+            continue;
+        if (ioctl(c->fd, FIONREAD, &unread) < 0 || unread <= 0)
+            continue;
+        log_warning("http: a connection from %s makes no progress with %d bytes unread "
+                    "(a line longer than %d bytes?); closing it",
+                    client_name(&c->client->addr, name, sizeof(name)), unread,
+                    SERVER_HEADER_MEMORY);
+        connection_cut(c);
+    }
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -312,9 +644,23 @@ static void on_timer(uv_timer_t *t)
     server_run(t->data);
 }
 
+static void on_idle(uv_idle_t *h)
+{
+    server_run(h->data);
+}
+
 static void on_poll(uv_poll_t *p, int status, int events)
 {
     server_run(p->data);
+}
+
+/* Runs libmicrohttpd again on the next loop pass, after the loop has polled: never from a
+ * timer at 0 ms, which libuv 1.44 runs again in the same pass, without polling, for as
+ * long as it is re-armed from its own callback. */
+static void server_kick(struct server *s)
+{
+    uv_timer_stop(&s->timer);
+    uv_idle_start(&s->idle, on_idle);
 }
 
 /* The last client left: give the memory its connections used back to the system (each
@@ -327,6 +673,29 @@ static void server_trim(struct server *s)
         return;
     s->trimmed_at = now;
     malloc_trim(0);
+}
+
+/* libmicrohttpd wants to run again at once: on the next loop pass, SERVER_BUSY_RUNS times
+ * in a row, then every SERVER_BUSY_DELAY_MS, so that the loop polls and its timers run
+ * whatever libmicrohttpd says; past SERVER_STALL_MS a stuck connection is looked for. */
+static void server_run_soon(struct server *s)
+{
+    uint64_t now = uv_now(s->loop);
+
+    if (s->busy_runs++ == 0) {
+        s->busy_since = now;
+        s->unstuck_at = now;
+    }
+    if (now - s->unstuck_at >= SERVER_STALL_MS) {
+        s->unstuck_at = now;
+        server_unstick(s);
+    }
+    if (s->busy_runs <= SERVER_BUSY_RUNS) {
+        server_kick(s);
+        return;
+    }
+    uv_idle_stop(&s->idle);
+    uv_timer_start(&s->timer, on_timer, SERVER_BUSY_DELAY_MS, 0);
 }
 
 /* Lets libmicrohttpd do its work, then sets the timer for its next deadline, but no
@@ -349,16 +718,26 @@ static void server_run(struct server *s)
     if (s->connections >= s->connection_limit && connections < s->connection_limit) {
         /* It stopped accepting at its limit and will listen again only in a run. */
         s->connections = connections;
-        uv_timer_start(&s->timer, on_timer, 0, 0);
+        server_run_soon(s);
         return;
     }
     if (connections == 0 && s->connections > 0)
         server_trim(s);
     s->connections = connections;
+    if (s->conns && uv_now(s->loop) - s->swept_at >= SERVER_SWEEP_MS) {
+        s->swept_at = uv_now(s->loop);
+        server_sweep(s);
+    }
     if (MHD_get_timeout(s->mhd, &timeout) != MHD_YES)
         timeout = SERVER_IDLE_TICK_MS;
     else if (timeout > SERVER_TICK_MS)
         timeout = SERVER_TICK_MS;
+    if (timeout == 0) {
+        server_run_soon(s);
+        return;
+    }
+    s->busy_runs = 0;
+    uv_idle_stop(&s->idle);
     uv_timer_start(&s->timer, on_timer, timeout, 0);
 }
 
@@ -393,13 +772,18 @@ int server_new(uv_loop_t *loop, const char *listen_addr, server_handler_fn handl
     s->handler_data = data;
     s->port = port;
     s->connection_limit = connection_limit();
+    /* Under a low fd limit there is no room for a reserve: libmicrohttpd leaves the
+     * connections past its limit in the listen backlog instead. */
+    if (s->connection_limit >= SERVER_RESERVE_MIN_LIMIT)
+        s->reserve = s->connection_limit / SERVER_RESERVE_PART;
+    s->per_client_max = SERVER_PER_CLIENT_MAX;
     s->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, s,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, on_accept, s, on_access, s,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_HEADER_MEMORY,
-        MHD_OPTION_CONNECTION_LIMIT, s->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)SERVER_IDLE_TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
-        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)SERVER_HEADER_MEMORY, MHD_OPTION_CONNECTION_LIMIT, s->connection_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SERVER_IDLE_TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, s, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_END);
     if (!s->mhd) {
         close(fd);
         free(s);
@@ -413,13 +797,20 @@ int server_new(uv_loop_t *loop, const char *listen_addr, server_handler_fn handl
     }
     uv_poll_init(loop, &s->poll, info->epoll_fd);
     uv_timer_init(loop, &s->timer);
+    uv_idle_init(loop, &s->idle);
     s->poll.data = s;
     s->timer.data = s;
-    s->handles_open = 2;
+    s->idle.data = s;
+    s->handles_open = 3;
     uv_poll_start(&s->poll, UV_READABLE, on_poll);
     server_run(s);
     *ret = s;
     return 0;
+}
+
+void server_set_per_client_max(struct server *s, unsigned max)
+{
+    s->per_client_max = max ? max : SERVER_PER_CLIENT_MAX;
 }
 
 unsigned server_port(const struct server *s)
@@ -468,6 +859,7 @@ void server_free(struct server *s)
     server_run(s);
     uv_close((uv_handle_t *)&s->poll, on_handle_closed);
     uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&s->idle, on_handle_closed);
     MHD_stop_daemon(s->mhd);
     s->mhd = NULL;
 }
@@ -543,7 +935,7 @@ static void request_answer_later(struct request *req, unsigned status, char *tex
         return; /* suspended and answered in one go: on_access queues it */
     MHD_resume_connection(req->conn);
     /* Let libmicrohttpd pick it up on the next loop pass. */
-    uv_timer_start(&req->server->timer, on_timer, 0, 0);
+    server_kick(req->server);
 }
 
 void request_reply_json(struct request *req, unsigned status, json_t *body)
@@ -554,6 +946,8 @@ void request_reply_json(struct request *req, unsigned status, json_t *body)
     if (req->state == REQUEST_READING && req->in_access) {
         resp = server_json_response(body);
         json_decref(body);
+        if (req->hang_up)
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
         request_reply_response(req, status, resp);
         MHD_destroy_response(resp);
         return;

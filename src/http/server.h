@@ -14,12 +14,16 @@
 
 #include "lib/netaddr.h"
 
-#define SERVER_BODY_MAX        (64 * 1024)
-#define SERVER_DISCARD_MAX     (1024 * 1024) /* a larger body without length: hang up */
-#define SERVER_HEADER_MEMORY   (32 * 1024)   /* per connection: request line and headers */
-#define SERVER_CONNECTIONS_MAX 1024
-#define SERVER_FD_RESERVE      128 /* file descriptors kept for the rest of the daemon */
-#define SERVER_IDLE_TIMEOUT_S  60
+#define SERVER_BODY_MAX          (64 * 1024)
+#define SERVER_DISCARD_MAX       (1024 * 1024) /* a larger body without length: hang up */
+#define SERVER_HEADER_MEMORY     (32 * 1024)   /* per connection: request line and headers */
+#define SERVER_CONNECTIONS_MAX   1024
+#define SERVER_FD_RESERVE        128 /* file descriptors kept for the rest of the daemon */
+#define SERVER_IDLE_TIMEOUT_S    10  /* a connection that sends and reads nothing this long */
+#define SERVER_PER_CLIENT_MAX    256 /* connections one client address may hold (default) */
+#define SERVER_RESERVE_PART      8   /* 1/8 of the connections is kept for... */
+#define SERVER_RESERVE_SHARE     4   /* ...addresses that hold fewer than this many... */
+#define SERVER_RESERVE_MIN_LIMIT 64  /* ...when the connection limit is at least this */
 
 struct server;
 struct request; /* one HTTP request; owned by the server */
@@ -31,6 +35,10 @@ typedef void (*server_handler_fn)(void *data, struct request *req);
 /* Binds and listens on listen (see netaddr_parse_listen). */
 int server_new(uv_loop_t *loop, const char *listen, server_handler_fn handler, void *data,
                struct server **ret);
+
+/* How many connections one client address may hold (0: SERVER_PER_CLIENT_MAX); new ones
+ * past it are closed at once. */
+void server_set_per_client_max(struct server *s, unsigned max);
 
 /* The port actually bound (useful with port 0). */
 unsigned server_port(const struct server *s);

@@ -36,6 +36,7 @@ struct fetch {
     uint64_t started_ns;
     char *body;
     size_t body_len, body_max;
+    bool cut;              /* the body reached body_max: the transfer was ended there */
     fetch_data_fn on_data; /* a stream: the body goes here as it comes, not into body */
     char error[CURL_ERROR_SIZE];
     struct fetch *next, *prev;
@@ -82,9 +83,12 @@ static void fetcher_read_finished(struct fetcher *f)
             continue;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
         res.curl_code = msg->data.result;
+        if (t->cut && res.curl_code == CURLE_WRITE_ERROR)
+            res.curl_code = CURLE_OK; /* ended by us at the cap: the answer is what came */
+        res.truncated = t->cut;
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &res.status);
         res.latency_ms = (uv_hrtime() - t->started_ns) / 1000000;
-        if (msg->data.result != CURLE_OK) {
+        if (res.curl_code != CURLE_OK) {
             snprintf(error, sizeof(error), "%s",
                      t->error[0] ? t->error : curl_easy_strerror(msg->data.result));
             res.error = error;
@@ -251,6 +255,12 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
         memcpy(t->body + t->body_len, ptr, take);
         t->body_len += take;
         t->body[t->body_len] = '\0';
+    }
+    if (take < n || t->body_len == t->body_max) {
+        /* The cap is reached: end the transfer here rather than read the rest (a body
+         * may never end); a short return makes libcurl stop with CURLE_WRITE_ERROR. */
+        t->cut = true;
+        return take < n ? take : 0;
     }
     return n;
 }

@@ -9,7 +9,9 @@
 
 #include <uv.h>
 
-#define FETCH_BODY_MAX (64 * 1024) /* the default cap: larger bodies are cut, not an error */
+#define FETCH_BODY_MAX                                                                             \
+    (64 * 1024) /* the default cap: a larger body is cut and the transfer                          \
+                   ended there, which is not an error */
 
 struct fetcher;
 struct fetch;
@@ -21,6 +23,7 @@ struct fetch_result {
     const char *error;   /* NULL on success, else a sentence */
     const char *body;    /* NUL-terminated, cut at the request's body_max */
     size_t body_len;
+    bool truncated; /* the body reached the cap: the rest was not read */
 };
 
 /* Called once per fetch, on the loop, after the transfer has ended (its handle is no
