@@ -177,6 +177,7 @@ static void retire_run(struct run *run)
         run->retired[0] = run->retired[--run->n_retired];
     }
     run->retired[run->n_retired++] = run->instance;
+    run->retired_gpu = run->retired_gpu || run->instance_gpu;
     run->instance = NULL;
 }
 
@@ -204,6 +205,7 @@ static void on_run_gone(void *data, struct driver_run *p)
     if (p != run->instance) {
         /* The last of an earlier process of this service, started again since. */
         retired_unlink(run, p);
+        run->retired_gpu = run->retired_gpu && run->n_retired > 0;
         driver_run_release(p);
         supervisor_hold_sync(run->sup, run->svc);
         supervisor_gpu_publish(run->sup); /* what lingered held what it held */
@@ -323,6 +325,7 @@ static void driver_start_now(struct run *run)
     }
     run->stop_timeout_ms = m->stop_timeout_ms;
     retire_run(run);
+    run->instance_gpu = m->gpu_required;
     r = driver_for(m)->start(sup->loop, m, run->log_path, &run_driver_events, run, &run->instance,
                              err, sizeof(err));
     if (r < 0) {
@@ -456,6 +459,7 @@ void run_adopted(struct run *run, int64_t started_at_ms)
     struct lifecycle_step step;
 
     run->stop_timeout_ms = m->stop_timeout_ms;
+    run->instance_gpu = m->gpu_required;
     run->status.started_at_ms = started_at_ms;
     run_clear_error(run);
     run->lc.health_enabled = m->health_enabled;

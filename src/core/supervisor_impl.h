@@ -37,8 +37,12 @@ struct run {
     uv_timer_t start_timer;      /* start_period */
     uv_timer_t restart_timer;    /* the backoff of an automatic restart */
     int handles_open;
-    bool reserved;            /* waits for preempted holders to go: holds the GPU already */
-    bool driver_starting;     /* the driver's start goes on (compose up): not answered yet */
+    bool reserved;        /* waits for preempted holders to go: holds the GPU already */
+    bool driver_starting; /* the driver's start goes on (compose up): not answered yet */
+    /* The instance, and the retired ones, were started (or adopted) needing the GPU: while
+     * they are there they hold it, whatever the manifest says now (a restart took a new
+     * one). */
+    bool instance_gpu, retired_gpu;
     uint64_t stop_timeout_ms; /* from the manifest the run started with */
     char *log_path;
     struct driver_run *retired[RUN_RETIRED_MAX]; /* earlier runs whose end still comes */
