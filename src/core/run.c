@@ -146,6 +146,7 @@ void runs_record(struct supervisor *sup)
             continue;
         json_object_set_new(record, "started_at_ms", json_integer(run->status.started_at_ms));
         json_object_set_new(record, "log", json_string(run->log_path));
+        json_object_set_new(record, "gpu_required", json_boolean(run->instance_gpu));
         json_object_set_new(services, svc->name, record);
     }
     json_t *doc = json_pack("{s:i, s:o}", "version", 1, "services", services);
@@ -459,7 +460,6 @@ void run_adopted(struct run *run, int64_t started_at_ms)
     struct lifecycle_step step;
 
     run->stop_timeout_ms = m->stop_timeout_ms;
-    run->instance_gpu = m->gpu_required;
     run->status.started_at_ms = started_at_ms;
     run_clear_error(run);
     run->lc.health_enabled = m->health_enabled;

@@ -96,7 +96,8 @@ void run_apply(struct run *run, const struct lifecycle_step *step);
 void run_changed(struct run *run);
 void run_set_error(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool run_lingers(const struct run *run);
-/* Takes over what runs of the service (adopted: instance set): running, probes begin. */
+/* Takes over what runs of the service (adopted: instance set, and instance_gpu): running,
+ * probes begin. */
 void run_adopted(struct run *run, int64_t started_at_ms);
 void runs_record(struct supervisor *sup); /* state.json: every run that has a process */
 

@@ -322,3 +322,27 @@ def test_a_folder_moved_and_edited_while_running_waits_as_pending(lab):
     start_answer(lab.start("b", wait=True), "b", states="running")
     lab.svcs["a"].gpu = False
     assert assert_one_holder_at_most(lab) == ["b"]
+
+
+def test_gpu_required_flipped_while_the_daemon_was_down_keeps_the_hold(lab):
+    """The daemon stops (its services run on), gpu_required is flipped off, a new daemon
+    adopts a: what a was started with is in the state file, so a still holds the GPU and
+    another GPU service is refused; a restart of a applies the manifest."""
+    a = lab.add("a", gpu=True)
+    lab.add("b", gpu=True)
+    d1 = lab.serve(keep_services=True)
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    pid = a.wait_own_pid()
+    assert d1.terminate() == 0, d1.stderr
+    edit_manifest(a, "gpu_required: true", "gpu_required: false")
+    lab.serve()
+    lab.wait_state("a", "running")
+    answer = lab.start("b", wait=True)
+    assert assert_one_holder_at_most(lab) == ["a"]
+    assert_conflict(answer, "a")
+    assert_still_runs(lab, a, pid)
+
+    start_answer(lab.restart("a", wait=True), "a", states="running")
+    start_answer(lab.start("b", wait=True), "b", states="running")
+    lab.svcs["a"].gpu = False
+    assert assert_one_holder_at_most(lab) == ["b"]

@@ -592,6 +592,30 @@ static void test_adoption(void **state)
     assert_string_equal(f->answers[0].holder, "a");
 }
 
+/* A service started needing the GPU by an earlier daemon, whose manifest has since been
+ * flipped off: the state file says what it was started with, and it holds the GPU. */
+static void test_adopted_holder_keeps_what_it_was_started_with(void **state)
+{
+    struct fixture *f = *state;
+    char path[128];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/state.json", f->state);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{\"version\":1,\"services\":{\"plain\":{\"driver\":\"fake\",\"pid\":4242,"
+          "\"started_at_ms\":1000,\"gpu_required\":true}}}",
+          fp);
+    fclose(fp);
+    fake.adopt_finds = true;
+    supervisor_adopt(f->sup);
+    assert_int_equal(state_of(f, "plain"), STATE_RUNNING);
+    assert_string_equal(last_gpu_holder(f), "plain");
+    start(f, "a", false);
+    assert_int_equal(f->answers[0].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[0].holder, "plain");
+}
+
 /* Rewrites name's manifest, GPU or not, and merges a scan of the folder. */
 static void edit_service(struct fixture *f, const char *name, bool gpu)
 {
@@ -742,6 +766,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_during_port_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adoption, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopted_holder_keeps_what_it_was_started_with, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_removed_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_running_service_keeps_its_manifest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_then_start_applies_the_new_manifest, setup,
