@@ -13,7 +13,9 @@ that nothing was lost: the running process is the same one, still answering.
 import os
 import shutil
 
-from conftest import replace_file
+import pytest
+
+from conftest import replace_file, wait_until
 from lifecycle_helpers import (  # noqa: F401 (lab is a fixture)
     json_error,
     lab,
@@ -120,10 +122,12 @@ def write_claimant(lab, folder, name, port):
     return path
 
 
-def test_new_folder_claiming_the_name_of_a_running_service_is_the_error(lab):
+@pytest.mark.parametrize("rescan", ["rediscover", "watcher"])
+def test_new_folder_claiming_the_name_of_a_running_service_is_the_error(lab, rescan):
     """A folder sorting before the running one's takes its name, without the GPU: the new
     folder is the error (naming the running service's folder), the running service keeps
-    its manifest and its hold, and a second GPU service is refused."""
+    its manifest and its hold, and a second GPU service is refused. The rescan is asked
+    for, or left to the folder watcher."""
     from conftest import free_port
     x = lab.add("x", gpu=True)
     lab.add("y", gpu=True)
@@ -132,7 +136,13 @@ def test_new_folder_claiming_the_name_of_a_running_service_is_the_error(lab):
     pid = x.wait_own_pid()
 
     write_claimant(lab, "a-x", "x", free_port())
-    body = lab.rediscover()
+    if rescan == "rediscover":
+        body = lab.rediscover()
+    else:
+        # Seen once the new folder is listed, as an error or (the fault) as x's folder.
+        wait_until(lambda: any(e["folder"] == "a-x" for e in lab.d.services()["errors"])
+                   or lab.status("x")["folder"] == "a-x", message="the new folder was seen")
+        body = lab.d.services()
     st = lab.status("x")
     answer = lab.start("y", wait=True)
     assert assert_one_holder_at_most(lab) == ["x"]
