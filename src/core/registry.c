@@ -476,41 +476,38 @@ static int compare_claims(const void *a, const void *b)
 }
 
 /* The names and folders of the held services, copied for a scan (sorted by folder). */
-static void claims_make(struct registry *reg)
+static struct discovery_claim *claims_make(const struct registry *reg, size_t *ret_n)
 {
+    struct discovery_claim *claims = xcalloc(reg->n_services + 1, sizeof(*claims));
     size_t n = 0;
 
-    reg->work_claims = xcalloc(reg->n_services + 1, sizeof(*reg->work_claims));
     for (size_t i = 0; i < reg->n_services; i++) {
         const struct service *svc = reg->services[i];
         if (svc->held && !svc->gone && svc->folder)
-            reg->work_claims[n++] =
-                (struct discovery_claim){xstrdup(svc->name), xstrdup(svc->folder)};
+            claims[n++] = (struct discovery_claim){xstrdup(svc->name), xstrdup(svc->folder)};
     }
-    qsort(reg->work_claims, n, sizeof(*reg->work_claims), compare_claims);
-    reg->n_work_claims = n;
+    qsort(claims, n, sizeof(*claims), compare_claims);
+    *ret_n = n;
+    return claims;
 }
 
-static void claims_free(struct registry *reg)
+static void claims_free(struct discovery_claim *claims, size_t n)
 {
-    for (size_t i = 0; i < reg->n_work_claims; i++) {
-        free((char *)reg->work_claims[i].name);
-        free((char *)reg->work_claims[i].folder);
+    for (size_t i = 0; i < n; i++) {
+        free((char *)claims[i].name);
+        free((char *)claims[i].folder);
     }
-    free(reg->work_claims);
-    reg->work_claims = NULL;
-    reg->n_work_claims = 0;
+    free(claims);
 }
 
 int registry_scan_now(struct registry *reg)
 {
     struct scan *scan;
-    int r;
+    size_t n_claims;
+    struct discovery_claim *claims = claims_make(reg, &n_claims);
+    int r = discovery_scan_claimed(reg->root, claims, n_claims, &scan);
 
-    claims_make(reg);
-    r = discovery_scan_claimed(reg->root, reg->work_claims, reg->n_work_claims, &scan);
-    claims_free(reg);
-
+    claims_free(claims, n_claims);
     if (r < 0)
         return r;
     registry_apply_scan(reg, scan, NULL);
@@ -538,7 +535,8 @@ static void on_scan_done(uv_work_t *work, int status)
     json_t *diff = NULL;
 
     reg->scanning = false;
-    claims_free(reg);
+    claims_free(reg->work_claims, reg->n_work_claims);
+    reg->work_claims = NULL;
     if (reg->freeing) {
         if (reg->work_result)
             discovery_scan_free(reg->work_result);
@@ -577,7 +575,7 @@ static void on_scan_done(uv_work_t *work, int status)
 static void rescan_start(struct registry *reg)
 {
     reg->scanning = true;
-    claims_make(reg);
+    reg->work_claims = claims_make(reg, &reg->n_work_claims);
     if (uv_queue_work(reg->loop, &reg->work, on_scan_work, on_scan_done) < 0)
         fatal("uv_queue_work failed");
 }
