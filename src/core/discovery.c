@@ -156,6 +156,59 @@ static void reject_duplicate_names(struct scan *s, const bool *claimed)
     free(refs);
 }
 
+static int compare_claim_folder(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct discovery_claim *)elem)->folder);
+}
+
+static int compare_name_ref_names(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct name_ref *)elem)->name);
+}
+
+/* A valid manifest that takes a running service's name from another folder is the error
+ * while the running service's folder still carries the name, its manifest valid or not, or
+ * too broken to say a name (a typo there must not hand the name over): the running service
+ * keeps its name whatever the folder order. */
+static void reject_claimed_names(struct scan *s, const struct discovery_claim *claims,
+                                 size_t n_claims)
+{
+    struct name_ref *held;
+    size_t n = 0;
+
+    if (n_claims == 0)
+        return;
+    held = xmalloc(n_claims * sizeof(*held));
+    for (size_t i = 0; i < s->n; i++) {
+        const struct discovery_claim *c =
+            bsearch(s->entries[i].folder, claims, n_claims, sizeof(*claims), compare_claim_folder);
+        /* A manifest too broken to say its name still says nothing else. */
+        if (c && (!s->entries[i].name || strcmp(s->entries[i].name, c->name) == 0))
+            held[n++] = (struct name_ref){c->name, i, true};
+    }
+    qsort(held, n, sizeof(*held), compare_name_refs);
+    for (size_t i = 0; i < s->n && n > 0; i++) {
+        struct scan_entry *e = &s->entries[i];
+        const struct name_ref *owner;
+        char quoted_name[TEXT_QUOTE_MAX + 1], quoted_folder[TEXT_QUOTE_MAX + 1];
+
+        if (!e->manifest)
+            continue;
+        owner = bsearch(e->manifest->name, held, n, sizeof(*held), compare_name_ref_names);
+        if (!owner || owner->index == i)
+            continue;
+        text_quote(e->name, strlen(e->name), quoted_name, sizeof(quoted_name));
+        text_quote(s->entries[owner->index].folder, strlen(s->entries[owner->index].folder),
+                   quoted_folder, sizeof(quoted_folder));
+        diags_add(&e->errors, e->manifest->name_line,
+                  "name %s is already used by the running service in folder %s: give this one "
+                  "another name",
+                  quoted_name, quoted_folder);
+        entry_reject(e);
+    }
+    free(held);
+}
+
 /* Two services that their driver's backend would know by one name (compose drops '.'
  * from project names: `a.b` and `ab` would be one project, each service starting and
  * stopping the other's containers). The later folder is the error. */
@@ -303,11 +356,6 @@ int discovery_read(const char *root, struct scan **ret)
     return 0;
 }
 
-static int compare_claim_folder(const void *key, const void *elem)
-{
-    return strcmp(key, ((const struct discovery_claim *)elem)->folder);
-}
-
 /* The cross-manifest rules run on the whole read, so that each sees every valid
  * manifest; only the survivors get a canonical text. */
 int discovery_scan_claimed(const char *root, const struct discovery_claim *claims, size_t n_claims,
@@ -327,6 +375,7 @@ int discovery_scan_claimed(const char *root, const struct discovery_claim *claim
         claimed[i] =
             c && s->entries[i].manifest && strcmp(s->entries[i].manifest->name, c->name) == 0;
     }
+    reject_claimed_names(s, claims, n_claims);
     reject_duplicate_names(s, claimed);
     reject_shared_instances(s, claimed);
     reject_shared_ports(s, claimed);

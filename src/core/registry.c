@@ -307,8 +307,8 @@ static int compare_entry_folder(const void *key, const void *elem)
 }
 
 /* True when a valid entry takes the name of held svc from another folder while svc's own
- * folder still carries the name: the scan ran before svc was held (it did not know the
- * claim), and the next one, which does, makes the new folder the error. */
+ * folder still carries the name (or none it could read): the scan ran before svc was held (it did
+ * not know the claim), and the next one, which does, makes the new folder the error. */
 static bool entry_steals_name(const struct scan *scan, const struct service *svc,
                               const struct scan_entry *e)
 {
@@ -318,7 +318,7 @@ static bool entry_steals_name(const struct scan *scan, const struct service *svc
         return false;
     own =
         bsearch(svc->folder, scan->entries, scan->n, sizeof(*scan->entries), compare_entry_folder);
-    return own && own->name && strcmp(own->name, svc->name) == 0;
+    return own && (!own->name || strcmp(own->name, svc->name) == 0);
 }
 
 static void on_free_work(uv_work_t *work)
@@ -370,6 +370,7 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         svc = registry_find(reg, e->manifest->name);
         if (svc && !svc->seen && entry_steals_name(scan, svc, e)) {
             reg->pending_next = true; /* kept as it is until the next scan */
+            svc->gone = false;        /* which claims its folder */
             svc->seen = true;
             next[n++] = svc;
             continue;
@@ -410,6 +411,11 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
             continue;
         svc = registry_find_broken(reg, e);
         if (!svc || svc->seen)
+            continue;
+        /* A copy elsewhere (a folder that took its name) does not speak for it. */
+        if (svc->folder && strcmp(svc->folder, e->folder) != 0 &&
+            bsearch(svc->folder, scan->entries, scan->n, sizeof(*scan->entries),
+                    compare_entry_folder))
             continue;
         err = json_pack("{s:o, s:i, s:o}", "path", json_text(e->path), "line",
                         e->errors.items[0].line, "message", json_text(e->errors.items[0].message));

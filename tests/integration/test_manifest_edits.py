@@ -356,3 +356,32 @@ def test_gpu_required_flipped_while_the_daemon_was_down_keeps_the_hold(lab):
     start_answer(lab.start("b", wait=True), "b", states="running")
     lab.svcs["a"].gpu = False
     assert assert_one_holder_at_most(lab) == ["b"]
+
+
+def test_a_typo_in_the_running_manifest_does_not_hand_its_name_over(lab):
+    """x's manifest broken by a YAML typo (no name can be read from it) and a new folder
+    sorting first takes the name, without the GPU: the new folder is the error, x keeps
+    running on its manifest, holding the GPU."""
+    from conftest import free_port
+    x = lab.add("x", gpu=True)
+    lab.add("y", gpu=True)
+    lab.serve()
+    start_answer(lab.start("x", wait=True), "x", states="running")
+    pid = x.wait_own_pid()
+
+    edit_manifest(x, "gpu_required: true", "gpu_required: [true")
+    write_claimant(lab, "a-x", "x", free_port())
+    body = lab.rediscover()
+    answer = lab.start("y", wait=True)
+    assert assert_one_holder_at_most(lab) == ["x"]
+    assert_conflict(answer, "x")
+    st = lab.status("x")
+    assert st["folder"] == "x" and st["gpu_required"] is True, st
+    assert st["manifest_error"] is not None, st
+    errors = {e["folder"]: e["message"] for e in body["errors"]}
+    assert 'running service in folder "x"' in errors.get("a-x", ""), body["errors"]
+    assert_still_runs(lab, x, pid)
+    # Rescans settle: a few more change nothing.
+    for _ in range(3):
+        assert lab.rediscover()["changed"] == []
+    assert_still_runs(lab, x, pid)

@@ -188,6 +188,15 @@ static void test_duplicate_name(void **state)
     discovery_scan_free(s);
 }
 
+/* Rewrites root/folder/service.yaml. */
+static void write_file_in(const char *root, const char *folder, const char *text)
+{
+    char *path = xasprintf("%s/%s/%s", root, folder, MANIFEST_FILE_NAME);
+
+    write_file(path, text);
+    free(path);
+}
+
 /* The folder a running service runs from (a claim) comes first in every cross-manifest
  * rule, whatever the folder order: a new folder that sorts before it and takes its name or
  * a host port is the error, naming the running one. A claim whose folder no longer
@@ -230,6 +239,19 @@ static void test_claimed_folder_comes_first(void **state)
     assert_int_equal(discovery_scan_claimed(root, renamed, 1, &s), 0);
     assert_non_null(s->entries[0].manifest);
     assert_null(s->entries[2].manifest);
+    discovery_scan_free(s);
+
+    /* The running service's own manifest broke: it still claims the name, whether the
+     * name can be read (a bad value) or not (a YAML syntax error). */
+    write_file_in(root, "z-running", "name: same\ncommand: x\nports: [\"99999\"]\n");
+    assert_int_equal(discovery_scan_claimed(root, claims, 2, &s), 0);
+    assert_null(s->entries[0].manifest);
+    assert_diag(&s->entries[0].errors, 1, "already used by the running service");
+    discovery_scan_free(s);
+    write_file_in(root, "z-running", "name: same\ncommand: [x\n");
+    assert_int_equal(discovery_scan_claimed(root, claims, 2, &s), 0);
+    assert_null(s->entries[0].manifest);
+    assert_null(s->entries[2].name);
     discovery_scan_free(s);
 }
 

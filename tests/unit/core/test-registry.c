@@ -316,6 +316,42 @@ static void test_new_folder_cannot_take_a_held_name(void **state)
     registry_hold(f->reg, a, false);
 }
 
+static void on_rescanned(void *data, json_t *diff)
+{
+    (*(int *)data)++;
+}
+
+/* The held service's own manifest broke (a typo; it still says its name) while a new
+ * folder takes the name: the new folder is the error, and the rescans settle (one scan,
+ * not a scan asking for the next forever). */
+static void test_broken_held_folder_keeps_its_name(void **state)
+{
+    struct fixture *f = *state;
+    struct service *a;
+    struct manifest *running;
+    int rescans = 0;
+
+    write_service(f->root, "m", "name: alpha\ncommand: x\ngpu_required: true\nhealth: false\n");
+    json_decref(rescan(f));
+    a = registry_find(f->reg, "alpha");
+    running = a->manifest;
+    registry_hold(f->reg, a, true);
+    write_service(f->root, "m", "name: alpha\ncommand: [x\n");
+    write_service(f->root, "b", "name: alpha\ncommand: x\ngpu_required: false\nhealth: false\n");
+    registry_rescan(f->reg, on_rescanned, &rescans);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(rescans, 1);
+    assert_ptr_equal(registry_find(f->reg, "alpha"), a);
+    assert_ptr_equal(a->manifest, running);
+    assert_null(a->pending);
+    assert_string_equal(a->folder, "m");
+    assert_non_null(a->manifest_error);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(registry_find_error(f->reg, "alpha"), "message")),
+               "running service in folder \"m\""));
+    registry_hold(f->reg, a, false);
+}
+
 static void test_errors_and_422_lookup(void **state)
 {
     struct fixture *f = *state;
@@ -481,6 +517,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hold_keeps_a_removed_service, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_service_keeps_its_manifest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_folder_cannot_take_a_held_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broken_held_folder_keeps_its_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_and_422_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renamed_folder_keeps_service, setup, teardown),
         cmocka_unit_test_setup_teardown(test_warnings_only_change_touches, setup, teardown),
