@@ -48,6 +48,7 @@ static void on_appeared(void *data, const struct driver *d, const char *key)
     if (d->adopt(sup->loop, svc->manifest, NULL, &run_driver_events, run, &run->instance) < 0)
         return;
     log_info("%s: it runs, started outside the daemon: adopted", svc->name);
+    run->instance_gpu = svc->manifest->gpu_required;
     if (svc->manifest->gpu_required) {
         char message[160];
         if (!supervisor_gpu_free_for(sup, svc))
@@ -134,6 +135,9 @@ void supervisor_adopt(struct supervisor *sup)
             log_info("%s: no longer running (pid %d): stopped", name, (int)pid);
             continue;
         }
+        /* It holds the GPU if it was started needing it, whatever the manifest says now. */
+        run->instance_gpu =
+            svc->manifest->gpu_required || json_is_true(json_object_get(entry, "gpu_required"));
         run_adopted(run, json_integer_value(json_object_get(entry, "started_at_ms")));
         log_info("%s: adopted, pid %d, %s", name, (int)pid,
                  lifecycle_state_name(run->status.state));

@@ -103,9 +103,11 @@ static void entry_reject(struct scan_entry *e)
 struct name_ref {
     const char *name;
     size_t index;
+    bool claimed; /* the folder a running service of this name runs from */
 };
 
-/* Orders by name, then by entry index, so that the first holder of a name sorts first. */
+/* Orders by name, then a running service's folder first, then by entry index, so that
+ * the first holder of a name sorts first. */
 static int compare_name_refs(const void *a, const void *b)
 {
     const struct name_ref *x = a, *y = b;
@@ -113,19 +115,22 @@ static int compare_name_refs(const void *a, const void *b)
 
     if (c != 0)
         return c;
+    if (x->claimed != y->claimed)
+        return x->claimed ? -1 : 1;
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
-/* A name may appear once: every later folder (by name order) that repeats it is an error.
- * Only valid manifests take part, so that a broken copy never hides a working service. */
-static void reject_duplicate_names(struct scan *s)
+/* A name may appear once: every later folder (a running service's folder first, then by
+ * name order) that repeats it is an error. Only valid manifests take part, so that a broken copy
+ * never hides a working service. */
+static void reject_duplicate_names(struct scan *s, const bool *claimed)
 {
     struct name_ref *refs = xmalloc((s->n ? s->n : 1) * sizeof(*refs));
     size_t n = 0;
 
     for (size_t i = 0; i < s->n; i++) {
         if (s->entries[i].manifest)
-            refs[n++] = (struct name_ref){s->entries[i].manifest->name, i};
+            refs[n++] = (struct name_ref){s->entries[i].manifest->name, i, claimed[i]};
     }
     qsort(refs, n, sizeof(*refs), compare_name_refs);
     for (size_t j = 0, first = 0; j < n; j++) {
@@ -143,18 +148,71 @@ static void reject_duplicate_names(struct scan *s)
         text_quote(e->name, strlen(e->name), quoted_name, sizeof(quoted_name));
         text_quote(owner, strlen(owner), quoted_folder, sizeof(quoted_folder));
         diags_add(&e->errors, e->manifest->name_line,
-                  "name %s is already used by the service in folder %s: give this one "
+                  "name %s is already used by the %sservice in folder %s: give this one "
                   "another name",
-                  quoted_name, quoted_folder);
+                  quoted_name, refs[first].claimed ? "running " : "", quoted_folder);
         entry_reject(e);
     }
     free(refs);
 }
 
+static int compare_claim_folder(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct discovery_claim *)elem)->folder);
+}
+
+static int compare_name_ref_names(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct name_ref *)elem)->name);
+}
+
+/* A valid manifest that takes a running service's name from another folder is the error
+ * while the running service's folder still carries the name, its manifest valid or not, or
+ * too broken to say a name (a typo there must not hand the name over): the running service
+ * keeps its name whatever the folder order. */
+static void reject_claimed_names(struct scan *s, const struct discovery_claim *claims,
+                                 size_t n_claims)
+{
+    struct name_ref *held;
+    size_t n = 0;
+
+    if (n_claims == 0)
+        return;
+    held = xmalloc(n_claims * sizeof(*held));
+    for (size_t i = 0; i < s->n; i++) {
+        const struct discovery_claim *c =
+            bsearch(s->entries[i].folder, claims, n_claims, sizeof(*claims), compare_claim_folder);
+        /* A manifest too broken to say its name still says nothing else. */
+        if (c && (!s->entries[i].name || strcmp(s->entries[i].name, c->name) == 0))
+            held[n++] = (struct name_ref){c->name, i, true};
+    }
+    qsort(held, n, sizeof(*held), compare_name_refs);
+    for (size_t i = 0; i < s->n && n > 0; i++) {
+        struct scan_entry *e = &s->entries[i];
+        const struct name_ref *owner;
+        char quoted_name[TEXT_QUOTE_MAX + 1], quoted_folder[TEXT_QUOTE_MAX + 1];
+
+        if (!e->manifest)
+            continue;
+        owner = bsearch(e->manifest->name, held, n, sizeof(*held), compare_name_ref_names);
+        if (!owner || owner->index == i)
+            continue;
+        text_quote(e->name, strlen(e->name), quoted_name, sizeof(quoted_name));
+        text_quote(s->entries[owner->index].folder, strlen(s->entries[owner->index].folder),
+                   quoted_folder, sizeof(quoted_folder));
+        diags_add(&e->errors, e->manifest->name_line,
+                  "name %s is already used by the running service in folder %s: give this one "
+                  "another name",
+                  quoted_name, quoted_folder);
+        entry_reject(e);
+    }
+    free(held);
+}
+
 /* Two services that their driver's backend would know by one name (compose drops '.'
  * from project names: `a.b` and `ab` would be one project, each service starting and
  * stopping the other's containers). The later folder is the error. */
-static void reject_shared_instances(struct scan *s)
+static void reject_shared_instances(struct scan *s, const bool *claimed)
 {
     struct name_ref *refs = xmalloc((s->n ? s->n : 1) * sizeof(*refs));
     size_t n = 0;
@@ -165,7 +223,7 @@ static void reject_shared_instances(struct scan *s)
         if (d && d->instance_key) {
             /* The driver's name first: keys of two drivers never clash. */
             char *key = d->instance_key(m->name);
-            refs[n++] = (struct name_ref){xasprintf("%s\n%s", d->name, key), i};
+            refs[n++] = (struct name_ref){xasprintf("%s\n%s", d->name, key), i, claimed[i]};
             free(key);
         }
     }
@@ -189,13 +247,22 @@ static void reject_shared_instances(struct scan *s)
     free(refs);
 }
 
-/* A host port belongs to the first valid service (by folder name) that claims it; a later
- * one claiming any of its ports is an error, reported for each port it shares. */
-static void reject_shared_ports(struct scan *s)
+/* A host port belongs to the first valid service (running services' folders first, then
+ * by folder name) that claims it; a later one claiming any of its ports is an error,
+ * reported for each port it shares. */
+static void reject_shared_ports(struct scan *s, const bool *claimed)
 {
     uint32_t *owner = xcalloc(PORT_SLOTS, sizeof(*owner)); /* entry index + 1 */
+    size_t *order = xmalloc((s->n ? s->n : 1) * sizeof(*order)), n = 0;
 
-    for (size_t i = 0; i < s->n; i++) {
+    for (size_t i = 0; i < s->n; i++)
+        if (claimed[i])
+            order[n++] = i;
+    for (size_t i = 0; i < s->n; i++)
+        if (!claimed[i])
+            order[n++] = i;
+    for (size_t j = 0; j < s->n; j++) {
+        size_t i = order[j];
         struct scan_entry *e = &s->entries[i];
         bool shared = false;
 
@@ -230,6 +297,7 @@ static void reject_shared_ports(struct scan *s)
             owner[(pm->udp ? 65536 : 0) + pm->host] = (uint32_t)i + 1;
         }
     }
+    free(order);
     free(owner);
 }
 
@@ -290,23 +358,39 @@ int discovery_read(const char *root, struct scan **ret)
 
 /* The cross-manifest rules run on the whole read, so that each sees every valid
  * manifest; only the survivors get a canonical text. */
-int discovery_scan(const char *root, struct scan **ret)
+int discovery_scan_claimed(const char *root, const struct discovery_claim *claims, size_t n_claims,
+                           struct scan **ret)
 {
     struct scan *s;
+    bool *claimed;
     int r;
 
     r = discovery_read(root, &s);
     if (r < 0)
         return r;
-    reject_duplicate_names(s);
-    reject_shared_instances(s);
-    reject_shared_ports(s);
+    claimed = xcalloc(s->n ? s->n : 1, sizeof(*claimed));
+    for (size_t i = 0; i < s->n && n_claims > 0; i++) {
+        const struct discovery_claim *c =
+            bsearch(s->entries[i].folder, claims, n_claims, sizeof(*claims), compare_claim_folder);
+        claimed[i] =
+            c && s->entries[i].manifest && strcmp(s->entries[i].manifest->name, c->name) == 0;
+    }
+    reject_claimed_names(s, claims, n_claims);
+    reject_duplicate_names(s, claimed);
+    reject_shared_instances(s, claimed);
+    reject_shared_ports(s, claimed);
+    free(claimed);
     for (size_t i = 0; i < s->n; i++) {
         if (s->entries[i].manifest)
             s->entries[i].canonical = canonical_text(s->entries[i].manifest);
     }
     *ret = s;
     return 0;
+}
+
+int discovery_scan(const char *root, struct scan **ret)
+{
+    return discovery_scan_claimed(root, NULL, 0, ret);
 }
 
 /* Frees every entry's folder, path, manifest, texts and diagnostics, then the scan. */

@@ -32,6 +32,19 @@ struct scan {
  * errors and a last "... and N more problems". Returns -errno when root cannot be read. */
 int discovery_scan(const char *root, struct scan **ret);
 
+/* A name a running service holds, and the folder it runs from. */
+struct discovery_claim {
+    const char *name;
+    const char *folder;
+};
+
+/* discovery_scan(), where the folders of the claims (sorted by folder, strcmp) come first
+ * in every cross-manifest rule when their manifest still carries the claimed name: a new
+ * folder that takes the name (or a host port) of a running service is the error, whatever
+ * the folder order. */
+int discovery_scan_claimed(const char *root, const struct discovery_claim *claims, size_t n_claims,
+                           struct scan **ret);
+
 /* Reads root as discovery_scan() does (the same folders, each manifest checked on its
  * own) but applies no cross-manifest rule and makes no canonical text: every valid
  * manifest stays, clashing or not, and canonical is NULL. For a caller that wants to know

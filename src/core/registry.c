@@ -31,6 +31,8 @@ struct registry {
 
     /* The scan on the worker thread, and who waits for it or for the next one. */
     uv_work_t work;
+    struct discovery_claim *work_claims; /* the held services' names and folders */
+    size_t n_work_claims;
     struct scan *work_result;
     int work_error;
     bool scanning;
@@ -60,6 +62,8 @@ static void service_free(struct service *svc)
     free(svc->folder);
     manifest_free(svc->manifest);
     free(svc->canonical);
+    manifest_free(svc->pending);
+    free(svc->pending_canonical);
     json_decref(svc->warnings);
     json_decref(svc->manifest_error);
     free(svc);
@@ -101,7 +105,12 @@ void registry_free(struct registry *reg)
 
 void registry_hold(struct registry *reg, struct service *svc, bool held)
 {
+    bool let_go = svc->held && !held;
+
     svc->held = held;
+    /* What waited for it (a newer manifest, a folder gone) is merged by a rescan. */
+    if (let_go && (svc->pending || svc->gone) && reg->loop)
+        registry_rescan(reg, NULL, NULL);
 }
 
 const char *registry_root(const struct registry *reg)
@@ -215,9 +224,30 @@ static void log_warnings(const struct scan_entry *e)
                         e->warnings.items[j].message);
 }
 
+static void service_drop_pending(struct registry *reg, struct service *svc)
+{
+    manifest_free(svc->pending);
+    svc->pending = NULL;
+    free(svc->pending_canonical);
+    svc->pending_canonical = NULL;
+    registry_touch(reg, svc);
+}
+
+/* Moves an entry's manifest into svc as its pending one: svc runs on its own. */
+static void service_take_pending(struct registry *reg, struct service *svc, struct scan_entry *e)
+{
+    service_drop_pending(reg, svc);
+    svc->pending = e->manifest;
+    e->manifest = NULL;
+    svc->pending_canonical = e->canonical;
+    e->canonical = NULL;
+}
+
 /* Moves an entry's manifest into svc; the caller decided it is new or changed. */
 static void service_take_manifest(struct registry *reg, struct service *svc, struct scan_entry *e)
 {
+    if (svc->pending)
+        service_drop_pending(reg, svc);
     manifest_free(svc->manifest);
     svc->manifest = e->manifest;
     e->manifest = NULL;
@@ -271,6 +301,26 @@ static struct service *registry_find_broken(struct registry *reg, const struct s
     return NULL;
 }
 
+static int compare_entry_folder(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct scan_entry *)elem)->folder);
+}
+
+/* True when a valid entry takes the name of held svc from another folder while svc's own
+ * folder still carries the name (or none it could read): the scan ran before svc was held (it did
+ * not know the claim), and the next one, which does, makes the new folder the error. */
+static bool entry_steals_name(const struct scan *scan, const struct service *svc,
+                              const struct scan_entry *e)
+{
+    const struct scan_entry *own;
+
+    if (!svc->held || !svc->folder || strcmp(svc->folder, e->folder) == 0)
+        return false;
+    own =
+        bsearch(svc->folder, scan->entries, scan->n, sizeof(*scan->entries), compare_entry_folder);
+    return own && (!own->name || strcmp(own->name, svc->name) == 0);
+}
+
 static void on_free_work(uv_work_t *work)
 {
     discovery_scan_free(work->data);
@@ -318,16 +368,34 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         if (!e->manifest)
             continue;
         svc = registry_find(reg, e->manifest->name);
+        if (svc && !svc->seen && entry_steals_name(scan, svc, e)) {
+            reg->pending_next = true; /* kept as it is until the next scan */
+            svc->gone = false;        /* which claims its folder */
+            svc->seen = true;
+            next[n++] = svc;
+            continue;
+        }
         if (!svc) {
             svc = xcalloc(1, sizeof(*svc));
             svc->name = xstrdup(e->manifest->name);
             json_array_append_new(added, json_string(svc->name));
             service_take_manifest(reg, svc, e);
+        } else if (svc->held && strcmp(svc->canonical, e->canonical) != 0) {
+            /* It runs on the manifest it was started with; the new one waits. */
+            if (!svc->pending_canonical || strcmp(svc->pending_canonical, e->canonical) != 0) {
+                json_array_append_new(changed, json_string(svc->name));
+                service_take_pending(reg, svc, e);
+            }
         } else if (strcmp(svc->canonical, e->canonical) != 0) {
             json_array_append_new(changed, json_string(svc->name));
             service_take_manifest(reg, svc, e);
+        } else if (svc->pending) {
+            /* The disk says again what runs: nothing waits any more. */
+            json_array_append_new(changed, json_string(svc->name));
+            service_drop_pending(reg, svc);
         }
         service_update_extras(reg, svc, e, NULL);
+        svc->gone = false;
         svc->seen = true;
         next[n++] = svc;
     }
@@ -344,10 +412,16 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         svc = registry_find_broken(reg, e);
         if (!svc || svc->seen)
             continue;
+        /* A copy elsewhere (a folder that took its name) does not speak for it. */
+        if (svc->folder && strcmp(svc->folder, e->folder) != 0 &&
+            bsearch(svc->folder, scan->entries, scan->n, sizeof(*scan->entries),
+                    compare_entry_folder))
+            continue;
         err = json_pack("{s:o, s:i, s:o}", "path", json_text(e->path), "line",
                         e->errors.items[0].line, "message", json_text(e->errors.items[0].message));
         service_update_extras(reg, svc, e, err);
         json_decref(err);
+        svc->gone = false;
         svc->seen = true;
         next[n++] = svc;
     }
@@ -359,6 +433,7 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         if (svc->seen)
             continue;
         if (svc->held) {
+            svc->gone = true;
             json_t *err =
                 json_pack("{s:o, s:i, s:s}", "path", json_text(svc->folder), "line", 0, "message",
                           "the manifest was removed; stop the service to "
@@ -400,11 +475,45 @@ void registry_apply_scan(struct registry *reg, struct scan *scan, json_t **ret_d
         json_decref(diff);
 }
 
+static int compare_claims(const void *a, const void *b)
+{
+    return strcmp(((const struct discovery_claim *)a)->folder,
+                  ((const struct discovery_claim *)b)->folder);
+}
+
+/* The names and folders of the held services, copied for a scan (sorted by folder). */
+static struct discovery_claim *claims_make(const struct registry *reg, size_t *ret_n)
+{
+    struct discovery_claim *claims = xcalloc(reg->n_services + 1, sizeof(*claims));
+    size_t n = 0;
+
+    for (size_t i = 0; i < reg->n_services; i++) {
+        const struct service *svc = reg->services[i];
+        if (svc->held && !svc->gone && svc->folder)
+            claims[n++] = (struct discovery_claim){xstrdup(svc->name), xstrdup(svc->folder)};
+    }
+    qsort(claims, n, sizeof(*claims), compare_claims);
+    *ret_n = n;
+    return claims;
+}
+
+static void claims_free(struct discovery_claim *claims, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free((char *)claims[i].name);
+        free((char *)claims[i].folder);
+    }
+    free(claims);
+}
+
 int registry_scan_now(struct registry *reg)
 {
     struct scan *scan;
-    int r = discovery_scan(reg->root, &scan);
+    size_t n_claims;
+    struct discovery_claim *claims = claims_make(reg, &n_claims);
+    int r = discovery_scan_claimed(reg->root, claims, n_claims, &scan);
 
+    claims_free(claims, n_claims);
     if (r < 0)
         return r;
     registry_apply_scan(reg, scan, NULL);
@@ -420,7 +529,8 @@ static void on_scan_work(uv_work_t *work)
     struct registry *reg = work->data;
 
     reg->work_result = NULL;
-    reg->work_error = discovery_scan(reg->root, &reg->work_result);
+    reg->work_error =
+        discovery_scan_claimed(reg->root, reg->work_claims, reg->n_work_claims, &reg->work_result);
 }
 
 /* Merges a finished scan and answers those who waited for it. */
@@ -431,6 +541,8 @@ static void on_scan_done(uv_work_t *work, int status)
     json_t *diff = NULL;
 
     reg->scanning = false;
+    claims_free(reg->work_claims, reg->n_work_claims);
+    reg->work_claims = NULL;
     if (reg->freeing) {
         if (reg->work_result)
             discovery_scan_free(reg->work_result);
@@ -450,7 +562,8 @@ static void on_scan_done(uv_work_t *work, int status)
     reg->calling = reg->waiting_now;
     reg->waiting_now = reg->waiting_next;
     reg->waiting_next = NULL;
-    if (reg->waiting_now || reg->pending_next) {
+    if (!reg->scanning && (reg->waiting_now || reg->pending_next)) {
+        /* (Not when the merge's own subscribers began one: it serves them.) */
         reg->pending_next = false;
         rescan_start(reg);
     }
@@ -468,6 +581,7 @@ static void on_scan_done(uv_work_t *work, int status)
 static void rescan_start(struct registry *reg)
 {
     reg->scanning = true;
+    reg->work_claims = claims_make(reg, &reg->n_work_claims);
     if (uv_queue_work(reg->loop, &reg->work, on_scan_work, on_scan_done) < 0)
         fatal("uv_queue_work failed");
 }
@@ -520,4 +634,50 @@ void registry_on_rescan(struct registry *reg, registry_rescan_fn fn, void *data)
 {
     reg->on_rescan = fn;
     reg->on_rescan_data = data;
+}
+
+bool registry_apply_pending(struct registry *reg, struct service *svc)
+{
+    if (!svc->pending)
+        return false;
+    manifest_free(svc->manifest);
+    svc->manifest = svc->pending;
+    svc->pending = NULL;
+    free(svc->canonical);
+    svc->canonical = svc->pending_canonical;
+    svc->pending_canonical = NULL;
+    registry_touch(reg, svc);
+    log_info("%s: starts with the manifest changed on disk while it ran", svc->name);
+    if (reg->hub)
+        events_publish(reg->hub, EVENT_DISCOVERY, NULL,
+                       json_pack("{s:[], s:[], s:[s]}", "added", "removed", "changed", svc->name));
+    return true;
+}
+
+json_t *registry_pending_changes(const struct service *svc)
+{
+    json_t *running, *next, *changes, *v;
+    const char *key;
+
+    if (!svc->pending_canonical)
+        return NULL;
+    running = json_loads(svc->canonical, 0, NULL);
+    next = json_loads(svc->pending_canonical, 0, NULL);
+    changes = json_object();
+    json_object_foreach(running, key, v)
+    {
+        json_t *w = json_object_get(next, key);
+        if (!w || !json_equal(v, w))
+            json_object_set_new(changes, key,
+                                json_pack("{s:O, s:O}", "running", v, "new", w ? w : json_null()));
+    }
+    json_object_foreach(next, key, v)
+    {
+        if (!json_object_get(running, key))
+            json_object_set_new(changes, key,
+                                json_pack("{s:O, s:O}", "running", json_null(), "new", v));
+    }
+    json_decref(running);
+    json_decref(next);
+    return changes;
 }

@@ -24,7 +24,13 @@ struct service {
     /* Changes whenever anything above changes, and is never reused by another service:
      * lets a surface reuse what it rendered. */
     uint64_t generation;
-    bool held; /* registry_hold(): kept though its folder is gone */
+    /* The manifest on disk when it differs from the one in force (manifest): a held
+     * service runs on the manifest it was started with; a newer one waits here until the
+     * service is let go or started again (registry_apply_pending). NULL when none. */
+    struct manifest *pending;
+    char *pending_canonical;
+    bool held; /* registry_hold(): kept though its folder is gone; its manifest stays */
+    bool gone; /* its folder (or manifest) is gone: kept only while held */
     bool seen; /* registry-internal: found by the scan being merged */
 };
 
@@ -39,8 +45,20 @@ struct registry *registry_new(uv_loop_t *loop, const char *root, struct events *
 
 /* While held, a service whose folder is gone stays, marked with a manifest_error, instead
  * of leaving at the next merge: the supervisor holds what runs or is being worked on (as
- * systemd keeps a unit whose file was removed). */
+ * systemd keeps a unit whose file was removed). A held service also keeps the manifest it
+ * runs with: a changed one waits as pending. Its folder is claimed: a new folder that
+ * takes its name (or a host port of it) is the error, whatever the folder order. When let
+ * go with a pending manifest or a folder gone, a rescan merges what the disk says. */
 void registry_hold(struct registry *reg, struct service *svc, bool held);
+
+/* Makes svc's pending manifest the one in force (a start of a service at rest: what
+ * changed on disk while it ran applies now), published as changed. Returns whether there
+ * was one. */
+bool registry_apply_pending(struct registry *reg, struct service *svc);
+
+/* What the pending manifest would change, {field: {"running": v, "new": v}} over the
+ * fields of manifest_to_json(); NULL when nothing is pending. New reference. */
+json_t *registry_pending_changes(const struct service *svc);
 
 /* Frees the registry, now or, when a scan is running on a worker thread, when it ends. */
 void registry_free(struct registry *reg);

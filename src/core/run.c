@@ -146,6 +146,7 @@ void runs_record(struct supervisor *sup)
             continue;
         json_object_set_new(record, "started_at_ms", json_integer(run->status.started_at_ms));
         json_object_set_new(record, "log", json_string(run->log_path));
+        json_object_set_new(record, "gpu_required", json_boolean(run->instance_gpu));
         json_object_set_new(services, svc->name, record);
     }
     json_t *doc = json_pack("{s:i, s:o}", "version", 1, "services", services);
@@ -177,6 +178,7 @@ static void retire_run(struct run *run)
         run->retired[0] = run->retired[--run->n_retired];
     }
     run->retired[run->n_retired++] = run->instance;
+    run->retired_gpu = run->retired_gpu || run->instance_gpu;
     run->instance = NULL;
 }
 
@@ -204,6 +206,7 @@ static void on_run_gone(void *data, struct driver_run *p)
     if (p != run->instance) {
         /* The last of an earlier process of this service, started again since. */
         retired_unlink(run, p);
+        run->retired_gpu = run->retired_gpu && run->n_retired > 0;
         driver_run_release(p);
         supervisor_hold_sync(run->sup, run->svc);
         supervisor_gpu_publish(run->sup); /* what lingered held what it held */
@@ -323,6 +326,7 @@ static void driver_start_now(struct run *run)
     }
     run->stop_timeout_ms = m->stop_timeout_ms;
     retire_run(run);
+    run->instance_gpu = m->gpu_required;
     r = driver_for(m)->start(sup->loop, m, run->log_path, &run_driver_events, run, &run->instance,
                              err, sizeof(err));
     if (r < 0) {

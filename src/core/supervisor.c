@@ -136,7 +136,10 @@ static struct gpu_candidate *gpu_candidates(struct supervisor *sup, size_t *ret_
         enum service_state state = run ? run->status.state : STATE_STOPPED;
 
         c[i].name = svc->name;
-        c[i].gpu_required = svc->manifest->gpu_required;
+        /* What runs or lingers of a run holds what it held (a restart took a new manifest). */
+        c[i].gpu_required =
+            svc->manifest->gpu_required || (run && ((run->instance && run->instance_gpu) ||
+                                                    (run->n_retired > 0 && run->retired_gpu)));
         /* A run whose processes still go holds what it held: show it as stopping. */
         c[i].state = run_lingers(run) && !lifecycle_holds_gpu(state) ? STATE_STOPPING : state;
         c[i].reserved = run && run->reserved;
@@ -224,6 +227,17 @@ static void preempt(struct supervisor_op *op, struct service *holder)
     }
 }
 
+/* A start of a service at rest takes the manifest on disk: what changed while it ran (kept
+ * pending by the registry) applies now, a restart's once its stop is over. */
+static void take_pending_manifest(struct supervisor *sup, struct service *svc)
+{
+    const struct run *run = run_find(sup, svc);
+    enum service_state state = run ? run->status.state : STATE_STOPPED;
+
+    if ((state == STATE_STOPPED || state == STATE_FAILED) && !(run && run->reserved))
+        registry_apply_pending(sup->reg, svc);
+}
+
 /* Decides a start by the GPU rule; answers or queues it. Returns false when answered. */
 static bool op_arbitrate(struct supervisor_op *op)
 {
@@ -235,6 +249,7 @@ static bool op_arbitrate(struct supervisor_op *op)
     const struct run *run = run_find(sup, op->svc);
     char message[160];
 
+    take_pending_manifest(sup, op->svc);
     c = gpu_candidates(sup, &n);
     if (gpu_decide(c, n, target, op->force, preempt_always, &verdict) < 0) {
         free(c);
@@ -366,6 +381,7 @@ struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *s
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
         return NULL;
     }
+    take_pending_manifest(sup, svc);
     if (supervisor_unavailable(svc, message, sizeof(message))) {
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, message);
         return NULL;

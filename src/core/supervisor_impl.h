@@ -37,8 +37,12 @@ struct run {
     uv_timer_t start_timer;      /* start_period */
     uv_timer_t restart_timer;    /* the backoff of an automatic restart */
     int handles_open;
-    bool reserved;            /* waits for preempted holders to go: holds the GPU already */
-    bool driver_starting;     /* the driver's start goes on (compose up): not answered yet */
+    bool reserved;        /* waits for preempted holders to go: holds the GPU already */
+    bool driver_starting; /* the driver's start goes on (compose up): not answered yet */
+    /* The instance, and the retired ones, were started (or adopted) needing the GPU: while
+     * they are there they hold it, whatever the manifest says now (a restart took a new
+     * one). */
+    bool instance_gpu, retired_gpu;
     uint64_t stop_timeout_ms; /* from the manifest the run started with */
     char *log_path;
     struct driver_run *retired[RUN_RETIRED_MAX]; /* earlier runs whose end still comes */
@@ -92,7 +96,8 @@ void run_apply(struct run *run, const struct lifecycle_step *step);
 void run_changed(struct run *run);
 void run_set_error(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool run_lingers(const struct run *run);
-/* Takes over what runs of the service (adopted: instance set): running, probes begin. */
+/* Takes over what runs of the service (adopted: instance set, and instance_gpu): running,
+ * probes begin. */
 void run_adopted(struct run *run, int64_t started_at_ms);
 void runs_record(struct supervisor *sup); /* state.json: every run that has a process */
 

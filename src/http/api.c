@@ -217,6 +217,8 @@ json_t *api_service_status(const struct service *svc, const struct service_statu
         fatal("cannot render the status of %s", svc->name);
     json_object_set(status, "manifest_error",
                     svc->manifest_error ? svc->manifest_error : json_null());
+    /* What the manifest on disk would change: it applies at the next start or restart. */
+    json_object_set_new(status, "pending_changes", registry_pending_changes(svc) ?: json_null());
     return status;
 }
 

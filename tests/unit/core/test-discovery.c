@@ -188,6 +188,73 @@ static void test_duplicate_name(void **state)
     discovery_scan_free(s);
 }
 
+/* Rewrites root/folder/service.yaml. */
+static void write_file_in(const char *root, const char *folder, const char *text)
+{
+    char *path = xasprintf("%s/%s/%s", root, folder, MANIFEST_FILE_NAME);
+
+    write_file(path, text);
+    free(path);
+}
+
+/* The folder a running service runs from (a claim) comes first in every cross-manifest
+ * rule, whatever the folder order: a new folder that sorts before it and takes its name or
+ * a host port is the error, naming the running one. A claim whose folder no longer
+ * carries the name (edited, removed) claims nothing. */
+static void test_claimed_folder_comes_first(void **state)
+{
+    const char *root = *state;
+    const struct discovery_claim claims[] = {{"other", "a-other"}, {"same", "z-running"}};
+    const struct discovery_claim renamed[] = {{"gone", "z-running"}};
+    char *text;
+    struct scan *s;
+
+    text = service_text("same", 8001);
+    add_service(root, "z-running", text);
+    free(text);
+    add_service(root, "a-new", "name: same\ncommand: x\nports: [8002]\n");
+    add_service(root, "b-new", "name: third\ncommand: x\nports: [8001]\n");
+
+    /* Without the claim: the folder order decides. */
+    assert_int_equal(discovery_scan(root, &s), 0);
+    assert_int_equal(s->n, 3);
+    assert_non_null(s->entries[0].manifest);
+    assert_null(s->entries[2].manifest);
+    discovery_scan_free(s);
+
+    assert_int_equal(discovery_scan_claimed(root, claims, 2, &s), 0);
+    assert_int_equal(s->n, 3);
+    assert_string_equal(s->entries[0].folder, "a-new");
+    assert_null(s->entries[0].manifest);
+    assert_diag(&s->entries[0].errors, 1,
+                "name \"same\" is already used by the running service in folder \"z-running\"");
+    assert_null(s->entries[1].manifest);
+    assert_diag(&s->entries[1].errors, 3,
+                "host port 8001 is already used by service \"same\" (folder \"z-running\")");
+    assert_non_null(s->entries[2].manifest);
+    assert_non_null(s->entries[2].canonical);
+    discovery_scan_free(s);
+
+    /* The claimed folder now names another service: the claim counts for nothing. */
+    assert_int_equal(discovery_scan_claimed(root, renamed, 1, &s), 0);
+    assert_non_null(s->entries[0].manifest);
+    assert_null(s->entries[2].manifest);
+    discovery_scan_free(s);
+
+    /* The running service's own manifest broke: it still claims the name, whether the
+     * name can be read (a bad value) or not (a YAML syntax error). */
+    write_file_in(root, "z-running", "name: same\ncommand: x\nports: [\"99999\"]\n");
+    assert_int_equal(discovery_scan_claimed(root, claims, 2, &s), 0);
+    assert_null(s->entries[0].manifest);
+    assert_diag(&s->entries[0].errors, 1, "already used by the running service");
+    discovery_scan_free(s);
+    write_file_in(root, "z-running", "name: same\ncommand: [x\n");
+    assert_int_equal(discovery_scan_claimed(root, claims, 2, &s), 0);
+    assert_null(s->entries[0].manifest);
+    assert_null(s->entries[2].name);
+    discovery_scan_free(s);
+}
+
 /* Three folders with one name: the second and third are errors, the first stays (the
  * third is compared with the first, not with the rejected second). */
 static void test_name_used_three_times(void **state)
@@ -646,6 +713,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_which_folders_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_and_missing_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claimed_folder_comes_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compose_project_names_collide, setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_used_three_times, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broken_manifest_takes_no_name, setup, teardown),

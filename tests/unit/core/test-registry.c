@@ -208,6 +208,150 @@ static void test_hold_keeps_a_removed_service(void **state)
                          "alpha"));
 }
 
+/* A held service keeps the manifest it runs with: a changed one waits as pending, shown
+ * field by field; back to what runs, nothing waits; a start applies it
+ * (registry_apply_pending), and a service let go takes the disk's at the next merge. */
+static void test_held_service_keeps_its_manifest(void **state)
+{
+    struct fixture *f = *state;
+    struct service *a;
+    struct manifest *running;
+    json_t *diff, *changes, *expected;
+
+    write_service(f->root, "a", "name: alpha\ncommand: x\ngpu_required: true\nhealth: false\n");
+    json_decref(rescan(f));
+    a = registry_find(f->reg, "alpha");
+    running = a->manifest;
+    assert_null(registry_pending_changes(a));
+    registry_hold(f->reg, a, true);
+
+    write_service(f->root, "a", "name: alpha\ncommand: x\ngpu_required: false\nhealth: false\n");
+    diff = rescan(f);
+    assert_true(diff_has(diff, "changed", "alpha"));
+    json_decref(diff);
+    assert_ptr_equal(a->manifest, running);
+    assert_true(a->manifest->gpu_required);
+    assert_non_null(a->pending);
+    changes = registry_pending_changes(a);
+    expected = json_pack("{s:{s:b, s:b}}", "gpu_required", "running", 1, "new", 0);
+    assert_true(json_equal(changes, expected));
+    json_decref(expected);
+    json_decref(changes);
+    /* The same again: nothing new. */
+    diff = rescan(f);
+    assert_false(diff_has(diff, "changed", "alpha"));
+    json_decref(diff);
+
+    /* Back to what runs: nothing waits. */
+    write_service(f->root, "a", "name: alpha\ncommand: x\ngpu_required: true\nhealth: false\n");
+    diff = rescan(f);
+    assert_true(diff_has(diff, "changed", "alpha"));
+    json_decref(diff);
+    assert_null(a->pending);
+    assert_null(registry_pending_changes(a));
+    assert_ptr_equal(a->manifest, running);
+
+    /* A broken file: it runs on, the problem attached; a start applies nothing. */
+    write_service(f->root, "a", "name: alpha\ncommand: x\ngpu_required: [\n");
+    json_decref(rescan(f));
+    assert_ptr_equal(a->manifest, running);
+    assert_non_null(a->manifest_error);
+    assert_false(registry_apply_pending(f->reg, a));
+
+    /* Changed again; a start applies it, and says so. */
+    write_service(f->root, "a", "name: alpha\ncommand: y\ngpu_required: false\nhealth: false\n");
+    json_decref(rescan(f));
+    assert_null(a->manifest_error);
+    assert_true(a->manifest->gpu_required);
+    assert_true(registry_apply_pending(f->reg, a));
+    assert_false(a->manifest->gpu_required);
+    assert_null(a->pending);
+    assert_true(diff_has(json_array_get(f->published, json_array_size(f->published) - 1), "changed",
+                         "alpha"));
+
+    /* Let go, the disk's manifest is taken at once. */
+    write_service(f->root, "a", "name: alpha\ncommand: z\ngpu_required: true\nhealth: false\n");
+    json_decref(rescan(f));
+    assert_non_null(a->pending);
+    registry_hold(f->reg, a, false);
+    json_decref(rescan(f));
+    assert_null(a->pending);
+    assert_true(a->manifest->gpu_required);
+}
+
+/* A new folder that takes the name of a held service is the error, whatever the folder
+ * order; a scan that was made before the service was held (it did not know the claim)
+ * changes nothing of it, and asks for another. */
+static void test_new_folder_cannot_take_a_held_name(void **state)
+{
+    struct fixture *f = *state;
+    struct service *a;
+    struct scan *stale;
+    json_t *diff;
+
+    write_service(f->root, "m", "name: alpha\ncommand: x\ngpu_required: true\nhealth: false\n");
+    json_decref(rescan(f));
+    a = registry_find(f->reg, "alpha");
+    write_service(f->root, "b", "name: alpha\ncommand: x\ngpu_required: false\nhealth: false\n");
+    assert_int_equal(discovery_scan(f->root, &stale), 0); /* before the hold: b wins */
+    registry_hold(f->reg, a, true);
+
+    registry_apply_scan(f->reg, stale, &diff);
+    assert_int_equal(json_array_size(json_object_get(diff, "changed")), 0);
+    json_decref(diff);
+    assert_ptr_equal(registry_find(f->reg, "alpha"), a);
+    assert_string_equal(a->folder, "m");
+    assert_true(a->manifest->gpu_required);
+    assert_null(a->pending);
+
+    /* The registry's own scans know the claim: b is the error, naming the running one. */
+    assert_int_equal(registry_scan_now(f->reg), 0);
+    assert_string_equal(a->folder, "m");
+    assert_null(a->pending);
+    assert_null(a->manifest_error);
+    assert_int_equal(json_array_size(registry_errors(f->reg)), 1);
+    assert_non_null(strstr(
+        json_string_value(json_object_get(json_array_get(registry_errors(f->reg), 0), "message")),
+        "running service in folder \"m\""));
+    registry_hold(f->reg, a, false);
+}
+
+static void on_rescanned(void *data, json_t *diff)
+{
+    (*(int *)data)++;
+}
+
+/* The held service's own manifest broke (a typo; it still says its name) while a new
+ * folder takes the name: the new folder is the error, and the rescans settle (one scan,
+ * not a scan asking for the next forever). */
+static void test_broken_held_folder_keeps_its_name(void **state)
+{
+    struct fixture *f = *state;
+    struct service *a;
+    struct manifest *running;
+    int rescans = 0;
+
+    write_service(f->root, "m", "name: alpha\ncommand: x\ngpu_required: true\nhealth: false\n");
+    json_decref(rescan(f));
+    a = registry_find(f->reg, "alpha");
+    running = a->manifest;
+    registry_hold(f->reg, a, true);
+    write_service(f->root, "m", "name: alpha\ncommand: [x\n");
+    write_service(f->root, "b", "name: alpha\ncommand: x\ngpu_required: false\nhealth: false\n");
+    registry_rescan(f->reg, on_rescanned, &rescans);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(rescans, 1);
+    assert_ptr_equal(registry_find(f->reg, "alpha"), a);
+    assert_ptr_equal(a->manifest, running);
+    assert_null(a->pending);
+    assert_string_equal(a->folder, "m");
+    assert_non_null(a->manifest_error);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(registry_find_error(f->reg, "alpha"), "message")),
+               "running service in folder \"m\""));
+    registry_hold(f->reg, a, false);
+}
+
 static void test_errors_and_422_lookup(void **state)
 {
     struct fixture *f = *state;
@@ -371,6 +515,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_added_changed_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_generation_and_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_keeps_a_removed_service, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_service_keeps_its_manifest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_folder_cannot_take_a_held_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broken_held_folder_keeps_its_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_and_422_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renamed_folder_keeps_service, setup, teardown),
         cmocka_unit_test_setup_teardown(test_warnings_only_change_touches, setup, teardown),

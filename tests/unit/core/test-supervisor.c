@@ -592,6 +592,111 @@ static void test_adoption(void **state)
     assert_string_equal(f->answers[0].holder, "a");
 }
 
+/* A service started needing the GPU by an earlier daemon, whose manifest has since been
+ * flipped off: the state file says what it was started with, and it holds the GPU. */
+static void test_adopted_holder_keeps_what_it_was_started_with(void **state)
+{
+    struct fixture *f = *state;
+    char path[128];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/state.json", f->state);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{\"version\":1,\"services\":{\"plain\":{\"driver\":\"fake\",\"pid\":4242,"
+          "\"started_at_ms\":1000,\"gpu_required\":true}}}",
+          fp);
+    fclose(fp);
+    fake.adopt_finds = true;
+    supervisor_adopt(f->sup);
+    assert_int_equal(state_of(f, "plain"), STATE_RUNNING);
+    assert_string_equal(last_gpu_holder(f), "plain");
+    start(f, "a", false);
+    assert_int_equal(f->answers[0].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[0].holder, "plain");
+}
+
+/* Rewrites name's manifest, GPU or not, and merges a scan of the folder. */
+static void edit_service(struct fixture *f, const char *name, bool gpu)
+{
+    char path[256], text[256];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s/service.yaml", f->root, name);
+    snprintf(text, sizeof(text), "name: %s\ndriver: fake\ngpu_required: %s\nhealth: false\n", name,
+             gpu ? "true" : "false");
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+    assert_int_equal(registry_scan_now(f->reg), 0);
+}
+
+/* A running holder's gpu_required flipped off on disk: it runs on the manifest it was
+ * started with and holds the GPU; flipped back, nothing changed. A restart applies the
+ * new manifest, but what lingers of the old run holds the GPU until it is gone. */
+static void test_running_service_keeps_its_manifest(void **state)
+{
+    struct fixture *f = *state;
+    struct fake_run *old;
+
+    start(f, "a", false);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    edit_service(f, "a", false);
+    assert_true(svc(f, "a")->manifest->gpu_required);
+    assert_non_null(svc(f, "a")->pending);
+    start(f, "b", false);
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[1].holder, "a");
+    edit_service(f, "a", true);
+    assert_null(svc(f, "a")->pending);
+    start(f, "b", false);
+    assert_int_equal(f->answers[2].outcome, SUPERVISOR_CONFLICT);
+    assert_int_equal(state_of(f, "b"), STATE_STOPPED);
+
+    /* Restarted with the GPU off: its old process exits but its group lingers. */
+    edit_service(f, "a", false);
+    old = fake_find("a");
+    assert_non_null(supervisor_start(f->sup, svc(f, "a"), false, false, true, on_done, f));
+    settle(f);
+    assert_int_equal(state_of(f, "a"), STATE_STOPPING);
+    assert_true(svc(f, "a")->manifest->gpu_required); /* not yet: it still stops */
+    old->events->exited(old->data, &old->base, 0, 0);
+    settle(f);
+    assert_int_equal(fake.starts, 2);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_false(svc(f, "a")->manifest->gpu_required);
+    assert_null(svc(f, "a")->pending);
+    start(f, "b", false);
+    assert_int_equal(f->answers[4].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[4].holder, "a");
+    old->events->gone(old->data, &old->base);
+    settle(f);
+    start(f, "b", false);
+    assert_int_equal(f->answers[5].outcome, SUPERVISOR_OK);
+    assert_int_equal(state_of(f, "b"), STATE_RUNNING);
+    assert_string_equal(last_gpu_holder(f), "b");
+}
+
+/* A stop, then a start, applies what changed on disk while it ran. */
+static void test_stop_then_start_applies_the_new_manifest(void **state)
+{
+    struct fixture *f = *state;
+
+    start(f, "a", false);
+    edit_service(f, "a", false);
+    supervisor_stop(f->sup, svc(f, "a"), on_done, f);
+    settle(f);
+    fake_gone("a");
+    assert_int_equal(state_of(f, "a"), STATE_STOPPED);
+    start(f, "a", false);
+    assert_false(svc(f, "a")->manifest->gpu_required);
+    assert_null(svc(f, "a")->pending);
+    start(f, "b", false);
+    assert_int_equal(f->answers[3].outcome, SUPERVISOR_OK);
+    assert_string_equal(last_gpu_holder(f), "b");
+}
+
 /* A service whose folder goes while it runs stays until it is stopped, then leaves at the
  * next rescan, and its run with it. */
 static void test_removed_while_running(void **state)
@@ -661,7 +766,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_during_port_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adoption, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopted_holder_keeps_what_it_was_started_with, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_removed_while_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_running_service_keeps_its_manifest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_then_start_applies_the_new_manifest, setup,
+                                        teardown),
         cmocka_unit_test(test_op_next),
     };
 
