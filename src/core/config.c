@@ -162,6 +162,7 @@ enum {
     FILE_STOP_SERVICES_ON_EXIT,
     FILE_LOG_MAX_SIZE,
     FILE_LOG_MAX_FILES,
+    FILE_NO_RESUME,
     FILE_KEYS,
 };
 
@@ -178,6 +179,9 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
         return;
     case FILE_STOP_SERVICES_ON_EXIT:
         yamldoc_read_bool(doc, f->value, f->key, &c->stop_services_on_exit, errors);
+        return;
+    case FILE_NO_RESUME:
+        yamldoc_read_bool(doc, f->value, f->key, &c->no_resume, errors);
         return;
     case FILE_LOG_MAX_SIZE:
         yamldoc_read_uint(doc, f->value, f->key, 4096, UINT64_C(1) << 40, &c->log_max_bytes,
@@ -266,6 +270,7 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_STOP_SERVICES_ON_EXIT] = {.key = "stop_services_on_exit"},
         [FILE_LOG_MAX_SIZE] = {.key = "log_max_size"},
         [FILE_LOG_MAX_FILES] = {.key = "log_max_files"},
+        [FILE_NO_RESUME] = {.key = "no_resume"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;
@@ -341,6 +346,7 @@ enum {
     OPT_STOP_SERVICES_ON_EXIT,
     OPT_COMPOSE_COMMAND,
     OPT_DOCKER_HOST,
+    OPT_NO_RESUME,
 };
 
 static const struct option options[] = {
@@ -354,6 +360,7 @@ static const struct option options[] = {
     {"stop-services-on-exit", no_argument, NULL, OPT_STOP_SERVICES_ON_EXIT},
     {"compose-command", required_argument, NULL, OPT_COMPOSE_COMMAND},
     {"docker-host", required_argument, NULL, OPT_DOCKER_HOST},
+    {"no-resume", no_argument, NULL, OPT_NO_RESUME},
     {"help", no_argument, NULL, OPT_HELP},
     {0},
 };
@@ -374,6 +381,8 @@ void config_usage(FILE *out)
             "                            start; env NANNY_COMPOSE_COMMAND)\n"
             "      --docker-host PATH    the Docker engine's socket (default $DOCKER_HOST or\n"
             "                            " CONFIG_DEFAULT_DOCKER_HOST "; env NANNY_DOCKER_HOST)\n"
+            "      --no-resume           after a host reboot, start nothing of what ran before\n"
+            "                            (env NANNY_NO_RESUME=1)\n"
             "  -h, --help                this help\n",
             CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES);
 }
@@ -414,6 +423,12 @@ static int apply_setting(struct config *c, int opt, const char *value, const cha
     case OPT_STOP_SERVICES_ON_EXIT:
         c->stop_services_on_exit = true;
         return 0;
+    case OPT_NO_RESUME:
+        /* The flag has no value; the variable says 1 or 0. */
+        if (value && strcmp(value, "1") != 0 && strcmp(value, "0") != 0)
+            return fail(err, err_size, "%s: '%.100s' is not 1 or 0", from, value);
+        c->no_resume = !value || strcmp(value, "1") == 0;
+        return 0;
     case OPT_COMPOSE_COMMAND:
         if (parse_compose_command(value) < 0)
             return fail(err, err_size, "%s: '%.100s' does not name a program", from, value);
@@ -437,7 +452,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_s
     } env[] = {
         {"NANNY_LISTEN", OPT_LISTEN},           {"NANNY_SERVICES", OPT_SERVICES},
         {"NANNY_STATE_DIR", OPT_STATE_DIR},     {"NANNY_COMPOSE_COMMAND", OPT_COMPOSE_COMMAND},
-        {"NANNY_DOCKER_HOST", OPT_DOCKER_HOST},
+        {"NANNY_DOCKER_HOST", OPT_DOCKER_HOST}, {"NANNY_NO_RESUME", OPT_NO_RESUME},
     };
     const char *file = getenv("NANNY_CONFIG");
     struct sockaddr_storage addr;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/crash_point.h"
 #include "core/health.h"
 #include "core/supervisor_impl.h"
 #include "lib/alloc.h"
@@ -131,8 +132,30 @@ void run_changed(struct run *run)
     supervisor_hold_sync(sup, run->svc);
 }
 
+const char *intent_of(const struct supervisor *sup, const char *name)
+{
+    return json_string_value(json_object_get(json_object_get(sup->intents, name), "intent"));
+}
+
+void intent_set(struct supervisor *sup, const char *name, const char *intent, bool force,
+                const char *for_name)
+{
+    json_t *entry = json_pack("{s:s}", "intent", intent);
+
+    if (force)
+        json_object_set_new(entry, "force", json_true());
+    if (for_name)
+        json_object_set_new(entry, "for", json_string(for_name));
+    json_object_set_new(sup->intents, name, entry);
+}
+
 /* Writes down every run that has a process, for the next daemon to adopt. */
 void runs_record(struct supervisor *sup)
+{
+    runs_record_then(sup, NULL, NULL);
+}
+
+void runs_record_then(struct supervisor *sup, state_written_fn done, void *data)
 {
     json_t *services = json_object();
     size_t n = registry_count(sup->reg);
@@ -142,15 +165,25 @@ void runs_record(struct supervisor *sup)
         struct run *run = run_find(sup, svc);
         json_t *record;
 
+        /* A start whose instance is there is no longer in flight: it runs. */
+        if (run && run->instance && !run->driver_starting &&
+            strcmp(intent_of(sup, svc->name) ?: "", "starting") == 0)
+            intent_set(sup, svc->name, "running", false, NULL);
         if (!run || !run->instance || !(record = driver_run_record(run->instance)))
             continue;
         json_object_set_new(record, "started_at_ms", json_integer(run->status.started_at_ms));
         json_object_set_new(record, "log", json_string(run->log_path));
         json_object_set_new(services, svc->name, record);
     }
-    json_t *doc = json_pack("{s:i, s:o}", "version", 1, "services", services);
+    json_t *doc = json_pack("{s:i, s:o, s:O, s:s, s:o}", "version", 1, "services", services,
+                            "intents", sup->intents, "boot_id", sup->boot_id ?: "", "gpu_holder",
+                            sup->gpu_holder ? json_string(sup->gpu_holder) : json_null());
 
-    state_writer_save(sup->state_writer, doc); /* on a worker: the loop never waits for fsync */
+    /* On a worker: the loop never waits for fsync. */
+    if (done)
+        state_writer_save_then(sup->state_writer, doc, done, data);
+    else
+        state_writer_save(sup->state_writer, doc);
     json_decref(doc);
 }
 
@@ -338,6 +371,7 @@ static void driver_start_now(struct run *run)
         return;
     }
     log_info("%s: started", run->svc->name);
+    CRASH_POINT("start-spawned"); /* before its pid is recorded */
     runs_record(sup);
     run_event(run, LIFECYCLE_DRIVER_STARTED);
 }
