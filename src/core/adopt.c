@@ -180,8 +180,13 @@ static void resume_intents(struct supervisor *sup, json_t *intents, bool reboote
         const char *intent = json_string_value(json_object_get(entry, "intent")) ?: "";
         bool starting = strcmp(intent, "starting") == 0, running = strcmp(intent, "running") == 0;
 
-        if (!svc || (!starting && !running) || adopt_unrecorded(sup, svc))
+        if (!svc || (!starting && !running))
             continue;
+        if (adopt_unrecorded(sup, svc)) {
+            if (starting) /* what runs is what the start was for (a restart's old run) */
+                intent_set(sup, name, "running", false, NULL);
+            continue;
+        }
         if (rebooted && sup->config->no_resume) {
             log_info("%s: it ran before the host rebooted: not started again (no_resume)", name);
             continue;

@@ -149,6 +149,14 @@ void intent_set(struct supervisor *sup, const char *name, const char *intent, bo
     json_object_set_new(sup->intents, name, entry);
 }
 
+/* A start went through: no longer in flight, the service runs (a stop asked meanwhile
+ * keeps its own intent). */
+static void run_started_intent(struct run *run)
+{
+    if (strcmp(intent_of(run->sup, run->svc->name) ?: "", "starting") == 0)
+        intent_set(run->sup, run->svc->name, "running", false, NULL);
+}
+
 /* Writes down every run that has a process, for the next daemon to adopt. */
 void runs_record(struct supervisor *sup)
 {
@@ -165,10 +173,6 @@ void runs_record_then(struct supervisor *sup, state_written_fn done, void *data)
         struct run *run = run_find(sup, svc);
         json_t *record;
 
-        /* A start whose instance is there is no longer in flight: it runs. */
-        if (run && run->instance && !run->driver_starting &&
-            strcmp(intent_of(sup, svc->name) ?: "", "starting") == 0)
-            intent_set(sup, svc->name, "running", false, NULL);
         if (!run || !run->instance || !(record = driver_run_record(run->instance)))
             continue;
         json_object_set_new(record, "started_at_ms", json_integer(run->status.started_at_ms));
@@ -268,6 +272,7 @@ static void on_run_started(void *data, struct driver_run *p, const char *error)
         run_event(run, LIFECYCLE_DRIVER_FAILED);
     } else {
         log_info("%s: started", run->svc->name);
+        run_started_intent(run);
         runs_record(run->sup);
         run_event(run, LIFECYCLE_DRIVER_STARTED);
     }
@@ -372,6 +377,7 @@ static void driver_start_now(struct run *run)
     }
     log_info("%s: started", run->svc->name);
     CRASH_POINT("start-spawned"); /* before its pid is recorded */
+    run_started_intent(run);
     runs_record(sup);
     run_event(run, LIFECYCLE_DRIVER_STARTED);
 }
