@@ -134,6 +134,12 @@ static void on_start_recorded(void *data, int result)
     CRASH_POINT("start-recorded"); /* on disk, not answered yet */
     res.preempted = op->preempted;
     res.status = supervisor_status(sup, op->svc);
+    if (res.status->state != STATE_STARTING && res.status->state != STATE_RUNNING &&
+        res.status->state != STATE_UNHEALTHY) {
+        /* A stop came while the start was being recorded. */
+        res.outcome = SUPERVISOR_CANCELLED;
+        res.message = "a stop asked after this start stopped the service";
+    }
     if (!op->cancelled)
         op->done(op->data, op->svc, &res);
     supervisor_hold_sync(sup, op->svc);
