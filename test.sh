@@ -242,7 +242,7 @@ fi
 # Configure and build dir $1; on failure print the error and count it.
 build() {
     local dir=$1 log=$TMP/build-$1.log
-    local -a opts=(-Dwerror=true -Db_colorout=never)
+    local -a opts=(-Dwerror=true -Db_colorout=never -Dcrash_points=true)
     case $dir in
     build-asan)
         opts+=("-Db_sanitize=address,undefined" -Db_lundef=false

@@ -4,6 +4,7 @@
  * like any other. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/supervisor_impl.h"
@@ -30,6 +31,29 @@ static struct service *service_by_key(struct supervisor *sup, const struct drive
             return svc;
     }
     return NULL;
+}
+
+/* What a resumed or finished operation did: logged (nobody waits for it). */
+static void on_resumed(void *data, struct service *svc, const struct supervisor_result *res)
+{
+    (void)data;
+    if (res->outcome == SUPERVISOR_OK || res->outcome == SUPERVISOR_ALREADY)
+        log_info("%s: the interrupted operation is finished: %s", svc->name,
+                 lifecycle_state_name(res->status->state));
+    else
+        log_warning("%s: not resumed: %s", svc->name, res->message ?: "refused");
+}
+
+/* A service found running whose last intent was a stop (a stop or preemption cut short by
+ * the daemon's end): the stop is finished. */
+static void finish_stop(struct supervisor *sup, struct service *svc)
+{
+    const struct run *run = run_find(sup, svc);
+
+    if (!run || !run->instance || strcmp(intent_of(sup, svc->name) ?: "", "stopped") != 0)
+        return;
+    log_info("%s: it runs, but its last intent was a stop: stopping it", svc->name);
+    supervisor_stop(sup, svc, on_resumed, NULL);
 }
 
 static void on_appeared(void *data, const struct driver *d, const char *key)
@@ -66,6 +90,7 @@ static void on_appeared(void *data, const struct driver *d, const char *key)
     }
     run_adopted(run, unix_ms());
     ops_settle(sup);
+    finish_stop(sup, svc);
 }
 
 /* A driver's backend (the Docker engine) went or came back: its services' status, which
@@ -100,20 +125,127 @@ void supervisor_services_changed(struct supervisor *sup)
     }
 }
 
+/* A service that its intent says runs, found through its driver though the state file has
+ * no record of its process (a start cut short before it was recorded): adopted. True when
+ * it runs now. */
+static bool adopt_unrecorded(struct supervisor *sup, struct service *svc)
+{
+    const struct driver *d = driver_for(svc->manifest);
+    struct run *run = run_find(sup, svc);
+
+    if (run && run->instance)
+        return true;
+    if (!d || !d->adopt)
+        return false;
+    run = run_of(sup, svc);
+    if (d->adopt(sup->loop, svc->manifest, NULL, &run_driver_events, run, &run->instance) < 0)
+        return false;
+    log_info("%s: found running through its driver: adopted", svc->name);
+    run_adopted(run, unix_ms());
+    return true;
+}
+
+/* A start to resume, in the order they go: higher priority first, then the last GPU
+ * holder, then by name. */
+struct resume {
+    struct service *svc;
+    bool force;
+    bool holder;
+};
+
+static int resume_order(const void *a, const void *b)
+{
+    const struct resume *x = a, *y = b;
+
+    if (x->svc->manifest->priority != y->svc->manifest->priority)
+        return x->svc->manifest->priority > y->svc->manifest->priority ? -1 : 1;
+    if (x->holder != y->holder)
+        return x->holder ? -1 : 1;
+    return strcmp(x->svc->name, y->svc->name);
+}
+
+/* Finishes what the last intents say was under way: a stop of what still runs, a start
+ * whose process was not recorded; after a host reboot (rebooted) also starts what was
+ * running, unless no_resume. */
+static void resume_intents(struct supervisor *sup, json_t *intents, bool rebooted,
+                           const char *last_holder)
+{
+    size_t n = json_object_size(intents), k = 0;
+    struct resume *starts = xcalloc(n + 1, sizeof(*starts));
+    const char *name;
+    json_t *entry;
+
+    json_object_foreach(intents, name, entry)
+    {
+        struct service *svc = registry_find(sup->reg, name);
+        const char *intent = json_string_value(json_object_get(entry, "intent")) ?: "";
+        bool starting = strcmp(intent, "starting") == 0, running = strcmp(intent, "running") == 0;
+
+        if (!svc || (!starting && !running))
+            continue;
+        if (adopt_unrecorded(sup, svc)) {
+            if (starting) /* what runs is what the start was for (a restart's old run) */
+                intent_set(sup, name, "running", false, NULL);
+            continue;
+        }
+        if (rebooted && sup->config->no_resume) {
+            log_info("%s: it ran before the host rebooted: not started again (no_resume)", name);
+            continue;
+        }
+        if (starting)
+            log_info("%s: its start was cut short: finishing it", name);
+        else if (rebooted)
+            log_info("%s: it ran before the host rebooted: starting it again", name);
+        else
+            continue; /* it ended while no daemon watched: stopped */
+        starts[k].svc = svc;
+        starts[k].force = json_is_true(json_object_get(entry, "force"));
+        starts[k].holder = last_holder && strcmp(last_holder, name) == 0;
+        k++;
+    }
+    qsort(starts, k, sizeof(*starts), resume_order);
+    for (size_t i = 0; i < k; i++)
+        supervisor_start(sup, starts[i].svc, starts[i].force, false, false, on_resumed, NULL);
+    free(starts);
+}
+
 void supervisor_adopt(struct supervisor *sup)
 {
-    json_t *doc = NULL, *services, *entry;
-    const char *name;
-    char err[512];
+    json_t *doc = NULL, *services, *entry, *intents;
+    const char *name, *boot_id, *last_holder;
+    char err[512], aside[1024];
+    bool rebooted;
     int r;
 
     supervisor_services_changed(sup);
     r = state_load(sup->config->state_dir, &doc, err, sizeof(err));
+    if (r == -EINVAL || r == -EFBIG) {
+        /* Kept for a person to read; what runs is found through the drivers. */
+        if (state_set_aside(sup->config->state_dir, aside, sizeof(aside)) < 0)
+            snprintf(aside, sizeof(aside), "(cannot be moved: %s)", strerror(errno));
+        free(sup->state_problem);
+        sup->state_problem = xasprintf("the state file was corrupt (%s); it is kept as %s, and "
+                                       "what it recorded was not adopted",
+                                       err, aside);
+        log_error("%s", sup->state_problem);
+        return;
+    }
     if (r < 0) {
+        free(sup->state_problem);
+        sup->state_problem = xasprintf("the state file cannot be read: %s", err);
         log_error("%s; starting with no services adopted", err);
         return;
     }
-    services = json_object_get(doc, "services");
+    intents = json_object_get(doc, "intents");
+    if (json_is_object(intents))
+        json_object_update(sup->intents, intents);
+    boot_id = json_string_value(json_object_get(doc, "boot_id"));
+    last_holder = json_string_value(json_object_get(doc, "gpu_holder"));
+    rebooted = boot_id && *boot_id && *sup->boot_id && strcmp(boot_id, sup->boot_id) != 0;
+    if (rebooted)
+        log_info("the host rebooted since the state was written: nothing of it runs%s",
+                 sup->config->no_resume ? " (no_resume: nothing is started again)" : "");
+    services = rebooted ? NULL : json_object_get(doc, "services");
     json_object_foreach(services, name, entry)
     {
         struct service *svc = registry_find(sup->reg, name);
@@ -142,6 +274,16 @@ void supervisor_adopt(struct supervisor *sup)
         log_info("%s: adopted, pid %d, %s", name, (int)pid,
                  lifecycle_state_name(run->status.state));
     }
-    json_decref(doc);
+    resume_intents(sup, sup->intents, rebooted, last_holder);
     runs_record(sup);
+    /* A stop cut short: what still runs is stopped (the list changes under the stops). */
+    intents = json_copy(sup->intents);
+    json_object_foreach(intents, name, entry)
+    {
+        struct service *svc = registry_find(sup->reg, name);
+        if (svc)
+            finish_stop(sup, svc);
+    }
+    json_decref(intents);
+    json_decref(doc);
 }

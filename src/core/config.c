@@ -165,6 +165,7 @@ enum {
     FILE_LOG_MAX_SIZE,
     FILE_LOG_MAX_FILES,
     FILE_MAX_CONNECTIONS_PER_CLIENT,
+    FILE_NO_RESUME,
     FILE_KEYS,
 };
 
@@ -181,6 +182,9 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
         return;
     case FILE_STOP_SERVICES_ON_EXIT:
         yamldoc_read_bool(doc, f->value, f->key, &c->stop_services_on_exit, errors);
+        return;
+    case FILE_NO_RESUME:
+        yamldoc_read_bool(doc, f->value, f->key, &c->no_resume, errors);
         return;
     case FILE_LOG_MAX_SIZE:
         yamldoc_read_uint(doc, f->value, f->key, 4096, UINT64_C(1) << 40, &c->log_max_bytes,
@@ -276,6 +280,7 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_LOG_MAX_SIZE] = {.key = "log_max_size"},
         [FILE_LOG_MAX_FILES] = {.key = "log_max_files"},
         [FILE_MAX_CONNECTIONS_PER_CLIENT] = {.key = "max_connections_per_client"},
+        [FILE_NO_RESUME] = {.key = "no_resume"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;
@@ -352,6 +357,7 @@ enum {
     OPT_COMPOSE_COMMAND,
     OPT_DOCKER_HOST,
     OPT_MAX_CONNECTIONS_PER_CLIENT,
+    OPT_NO_RESUME,
 };
 
 static const struct option options[] = {
@@ -366,6 +372,7 @@ static const struct option options[] = {
     {"compose-command", required_argument, NULL, OPT_COMPOSE_COMMAND},
     {"docker-host", required_argument, NULL, OPT_DOCKER_HOST},
     {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONNECTIONS_PER_CLIENT},
+    {"no-resume", no_argument, NULL, OPT_NO_RESUME},
     {"help", no_argument, NULL, OPT_HELP},
     {0},
 };
@@ -388,6 +395,8 @@ void config_usage(FILE *out)
             "                            " CONFIG_DEFAULT_DOCKER_HOST "; env NANNY_DOCKER_HOST)\n"
             "      --max-connections-per-client N  HTTP connections one client address may\n"
             "                            hold (default %d; env NANNY_MAX_CONNECTIONS_PER_CLIENT)\n"
+            "      --no-resume           after a host reboot, start nothing of what ran before\n"
+            "                            (env NANNY_NO_RESUME=1)\n"
             "  -h, --help                this help\n",
             CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES, CONFIG_PER_CLIENT_DEFAULT);
 }
@@ -428,6 +437,12 @@ static int apply_setting(struct config *c, int opt, const char *value, const cha
     case OPT_STOP_SERVICES_ON_EXIT:
         c->stop_services_on_exit = true;
         return 0;
+    case OPT_NO_RESUME:
+        /* The flag has no value; the variable says 1 or 0. */
+        if (value && strcmp(value, "1") != 0 && strcmp(value, "0") != 0)
+            return fail(err, err_size, "%s: '%.100s' is not 1 or 0", from, value);
+        c->no_resume = !value || strcmp(value, "1") == 0;
+        return 0;
     case OPT_COMPOSE_COMMAND:
         if (parse_compose_command(value) < 0)
             return fail(err, err_size, "%s: '%.100s' does not name a program", from, value);
@@ -467,6 +482,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_s
         {"NANNY_COMPOSE_COMMAND", OPT_COMPOSE_COMMAND},
         {"NANNY_DOCKER_HOST", OPT_DOCKER_HOST},
         {"NANNY_MAX_CONNECTIONS_PER_CLIENT", OPT_MAX_CONNECTIONS_PER_CLIENT},
+        {"NANNY_NO_RESUME", OPT_NO_RESUME},
     };
     const char *file = getenv("NANNY_CONFIG");
     struct sockaddr_storage addr;

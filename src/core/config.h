@@ -33,6 +33,7 @@ struct config {
     bool log_json;
     bool insecure; /* allow a non-loopback listen address without keys */
     bool stop_services_on_exit;
+    bool no_resume; /* after a host reboot, start nothing of what ran before */
     enum gpu_conflict gpu_conflict;
     char **allowed_hosts; /* NULL-terminated; extra Host names besides loopback */
     char **allowed_origins;

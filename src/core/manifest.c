@@ -460,6 +460,31 @@ static void parse_description(struct manifest_parser *p)
     p->m->description = description;
 }
 
+/* priority: a plain integer, negative or not, within +-MANIFEST_PRIORITY_MAX. */
+static void parse_priority(struct manifest_parser *p)
+{
+    yaml_node_t *node = p->fields[F_PRIORITY].value;
+    const char *text = yamldoc_scalar(node);
+    char found[TEXT_QUOTE_MAX + 1];
+    char *end;
+    long value;
+
+    if (!node)
+        return;
+    errno = 0;
+    value = text && yamldoc_is_plain(node) ? strtol(text, &end, 10) : 0;
+    if (!text || !yamldoc_is_plain(node) || !*text || *end || errno ||
+        value < -MANIFEST_PRIORITY_MAX || value > MANIFEST_PRIORITY_MAX) {
+        yamldoc_describe(node, found, sizeof(found));
+        manifest_error(p, yamldoc_line(node),
+                       "priority must be a whole number from %d to %d (higher starts first "
+                       "after a reboot), not %s",
+                       -MANIFEST_PRIORITY_MAX, MANIFEST_PRIORITY_MAX, found);
+        return;
+    }
+    p->m->priority = (int)value;
+}
+
 /* Fills in every default, so that a field left out reads the same as one written. */
 static struct manifest *manifest_new(const char *dir)
 {
@@ -509,6 +534,7 @@ static void parse_fields(struct manifest_parser *p)
         manifest_check(p, yamldoc_read_duration(p->doc, f[F_STOP_TIMEOUT].value, "stop_timeout",
                                                 &m->stop_timeout_ms, p->errors));
     parse_restart(p);
+    parse_priority(p);
     resolve_driver(p);
 }
 
@@ -561,6 +587,7 @@ int manifest_parse_within(const char *buf, size_t len, const char *dir, const ch
                 [F_HEALTH] = {.key = "health"},
                 [F_STOP_TIMEOUT] = {.key = "stop_timeout"},
                 [F_RESTART] = {.key = "restart"},
+                [F_PRIORITY] = {.key = "priority"},
             },
     };
     size_t errors_start = errors ? errors->n : 0, warnings_start = warnings ? warnings->n : 0;
@@ -692,6 +719,7 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "health", health ? health : json_null());
     json_object_set_new(o, "stop_timeout_ms", json_integer((json_int_t)m->stop_timeout_ms));
     json_object_set_new(o, "restart", json_string(manifest_restart_name(m->restart)));
+    json_object_set_new(o, "priority", json_integer(m->priority));
     json_object_set_new(o, "dir", json_string_or_null(m->dir));
     return o;
 }

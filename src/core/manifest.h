@@ -39,6 +39,9 @@ struct port_map {
     int line; /* where it stands in the manifest */
 };
 
+/* priority: from -MANIFEST_PRIORITY_MAX to MANIFEST_PRIORITY_MAX. */
+#define MANIFEST_PRIORITY_MAX 1000000
+
 struct manifest {
     char *name;
     char *description; /* "" when not given */
@@ -62,6 +65,7 @@ struct manifest {
     uint64_t health_start_period_ms;
     uint64_t stop_timeout_ms;
     enum restart_policy restart;
+    int priority;  /* after a host reboot, higher starts first (0 by default) */
     char *dir;     /* absolute service folder */
     int name_line; /* where name: and ports: stand, for cross-manifest errors */
     int ports_line;

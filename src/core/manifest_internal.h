@@ -25,6 +25,7 @@ enum field {
     F_HEALTH,
     F_STOP_TIMEOUT,
     F_RESTART,
+    F_PRIORITY,
     F_COUNT
 };
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/crash_point.h"
 #include "core/health.h"
 #include "core/supervisor_impl.h"
 #include "lib/alloc.h"
@@ -131,8 +132,38 @@ void run_changed(struct run *run)
     supervisor_hold_sync(sup, run->svc);
 }
 
+const char *intent_of(const struct supervisor *sup, const char *name)
+{
+    return json_string_value(json_object_get(json_object_get(sup->intents, name), "intent"));
+}
+
+void intent_set(struct supervisor *sup, const char *name, const char *intent, bool force,
+                const char *for_name)
+{
+    json_t *entry = json_pack("{s:s}", "intent", intent);
+
+    if (force)
+        json_object_set_new(entry, "force", json_true());
+    if (for_name)
+        json_object_set_new(entry, "for", json_string(for_name));
+    json_object_set_new(sup->intents, name, entry);
+}
+
+/* A start went through: no longer in flight, the service runs (a stop asked meanwhile
+ * keeps its own intent). */
+static void run_started_intent(struct run *run)
+{
+    if (strcmp(intent_of(run->sup, run->svc->name) ?: "", "starting") == 0)
+        intent_set(run->sup, run->svc->name, "running", false, NULL);
+}
+
 /* Writes down every run that has a process, for the next daemon to adopt. */
 void runs_record(struct supervisor *sup)
+{
+    runs_record_then(sup, NULL, NULL);
+}
+
+void runs_record_then(struct supervisor *sup, state_written_fn done, void *data)
 {
     json_t *services = json_object();
     size_t n = registry_count(sup->reg);
@@ -149,9 +180,15 @@ void runs_record(struct supervisor *sup)
         json_object_set_new(record, "gpu_required", json_boolean(run->instance_gpu));
         json_object_set_new(services, svc->name, record);
     }
-    json_t *doc = json_pack("{s:i, s:o}", "version", 1, "services", services);
+    json_t *doc = json_pack("{s:i, s:o, s:O, s:s, s:o}", "version", 1, "services", services,
+                            "intents", sup->intents, "boot_id", sup->boot_id ?: "", "gpu_holder",
+                            sup->gpu_holder ? json_string(sup->gpu_holder) : json_null());
 
-    state_writer_save(sup->state_writer, doc); /* on a worker: the loop never waits for fsync */
+    /* On a worker: the loop never waits for fsync. */
+    if (done)
+        state_writer_save_then(sup->state_writer, doc, done, data);
+    else
+        state_writer_save(sup->state_writer, doc);
     json_decref(doc);
 }
 
@@ -238,6 +275,7 @@ static void on_run_started(void *data, struct driver_run *p, const char *error)
         run_event(run, LIFECYCLE_DRIVER_FAILED);
     } else {
         log_info("%s: started", run->svc->name);
+        run_started_intent(run);
         runs_record(run->sup);
         run_event(run, LIFECYCLE_DRIVER_STARTED);
     }
@@ -342,6 +380,8 @@ static void driver_start_now(struct run *run)
         return;
     }
     log_info("%s: started", run->svc->name);
+    CRASH_POINT("start-spawned"); /* before its pid is recorded */
+    run_started_intent(run);
     runs_record(sup);
     run_event(run, LIFECYCLE_DRIVER_STARTED);
 }

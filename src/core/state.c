@@ -1,13 +1,17 @@
 /* The state folder: an atomically written JSON file and the log files' names. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
 
+#include "core/crash_point.h"
 #include "core/state.h"
 #include "lib/alloc.h"
 #include "lib/io.h"
@@ -112,6 +116,13 @@ int state_save(const char *dir, json_t *doc)
 
 /* --- the writer: the same writes on a worker thread ------------------------------------ */
 
+/* Someone waiting for a write (state_writer_save_then). */
+struct state_waiter {
+    state_written_fn done;
+    void *data;
+    struct state_waiter *next;
+};
+
 struct state_writer {
     uv_loop_t *loop;
     char *dir;
@@ -119,9 +130,20 @@ struct state_writer {
     bool busy;     /* a write is on the worker */
     char *writing; /* its text */
     int result;    /* its outcome, read on the loop */
+    int last;      /* the outcome of the last write that ended */
     char *next;    /* the latest text asked for meanwhile: written after it */
-    bool freed;    /* state_writer_free() came: go once the last write is done */
+    struct state_waiter *writing_waiters, *next_waiters; /* of each */
+    bool freed; /* state_writer_free() came: go once the last write is done */
 };
+
+static void waiters_free(struct state_waiter *w)
+{
+    while (w) {
+        struct state_waiter *next = w->next;
+        free(w);
+        w = next;
+    }
+}
 
 static void on_write(uv_work_t *req)
 {
@@ -135,13 +157,23 @@ static void writer_start(struct state_writer *w);
 static void on_written(uv_work_t *req, int status)
 {
     struct state_writer *w = req->data;
+    struct state_waiter *waiters = w->writing_waiters;
+    int result = status < 0 ? status : w->result;
 
-    w->busy = false;
-    if (status == 0 && w->result < 0)
-        log_error("cannot write %s/%s: %s: a daemon restart will not adopt the services", w->dir,
-                  STATE_FILE_NAME, strerror(-w->result));
+    w->writing_waiters = NULL;
+    if (result < 0 && w->last == 0)
+        log_error("cannot write %s/%s: %s: starts are refused until it can be written", w->dir,
+                  STATE_FILE_NAME, strerror(-result));
+    else if (result == 0 && w->last < 0)
+        log_info("%s/%s can be written again", w->dir, STATE_FILE_NAME);
+    w->last = result;
     free(w->writing);
     w->writing = NULL;
+    /* In order; still busy meanwhile: a save a waiter asks for is the next write. */
+    for (struct state_waiter *p = waiters; p; p = p->next)
+        p->done(p->data, w->freed ? -ECANCELED : result);
+    waiters_free(waiters);
+    w->busy = false;
     if (w->next) {
         writer_start(w);
         return;
@@ -156,6 +188,8 @@ static void writer_start(struct state_writer *w)
 {
     w->writing = w->next;
     w->next = NULL;
+    w->writing_waiters = w->next_waiters;
+    w->next_waiters = NULL;
     w->busy = true;
     w->work.data = w;
     if (uv_queue_work(w->loop, &w->work, on_write, on_written) < 0) {
@@ -182,11 +216,37 @@ void state_writer_save(struct state_writer *w, json_t *doc)
         writer_start(w);
 }
 
+void state_writer_save_then(struct state_writer *w, json_t *doc, state_written_fn done, void *data)
+{
+    struct state_waiter *waiter = xcalloc(1, sizeof(*waiter)), **tail = &w->next_waiters;
+
+    waiter->done = done;
+    waiter->data = data;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = waiter; /* answered in the order asked */
+    state_writer_save(w, doc);
+}
+
+bool state_writer_busy(const struct state_writer *w)
+{
+    return w && (w->busy || w->next);
+}
+
+int state_writer_error(const struct state_writer *w)
+{
+    return w ? w->last : 0;
+}
+
 void state_writer_free(struct state_writer *w)
 {
     if (!w)
         return;
     w->freed = true;
+    for (struct state_waiter *p = w->next_waiters; p; p = p->next)
+        p->done(p->data, -ECANCELED);
+    waiters_free(w->next_waiters);
+    w->next_waiters = NULL;
     if (w->busy)
         return; /* on_written() frees it, after writing what is still asked */
     free(w->dir);
@@ -226,6 +286,51 @@ int state_load(const char *dir, json_t **ret, char *err, size_t err_size)
     *ret = doc;
     return 0;
 }
+
+int state_set_aside(const char *dir, char *path, size_t size)
+{
+    char *from = xasprintf("%s/%s", dir, STATE_FILE_NAME);
+    int r = 0;
+
+    snprintf(path, size, "%s/%s.corrupt-%lld", dir, STATE_FILE_NAME, (long long)time(NULL));
+    if (rename(from, path) < 0)
+        r = -errno;
+    free(from);
+    return r;
+}
+
+char *state_boot_id(void)
+{
+    char buf[128] = "";
+    ssize_t n;
+    int fd;
+
+#ifdef NANNY_CRASH_POINTS
+    const char *fake = getenv("NANNY_TEST_BOOT_ID");
+    if (fake && *fake)
+        return xstrdup(fake);
+#endif
+    fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return xstrdup("");
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    return xstrdup(buf);
+}
+
+#ifdef NANNY_CRASH_POINTS
+void crash_point(const char *name)
+{
+    const char *at = getenv("NANNY_TEST_CRASH_AT");
+
+    if (at && strcmp(at, name) == 0) {
+        log_warning("crash point %s: killing the daemon (a test build)", name);
+        raise(SIGKILL);
+    }
+}
+#endif
 
 char *state_log_path(const char *dir, const char *name)
 {

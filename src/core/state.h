@@ -3,6 +3,8 @@
 #ifndef NANNY_STATE_H
 #define NANNY_STATE_H
 
+#include <stdbool.h>
+
 #include <jansson.h>
 #include <uv.h>
 
@@ -27,10 +29,33 @@ struct state_writer *state_writer_new(uv_loop_t *loop, const char *dir);
 void state_writer_save(struct state_writer *w, json_t *doc);
 void state_writer_free(struct state_writer *w);
 
+/* A write ahead: state_writer_save(), then done(data, 0 or -errno) on the loop once doc
+ * (or a later document, which holds what it holds) is on disk, or could not be written.
+ * After state_writer_free() the callbacks still waiting get -ECANCELED (and must not touch
+ * what the caller freed since). */
+typedef void (*state_written_fn)(void *data, int result);
+void state_writer_save_then(struct state_writer *w, json_t *doc, state_written_fn done, void *data);
+
+/* The outcome of the last write that ended: 0, or -errno while the disk cannot be
+ * written (GET /health shows it). */
+int state_writer_error(const struct state_writer *w);
+
+/* True while a write is under way or asked for. */
+bool state_writer_busy(const struct state_writer *w);
+
 /* Reads DIR/state.json: *ret gets the object, or an empty object when there is no file.
  * A file that is not a JSON object (a disk that lied, a person's edit) is -EINVAL with
  * a sentence in err; the caller logs it and starts afresh. */
 int state_load(const char *dir, json_t **ret, char *err, size_t err_size);
+
+/* Moves a state.json that state_load() refused aside, to DIR/state.json.corrupt-<unix time>
+ * (so that nothing overwrites what a person may want to read); its new path in path. */
+int state_set_aside(const char *dir, char *path, size_t size);
+
+/* This boot of the host (/proc/sys/kernel/random/boot_id), new string, "" when unknown.
+ * A crash-points build takes NANNY_TEST_BOOT_ID instead when it is set (tests fake a
+ * reboot with it). */
+char *state_boot_id(void);
 
 /* DIR/logs/NAME.log, for a service's output. */
 char *state_log_path(const char *dir, const char *name);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/crash_point.h"
 #include "core/supervisor_impl.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -20,6 +21,7 @@ static struct supervisor_op *op_new(struct supervisor *sup, struct service *svc,
     op->done = done;
     op->data = data;
     op->preempted = json_array();
+    op->id = ++sup->op_ids;
     return op;
 }
 
@@ -35,6 +37,53 @@ static bool op_pending(const struct supervisor *sup, const struct supervisor_op 
         if (o == op)
             return true;
     return false;
+}
+
+/* --- writing ahead ------------------------------------------------------------------ */
+
+/* What a write of an operation's intent carries to its end: the operation may have been
+ * answered meanwhile, so it is found again by its id. */
+struct op_token {
+    struct supervisor *sup;
+    uint64_t id;
+};
+
+static struct op_token *op_token(const struct supervisor_op *op)
+{
+    struct op_token *t = xcalloc(1, sizeof(*t));
+
+    t->sup = op->sup;
+    t->id = op->id;
+    return t;
+}
+
+/* The operation of token t in list (unlinked with unlink), or NULL when it is no longer
+ * there or the supervisor is gone (result -ECANCELED); frees t. */
+static struct supervisor_op *op_from_token(void *t, int result, struct supervisor_op **list,
+                                           bool unlink)
+{
+    struct op_token token = *(struct op_token *)t;
+
+    free(t);
+    if (result == -ECANCELED)
+        return NULL;
+    (void)token.sup;
+    for (struct supervisor_op **p = list; *p; p = &(*p)->next) {
+        if ((*p)->id == token.id) {
+            struct supervisor_op *op = *p;
+            if (unlink)
+                *p = op->next;
+            return op;
+        }
+    }
+    return NULL;
+}
+
+/* A good state on disk ends a corrupt one's notice. */
+static void state_written_ok(struct supervisor *sup)
+{
+    free(sup->state_problem);
+    sup->state_problem = NULL;
 }
 
 /* True when another start of op's service waits for the GPU too (it joined op). */
@@ -58,6 +107,9 @@ static bool supervisor_needs(const struct supervisor *sup, const struct service 
     for (const struct supervisor_op *op = sup->ops; op; op = op->next)
         if (op->svc == svc)
             return true;
+    for (const struct supervisor_op *op = sup->answering; op; op = op->next)
+        if (op->svc == svc)
+            return true;
     return false;
 }
 
@@ -65,6 +117,33 @@ void supervisor_hold_sync(struct supervisor *sup, struct service *svc)
 {
     if (svc)
         registry_hold(sup->reg, svc, supervisor_needs(sup, svc));
+}
+
+/* A start answered OK: its answer goes once what it started is on disk. */
+static void on_start_recorded(void *data, int result)
+{
+    struct op_token *t = data;
+    struct supervisor *sup = t->sup;
+    struct supervisor_op *op = op_from_token(t, result, &sup->answering, true);
+    struct supervisor_result res = {SUPERVISOR_OK};
+
+    if (!op)
+        return;
+    if (result == 0)
+        state_written_ok(sup);
+    CRASH_POINT("start-recorded"); /* on disk, not answered yet */
+    res.preempted = op->preempted;
+    res.status = supervisor_status(sup, op->svc);
+    if (res.status->state != STATE_STARTING && res.status->state != STATE_RUNNING &&
+        res.status->state != STATE_UNHEALTHY) {
+        /* A stop came while the start was being recorded. */
+        res.outcome = SUPERVISOR_CANCELLED;
+        res.message = "a stop asked after this start stopped the service";
+    }
+    if (!op->cancelled)
+        op->done(op->data, op->svc, &res);
+    supervisor_hold_sync(sup, op->svc);
+    op_free(op);
 }
 
 void op_finish(struct supervisor_op *op, enum supervisor_outcome outcome, const char *holder,
@@ -84,6 +163,19 @@ void op_finish(struct supervisor_op *op, enum supervisor_outcome outcome, const 
     if (op->phase == OP_GPU_WAIT && run && !gpu_waiters_besides(op)) {
         run->reserved = false;
         supervisor_gpu_publish(sup);
+    }
+    if (op->kind == OP_START && outcome != SUPERVISOR_OK && outcome != SUPERVISOR_ALREADY &&
+        strcmp(intent_of(sup, op->svc->name) ?: "", "starting") == 0) {
+        /* The start it wrote ahead did not happen: the intent is what is. */
+        intent_set(sup, op->svc->name, run && run->instance ? "running" : "stopped", false, NULL);
+        runs_record(sup);
+    }
+    if (op->kind == OP_START && outcome == SUPERVISOR_OK && !op->cancelled) {
+        /* Answered once its process is on disk, so that a restarted daemon finds it. */
+        op->next = sup->answering;
+        sup->answering = op;
+        runs_record_then(sup, on_start_recorded, op_token(op));
+        return;
     }
     supervisor_hold_sync(sup, op->svc);
     if (!op->cancelled)
@@ -196,8 +288,11 @@ static void op_begin_start(struct supervisor_op *op)
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
         return;
     }
-    if (op->phase == OP_GPU_WAIT && !gpu_waiters_besides(op))
-        run->reserved = false;
+    if (op->phase == OP_GPU_WAIT) {
+        CRASH_POINT("force-holder-gone"); /* the GPU is free, the target not started */
+        if (!gpu_waiters_besides(op))
+            run->reserved = false;
+    }
     op->phase = OP_STARTED;
     /* A stop still waiting (for what a stopped service's last run left) is overtaken. */
     ops_stops_superseded(op->sup, op->svc);
@@ -224,6 +319,7 @@ static void preempt(struct supervisor_op *op, struct service *holder)
     } else if (hrun) {
         ops_finish_where(sup, holder, OP_START, false, SUPERVISOR_CONFLICT, op->svc->name, message);
         run_event(hrun, LIFECYCLE_STOP);
+        CRASH_POINT("force-holder-stopping");
     }
 }
 
@@ -321,6 +417,7 @@ static bool ops_settle_once(struct supervisor *sup)
         case OP_WAIT:
             continue;
         case OP_ARBITRATE:
+            CRASH_POINT("restart-old-stopped");
             op->phase = OP_NEW;
             op_arbitrate(op);
             break;
@@ -365,17 +462,76 @@ void ops_settle(struct supervisor *sup)
     sup->settling = false;
 }
 
+/* True when a restart of svc stops it first. */
+static bool restart_stops_first(const struct supervisor *sup, const struct service *svc)
+{
+    const struct run *run = run_find(sup, svc);
+    enum service_state state = run ? run->status.state : STATE_STOPPED;
+
+    return state == STATE_STARTING || state == STATE_RUNNING || state == STATE_UNHEALTHY;
+}
+
+/* The GPU rule's verdict on op's start as things are now (GPU_CONFLICT on a refusal). */
+static struct gpu_verdict op_verdict(struct supervisor_op *op)
+{
+    struct supervisor *sup = op->sup;
+    struct gpu_verdict verdict = {.kind = GPU_CONFLICT};
+    bool preempt_always = sup->config->gpu_conflict == GPU_CONFLICT_PREEMPT;
+    size_t n;
+    struct gpu_candidate *c = gpu_candidates(sup, &n);
+
+    if (gpu_decide(c, n, registry_index(sup, op->svc), op->force, preempt_always, &verdict) < 0)
+        verdict.kind = GPU_CONFLICT;
+    free(c);
+    return verdict;
+}
+
+/* The start's intent is on disk (or could not be written): now it is carried out. */
+static void on_start_intent(void *data, int result)
+{
+    struct op_token *t = data;
+    struct supervisor *sup = t->sup;
+    struct supervisor_op *op = op_from_token(t, result, &sup->ops, false);
+    char message[512];
+
+    if (!op)
+        return; /* answered meanwhile (the daemon stops...) */
+    if (result < 0) {
+        snprintf(message, sizeof(message),
+                 "the state folder %s cannot be written (%s): nothing is started that a "
+                 "restarted daemon could not find",
+                 sup->config->state_dir, strerror(-result));
+        op_finish(op, SUPERVISOR_UNRECORDED, NULL, message);
+        ops_settle(sup);
+        return;
+    }
+    state_written_ok(sup);
+    if (op->restart)
+        CRASH_POINT("restart-intent-written");
+    else if (op->force)
+        CRASH_POINT("force-intent-written");
+    else
+        CRASH_POINT("start-intent-written");
+    if (op->restart && restart_stops_first(sup, op->svc)) {
+        op->phase = OP_STOP_FIRST;
+        run_event(run_of(sup, op->svc), LIFECYCLE_STOP);
+    } else if (!op_arbitrate(op)) {
+        return;
+    }
+    ops_settle(sup);
+}
+
 struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *svc, bool force,
                                        bool wait_healthy, bool restart, supervisor_done_fn done,
                                        void *data)
 {
     struct supervisor_op *op = op_new(sup, svc, OP_START, done, data);
-    const struct run *run = run_find(sup, svc);
-    enum service_state state = run ? run->status.state : STATE_STOPPED;
+    struct gpu_verdict verdict;
     char message[512];
 
     op->force = force;
     op->wait_healthy = wait_healthy;
+    op->restart = restart;
     op_queue(op);
     if (sup->shutting_down) {
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
@@ -386,17 +542,23 @@ struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *s
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, message);
         return NULL;
     }
-    if (restart &&
-        (state == STATE_STARTING || state == STATE_RUNNING || state == STATE_UNHEALTHY)) {
-        op->phase = OP_STOP_FIRST;
-        run_event(run_of(sup, svc), LIFECYCLE_STOP);
+    verdict = op_verdict(op);
+    if (!(restart && restart_stops_first(sup, svc)) && verdict.kind != GPU_GO &&
+        verdict.kind != GPU_PREEMPT) {
+        /* Nothing to do (it runs) or refused: decided and answered here, nothing written. */
+        if (!op_arbitrate(op))
+            return NULL;
         ops_settle(sup);
-    } else if (!op_arbitrate(op)) {
-        return NULL;
-    } else {
-        ops_settle(sup);
+        return op_pending(sup, op) ? op : NULL;
     }
-    return op_pending(sup, op) ? op : NULL; /* still pending unless settling answered it */
+    /* Write ahead: the start (and the stops it makes) on disk before anything is done. */
+    intent_set(sup, svc->name, "starting", force, NULL);
+    if (verdict.kind == GPU_PREEMPT)
+        for (size_t i = 0; i < verdict.n_preempt; i++)
+            intent_set(sup, registry_at(sup->reg, verdict.preempt[i])->name, "stopped", false,
+                       svc->name);
+    runs_record_then(sup, on_start_intent, op_token(op));
+    return op;
 }
 
 /* A stop of a service that does not run still removes what its last run left (a compose
@@ -417,13 +579,22 @@ static void stop_leftovers(struct supervisor *sup, struct service *svc)
     supervisor_hold_sync(sup, svc);
 }
 
-struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *svc,
-                                      supervisor_done_fn done, void *data)
+/* The stop's intent is on disk, or could not be written: a stop runs anyway. */
+static void on_stop_intent(void *data, int result)
 {
-    struct supervisor_op *op = op_new(sup, svc, OP_STOP, done, data);
+    struct op_token *t = data;
+    struct supervisor *sup = t->sup;
+    struct supervisor_op *op = op_from_token(t, result, &sup->ops, false);
+    struct service *svc;
     struct run *run;
 
-    op_queue(op);
+    if (!op)
+        return;
+    if (result == 0)
+        state_written_ok(sup);
+    CRASH_POINT("stop-intent-written");
+    svc = op->svc;
+    op->phase = OP_STOP_WAIT;
     /* A start that waits for the GPU gives up its turn. */
     ops_finish_where(sup, svc, OP_START, true, SUPERVISOR_CANCELLED, NULL,
                      "a stop came before it could start");
@@ -431,8 +602,20 @@ struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *sv
     run = run_find(sup, svc);
     if (run)
         run_event(run, LIFECYCLE_STOP);
+    CRASH_POINT("stop-signalled");
     ops_settle(sup);
-    return op_pending(sup, op) ? op : NULL;
+}
+
+struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *svc,
+                                      supervisor_done_fn done, void *data)
+{
+    struct supervisor_op *op = op_new(sup, svc, OP_STOP, done, data);
+
+    op->phase = OP_NEW; /* until its intent is on disk */
+    op_queue(op);
+    intent_set(sup, svc->name, "stopped", false, NULL);
+    runs_record_then(sup, on_stop_intent, op_token(op));
+    return op;
 }
 
 void supervisor_op_cancel(struct supervisor_op *op)
@@ -440,7 +623,7 @@ void supervisor_op_cancel(struct supervisor_op *op)
     if (!op)
         return;
     op->cancelled = true;
-    if (op->phase == OP_GPU_WAIT) {
+    if (op->phase == OP_GPU_WAIT && op_pending(op->sup, op)) {
         /* Nobody waits for it: it must not keep the GPU reserved. */
         struct supervisor *sup = op->sup;
         op_finish(op, SUPERVISOR_CANCELLED, NULL, NULL);
@@ -473,6 +656,27 @@ const char *supervisor_unavailable(const struct service *svc, char *buf, size_t 
         return buf;
     }
     return d->available(svc->manifest, buf, size) < 0 ? buf : NULL;
+}
+
+const char *supervisor_state_problem(const struct supervisor *sup, char *buf, size_t size)
+{
+    int r = sup ? state_writer_error(sup->state_writer) : 0;
+
+    if (r < 0) {
+        snprintf(buf, size, "the state folder %s cannot be written (%s): starts are refused",
+                 sup->config->state_dir, strerror(-r));
+        return buf;
+    }
+    if (sup && sup->state_problem) {
+        snprintf(buf, size, "%s", sup->state_problem);
+        return buf;
+    }
+    return NULL;
+}
+
+bool supervisor_writing(const struct supervisor *sup)
+{
+    return sup && state_writer_busy(sup->state_writer);
 }
 
 json_t *supervisor_drivers_info(void)
@@ -541,6 +745,8 @@ struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct 
     sup->runs = strmap_new();
     sup->sub = events_subscribe(hub, on_event, sup);
     sup->state_writer = state_writer_new(loop, config->state_dir);
+    sup->intents = json_object();
+    sup->boot_id = state_boot_id();
     logs_rotation_start(sup);
     for (const struct driver *const *d = drivers_all(); *d; d++)
         if ((*d)->setup)
@@ -593,12 +799,20 @@ void supervisor_free(struct supervisor *sup)
         sup->ops = op->next;
         op_free(op);
     }
+    while (sup->answering) {
+        struct supervisor_op *op = sup->answering;
+        sup->answering = op->next;
+        op_free(op);
+    }
     strmap_free(sup->runs, run_free_value);
     for (const struct driver *const *d = drivers_all(); *d; d++)
         if ((*d)->teardown)
             (*d)->teardown();
     events_unsubscribe(sup->hub, sup->sub);
     state_writer_free(sup->state_writer); /* what it still writes, it writes */
+    json_decref(sup->intents);
+    free(sup->boot_id);
+    free(sup->state_problem);
     free(sup->gpu_holder);
     logs_rotation_free(sup); /* frees sup once its timer is closed */
 }

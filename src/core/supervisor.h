@@ -56,6 +56,7 @@ enum supervisor_outcome {
     SUPERVISOR_TIMED_OUT,     /* not healthy within start_period; it was stopped */
     SUPERVISOR_UNAVAILABLE,   /* its driver cannot work here (message) */
     SUPERVISOR_CANCELLED,     /* a later request undid it (a stop after a start...) */
+    SUPERVISOR_UNRECORDED,    /* its intent could not be written ahead (message) */
 };
 
 struct supervisor_result {
@@ -125,6 +126,14 @@ void supervisor_logs_cancel(struct supervisor_logs *l);
 /* Why the driver of svc cannot start it now (no Docker engine...), in buf; NULL when it
  * can. */
 const char *supervisor_unavailable(const struct service *svc, char *buf, size_t size);
+
+/* Why the daemon's state is not sound (the state folder cannot be written, or a corrupt
+ * state file was set aside and no good one written since), in buf; NULL when it is. */
+const char *supervisor_state_problem(const struct supervisor *sup, char *buf, size_t size);
+
+/* True while a write of the state is under way: answers that wait for it come after it
+ * (tests run the loop until it is done). */
+bool supervisor_writing(const struct supervisor *sup);
 
 /* What each driver shows of its backend, for GET /health: {"compose": {...}}. New
  * reference. */

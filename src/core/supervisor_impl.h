@@ -59,6 +59,8 @@ struct supervisor_op {
     bool force;
     bool wait_healthy;
     bool cancelled; /* nobody waits for the answer any more */
+    bool restart;   /* a restart: stops first */
+    uint64_t id;    /* finds it again when a write of its intent ends */
     supervisor_done_fn done;
     void *data;
     json_t *preempted;
@@ -72,10 +74,17 @@ struct supervisor {
     const struct config *config;
     struct events *hub;
     struct events_sub *sub;
-    struct strmap *runs;       /* service name -> struct run */
-    struct supervisor_op *ops; /* pending operations */
-    uint64_t generation;       /* of every status (supervisor_generation) */
-    char *gpu_holder;          /* the holder last published, NULL when none */
+    struct strmap *runs;             /* service name -> struct run */
+    struct supervisor_op *ops;       /* pending operations */
+    struct supervisor_op *answering; /* done: their answer waits for the state on disk */
+    uint64_t op_ids;
+    /* Each service's last intent, written ahead of what is done (state.json "intents"):
+     * name -> {"intent": "starting" | "running" | "stopped", "force": bool, "for": NAME}. */
+    json_t *intents;
+    char *boot_id;       /* this boot of the host, recorded with the state */
+    char *state_problem; /* a state file found corrupt, until a good one is written */
+    uint64_t generation; /* of every status (supervisor_generation) */
+    char *gpu_holder;    /* the holder last published, NULL when none */
     uv_timer_t log_timer;
     struct state_writer *state_writer;
     struct log_rotation *rotating; /* a pass of rotation on a worker thread */
@@ -100,6 +109,13 @@ bool run_lingers(const struct run *run);
  * probes begin. */
 void run_adopted(struct run *run, int64_t started_at_ms);
 void runs_record(struct supervisor *sup); /* state.json: every run that has a process */
+/* runs_record(), then done(data, result) once it is on disk (state_writer_save_then). */
+void runs_record_then(struct supervisor *sup, state_written_fn done, void *data);
+/* The intent of a service (NULL when none recorded), and setting it (force and for_name
+ * for a start, for_name for a stop that frees the GPU for that service). */
+const char *intent_of(const struct supervisor *sup, const char *name);
+void intent_set(struct supervisor *sup, const char *name, const char *intent, bool force,
+                const char *for_name);
 
 /* supervisor.c */
 void ops_settle(struct supervisor *sup);

@@ -259,16 +259,21 @@ static json_t *services_array(struct api *api)
     return a;
 }
 
-/* GET /health: the daemon's own state, and each driver's view of its backend ("compose"). */
+/* GET /health: the daemon's own state ("degraded" with a reason while its state cannot be
+ * trusted to disk), and each driver's view of its backend ("compose"). */
 static void get_health(struct api *api, struct request *req, const char *name)
 {
+    char problem[768];
+    const char *reason = supervisor_state_problem(api->supervisor, problem, sizeof(problem));
     json_t *health =
-        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "status", "ok", "version", NANNY_VERSION,
-                  "services", (json_int_t)registry_count(api->reg), "manifest_errors",
-                  (json_int_t)json_array_size(registry_errors(api->reg)), "uptime_s",
-                  (json_int_t)(time(NULL) - api->started), "pid", (json_int_t)getpid(),
+        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "status", reason ? "degraded" : "ok",
+                  "version", NANNY_VERSION, "services", (json_int_t)registry_count(api->reg),
+                  "manifest_errors", (json_int_t)json_array_size(registry_errors(api->reg)),
+                  "uptime_s", (json_int_t)(time(NULL) - api->started), "pid", (json_int_t)getpid(),
                   "services_dir", json_text(registry_root(api->reg)));
 
+    if (reason)
+        json_object_set_new(health, "reason", json_string(reason));
     json_object_update_missing_new(health, supervisor_drivers_info());
     request_reply_json(req, MHD_HTTP_OK, health);
 }
@@ -368,6 +373,10 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
         return;
     case SUPERVISOR_UNAVAILABLE:
         request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable", "%s",
+                            res->message);
+        return;
+    case SUPERVISOR_UNRECORDED:
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "state_unwritable", "%s",
                             res->message);
         return;
     case SUPERVISOR_CANCELLED:

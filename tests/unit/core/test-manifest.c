@@ -360,6 +360,27 @@ static void test_health_variants(void **state)
     manifest_free(m);
 }
 
+/* priority: a whole number, 0 by default; anything else is an error that says so. */
+static void test_priority(void **state)
+{
+    struct manifest *m = parse_ok(PROCESS_BASE);
+
+    assert_int_equal(m->priority, 0);
+    manifest_free(m);
+    m = parse_ok(PROCESS_BASE "priority: -5\n");
+    assert_int_equal(m->priority, -5);
+    manifest_free(m);
+    m = parse_ok(PROCESS_BASE "priority: 10\n");
+    assert_int_equal(m->priority, 10);
+    manifest_free(m);
+    assert_fails(PROCESS_BASE "priority: high\n", 4, "priority must be a whole number");
+    assert_fails(PROCESS_BASE "priority: \"3\"\n", 4, "priority must be a whole number");
+    assert_fails(PROCESS_BASE "priority: 1.5\n", 4, "priority must be a whole number");
+    assert_fails(PROCESS_BASE "priority: 99999999999999999999\n", 4,
+                 "priority must be a whole number");
+    assert_fails(PROCESS_BASE "priority: [1]\n", 4, "priority must be a whole number");
+}
+
 static void test_restart_values(void **state)
 {
     static const struct {
@@ -938,7 +959,8 @@ static void test_to_json(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "stop_timeout_ms")), 3000);
     assert_string_equal(json_string_value(json_object_get(j, "restart")), "always");
     assert_string_equal(json_string_value(json_object_get(j, "dir")), plain_dir);
-    assert_int_equal(json_object_size(j), 15);
+    assert_int_equal(json_integer_value(json_object_get(j, "priority")), 0);
+    assert_int_equal(json_object_size(j), 16);
     json_decref(j);
     manifest_free(m);
 
@@ -1305,6 +1327,7 @@ int main(void)
         cmocka_unit_test(test_port_forms),
         cmocka_unit_test(test_health_variants),
         cmocka_unit_test(test_restart_values),
+        cmocka_unit_test(test_priority),
         cmocka_unit_test(test_unknown_keys_are_warnings),
         cmocka_unit_test(test_name_rules),
         cmocka_unit_test(test_error_syntax),
