@@ -82,8 +82,6 @@ def test_crash_during_start_finishes_it(lab, point):
     assert_sound(lab, ["a"])
 
 
-@pytest.mark.xfail(strict=False, reason="a process spawned but not yet recorded is found "
-                   "only through its cgroup (the process driver's adopt, another change)")
 def test_crash_between_spawn_and_record_makes_no_second_copy(lab):
     lab.add("a", gpu=True, health=False)
     serve(lab, "start-spawned")
