@@ -284,37 +284,83 @@ static void parse_restart(struct manifest_parser *p)
         manifest_type_error(p, f->value, "restart must be \"no\", on-failure or always");
 }
 
-/* Returns the first default compose file found in dir, or NULL. */
-static char *find_compose_file(const char *dir)
+/* Holds a compose file to the manifest's own rule (manifest_load()): its real path, symlinks
+ * and ".." resolved, must lie inside the services folder. what names the file for the
+ * message. Reports at line and returns false otherwise; the file is never read, so no error
+ * can quote a line of it. */
+static bool compose_file_inside(struct manifest_parser *p, const char *path, const char *what,
+                                int line)
 {
-    for (size_t i = 0; i < sizeof(compose_file_names) / sizeof(compose_file_names[0]); i++) {
-        char *path = path_join(dir, compose_file_names[i]);
+    char quoted_real[TEXT_QUOTE_MAX + 1], quoted_root[TEXT_QUOTE_MAX + 1];
+    char *real;
+    bool inside;
 
-        if (is_regular_file(path))
-            return path;
-        free(path);
+    if (!p->root)
+        return true;
+    real = realpath(path, NULL);
+    if (!real) {
+        const char *reason = strerrordesc_np(errno);
+
+        manifest_error(p, line, "cannot resolve %s: %s", what, reason ? reason : "unknown error");
+        return false;
     }
-    return NULL;
+    inside = manifest_path_inside(real, p->root);
+    if (!inside) {
+        text_quote(real, strlen(real), quoted_real, sizeof(quoted_real));
+        text_quote(p->root, strlen(p->root), quoted_root, sizeof(quoted_root));
+        manifest_error(p, line,
+                       "%s leads to %s, outside the services folder %s: copy the file into the "
+                       "service folder instead",
+                       what, quoted_real, quoted_root);
+    }
+    free(real);
+    return inside;
 }
 
-/* Takes the compose file given by compose_file: when it exists. */
+/* Looks for the default compose files in the service folder, in order. Returns 1 with
+ * *ret set to the first one found, 0 when there is none, or -EPERM when the one found
+ * leads outside the services folder (reported at line). */
+static int find_compose_file(struct manifest_parser *p, int line, char **ret)
+{
+    for (size_t i = 0; i < sizeof(compose_file_names) / sizeof(compose_file_names[0]); i++) {
+        char *path = path_join(p->dir, compose_file_names[i]);
+
+        if (is_regular_file(path)) {
+            if (!compose_file_inside(p, path, compose_file_names[i], line)) {
+                free(path);
+                return -EPERM;
+            }
+            *ret = path;
+            return 1;
+        }
+        free(path);
+    }
+    return 0;
+}
+
+/* Takes the compose file given by compose_file: when it exists and lies inside the
+ * services folder. */
 static void use_given_compose_file(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_COMPOSE_FILE];
     char quoted[TEXT_QUOTE_MAX + 1];
+    const char *text = yamldoc_scalar(f->value);
+    char *what;
 
+    text_quote(text, strlen(text), quoted, sizeof(quoted));
     if (!is_regular_file(p->compose_file)) {
-        const char *text = yamldoc_scalar(f->value);
-
-        text_quote(text, strlen(text), quoted, sizeof(quoted));
         manifest_error(p, yamldoc_line(f->value),
                        "compose_file %s does not exist or is not a file (looked for it relative "
                        "to the service folder): fix the name or add the file",
                        quoted);
         return;
     }
-    p->m->compose_file = p->compose_file;
-    p->compose_file = NULL;
+    what = xasprintf("compose_file %s", quoted);
+    if (compose_file_inside(p, p->compose_file, what, yamldoc_line(f->value))) {
+        p->m->compose_file = p->compose_file;
+        p->compose_file = NULL;
+    }
+    free(what);
 }
 
 /* A compose service runs what its compose file says; a command would only mislead. */
@@ -332,7 +378,8 @@ static void resolve_driver(struct manifest_parser *p)
     struct manifest *m = p->m;
     struct yamldoc_field *driver = &p->fields[F_DRIVER];
     bool has_compose_field = p->fields[F_COMPOSE_FILE].value != NULL;
-    char *found;
+    char *found = NULL;
+    int r;
 
     if (p->driver_failed)
         return;
@@ -355,8 +402,10 @@ static void resolve_driver(struct manifest_parser *p)
         m->driver = DRIVER_COMPOSE;
         if (has_compose_field) {
             use_given_compose_file(p);
-        } else if ((found = find_compose_file(p->dir))) {
+        } else if ((r = find_compose_file(p, driver->line, &found)) > 0) {
             m->compose_file = found;
+        } else if (r < 0) {
+            return;
         } else {
             manifest_error(p, driver->line,
                            "driver is compose but the service folder has no docker-compose.yml, "
@@ -370,7 +419,9 @@ static void resolve_driver(struct manifest_parser *p)
         drop_command(m);
         return;
     }
-    if ((found = find_compose_file(p->dir))) {
+    if ((r = find_compose_file(p, p->root_line, &found)) < 0)
+        return;
+    if (r > 0) {
         m->driver = DRIVER_COMPOSE;
         m->compose_file = found;
         if (p->has_command)
@@ -477,13 +528,22 @@ static void sort_diags_by_line(struct diags *d, size_t start)
     }
 }
 
-/* Reports every problem it can find in one pass, sorted by line and capped, so that a
- * person fixes a manifest in one go. */
+/* Holds files to no services folder: the manifest is not read from one. */
 int manifest_parse(const char *buf, size_t len, const char *dir, struct manifest **ret,
                    char **ret_name, struct diags *errors, struct diags *warnings)
 {
+    return manifest_parse_within(buf, len, dir, NULL, ret, ret_name, errors, warnings);
+}
+
+/* Reports every problem it can find in one pass, sorted by line and capped, so that a
+ * person fixes a manifest in one go. */
+int manifest_parse_within(const char *buf, size_t len, const char *dir, const char *root_real,
+                          struct manifest **ret, char **ret_name, struct diags *errors,
+                          struct diags *warnings)
+{
     struct manifest_parser p = {
         .dir = dir,
+        .root = root_real,
         .errors = errors,
         .warnings = warnings,
         .fields =
@@ -497,6 +557,7 @@ int manifest_parse(const char *buf, size_t len, const char *dir, struct manifest
                 [F_COMMAND] = {.key = "command"},
                 [F_WORKDIR] = {.key = "workdir"},
                 [F_ENV] = {.key = "env"},
+                [F_ENV_PASS] = {.key = "env_pass"},
                 [F_HEALTH] = {.key = "health"},
                 [F_STOP_TIMEOUT] = {.key = "stop_timeout"},
                 [F_RESTART] = {.key = "restart"},
@@ -553,6 +614,7 @@ void manifest_free(struct manifest *m)
     strv_free(m->command);
     free(m->workdir);
     strv_free(m->env);
+    strv_free(m->env_pass);
     free(m->health_path);
     free(m->dir);
     free(m);
@@ -626,6 +688,7 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "command", m->command ? strv_to_json(m->command) : json_null());
     json_object_set_new(o, "workdir", json_string_or_null(m->workdir));
     json_object_set_new(o, "env", env);
+    json_object_set_new(o, "env_pass", strv_to_json(m->env_pass));
     json_object_set_new(o, "health", health ? health : json_null());
     json_object_set_new(o, "stop_timeout_ms", json_integer((json_int_t)m->stop_timeout_ms));
     json_object_set_new(o, "restart", json_string(manifest_restart_name(m->restart)));

@@ -51,8 +51,9 @@ struct manifest {
     char *compose_file;       /* absolute path; NULL unless driver is compose */
     char **command;           /* NULL-terminated argv; for the string form {"/bin/sh","-c",s} */
     bool command_is_shell;
-    char *workdir; /* absolute path; the service folder by default */
-    char **env;    /* NULL-terminated "KEY=VALUE" strings, possibly empty */
+    char *workdir;   /* absolute path; the service folder by default */
+    char **env;      /* NULL-terminated "KEY=VALUE" strings, possibly empty */
+    char **env_pass; /* NULL-terminated names of the daemon's variables a service gets */
     bool health_enabled;
     char *health_path; /* starts with '/' */
     uint16_t health_port;
@@ -77,7 +78,8 @@ int manifest_parse(const char *buf, size_t len, const char *dir, struct manifest
                    char **ret_name, struct diags *errors, struct diags *warnings);
 
 /* Reads path (at most MANIFEST_SIZE_MAX bytes, a regular file whose real path lies
- * inside root) and parses it as manifest_parse() does. */
+ * inside root) and parses it as manifest_parse() does; its compose file, given or found,
+ * must lie inside root too (symlinks and ".." resolved), or the manifest is broken. */
 int manifest_load(const char *path, const char *root, struct manifest **ret, char **ret_name,
                   struct diags *errors, struct diags *warnings);
 

@@ -1,5 +1,5 @@
-/* command: and env: of a manifest: the argv or shell line a process service runs, the
- * variables it gets, and the caps on both. */
+/* command:, env: and env_pass: of a manifest: the argv or shell line a process service
+ * runs, the variables it gets, and the caps on both. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,13 +207,59 @@ static void parse_env_list(struct manifest_parser *p, yaml_node_t *node, char **
     strv_free(items);
 }
 
-/* Reads env: in either form into "KEY=VALUE" strings. */
+/* Reads env_pass: a list of names of the daemon's variables that the service gets (its
+ * environment is otherwise clean: PATH, LANG, HOME and env). */
+static void parse_env_pass(struct manifest_parser *p)
+{
+    struct yamldoc_field *f = &p->fields[F_ENV_PASS];
+    char **names, **kept, quoted[TEXT_QUOTE_MAX + 1];
+    size_t n_names, n = 0;
+
+    if (!f->value)
+        return;
+    if (f->value->type != YAML_SEQUENCE_NODE) {
+        manifest_type_error(p, f->value,
+                            "env_pass must be a list of variable names such as "
+                            "[\"CUDA_VISIBLE_DEVICES\", \"HF_TOKEN\"]");
+        return;
+    }
+    if (manifest_check(p, yamldoc_read_strings(p->doc, f->value, "env_pass", MANIFEST_ENV_MAX,
+                                               &names, &n_names, p->errors)) < 0)
+        return;
+    kept = xcalloc(n_names + 1, sizeof(*kept));
+    for (size_t i = 0; i < n_names; i++) {
+        yaml_node_t *item = yamldoc_node(p->doc, f->value->data.sequence.items.start[i]);
+        int line = item ? yamldoc_line(item) : yamldoc_line(f->value);
+        bool repeated = false;
+
+        text_quote(names[i], strlen(names[i]), quoted, sizeof(quoted));
+        if (!env_key_valid(names[i], strlen(names[i]))) {
+            manifest_error(p, line,
+                           "env_pass[%zu]: %s is not a valid variable name: use letters, digits "
+                           "and '_', not starting with a digit",
+                           i, quoted);
+            continue;
+        }
+        for (size_t j = 0; j < n && !repeated; j++)
+            repeated = strcmp(kept[j], names[i]) == 0;
+        if (repeated) {
+            manifest_error(p, line, "env_pass[%zu]: %s is listed twice: keep only one", i, quoted);
+            continue;
+        }
+        kept[n++] = xstrdup(names[i]);
+    }
+    strv_free(names);
+    strv_free(p->m->env_pass);
+    p->m->env_pass = kept;
+}
+/* Reads env: in either form into "KEY=VALUE" strings, and env_pass:. */
 void manifest_parse_env(struct manifest_parser *p)
 {
     struct yamldoc_field *f = &p->fields[F_ENV];
     char **env;
     size_t n = 0;
 
+    parse_env_pass(p);
     if (!f->value)
         return;
     if (f->value->type != YAML_MAPPING_NODE && f->value->type != YAML_SEQUENCE_NODE) {

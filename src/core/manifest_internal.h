@@ -21,6 +21,7 @@ enum field {
     F_COMMAND,
     F_WORKDIR,
     F_ENV,
+    F_ENV_PASS,
     F_HEALTH,
     F_STOP_TIMEOUT,
     F_RESTART,
@@ -42,7 +43,19 @@ struct manifest_parser {
     bool has_driver;
     bool has_command;
     char *compose_file; /* compose_file as given, resolved against dir */
+    const char *root;   /* the resolved services folder files must lie in; NULL: no check */
 };
+
+/* True when real (a resolved path) lies strictly inside root_real (resolved too): the one
+ * rule for every file a manifest brings in (manifest_load.c). */
+bool manifest_path_inside(const char *real, const char *root_real);
+
+/* manifest_parse() with the rule above applied to the compose file, given or found, with
+ * symlinks and ".." resolved: one that leads outside root_real is an error of the
+ * manifest. manifest_load() reads files through it. */
+int manifest_parse_within(const char *buf, size_t len, const char *dir, const char *root_real,
+                          struct manifest **ret, char **ret_name, struct diags *errors,
+                          struct diags *warnings);
 
 /* Reports an error of the manifest and marks the parse as failed. */
 void manifest_error(struct manifest_parser *p, int line, const char *fmt, ...)
@@ -66,7 +79,7 @@ void manifest_parse_ports(struct manifest_parser *p);
 
 /* command: and env: (manifest_env.c), and the cap on both together. */
 void manifest_parse_command(struct manifest_parser *p);
-void manifest_parse_env(struct manifest_parser *p);
+void manifest_parse_env(struct manifest_parser *p); /* env_pass: as well */
 void manifest_check_env_command_size(struct manifest_parser *p);
 
 /* health: (manifest_health.c). Runs after ports: its port defaults to the service's. */

@@ -1,5 +1,6 @@
 /* Loading a manifest from disk: the file must lie inside the services folder (a symlink
- * may not lead out of it) and be a regular file of at most MANIFEST_SIZE_MAX bytes. */
+ * may not lead out of it) and be a regular file of at most MANIFEST_SIZE_MAX bytes; the
+ * compose file it names or the folder holds is held to the same rule (manifest.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/manifest.h"
+#include "core/manifest_internal.h"
 #include "lib/alloc.h"
 
 /* Returns a static description of an errno value that is safe on any thread. */
@@ -18,8 +20,7 @@ static const char *errno_text(int e)
     return s ? s : "unknown error";
 }
 
-/* True when real (a resolved path) lies strictly inside root_real. */
-static bool path_inside(const char *real, const char *root_real)
+bool manifest_path_inside(const char *real, const char *root_real)
 {
     size_t len = strlen(root_real);
 
@@ -143,7 +144,7 @@ int manifest_load(const char *path, const char *root, struct manifest **ret, cha
                       : "");
         goto out;
     }
-    if (!path_inside(real, root_real)) {
+    if (!manifest_path_inside(real, root_real)) {
         text_quote(real, strlen(real), quoted, sizeof(quoted));
         text_quote(root_real, strlen(root_real), quoted_root, sizeof(quoted_root));
         diags_add(errors, 0,
@@ -162,7 +163,7 @@ int manifest_load(const char *path, const char *root, struct manifest **ret, cha
     r = read_manifest_file(real, &buf, &len, errors);
     if (r < 0)
         goto out;
-    r = manifest_parse(buf, len, dir, ret, ret_name, errors, warnings);
+    r = manifest_parse_within(buf, len, dir, root_real, ret, ret_name, errors, warnings);
 
 out:
     free(buf);

@@ -207,6 +207,34 @@ static void on_watchdog(uv_timer_t *t)
     uv_kill(-ch->process.pid, SIGKILL); /* its own process group: UV_PROCESS_DETACHED */
 }
 
+/* What the compose command gets of the daemon's environment: where the engine and its
+ * configuration are, what compose and buildx read, and what any command needs; not the
+ * rest (a secret of the daemon's environment is not for it). */
+static const char *const compose_env_keep[] = {
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "DOCKER_*",
+    "COMPOSE_*",
+    "BUILDKIT_*",
+    "BUILDX_*",
+    "SSH_AUTH_SOCK",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    NULL,
+};
+
 int compose_child_spawn(uv_loop_t *loop, const struct compose_child_args *a, compose_child_fn done,
                         void *data, struct compose_child **ret, char *err, size_t err_size)
 {
@@ -244,7 +272,7 @@ int compose_child_spawn(uv_loop_t *loop, const struct compose_child_args *a, com
     stdio[1].data.stream = (uv_stream_t *)&ch->out;
     stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[2].data.stream = (uv_stream_t *)&ch->err;
-    env = proc_env_build(a->env);
+    env = proc_env_build(compose_env_keep, NULL, a->env);
     options.file = argv[0];
     options.args = argv;
     options.env = env;

@@ -31,7 +31,8 @@ struct compose_child_args {
     const struct compose_command *command;
     const char *name; /* the service's, for the log */
     const char *project, *file, *dir;
-    char *const *env; /* "KEY=VALUE", NULL-terminated, over the daemon's environment */
+    char *const *env; /* "KEY=VALUE", NULL-terminated, over what compose needs of the
+                         daemon's environment (DOCKER_*, COMPOSE_*, PATH, HOME...) */
     const char *what; /* "up -d", "down": for the log and the error */
     const char *const *args;
     uint64_t timeout_ms; /* killed after this (0: no limit), and then it failed */

@@ -1,5 +1,6 @@
-/* The process driver's engine: uv_spawn in a session and process group of its own, the
- * log file as stdout and stderr, and a stop that ends only when the group is empty. */
+/* The process driver's engine: uv_spawn into the service's cgroup (or, in the fallback, a
+ * process group of its own), in a session of its own, the log file as stdout and stderr,
+ * and a stop that ends only when nothing of the service is left. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,16 +14,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "drivers/cgroup.h"
 #include "drivers/proc.h"
+#include "drivers/proc_internal.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 
-extern char **environ;
-
 struct proc {
     uv_loop_t *loop;
-    uv_process_t process; /* a run we spawned */
-    uv_poll_t pidfd_poll; /* a run we adopted: its pidfd turns readable when it ends */
+    char *name;                 /* the service's, NULL for a run without one (unit tests) */
+    char *cgroup;               /* its cgroup's folder; NULL: a process group (fallback) */
+    char *marker;               /* "NANNY_INSTANCE=<id>/<name>", in its environment */
+    uv_fs_event_t events_watch; /* cgroup.events: "populated 0" means nothing is left */
+    bool watching;
+    bool scanning;            /* fallback: its group is empty, processes with its marker are not */
+    struct proc *next, *prev; /* every run not yet freed (procs) */
+    uv_process_t process;     /* a run we spawned */
+    uv_poll_t pidfd_poll;     /* a run we adopted: its pidfd turns readable when it ends */
     int pidfd;
     bool adopted;
     uv_timer_t timer; /* the SIGKILL deadline and the checks for an empty group */
@@ -39,44 +47,32 @@ struct proc {
     uint64_t give_up_at; /* loop time after which a group that will not go is let be */
 };
 
-/* The daemon's environment with the manifest's KEY=VALUE entries on top. */
-char **proc_env_build(char *const *extra)
-{
-    size_t n_env = 0, n_extra = 0, n = 0;
-    char **env;
+static struct proc *procs; /* every run not yet freed */
 
-    while (environ && environ[n_env])
-        n_env++;
-    while (extra && extra[n_extra])
-        n_extra++;
-    env = xcalloc(n_env + n_extra + 1, sizeof(*env));
-    for (size_t i = 0; i < n_env; i++) {
-        size_t key_len = strcspn(environ[i], "=");
-        bool overridden = false;
-        for (size_t j = 0; j < n_extra && !overridden; j++)
-            overridden = strncmp(extra[j], environ[i], key_len + 1) == 0;
-        if (!overridden)
-            env[n++] = environ[i];
-    }
-    for (size_t j = 0; j < n_extra; j++)
-        env[n++] = extra[j];
-    return env;
-}
-
-/* Says the group is gone, once. */
+/* Says the run is gone, once, and removes its cgroup. */
 static void proc_report_gone(struct proc *p)
 {
     if (p->gone)
         return;
     p->gone = true;
     uv_timer_stop(&p->timer);
+    if (p->watching) {
+        uv_fs_event_stop(&p->events_watch);
+        p->watching = false;
+    }
+    if (p->cgroup) {
+        int r = cgroup_remove(p->cgroup);
+        if (r < 0)
+            log_warning("cannot remove the cgroup %s: %s", p->cgroup, strerror(-r));
+    }
     if (p->events->gone)
         p->events->gone(p->data, p);
 }
 
-/* True when no process of the group is left (the leader reaped, no child behind). The
- * daemon is a child subreaper, so the group's orphans are its children: once the leader is
- * reaped (libuv did that) they are reaped here, as zombies count as members until then. */
+/* True when no process of the process group is left (the leader reaped, no child behind).
+ * The daemon is a child subreaper, so the group's orphans are its children: once the
+ * leader is reaped (libuv did that) they are reaped here, as zombies count as members
+ * until then. */
 static bool group_empty(const struct proc *p)
 {
     siginfo_t info;
@@ -87,28 +83,81 @@ static bool group_empty(const struct proc *p)
     return kill(-p->pid, 0) < 0 && errno == ESRCH;
 }
 
-static void on_check(uv_timer_t *t)
+/* True when nothing of the run is left: its cgroup is not populated, or (fallback) its
+ * process group is empty and no process carries its marker. */
+static bool run_empty(struct proc *p)
 {
-    struct proc *p = t->data;
-    uint64_t now = uv_now(p->loop);
+    if (p->cgroup)
+        return cgroup_populated(p->cgroup) != 1;
+    if (!group_empty(p))
+        return false;
+    /* Only processes that left the group are left: a scan of /proc finds them. */
+    p->scanning = p->marker && proc_marker_signal(p->marker, 0) > 0;
+    return !p->scanning;
+}
 
-    if (!p->leader_alive && group_empty(p)) {
+/* Sends signum to every process of the run. */
+static void run_signal(struct proc *p, int signum)
+{
+    if (p->cgroup) {
+        if (signum == SIGKILL && cgroup_kill(p->cgroup) == 0)
+            return;
+        cgroup_signal(p->cgroup, signum);
+        return;
+    }
+    kill(-p->pid, signum);
+    if (p->marker)
+        proc_marker_signal(p->marker, signum);
+}
+
+static void on_check(uv_timer_t *t);
+
+/* Looks at the run: gone, or due for SIGKILL, or given up on; then waits for the next
+ * thing to look at (cgroup mode: the next deadline, as cgroup.events tells the rest). */
+static void run_check(struct proc *p)
+{
+    uint64_t now = uv_now(p->loop), next = 0;
+
+    if (p->gone)
+        return;
+    if (!p->leader_alive && run_empty(p)) {
         proc_report_gone(p);
         return;
     }
     if (p->stopping && !p->killed && now >= p->kill_at) {
-        log_info("pid %d: still running after its stop timeout: SIGKILL to its group", (int)p->pid);
-        kill(-p->pid, SIGKILL);
+        log_info("pid %d: still running after its stop timeout: SIGKILL to all of it", (int)p->pid);
+        run_signal(p, SIGKILL);
         p->killed = true;
         p->give_up_at = now + PROC_KILL_GRACE_MS;
     }
     if (p->killed && now >= p->give_up_at) {
-        log_warning("pid %d: its process group does not go even after SIGKILL; letting it be",
+        log_warning("pid %d: its processes do not go even after SIGKILL; letting them be",
                     (int)p->pid);
         proc_report_gone(p);
         return;
     }
-    uv_timer_start(&p->timer, on_check, PROC_GONE_CHECK_MS, 0);
+    if (!p->cgroup && p->scanning)
+        next = PROC_SCAN_CHECK_MS; /* a scan of /proc costs more than a kill(-pgid, 0) */
+    else if (!p->cgroup || !p->watching)
+        next = PROC_GONE_CHECK_MS;
+    else if (p->stopping && !p->killed)
+        next = p->kill_at - now;
+    else if (p->killed)
+        next = p->give_up_at - now;
+    else
+        return; /* cgroup.events says when it empties */
+    uv_timer_start(&p->timer, on_check, next, 0);
+}
+
+static void on_check(uv_timer_t *t)
+{
+    run_check(t->data);
+}
+
+/* cgroup.events changed: perhaps "populated 0". */
+static void on_events_changed(uv_fs_event_t *h, const char *file, int events, int status)
+{
+    run_check(h->data);
 }
 
 /* The leader ended (a child reaped by libuv, or an adopted process whose pidfd said so;
@@ -117,9 +166,9 @@ static void leader_ended(struct proc *p, int exit_status, int term_signal)
 {
     p->leader_alive = false;
     if (!p->stopping) {
-        /* It ended by itself: whatever it left in its group goes with it, as systemd does
-         * with the rest of a unit's control group. */
-        kill(-p->pid, SIGKILL);
+        /* It ended by itself: whatever it left goes with it, as systemd does with the rest
+         * of a unit's control group. */
+        run_signal(p, SIGKILL);
         p->killed = true;
         p->give_up_at = uv_now(p->loop) + PROC_KILL_GRACE_MS;
         if (p->events->exited)
@@ -138,8 +187,12 @@ static void on_closed(uv_handle_t *h)
 {
     struct proc *p = h->data;
 
-    if (--p->handles_open == 0)
+    if (--p->handles_open == 0) {
+        free(p->name);
+        free(p->cgroup);
+        free(p->marker);
         free(p);
+    }
 }
 
 /* A sentence for a spawn that failed. */
@@ -155,12 +208,80 @@ static void spawn_error(const struct manifest *m, int r, char *err, size_t err_s
         snprintf(err, err_size, "cannot start %s: %s", what, uv_strerror(r));
 }
 
+/* A new run of service name (NULL: none), on the list of runs. */
+static struct proc *proc_new(uv_loop_t *loop, const char *name, const struct proc_events *events,
+                             void *data)
+{
+    struct proc *p = xcalloc(1, sizeof(*p));
+
+    p->loop = loop;
+    p->events = events;
+    p->data = data;
+    p->name = name ? xstrdup(name) : NULL;
+    p->marker = proc_marker_for(name);
+    p->next = procs;
+    if (procs)
+        procs->prev = p;
+    procs = p;
+    return p;
+}
+
+static void proc_unlink(struct proc *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else if (procs == p)
+        procs = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+}
+
+/* Starts watching the run's cgroup.events, and the timer; the handles are open then. */
+static void run_watch(struct proc *p)
+{
+    uv_timer_init(p->loop, &p->timer);
+    p->timer.data = p;
+    uv_fs_event_init(p->loop, &p->events_watch);
+    p->events_watch.data = p;
+    p->handles_open += 2;
+    if (p->cgroup) {
+        char *file = xasprintf("%s/cgroup.events", p->cgroup);
+        int r = uv_fs_event_start(&p->events_watch, on_events_changed, file, 0);
+        if (r < 0)
+            log_warning("cannot watch %s (%s): looking at it every %d ms", file, uv_strerror(r),
+                        PROC_GONE_CHECK_MS);
+        p->watching = r == 0;
+        free(file);
+    }
+}
+
+/* Makes the service's cgroup, empty; a sentence in err when it cannot be had. */
+static int cgroup_prepare(const char *path, const char *name, char *err, size_t err_size)
+{
+    int r = cgroup_create(path);
+
+    if (r < 0) {
+        snprintf(err, err_size, "cannot make the cgroup %s: %s", path, strerror(-r));
+        return r;
+    }
+    if (cgroup_populated(path) == 1) {
+        snprintf(err, err_size,
+                 "processes of an earlier run of %s still run in the cgroup %s: stop it first",
+                 name, path);
+        return -EBUSY;
+    }
+    return 0;
+}
+
 int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
                const struct proc_events *events, void *data, struct proc **ret, char *err,
                size_t err_size)
 {
     uv_process_options_t options = {0};
     uv_stdio_container_t stdio[3];
+    char *cgroup = NULL;
+    bool spawned;
     struct stat st;
     struct proc *p;
     char **env;
@@ -175,18 +296,25 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
                  errno ? strerror(errno) : "not a directory");
         return -ENOTDIR;
     }
+    if (proc_mode_base() && m->name) {
+        cgroup = cgroup_service_path(proc_mode_base(), m->name);
+        r = cgroup_prepare(cgroup, m->name, err, err_size);
+        if (r < 0) {
+            free(cgroup);
+            return r;
+        }
+    }
     fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         r = -errno;
         snprintf(err, err_size, "cannot open the log file %s: %s", log_path, strerror(errno));
+        free(cgroup);
         return r;
     }
 
-    p = xcalloc(1, sizeof(*p));
-    p->loop = loop;
-    p->events = events;
-    p->data = data;
-    env = proc_env_build(m->env);
+    p = proc_new(loop, m->name, events, data);
+    p->cgroup = cgroup;
+    env = proc_service_env(m, p->marker);
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
     stdio[1].data.fd = fd;
@@ -201,22 +329,44 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
     options.stdio_count = 3;
     options.exit_cb = on_leader_exit;
     p->process.data = p;
-    r = uv_spawn(loop, &p->process, &options);
+    /* The child is born in the cgroup of the process that forks it: the daemon steps into
+     * the service's cgroup for the fork and back out, so the service is inside before it
+     * execs and nothing it forks can escape. */
+    r = cgroup ? cgroup_enter(cgroup) : 0;
+    spawned = r == 0;
+    if (r < 0) {
+        snprintf(err, err_size, "cannot enter the cgroup %s: %s", cgroup, strerror(-r));
+    } else {
+        r = uv_spawn(loop, &p->process, &options);
+        if (cgroup && cgroup_enter(proc_mode_home()) < 0)
+            fatal("cannot leave the cgroup %s for %s: %s", cgroup, proc_mode_home(),
+                  strerror(errno));
+        if (r < 0)
+            spawn_error(m, r, err, err_size);
+    }
     free(env);
     close(fd);
     if (r < 0) {
-        spawn_error(m, r, err, err_size);
-        /* libuv wants the handle closed even when the spawn failed; p goes with it. */
-        p->handles_open = 1;
+        proc_unlink(p);
+        if (cgroup)
+            cgroup_remove(cgroup);
         p->gone = true;
-        uv_close((uv_handle_t *)&p->process, on_closed);
+        if (spawned) {
+            /* libuv wants the handle closed even when the spawn failed; p goes with it. */
+            p->handles_open = 1;
+            uv_close((uv_handle_t *)&p->process, on_closed);
+        } else {
+            free(p->name);
+            free(p->cgroup);
+            free(p->marker);
+            free(p);
+        }
         return r;
     }
     p->pid = p->process.pid;
     p->leader_alive = true;
-    uv_timer_init(loop, &p->timer);
-    p->timer.data = p;
-    p->handles_open = 2;
+    p->handles_open = 1;
+    run_watch(p);
     *ret = p;
     return 0;
 }
@@ -277,25 +427,81 @@ static void on_pidfd(uv_poll_t *poll, int status, int events)
         leader_ended(p, -1, 0); /* not our child: its status is not ours to read */
 }
 
-int proc_adopt(uv_loop_t *loop, pid_t pid, uint64_t start_time, const struct proc_events *events,
-               void *data, struct proc **ret)
+struct oldest {
+    pid_t pid;
+    uint64_t start_time;
+};
+
+/* Keeps the process that started first. */
+static void keep_oldest(struct oldest *o, pid_t pid)
 {
+    uint64_t start;
+
+    if (proc_start_time(pid, &start) == 0 && (!o->pid || start < o->start_time)) {
+        o->pid = pid;
+        o->start_time = start;
+    }
+}
+
+static void oldest_found(void *data, pid_t pid, const char *rest)
+{
+    keep_oldest(data, pid);
+}
+
+int proc_adopt(uv_loop_t *loop, const char *name, pid_t pid, uint64_t start_time,
+               const struct proc_events *events, void *data, struct proc **ret)
+{
+    char *cgroup = proc_mode_base() && name ? cgroup_service_path(proc_mode_base(), name) : NULL;
+    char *marker = proc_marker_for(name);
     uint64_t now_start;
     struct proc *p;
     int fd, r;
 
+    if (pid <= 0) {
+        /* No record: the oldest process of its cgroup, or with its marker, leads it. */
+        struct oldest o = {0};
+        pid_t *pids = NULL;
+        size_t n = 0;
+
+        if (cgroup && cgroup_pids(cgroup, &pids, &n) == 0)
+            for (size_t i = 0; i < n; i++)
+                keep_oldest(&o, pids[i]);
+        free(pids);
+        if (!o.pid && marker) {
+            proc_marker_scan(marker, true, oldest_found, &o);
+            free(cgroup); /* not in a cgroup: a run of the fallback */
+            cgroup = NULL;
+        }
+        pid = o.pid;
+        start_time = o.start_time;
+        if (!pid) {
+            free(cgroup);
+            free(marker);
+            return -ESRCH;
+        }
+    }
     r = proc_start_time(pid, &now_start);
-    if (r < 0)
+    if (r == 0 && now_start != start_time)
+        r = -ESRCH; /* the pid was reused by another process */
+    if (r == 0 && cgroup && !cgroup_has_pid(cgroup, pid)) {
+        /* Started outside a cgroup (by a daemon in the fallback mode, or before cgroups):
+         * held by its process group, as it was started. */
+        free(cgroup);
+        cgroup = NULL;
+    }
+    if (r == 0 && !cgroup && getpgid(pid) != pid && !marker)
+        r = -ESRCH;
+    fd = r == 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    if (r == 0 && fd < 0)
+        r = -errno;
+    if (r < 0) {
+        free(cgroup);
+        free(marker);
         return r;
-    if (now_start != start_time || getpgid(pid) != pid)
-        return -ESRCH; /* the pid was reused by another process */
-    fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0)
-        return -errno;
-    p = xcalloc(1, sizeof(*p));
-    p->loop = loop;
-    p->events = events;
-    p->data = data;
+    }
+    p = proc_new(loop, name, events, data);
+    p->cgroup = cgroup;
+    free(marker);
     p->pid = pid;
     p->pidfd = fd;
     p->adopted = true;
@@ -303,9 +509,8 @@ int proc_adopt(uv_loop_t *loop, pid_t pid, uint64_t start_time, const struct pro
     uv_poll_init(loop, &p->pidfd_poll, fd);
     p->pidfd_poll.data = p;
     uv_poll_start(&p->pidfd_poll, UV_READABLE, on_pidfd);
-    uv_timer_init(loop, &p->timer);
-    p->timer.data = p;
-    p->handles_open = 2;
+    p->handles_open = 1;
+    run_watch(p);
     *ret = p;
     return 0;
 }
@@ -315,10 +520,24 @@ void proc_stop(struct proc *p, uint64_t timeout_ms)
     if (p->stopping || p->gone)
         return;
     p->stopping = true;
-    if (p->leader_alive || !group_empty(p))
-        kill(-p->pid, SIGTERM);
+    if (p->leader_alive || !run_empty(p))
+        run_signal(p, SIGTERM);
     p->kill_at = uv_now(p->loop) + timeout_ms;
     uv_timer_start(&p->timer, on_check, 0, 0);
+}
+
+/* Says whether a run of this daemon holds service name. */
+bool proc_held(const char *name)
+{
+    for (struct proc *p = procs; p; p = p->next)
+        if (p->name && strcmp(p->name, name) == 0 && !p->gone)
+            return true;
+    return false;
+}
+
+const char *proc_cgroup(const struct proc *p)
+{
+    return p->cgroup;
 }
 
 int proc_become_subreaper(void)
@@ -478,6 +697,7 @@ void proc_free(struct proc *p)
         return;
     /* A run freed before it is gone is left running: the daemon stops without stopping
      * its services, and adopts them when it comes back. */
+    proc_unlink(p);
     uv_timer_stop(&p->timer);
     if (p->adopted) {
         uv_close((uv_handle_t *)&p->pidfd_poll, on_closed);
@@ -486,6 +706,7 @@ void proc_free(struct proc *p)
         uv_close((uv_handle_t *)&p->process, on_closed);
     }
     uv_close((uv_handle_t *)&p->timer, on_closed);
+    uv_close((uv_handle_t *)&p->events_watch, on_closed);
 }
 
 int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret)

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "drivers/drivers.h"
 #include "drivers/proc.h"
 #include "lib/alloc.h"
@@ -82,6 +83,7 @@ static json_t *process_record(const struct driver_run *handle)
                      "start_time", (json_int_t)start_time);
 }
 
+/* record NULL: no record, what runs in the service's cgroup (or carries its marker). */
 static int process_adopt(uv_loop_t *loop, const struct manifest *m, json_t *record,
                          const struct driver_events *events, void *data, struct driver_run **ret)
 {
@@ -89,11 +91,12 @@ static int process_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
     struct process_run *r;
     int rc;
 
-    if (!json_is_integer(pid) || !json_is_integer(start) || json_integer_value(pid) <= 0)
+    if (record &&
+        (!json_is_integer(pid) || !json_is_integer(start) || json_integer_value(pid) <= 0))
         return -EINVAL;
     r = run_new(events, data);
-    rc = proc_adopt(loop, (pid_t)json_integer_value(pid), (uint64_t)json_integer_value(start),
-                    &forward, r, &r->proc);
+    rc = proc_adopt(loop, m->name, record ? (pid_t)json_integer_value(pid) : 0,
+                    record ? (uint64_t)json_integer_value(start) : 0, &forward, r, &r->proc);
     if (rc < 0) {
         free(r);
         return rc;
@@ -117,9 +120,63 @@ static int process_available(const struct manifest *m, char *err, size_t err_siz
 
 static uv_loop_t *process_loop; /* on whose worker threads logs() reads */
 
+/* What the driver sees run outside its runs, told on a loop pass of its own. */
+struct process_outside {
+    uv_timer_t scan;
+    const struct driver_outside *outside;
+    void *data;
+};
+static struct process_outside *outside;
+
+/* Tells the supervisor of every service that runs in this daemon's subtree (a cgroup, or
+ * the fallback's marker) though no run holds it: an earlier daemon started it and its
+ * record is lost or broken. */
+static void on_scan(uv_timer_t *t)
+{
+    char **names = NULL;
+
+    if (proc_outside(&names) < 0)
+        return;
+    for (char **name = names; *name; name++)
+        outside->outside->appeared(outside->data, &driver_process, *name);
+    strv_free(names);
+}
+
+/* Picks cgroups or the fallback (proc_setup()) for the daemon's state folder. */
 static void process_setup(const struct driver_context *ctx)
 {
     process_loop = ctx->loop;
+    if (ctx->config)
+        proc_setup(ctx->config->state_dir);
+    if (!ctx->outside)
+        return; /* a test of the driver alone */
+    outside = xcalloc(1, sizeof(*outside));
+    outside->outside = ctx->outside;
+    outside->data = ctx->data;
+    uv_timer_init(ctx->loop, &outside->scan);
+    outside->scan.data = outside;
+}
+
+static void on_outside_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void process_teardown(void)
+{
+    if (outside)
+        uv_close((uv_handle_t *)&outside->scan, on_outside_closed);
+    outside = NULL;
+    proc_teardown();
+}
+
+/* A process service exists (again after each rescan): the scan runs on the next loop
+ * pass, after the records of the state file were adopted, so that it finds only what they
+ * did not name. */
+static void process_in_use(void)
+{
+    if (outside && outside->outside && outside->outside->appeared)
+        uv_timer_start(&outside->scan, on_scan, 0, 0);
 }
 
 /* A logs request: the tail is read on a worker thread and answered on the loop. A
@@ -206,6 +263,9 @@ static void process_logs_cancel(struct driver_logs *handle)
 const struct driver driver_process = {
     .name = "process",
     .setup = process_setup,
+    .teardown = process_teardown,
+    .in_use = process_in_use,
+    .info = proc_info,
     .available = process_available,
     .start = process_start,
     .stop = process_stop,

@@ -10,6 +10,7 @@
 #include "http/api.h"
 #include "http/body.h"
 #include "http/browser.h"
+#include "http/query.h"
 #include "lib/alloc.h"
 #include "lib/json.h"
 #include "lib/log.h"
@@ -468,26 +469,6 @@ static void post_stop(struct api *api, struct request *req, const char *name)
     wait_for(req, supervisor_stop(api->supervisor, svc, on_operation_done, req), svc);
 }
 
-/* Reads ?tail=N: absent means the default, above the cap means the cap. */
-static int parse_tail(const char *s, unsigned *ret)
-{
-    char *end;
-    unsigned long long v;
-
-    if (!s) {
-        *ret = LOGS_TAIL_DEFAULT;
-        return 0;
-    }
-    if (!(*s >= '0' && *s <= '9') || strlen(s) > 20)
-        return -EINVAL;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (*end != '\0')
-        return -EINVAL;
-    *ret = (errno == ERANGE || v > LOGS_TAIL_MAX) ? LOGS_TAIL_MAX : (unsigned)v;
-    return 0;
-}
-
 /* True when the client asked for JSON (Accept: application/json). */
 static bool wants_json(struct request *req)
 {
@@ -554,7 +535,7 @@ static void get_logs(struct api *api, struct request *req, const char *name)
     struct logs_wait *w;
     unsigned tail;
 
-    if (parse_tail(request_query(req, "tail"), &tail) < 0) {
+    if (query_count(request_query(req, "tail"), LOGS_TAIL_DEFAULT, LOGS_TAIL_MAX, &tail) < 0) {
         request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
                             "tail must be a whole number of lines, 0 to %d", LOGS_TAIL_MAX);
         return;

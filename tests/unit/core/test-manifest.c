@@ -938,7 +938,7 @@ static void test_to_json(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "stop_timeout_ms")), 3000);
     assert_string_equal(json_string_value(json_object_get(j, "restart")), "always");
     assert_string_equal(json_string_value(json_object_get(j, "dir")), plain_dir);
-    assert_int_equal(json_object_size(j), 14);
+    assert_int_equal(json_object_size(j), 15);
     json_decref(j);
     manifest_free(m);
 
@@ -1146,6 +1146,152 @@ static void test_load_not_regular(void **state)
     free(dir);
 }
 
+/* Asserts that no diagnostic quotes text (a line of a file outside the services folder). */
+static void assert_no_diag_quotes(const struct diags *d, const char *text)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        if (strstr(d->items[i].message, text))
+            fail_msg("diagnostic %d quotes \"%s\": %s", d->items[i].line, text,
+                     d->items[i].message);
+    }
+}
+
+/* Loads dir/service.yaml holding text: the manifest must be refused at line as leading
+ * outside the services folder, quoting no line of the file outside. */
+static void assert_load_outside(const char *dir, const char *text, int line)
+{
+    char *path = path_in(dir, MANIFEST_FILE_NAME);
+    struct diags errors = {0};
+    struct manifest *m = NULL;
+
+    write_file(path, text, strlen(text));
+    assert_int_equal(manifest_load(path, root, &m, NULL, &errors, NULL), -EINVAL);
+    assert_null(m);
+    assert_diag(&errors, line, "outside the services folder");
+    assert_no_diag_quotes(&errors, "SECRET");
+    diags_clear(&errors);
+    free(path);
+}
+
+/* Loads dir/service.yaml holding text, which must succeed with compose file expected. */
+static void assert_load_compose(const char *dir, const char *text, const char *expected)
+{
+    char *path = path_in(dir, MANIFEST_FILE_NAME);
+    struct diags errors = {0};
+    struct manifest *m = NULL;
+
+    write_file(path, text, strlen(text));
+    assert_int_equal(manifest_load(path, root, &m, NULL, &errors, NULL), 0);
+    assert_string_equal(m->compose_file, expected);
+    manifest_free(m);
+    free(path);
+}
+
+/* compose_file and a found compose file are held to the manifest's rule: a path that leads
+ * outside the services folder, by "..", an absolute path or a symlink, is refused. */
+static void test_load_compose_file_outside(void **state)
+{
+    char outside[] = "/tmp/nanny-test-outside-XXXXXX";
+    char *secret, *dir, *shared, *shared_file, *given, *link, *text;
+    const char *secret_text = "services: SECRET-LINE: [\n";
+
+    assert_non_null(mkdtemp(outside));
+    secret = path_in(outside, "docker-compose.yml");
+    write_file(secret, secret_text, strlen(secret_text));
+    dir = path_in(root, "leaky");
+    assert_int_equal(mkdir(dir, 0755), 0);
+
+    /* Given: absolute, and climbing out with "..". */
+    text = xasprintf("name: leaky\nports: [\"8001:80\"]\ncompose_file: %s\n", secret);
+    assert_load_outside(dir, text, 3);
+    free(text);
+    text = xasprintf("name: leaky\nports: [\"8001:80\"]\ncompose_file: ../../%s\n", secret + 5);
+    assert_load_outside(dir, text, 3);
+    free(text);
+
+    /* Given: a file of the folder that is a symlink out of it. */
+    link = path_in(dir, "linked.yml");
+    assert_int_equal(symlink(secret, link), 0);
+    assert_load_outside(dir, "name: leaky\nports: [\"8001:80\"]\ncompose_file: linked.yml\n", 3);
+    unlink(link);
+    free(link);
+
+    /* Found: a default compose file that is a symlink out of the folder, with the driver
+     * inferred (the manifest's first line) or explicit (its line). */
+    link = path_in(dir, "docker-compose.yml");
+    assert_int_equal(symlink(secret, link), 0);
+    assert_load_outside(dir, "name: leaky\nports: [\"8001:80\"]\n", 1);
+    assert_load_outside(dir, "name: leaky\nports: [\"8001:80\"]\ndriver: compose\n", 3);
+    unlink(link);
+
+    /* Inside the services folder is fine, through ".." or a symlink. */
+    shared = path_in(root, "_shared");
+    assert_int_equal(mkdir(shared, 0755), 0);
+    shared_file = path_in(shared, "compose.yml");
+    write_file(shared_file, "services: {}\n", 13);
+    given = path_in(dir, "../_shared/compose.yml"); /* ".." is the user's to write */
+    assert_load_compose(
+        dir, "name: leaky\nports: [\"8001:80\"]\ncompose_file: ../_shared/compose.yml\n", given);
+    assert_int_equal(symlink("../_shared/compose.yml", link), 0);
+    assert_load_compose(dir, "name: leaky\nports: [\"8001:80\"]\n", link);
+
+    /* manifest_parse() holds files to no folder: the manifest is not read from one. */
+    {
+        struct diags errors = {0};
+        struct manifest *m = NULL;
+        const char *yaml = "name: leaky\nports: [\"8001:80\"]\n";
+
+        unlink(link);
+        assert_int_equal(symlink(secret, link), 0);
+        assert_int_equal(manifest_parse(yaml, strlen(yaml), dir, &m, NULL, &errors, NULL), 0);
+        manifest_free(m);
+    }
+
+    unlink(link);
+    free(link);
+    link = path_in(dir, MANIFEST_FILE_NAME);
+    unlink(link);
+    free(link);
+    rmdir(dir);
+    unlink(shared_file);
+    rmdir(shared);
+    unlink(secret);
+    rmdir(outside);
+    free(shared_file);
+    free(given);
+    free(shared);
+    free(secret);
+    free(dir);
+}
+
+static void test_env_pass(void **state)
+{
+    struct manifest *m = parse_ok(PROCESS_BASE "env_pass: [HF_TOKEN, CUDA_VISIBLE_DEVICES]\n");
+    json_t *j;
+
+    assert_string_equal(m->env_pass[0], "HF_TOKEN");
+    assert_string_equal(m->env_pass[1], "CUDA_VISIBLE_DEVICES");
+    assert_null(m->env_pass[2]);
+    j = manifest_to_json(m);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "env_pass"), 1)),
+                        "CUDA_VISIBLE_DEVICES");
+    json_decref(j);
+    manifest_free(m);
+    m = parse_ok(PROCESS_BASE "env_pass: []\n");
+    assert_null(m->env_pass[0]);
+    manifest_free(m);
+
+    assert_fails(PROCESS_BASE "env_pass: HF_TOKEN\n", 4,
+                 "env_pass must be a list of variable names");
+    assert_fails(PROCESS_BASE "env_pass: {A: 1}\n", 4, "env_pass must be a list of variable names");
+    assert_fails(PROCESS_BASE "env_pass:\n  - A\n  - 1X\n", 6,
+                 "env_pass[1]: \"1X\" is not a valid variable name");
+    assert_fails(PROCESS_BASE "env_pass: [A, \"B=C\"]\n", 4,
+                 "env_pass[1]: \"B=C\" is not a valid variable name");
+    assert_fails(PROCESS_BASE "env_pass:\n  - A\n  - A\n", 6, "env_pass[1]: \"A\" is listed twice");
+    assert_fails(PROCESS_BASE "env_pass: [[A]]\n", 4, "env_pass");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1186,12 +1332,14 @@ int main(void)
         cmocka_unit_test(test_health_timeout_warning),
         cmocka_unit_test(test_file_decides),
         cmocka_unit_test(test_to_json),
+        cmocka_unit_test(test_env_pass),
         cmocka_unit_test(test_to_json_detects_changes),
         cmocka_unit_test(test_load_ok),
         cmocka_unit_test(test_load_too_big),
         cmocka_unit_test(test_load_more_than_stat_size),
         cmocka_unit_test(test_load_symlink_outside),
         cmocka_unit_test(test_load_not_regular),
+        cmocka_unit_test(test_load_compose_file_outside),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -463,9 +463,9 @@ static void test_adopt_and_stop(void **state)
     uint64_t start_time;
 
     assert_int_equal(proc_start_time(pid, &start_time), 0);
-    assert_int_equal(proc_adopt(&f->loop, pid, start_time + 1, &events, f, &f->p), -ESRCH);
+    assert_int_equal(proc_adopt(&f->loop, NULL, pid, start_time + 1, &events, f, &f->p), -ESRCH);
     assert_null(f->p);
-    assert_int_equal(proc_adopt(&f->loop, pid, start_time, &events, f, &f->p), 0);
+    assert_int_equal(proc_adopt(&f->loop, NULL, pid, start_time, &events, f, &f->p), 0);
     assert_true(proc_running(f->p));
     proc_stop(f->p, 5000);
     RUN_UNTIL(f, (reaped(pid), f->gone));
@@ -479,7 +479,7 @@ static void test_adopted_exit_is_seen(void **state)
     uint64_t start_time;
 
     assert_int_equal(proc_start_time(pid, &start_time), 0);
-    assert_int_equal(proc_adopt(&f->loop, pid, start_time, &events, f, &f->p), 0);
+    assert_int_equal(proc_adopt(&f->loop, NULL, pid, start_time, &events, f, &f->p), 0);
     RUN_UNTIL(f, (reaped(pid), f->gone));
     assert_int_equal(f->exits, 1);
     assert_int_equal(f->exit_status, -1); /* not our child: the status is unknown */
@@ -570,6 +570,132 @@ static void test_reaper_looks_past_a_child_of_libuv(void **state)
     proc_reaper_free(reaper);
 }
 
+/* The service gets PATH, LANG, HOME, env_pass's variables and env, not the rest of the
+ * daemon's environment. */
+static void test_env_is_clean(void **state)
+{
+    struct fixture *f = *state;
+
+    setenv("NANNY_TEST_SECRET", "s3cret", 1);
+    setenv("NANNY_TEST_PASSED", "passed", 1);
+    use_command(f, "echo secret=$NANNY_TEST_SECRET passed=$NANNY_TEST_PASSED path=$PATH",
+                "env_pass: [NANNY_TEST_PASSED]\n");
+    start(f);
+    RUN_UNTIL(f, f->gone);
+    unsetenv("NANNY_TEST_SECRET");
+    unsetenv("NANNY_TEST_PASSED");
+    assert_true(log_has(f, "secret= passed=passed path=/"));
+}
+
+/* What compose commands get: names and prefixes kept, extra on top, later ones winning. */
+static void test_env_build_keeps_what_is_named(void **state)
+{
+    static const char *const keep[] = {"DOCKER_*", "PATH", NULL};
+    char *pass[] = {"NANNY_TEST_PASS", NULL};
+    char *extra[] = {"DOCKER_TEST_B=over", "X=1", "X=2", NULL};
+    char **env;
+    bool a = false, b = false, passed = false, x = false;
+
+    setenv("DOCKER_TEST_A", "a", 1);
+    setenv("DOCKER_TEST_B", "b", 1);
+    setenv("NANNY_TEST_PASS", "p", 1);
+    setenv("NANNY_TEST_SECRET", "s", 1);
+    env = proc_env_build(keep, pass, extra);
+    for (char **e = env; *e; e++) {
+        assert_null(strstr(*e, "NANNY_TEST_SECRET"));
+        assert_string_not_equal(*e, "X=1");
+        assert_string_not_equal(*e, "DOCKER_TEST_B=b");
+        a |= strcmp(*e, "DOCKER_TEST_A=a") == 0;
+        b |= strcmp(*e, "DOCKER_TEST_B=over") == 0;
+        passed |= strcmp(*e, "NANNY_TEST_PASS=p") == 0;
+        x |= strcmp(*e, "X=2") == 0;
+    }
+    assert_true(a && b && passed && x);
+    free(env);
+    unsetenv("DOCKER_TEST_A");
+    unsetenv("DOCKER_TEST_B");
+    unsetenv("NANNY_TEST_PASS");
+    unsetenv("NANNY_TEST_SECRET");
+}
+
+static pid_t read_pid_file(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    int pid = 0;
+
+    if (!fp)
+        return 0;
+    if (fscanf(fp, "%d", &pid) != 1)
+        pid = 0;
+    fclose(fp);
+    return pid;
+}
+
+/* A grandchild that left the process group (setsid) is stopped with its service; a run
+ * the daemon let go of (freed, still running) is found again without a record and
+ * adopted. want_cgroup: the cgroup mode, skipped where none can be written. */
+static void escape_stop_and_adopt(struct fixture *f, bool want_cgroup)
+{
+    char *pid_file = xasprintf("%s/grandchild.pid", f->dir), *shell, **outside = NULL;
+    pid_t grandchild, leader;
+    int mode;
+
+    if (!want_cgroup)
+        setenv("NANNY_CGROUP", "off", 1);
+    mode = proc_setup(f->dir);
+    unsetenv("NANNY_CGROUP");
+    if (want_cgroup && mode != 1) {
+        proc_teardown();
+        free(pid_file);
+        skip();
+    }
+    assert_int_equal(mode, want_cgroup ? 1 : 0);
+    shell = xasprintf("(setsid sh -c 'echo $$ > %s.tmp; mv %s.tmp %s; exec sleep 30' &); "
+                      "exec sleep 30",
+                      pid_file, pid_file, pid_file);
+    use_command(f, shell, NULL);
+    free(shell);
+    start(f);
+    RUN_UNTIL(f, read_pid_file(pid_file) > 0);
+    grandchild = read_pid_file(pid_file);
+    leader = proc_pid(f->p);
+    assert_int_equal(getpgid(grandchild), grandchild); /* out of the service's group */
+    assert_int_equal(proc_cgroup(f->p) != NULL, want_cgroup);
+
+    /* Let go of it, as a daemon that stops and leaves its services running. */
+    proc_free(f->p);
+    f->p = NULL;
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(proc_outside(&outside), 0);
+    assert_non_null(outside[0]);
+    assert_string_equal(outside[0], "t");
+    assert_null(outside[1]);
+    strv_free(outside);
+    assert_int_equal(proc_adopt(&f->loop, "t", 0, 0, &events, f, &f->p), 0);
+    assert_int_equal(proc_pid(f->p), leader); /* the oldest process leads */
+    assert_int_equal(proc_outside(&outside), 0);
+    assert_null(outside[0]); /* held again */
+    strv_free(outside);
+
+    proc_stop(f->p, 5000);
+    RUN_UNTIL(f, (reaped(leader), reaped(grandchild), f->gone));
+    assert_true(reaped(grandchild));
+    assert_int_equal(f->exits, 0);
+    proc_teardown();
+    unlink(pid_file);
+    free(pid_file);
+}
+
+static void test_cgroup_stop_and_adopt(void **state)
+{
+    escape_stop_and_adopt(*state, true);
+}
+
+static void test_fallback_stop_and_adopt(void **state)
+{
+    escape_stop_and_adopt(*state, false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -596,6 +722,10 @@ int main(void)
         cmocka_unit_test(test_start_time_of_a_gone_pid),
         cmocka_unit_test_setup_teardown(test_reaper_reaps_what_libuv_does_not_own, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_looks_past_a_child_of_libuv, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_is_clean, setup, teardown),
+        cmocka_unit_test(test_env_build_keeps_what_is_named),
+        cmocka_unit_test_setup_teardown(test_cgroup_stop_and_adopt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fallback_stop_and_adopt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,33 @@
+/* What proc.c (the runs) and proc_mode.c (how runs are held, the environment they get and
+ * the fallback's /proc scan) share. Private to the two. */
+#ifndef NANNY_PROC_INTERNAL_H
+#define NANNY_PROC_INTERNAL_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "core/manifest.h"
+
+/* The daemon's own cgroup folder and its subtree <home>/nanny/<id>; NULL in the fallback
+ * (and before proc_setup()). */
+const char *proc_mode_home(void);
+const char *proc_mode_base(void);
+
+/* "NANNY_INSTANCE=<id>/<name>", newly allocated; NULL before proc_setup() or for a NULL
+ * name. */
+char *proc_marker_for(const char *name);
+/* Calls found for every live process (not this one) whose environment holds an entry
+ * that starts with prefix (is prefix, when exact), with the rest of the entry. */
+void proc_marker_scan(const char *prefix, bool exact,
+                      void (*found)(void *data, pid_t pid, const char *rest), void *data);
+/* Sends signum (0: none) to every live process with marker; how many there are. */
+int proc_marker_signal(const char *marker, int signum);
+
+/* The environment of a process service: PATH, LANG and HOME of the daemon, the variables
+ * m passes (env_pass), m's env, then marker (when not NULL). Free the array only. */
+char **proc_service_env(const struct manifest *m, char *marker);
+
+/* True when a run not yet gone holds service name (proc.c). */
+bool proc_held(const char *name);
+
+#endif
