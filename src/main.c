@@ -27,6 +27,7 @@ int main(int argc, char **argv)
     int r;
 
     drivers_set(drivers_builtin); /* before any manifest is read */
+    drivers_set_self("/proc/self/exe");
     if (argc < 2) {
         usage(stderr);
         return 2;
