@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "daemon.h"
 #include "drivers/drivers.h"
+#include "drivers/logfile.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -26,6 +27,7 @@ int main(int argc, char **argv)
     int r;
 
     drivers_set(drivers_builtin); /* before any manifest is read */
+    drivers_set_self("/proc/self/exe");
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -41,6 +43,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "new") == 0)
         return scaffold_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "log-writer") == 0) /* the process driver's logger, not for people */
+        return logfile_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") != 0) {
         fprintf(stderr, "nanny: unknown command '%s'\n", argv[1]);
         usage(stderr);

@@ -6,3 +6,15 @@ const struct driver *const drivers_builtin[] = {
     &driver_compose,
     NULL,
 };
+
+static const char *self_exe;
+
+void drivers_set_self(const char *exe)
+{
+    self_exe = exe;
+}
+
+const char *drivers_self(void)
+{
+    return self_exe;
+}

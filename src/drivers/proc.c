@@ -30,6 +30,7 @@ struct proc {
     bool scanning;            /* fallback: its group is empty, processes with its marker are not */
     struct proc *next, *prev; /* every run not yet freed (procs) */
     uv_process_t process;     /* a run we spawned */
+    uv_process_t logger;      /* its logger, let go at once: the reaper reaps it */
     uv_poll_t pidfd_poll;     /* a run we adopted: its pidfd turns readable when it ends */
     int pidfd;
     bool adopted;
@@ -42,12 +43,28 @@ struct proc {
     bool stopping;       /* proc_stop() was called */
     bool cleaning;       /* the leader ended: waiting for its group to be empty */
     bool killed;         /* SIGKILL went to the group */
+    bool killed_all;     /* cgroup.kill went to the cgroup, logger included */
     bool gone;           /* gone() was called */
     uint64_t kill_at;    /* loop time for SIGKILL, while stopping */
     uint64_t give_up_at; /* loop time after which a group that will not go is let be */
 };
 
 static struct proc *procs; /* every run not yet freed */
+
+/* The logger of every run started from now on (proc_set_logger()). */
+static struct {
+    char *exe; /* NULL: none, services write their log files themselves */
+    uint64_t max_bytes;
+    unsigned keep;
+} logger;
+
+void proc_set_logger(const char *exe, uint64_t max_bytes, unsigned keep)
+{
+    free(logger.exe);
+    logger.exe = exe ? xstrdup(exe) : NULL;
+    logger.max_bytes = max_bytes;
+    logger.keep = keep;
+}
 
 /* Says the run is gone, once, and removes its cgroup. */
 static void proc_report_gone(struct proc *p)
@@ -96,16 +113,25 @@ static bool run_empty(struct proc *p)
     return !p->scanning;
 }
 
-/* Sends signum to every process of the run. */
+/* Sends signum to every process of the run but its logger, which ends by itself once
+ * every writer of its pipe has gone, after writing the last lines (a crash's last words
+ * are what a person reads first). A signal would race with its start: until it has set
+ * its own dispositions, SIGTERM kills it. */
 static void run_signal(struct proc *p, int signum)
 {
     if (p->cgroup) {
-        if (signum == SIGKILL && cgroup_kill(p->cgroup) == 0)
+        pid_t *pids = NULL;
+        size_t n = 0;
+
+        if (cgroup_pids(p->cgroup, &pids, &n) < 0)
             return;
-        cgroup_signal(p->cgroup, signum);
+        for (size_t i = 0; i < n; i++)
+            if (!proc_is_logger(pids[i]))
+                kill(pids[i], signum);
+        free(pids);
         return;
     }
-    kill(-p->pid, signum);
+    kill(-p->pid, signum); /* the logger has a session of its own */
     if (p->marker)
         proc_marker_signal(p->marker, signum);
 }
@@ -128,6 +154,14 @@ static void run_check(struct proc *p)
         log_info("pid %d: still running after its stop timeout: SIGKILL to all of it", (int)p->pid);
         run_signal(p, SIGKILL);
         p->killed = true;
+        p->give_up_at = now + PROC_KILL_GRACE_MS;
+    }
+    if (p->killed && now >= p->give_up_at && p->cgroup && !p->killed_all) {
+        /* Still there (forks faster than the kills, or a logger that cannot finish):
+         * everything goes at once, logger included. */
+        log_warning("pid %d: processes left after SIGKILL: cgroup.kill", (int)p->pid);
+        cgroup_kill(p->cgroup);
+        p->killed_all = true;
         p->give_up_at = now + PROC_KILL_GRACE_MS;
     }
     if (p->killed && now >= p->give_up_at) {
@@ -274,6 +308,61 @@ static int cgroup_prepare(const char *path, const char *name, char *err, size_t 
     return 0;
 }
 
+/* Where the service's output goes: a new pipe to the logger (*ret_read its end, for the
+ * logger) or, without a logger, the log file itself; *ret_write is the service's. The
+ * log file is opened either way, so that one that cannot be written is said at start. */
+static int output_open(const char *log_path, int *ret_write, int *ret_read, char *err,
+                       size_t err_size)
+{
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644), fds[2];
+
+    if (fd < 0) {
+        snprintf(err, err_size, "cannot open the log file %s: %s", log_path, strerror(errno));
+        return -errno;
+    }
+    if (!logger.exe) {
+        *ret_write = fd;
+        *ret_read = -1;
+        return 0;
+    }
+    close(fd);
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        snprintf(err, err_size, "cannot make the pipe for the log: %s", strerror(errno));
+        return -errno;
+    }
+    *ret_read = fds[0];
+    *ret_write = fds[1];
+    return 0;
+}
+
+/* Spawns the logger of p (a service just spawned), reading in_fd, in the cgroup the
+ * daemon is in now (the service's) and with the service's marker: both count it as part
+ * of the service, which ends only once the logger has written the last lines. */
+static int logger_spawn(struct proc *p, const char *log_path, int in_fd, char *err, size_t err_size)
+{
+    char max_bytes[24], keep[16];
+    char *args[] = {"nanny", "log-writer", (char *)log_path, max_bytes, keep, NULL};
+    char *env[] = {p->marker, NULL};
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_INHERIT_FD, .data.fd = in_fd}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
+    uv_process_options_t options = {0};
+    int r;
+
+    snprintf(max_bytes, sizeof(max_bytes), "%llu", (unsigned long long)logger.max_bytes);
+    snprintf(keep, sizeof(keep), "%u", logger.keep);
+    options.file = logger.exe;
+    options.args = args;
+    options.env = env;
+    options.flags = UV_PROCESS_DETACHED; /* no terminal's signal reaches it */
+    options.stdio = stdio;
+    options.stdio_count = 3;
+    p->logger.data = p;
+    r = uv_spawn(p->loop, &p->logger, &options);
+    if (r < 0)
+        snprintf(err, err_size, "cannot start the logger %s: %s", logger.exe, uv_strerror(r));
+    return r;
+}
+
 int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
                const struct proc_events *events, void *data, struct proc **ret, char *err,
                size_t err_size)
@@ -281,11 +370,11 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
     uv_process_options_t options = {0};
     uv_stdio_container_t stdio[3];
     char *cgroup = NULL;
-    bool spawned;
+    bool spawned = false, logger_tried = false;
     struct stat st;
     struct proc *p;
     char **env;
-    int fd, r;
+    int fd = -1, log_fd = -1, r;
 
     if (!m->command || !m->command[0]) {
         snprintf(err, err_size, "the manifest has no command to run");
@@ -304,10 +393,8 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
             return r;
         }
     }
-    fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        r = -errno;
-        snprintf(err, err_size, "cannot open the log file %s: %s", log_path, strerror(errno));
+    r = output_open(log_path, &fd, &log_fd, err, err_size);
+    if (r < 0) {
         free(cgroup);
         return r;
     }
@@ -331,30 +418,46 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
     p->process.data = p;
     /* The child is born in the cgroup of the process that forks it: the daemon steps into
      * the service's cgroup for the fork and back out, so the service is inside before it
-     * execs and nothing it forks can escape. */
+     * execs and nothing it forks can escape. The logger is spawned second, so that the
+     * service is the oldest process of its cgroup (the one adopt() takes as the leader). */
     r = cgroup ? cgroup_enter(cgroup) : 0;
-    spawned = r == 0;
     if (r < 0) {
         snprintf(err, err_size, "cannot enter the cgroup %s: %s", cgroup, strerror(-r));
     } else {
+        spawned = true;
         r = uv_spawn(loop, &p->process, &options);
+        if (r < 0) {
+            spawn_error(m, r, err, err_size);
+        } else if (log_fd >= 0) {
+            logger_tried = true;
+            r = logger_spawn(p, log_path, log_fd, err, err_size);
+            if (r < 0) {
+                /* Its output would go nowhere: the service goes at once. */
+                kill(-p->process.pid, SIGKILL);
+                if (cgroup)
+                    cgroup_kill(cgroup);
+            }
+        }
         if (cgroup && cgroup_enter(proc_mode_home()) < 0)
             fatal("cannot leave the cgroup %s for %s: %s", cgroup, proc_mode_home(),
                   strerror(errno));
-        if (r < 0)
-            spawn_error(m, r, err, err_size);
     }
     free(env);
     close(fd);
+    if (log_fd >= 0)
+        close(log_fd);
     if (r < 0) {
         proc_unlink(p);
         if (cgroup)
-            cgroup_remove(cgroup);
+            cgroup_remove(
+                cgroup); /* EBUSY while a killed service lingers: the next start says so */
         p->gone = true;
         if (spawned) {
             /* libuv wants the handle closed even when the spawn failed; p goes with it. */
-            p->handles_open = 1;
+            p->handles_open = logger_tried ? 2 : 1;
             uv_close((uv_handle_t *)&p->process, on_closed);
+            if (logger_tried)
+                uv_close((uv_handle_t *)&p->logger, on_closed);
         } else {
             free(p->name);
             free(p->cgroup);
@@ -366,6 +469,11 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
     p->pid = p->process.pid;
     p->leader_alive = true;
     p->handles_open = 1;
+    if (logger_tried) {
+        /* Let go at once: the reaper reaps it; its cgroup or marker keeps it counted. */
+        p->handles_open++;
+        uv_close((uv_handle_t *)&p->logger, on_closed);
+    }
     run_watch(p);
     *ret = p;
     return 0;
@@ -437,6 +545,8 @@ static void keep_oldest(struct oldest *o, pid_t pid)
 {
     uint64_t start;
 
+    if (proc_is_logger(pid))
+        return; /* started just after its service, perhaps in the same clock tick */
     if (proc_start_time(pid, &start) == 0 && (!o->pid || start < o->start_time)) {
         o->pid = pid;
         o->start_time = start;
@@ -707,122 +817,4 @@ void proc_free(struct proc *p)
     }
     uv_close((uv_handle_t *)&p->timer, on_closed);
     uv_close((uv_handle_t *)&p->events_watch, on_closed);
-}
-
-int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret)
-{
-    struct stat st;
-    char *buf, **lines;
-    size_t len, n = 0, start;
-    off_t offset;
-    ssize_t got;
-    int fd, r;
-
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno != ENOENT)
-            return -errno;
-        *ret = xcalloc(1, sizeof(**ret)); /* never started: no lines */
-        return 0;
-    }
-    if (fstat(fd, &st) < 0) {
-        r = -errno;
-        close(fd);
-        return r;
-    }
-    offset = st.st_size > (off_t)max_bytes ? st.st_size - (off_t)max_bytes : 0;
-    len = (size_t)(st.st_size - offset);
-    buf = xmalloc(len + 1);
-    got = pread(fd, buf, len, offset);
-    close(fd);
-    if (got < 0) {
-        free(buf);
-        return -errno;
-    }
-    len = (size_t)got;
-    buf[len] = '\0';
-
-    /* Lines from the end, dropping a first line cut by the window. */
-    start = 0;
-    if (offset > 0) {
-        char *nl = memchr(buf, '\n', len);
-        start = nl ? (size_t)(nl - buf) + 1 : len;
-    }
-    if (len > start && buf[len - 1] == '\n')
-        len--;
-    lines = xcalloc((size_t)max_lines + 1, sizeof(*lines));
-    while (n < max_lines && len > start) {
-        size_t begin = len;
-        while (begin > start && buf[begin - 1] != '\n')
-            begin--;
-        lines[n++] = xstrndup(buf + begin, len - begin);
-        len = begin > start ? begin - 1 : start;
-    }
-    free(buf);
-    /* They were gathered last first. */
-    for (size_t i = 0; i < n / 2; i++) {
-        char *t = lines[i];
-        lines[i] = lines[n - 1 - i];
-        lines[n - 1 - i] = t;
-    }
-    *ret = lines;
-    return 0;
-}
-
-/* Copies the file at from into a new file at to (replaced). */
-static int copy_file(const char *from, const char *to)
-{
-    char buf[65536];
-    int in, out, r = 0;
-    ssize_t n;
-
-    in = open(from, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return -errno;
-    out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (out < 0) {
-        r = -errno;
-        close(in);
-        return r;
-    }
-    while ((n = read(in, buf, sizeof(buf))) > 0) {
-        if (write(out, buf, (size_t)n) != n) {
-            r = -EIO;
-            break;
-        }
-    }
-    if (n < 0)
-        r = -errno;
-    close(in);
-    if (close(out) < 0 && r == 0)
-        r = -errno;
-    return r;
-}
-
-int proc_log_rotate(const char *path, uint64_t max_bytes, unsigned keep)
-{
-    struct stat st;
-    int r;
-
-    if (stat(path, &st) < 0)
-        return errno == ENOENT ? 0 : -errno;
-    if ((uint64_t)st.st_size <= max_bytes)
-        return 0;
-    for (unsigned i = keep; i > 1; i--) {
-        char *older = xasprintf("%s.%u", path, i), *newer = xasprintf("%s.%u", path, i - 1);
-        if (rename(newer, older) < 0 && errno != ENOENT)
-            log_warning("cannot rotate %s: %s", newer, strerror(errno));
-        free(older);
-        free(newer);
-    }
-    if (keep > 0) {
-        char *first = xasprintf("%s.1", path);
-        r = copy_file(path, first);
-        free(first);
-        if (r < 0)
-            return r;
-    }
-    if (truncate(path, 0) < 0)
-        return -errno;
-    return 1;
 }

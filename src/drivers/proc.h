@@ -73,7 +73,8 @@ struct proc_events {
  * environment (PATH, LANG, HOME, m->env_pass's variables, m->env, the marker), in its
  * cgroup (made empty; -EBUSY when processes of an earlier run are still in it) and a new
  * session and process group, stdin from /dev/null and stdout and stderr appended to
- * log_path (created 0644). On failure returns a negative
+ * log_path (created 0644), through the logger when there is one (proc_set_logger()). On
+ * failure returns a negative
  * errno and writes a sentence for last_error into err (no such command, no workdir, log
  * not writable). */
 int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
@@ -105,14 +106,11 @@ const char *proc_cgroup(const struct proc *p); /* its cgroup folder, NULL in the
 /* Frees the run. Call it only after gone(); before, it kills the group first. */
 void proc_free(struct proc *p);
 
-/* Rotates a log file the copytruncate way when it is larger than max_bytes: path.(keep-1)
- * becomes path.keep, ..., a copy of path becomes path.1, and path is cut to nothing (the
- * service writes with O_APPEND, so its next line lands at the start). keep 0 only
- * truncates. Returns 1 when it rotated, 0 when the file was small enough or missing. */
-int proc_log_rotate(const char *path, uint64_t max_bytes, unsigned keep);
-
-/* The last lines of a log file: at most max_lines, reading at most max_bytes from its end.
- * Returns a NULL-terminated array the caller frees with strv_free(). */
-int proc_log_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret);
+/* Makes proc_start() write each service's output through a logger of the daemon's own
+ * binary (`EXE log-writer PATH MAX_BYTES KEEP`, drivers/logfile.h) in the service's cgroup
+ * or, in the fallback, carrying its marker: a pipe the logger reads, so that log_max_size
+ * holds at any write speed and the log goes on while no daemon runs. exe NULL (the
+ * default, for the unit tests): the service writes its log file itself. */
+void proc_set_logger(const char *exe, uint64_t max_bytes, unsigned keep);
 
 #endif

@@ -23,6 +23,9 @@ void proc_marker_scan(const char *prefix, bool exact,
 /* Sends signum (0: none) to every live process with marker; how many there are. */
 int proc_marker_signal(const char *marker, int signum);
 
+/* True when pid is a process service's logger (`... log-writer ...`, drivers/logfile.h). */
+bool proc_is_logger(pid_t pid);
+
 /* The environment of a process service: PATH, LANG and HOME of the daemon, the variables
  * m passes (env_pass), m's env, then marker (when not NULL). Free the array only. */
 char **proc_service_env(const struct manifest *m, char *marker);

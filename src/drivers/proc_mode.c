@@ -208,6 +208,26 @@ void proc_marker_scan(const char *prefix, bool exact, void (*found)(void *, pid_
     closedir(dir);
 }
 
+bool proc_is_logger(pid_t pid)
+{
+    char path[64], buf[256];
+    ssize_t len;
+    size_t first;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    len = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (len <= 0)
+        return false;
+    buf[len] = '\0';
+    first = strlen(buf) + 1; /* argv[1] follows argv[0]'s NUL */
+    return first < (size_t)len && strcmp(buf + first, "log-writer") == 0;
+}
+
 struct marker_signal {
     int signum;
     int n;
@@ -217,6 +237,8 @@ static void signal_found(void *data, pid_t pid, const char *rest)
 {
     struct marker_signal *ms = data;
 
+    if (ms->signum != 0 && proc_is_logger(pid))
+        return; /* it ends by itself once the service has gone (run_signal()) */
     if (kill(pid, ms->signum) == 0)
         ms->n++;
 }

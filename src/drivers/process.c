@@ -4,6 +4,7 @@
 
 #include "core/config.h"
 #include "drivers/drivers.h"
+#include "drivers/logfile.h"
 #include "drivers/proc.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -148,6 +149,8 @@ static void process_setup(const struct driver_context *ctx)
     process_loop = ctx->loop;
     if (ctx->config)
         proc_setup(ctx->config->state_dir);
+    if (ctx->config && drivers_self())
+        proc_set_logger(drivers_self(), ctx->config->log_max_bytes, ctx->config->log_max_files);
     if (!ctx->outside)
         return; /* a test of the driver alone */
     outside = xcalloc(1, sizeof(*outside));
@@ -167,6 +170,7 @@ static void process_teardown(void)
     if (outside)
         uv_close((uv_handle_t *)&outside->scan, on_outside_closed);
     outside = NULL;
+    proc_set_logger(NULL, 0, 0);
     proc_teardown();
 }
 
@@ -197,7 +201,7 @@ static void on_tail_work(uv_work_t *work)
 {
     struct process_logs *l = work->data;
 
-    l->result = proc_log_tail(l->path, l->tail, l->max_bytes, &l->lines);
+    l->result = logfile_tail(l->path, l->tail, l->max_bytes, &l->lines);
 }
 
 static void on_tail_read(uv_work_t *work, int status)
@@ -274,5 +278,5 @@ const struct driver driver_process = {
     .release = process_release,
     .logs = process_logs,
     .logs_cancel = process_logs_cancel,
-    .rotate = proc_log_rotate,
+    .rotate = NULL, /* the logger rotates (drivers/logfile.h) */
 };

@@ -1,4 +1,5 @@
 /* Unit tests for the process driver's engine: real processes on a real loop. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 #include <cmocka.h>
 
 #include "core/driver.h"
+#include "drivers/logfile.h"
 #include "drivers/proc.h"
 #include "drivers/drivers.h"
 #include "lib/alloc.h"
@@ -253,25 +255,25 @@ static void test_log_tail(void **state)
         fprintf(fp, "line %d\n", i);
     fclose(fp);
 
-    assert_int_equal(proc_log_tail(f->log, 3, 65536, &lines), 0);
+    assert_int_equal(logfile_tail(f->log, 3, 65536, &lines), 0);
     assert_string_equal(lines[0], "line 98");
     assert_string_equal(lines[2], "line 100");
     assert_null(lines[3]);
     strv_free(lines);
 
     /* A window of 20 bytes cuts a line: the cut one is dropped. */
-    assert_int_equal(proc_log_tail(f->log, 50, 20, &lines), 0);
+    assert_int_equal(logfile_tail(f->log, 50, 20, &lines), 0);
     assert_string_equal(lines[0], "line 99");
     assert_string_equal(lines[1], "line 100");
     assert_null(lines[2]);
     strv_free(lines);
 
-    assert_int_equal(proc_log_tail(f->log, 0, 65536, &lines), 0);
+    assert_int_equal(logfile_tail(f->log, 0, 65536, &lines), 0);
     assert_null(lines[0]);
     strv_free(lines);
 
     unlink(f->log);
-    assert_int_equal(proc_log_tail(f->log, 10, 65536, &lines), 0);
+    assert_int_equal(logfile_tail(f->log, 10, 65536, &lines), 0);
     assert_null(lines[0]);
     strv_free(lines);
 }
@@ -388,35 +390,94 @@ static off_t file_size(const char *path)
     return stat(path, &st) == 0 ? st.st_size : -1;
 }
 
-static void test_log_rotation_keeps_the_service_writing(void **state)
+/* Whether a logger of the fixture's log file still runs. */
+static bool logger_alive(struct fixture *f)
+{
+    char pattern[160];
+    DIR *dir = opendir("/proc");
+    struct dirent *e;
+    bool found = false;
+
+    snprintf(pattern, sizeof(pattern), "log-writer %s ", f->log);
+    while (dir && !found && (e = readdir(dir))) {
+        char path[300], buf[512];
+        ssize_t n;
+        int fd;
+
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        for (ssize_t i = 0; i < n; i++)
+            buf[i] = buf[i] ? buf[i] : ' ';
+        buf[n > 0 ? n : 0] = '\0';
+        found = strstr(buf, pattern) != NULL;
+    }
+    if (dir)
+        closedir(dir);
+    return found;
+}
+
+/* With a logger (the daemon's binary, NANNY_EXE): the service writes into a pipe, the
+ * logger rotates by rename under the cap, and the run ends only once the logger has
+ * written the last lines and gone. */
+static void test_logger_rotates_and_goes_with_the_run(void **state)
 {
     struct fixture *f = *state;
     char *one = xasprintf("%s.1", f->log), *two = xasprintf("%s.2", f->log);
-    char *three = xasprintf("%s.3", f->log);
+    char *three = xasprintf("%s.3", f->log), **lines;
 
-    /* A service that writes a line every 10 ms, through O_APPEND. */
-    use_command(f, "i=0; while [ $i -lt 100000 ]; do echo line $i; i=$((i+1)); sleep 0.01; done",
+    assert_non_null(getenv("NANNY_EXE"));
+    proc_set_logger(getenv("NANNY_EXE"), 4096, 2);
+    use_command(f,
+                "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; echo done; "
+                "exec sleep 30",
                 NULL);
     start(f);
-    RUN_UNTIL(f, file_size(f->log) > 200);
-    assert_int_equal(proc_log_rotate(f->log, 100000, 2), 0); /* small enough */
-    assert_int_equal(proc_log_rotate(f->log, 100, 2), 1);
-    assert_true(file_size(one) > 100);
-    assert_true(file_size(f->log) < 100);
-    /* The service goes on writing at the start of the cut file. */
-    RUN_UNTIL(f, file_size(f->log) > 200);
-    assert_int_equal(proc_log_rotate(f->log, 100, 2), 1);
-    RUN_UNTIL(f, file_size(f->log) > 200);
-    assert_int_equal(proc_log_rotate(f->log, 100, 2), 1);
-    assert_true(file_size(two) > 100);
+    RUN_UNTIL(f, log_has(f, "done"));
+    assert_true(logger_alive(f));
+    assert_true(file_size(f->log) <= 4096);
+    assert_true(file_size(one) > 0 && file_size(one) <= 4096);
+    assert_true(file_size(two) > 0 && file_size(two) <= 4096);
     assert_int_equal(file_size(three), -1); /* keep 2: no third */
     proc_stop(f->p, 5000);
     RUN_UNTIL(f, f->gone);
+    assert_false(logger_alive(f));
+    assert_int_equal(logfile_tail(f->log, 2, 65536, &lines), 0);
+    assert_string_equal(lines[0], "line 2999");
+    assert_string_equal(lines[1], "done");
+    strv_free(lines);
+    proc_set_logger(NULL, 0, 0);
     unlink(one);
     unlink(two);
     free(one);
     free(two);
     free(three);
+}
+
+/* A service that ends by itself: what is left of it is killed, but not its logger, which
+ * writes its last words first. */
+static void test_logger_keeps_the_last_words(void **state)
+{
+    struct fixture *f = *state;
+    char **lines;
+
+    proc_set_logger(getenv("NANNY_EXE"), 1 << 20, 1);
+    use_command(f,
+                "i=0; while [ $i -lt 5000 ]; do echo line $i; i=$((i+1)); done; "
+                "echo last words; exit 3",
+                NULL);
+    start(f);
+    RUN_UNTIL(f, f->gone);
+    assert_int_equal(f->exit_status, 3);
+    assert_false(logger_alive(f));
+    assert_int_equal(logfile_tail(f->log, 2, 65536, &lines), 0);
+    assert_string_equal(lines[0], "line 4999");
+    assert_string_equal(lines[1], "last words");
+    strv_free(lines);
+    proc_set_logger(NULL, 0, 0);
 }
 
 /* Starts a shell command as an earlier daemon would have left it: in its own session, no
@@ -715,8 +776,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_driver_logs_cancelled_once_the_read_began, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_log_rotation_keeps_the_service_writing, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_logger_rotates_and_goes_with_the_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logger_keeps_the_last_words, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopt_and_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopted_exit_is_seen, setup, teardown),
         cmocka_unit_test(test_start_time_of_a_gone_pid),
