@@ -73,6 +73,7 @@ static int teardown(void **state)
     if (f->p && !f->gone)
         kill(-proc_pid(f->p), SIGKILL);
     proc_free(f->p);
+    proc_set_logger(NULL, 0, 0); /* also after a logger test that failed */
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     manifest_free(f->m);
@@ -430,6 +431,7 @@ static void test_logger_rotates_and_goes_with_the_run(void **state)
     char *three = xasprintf("%s.3", f->log), **lines;
 
     assert_non_null(getenv("NANNY_EXE"));
+    proc_setup(f->dir); /* a cgroup or a marker: what makes the logger part of the run */
     proc_set_logger(getenv("NANNY_EXE"), 4096, 2);
     use_command(f,
                 "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; echo done; "
@@ -450,6 +452,7 @@ static void test_logger_rotates_and_goes_with_the_run(void **state)
     assert_string_equal(lines[1], "done");
     strv_free(lines);
     proc_set_logger(NULL, 0, 0);
+    proc_teardown();
     unlink(one);
     unlink(two);
     free(one);
@@ -464,6 +467,7 @@ static void test_logger_keeps_the_last_words(void **state)
     struct fixture *f = *state;
     char **lines;
 
+    proc_setup(f->dir);
     proc_set_logger(getenv("NANNY_EXE"), 1 << 20, 1);
     use_command(f,
                 "i=0; while [ $i -lt 5000 ]; do echo line $i; i=$((i+1)); done; "
@@ -478,6 +482,7 @@ static void test_logger_keeps_the_last_words(void **state)
     assert_string_equal(lines[1], "last words");
     strv_free(lines);
     proc_set_logger(NULL, 0, 0);
+    proc_teardown();
 }
 
 /* Starts a shell command as an earlier daemon would have left it: in its own session, no
