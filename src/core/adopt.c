@@ -93,8 +93,19 @@ static void on_appeared(void *data, const struct driver *d, const char *key)
     finish_stop(sup, svc);
 }
 
+static void adopt_now(struct supervisor *sup, json_t *doc);
+
+/* True when every driver can say what runs (driver.h: settled). */
+static bool drivers_settled(void)
+{
+    for (const struct driver *const *d = drivers_all(); *d; d++)
+        if ((*d)->settled && !(*d)->settled())
+            return false;
+    return true;
+}
+
 /* A driver's backend (the Docker engine) went or came back: its services' status, which
- * says so (supervisor_unavailable), changed. */
+ * says so (supervisor_unavailable), changed; the adoption that waited for it goes on. */
 static void on_backend(void *data, const struct driver *d, const char *error)
 {
     struct supervisor *sup = data;
@@ -104,6 +115,14 @@ static void on_backend(void *data, const struct driver *d, const char *error)
         struct service *svc = registry_at(sup->reg, i);
         if (driver_for(svc->manifest) == d)
             run_changed(run_of(sup, svc));
+    }
+    if (sup->adopting && !sup->shutting_down && drivers_settled()) {
+        json_t *doc = sup->adopt_doc;
+
+        sup->adopting = false;
+        sup->adopt_doc = NULL;
+        adopt_now(sup, doc);
+        supervisor_adopted(sup);
     }
 }
 
@@ -209,18 +228,15 @@ static void resume_intents(struct supervisor *sup, json_t *intents, bool reboote
     free(starts);
 }
 
-void supervisor_adopt(struct supervisor *sup)
+/* The state file, or NULL when there is none or it cannot be used (said in /health: a
+ * corrupt one is set aside for a person to read; what runs is found through the drivers). */
+static json_t *state_read(struct supervisor *sup)
 {
-    json_t *doc = NULL, *services, *entry, *intents;
-    const char *name, *boot_id, *last_holder;
+    json_t *doc = NULL;
     char err[512], aside[1024];
-    bool rebooted;
-    int r;
+    int r = state_load(sup->config->state_dir, &doc, err, sizeof(err));
 
-    supervisor_services_changed(sup);
-    r = state_load(sup->config->state_dir, &doc, err, sizeof(err));
     if (r == -EINVAL || r == -EFBIG) {
-        /* Kept for a person to read; what runs is found through the drivers. */
         if (state_set_aside(sup->config->state_dir, aside, sizeof(aside)) < 0)
             snprintf(aside, sizeof(aside), "(cannot be moved: %s)", strerror(errno));
         free(sup->state_problem);
@@ -228,14 +244,47 @@ void supervisor_adopt(struct supervisor *sup)
                                        "what it recorded was not adopted",
                                        err, aside);
         log_error("%s", sup->state_problem);
-        return;
+        return NULL;
     }
     if (r < 0) {
         free(sup->state_problem);
         sup->state_problem = xasprintf("the state file cannot be read: %s", err);
         log_error("%s; starting with no services adopted", err);
+        return NULL;
+    }
+    return doc;
+}
+
+void supervisor_adopt(struct supervisor *sup)
+{
+    json_t *doc;
+
+    supervisor_services_changed(sup);
+    doc = state_read(sup); /* now: nothing written meanwhile may hide what it recorded */
+    if (!drivers_settled()) {
+        /* A compose project recorded as running, or a GPU holder, may be among what the
+         * engine's first list shows: adopting before it would start a second copy or
+         * grant the GPU twice. The engine answers, or is known unreachable, within
+         * DOCKER_LIST_MS; operations asked meanwhile wait (OP_ADOPT_WAIT). */
+        log_info("adopting once the Docker engine has said what runs");
+        sup->adopting = true;
+        sup->adopt_doc = doc;
         return;
     }
+    adopt_now(sup, doc);
+}
+
+/* Takes over what the state file doc (NULL: none) recorded, then finishes the intents.
+ * Takes doc. */
+static void adopt_now(struct supervisor *sup, json_t *doc)
+{
+    json_t *services, *entry, *intents;
+    const char *name, *boot_id, *last_holder;
+    bool rebooted;
+    int r;
+
+    if (!doc)
+        return;
     intents = json_object_get(doc, "intents");
     if (json_is_object(intents))
         json_object_update(sup->intents, intents);
@@ -260,6 +309,12 @@ void supervisor_adopt(struct supervisor *sup)
             continue;
         }
         run = run_of(sup, svc);
+        if (run->instance) {
+            /* Already found running by its driver (appeared): the record adds its GPU. */
+            run->instance_gpu =
+                run->instance_gpu || json_is_true(json_object_get(entry, "gpu_required"));
+            continue;
+        }
         r = d->adopt
                 ? d->adopt(sup->loop, svc->manifest, entry, &run_driver_events, run, &run->instance)
                 : -ESRCH;

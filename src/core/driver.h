@@ -80,6 +80,11 @@ struct driver {
     /* A service of this driver exists now (again after each rescan that finds one): the
      * driver may begin watching its backend (NULL: nothing to watch). */
     void (*in_use)(void);
+    /* Whether the driver can say what runs: false while it waits for its backend's first
+     * answer (compose: the engine's first list, or the engine known unreachable). The
+     * daemon adopts, and carries out operations, only once every driver can; a driver
+     * that becomes able tells it through outside->backend. NULL: always. */
+    bool (*settled)(void);
     /* The backend as GET /health shows it, a new reference (NULL: nothing to show). */
     json_t *(*info)(void);
     /* The name the backend knows a service by (compose's project name), newly allocated;

@@ -17,6 +17,8 @@ enum op_next op_next(enum op_phase phase, const struct op_view *v)
         return ended(v->state) ? OP_ARBITRATE : OP_WAIT;
     case OP_GPU_WAIT:
         return v->gpu_free ? OP_BEGIN_START : OP_WAIT;
+    case OP_ADOPT_WAIT:
+        return OP_WAIT; /* supervisor_adopted() lets it go */
     case OP_STARTED:
         switch (v->state) {
         case STATE_RUNNING:

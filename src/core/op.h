@@ -15,6 +15,7 @@ enum op_phase {
     OP_STOP_FIRST, /* a restart: waits for its service to stop before it starts it */
     OP_GPU_WAIT,   /* a start: waits for the GPU holders it preempted to be gone */
     OP_STARTED,    /* a start fed to the lifecycle: waits for its outcome */
+    OP_ADOPT_WAIT, /* asked before the daemon adopted what runs: waits for the adoption */
 };
 
 /* What the operation's service is doing, as the supervisor sees it. */

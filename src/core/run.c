@@ -275,6 +275,7 @@ static void on_run_started(void *data, struct driver_run *p, const char *error)
         run_event(run, LIFECYCLE_DRIVER_FAILED);
     } else {
         log_info("%s: started", run->svc->name);
+        CRASH_POINT("start-spawned"); /* up, before it is recorded */
         run_started_intent(run);
         runs_record(run->sup);
         run_event(run, LIFECYCLE_DRIVER_STARTED);

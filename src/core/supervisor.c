@@ -521,13 +521,44 @@ static void on_start_intent(void *data, int result)
     ops_settle(sup);
 }
 
+/* Decides a start that nothing holds back any more: answered at once, or carried out
+ * after its intent is on disk. Returns op while it is pending, else NULL. */
+static struct supervisor_op *start_decide(struct supervisor_op *op)
+{
+    struct supervisor *sup = op->sup;
+    struct service *svc = op->svc;
+    struct gpu_verdict verdict;
+    char message[512];
+
+    take_pending_manifest(sup, svc);
+    if (supervisor_unavailable(svc, message, sizeof(message))) {
+        op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, message);
+        return NULL;
+    }
+    verdict = op_verdict(op);
+    if (!(op->restart && restart_stops_first(sup, svc)) && verdict.kind != GPU_GO &&
+        verdict.kind != GPU_PREEMPT) {
+        /* Nothing to do (it runs) or refused: decided and answered here, nothing written. */
+        if (!op_arbitrate(op))
+            return NULL;
+        ops_settle(sup);
+        return op_pending(sup, op) ? op : NULL;
+    }
+    /* Write ahead: the start (and the stops it makes) on disk before anything is done. */
+    intent_set(sup, svc->name, "starting", op->force, NULL);
+    if (verdict.kind == GPU_PREEMPT)
+        for (size_t i = 0; i < verdict.n_preempt; i++)
+            intent_set(sup, registry_at(sup->reg, verdict.preempt[i])->name, "stopped", false,
+                       svc->name);
+    runs_record_then(sup, on_start_intent, op_token(op));
+    return op;
+}
+
 struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *svc, bool force,
                                        bool wait_healthy, bool restart, supervisor_done_fn done,
                                        void *data)
 {
     struct supervisor_op *op = op_new(sup, svc, OP_START, done, data);
-    struct gpu_verdict verdict;
-    char message[512];
 
     op->force = force;
     op->wait_healthy = wait_healthy;
@@ -537,28 +568,12 @@ struct supervisor_op *supervisor_start(struct supervisor *sup, struct service *s
         op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
         return NULL;
     }
-    take_pending_manifest(sup, svc);
-    if (supervisor_unavailable(svc, message, sizeof(message))) {
-        op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, message);
-        return NULL;
+    if (sup->adopting) {
+        /* What runs is not known yet (a GPU holder may be among it): decided after. */
+        op->phase = OP_ADOPT_WAIT;
+        return op;
     }
-    verdict = op_verdict(op);
-    if (!(restart && restart_stops_first(sup, svc)) && verdict.kind != GPU_GO &&
-        verdict.kind != GPU_PREEMPT) {
-        /* Nothing to do (it runs) or refused: decided and answered here, nothing written. */
-        if (!op_arbitrate(op))
-            return NULL;
-        ops_settle(sup);
-        return op_pending(sup, op) ? op : NULL;
-    }
-    /* Write ahead: the start (and the stops it makes) on disk before anything is done. */
-    intent_set(sup, svc->name, "starting", force, NULL);
-    if (verdict.kind == GPU_PREEMPT)
-        for (size_t i = 0; i < verdict.n_preempt; i++)
-            intent_set(sup, registry_at(sup->reg, verdict.preempt[i])->name, "stopped", false,
-                       svc->name);
-    runs_record_then(sup, on_start_intent, op_token(op));
-    return op;
+    return start_decide(op);
 }
 
 /* A stop of a service that does not run still removes what its last run left (a compose
@@ -579,20 +594,30 @@ static void stop_leftovers(struct supervisor *sup, struct service *svc)
     supervisor_hold_sync(sup, svc);
 }
 
+static void stop_carry_out(struct supervisor_op *op);
+
 /* The stop's intent is on disk, or could not be written: a stop runs anyway. */
 static void on_stop_intent(void *data, int result)
 {
     struct op_token *t = data;
     struct supervisor *sup = t->sup;
     struct supervisor_op *op = op_from_token(t, result, &sup->ops, false);
-    struct service *svc;
-    struct run *run;
 
     if (!op)
         return;
     if (result == 0)
         state_written_ok(sup);
     CRASH_POINT("stop-intent-written");
+    stop_carry_out(op);
+}
+
+/* A stop whose intent is on disk, once what runs is known: carried out. */
+static void stop_carry_out(struct supervisor_op *op)
+{
+    struct supervisor *sup = op->sup;
+    struct service *svc;
+    struct run *run;
+
     svc = op->svc;
     op->phase = OP_STOP_WAIT;
     /* A start that waits for the GPU gives up its turn. */
@@ -606,16 +631,56 @@ static void on_stop_intent(void *data, int result)
     ops_settle(sup);
 }
 
+/* Writes the stop's intent, then carries it out (on_stop_intent). */
+static void stop_write_intent(struct supervisor_op *op)
+{
+    op->phase = OP_NEW; /* until its intent is on disk */
+    intent_set(op->sup, op->svc->name, "stopped", false, NULL);
+    runs_record_then(op->sup, on_stop_intent, op_token(op));
+}
+
 struct supervisor_op *supervisor_stop(struct supervisor *sup, struct service *svc,
                                       supervisor_done_fn done, void *data)
 {
     struct supervisor_op *op = op_new(sup, svc, OP_STOP, done, data);
 
-    op->phase = OP_NEW; /* until its intent is on disk */
     op_queue(op);
-    intent_set(sup, svc->name, "stopped", false, NULL);
-    runs_record_then(sup, on_stop_intent, op_token(op));
+    if (sup->adopting) {
+        /* What it stops may be found running; its intent is written then, after the
+         * adoption has read the state file's records. */
+        op->phase = OP_ADOPT_WAIT;
+        return op;
+    }
+    stop_write_intent(op);
     return op;
+}
+
+/* The operation asked first of those that wait for the adoption, or NULL. */
+static struct supervisor_op *oldest_adopt_waiter(struct supervisor *sup)
+{
+    struct supervisor_op *found = NULL;
+
+    for (struct supervisor_op *op = sup->ops; op; op = op->next)
+        if (op->phase == OP_ADOPT_WAIT)
+            found = op;
+    return found;
+}
+
+void supervisor_adopted(struct supervisor *sup)
+{
+    struct supervisor_op *op;
+
+    /* Oldest first (the list is newest first); each may answer and free others, so the
+     * walk starts again after each. */
+    while ((op = oldest_adopt_waiter(sup))) {
+        if (op->kind == OP_STOP) {
+            stop_write_intent(op);
+        } else {
+            op->phase = OP_NEW;
+            start_decide(op);
+        }
+    }
+    ops_settle(sup);
 }
 
 void supervisor_op_cancel(struct supervisor_op *op)
@@ -623,7 +688,8 @@ void supervisor_op_cancel(struct supervisor_op *op)
     if (!op)
         return;
     op->cancelled = true;
-    if (op->phase == OP_GPU_WAIT && op_pending(op->sup, op)) {
+    if ((op->phase == OP_GPU_WAIT || (op->phase == OP_ADOPT_WAIT && op->kind == OP_START)) &&
+        op_pending(op->sup, op)) {
         /* Nobody waits for it: it must not keep the GPU reserved. */
         struct supervisor *sup = op->sup;
         op_finish(op, SUPERVISOR_CANCELLED, NULL, NULL);
@@ -760,16 +826,19 @@ void supervisor_shutdown(struct supervisor *sup, bool stop_services)
 
     sup->shutting_down = true;
     logs_rotation_stop(sup);
-    /* Starts still waiting (for the GPU, or for health) are answered now. */
+    /* Starts still waiting (for the GPU, or for health) are answered now, and so are
+     * stops that waited for the adoption. */
     ops_finish_where(sup, NULL, OP_START, false, SUPERVISOR_UNAVAILABLE, NULL,
                      "the daemon is stopping");
+    for (struct supervisor_op *op; (op = oldest_adopt_waiter(sup));)
+        op_finish(op, SUPERVISOR_UNAVAILABLE, NULL, "the daemon is stopping");
     if (stop_services)
         for (size_t i = 0; i < n; i++) {
             struct run *run = run_find(sup, registry_at(sup->reg, i));
             if (run)
                 run_event(run, LIFECYCLE_STOP);
         }
-    else
+    else if (!sup->adopting) /* else the state file still holds what it recorded */
         runs_record(sup);
 }
 
@@ -805,6 +874,7 @@ void supervisor_free(struct supervisor *sup)
         op_free(op);
     }
     strmap_free(sup->runs, run_free_value);
+    json_decref(sup->adopt_doc);
     for (const struct driver *const *d = drivers_all(); *d; d++)
         if ((*d)->teardown)
             (*d)->teardown();

@@ -90,6 +90,8 @@ struct supervisor {
     struct log_rotation *rotating; /* a pass of rotation on a worker thread */
     bool shutting_down;
     bool settling;     /* ops_settle() is on the stack */
+    bool adopting;     /* a driver cannot yet say what runs: adoption and operations wait */
+    json_t *adopt_doc; /* while adopting: the state file as read at start (or NULL) */
     bool settle_again; /* ...and was asked again meanwhile */
 };
 
@@ -119,6 +121,8 @@ void intent_set(struct supervisor *sup, const char *name, const char *intent, bo
 
 /* supervisor.c */
 void ops_settle(struct supervisor *sup);
+/* The adoption is done: the operations asked meanwhile (OP_ADOPT_WAIT) go on. */
+void supervisor_adopted(struct supervisor *sup);
 void op_finish(struct supervisor_op *op, enum supervisor_outcome outcome, const char *holder,
                const char *message);
 /* The operations still waiting on svc are answered (outcome, message); kind_only selects

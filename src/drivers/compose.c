@@ -53,6 +53,7 @@ struct compose {
     const struct driver_outside *outside;
     void *data;
     struct compose_run *runs; /* every run not yet released */
+    bool listed;              /* the engine's first list is in, and was looked at */
     uv_timer_t wake;          /* lets waiting runs go, outside the callers' stacks */
 };
 
@@ -514,6 +515,19 @@ static void on_listed(void *data)
         if (!ours)
             c->outside->appeared(c->data, &driver_compose, dc->project);
     }
+    if (!c->listed) {
+        /* Now the driver can say what runs (compose_settled): the adoption may go on. */
+        c->listed = true;
+        c->outside->backend(c->data, &driver_compose, NULL);
+    }
+}
+
+/* True once the engine's first list was looked at, or the engine is known unreachable
+ * (what runs there is not known, and no waiting makes it known), or no compose service
+ * made the driver watch it. */
+static bool compose_settled(void)
+{
+    return !compose || !compose->docker || compose->listed || docker_error(compose->docker);
 }
 
 static void on_engine(void *data, const char *error)
@@ -670,6 +684,7 @@ const struct driver driver_compose = {
     .setup = compose_setup,
     .teardown = compose_teardown,
     .in_use = compose_in_use,
+    .settled = compose_settled,
     .info = compose_info,
     .instance_key = docker_project_name,
     .instance_clash = compose_instance_clash,

@@ -41,6 +41,7 @@ static struct {
     int start_result; /* 0: started at once; 1: fake_started() ends it; < 0: fails */
     bool unavailable;
     bool adopt_finds; /* adopt() finds the service running */
+    bool unsettled;   /* settled() says the backend has not yet said what runs */
     unsigned starts, stops, releases;
     struct fake_run *runs[FAKE_RUNS_MAX];
     size_t n_runs;
@@ -123,6 +124,11 @@ static int fake_adopt(uv_loop_t *loop, const struct manifest *m, json_t *record,
     return 0;
 }
 
+static bool fake_settled(void)
+{
+    return !fake.unsettled;
+}
+
 static void fake_release(struct driver_run *handle)
 {
     struct fake_run *r = (struct fake_run *)handle;
@@ -139,6 +145,7 @@ const struct driver driver_fake = {
     .stop = fake_stop,
     .record = fake_record,
     .adopt = fake_adopt,
+    .settled = fake_settled,
     .release = fake_release,
 };
 
@@ -609,6 +616,46 @@ static void test_adoption(void **state)
     assert_string_equal(f->answers[0].holder, "a");
 }
 
+/* While a driver cannot yet say what runs (the engine's first list), the adoption waits,
+ * and so do a start and a stop asked meanwhile: the start of another GPU service is then
+ * refused, naming the recorded holder, and the stop stops what was found. */
+static void test_adoption_waits_for_the_driver(void **state)
+{
+    struct fixture *f = *state;
+    char path[128];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/state.json", f->state);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{\"version\":1,\"services\":{\"a\":{\"driver\":\"fake\",\"pid\":4242,"
+          "\"started_at_ms\":1000}}}",
+          fp);
+    fclose(fp);
+    fake.adopt_finds = true;
+    fake.unsettled = true;
+    supervisor_adopt(f->sup);
+    assert_int_equal(state_of(f, "a"), STATE_STOPPED); /* not known yet */
+    assert_non_null(supervisor_start(f->sup, svc(f, "b"), false, false, false, on_done, f));
+    assert_non_null(supervisor_stop(f->sup, svc(f, "a"), on_done, f));
+    settle(f);
+    assert_int_equal(f->n_answers, 0);
+    assert_int_equal(fake.starts + fake.stops, 0);
+
+    fake.unsettled = false;
+    fake.outside->backend(fake.outside_data, &driver_fake, NULL);
+    settle(f);
+    assert_int_equal(f->n_answers, 1);
+    assert_int_equal(f->answers[0].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[0].holder, "a");
+    assert_int_equal(fake.starts, 0);
+    assert_int_equal(fake.stops, 1);
+    fake_gone("a");
+    assert_int_equal(f->n_answers, 2);
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_OK);
+    assert_int_equal(state_of(f, "a"), STATE_STOPPED);
+}
+
 /* A service started needing the GPU by an earlier daemon, whose manifest has since been
  * flipped off: the state file says what it was started with, and it holds the GPU. */
 static void test_adopted_holder_keeps_what_it_was_started_with(void **state)
@@ -753,6 +800,7 @@ static void test_op_next(void **state)
     assert_int_equal(op_next(OP_GPU_WAIT, &v), OP_WAIT);
     v.gpu_free = true;
     assert_int_equal(op_next(OP_GPU_WAIT, &v), OP_BEGIN_START);
+    assert_int_equal(op_next(OP_ADOPT_WAIT, &v), OP_WAIT); /* supervisor_adopted() only */
     v.state = STATE_STARTING;
     v.driver_starting = true;
     assert_int_equal(op_next(OP_STARTED, &v), OP_WAIT);
@@ -783,6 +831,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_during_port_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adoption, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adoption_waits_for_the_driver, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopted_holder_keeps_what_it_was_started_with, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_removed_while_running, setup, teardown),
