@@ -26,6 +26,7 @@ static int setup(void **state)
     unsetenv("NANNY_SERVICES");
     unsetenv("NANNY_STATE_DIR");
     unsetenv("NANNY_CONFIG");
+    unsetenv("NANNY_TRUSTED_PROXIES");
     return 0;
 }
 
