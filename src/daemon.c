@@ -223,6 +223,7 @@ int daemon_run(const struct config *c)
         return daemon_abort_start(&d, 1);
     }
     server_set_per_client_max(d.server, c->max_connections_per_client);
+    server_set_trusted_proxies(d.server, c->trusted_proxies, c->trusted_proxies_n);
     api_set_port(d.api, server_port(d.server));
     r = fetcher_new(&d.loop, &d.fetcher);
     if (r < 0)

@@ -80,6 +80,7 @@ void config_done(struct config *c)
     strv_free(c->allowed_hosts);
     strv_free(c->allowed_origins);
     strv_free(c->warnings);
+    free(c->trusted_proxies);
     *c = (struct config){0};
 }
 
@@ -132,6 +133,75 @@ static char *path_from_file(const char *file, const char *value)
     return path;
 }
 
+/* Why an entry of trusted_proxies is not a range (cidr_parse()'s error r). */
+static const char *trusted_proxy_problem(int r)
+{
+    if (r == -ERANGE)
+        return "has a prefix longer than its address (32 bits for IPv4, 128 for IPv6)";
+    if (r == -EDOM)
+        return "has bits set past its prefix (a range is written from its first address, "
+               "like 10.0.0.0/8)";
+    return "is not an IP address or a CIDR range (like 127.0.0.1, 10.0.0.0/8 or ::1)";
+}
+
+static void set_trusted_proxies(struct config *c, struct cidr *list, size_t n)
+{
+    free(c->trusted_proxies);
+    c->trusted_proxies = list;
+    c->trusted_proxies_n = n;
+}
+
+/* Reads --trusted-proxies or NANNY_TRUSTED_PROXIES: ranges separated by commas (spaces
+ * around them allowed); an empty value means none. */
+static int parse_trusted_proxies(struct config *c, const char *value, const char *from, char *err,
+                                 size_t err_size)
+{
+    struct cidr *list = NULL;
+    size_t n = 0;
+    const char *p = value;
+
+    if (value[strspn(value, " \t")] == '\0') {
+        set_trusted_proxies(c, NULL, 0);
+        return 0;
+    }
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char text[CIDR_TEXT_MAX];
+        size_t first = strspn(p, " \t"), last = len;
+        int r = -EINVAL;
+
+        while (last > first && (p[last - 1] == ' ' || p[last - 1] == '\t'))
+            last--;
+        if (n >= CONFIG_LIST_MAX) {
+            free(list);
+            return fail(err, err_size, "%s: more than %d trusted proxies", from, CONFIG_LIST_MAX);
+        }
+        if (last - first < sizeof(text)) {
+            memcpy(text, p + first, last - first);
+            text[last - first] = '\0';
+            list = xrealloc(list, (n + 1) * sizeof(*list));
+            r = cidr_parse(text, &list[n]);
+        }
+        if (r < 0) {
+            free(list);
+            if (last == first)
+                return fail(err, err_size,
+                            "%s: an empty entry in '%.100s' (ranges are separated "
+                            "by commas)",
+                            from, value);
+            return fail(err, err_size, "%s: '%.*s' %s", from,
+                        (int)(last - first > 100 ? 100 : last - first), p + first,
+                        trusted_proxy_problem(r));
+        }
+        n++;
+        if (p[len] == '\0')
+            break;
+        p += len + 1;
+    }
+    set_trusted_proxies(c, list, n);
+    return 0;
+}
+
 /* Keeps a warning (taken) for the daemon to log once logging is set up. */
 static void config_add_warning(struct config *c, char *warning)
 {
@@ -166,8 +236,40 @@ enum {
     FILE_LOG_MAX_FILES,
     FILE_MAX_CONNECTIONS_PER_CLIENT,
     FILE_NO_RESUME,
+    FILE_TRUSTED_PROXIES,
     FILE_KEYS,
 };
+
+/* Reads trusted_proxies from the config file: a list of ranges; a bad one is reported at
+ * its own line. */
+static void file_read_trusted_proxies(struct config *c, struct yamldoc *doc,
+                                      const struct yamldoc_field *f, struct diags *errors)
+{
+    struct cidr *list;
+    char **strv;
+    size_t n;
+    bool failed = false;
+
+    if (yamldoc_read_strings(doc, f->value, f->key, CONFIG_LIST_MAX, &strv, &n, errors) < 0)
+        return;
+    list = xcalloc(n ? n : 1, sizeof(*list));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = yamldoc_node(doc, f->value->data.sequence.items.start[i]);
+        int r = cidr_parse(strv[i], &list[i]);
+        if (r < 0) {
+            diags_add(errors, item ? yamldoc_line(item) : f->line, "%s[%zu]: '%.100s' %s", f->key,
+                      i, strv[i], trusted_proxy_problem(r));
+            failed = true;
+        }
+    }
+    strv_free(strv);
+    if (failed || n == 0) {
+        free(list);
+        list = NULL;
+    }
+    if (!failed)
+        set_trusted_proxies(c, list, n);
+}
 
 /* Applies one key of the config file to c; problems go to errors with the key's line. */
 static void file_apply(struct config *c, const char *file, struct yamldoc *doc, int key,
@@ -202,6 +304,9 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
             c->max_connections_per_client = (unsigned)max;
         return;
     }
+    case FILE_TRUSTED_PROXIES:
+        file_read_trusted_proxies(c, doc, f, errors);
+        return;
     case FILE_ALLOWED_HOSTS:
     case FILE_ALLOWED_ORIGINS:
         if (yamldoc_read_strings(doc, f->value, f->key, CONFIG_LIST_MAX, &list, &n, errors) < 0)
@@ -281,6 +386,7 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_LOG_MAX_FILES] = {.key = "log_max_files"},
         [FILE_MAX_CONNECTIONS_PER_CLIENT] = {.key = "max_connections_per_client"},
         [FILE_NO_RESUME] = {.key = "no_resume"},
+        [FILE_TRUSTED_PROXIES] = {.key = "trusted_proxies"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;
@@ -358,6 +464,7 @@ enum {
     OPT_DOCKER_HOST,
     OPT_MAX_CONNECTIONS_PER_CLIENT,
     OPT_NO_RESUME,
+    OPT_TRUSTED_PROXIES,
 };
 
 static const struct option options[] = {
@@ -373,6 +480,7 @@ static const struct option options[] = {
     {"docker-host", required_argument, NULL, OPT_DOCKER_HOST},
     {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONNECTIONS_PER_CLIENT},
     {"no-resume", no_argument, NULL, OPT_NO_RESUME},
+    {"trusted-proxies", required_argument, NULL, OPT_TRUSTED_PROXIES},
     {"help", no_argument, NULL, OPT_HELP},
     {0},
 };
@@ -397,6 +505,9 @@ void config_usage(FILE *out)
             "                            hold (default %d; env NANNY_MAX_CONNECTIONS_PER_CLIENT)\n"
             "      --no-resume           after a host reboot, start nothing of what ran before\n"
             "                            (env NANNY_NO_RESUME=1)\n"
+            "      --trusted-proxies LIST  proxies whose X-Forwarded-For names the client:\n"
+            "                            addresses or CIDR ranges, comma-separated (default\n"
+            "                            none; env NANNY_TRUSTED_PROXIES)\n"
             "  -h, --help                this help\n",
             CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES, CONFIG_PER_CLIENT_DEFAULT);
 }
@@ -466,6 +577,8 @@ static int apply_setting(struct config *c, int opt, const char *value, const cha
         c->max_connections_per_client = (unsigned)n;
         return 0;
     }
+    case OPT_TRUSTED_PROXIES:
+        return parse_trusted_proxies(c, value, from, err, err_size);
     }
     return fail(err, err_size, "%s: unknown setting", from);
 }
@@ -483,6 +596,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_s
         {"NANNY_DOCKER_HOST", OPT_DOCKER_HOST},
         {"NANNY_MAX_CONNECTIONS_PER_CLIENT", OPT_MAX_CONNECTIONS_PER_CLIENT},
         {"NANNY_NO_RESUME", OPT_NO_RESUME},
+        {"NANNY_TRUSTED_PROXIES", OPT_TRUSTED_PROXIES},
     };
     const char *file = getenv("NANNY_CONFIG");
     struct sockaddr_storage addr;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "lib/cidr.h"
 #include "lib/log.h"
 
 #define CONFIG_DEFAULT_LISTEN      "127.0.0.1:8080"
@@ -41,6 +42,8 @@ struct config {
     uint64_t log_max_bytes; /* a service's log is rotated past this size... */
     unsigned log_max_files; /* ...keeping this many old files */
     unsigned max_connections_per_client; /* HTTP connections one client address may hold */
+    struct cidr *trusted_proxies;        /* whose X-Forwarded-For names the client; NULL: none */
+    size_t trusted_proxies_n;
 };
 
 /* Fills c from defaults, the config file (--config or NANNY_CONFIG), the environment and

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "http/realip.h"
 #include "http/server.h"
 #include "lib/alloc.h"
 #include "lib/json.h"
@@ -61,7 +62,10 @@ struct request {
     struct suspend_deadline *deadline; /* while suspended */
     uint64_t timeout_ms;
     struct request *next_suspended, *prev_suspended;
-    struct connection *connection; /* its connection, while both live */
+    struct connection *connection;  /* its connection, while both live */
+    struct sockaddr_storage client; /* who sent it: the peer, or the client behind a proxy */
+    char client_name[REALIP_NAME_MAX];
+    struct client *forwarded; /* through a trusted proxy: its client's entry, counted */
 };
 
 /* The deadline of a suspended request: its own allocation, since the timer outlives the
@@ -75,6 +79,7 @@ struct suspend_deadline {
 struct client {
     struct sockaddr_storage addr; /* the port zeroed */
     unsigned connections;
+    unsigned forwarded;  /* requests in progress through a trusted proxy, this their client */
     bool refused_logged; /* the cap was hit and said so; again once it has none left */
     struct client *next;
 };
@@ -84,6 +89,7 @@ struct connection {
     struct MHD_Connection *conn;
     struct client *client;
     int fd;
+    bool trusted;        /* its peer is a trusted proxy: its requests count by their client */
     bool stuck;          /* found making no progress and given a short timeout */
     struct request *req; /* the request being read or answered, if any */
     struct connection *next, *prev;
@@ -114,9 +120,14 @@ struct server {
     unsigned open;             /* connections libmicrohttpd holds now */
     struct connection *conns;  /* list of them */
     struct client *clients[SERVER_CLIENT_BUCKETS];
+    struct cidr *trusted; /* trusted proxies (server_set_trusted_proxies) */
+    size_t trusted_n;
 };
 
 static void server_run(struct server *s);
+static void request_identify(struct server *s, struct request *req);
+static bool request_count_forwarded(struct server *s, struct request *req);
+static void request_uncount_forwarded(struct server *s, struct request *req);
 
 static int listen_socket(const char *listen_addr, int *ret_fd, unsigned *ret_port)
 {
@@ -324,11 +335,21 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             req->connection = info->socket_context;
             req->connection->req = req;
         }
+        request_identify(s, req);
         untrusted = untrusted_head(conn, version);
         if (untrusted) {
             req->in_access = true;
             req->hang_up = true;
             request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", untrusted);
+            req->in_access = false;
+        } else if (req->connection && req->connection->trusted &&
+                   !request_count_forwarded(s, req)) {
+            req->in_access = true;
+            req->hang_up = true;
+            request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "too_many_connections",
+                                "%s has %u requests in progress through a proxy; "
+                                "max_connections_per_client is %u",
+                                req->client_name, s->per_client_max, s->per_client_max);
             req->in_access = false;
         } else if (encoding && strcasecmp(encoding, "chunked") != 0) {
             req->in_access = true;
@@ -410,6 +431,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         request_abort(req);
     }
     request_drop_deadline(req);
+    request_uncount_forwarded(s, req);
     free(req->answer);
     free(req->body);
     free(req);
@@ -461,16 +483,23 @@ static struct client *client_find(struct server *s, const struct sockaddr_storag
     return c;
 }
 
-static void client_release(struct server *s, struct client *c)
+/* Frees the entry of a client address that holds nothing any more. */
+static void client_forget_if_idle(struct server *s, struct client *c)
 {
     struct client **pp = &s->clients[client_bucket(&c->addr)];
 
-    if (--c->connections > 0)
+    if (c->connections > 0 || c->forwarded > 0)
         return;
     while (*pp != c)
         pp = &(*pp)->next;
     *pp = c->next;
     free(c);
+}
+
+static void client_release(struct server *s, struct client *c)
+{
+    c->connections--;
+    client_forget_if_idle(s, c);
 }
 
 static const char *client_name(const struct sockaddr_storage *key, char *buf, size_t size)
@@ -484,9 +513,117 @@ static const char *client_name(const struct sockaddr_storage *key, char *buf, si
     return buf;
 }
 
+/* The X-Forwarded-For headers of a request, read in two passes: the first counts them
+ * and keeps the first value, the second (only when there are more) joins them with ", "
+ * into a buffer sized by the first (the headers fit in SERVER_HEADER_MEMORY). */
+struct forwarded_for {
+    const char *first;
+    unsigned count;
+    size_t size;  /* of all of them joined, with the NUL */
+    char *joined; /* NULL in the first pass */
+    size_t len;
+};
+
+static enum MHD_Result join_forwarded_for(void *cls, enum MHD_ValueKind kind, const char *key,
+                                          size_t key_size, const char *value, size_t value_size)
+{
+    struct forwarded_for *f = cls;
+
+    if (!key || !value || strcasecmp(key, "X-Forwarded-For") != 0)
+        return MHD_YES;
+    if (!f->joined) {
+        if (f->count++ == 0)
+            f->first = value;
+        f->size += value_size + 2;
+        return MHD_YES;
+    }
+    if (f->len > 0) {
+        memcpy(f->joined + f->len, ", ", 2);
+        f->len += 2;
+    }
+    memcpy(f->joined + f->len, value, value_size);
+    f->len += value_size;
+    f->joined[f->len] = '\0';
+    return MHD_YES;
+}
+
+/* Who sent a request: the connection's peer, or when that is a trusted proxy the client
+ * its X-Forwarded-For headers name (all of them, joined, as RFC 9110 section 5.3 reads a
+ * repeated list header: a proxy that adds its own line after the client's must not be
+ * read from the client's). */
+static void request_identify(struct server *s, struct request *req)
+{
+    struct sockaddr_storage peer;
+    char *joined = NULL;
+    const char *forwarded = NULL;
+
+    if (req->connection) {
+        peer = req->connection->client->addr;
+    } else {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        memset(&peer, 0, sizeof(peer));
+        if (info && info->client_addr)
+            client_key(info->client_addr,
+                       info->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                : sizeof(struct sockaddr_in),
+                       &peer);
+    }
+    if (req->connection && req->connection->trusted) {
+        struct forwarded_for f = {0};
+        MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, join_forwarded_for, &f);
+        forwarded = f.first;
+        if (f.count > 1) {
+            f.joined = joined = xmalloc(f.size + 1);
+            f.joined[0] = '\0';
+            MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, join_forwarded_for, &f);
+            forwarded = joined;
+        }
+    }
+    realip_client(&peer, forwarded, s->trusted, s->trusted_n, &req->client);
+    realip_name(&req->client, req->client_name, sizeof(req->client_name));
+    free(joined);
+}
+
+/* Counts a request through a trusted proxy against its client; false (and not counted)
+ * when that client already has per_client_max of them in progress. */
+static bool request_count_forwarded(struct server *s, struct request *req)
+{
+    struct client *c = client_find(s, &req->client, true);
+    char proxy[REALIP_NAME_MAX];
+
+    if (c->forwarded < s->per_client_max) {
+        c->forwarded++;
+        req->forwarded = c;
+        return true;
+    }
+    if (!c->refused_logged) {
+        c->refused_logged = true;
+        log_warning("http: %s has %u requests in progress through the proxy %s "
+                    "(max_connections_per_client); answering its new ones 503",
+                    req->client_name, c->forwarded,
+                    realip_name(&req->connection->client->addr, proxy, sizeof(proxy)));
+    }
+    client_forget_if_idle(s, c);
+    return false;
+}
+
+static void request_uncount_forwarded(struct server *s, struct request *req)
+{
+    struct client *c = req->forwarded;
+
+    if (!c)
+        return;
+    req->forwarded = NULL;
+    c->forwarded--;
+    client_forget_if_idle(s, c);
+}
+
 /* Whether to take a new connection: no client address may hold more than per_client_max,
  * and the last `reserve` slots go only to addresses that hold few, so that one address
- * with many idle connections cannot leave the API deaf to the others. */
+ * with many idle connections cannot leave the API deaf to the others. A trusted proxy
+ * carries many clients: its connections are not capped here, its requests are (by their
+ * client, request_count_forwarded()). */
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
 {
     struct server *s = cls;
@@ -498,7 +635,7 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
     client_key(addr, len, &key);
     c = client_find(s, &key, false);
     held = c ? c->connections : 0;
-    if (held < s->per_client_max &&
+    if ((held < s->per_client_max || realip_is_trusted(s->trusted, s->trusted_n, &key)) &&
         (s->open + s->reserve < s->connection_limit || held < SERVER_RESERVE_SHARE))
         return MHD_YES;
     if (c && !c->refused_logged) {
@@ -538,6 +675,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             memset(&key, 0, sizeof(key));
         c->client = client_find(s, &key, true);
         c->client->connections++;
+        c->trusted = realip_is_trusted(s->trusted, s->trusted_n, &key);
         c->next = s->conns;
         if (s->conns)
             s->conns->prev = c;
@@ -613,8 +751,9 @@ static void server_unstick(struct server *s)
             continue;
         log_warning("http: a connection from %s makes no progress with %d bytes unread "
                     "(a line longer than %d bytes?); closing it",
-                    client_name(&c->client->addr, name, sizeof(name)), unread,
-                    SERVER_HEADER_MEMORY);
+                    c->req ? c->req->client_name
+                           : client_name(&c->client->addr, name, sizeof(name)),
+                    unread, SERVER_HEADER_MEMORY);
         connection_cut(c);
     }
 }
@@ -813,6 +952,18 @@ void server_set_per_client_max(struct server *s, unsigned max)
     s->per_client_max = max ? max : SERVER_PER_CLIENT_MAX;
 }
 
+void server_set_trusted_proxies(struct server *s, const struct cidr *trusted, size_t n)
+{
+    free(s->trusted);
+    s->trusted = NULL;
+    s->trusted_n = 0;
+    if (n == 0)
+        return;
+    s->trusted = xmalloc(n * sizeof(*trusted));
+    memcpy(s->trusted, trusted, n * sizeof(*trusted));
+    s->trusted_n = n;
+}
+
 unsigned server_port(const struct server *s)
 {
     return s->port;
@@ -839,8 +990,10 @@ static void on_handle_closed(uv_handle_t *h)
 {
     struct server *s = h->data;
 
-    if (--s->handles_open == 0)
+    if (--s->handles_open == 0) {
+        free(s->trusted);
         free(s);
+    }
 }
 
 void server_free(struct server *s)
@@ -872,6 +1025,16 @@ const char *request_method(const struct request *req)
 const char *request_path(const struct request *req)
 {
     return req->path;
+}
+
+const char *request_client(const struct request *req)
+{
+    return req->client_name;
+}
+
+void request_client_address(const struct request *req, struct sockaddr_storage *ret)
+{
+    *ret = req->client;
 }
 
 const char *request_header(struct request *req, const char *name)

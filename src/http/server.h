@@ -12,6 +12,7 @@
 #include <microhttpd.h>
 #include <uv.h>
 
+#include "lib/cidr.h"
 #include "lib/netaddr.h"
 
 #define SERVER_BODY_MAX          (64 * 1024)
@@ -40,6 +41,11 @@ int server_new(uv_loop_t *loop, const char *listen, server_handler_fn handler, v
  * past it are closed at once. */
 void server_set_per_client_max(struct server *s, unsigned max);
 
+/* The proxies whose X-Forwarded-For names the client (copied; see http/realip.h): their
+ * connections are not capped per address at accept, their requests are, by the client
+ * each comes from (over the cap: 503 too_many_connections and the connection closed). */
+void server_set_trusted_proxies(struct server *s, const struct cidr *trusted, size_t n);
+
 /* The port actually bound (useful with port 0). */
 unsigned server_port(const struct server *s);
 
@@ -57,6 +63,11 @@ void server_free(struct server *s);
 const char *request_method(const struct request *req);
 const char *request_path(const struct request *req);
 const char *request_header(struct request *req, const char *name);
+/* Who sent the request, as text ("203.0.113.7"): its peer, or behind a trusted proxy the
+ * client its X-Forwarded-For names (http/realip.h). Valid for the request's life. */
+const char *request_client(const struct request *req);
+/* The same as a socket address, its port zeroed. */
+void request_client_address(const struct request *req, struct sockaddr_storage *ret);
 /* A query argument, already unescaped; NULL when absent, "" when given without a value. */
 const char *request_query(struct request *req, const char *key);
 const char *request_body(const struct request *req, size_t *ret_len);

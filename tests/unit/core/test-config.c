@@ -26,6 +26,7 @@ static int setup(void **state)
     unsetenv("NANNY_SERVICES");
     unsetenv("NANNY_STATE_DIR");
     unsetenv("NANNY_CONFIG");
+    unsetenv("NANNY_TRUSTED_PROXIES");
     return 0;
 }
 
@@ -216,6 +217,97 @@ static void test_missing_file(void **state)
     assert_int_equal(load(&c, 3, argv), -EINVAL);
     assert_non_null(strstr(err, "/nonexistent/nanny.yaml"));
     config_done(&c);
+}
+
+/* --- trusted_proxies ------------------------------------------------------------------- */
+
+static void test_trusted_proxies_sources(void **state)
+{
+    char *path = temp_file("trusted_proxies: [127.0.0.1, \"10.0.0.0/8\", \"::1\"]\n");
+    char *file_argv[] = {"serve", "--config", path, NULL};
+    char *flag_argv[] = {
+        "serve", "--config", path, "--trusted-proxies", " 192.168.0.0/16 ,fd00::/8", NULL};
+    char *none_argv[] = {"serve", "--config", path, "--trusted-proxies", "", NULL};
+    char *default_argv[] = {"serve", NULL};
+    struct config c;
+    char buf[80];
+
+    assert_int_equal(load(&c, 1, default_argv), 0);
+    assert_int_equal(c.trusted_proxies_n, 0);
+    config_done(&c);
+
+    assert_int_equal(load(&c, 3, file_argv), 0);
+    assert_int_equal(c.trusted_proxies_n, 3);
+    assert_string_equal(cidr_format(&c.trusted_proxies[0], buf, sizeof(buf)), "127.0.0.1/32");
+    assert_string_equal(cidr_format(&c.trusted_proxies[1], buf, sizeof(buf)), "10.0.0.0/8");
+    assert_string_equal(cidr_format(&c.trusted_proxies[2], buf, sizeof(buf)), "::1/128");
+    config_done(&c);
+
+    /* The environment wins over the file, the flag over both. */
+    setenv("NANNY_TRUSTED_PROXIES", "10.1.0.0/16", 1);
+    assert_int_equal(load(&c, 3, file_argv), 0);
+    assert_int_equal(c.trusted_proxies_n, 1);
+    assert_string_equal(cidr_format(&c.trusted_proxies[0], buf, sizeof(buf)), "10.1.0.0/16");
+    config_done(&c);
+    assert_int_equal(load(&c, 5, flag_argv), 0);
+    assert_int_equal(c.trusted_proxies_n, 2);
+    assert_string_equal(cidr_format(&c.trusted_proxies[1], buf, sizeof(buf)), "fd00::/8");
+    config_done(&c);
+    assert_int_equal(load(&c, 5, none_argv), 0);
+    assert_int_equal(c.trusted_proxies_n, 0);
+    assert_null(c.trusted_proxies);
+    config_done(&c);
+    unsetenv("NANNY_TRUSTED_PROXIES");
+    unlink(path);
+    free(path);
+}
+
+static void test_trusted_proxies_refused(void **state)
+{
+    static const struct {
+        const char *value, *names;
+    } flags[] = {
+        {"nope", "'nope'"},        {"127.0.0.1,10.0.0.300/8", "'10.0.0.300/8'"},
+        {"10.0.0.0/33", "prefix"}, {"10.0.0.1/8", "'10.0.0.1/8'"},
+        {"127.0.0.1,", "empty"},   {"127.0.0.1,,::1", "empty"},
+        {"[::1]", "'[::1]'"},      {"localhost", "'localhost'"},
+    };
+    static const struct {
+        const char *text, *line, *names;
+    } files[] = {
+        {"trusted_proxies:\n  - 127.0.0.1\n  - 10.0.0.300/8\n", ":3:", "'10.0.0.300/8'"},
+        {"listen: 127.0.0.1:0\ntrusted_proxies: [\"::1\", \"::1/200\"]\n", ":2:", "'::1/200'"},
+        {"trusted_proxies: 127.0.0.1\n", ":1:", "list"},
+        {"trusted_proxies:\n  - [a]\n", ":2:", "trusted_proxies[0]"},
+    };
+    struct config c;
+
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        char *argv[] = {"serve", "--trusted-proxies", (char *)flags[i].value, NULL};
+        assert_int_equal(load(&c, 3, argv), -EINVAL);
+        if (!strstr(err, "--trusted-proxies") || !strstr(err, flags[i].names))
+            fail_msg("flag '%s': '%s'", flags[i].value, err);
+        config_done(&c);
+    }
+    setenv("NANNY_TRUSTED_PROXIES", "10.0.0.0/8, bad", 1);
+    {
+        char *argv[] = {"serve", NULL};
+        assert_int_equal(load(&c, 1, argv), -EINVAL);
+        assert_non_null(strstr(err, "NANNY_TRUSTED_PROXIES"));
+        assert_non_null(strstr(err, "'bad'"));
+        config_done(&c);
+    }
+    unsetenv("NANNY_TRUSTED_PROXIES");
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char *path = temp_file(files[i].text);
+        char *argv[] = {"serve", "--config", path, NULL};
+        assert_int_equal(load(&c, 3, argv), -EINVAL);
+        if (!strstr(err, path) || !strstr(err, files[i].line) || !strstr(err, files[i].names))
+            fail_msg("file case %zu: '%s'", i, err);
+        config_done(&c);
+        unlink(path);
+        free(path);
+    }
 }
 
 /* --- docker_host and compose_command ---------------------------------------------------- */
@@ -482,6 +574,8 @@ int main(void)
         cmocka_unit_test_setup(test_file_errors_name_file_and_line, setup),
         cmocka_unit_test_setup(test_file_with_only_comments_means_defaults, setup),
         cmocka_unit_test_setup(test_missing_file, setup),
+        cmocka_unit_test_setup(test_trusted_proxies_sources, setup),
+        cmocka_unit_test_setup(test_trusted_proxies_refused, setup),
         cmocka_unit_test_setup_teardown(test_docker_host_default, setup_docker, teardown_docker),
         cmocka_unit_test_setup_teardown(test_docker_host_sources, setup_docker, teardown_docker),
         cmocka_unit_test_setup_teardown(test_docker_host_refused, setup_docker, teardown_docker),
