@@ -545,8 +545,9 @@ static void keep_oldest(struct oldest *o, pid_t pid)
 {
     uint64_t start;
 
-    if (proc_is_logger(pid))
-        return; /* started just after its service, perhaps in the same clock tick */
+    if (!proc_may_lead(pid))
+        return; /* a logger (started just after its service, perhaps in the same clock
+                 * tick), or a process on its way out */
     if (proc_start_time(pid, &start) == 0 && (!o->pid || start < o->start_time)) {
         o->pid = pid;
         o->start_time = start;

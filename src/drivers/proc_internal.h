@@ -25,6 +25,9 @@ int proc_marker_signal(const char *marker, int signum);
 
 /* True when pid is a process service's logger (`... log-writer ...`, drivers/logfile.h). */
 bool proc_is_logger(pid_t pid);
+/* Whether pid could lead an adopted run: it has a command line (it is not exiting) and
+ * is not a logger. */
+bool proc_may_lead(pid_t pid);
 
 /* The environment of a process service: PATH, LANG and HOME of the daemon, the variables
  * m passes (env_pass), m's env, then marker (when not NULL). Free the array only. */

@@ -126,7 +126,20 @@ void proc_teardown(void)
 {
     if (mode.base) {
         char *nanny = xasprintf("%s/nanny", mode.home);
-        /* Both stay while a service runs in them (rmdir says EBUSY): they are its. */
+        DIR *dir = opendir(mode.base);
+        struct dirent *e;
+
+        /* Service cgroups left empty (a run that ended while no daemon watched); every
+         * one of them, and both folders above, stays while a service runs in it (EBUSY). */
+        while (dir && (e = readdir(dir))) {
+            if (e->d_type == DT_DIR && e->d_name[0] != '.') {
+                char *sub = xasprintf("%s/%s", mode.base, e->d_name);
+                cgroup_remove(sub);
+                free(sub);
+            }
+        }
+        if (dir)
+            closedir(dir);
         cgroup_remove(mode.base);
         rmdir(nanny);
         free(nanny);
@@ -208,7 +221,9 @@ void proc_marker_scan(const char *prefix, bool exact, void (*found)(void *, pid_
     closedir(dir);
 }
 
-bool proc_is_logger(pid_t pid)
+/* What pid's command line says: 1 a logger (`nanny log-writer`), 0 anything else, -1
+ * none (gone, a zombie, or a process so far into its exit that its memory is gone). */
+static int command_kind(pid_t pid)
 {
     char path[64], buf[256];
     ssize_t len;
@@ -218,14 +233,24 @@ bool proc_is_logger(pid_t pid)
     snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return false;
+        return -1;
     len = read(fd, buf, sizeof(buf) - 1);
     close(fd);
     if (len <= 0)
-        return false;
+        return -1;
     buf[len] = '\0';
     first = strlen(buf) + 1; /* argv[1] follows argv[0]'s NUL */
     return first < (size_t)len && strcmp(buf + first, "log-writer") == 0;
+}
+
+bool proc_is_logger(pid_t pid)
+{
+    return command_kind(pid) == 1;
+}
+
+bool proc_may_lead(pid_t pid)
+{
+    return command_kind(pid) == 0;
 }
 
 struct marker_signal {
@@ -243,7 +268,8 @@ static void signal_found(void *data, pid_t pid, const char *rest)
         ms->n++;
 }
 
-/* Sends signum (0: none) to every live process with the marker; how many there are. */
+/* Sends signum (0: none) to every live process with the marker (but loggers, which
+ * only count); how many there are. */
 int proc_marker_signal(const char *marker, int signum)
 {
     struct marker_signal ms = {.signum = signum};
