@@ -654,6 +654,31 @@ bool registry_apply_pending(struct registry *reg, struct service *svc)
     return true;
 }
 
+void registry_set_running(struct registry *reg, struct service *svc, struct manifest *m)
+{
+    char *canonical = discovery_canonical_text(m);
+    bool differs;
+
+    if (!svc->pending) {
+        /* The one in force is the disk's: it waits, unless it says what runs. */
+        svc->pending = svc->manifest;
+        svc->pending_canonical = svc->canonical;
+    } else {
+        manifest_free(svc->manifest);
+        free(svc->canonical);
+    }
+    svc->manifest = m;
+    svc->canonical = canonical;
+    differs = strcmp(svc->canonical, svc->pending_canonical) != 0;
+    if (!differs)
+        service_drop_pending(reg, svc);
+    registry_touch(reg, svc);
+    if (differs)
+        log_info("%s: runs on the manifest it was started with; the one on disk waits until "
+                 "it is started again",
+                 svc->name);
+}
+
 json_t *registry_pending_changes(const struct service *svc)
 {
     json_t *running, *next, *changes, *v;

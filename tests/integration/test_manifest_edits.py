@@ -385,3 +385,121 @@ def test_a_typo_in_the_running_manifest_does_not_hand_its_name_over(lab):
     for _ in range(3):
         assert lab.rediscover()["changed"] == []
     assert_still_runs(lab, x, pid)
+
+
+# --- a daemon restart keeps what runs apart from what is on disk ---------------------------
+
+def edit_running_holder(lab, a):
+    """Moves a (running, holding the GPU) to a new port (its ports, command and health
+    change) and flips its gpu_required off on disk; returns the new port and the
+    status the daemon shows once it has seen the edit."""
+    from conftest import free_port
+    new_port = free_port()
+    edit_manifest(a, str(a.port), str(new_port))
+    edit_manifest(a, "gpu_required: true", "gpu_required: false")
+    lab.rediscover()
+    st = lab.status("a")
+    assert st["gpu_required"] is True and st["port"] == a.port, st
+    assert set(st["pending_changes"]) >= {"gpu_required", "ports", "command", "health"}, st
+    return new_port, st
+
+
+def assert_runs_as_before(lab, a, pid, before):
+    """The restarted daemon shows a as it ran (the manifest it was started with) and what
+    is on disk as pending, exactly as the daemon before it; another GPU service is
+    refused, naming a."""
+    st = lab.wait_status("a", lambda s: s["state"] == "running", message="a adopted")
+    shown = set(st) - {"state", "pid", "pids", "generation", "health", "is_healthy",
+                       "uptime_s", "uptime", "restarts", "last_error"}
+    assert {"port", "gpu_required"} <= shown, st
+    for field in shown:
+        assert st[field] == before[field], (field, st, before)
+    assert st["pending_changes"] == before["pending_changes"], (st, before)
+    assert_conflict(lab.start("b", wait=True), "a")
+    assert lab.pids("b") == []
+    assert assert_one_holder_at_most(lab) == ["a"]
+    assert_still_runs(lab, a, pid)
+
+
+def test_daemon_killed_keeps_the_running_manifest_and_its_pending_changes(lab):
+    """kill -9 of the daemon while a GPU holder runs with an edited manifest (GPU off, a
+    new port and command): the next daemon shows the manifest a runs on and the edit as
+    pending_changes, a keeps the GPU; a restart applies the edit."""
+    import signal
+    a = lab.add("a", gpu=True)
+    lab.add("b", gpu=True)
+    d1 = lab.serve()
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    pid = a.wait_own_pid()
+    new_port, before = edit_running_holder(lab, a)
+
+    d1.proc.send_signal(signal.SIGKILL)
+    assert d1.wait_exit() == -9
+    lab.serve()
+    assert_runs_as_before(lab, a, pid, before)
+
+    body = start_answer(lab.restart("a", wait=True), "a", states="running")
+    assert body["port"] == new_port and body["gpu_required"] is False, body
+    assert body["pending_changes"] is None, body
+    a.port = new_port
+    assert a.wait_own_pid() != pid
+    start_answer(lab.start("b", wait=True), "b", states="running")
+    lab.svcs["a"].gpu = False
+    assert assert_one_holder_at_most(lab) == ["b"]
+
+
+def test_daemon_stopped_leaving_services_keeps_the_running_manifest(lab):
+    """The same after a clean stop of the daemon that leaves its services running; a stop
+    then a start applies the edit."""
+    a = lab.add("a", gpu=True)
+    lab.add("b", gpu=True)
+    d1 = lab.serve(keep_services=True)
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    pid = a.wait_own_pid()
+    new_port, before = edit_running_holder(lab, a)
+
+    assert d1.terminate() == 0, d1.stderr
+    d2 = lab.serve(keep_services=True)
+    assert_runs_as_before(lab, a, pid, before)
+    # And again: the second daemon recorded what the first had.
+    assert d2.terminate() == 0, d2.stderr
+    lab.serve()
+    assert_runs_as_before(lab, a, pid, before)
+
+    ok_status(lab.stop("a"), "a", states="stopped")
+    body = start_answer(lab.start("a", wait=True), "a", states="running")
+    assert body["port"] == new_port and body["gpu_required"] is False, body
+    assert body["pending_changes"] is None, body
+    a.port = new_port
+    assert a.wait_own_pid() not in (None, pid)
+    start_answer(lab.start("b", wait=True), "b", states="running")
+    lab.svcs["a"].gpu = False
+    assert assert_one_holder_at_most(lab) == ["b"]
+
+
+def test_a_recorded_manifest_that_no_longer_parses_falls_back_to_the_disk(lab):
+    """The state file's copy of the manifest a runs on is broken (a person's edit): the
+    next daemon says so, shows the manifest on disk, and a keeps the GPU it was started
+    with."""
+    import json
+    a = lab.add("a", gpu=True)
+    lab.add("b", gpu=True)
+    d1 = lab.serve(keep_services=True)
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    pid = a.wait_own_pid()
+    edit_manifest(a, "gpu_required: true", "gpu_required: false")
+    assert d1.terminate() == 0, d1.stderr
+    path = os.path.join(lab.state_dir, "state.json")
+    with open(path) as f:
+        state = json.load(f)
+    record = state["services"]["a"]
+    assert "gpu_required: true" in record["manifest"]["source"], record
+    record["manifest"]["source"] = "name: a\nports: [[[\n"
+    replace_file(path, json.dumps(state))
+
+    d2 = lab.serve()
+    st = lab.wait_status("a", lambda s: s["state"] == "running", message="a adopted")
+    assert st["gpu_required"] is False and st["pending_changes"] is None, st
+    d2.wait_for_log(r"a: the manifest it was started with .* no longer parses")
+    assert_conflict(lab.start("b", wait=True), "a")
+    assert_still_runs(lab, a, pid)
