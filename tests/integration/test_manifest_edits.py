@@ -15,6 +15,11 @@ import shutil
 
 import pytest
 
+from compose_helpers import (  # noqa: F401 (clab, docker_engine, testsvc_image are fixtures)
+    clab,
+    docker_engine,
+    testsvc_image,
+)
 from conftest import replace_file, wait_until
 from lifecycle_helpers import (  # noqa: F401 (lab is a fixture)
     json_error,
@@ -503,3 +508,36 @@ def test_a_recorded_manifest_that_no_longer_parses_falls_back_to_the_disk(lab):
     d2.wait_for_log(r"a: the manifest it was started with .* no longer parses")
     assert_conflict(lab.start("b", wait=True), "a")
     assert_still_runs(lab, a, pid)
+
+
+def test_compose_holder_keeps_its_manifest_through_a_daemon_restart(clab):
+    """A compose service (whose driver records nothing: the engine's labels say what runs)
+    holds the GPU; its service.yaml is edited (GPU off, stop_timeout) and the daemon
+    stops, leaving it running: the next daemon finds the project, shows the manifest it
+    was started with and the edit as pending, and another GPU service is refused; a stop
+    then a start applies the edit."""
+    svc = clab.add(gpu=True)
+    other = clab.add(gpu=True)
+    d1 = clab.serve(keep_services=True)
+    start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
+    cid = svc.container()
+    edit_manifest(svc, "gpu_required: true", "gpu_required: false")
+    edit_manifest(svc, "stop_timeout: 2s", "stop_timeout: 3s")
+    clab.rediscover()
+    before = clab.status(svc.name)
+    assert before["gpu_required"] is True, before
+    assert set(before["pending_changes"]) == {"gpu_required", "stop_timeout_ms"}, before
+
+    assert d1.terminate() == 0, d1.stderr
+    clab.serve()
+    st = clab.wait_status(svc.name, lambda s: s["state"] == "running", timeout=10,
+                          message="adopted as running")
+    assert st["gpu_required"] is True, st
+    assert st["pending_changes"] == before["pending_changes"], (st, before)
+    assert_conflict(clab.start(other.name, wait=True), svc.name)
+    assert svc.container() == cid
+
+    ok_status(clab.stop(svc.name), svc.name, "stopped")
+    body = start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
+    assert body["gpu_required"] is False and body["pending_changes"] is None, body
+    start_answer(clab.start(other.name, wait=True), other.name, states="running")
