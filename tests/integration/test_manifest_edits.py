@@ -351,7 +351,9 @@ def test_gpu_required_flipped_while_the_daemon_was_down_keeps_the_hold(lab):
     assert d1.terminate() == 0, d1.stderr
     edit_manifest(a, "gpu_required: true", "gpu_required: false")
     lab.serve()
-    lab.wait_state("a", "running")
+    st = lab.wait_status("a", lambda s: s["state"] == "running", message="a adopted")
+    assert st["gpu_required"] is True, st
+    assert st["pending_changes"] == {"gpu_required": {"running": True, "new": False}}, st
     answer = lab.start("b", wait=True)
     assert assert_one_holder_at_most(lab) == ["a"]
     assert_conflict(answer, "a")
