@@ -46,10 +46,10 @@ json_t *recorded_manifest_new(const struct manifest *m, size_t *budget)
     return json_pack("{s:o, s:s}", "source", source, "dir", m->dir);
 }
 
-/* The manifest svc was started with, from record's "manifest" (runs_record): parsed
- * as it was then, or NULL when the record has none (an older daemon's) or it does not
- * parse any more (logged): then the manifest on disk stands for what runs. */
-static struct manifest *recorded_manifest(const struct service *svc, json_t *record)
+/* The manifest service name was started with, from record's "manifest" (runs_record):
+ * parsed as it was then, or NULL when the record has none (an older daemon's) or it does
+ * not parse any more (logged): then the manifest on disk stands for what runs. */
+static struct manifest *recorded_manifest(const char *name, json_t *record)
 {
     json_t *recorded = json_object_get(record, "manifest");
     json_t *source = json_object_get(recorded, "source");
@@ -62,19 +62,19 @@ static struct manifest *recorded_manifest(const struct service *svc, json_t *rec
     if (!json_is_string(source) || !dir || *dir != '/') {
         log_warning("%s: the state file's record of the manifest it was started with is not "
                     "readable: shown with the manifest on disk",
-                    svc->name);
+                    name);
         return NULL;
     }
     if (manifest_parse(json_string_value(source), json_string_length(source), dir, &m, NULL,
                        &errors, &warnings) < 0) {
         log_warning("%s: the manifest it was started with (recorded in the state file) no "
                     "longer parses (line %d: %s): shown with the manifest on disk",
-                    svc->name, errors.n ? errors.items[0].line : 0,
+                    name, errors.n ? errors.items[0].line : 0,
                     errors.n ? errors.items[0].message : "?");
-    } else if (strcmp(m->name, svc->name) != 0) {
+    } else if (strcmp(m->name, name) != 0) {
         log_warning("%s: the manifest recorded for it in the state file is named %s: shown "
                     "with the manifest on disk",
-                    svc->name, m->name);
+                    name, m->name);
         manifest_free(m);
         m = NULL;
     }
@@ -156,7 +156,7 @@ static void on_appeared(void *data, const struct driver *d, const char *key)
                 (run->status.state != STATE_STOPPED && run->status.state != STATE_FAILED)))
         return; /* a start of it that waits for the GPU will find it running */
     record = json_incref(recorded_for(sup, svc));
-    if (adopt_run(sup, svc, d, record, NULL, recorded_manifest(svc, record)) < 0) {
+    if (adopt_run(sup, svc, d, record, NULL, recorded_manifest(svc->name, record)) < 0) {
         json_decref(record);
         return;
     }
@@ -232,7 +232,7 @@ static bool adopt_unrecorded(struct supervisor *sup, struct service *svc)
         return true;
     if (!d || !d->adopt)
         return false;
-    if (adopt_run(sup, svc, d, record, NULL, recorded_manifest(svc, record)) < 0)
+    if (adopt_run(sup, svc, d, record, NULL, recorded_manifest(svc->name, record)) < 0)
         return false;
     log_info("%s: found running through its driver: adopted", svc->name);
     run_adopted(run_find(sup, svc), recorded_started_at(record));
@@ -347,6 +347,7 @@ void supervisor_adopt(struct supervisor *sup)
         const struct driver *d = svc ? driver_for(svc->manifest) : NULL;
         json_int_t pid = json_integer_value(json_object_get(entry, "pid"));
         struct manifest *started;
+        bool added = false;
         struct run *run;
 
         if (d && json_is_true(json_object_get(entry, "found_by_driver"))) {
@@ -354,7 +355,7 @@ void supervisor_adopt(struct supervisor *sup)
             continue;
         }
         /* The manifest it was started with names its driver (the disk's may name another). */
-        started = svc ? recorded_manifest(svc, entry) : NULL;
+        started = recorded_manifest(name, entry);
         if (started)
             d = driver_for(started);
         if (!d || strcmp(json_string_value(json_object_get(entry, "driver")) ?: "", d->name) != 0) {
@@ -364,10 +365,23 @@ void supervisor_adopt(struct supervisor *sup)
             manifest_free(started);
             continue;
         }
+        if (!svc) {
+            /* Its manifest broke, or its folder went, while no daemon watched: it runs on
+             * the one it was started with, and holds what it holds, until it is stopped. */
+            svc = registry_add_running(sup->reg, started);
+            if (!svc) {
+                manifest_free(started);
+                continue;
+            }
+            started = NULL; /* the service's now */
+            added = true;
+        }
         r = d->adopt ? adopt_run(sup, svc, d, entry, entry, started) : -ESRCH;
         if (r < 0) {
             if (!d->adopt)
                 manifest_free(started);
+            if (added)
+                registry_hold(sup->reg, svc, false); /* a rescan drops it */
             log_info("%s: no longer running (pid %d): stopped", name, (int)pid);
             continue;
         }

@@ -543,3 +543,41 @@ def test_compose_holder_keeps_its_manifest_through_a_daemon_restart(clab):
     body = start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
     assert body["gpu_required"] is False and body["pending_changes"] is None, body
     start_answer(clab.start(other.name, wait=True), other.name, states="running")
+
+
+@pytest.mark.parametrize("fault", ["broken", "removed"])
+def test_a_manifest_broken_or_removed_while_the_daemon_was_down(lab, fault):
+    """a's manifest breaks (or its folder goes) while no daemon runs: the next daemon
+    still adopts a on the manifest it was started with, from the state file, shows the
+    problem, and keeps the GPU with a; once stopped, a stays in the list with its problem
+    (a broken manifest, as when it breaks while the daemon runs) or leaves it (removed)."""
+    a = lab.add("a", gpu=True)
+    lab.add("b", gpu=True)
+    d1 = lab.serve(keep_services=True)
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    pid = a.wait_own_pid()
+    before = lab.status("a")
+    assert d1.terminate() == 0, d1.stderr
+    if fault == "broken":
+        edit_manifest(a, "gpu_required: true", "gpu_required: [oops")
+    else:
+        shutil.rmtree(a.folder)
+
+    lab.serve()
+    st = lab.wait_status("a", lambda s: s["state"] == "running" and s["manifest_error"],
+                         message="a adopted, its problem shown")
+    assert st["gpu_required"] is True and st["port"] == before["port"], st
+    assert_conflict(lab.start("b", wait=True), "a")
+    assert lab.pids("b") == []
+    assert_still_runs(lab, a, pid)
+
+    ok_status(lab.stop("a"), "a", states="stopped")
+    lab.wait_no_processes("a")
+    if fault == "broken":
+        st = lab.status("a")
+        assert st["state"] == "stopped" and st["manifest_error"], st
+    else:
+        wait_until(lambda: "a" not in [s["name"] for s in lab.list()],
+                   message="a left the list")
+    start_answer(lab.start("b", wait=True), "b", states="running")
+    assert assert_one_holder_at_most(lab) == ["b"]
