@@ -771,6 +771,34 @@ static void test_recorded_manifest_unchanged(void **state)
     assert_null(registry_pending_changes(svc(f, "a")));
 }
 
+/* A folder removed while no daemon ran: the next one adopts what runs on the manifest it
+ * was started with, holding the GPU; once stopped, the service leaves. */
+static void test_recorded_manifest_of_a_removed_folder(void **state)
+{
+    struct fixture *f = *state;
+    char path[256];
+
+    start(f, "a", false);
+    snprintf(path, sizeof(path), "%s/a/service.yaml", f->root);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof(path), "%s/a", f->root);
+    assert_int_equal(rmdir(path), 0);
+    fake.adopt_finds = true;
+    restart_daemon(f);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_true(svc(f, "a")->manifest->gpu_required);
+    start(f, "b", false);
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[1].holder, "a");
+    assert_int_equal(registry_scan_now(f->reg), 0);
+    assert_non_null(svc(f, "a")->manifest_error);
+    supervisor_stop(f->sup, svc(f, "a"), on_done, f);
+    settle(f);
+    fake_gone("a");
+    assert_int_equal(registry_scan_now(f->reg), 0);
+    assert_null(registry_find(f->reg, "a"));
+}
+
 /* A driver that records nothing of its runs (compose: the engine's labels say what runs):
  * the state file keeps the manifest, taken when the driver finds the run. */
 static void test_recorded_manifest_of_a_run_the_driver_finds(void **state)
@@ -884,6 +912,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_adoption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recorded_manifest_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recorded_manifest_unchanged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recorded_manifest_of_a_removed_folder, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_recorded_manifest_of_a_run_the_driver_finds, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_adopted_holder_keeps_what_it_was_started_with, setup,
