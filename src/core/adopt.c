@@ -33,6 +33,84 @@ static struct service *service_by_key(struct supervisor *sup, const struct drive
     return NULL;
 }
 
+json_t *recorded_manifest_new(const struct manifest *m, size_t *budget)
+{
+    json_t *source;
+
+    if (!m->source || m->source_len > *budget / 2)
+        return NULL;
+    source = json_stringn(m->source, m->source_len);
+    if (!source)
+        return NULL; /* not UTF-8 (a UTF-16 file): the next daemon reads the disk's */
+    *budget -= m->source_len * 2;
+    return json_pack("{s:o, s:s}", "source", source, "dir", m->dir);
+}
+
+/* The manifest service name was started with, from record's "manifest" (runs_record):
+ * parsed as it was then, or NULL when the record has none (an older daemon's) or it does
+ * not parse any more (logged): then the manifest on disk stands for what runs. */
+static struct manifest *recorded_manifest(const char *name, json_t *record)
+{
+    json_t *recorded = json_object_get(record, "manifest");
+    json_t *source = json_object_get(recorded, "source");
+    const char *dir = json_string_value(json_object_get(recorded, "dir"));
+    struct diags errors = {0}, warnings = {0};
+    struct manifest *m = NULL;
+
+    if (!recorded)
+        return NULL;
+    if (!json_is_string(source) || !dir || *dir != '/') {
+        log_warning("%s: the state file's record of the manifest it was started with is not "
+                    "readable: shown with the manifest on disk",
+                    name);
+        return NULL;
+    }
+    if (manifest_parse(json_string_value(source), json_string_length(source), dir, &m, NULL,
+                       &errors, &warnings) < 0) {
+        log_warning("%s: the manifest it was started with (recorded in the state file) no "
+                    "longer parses (line %d: %s): shown with the manifest on disk",
+                    name, errors.n ? errors.items[0].line : 0,
+                    errors.n ? errors.items[0].message : "?");
+    } else if (strcmp(m->name, name) != 0) {
+        log_warning("%s: the manifest recorded for it in the state file is named %s: shown "
+                    "with the manifest on disk",
+                    name, m->name);
+        manifest_free(m);
+        m = NULL;
+    }
+    diags_clear(&errors);
+    diags_clear(&warnings); /* a newer daemon's fields: what this one knows is enough */
+    return m;
+}
+
+/* Takes over a run of svc through driver d: with the manifest it was started with when
+ * record keeps it (the one on disk, when it differs, waits as pending). */
+static int adopt_run(struct supervisor *sup, struct service *svc, const struct driver *d,
+                     json_t *record, json_t *driver_record, struct manifest *started)
+{
+    struct run *run = run_of(sup, svc);
+    int r = d->adopt(sup->loop, started ? started : svc->manifest, driver_record,
+                     &run_driver_events, run, &run->instance);
+
+    if (r < 0) {
+        manifest_free(started);
+        return r;
+    }
+    if (started)
+        registry_set_running(sup->reg, svc, started);
+    /* It holds the GPU if it was started needing it, whatever the manifest says now. */
+    run->instance_gpu =
+        svc->manifest->gpu_required || json_is_true(json_object_get(record, "gpu_required"));
+    return 0;
+}
+
+/* The record an earlier daemon kept of svc for its driver to find (sup->recorded):
+ * borrowed, NULL when none. */
+static json_t *recorded_for(struct supervisor *sup, const struct service *svc)
+{
+    return json_object_get(sup->recorded, svc->name);
+}
+
 /* What a resumed or finished operation did: logged (nobody waits for it). */
 static void on_resumed(void *data, struct service *svc, const struct supervisor_result *res)
 {
@@ -56,26 +134,43 @@ static void finish_stop(struct supervisor *sup, struct service *svc)
     supervisor_stop(sup, svc, on_resumed, NULL);
 }
 
+/* When a recorded run started (its record's), else now. */
+static int64_t recorded_started_at(json_t *record)
+{
+    json_int_t at = json_integer_value(json_object_get(record, "started_at_ms"));
+
+    return at > 0 ? at : unix_ms();
+}
+
 static void on_appeared(void *data, const struct driver *d, const char *key)
 {
     struct supervisor *sup = data;
     struct service *svc = service_by_key(sup, d, key);
     struct run *run;
+    json_t *record;
 
     if (!svc || sup->shutting_down || !d->adopt)
         return;
+    if (sup->adopting)
+        return; /* the records first: the drivers are asked again after (adopt_now()) */
     run = run_find(sup, svc);
     if (run && (run_lingers(run) || run->reserved ||
                 (run->status.state != STATE_STOPPED && run->status.state != STATE_FAILED)))
         return; /* a start of it that waits for the GPU will find it running */
-    run = run_of(sup, svc);
-    if (d->adopt(sup->loop, svc->manifest, NULL, &run_driver_events, run, &run->instance) < 0)
+    record = json_incref(recorded_for(sup, svc));
+    if (adopt_run(sup, svc, d, record, NULL, recorded_manifest(svc->name, record)) < 0) {
+        json_decref(record);
         return;
-    log_info("%s: it runs, started outside the daemon: adopted", svc->name);
-    run->instance_gpu = svc->manifest->gpu_required;
-    if (svc->manifest->gpu_required) {
+    }
+    json_object_del(sup->recorded, svc->name);
+    run = run_of(sup, svc);
+    if (record)
+        log_info("%s: it runs, started by an earlier daemon: adopted", svc->name);
+    else
+        log_info("%s: it runs, started outside the daemon: adopted", svc->name);
+    if (run->instance_gpu) {
         char message[160];
-        if (!supervisor_gpu_free_for(sup, svc))
+        if (!record && !supervisor_gpu_free_for(sup, svc))
             log_warning("%s: started outside the daemon while another service holds the GPU",
                         svc->name);
         /* Starts waiting for the GPU lost it to this one. */
@@ -88,7 +183,8 @@ static void on_appeared(void *data, const struct driver *d, const char *key)
             }
         }
     }
-    run_adopted(run, unix_ms());
+    run_adopted(run, recorded_started_at(record));
+    json_decref(record);
     ops_settle(sup);
     finish_stop(sup, svc);
 }
@@ -122,6 +218,8 @@ static void on_backend(void *data, const struct driver *d, const char *error)
         sup->adopting = false;
         sup->adopt_doc = NULL;
         adopt_now(sup, doc);
+        /* What a driver saw running meanwhile (appeared) was left for now: asked again. */
+        supervisor_services_changed(sup);
         supervisor_adopted(sup);
     }
 }
@@ -151,16 +249,17 @@ static bool adopt_unrecorded(struct supervisor *sup, struct service *svc)
 {
     const struct driver *d = driver_for(svc->manifest);
     struct run *run = run_find(sup, svc);
+    json_t *record = recorded_for(sup, svc);
 
     if (run && run->instance)
         return true;
     if (!d || !d->adopt)
         return false;
-    run = run_of(sup, svc);
-    if (d->adopt(sup->loop, svc->manifest, NULL, &run_driver_events, run, &run->instance) < 0)
+    if (adopt_run(sup, svc, d, record, NULL, recorded_manifest(svc->name, record)) < 0)
         return false;
     log_info("%s: found running through its driver: adopted", svc->name);
-    run_adopted(run, unix_ms());
+    run_adopted(run_find(sup, svc), recorded_started_at(record));
+    json_object_del(sup->recorded, svc->name);
     return true;
 }
 
@@ -300,31 +399,51 @@ static void adopt_now(struct supervisor *sup, json_t *doc)
         struct service *svc = registry_find(sup->reg, name);
         const struct driver *d = svc ? driver_for(svc->manifest) : NULL;
         json_int_t pid = json_integer_value(json_object_get(entry, "pid"));
+        struct manifest *started;
+        bool added = false;
         struct run *run;
 
+        if (d && json_is_true(json_object_get(entry, "found_by_driver"))) {
+            json_object_set(sup->recorded, name, entry); /* on_appeared() takes it */
+            continue;
+        }
+        /* The manifest it was started with names its driver (the disk's may name another). */
+        started = recorded_manifest(name, entry);
+        if (started)
+            d = driver_for(started);
         if (!d || strcmp(json_string_value(json_object_get(entry, "driver")) ?: "", d->name) != 0) {
             log_warning("%s (pid %d) was started by an earlier daemon but is no longer a "
                         "service here: left alone",
                         name, (int)pid);
+            manifest_free(started);
             continue;
         }
-        run = run_of(sup, svc);
-        if (run->instance) {
-            /* Already found running by its driver (appeared): the record adds its GPU. */
-            run->instance_gpu =
-                run->instance_gpu || json_is_true(json_object_get(entry, "gpu_required"));
+        if (!svc) {
+            /* Its manifest broke, or its folder went, while no daemon watched: it runs on
+             * the one it was started with, and holds what it holds, until it is stopped. */
+            svc = registry_add_running(sup->reg, started);
+            if (!svc) {
+                manifest_free(started);
+                continue;
+            }
+            started = NULL; /* the service's now */
+            added = true;
+        }
+        run = run_find(sup, svc);
+        if (run && run->instance) {
+            manifest_free(started); /* held already (cannot be, but never twice) */
             continue;
         }
-        r = d->adopt
-                ? d->adopt(sup->loop, svc->manifest, entry, &run_driver_events, run, &run->instance)
-                : -ESRCH;
+        r = d->adopt ? adopt_run(sup, svc, d, entry, entry, started) : -ESRCH;
         if (r < 0) {
+            if (!d->adopt)
+                manifest_free(started);
+            if (added)
+                registry_hold(sup->reg, svc, false); /* a rescan drops it */
             log_info("%s: no longer running (pid %d): stopped", name, (int)pid);
             continue;
         }
-        /* It holds the GPU if it was started needing it, whatever the manifest says now. */
-        run->instance_gpu =
-            svc->manifest->gpu_required || json_is_true(json_object_get(entry, "gpu_required"));
+        run = run_find(sup, svc);
         run_adopted(run, json_integer_value(json_object_get(entry, "started_at_ms")));
         log_info("%s: adopted, pid %d, %s", name, (int)pid,
                  lifecycle_state_name(run->status.state));

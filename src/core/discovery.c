@@ -303,7 +303,7 @@ static void reject_shared_ports(struct scan *s, const bool *claimed)
 
 /* The text a manifest is compared by between scans: built here, on the worker thread,
  * so that the loop only compares strings. */
-static char *canonical_text(const struct manifest *m)
+char *discovery_canonical_text(const struct manifest *m)
 {
     json_t *j = manifest_to_json(m);
     char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
@@ -382,7 +382,7 @@ int discovery_scan_claimed(const char *root, const struct discovery_claim *claim
     free(claimed);
     for (size_t i = 0; i < s->n; i++) {
         if (s->entries[i].manifest)
-            s->entries[i].canonical = canonical_text(s->entries[i].manifest);
+            s->entries[i].canonical = discovery_canonical_text(s->entries[i].manifest);
     }
     *ret = s;
     return 0;

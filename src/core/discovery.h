@@ -56,6 +56,10 @@ int discovery_read(const char *root, struct scan **ret);
  * manifest or canonical text first by setting the pointer to NULL. */
 void discovery_scan_free(struct scan *s);
 
+/* The canonical text of a manifest, as a scan makes it for scan_entry.canonical. New
+ * string. */
+char *discovery_canonical_text(const struct manifest *m);
+
 /* True for a subfolder name that can be a service: not starting with '_' or '.', and
  * printable UTF-8 (a name that is not could be neither shown in an error nor sent as JSON). */
 bool discovery_folder_is_candidate(const char *name);

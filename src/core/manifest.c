@@ -624,6 +624,10 @@ int manifest_parse_within(const char *buf, size_t len, const char *dir, const ch
         manifest_free(p.m);
         return -EINVAL;
     }
+    p.m->source = xmalloc(len + 1);
+    memcpy(p.m->source, buf, len);
+    p.m->source[len] = '\0';
+    p.m->source_len = len;
     *ret = p.m;
     return 0;
 }
@@ -644,6 +648,7 @@ void manifest_free(struct manifest *m)
     strv_free(m->env_pass);
     free(m->health_path);
     free(m->dir);
+    free(m->source);
     free(m);
 }
 

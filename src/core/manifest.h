@@ -69,6 +69,10 @@ struct manifest {
     char *dir;     /* absolute service folder */
     int name_line; /* where name: and ports: stand, for cross-manifest errors */
     int ports_line;
+    /* The text it was parsed from (NUL-terminated; at most MANIFEST_SIZE_MAX): the state
+     * file records what a service was started with, for the next daemon to adopt. */
+    char *source;
+    size_t source_len;
 };
 
 /* Parses and validates a manifest held in memory. dir is the service folder (used for

@@ -654,6 +654,61 @@ bool registry_apply_pending(struct registry *reg, struct service *svc)
     return true;
 }
 
+void registry_set_running(struct registry *reg, struct service *svc, struct manifest *m)
+{
+    char *canonical = discovery_canonical_text(m);
+    bool differs;
+
+    if (!svc->pending) {
+        /* The one in force is the disk's: it waits, unless it says what runs. */
+        svc->pending = svc->manifest;
+        svc->pending_canonical = svc->canonical;
+    } else {
+        manifest_free(svc->manifest);
+        free(svc->canonical);
+    }
+    svc->manifest = m;
+    svc->canonical = canonical;
+    differs = strcmp(svc->canonical, svc->pending_canonical) != 0;
+    if (!differs)
+        service_drop_pending(reg, svc);
+    registry_touch(reg, svc);
+    if (differs)
+        log_info("%s: runs on the manifest it was started with; the one on disk waits until "
+                 "it is started again",
+                 svc->name);
+}
+
+struct service *registry_add_running(struct registry *reg, struct manifest *m)
+{
+    const char *slash = strrchr(m->dir, '/');
+    struct service *svc;
+
+    if (registry_find(reg, m->name))
+        return NULL;
+    svc = xcalloc(1, sizeof(*svc));
+    svc->name = xstrdup(m->name);
+    svc->folder = xstrdup(slash && slash[1] ? slash + 1 : m->dir);
+    svc->manifest = m;
+    svc->canonical = discovery_canonical_text(m);
+    svc->warnings = json_array();
+    svc->held = true; /* until the caller says: a rescan asked meanwhile must keep it */
+    svc->gone = true; /* the disk does not name it: a rescan tells why */
+    reg->services = xrealloc(reg->services, (reg->n_services + 1) * sizeof(*reg->services));
+    reg->services[reg->n_services++] = svc;
+    qsort(reg->services, reg->n_services, sizeof(*reg->services), service_cmp);
+    registry_touch(reg, svc);
+    log_warning("%s: it runs, but no manifest on disk names it any more (broken or removed): "
+                "kept on the manifest it was started with until it is stopped",
+                svc->name);
+    if (reg->hub)
+        events_publish(reg->hub, EVENT_DISCOVERY, NULL,
+                       json_pack("{s:[s], s:[], s:[]}", "added", svc->name, "removed", "changed"));
+    if (reg->loop)
+        registry_rescan(reg, NULL, NULL);
+    return svc;
+}
+
 json_t *registry_pending_changes(const struct service *svc)
 {
     json_t *running, *next, *changes, *v;

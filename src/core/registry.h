@@ -56,6 +56,20 @@ void registry_hold(struct registry *reg, struct service *svc, bool held);
  * was one. */
 bool registry_apply_pending(struct registry *reg, struct service *svc);
 
+/* Makes m (taken) the manifest svc runs on: the one it was started with, as an earlier
+ * daemon recorded it, adopted with what runs. When the manifest on disk (the one svc had)
+ * says otherwise, that one waits as pending, as if it had changed while the service ran.
+ * The caller holds svc (registry_hold), or the next rescan puts the disk's back. */
+void registry_set_running(struct registry *reg, struct service *svc, struct manifest *m);
+
+/* Adds a service for m (taken), the manifest an earlier daemon recorded of a run that
+ * still goes on, though no valid manifest on disk names it any more (its manifest broke,
+ * or its folder went, while no daemon watched); its folder is m's. The caller adopts the
+ * run and holds it (registry_hold), or lets it go; either way a rescan follows, which
+ * shows the problem on it (manifest_error) as for a manifest that broke while it ran, and
+ * drops it once it is let go. Returns the service, or NULL when the name is taken. */
+struct service *registry_add_running(struct registry *reg, struct manifest *m);
+
 /* What the pending manifest would change, {field: {"running": v, "new": v}} over the
  * fields of manifest_to_json(); NULL when nothing is pending. New reference. */
 json_t *registry_pending_changes(const struct service *svc);

@@ -14,6 +14,9 @@
 #include "lib/portcheck.h"
 
 #define PORT_CHECK_MS 50 /* the longest a start waits to learn a port is taken */
+/* The most manifest text one state file keeps (escaped, at most twice as much): far
+ * under STATE_SIZE_MAX, whatever runs. A run past it is recorded without its manifest. */
+#define RUN_SOURCES_MAX (4 * 1024 * 1024)
 
 int64_t unix_ms(void)
 {
@@ -142,6 +145,8 @@ void intent_set(struct supervisor *sup, const char *name, const char *intent, bo
 {
     json_t *entry = json_pack("{s:s}", "intent", intent);
 
+    json_object_del(sup->recorded, name); /* this daemon's word supersedes the last one's */
+
     if (force)
         json_object_set_new(entry, "force", json_true());
     if (for_name)
@@ -166,18 +171,35 @@ void runs_record(struct supervisor *sup)
 void runs_record_then(struct supervisor *sup, state_written_fn done, void *data)
 {
     json_t *services = json_object();
-    size_t n = registry_count(sup->reg);
+    size_t n = registry_count(sup->reg), budget = RUN_SOURCES_MAX;
 
     for (size_t i = 0; i < n; i++) {
         struct service *svc = registry_at(sup->reg, i);
         struct run *run = run_find(sup, svc);
-        json_t *record;
+        json_t *record, *manifest;
 
-        if (!run || !run->instance || !(record = driver_run_record(run->instance)))
+        if (!run || !run->instance) {
+            /* Recorded by the last daemon, not found by its driver yet: kept as it was. */
+            record = json_object_get(sup->recorded, svc->name);
+            if (record)
+                json_object_set(services, svc->name, record);
+            continue;
+        }
+        record = driver_run_record(run->instance);
+        /* No record the driver adopts by (compose: the engine's labels say what runs): it
+         * finds the run itself, and the record keeps what it cannot say. */
+        if (!record && run->instance->driver->adopt)
+            record = json_pack("{s:s, s:b}", "driver", run->instance->driver->name,
+                               "found_by_driver", true);
+        if (!record)
             continue;
         json_object_set_new(record, "started_at_ms", json_integer(run->status.started_at_ms));
         json_object_set_new(record, "log", json_string(run->log_path));
         json_object_set_new(record, "gpu_required", json_boolean(run->instance_gpu));
+        /* A held service's manifest is the one its run was started with (registry.h). */
+        manifest = recorded_manifest_new(svc->manifest, &budget);
+        if (manifest)
+            json_object_set_new(record, "manifest", manifest);
         json_object_set_new(services, svc->name, record);
     }
     json_t *doc = json_pack("{s:i, s:o, s:O, s:s, s:o}", "version", 1, "services", services,

@@ -812,6 +812,7 @@ struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct 
     sup->sub = events_subscribe(hub, on_event, sup);
     sup->state_writer = state_writer_new(loop, config->state_dir);
     sup->intents = json_object();
+    sup->recorded = json_object();
     sup->boot_id = state_boot_id();
     logs_rotation_start(sup);
     for (const struct driver *const *d = drivers_all(); *d; d++)
@@ -881,6 +882,7 @@ void supervisor_free(struct supervisor *sup)
     events_unsubscribe(sup->hub, sup->sub);
     state_writer_free(sup->state_writer); /* what it still writes, it writes */
     json_decref(sup->intents);
+    json_decref(sup->recorded);
     free(sup->boot_id);
     free(sup->state_problem);
     free(sup->gpu_holder);

@@ -81,6 +81,11 @@ struct supervisor {
     /* Each service's last intent, written ahead of what is done (state.json "intents"):
      * name -> {"intent": "starting" | "running" | "stopped", "force": bool, "for": NAME}. */
     json_t *intents;
+    /* What an earlier daemon recorded of runs that no driver record names (a compose
+     * project: the engine tells whether it runs), name -> record: the manifest it was
+     * started with is taken when the driver finds it running, and forgotten at this
+     * daemon's first intent for it. */
+    json_t *recorded;
     char *boot_id;       /* this boot of the host, recorded with the state */
     char *state_problem; /* a state file found corrupt, until a good one is written */
     uint64_t generation; /* of every status (supervisor_generation) */
@@ -141,6 +146,9 @@ void supervisor_gpu_publish(struct supervisor *sup);
 
 /* adopt.c */
 extern const struct driver_outside supervisor_outside;
+/* What runs_record() keeps of the manifest a run was started with ({"source", "dir"}), NULL
+ * when nothing is kept (too large for what is left of budget, which it lowers). */
+json_t *recorded_manifest_new(const struct manifest *m, size_t *budget);
 
 /* logs.c */
 void logs_rotation_start(struct supervisor *sup);

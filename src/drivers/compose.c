@@ -476,6 +476,12 @@ static void on_listed(void *data)
     struct docker_project p;
     struct compose_run *r;
 
+    if (!c->listed) {
+        /* Now the driver can say what runs (compose_settled): the daemon adopts what its
+         * state file recorded, before what nobody runs is told through appeared. */
+        c->listed = true;
+        c->outside->backend(c->data, &driver_compose, NULL);
+    }
     while ((r = run_concluded(c, gen, &p))) {
         if (r->phase == PHASE_RUNNING) {
             /* Docker's exit codes above 128 are 128 + the signal that killed it. */
@@ -514,11 +520,6 @@ static void on_listed(void *data)
                    strcmp(docker_at(c->docker, j)->project, dc->project) == 0;
         if (!ours)
             c->outside->appeared(c->data, &driver_compose, dc->project);
-    }
-    if (!c->listed) {
-        /* Now the driver can say what runs (compose_settled): the adoption may go on. */
-        c->listed = true;
-        c->outside->backend(c->data, &driver_compose, NULL);
     }
 }
 

@@ -15,6 +15,11 @@ import shutil
 
 import pytest
 
+from compose_helpers import (  # noqa: F401 (clab, docker_engine, testsvc_image are fixtures)
+    clab,
+    docker_engine,
+    testsvc_image,
+)
 from conftest import replace_file, wait_until
 from lifecycle_helpers import (  # noqa: F401 (lab is a fixture)
     json_error,
@@ -346,7 +351,9 @@ def test_gpu_required_flipped_while_the_daemon_was_down_keeps_the_hold(lab):
     assert d1.terminate() == 0, d1.stderr
     edit_manifest(a, "gpu_required: true", "gpu_required: false")
     lab.serve()
-    lab.wait_state("a", "running")
+    st = lab.wait_status("a", lambda s: s["state"] == "running", message="a adopted")
+    assert st["gpu_required"] is True, st
+    assert st["pending_changes"] == {"gpu_required": {"running": True, "new": False}}, st
     answer = lab.start("b", wait=True)
     assert assert_one_holder_at_most(lab) == ["a"]
     assert_conflict(answer, "a")
@@ -385,3 +392,192 @@ def test_a_typo_in_the_running_manifest_does_not_hand_its_name_over(lab):
     for _ in range(3):
         assert lab.rediscover()["changed"] == []
     assert_still_runs(lab, x, pid)
+
+
+# --- a daemon restart keeps what runs apart from what is on disk ---------------------------
+
+def edit_running_holder(lab, a):
+    """Moves a (running, holding the GPU) to a new port (its ports, command and health
+    change) and flips its gpu_required off on disk; returns the new port and the
+    status the daemon shows once it has seen the edit."""
+    from conftest import free_port
+    new_port = free_port()
+    edit_manifest(a, str(a.port), str(new_port))
+    edit_manifest(a, "gpu_required: true", "gpu_required: false")
+    lab.rediscover()
+    st = lab.status("a")
+    assert st["gpu_required"] is True and st["port"] == a.port, st
+    assert set(st["pending_changes"]) >= {"gpu_required", "ports", "command", "health"}, st
+    return new_port, st
+
+
+def assert_runs_as_before(lab, a, pid, before):
+    """The restarted daemon shows a as it ran (the manifest it was started with) and what
+    is on disk as pending, exactly as the daemon before it; another GPU service is
+    refused, naming a."""
+    st = lab.wait_status("a", lambda s: s["state"] == "running", message="a adopted")
+    shown = set(st) - {"state", "pid", "pids", "generation", "health", "is_healthy",
+                       "uptime_s", "uptime", "restarts", "last_error"}
+    assert {"port", "gpu_required"} <= shown, st
+    for field in shown:
+        assert st[field] == before[field], (field, st, before)
+    assert st["pending_changes"] == before["pending_changes"], (st, before)
+    assert_conflict(lab.start("b", wait=True), "a")
+    assert lab.pids("b") == []
+    assert assert_one_holder_at_most(lab) == ["a"]
+    assert_still_runs(lab, a, pid)
+
+
+def test_daemon_killed_keeps_the_running_manifest_and_its_pending_changes(lab):
+    """kill -9 of the daemon while a GPU holder runs with an edited manifest (GPU off, a
+    new port and command): the next daemon shows the manifest a runs on and the edit as
+    pending_changes, a keeps the GPU; a restart applies the edit."""
+    import signal
+    a = lab.add("a", gpu=True)
+    lab.add("b", gpu=True)
+    d1 = lab.serve()
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    pid = a.wait_own_pid()
+    new_port, before = edit_running_holder(lab, a)
+
+    d1.proc.send_signal(signal.SIGKILL)
+    assert d1.wait_exit() == -9
+    lab.serve()
+    assert_runs_as_before(lab, a, pid, before)
+
+    body = start_answer(lab.restart("a", wait=True), "a", states="running")
+    assert body["port"] == new_port and body["gpu_required"] is False, body
+    assert body["pending_changes"] is None, body
+    a.port = new_port
+    assert a.wait_own_pid() != pid
+    start_answer(lab.start("b", wait=True), "b", states="running")
+    lab.svcs["a"].gpu = False
+    assert assert_one_holder_at_most(lab) == ["b"]
+
+
+def test_daemon_stopped_leaving_services_keeps_the_running_manifest(lab):
+    """The same after a clean stop of the daemon that leaves its services running; a stop
+    then a start applies the edit."""
+    a = lab.add("a", gpu=True)
+    lab.add("b", gpu=True)
+    d1 = lab.serve(keep_services=True)
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    pid = a.wait_own_pid()
+    new_port, before = edit_running_holder(lab, a)
+
+    assert d1.terminate() == 0, d1.stderr
+    d2 = lab.serve(keep_services=True)
+    assert_runs_as_before(lab, a, pid, before)
+    # And again: the second daemon recorded what the first had.
+    assert d2.terminate() == 0, d2.stderr
+    lab.serve()
+    assert_runs_as_before(lab, a, pid, before)
+
+    ok_status(lab.stop("a"), "a", states="stopped")
+    body = start_answer(lab.start("a", wait=True), "a", states="running")
+    assert body["port"] == new_port and body["gpu_required"] is False, body
+    assert body["pending_changes"] is None, body
+    a.port = new_port
+    assert a.wait_own_pid() not in (None, pid)
+    start_answer(lab.start("b", wait=True), "b", states="running")
+    lab.svcs["a"].gpu = False
+    assert assert_one_holder_at_most(lab) == ["b"]
+
+
+def test_a_recorded_manifest_that_no_longer_parses_falls_back_to_the_disk(lab):
+    """The state file's copy of the manifest a runs on is broken (a person's edit): the
+    next daemon says so, shows the manifest on disk, and a keeps the GPU it was started
+    with."""
+    import json
+    a = lab.add("a", gpu=True)
+    lab.add("b", gpu=True)
+    d1 = lab.serve(keep_services=True)
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    pid = a.wait_own_pid()
+    edit_manifest(a, "gpu_required: true", "gpu_required: false")
+    assert d1.terminate() == 0, d1.stderr
+    path = os.path.join(lab.state_dir, "state.json")
+    with open(path) as f:
+        state = json.load(f)
+    record = state["services"]["a"]
+    assert "gpu_required: true" in record["manifest"]["source"], record
+    record["manifest"]["source"] = "name: a\nports: [[[\n"
+    replace_file(path, json.dumps(state))
+
+    d2 = lab.serve()
+    st = lab.wait_status("a", lambda s: s["state"] == "running", message="a adopted")
+    assert st["gpu_required"] is False and st["pending_changes"] is None, st
+    d2.wait_for_log(r"a: the manifest it was started with .* no longer parses")
+    assert_conflict(lab.start("b", wait=True), "a")
+    assert_still_runs(lab, a, pid)
+
+
+def test_compose_holder_keeps_its_manifest_through_a_daemon_restart(clab):
+    """A compose service (whose driver records nothing: the engine's labels say what runs)
+    holds the GPU; its service.yaml is edited (GPU off, stop_timeout) and the daemon
+    stops, leaving it running: the next daemon finds the project, shows the manifest it
+    was started with and the edit as pending, and another GPU service is refused; a stop
+    then a start applies the edit."""
+    svc = clab.add(gpu=True)
+    other = clab.add(gpu=True)
+    d1 = clab.serve(keep_services=True)
+    start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
+    cid = svc.container()
+    edit_manifest(svc, "gpu_required: true", "gpu_required: false")
+    edit_manifest(svc, "stop_timeout: 2s", "stop_timeout: 3s")
+    clab.rediscover()
+    before = clab.status(svc.name)
+    assert before["gpu_required"] is True, before
+    assert set(before["pending_changes"]) == {"gpu_required", "stop_timeout_ms"}, before
+
+    assert d1.terminate() == 0, d1.stderr
+    clab.serve()
+    st = clab.wait_status(svc.name, lambda s: s["state"] == "running", timeout=10,
+                          message="adopted as running")
+    assert st["gpu_required"] is True, st
+    assert st["pending_changes"] == before["pending_changes"], (st, before)
+    assert_conflict(clab.start(other.name, wait=True), svc.name)
+    assert svc.container() == cid
+
+    ok_status(clab.stop(svc.name), svc.name, "stopped")
+    body = start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
+    assert body["gpu_required"] is False and body["pending_changes"] is None, body
+    start_answer(clab.start(other.name, wait=True), other.name, states="running")
+
+
+@pytest.mark.parametrize("fault", ["broken", "removed"])
+def test_a_manifest_broken_or_removed_while_the_daemon_was_down(lab, fault):
+    """a's manifest breaks (or its folder goes) while no daemon runs: the next daemon
+    still adopts a on the manifest it was started with, from the state file, shows the
+    problem, and keeps the GPU with a; once stopped, a stays in the list with its problem
+    (a broken manifest, as when it breaks while the daemon runs) or leaves it (removed)."""
+    a = lab.add("a", gpu=True)
+    lab.add("b", gpu=True)
+    d1 = lab.serve(keep_services=True)
+    start_answer(lab.start("a", wait=True), "a", states="running")
+    pid = a.wait_own_pid()
+    before = lab.status("a")
+    assert d1.terminate() == 0, d1.stderr
+    if fault == "broken":
+        edit_manifest(a, "gpu_required: true", "gpu_required: [oops")
+    else:
+        shutil.rmtree(a.folder)
+
+    lab.serve()
+    st = lab.wait_status("a", lambda s: s["state"] == "running" and s["manifest_error"],
+                         message="a adopted, its problem shown")
+    assert st["gpu_required"] is True and st["port"] == before["port"], st
+    assert_conflict(lab.start("b", wait=True), "a")
+    assert lab.pids("b") == []
+    assert_still_runs(lab, a, pid)
+
+    ok_status(lab.stop("a"), "a", states="stopped")
+    lab.wait_no_processes("a")
+    if fault == "broken":
+        st = lab.status("a")
+        assert st["state"] == "stopped" and st["manifest_error"], st
+    else:
+        wait_until(lambda: "a" not in [s["name"] for s in lab.list()],
+                   message="a left the list")
+    start_answer(lab.start("b", wait=True), "b", states="running")
+    assert assert_one_holder_at_most(lab) == ["b"]

@@ -42,6 +42,7 @@ static struct {
     bool unavailable;
     bool adopt_finds; /* adopt() finds the service running */
     bool unsettled;   /* settled() says the backend has not yet said what runs */
+    bool no_record;   /* record() keeps nothing: the backend finds runs (compose) */
     unsigned starts, stops, releases;
     struct fake_run *runs[FAKE_RUNS_MAX];
     size_t n_runs;
@@ -112,6 +113,8 @@ static void fake_stop(struct driver_run *handle, uint64_t timeout_ms)
 
 static json_t *fake_record(const struct driver_run *handle)
 {
+    if (fake.no_record)
+        return NULL;
     return json_pack("{s:s, s:i}", "driver", "fake", "pid", 4242);
 }
 
@@ -680,6 +683,23 @@ static void test_adopted_holder_keeps_what_it_was_started_with(void **state)
     assert_string_equal(f->answers[0].holder, "plain");
 }
 
+/* The daemon ends leaving its services running, and a new one (a new registry on the
+ * same folder, a new supervisor on the same state) adopts what the fake finds. */
+static void restart_daemon(struct fixture *f)
+{
+    supervisor_shutdown(f->sup, false);
+    settle(f);
+    supervisor_free(f->sup);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    registry_free(f->reg);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    f->reg = registry_new(&f->loop, f->root, f->hub);
+    assert_int_equal(registry_scan_now(f->reg), 0);
+    f->sup = supervisor_new(&f->loop, f->reg, NULL, &f->config, f->hub);
+    supervisor_adopt(f->sup);
+    settle(f);
+}
+
 /* Rewrites name's manifest, GPU or not, and merges a scan of the folder. */
 static void edit_service(struct fixture *f, const char *name, bool gpu)
 {
@@ -740,6 +760,113 @@ static void test_running_service_keeps_its_manifest(void **state)
     assert_int_equal(f->answers[5].outcome, SUPERVISOR_OK);
     assert_int_equal(state_of(f, "b"), STATE_RUNNING);
     assert_string_equal(last_gpu_holder(f), "b");
+}
+
+/* The manifest a run was started with is in the state file: the next daemon runs it on
+ * that one, the disk's waits as pending (the same changes as before), and the GPU stays
+ * with it; a restart applies the disk's. */
+static void test_recorded_manifest_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    json_t *changes;
+
+    start(f, "a", false);
+    edit_service(f, "a", false);
+    assert_non_null(svc(f, "a")->pending);
+    fake.adopt_finds = true;
+    restart_daemon(f);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_true(svc(f, "a")->manifest->gpu_required);
+    assert_non_null(svc(f, "a")->manifest->source);
+    changes = registry_pending_changes(svc(f, "a"));
+    assert_non_null(changes);
+    assert_int_equal(json_object_size(changes), 1);
+    assert_true(json_is_true(json_object_get(json_object_get(changes, "gpu_required"), "running")));
+    assert_true(json_is_false(json_object_get(json_object_get(changes, "gpu_required"), "new")));
+    json_decref(changes);
+    start(f, "b", false);
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[1].holder, "a");
+
+    /* Once more: the new daemon recorded it again. A rescan keeps it pending. */
+    restart_daemon(f);
+    assert_int_equal(registry_scan_now(f->reg), 0);
+    assert_true(svc(f, "a")->manifest->gpu_required);
+    assert_false(svc(f, "a")->pending->gpu_required);
+
+    /* A restart applies the disk's. */
+    assert_non_null(supervisor_start(f->sup, svc(f, "a"), false, false, true, on_done, f));
+    settle(f);
+    fake_gone("a");
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_false(svc(f, "a")->manifest->gpu_required);
+    assert_null(svc(f, "a")->pending);
+    start(f, "b", false);
+    assert_int_equal(f->answers[3].outcome, SUPERVISOR_OK);
+}
+
+/* Unchanged on disk: adopted with nothing pending. */
+static void test_recorded_manifest_unchanged(void **state)
+{
+    struct fixture *f = *state;
+
+    start(f, "a", false);
+    fake.adopt_finds = true;
+    restart_daemon(f);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_null(svc(f, "a")->pending);
+    assert_null(registry_pending_changes(svc(f, "a")));
+}
+
+/* A folder removed while no daemon ran: the next one adopts what runs on the manifest it
+ * was started with, holding the GPU; once stopped, the service leaves. */
+static void test_recorded_manifest_of_a_removed_folder(void **state)
+{
+    struct fixture *f = *state;
+    char path[256];
+
+    start(f, "a", false);
+    snprintf(path, sizeof(path), "%s/a/service.yaml", f->root);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof(path), "%s/a", f->root);
+    assert_int_equal(rmdir(path), 0);
+    fake.adopt_finds = true;
+    restart_daemon(f);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_true(svc(f, "a")->manifest->gpu_required);
+    start(f, "b", false);
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[1].holder, "a");
+    assert_int_equal(registry_scan_now(f->reg), 0);
+    assert_non_null(svc(f, "a")->manifest_error);
+    supervisor_stop(f->sup, svc(f, "a"), on_done, f);
+    settle(f);
+    fake_gone("a");
+    assert_int_equal(registry_scan_now(f->reg), 0);
+    assert_null(registry_find(f->reg, "a"));
+}
+
+/* A driver that records nothing of its runs (compose: the engine's labels say what runs):
+ * the state file keeps the manifest, taken when the driver finds the run. */
+static void test_recorded_manifest_of_a_run_the_driver_finds(void **state)
+{
+    struct fixture *f = *state;
+
+    fake.no_record = true;
+    start(f, "a", false);
+    edit_service(f, "a", false);
+    fake.adopt_finds = false; /* the backend has not listed its runs yet */
+    restart_daemon(f);
+    assert_int_equal(state_of(f, "a"), STATE_STOPPED);
+    fake.adopt_finds = true;
+    fake.outside->appeared(fake.outside_data, &driver_fake, "a");
+    settle(f);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    assert_true(svc(f, "a")->manifest->gpu_required);
+    assert_non_null(svc(f, "a")->pending);
+    start(f, "b", false);
+    assert_int_equal(f->answers[1].outcome, SUPERVISOR_CONFLICT);
+    assert_string_equal(f->answers[1].holder, "a");
 }
 
 /* A stop, then a start, applies what changed on disk while it ran. */
@@ -832,6 +959,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adoption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adoption_waits_for_the_driver, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recorded_manifest_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recorded_manifest_unchanged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recorded_manifest_of_a_removed_folder, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_recorded_manifest_of_a_run_the_driver_finds, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_adopted_holder_keeps_what_it_was_started_with, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_removed_while_running, setup, teardown),
