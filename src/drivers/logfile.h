@@ -35,8 +35,8 @@ int logfile_tail(const char *path, unsigned max_lines, size_t max_bytes, char **
 
 /* `nanny log-writer PATH MAX_BYTES KEEP`: the logger's main, reading stdin. It ignores
  * SIGTERM, SIGINT and SIGHUP (a stop signals the whole group: the logger goes on until
- * the service has gone and its last lines are written). Exit status 0, 1 when the file
- * could not be written, 2 on bad arguments. */
+ * the service has gone and its last lines are written), then exits with _exit(): 0, or
+ * 1 when the file could not be written. Returns 2 only on bad arguments. */
 int logfile_main(int argc, char **argv);
 
 #endif
