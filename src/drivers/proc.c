@@ -67,6 +67,21 @@ void proc_set_logger(const char *exe, uint64_t max_bytes, unsigned keep)
 }
 
 /* Says the run is gone, once, and removes its cgroup. */
+/* True when the processes of cgroup are all loggers (or none). */
+static bool only_loggers(const char *cgroup)
+{
+    pid_t *pids = NULL;
+    size_t n = 0;
+    bool only = true;
+
+    if (cgroup_pids(cgroup, &pids, &n) < 0)
+        return false;
+    for (size_t i = 0; i < n && only; i++)
+        only = proc_is_logger(pids[i]);
+    free(pids);
+    return only;
+}
+
 static void proc_report_gone(struct proc *p)
 {
     if (p->gone)
@@ -79,7 +94,8 @@ static void proc_report_gone(struct proc *p)
     }
     if (p->cgroup) {
         int r = cgroup_remove(p->cgroup);
-        if (r < 0)
+        /* EBUSY with its logger still writing: the next start, or proc_teardown(), does. */
+        if (r < 0 && !(r == -EBUSY && only_loggers(p->cgroup)))
             log_warning("cannot remove the cgroup %s: %s", p->cgroup, strerror(-r));
     }
     if (p->events->gone)
@@ -101,15 +117,21 @@ static bool group_empty(const struct proc *p)
 }
 
 /* True when nothing of the run is left: its cgroup is not populated, or (fallback) its
- * process group is empty and no process carries its marker. */
+ * process group is empty and no process carries its marker. A run that ended by itself
+ * (not stopping) is over once only its logger is left: the logger writes the last lines
+ * and goes by itself, holding no GPU and no port meanwhile, so the GPU is free and the
+ * service can start again as soon as its last worker has gone. A stop waits for the
+ * logger too, so that the log holds every line once the stop has answered. */
 static bool run_empty(struct proc *p)
 {
+    bool loggers_count = p->stopping;
+
     if (p->cgroup)
-        return cgroup_populated(p->cgroup) != 1;
+        return cgroup_populated(p->cgroup) != 1 || (!loggers_count && only_loggers(p->cgroup));
     if (!group_empty(p))
         return false;
     /* Only processes that left the group are left: a scan of /proc finds them. */
-    p->scanning = p->marker && proc_marker_signal(p->marker, 0) > 0;
+    p->scanning = p->marker && proc_marker_count(p->marker, loggers_count) > 0;
     return !p->scanning;
 }
 
@@ -299,7 +321,8 @@ static int cgroup_prepare(const char *path, const char *name, char *err, size_t 
         snprintf(err, err_size, "cannot make the cgroup %s: %s", path, strerror(-r));
         return r;
     }
-    if (cgroup_populated(path) == 1) {
+    if (cgroup_populated(path) == 1 && !only_loggers(path)) {
+        /* (An earlier run's logger writing its last lines is no obstacle.) */
         snprintf(err, err_size,
                  "processes of an earlier run of %s still run in the cgroup %s: stop it first",
                  name, path);

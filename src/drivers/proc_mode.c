@@ -255,6 +255,7 @@ bool proc_may_lead(pid_t pid)
 
 struct marker_signal {
     int signum;
+    bool loggers; /* with signum 0: count loggers too */
     int n;
 };
 
@@ -262,7 +263,7 @@ static void signal_found(void *data, pid_t pid, const char *rest)
 {
     struct marker_signal *ms = data;
 
-    if (ms->signum != 0 && proc_is_logger(pid))
+    if ((ms->signum != 0 || !ms->loggers) && proc_is_logger(pid))
         return; /* it ends by itself once the service has gone (run_signal()) */
     if (kill(pid, ms->signum) == 0)
         ms->n++;
@@ -272,7 +273,15 @@ static void signal_found(void *data, pid_t pid, const char *rest)
  * only count); how many there are. */
 int proc_marker_signal(const char *marker, int signum)
 {
-    struct marker_signal ms = {.signum = signum};
+    struct marker_signal ms = {.signum = signum, .loggers = true};
+
+    proc_marker_scan(marker, true, signal_found, &ms);
+    return ms.n;
+}
+
+int proc_marker_count(const char *marker, bool loggers)
+{
+    struct marker_signal ms = {.signum = 0, .loggers = loggers};
 
     proc_marker_scan(marker, true, signal_found, &ms);
     return ms.n;

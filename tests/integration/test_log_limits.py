@@ -61,8 +61,11 @@ def test_the_cap_holds_at_full_speed_and_no_line_is_lost(lab):
                 pass  # renamed meanwhile
         if not paths:
             return None
-        with open(paths[-1], "rb") as f:
-            tail = f.read().decode("utf-8", "replace")
+        try:
+            with open(paths[-1], "rb") as f:
+                tail = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return None  # renamed by a rotation since the listing: look again
         return paths if f"testsvc: err {n}\n" in tail or f"testsvc: line {n}\n" in tail \
             else None
 
