@@ -460,6 +460,7 @@ class NannyFactory:
             problem = d.kill_if_running()
             if problem:
                 problems.append(f"nanny (pid {d.pid}) {problem}; stderr:\n{d.stderr[-3000:]}")
+        remove_cgroups(self.daemons)
         reports = [
             f"nanny {' '.join(d.argv[1:3])} (pid {d.pid}):\n{d.stderr[-6000:]}"
             for d in self.daemons
@@ -469,6 +470,36 @@ class NannyFactory:
             problems.insert(0, "the daemon printed a sanitizer report:\n" + "\n\n".join(reports))
         if problems:
             pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+CGROUP_BASE_RE = re.compile(r"process services run in cgroups under (\S+)")
+
+
+def remove_cgroups(daemons, timeout=3.0):
+    """Removes the cgroup folders the daemons made (`<cgroup>/nanny/<id>` and the service
+    cgroups in it) once they are empty: a daemon killed with -9 never removes its own. A
+    folder still in use (a logger writing its last lines) is waited for a while, then
+    left; rmdir never removes a cgroup that holds a process."""
+    bases = set()
+    for d in daemons:
+        bases.update(m.group(1) for m in CGROUP_BASE_RE.finditer(d.stderr))
+    deadline = time.monotonic() + timeout
+    for base in sorted(bases):
+        while os.path.isdir(base):
+            for sub in os.listdir(base):
+                path = os.path.join(base, sub)
+                if os.path.isdir(path):
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(base)
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+            break
 
 
 @pytest.fixture
