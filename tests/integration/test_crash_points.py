@@ -106,8 +106,8 @@ def test_crash_during_stop_finishes_it(lab, point):
     serve(lab)
     # The stop is finished: nothing of a runs, and it says so.
     lab.wait_no_processes("a")
-    assert not pid_alive(pid)
     assert settled(lab, "a", ("stopped", "failed"))
+    assert not pid_alive(pid)  # stopped: nothing of it runs (not even on its way out)
     assert_sound(lab, ["a"])
 
 
