@@ -27,7 +27,12 @@ struct proc {
     char *marker;               /* "NANNY_INSTANCE=<id>/<name>", in its environment */
     uv_fs_event_t events_watch; /* cgroup.events: "populated 0" means nothing is left */
     bool watching;
-    bool scanning;            /* fallback: its group is empty, processes with its marker are not */
+    bool scanning; /* fallback: its group is empty, processes with its marker are not */
+    struct seen {
+        pid_t pid;
+        uint64_t start_time;
+    } * seen; /* fallback: every process the marker scans found, until it has ended */
+    size_t n_seen;
     struct proc *next, *prev; /* every run not yet freed (procs) */
     uv_process_t process;     /* a run we spawned */
     uv_process_t logger;      /* its logger, let go at once: the reaper reaps it */
@@ -116,6 +121,70 @@ static bool group_empty(const struct proc *p)
     return kill(-p->pid, 0) < 0 && errno == ESRCH;
 }
 
+static int read_stat(pid_t pid, char *buf, size_t size, char **ret);
+
+struct marker_count {
+    struct proc *p;
+    bool loggers;
+    int signum; /* marker_kill(): sent to each but loggers */
+    int n;
+};
+
+/* A process with the run's marker: counted, and remembered with its start time. */
+static void marker_found(void *data, pid_t pid, const char *rest)
+{
+    struct marker_count *mc = data;
+    struct proc *p = mc->p;
+    uint64_t start;
+
+    if (!mc->loggers && proc_is_logger(pid))
+        return;
+    mc->n++;
+    for (size_t i = 0; i < p->n_seen; i++)
+        if (p->seen[i].pid == pid)
+            return;
+    if (proc_start_time(pid, &start) < 0)
+        return;
+    p->seen = xrealloc(p->seen, (p->n_seen + 1) * sizeof(*p->seen));
+    p->seen[p->n_seen++] = (struct seen){pid, start};
+}
+
+/* A process with the run's marker: remembered, and signalled unless it is a logger. */
+static void marker_kill(void *data, pid_t pid, const char *rest)
+{
+    struct marker_count *mc = data;
+
+    if (proc_is_logger(pid))
+        return;
+    marker_found(data, pid, rest);
+    kill(pid, mc->signum);
+}
+
+/* How many processes of the run are left, as the fallback sees them: those carrying the
+ * marker, and those once seen with it that have not ended yet (a process well into its
+ * exit no longer shows its environment, though it may still hold files, a GPU's among
+ * them, until it is a zombie). */
+static int marker_count(struct proc *p, bool loggers)
+{
+    struct marker_count mc = {.p = p, .loggers = loggers};
+
+    proc_marker_scan(p->marker, true, marker_found, &mc);
+    for (size_t i = 0; i < p->n_seen;) {
+        char buf[1024], *state;
+        uint64_t start;
+
+        if (read_stat(p->seen[i].pid, buf, sizeof(buf), &state) == 0 && *state != 'Z' &&
+            *state != 'X' && proc_start_time(p->seen[i].pid, &start) == 0 &&
+            start == p->seen[i].start_time) {
+            mc.n++; /* counted twice when it still shows the marker: only > 0 matters */
+            i++;
+        } else {
+            p->seen[i] = p->seen[--p->n_seen]; /* ended (or its pid reused) */
+        }
+    }
+    return mc.n;
+}
+
 /* True when nothing of the run is left: its cgroup is not populated, or (fallback) its
  * process group is empty and no process carries its marker. A run that ended by itself
  * (not stopping) is over once only its logger is left: the logger writes the last lines
@@ -131,7 +200,7 @@ static bool run_empty(struct proc *p)
     if (!group_empty(p))
         return false;
     /* Only processes that left the group are left: a scan of /proc finds them. */
-    p->scanning = p->marker && proc_marker_count(p->marker, loggers_count) > 0;
+    p->scanning = p->marker && marker_count(p, loggers_count) > 0;
     return !p->scanning;
 }
 
@@ -154,8 +223,10 @@ static void run_signal(struct proc *p, int signum)
         return;
     }
     kill(-p->pid, signum); /* the logger has a session of its own */
-    if (p->marker)
-        proc_marker_signal(p->marker, signum);
+    if (p->marker) {
+        struct marker_count mc = {.p = p, .signum = signum};
+        proc_marker_scan(p->marker, true, marker_kill, &mc);
+    }
 }
 
 static void on_check(uv_timer_t *t);
@@ -247,6 +318,7 @@ static void on_closed(uv_handle_t *h)
         free(p->name);
         free(p->cgroup);
         free(p->marker);
+        free(p->seen);
         free(p);
     }
 }

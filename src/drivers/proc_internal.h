@@ -20,10 +20,6 @@ char *proc_marker_for(const char *name);
  * that starts with prefix (is prefix, when exact), with the rest of the entry. */
 void proc_marker_scan(const char *prefix, bool exact,
                       void (*found)(void *data, pid_t pid, const char *rest), void *data);
-/* Sends signum (0: none) to every live process with marker; how many there are. */
-int proc_marker_signal(const char *marker, int signum);
-/* How many live processes carry the marker, loggers included only when loggers. */
-int proc_marker_count(const char *marker, bool loggers);
 
 /* True when pid is a process service's logger (`... log-writer ...`, drivers/logfile.h). */
 bool proc_is_logger(pid_t pid);

@@ -253,40 +253,6 @@ bool proc_may_lead(pid_t pid)
     return command_kind(pid) == 0;
 }
 
-struct marker_signal {
-    int signum;
-    bool loggers; /* with signum 0: count loggers too */
-    int n;
-};
-
-static void signal_found(void *data, pid_t pid, const char *rest)
-{
-    struct marker_signal *ms = data;
-
-    if ((ms->signum != 0 || !ms->loggers) && proc_is_logger(pid))
-        return; /* it ends by itself once the service has gone (run_signal()) */
-    if (kill(pid, ms->signum) == 0)
-        ms->n++;
-}
-
-/* Sends signum (0: none) to every live process with the marker (but loggers, which
- * only count); how many there are. */
-int proc_marker_signal(const char *marker, int signum)
-{
-    struct marker_signal ms = {.signum = signum, .loggers = true};
-
-    proc_marker_scan(marker, true, signal_found, &ms);
-    return ms.n;
-}
-
-int proc_marker_count(const char *marker, bool loggers)
-{
-    struct marker_signal ms = {.signum = 0, .loggers = loggers};
-
-    proc_marker_scan(marker, true, signal_found, &ms);
-    return ms.n;
-}
-
 struct outside {
     char ***names;
     size_t n;
