@@ -587,21 +587,27 @@ static void test_exit(void **state)
     assert_int_equal(f->answers[1].outcome, SUPERVISOR_OK);
 }
 
-/* What an earlier daemon recorded is adopted when it still runs; a run seen outside the
- * daemon is adopted too and holds the GPU. */
-static void test_adoption(void **state)
+/* Writes text as the state file an earlier daemon left. */
+static void write_state(struct fixture *f, const char *text)
 {
-    struct fixture *f = *state;
     char path[128];
     FILE *fp;
 
     snprintf(path, sizeof(path), "%s/state.json", f->state);
     fp = fopen(path, "w");
     assert_non_null(fp);
-    fputs("{\"version\":1,\"services\":{\"a\":{\"driver\":\"fake\",\"pid\":4242,"
-          "\"started_at_ms\":1000},\"gone\":{\"driver\":\"fake\",\"pid\":1}}}",
-          fp);
+    fputs(text, fp);
     fclose(fp);
+}
+
+/* What an earlier daemon recorded is adopted when it still runs; a run seen outside the
+ * daemon is adopted too and holds the GPU. */
+static void test_adoption(void **state)
+{
+    struct fixture *f = *state;
+
+    write_state(f, "{\"version\":1,\"services\":{\"a\":{\"driver\":\"fake\",\"pid\":4242,"
+                   "\"started_at_ms\":1000},\"gone\":{\"driver\":\"fake\",\"pid\":1}}}");
     fake.adopt_finds = true;
     supervisor_adopt(f->sup);
     assert_int_equal(state_of(f, "a"), STATE_RUNNING);
@@ -625,16 +631,9 @@ static void test_adoption(void **state)
 static void test_adoption_waits_for_the_driver(void **state)
 {
     struct fixture *f = *state;
-    char path[128];
-    FILE *fp;
 
-    snprintf(path, sizeof(path), "%s/state.json", f->state);
-    fp = fopen(path, "w");
-    assert_non_null(fp);
-    fputs("{\"version\":1,\"services\":{\"a\":{\"driver\":\"fake\",\"pid\":4242,"
-          "\"started_at_ms\":1000}}}",
-          fp);
-    fclose(fp);
+    write_state(f, "{\"version\":1,\"services\":{\"a\":{\"driver\":\"fake\",\"pid\":4242,"
+                   "\"started_at_ms\":1000}}}");
     fake.adopt_finds = true;
     fake.unsettled = true;
     supervisor_adopt(f->sup);
@@ -664,16 +663,9 @@ static void test_adoption_waits_for_the_driver(void **state)
 static void test_adopted_holder_keeps_what_it_was_started_with(void **state)
 {
     struct fixture *f = *state;
-    char path[128];
-    FILE *fp;
 
-    snprintf(path, sizeof(path), "%s/state.json", f->state);
-    fp = fopen(path, "w");
-    assert_non_null(fp);
-    fputs("{\"version\":1,\"services\":{\"plain\":{\"driver\":\"fake\",\"pid\":4242,"
-          "\"started_at_ms\":1000,\"gpu_required\":true}}}",
-          fp);
-    fclose(fp);
+    write_state(f, "{\"version\":1,\"services\":{\"plain\":{\"driver\":\"fake\",\"pid\":4242,"
+                   "\"started_at_ms\":1000,\"gpu_required\":true}}}");
     fake.adopt_finds = true;
     supervisor_adopt(f->sup);
     assert_int_equal(state_of(f, "plain"), STATE_RUNNING);
