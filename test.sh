@@ -68,7 +68,8 @@ run_bounded() {
 
 # Tests must not pick up a developer's own daemon settings.
 unset NANNY_LISTEN NANNY_SERVICES NANNY_STATE_DIR NANNY_CONFIG NANNY_DOCKER_HOST \
-    NANNY_COMPOSE_COMMAND
+    NANNY_COMPOSE_COMMAND NANNY_MAX_CONNECTIONS_PER_CLIENT NANNY_NO_RESUME \
+    NANNY_TRUSTED_PROXIES NANNY_KEYS NANNY_TLS_CERT NANNY_TLS_KEY NANNY_KEY NANNY_URL
 # No core files from sanitizer aborts, no pytest cache or bytecode in the tree.
 ulimit -c 0
 export PYTHONDONTWRITEBYTECODE=1

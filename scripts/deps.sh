@@ -9,16 +9,19 @@
 
 # Build and run the daemon (start.sh).
 DEPS_BUILD=(build-essential pkg-config meson ninja-build
-    libuv1-dev libmicrohttpd-dev libcurl4-gnutls-dev libjansson-dev libyaml-dev)
+    libuv1-dev libmicrohttpd-dev libcurl4-gnutls-dev libjansson-dev libyaml-dev
+    libgnutls28-dev nettle-dev)
 
 # Everything ./test.sh needs: the build, the unit tests (cmocka), the
 # integration tests (Debian's pytest), the formatting check. The compose
 # driver's tests need a Docker engine and compose (docker.io, docker-compose:
 # Debian 12 has compose v1 only; test.sh starts dockerd when none answers) and
 # busybox-static (statically linked tools, for FROM scratch images). systemd
-# brings systemd-analyze, which checks the shipped unit file.
+# brings systemd-analyze, which checks the shipped unit file. openssl makes the
+# HTTPS tests' certificates; nginx-light is the reverse proxy of the production
+# setup's test.
 DEPS_TEST=("${DEPS_BUILD[@]}" libcmocka-dev python3 python3-pytest clang-format curl procps
-    docker.io docker-compose busybox-static systemd)
+    docker.io docker-compose busybox-static systemd openssl nginx-light)
 
 # bench/api.sh: the build plus the load generator and the reference server.
 DEPS_BENCH=("${DEPS_BUILD[@]}" wrk curl python3 procps)

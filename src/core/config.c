@@ -81,6 +81,9 @@ void config_done(struct config *c)
     strv_free(c->allowed_origins);
     strv_free(c->warnings);
     free(c->trusted_proxies);
+    free(c->keys_file);
+    free(c->tls_cert);
+    free(c->tls_key);
     *c = (struct config){0};
 }
 
@@ -237,8 +240,35 @@ enum {
     FILE_MAX_CONNECTIONS_PER_CLIENT,
     FILE_NO_RESUME,
     FILE_TRUSTED_PROXIES,
+    FILE_KEYS_FILE,
+    FILE_TLS_CERT,
+    FILE_TLS_KEY,
+    FILE_RATE_LIMIT,
     FILE_KEYS,
 };
+
+/* Reads rate_limit: {rps: N, burst: M}; burst defaults to rps. */
+static void file_read_rate_limit(struct config *c, struct yamldoc *doc,
+                                 const struct yamldoc_field *f, struct diags *errors)
+{
+    struct yamldoc_field fields[] = {{.key = "rps"}, {.key = "burst"}};
+    uint64_t rps, burst;
+
+    if (yamldoc_map_fields(doc, f->value, "rate_limit", fields, 2, errors, errors) < 0)
+        return;
+    if (!fields[0].value) {
+        diags_add(errors, f->line, "rate_limit needs rps: the requests per second allowed");
+        return;
+    }
+    if (yamldoc_read_uint(doc, fields[0].value, "rps", 1, CONFIG_RATE_MAX, &rps, errors) < 0)
+        return;
+    burst = rps;
+    if (fields[1].value &&
+        yamldoc_read_uint(doc, fields[1].value, "burst", 1, CONFIG_RATE_MAX, &burst, errors) < 0)
+        return;
+    c->rate_rps = (unsigned)rps;
+    c->rate_burst = (unsigned)burst;
+}
 
 /* Reads trusted_proxies from the config file: a list of ranges; a bad one is reported at
  * its own line. */
@@ -307,6 +337,9 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
     case FILE_TRUSTED_PROXIES:
         file_read_trusted_proxies(c, doc, f, errors);
         return;
+    case FILE_RATE_LIMIT:
+        file_read_rate_limit(c, doc, f, errors);
+        return;
     case FILE_ALLOWED_HOSTS:
     case FILE_ALLOWED_ORIGINS:
         if (yamldoc_read_strings(doc, f->value, f->key, CONFIG_LIST_MAX, &list, &n, errors) < 0)
@@ -337,6 +370,19 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
     case FILE_STATE_DIR:
         free(c->state_dir);
         c->state_dir = path_from_file(file, s);
+        break;
+    case FILE_KEYS_FILE:
+        free(c->keys_file);
+        c->keys_file = path_from_file(file, s);
+        c->keys_file_given = true;
+        break;
+    case FILE_TLS_CERT:
+        free(c->tls_cert);
+        c->tls_cert = path_from_file(file, s);
+        break;
+    case FILE_TLS_KEY:
+        free(c->tls_key);
+        c->tls_key = path_from_file(file, s);
         break;
     case FILE_LOG_LEVEL:
         if (log_level_parse(s, &c->log_level) < 0)
@@ -387,6 +433,10 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_MAX_CONNECTIONS_PER_CLIENT] = {.key = "max_connections_per_client"},
         [FILE_NO_RESUME] = {.key = "no_resume"},
         [FILE_TRUSTED_PROXIES] = {.key = "trusted_proxies"},
+        [FILE_KEYS_FILE] = {.key = "keys_file"},
+        [FILE_TLS_CERT] = {.key = "tls_cert"},
+        [FILE_TLS_KEY] = {.key = "tls_key"},
+        [FILE_RATE_LIMIT] = {.key = "rate_limit"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;
@@ -465,6 +515,9 @@ enum {
     OPT_MAX_CONNECTIONS_PER_CLIENT,
     OPT_NO_RESUME,
     OPT_TRUSTED_PROXIES,
+    OPT_KEYS,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
 };
 
 static const struct option options[] = {
@@ -481,6 +534,9 @@ static const struct option options[] = {
     {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONNECTIONS_PER_CLIENT},
     {"no-resume", no_argument, NULL, OPT_NO_RESUME},
     {"trusted-proxies", required_argument, NULL, OPT_TRUSTED_PROXIES},
+    {"keys", required_argument, NULL, OPT_KEYS},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"help", no_argument, NULL, OPT_HELP},
     {0},
 };
@@ -496,6 +552,13 @@ void config_usage(FILE *out)
             "      --log-level LEVEL     error, warning, info (default) or debug\n"
             "      --log-format FORMAT   text (default) or json\n"
             "      --insecure            allow a non-loopback listen address without keys\n"
+            "                            and TLS (a warning at every start)\n"
+            "      --keys FILE           the API keys (default STATE_DIR/" CONFIG_KEYS_FILE
+            ", used when\n"
+            "                            it exists; env NANNY_KEYS; see nanny keys)\n"
+            "      --tls-cert FILE       serve HTTPS with this PEM certificate (chain)...\n"
+            "      --tls-key FILE        ...and its PEM private key (env NANNY_TLS_CERT,\n"
+            "                            NANNY_TLS_KEY; both reloaded on SIGHUP)\n"
             "      --stop-services-on-exit  stop managed services when the daemon stops\n"
             "      --compose-command CMD  docker compose or docker-compose (default: found at\n"
             "                            start; env NANNY_COMPOSE_COMMAND)\n"
@@ -579,6 +642,18 @@ static int apply_setting(struct config *c, int opt, const char *value, const cha
     }
     case OPT_TRUSTED_PROXIES:
         return parse_trusted_proxies(c, value, from, err, err_size);
+    case OPT_KEYS:
+    case OPT_TLS_CERT:
+    case OPT_TLS_KEY:
+        if (!*value)
+            return fail(err, err_size, "%s: the file name must not be empty", from);
+        set_str(opt == OPT_KEYS       ? &c->keys_file
+                : opt == OPT_TLS_CERT ? &c->tls_cert
+                                      : &c->tls_key,
+                value);
+        if (opt == OPT_KEYS)
+            c->keys_file_given = true;
+        return 0;
     }
     return fail(err, err_size, "%s: unknown setting", from);
 }
@@ -597,6 +672,9 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_s
         {"NANNY_MAX_CONNECTIONS_PER_CLIENT", OPT_MAX_CONNECTIONS_PER_CLIENT},
         {"NANNY_NO_RESUME", OPT_NO_RESUME},
         {"NANNY_TRUSTED_PROXIES", OPT_TRUSTED_PROXIES},
+        {"NANNY_KEYS", OPT_KEYS},
+        {"NANNY_TLS_CERT", OPT_TLS_CERT},
+        {"NANNY_TLS_KEY", OPT_TLS_KEY},
     };
     const char *file = getenv("NANNY_CONFIG");
     struct sockaddr_storage addr;
@@ -650,13 +728,31 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_s
             return r;
     }
 
+    if (!c->keys_file)
+        c->keys_file = xasprintf("%s/%s", c->state_dir, CONFIG_KEYS_FILE);
+    if (!c->tls_cert != !c->tls_key)
+        return fail(err, err_size,
+                    "%s is set without %s: HTTPS needs both the certificate and "
+                    "its private key",
+                    c->tls_cert ? "tls_cert (--tls-cert)" : "tls_key (--tls-key)",
+                    c->tls_cert ? "tls_key (--tls-key)" : "tls_cert (--tls-cert)");
     if (netaddr_parse_listen(c->listen, &addr, &len) < 0)
         return fail(err, err_size, "listen: '%.100s' is not HOST:PORT", c->listen);
-    if (!netaddr_is_loopback(&addr) && !c->insecure)
+    if (!netaddr_is_loopback(&addr) && !c->insecure &&
+        (!c->tls_cert || (!c->keys_file_given && access(c->keys_file, F_OK) < 0)))
         return fail(err, err_size,
-                    "listen address %.100s is not loopback: the API has no authentication "
-                    "yet, so anyone who can reach it controls your services; pass --insecure "
-                    "(or insecure: true in the config file) to allow it",
+                    "listen address %.100s is not loopback: it needs API keys (--keys, see "
+                    "nanny keys add) and HTTPS (--tls-cert and --tls-key), or anyone who can "
+                    "reach it controls your services; pass --insecure (or insecure: true in "
+                    "the config file) to allow it without",
                     c->listen);
     return 0;
+}
+
+bool config_listen_is_loopback(const struct config *c)
+{
+    struct sockaddr_storage addr;
+    socklen_t len;
+
+    return netaddr_parse_listen(c->listen, &addr, &len) == 0 && netaddr_is_loopback(&addr);
 }

@@ -18,8 +18,10 @@
 #define CONFIG_LIST_MAX            64
 #define CONFIG_LOG_MAX_BYTES       (10 * 1024 * 1024)
 #define CONFIG_LOG_MAX_FILES       3
-#define CONFIG_PER_CLIENT_DEFAULT  256   /* HTTP connections one client address may hold */
-#define CONFIG_PER_CLIENT_LIMIT    65536 /* the most that may be configured */
+#define CONFIG_PER_CLIENT_DEFAULT  256         /* HTTP connections one client address may hold */
+#define CONFIG_PER_CLIENT_LIMIT    65536       /* the most that may be configured */
+#define CONFIG_KEYS_FILE           "keys.yaml" /* in the state folder, when none is given */
+#define CONFIG_RATE_MAX            1000000     /* rate_limit's rps and burst, at most */
 
 enum gpu_conflict { GPU_CONFLICT_REFUSE, GPU_CONFLICT_PREEMPT };
 
@@ -32,7 +34,7 @@ struct config {
     char *docker_host;     /* the Docker engine's unix socket path */
     enum log_level log_level;
     bool log_json;
-    bool insecure; /* allow a non-loopback listen address without keys */
+    bool insecure; /* allow a non-loopback listen address without keys and TLS */
     bool stop_services_on_exit;
     bool no_resume; /* after a host reboot, start nothing of what ran before */
     enum gpu_conflict gpu_conflict;
@@ -44,7 +46,15 @@ struct config {
     unsigned max_connections_per_client; /* HTTP connections one client address may hold */
     struct cidr *trusted_proxies;        /* whose X-Forwarded-For names the client; NULL: none */
     size_t trusted_proxies_n;
+    char *keys_file;          /* the API keys (core/keys.h); STATE_DIR/keys.yaml when none given */
+    bool keys_file_given;     /* named by --keys, NANNY_KEYS or keys_file: it must exist */
+    char *tls_cert, *tls_key; /* PEM files: HTTPS on the listener; both or neither */
+    unsigned rate_rps;        /* rate_limit: {rps, burst}; 0: no rate limit */
+    unsigned rate_burst;
 };
+
+/* True when the listen address is a loopback one (127.0.0.0/8, ::1). */
+bool config_listen_is_loopback(const struct config *c);
 
 /* Fills c from defaults, the config file (--config or NANNY_CONFIG), the environment and
  * argv (the arguments after "serve"). On a bad value returns -EINVAL and writes a message

@@ -40,7 +40,9 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer
 LISTENING_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 NANNY_ENV_VARS = ("NANNY_LISTEN", "NANNY_SERVICES", "NANNY_STATE_DIR", "NANNY_CONFIG",
-                  "NANNY_DOCKER_HOST", "NANNY_COMPOSE_COMMAND", "NANNY_TRUSTED_PROXIES")
+                  "NANNY_DOCKER_HOST", "NANNY_COMPOSE_COMMAND", "NANNY_TRUSTED_PROXIES",
+                  "NANNY_MAX_CONNECTIONS_PER_CLIENT", "NANNY_NO_RESUME", "NANNY_KEYS",
+                  "NANNY_TLS_CERT", "NANNY_TLS_KEY", "NANNY_KEY", "NANNY_URL")
 
 
 def nanny_binary():
