@@ -7,7 +7,9 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "core/audit.h"
 #include "core/events.h"
+#include "core/keys.h"
 #include "core/registry.h"
 #include "core/state.h"
 #include "core/supervisor.h"
@@ -15,6 +17,7 @@
 #include "daemon.h"
 #include "drivers/proc.h"
 #include "http/api.h"
+#include "http/gate.h"
 #include "http/server.h"
 #include "lib/alloc.h"
 #include "lib/fetch.h"
@@ -30,6 +33,8 @@ struct daemon {
     const struct config *config;
     struct registry *reg;
     struct api *api;
+    struct gate *gate;
+    struct audit *audit;
     struct server *server;
     struct watch *watch;
     struct fetcher *fetcher;
@@ -110,12 +115,43 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     on_drain(&d->drain);
 }
 
+/* Puts the keys file in force: at start (a bad file stops the daemon: -1) or on SIGHUP (a
+ * bad file keeps the keys in force). A missing default file means no keys, but never takes
+ * keys away once there were some. */
+static int daemon_load_keys(struct daemon *d, bool at_start)
+{
+    const struct config *c = d->config;
+    struct keys *keys;
+    char err[1024];
+    int r = keys_load(c->keys_file, &keys, err, sizeof(err));
+
+    if (r == -ENOENT && !c->keys_file_given && !gate_has_keys(d->gate)) {
+        if (at_start)
+            log_info("no API keys (%s does not exist): every client that reaches the API may "
+                     "do everything",
+                     c->keys_file);
+        return 0;
+    }
+    if (r < 0 && at_start) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (r < 0) {
+        log_error("the API keys were not reloaded, those in force stay: %s", err);
+        return 0;
+    }
+    log_info("%s %zu API keys from %s", at_start ? "loaded" : "reloaded", keys->n, c->keys_file);
+    gate_set_keys(d->gate, keys);
+    return 0;
+}
+
 static void on_hangup(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
 
-    log_info("SIGHUP: rescanning %s", registry_root(d->reg));
+    log_info("SIGHUP: rescanning %s, reloading the API keys", registry_root(d->reg));
     registry_rescan(d->reg, NULL, NULL);
+    daemon_load_keys(d, false);
 }
 
 static void on_folder_changed(void *data)
@@ -171,6 +207,8 @@ static int daemon_abort_start(struct daemon *d, int code)
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
     api_free(d->api);
+    gate_free(d->gate);
+    audit_free(d->audit);
     registry_free(d->reg);
     events_free(d->hub);
     uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -182,7 +220,7 @@ int daemon_run(const struct config *c)
 {
     struct daemon d = {.config = c};
     char root[PATH_MAX];
-    char *url;
+    char *url, *audit_path;
     int r, code = 0;
 
     log_setup(c->log_level, c->log_json);
@@ -216,7 +254,25 @@ int daemon_run(const struct config *c)
         log_error("cannot read the services folder %s: %s", root, strerror(-r));
         return daemon_abort_start(&d, 2);
     }
-    d.api = api_new(d.reg, c, d.hub);
+    r = state_prepare(c->state_dir);
+    if (r < 0)
+        log_warning("cannot make the state folder %s: %s: services cannot be started", c->state_dir,
+                    strerror(-r));
+    audit_path = xasprintf("%s/%s", c->state_dir, AUDIT_FILE);
+    r = audit_open(&d.loop, audit_path, c->log_max_bytes, c->log_max_files, &d.audit);
+    if (r < 0)
+        log_warning("cannot open the audit log %s: %s: nothing will be audited", audit_path,
+                    strerror(-r));
+    free(audit_path);
+    d.gate = gate_new(&d.loop, c, d.audit);
+    if (daemon_load_keys(&d, true) < 0)
+        return daemon_abort_start(&d, 2);
+    if (!config_listen_is_loopback(c) && (!gate_has_keys(d.gate) || !c->tls_cert))
+        log_warning("--insecure: listening on %s without %s: anyone who reaches it controls "
+                    "the services",
+                    c->listen, !gate_has_keys(d.gate) ? "API keys" : "TLS");
+    d.api = api_new(d.reg, d.gate, d.hub);
+    api_set_audit(d.api, d.audit);
     r = server_new(&d.loop, c->listen, api_handle, d.api, &d.server);
     if (r < 0) {
         log_error("cannot listen on %s: %s", c->listen, strerror(-r));
@@ -224,14 +280,11 @@ int daemon_run(const struct config *c)
     }
     server_set_per_client_max(d.server, c->max_connections_per_client);
     server_set_trusted_proxies(d.server, c->trusted_proxies, c->trusted_proxies_n);
-    api_set_port(d.api, server_port(d.server));
+    server_set_done(d.server, gate_on_done, d.gate);
+    gate_set_port(d.gate, server_port(d.server));
     r = fetcher_new(&d.loop, &d.fetcher);
     if (r < 0)
         fatal("cannot set up the HTTP client");
-    r = state_prepare(c->state_dir);
-    if (r < 0)
-        log_warning("cannot make the state folder %s: %s: services cannot be started", c->state_dir,
-                    strerror(-r));
     r = proc_reaper_new(&d.loop, &d.reaper);
     if (r < 0)
         log_warning("cannot reap the services' orphans: %s: stops may wait for init", strerror(-r));
@@ -252,6 +305,8 @@ int daemon_run(const struct config *c)
     /* Everything is closed; a scan still on a worker thread has ended too. */
     registry_free(d.reg);
     api_free(d.api);
+    gate_free(d.gate);
+    audit_free(d.audit);
     events_free(d.hub);
     uv_run(&d.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&d.loop) != 0) {

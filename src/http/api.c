@@ -9,7 +9,7 @@
 #include "core/supervisor.h"
 #include "http/api.h"
 #include "http/body.h"
-#include "http/browser.h"
+#include "http/gate.h"
 #include "http/query.h"
 #include "lib/alloc.h"
 #include "lib/json.h"
@@ -21,13 +21,15 @@
 #define LOGS_TAIL_MAX         10000
 #define ROUTE_SEGMENTS        3
 #define REDISCOVER_TIMEOUT_MS 30000
+#define AUDIT_TAIL_DEFAULT    100
+#define AUDIT_TIMEOUT_MS      30000
 #define OPERATION_TIMEOUT_MS  (10 * 60 * 1000) /* plus the service's start_period */
 
 struct api {
     struct registry *reg;
     struct supervisor *supervisor; /* NULL: no lifecycle (answers 503) */
-    const struct config *config;
-    unsigned port; /* the port we answer on, for Host and Origin checks */
+    struct gate *gate;             /* every request passes it first */
+    struct audit *audit;           /* NULL: GET /audit answers 503 */
     time_t started;
     struct MHD_Response *list_cache; /* GET /services, valid for these generations: */
     uint64_t list_registry_generation, list_status_generation;
@@ -52,23 +54,30 @@ static void post_restart(struct api *api, struct request *req, const char *name)
 static void post_stop(struct api *api, struct request *req, const char *name);
 static void get_logs(struct api *api, struct request *req, const char *name);
 static void post_rediscover(struct api *api, struct request *req, const char *name);
+static void get_audit(struct api *api, struct request *req, const char *name);
 
-/* "*" stands for a service name. */
+/* "*" stands for a service name. Each route says what the gate asks of its requests: the
+ * role (README's table lists them), its verb in the audit log, whether it is audited. */
 static const struct route {
     const char *segments[ROUTE_SEGMENTS];
     const char *method;
     endpoint_fn fn;
+    struct gate_route gate;
 } routes[] = {
-    {{"health"}, "GET", get_health},
-    {{"services"}, "GET", get_services},
-    {{"services", "*"}, "GET", get_service},
-    {{"services", "*", "status"}, "GET", get_service},
-    {{"services", "*", "start"}, "POST", post_start},
-    {{"services", "*", "stop"}, "POST", post_stop},
-    {{"services", "*", "restart"}, "POST", post_restart},
-    {{"services", "*", "logs"}, "GET", get_logs},
-    {{"rediscover"}, "POST", post_rediscover},
+    {{"health"}, "GET", get_health, {NEED_NOTHING, "health", false}},
+    {{"services"}, "GET", get_services, {NEED_READ, "list", false}},
+    {{"services", "*"}, "GET", get_service, {NEED_READ, "status", false}},
+    {{"services", "*", "status"}, "GET", get_service, {NEED_READ, "status", false}},
+    {{"services", "*", "start"}, "POST", post_start, {NEED_OPERATE, "start", true}},
+    {{"services", "*", "stop"}, "POST", post_stop, {NEED_OPERATE, "stop", true}},
+    {{"services", "*", "restart"}, "POST", post_restart, {NEED_OPERATE, "restart", true}},
+    {{"services", "*", "logs"}, "GET", get_logs, {NEED_READ, "logs", false}},
+    {{"rediscover"}, "POST", post_rediscover, {NEED_ADMIN, "rediscover", true}},
+    {{"audit"}, "GET", get_audit, {NEED_ADMIN, "audit", false}},
 };
+
+/* What the gate asks of a path no route takes: a key that may read, before the 404. */
+static const struct gate_route unknown_route = {NEED_READ, "unknown", false};
 
 static void render_free(void *value)
 {
@@ -95,12 +104,12 @@ static void on_event(void *data, const struct event *ev)
     }
 }
 
-struct api *api_new(struct registry *reg, const struct config *config, struct events *hub)
+struct api *api_new(struct registry *reg, struct gate *gate, struct events *hub)
 {
     struct api *api = xcalloc(1, sizeof(*api));
 
     api->reg = reg;
-    api->config = config;
+    api->gate = gate;
     api->started = time(NULL);
     api->renders = strmap_new();
     api->hub = hub;
@@ -114,9 +123,9 @@ void api_set_supervisor(struct api *api, struct supervisor *supervisor)
     api->supervisor = supervisor;
 }
 
-void api_set_port(struct api *api, unsigned port)
+void api_set_audit(struct api *api, struct audit *audit)
 {
-    api->port = port;
+    api->audit = audit;
 }
 
 void api_free(struct api *api)
@@ -265,12 +274,20 @@ static void get_health(struct api *api, struct request *req, const char *name)
 {
     char problem[768];
     const char *reason = supervisor_state_problem(api->supervisor, problem, sizeof(problem));
-    json_t *health =
-        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "status", reason ? "degraded" : "ok",
-                  "version", NANNY_VERSION, "services", (json_int_t)registry_count(api->reg),
-                  "manifest_errors", (json_int_t)json_array_size(registry_errors(api->reg)),
-                  "uptime_s", (json_int_t)(time(NULL) - api->started), "pid", (json_int_t)getpid(),
-                  "services_dir", json_text(registry_root(api->reg)));
+    json_t *health;
+
+    if (!gate_known(api->gate, req)) {
+        /* Without a key: only whether it runs. */
+        request_reply_json(req, MHD_HTTP_OK,
+                           json_pack("{s:s, s:s}", "status", reason ? "degraded" : "ok", "version",
+                                     NANNY_VERSION));
+        return;
+    }
+    health = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "status", reason ? "degraded" : "ok",
+                       "version", NANNY_VERSION, "services", (json_int_t)registry_count(api->reg),
+                       "manifest_errors", (json_int_t)json_array_size(registry_errors(api->reg)),
+                       "uptime_s", (json_int_t)(time(NULL) - api->started), "pid",
+                       (json_int_t)getpid(), "services_dir", json_text(registry_root(api->reg)));
 
     if (reason)
         json_object_set_new(health, "reason", json_string(reason));
@@ -616,6 +633,56 @@ static void post_rediscover(struct api *api, struct request *req, const char *na
     w->waiter = registry_rescan(api->reg, on_rediscovered, w);
 }
 
+/* An audit tail waiting for its worker thread. */
+struct audit_wait {
+    struct request *req;
+    struct audit_tail *tail;
+};
+
+static void on_audit_tail(void *data, json_t *entries, const char *error)
+{
+    struct audit_wait *w = data;
+
+    request_set_abort(w->req, NULL, NULL);
+    if (!entries)
+        request_reply_error(w->req, MHD_HTTP_INTERNAL_SERVER_ERROR, "audit_unreadable", "%s",
+                            error);
+    else
+        request_reply_json(w->req, MHD_HTTP_OK, json_pack("{s:O}", "entries", entries));
+    free(w);
+}
+
+static void on_audit_abort(void *data)
+{
+    struct audit_wait *w = data;
+
+    audit_tail_cancel(w->tail);
+    free(w);
+}
+
+/* GET /audit?tail=N: the last entries of the audit log, oldest first. */
+static void get_audit(struct api *api, struct request *req, const char *name)
+{
+    struct audit_wait *w;
+    unsigned tail;
+
+    if (query_count(request_query(req, "tail"), AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX, &tail) < 0) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "tail must be a whole number of entries, 0 to %d", AUDIT_TAIL_MAX);
+        return;
+    }
+    if (!api->audit) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "audit_unavailable",
+                            "the audit log could not be opened (see the daemon's log)");
+        return;
+    }
+    w = xcalloc(1, sizeof(*w));
+    w->req = req;
+    request_suspend(req, AUDIT_TIMEOUT_MS);
+    request_set_abort(req, on_audit_abort, w);
+    w->tail = audit_tail(api->audit, tail, on_audit_tail, w);
+}
+
 /* Answers 405 with the methods the path does take. */
 static void reply_method_not_allowed(struct request *req, const char *allow)
 {
@@ -629,7 +696,8 @@ static void reply_method_not_allowed(struct request *req, const char *allow)
     json_decref(body);
 }
 
-/* Routes one request: 404, 405, browser safety, the name rule, then the endpoint. */
+/* Routes one request: the gate (with the route's role), 404, 405, the name rule, then the
+ * endpoint. */
 void api_handle(void *data, struct request *req)
 {
     struct api *api = data;
@@ -638,28 +706,29 @@ void api_handle(void *data, struct request *req)
     size_t name_len;
     int r = api_route_match(request_path(req), &name_seg, &name_len);
     const struct route *route;
-    bool is_get;
+    bool is_get, name_ok;
 
     if (r < 0) {
-        request_reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
-                            "no such endpoint (see GET /services, GET /health)");
+        if (gate_pass(api->gate, req, &unknown_route, NULL))
+            request_reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
+                                "no such endpoint (see GET /services, GET /health)");
         return;
     }
     route = &routes[r];
     is_get = strcmp(route->method, "GET") == 0;
-    if (browser_safety_refuses(req, api->port, api->config,
-                               strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
-        return;
-    if (strcmp(method, route->method) != 0 && !(is_get && strcmp(method, "HEAD") == 0)) {
-        reply_method_not_allowed(req, is_get ? "GET, HEAD" : route->method);
-        return;
-    }
     name[0] = '\0';
     if (name_seg && name_len <= MANIFEST_NAME_MAX) {
         memcpy(name, name_seg, name_len);
         name[name_len] = '\0';
     }
-    if (name_seg && (name_len > MANIFEST_NAME_MAX || !manifest_name_valid(name))) {
+    name_ok = name_seg && name_len <= MANIFEST_NAME_MAX && manifest_name_valid(name);
+    if (!gate_pass(api->gate, req, &route->gate, name_ok ? name : NULL))
+        return;
+    if (strcmp(method, route->method) != 0 && !(is_get && strcmp(method, "HEAD") == 0)) {
+        reply_method_not_allowed(req, is_get ? "GET, HEAD" : route->method);
+        return;
+    }
+    if (name_seg && !name_ok) {
         request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
                             "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
         return;

@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 
-#include "core/config.h"
+#include "core/audit.h"
 #include "core/events.h"
 #include "core/registry.h"
 #include "core/supervisor.h"
@@ -13,16 +13,17 @@
 
 struct api;
 
-/* config (borrowed, may be NULL) gives the allowed hosts and origins; hub (may be NULL)
- * tells which services went, so that what was rendered of them goes too. */
-struct api *api_new(struct registry *reg, const struct config *config, struct events *hub);
+/* Every request passes gate (borrowed) before its endpoint; hub (may be NULL) tells which
+ * services went, so that what was rendered of them goes too. */
+struct gate;
+struct api *api_new(struct registry *reg, struct gate *gate, struct events *hub);
 
 /* The supervisor that runs services (without one, lifecycle endpoints answer 503). */
 struct supervisor;
 void api_set_supervisor(struct api *api, struct supervisor *supervisor);
 
-/* The port the server really bound, for the Host and Origin checks. */
-void api_set_port(struct api *api, unsigned port);
+/* The audit log GET /audit reads (borrowed; NULL: it answers 503). */
+void api_set_audit(struct api *api, struct audit *audit);
 
 void api_free(struct api *api);
 

@@ -65,7 +65,11 @@ struct request {
     struct connection *connection;  /* its connection, while both live */
     struct sockaddr_storage client; /* who sent it: the peer, or the client behind a proxy */
     char client_name[REALIP_NAME_MAX];
-    struct client *forwarded; /* through a trusted proxy: its client's entry, counted */
+    struct client *forwarded;           /* through a trusted proxy: its client's entry, counted */
+    char user[REQUEST_USER_MAX + 1];    /* the gate's findings: a key's name ("": none)... */
+    int role;                           /* ...its role (-1: none) */
+    const char *action;                 /* the done callback's: audited as this verb... */
+    char service[REQUEST_USER_MAX + 1]; /* ...about this service ("": none) */
 };
 
 /* The deadline of a suspended request: its own allocation, since the timer outlives the
@@ -122,6 +126,8 @@ struct server {
     struct client *clients[SERVER_CLIENT_BUCKETS];
     struct cidr *trusted; /* trusted proxies (server_set_trusted_proxies) */
     size_t trusted_n;
+    server_done_fn done; /* told of every request's end (server_set_done) */
+    void *done_data;
 };
 
 static void server_run(struct server *s);
@@ -328,6 +334,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         req->conn = conn;
         req->method = method;
         req->path = url;
+        req->role = -1;
         *con_cls = req;
         s->in_flight++;
         info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -424,6 +431,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!req)
         return;
     *con_cls = NULL;
+    if (s->done)
+        s->done(s->done_data, req, req->state == REQUEST_QUEUED ? req->status : 0);
     if (req->connection)
         req->connection->req = NULL;
     if (req->state == REQUEST_SUSPENDED) {
@@ -1042,6 +1051,29 @@ const char *request_header(struct request *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+struct header_count {
+    const char *name;
+    unsigned n;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    struct header_count *c = cls;
+
+    if (strcasecmp(key, c->name) == 0)
+        c->n++;
+    return MHD_YES;
+}
+
+unsigned request_header_count(struct request *req, const char *name)
+{
+    struct header_count c = {.name = name};
+
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_header, &c);
+    return c.n;
+}
+
 const char *request_query(struct request *req, const char *key)
 {
     const char *v = NULL;
@@ -1078,6 +1110,7 @@ void request_reply_response(struct request *req, unsigned status, struct MHD_Res
         fatal("request %s %s: a prepared response can only answer at once", req->method, req->path);
     if (MHD_queue_response(req->conn, status, resp) != MHD_YES)
         log_debug("http: cannot queue the answer to %s %s", req->method, req->path);
+    req->status = status;
     req->state = REQUEST_QUEUED;
 }
 
@@ -1178,4 +1211,48 @@ void request_set_abort(struct request *req, void (*on_abort)(void *data), void *
 {
     req->on_abort = on_abort;
     req->abort_data = data;
+}
+
+void server_set_done(struct server *s, server_done_fn done, void *data)
+{
+    s->done = done;
+    s->done_data = data;
+}
+
+/* Copies text into a field of REQUEST_USER_MAX + 1 bytes; longer text is cut. */
+static void set_field(char *field, const char *text)
+{
+    snprintf(field, REQUEST_USER_MAX + 1, "%s", text ? text : "");
+}
+
+void request_set_user(struct request *req, const char *name, int role)
+{
+    set_field(req->user, name);
+    req->role = role;
+}
+
+const char *request_user(const struct request *req)
+{
+    return req->user[0] ? req->user : NULL;
+}
+
+int request_role(const struct request *req)
+{
+    return req->role;
+}
+
+void request_set_action(struct request *req, const char *action, const char *service)
+{
+    req->action = action;
+    set_field(req->service, service);
+}
+
+const char *request_action(const struct request *req)
+{
+    return req->action;
+}
+
+const char *request_service(const struct request *req)
+{
+    return req->service[0] ? req->service : NULL;
 }

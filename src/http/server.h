@@ -25,6 +25,7 @@
 #define SERVER_RESERVE_PART      8   /* 1/8 of the connections is kept for... */
 #define SERVER_RESERVE_SHARE     4   /* ...addresses that hold fewer than this many... */
 #define SERVER_RESERVE_MIN_LIMIT 64  /* ...when the connection limit is at least this */
+#define REQUEST_USER_MAX         64  /* characters of request_set_user()'s and _action()'s names */
 
 struct server;
 struct request; /* one HTTP request; owned by the server */
@@ -32,6 +33,10 @@ struct request; /* one HTTP request; owned by the server */
 /* Called once per request when it has been read in full. The handler must call one of
  * request_reply*() now, or request_suspend() and reply later from the loop. */
 typedef void (*server_handler_fn)(void *data, struct request *req);
+
+/* Called once per request when it ends, answered or not (the client went away first:
+ * status 0), before it is freed: what the gate audits (request_action()). */
+typedef void (*server_done_fn)(void *data, struct request *req, unsigned status);
 
 /* Binds and listens on listen (see netaddr_parse_listen). */
 int server_new(uv_loop_t *loop, const char *listen, server_handler_fn handler, void *data,
@@ -45,6 +50,9 @@ void server_set_per_client_max(struct server *s, unsigned max);
  * connections are not capped per address at accept, their requests are, by the client
  * each comes from (over the cap: 503 too_many_connections and the connection closed). */
 void server_set_trusted_proxies(struct server *s, const struct cidr *trusted, size_t n);
+
+/* The function told of every request's end (one; NULL: none). */
+void server_set_done(struct server *s, server_done_fn done, void *data);
 
 /* The port actually bound (useful with port 0). */
 unsigned server_port(const struct server *s);
@@ -63,11 +71,24 @@ void server_free(struct server *s);
 const char *request_method(const struct request *req);
 const char *request_path(const struct request *req);
 const char *request_header(struct request *req, const char *name);
+/* How many times the header name came (any case). */
+unsigned request_header_count(struct request *req, const char *name);
 /* Who sent the request, as text ("203.0.113.7"): its peer, or behind a trusted proxy the
  * client its X-Forwarded-For names (http/realip.h). Valid for the request's life. */
 const char *request_client(const struct request *req);
 /* The same as a socket address, its port zeroed. */
 void request_client_address(const struct request *req, struct sockaddr_storage *ret);
+/* Who a request is from, as the gate found it (http/gate.h): a key's name (copied) and its
+ * role (an enum role of core/keys.h); request_user() is NULL and request_role() -1 while
+ * none is known. */
+void request_set_user(struct request *req, const char *name, int role);
+const char *request_user(const struct request *req);
+int request_role(const struct request *req);
+/* Marks the request for the done function: what it does (a static verb, "start") and to
+ * which service (copied; NULL: none). request_action() is NULL on unmarked requests. */
+void request_set_action(struct request *req, const char *action, const char *service);
+const char *request_action(const struct request *req);
+const char *request_service(const struct request *req);
 /* A query argument, already unescaped; NULL when absent, "" when given without a value. */
 const char *request_query(struct request *req, const char *key);
 const char *request_body(const struct request *req, size_t *ret_len);
