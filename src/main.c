@@ -8,7 +8,7 @@
 #include "core/config.h"
 #include "daemon.h"
 #include "drivers/drivers.h"
-#include "drivers/logfile.h"
+#include "lib/logfile.h"
 #include "version.h"
 
 static void usage(FILE *out)
