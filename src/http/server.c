@@ -109,6 +109,8 @@ struct server {
     int handles_open;
     server_handler_fn handler;
     void *handler_data;
+    struct tls_identity *tls; /* HTTPS: the identity new handshakes take (a reference) */
+    char *tls_cert, *tls_key; /* the files it was read from, read again on a reload */
     unsigned port;
     unsigned in_flight;
     unsigned connection_limit;
@@ -127,8 +129,6 @@ struct server {
     struct client *clients[SERVER_CLIENT_BUCKETS];
     struct cidr *trusted; /* trusted proxies (server_set_trusted_proxies) */
     size_t trusted_n;
-    struct tls_identity *tls; /* HTTPS: the identity new handshakes take (a reference) */
-    char *tls_cert, *tls_key; /* the files it was read from, read again on a reload */
 };
 
 static void server_run(struct server *s);
