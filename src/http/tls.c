@@ -171,7 +171,8 @@ int tls_identity_load(const char *cert_file, const char *key_file, struct tls_id
     id = xcalloc(1, sizeof(*id));
     id->refs = 1;
     id->n = TLS_CHAIN_MAX;
-    r = gnutls_pcert_list_import_x509_raw(id->certs, &id->n, &cert_pem, GNUTLS_X509_FMT_PEM, 0);
+    r = gnutls_pcert_list_import_x509_raw(id->certs, &id->n, &cert_pem, GNUTLS_X509_FMT_PEM,
+                                          GNUTLS_X509_CRT_LIST_IMPORT_FAIL_IF_EXCEED);
     if (r < 0 || id->n == 0) {
         snprintf(err, err_size,
                  "TLS certificate %s: not a PEM certificate chain of at most %d (GnuTLS: %s)",
