@@ -21,6 +21,7 @@ from conftest import HOST, http_request, manifest, free_port, write_service
 
 ANSWER_TIMEOUT = 10.0
 PROMPT_CLOSE = 15.0  # a stuck connection is closed long before libmicrohttpd's 60 s
+IDLE_CLOSE = 30.0  # the idle timeout is 10 s
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="needs the openssl command (Debian: openssl)")
@@ -264,6 +265,31 @@ def test_long_chunk_line_over_tls_is_closed_promptly(tls_daemon, pki):
             assert time.monotonic() - started < PROMPT_CLOSE, "the daemon kept sending"
     finally:
         hostile.close()
+    tls_daemon.assert_healthy()
+
+
+def test_a_handshake_that_never_completes_is_closed(tls_daemon):
+    """A client that connects and sends half a TLS record, then nothing, is closed by the
+    idle timeout (10 s), as a plain one is; others are served meanwhile."""
+    with socket.create_connection((HOST, tls_daemon.port), timeout=ANSWER_TIMEOUT) as s:
+        s.sendall(b"\x16\x03\x01")  # the start of a handshake record's header
+        tls_daemon.assert_healthy()
+        s.settimeout(IDLE_CLOSE)
+        started = time.monotonic()
+        out = b""
+        while True:  # at most a TLS alert (0x15), then the end
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            except socket.timeout:
+                pytest.fail(f"the daemon kept a stalled handshake open for {IDLE_CLOSE}s",
+                            pytrace=False)
+            if not chunk:
+                break
+            out += chunk
+            assert time.monotonic() - started < IDLE_CLOSE, "the daemon kept sending"
+        assert out == b"" or out[:1] == b"\x15", out[:100]
     tls_daemon.assert_healthy()
 
 
