@@ -440,7 +440,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     *con_cls = NULL;
     if (s->done)
-        s->done(s->done_data, req, req->state == REQUEST_QUEUED ? req->status : 0);
+        s->done(s->done_data, req,
+                req->state == REQUEST_QUEUED && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK
+                    ? req->status
+                    : 0);
     if (req->connection)
         req->connection->req = NULL;
     if (req->state == REQUEST_SUSPENDED) {

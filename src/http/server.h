@@ -34,8 +34,9 @@ struct request; /* one HTTP request; owned by the server */
  * request_reply*() now, or request_suspend() and reply later from the loop. */
 typedef void (*server_handler_fn)(void *data, struct request *req);
 
-/* Called once per request when it ends, answered or not (the client went away first:
- * status 0), before it is freed: what the gate audits (request_action()). */
+/* Called once per request when it ends, answered or not (status 0 when the client went
+ * away before the whole answer was sent), before it is freed: what the gate audits
+ * (request_action()). */
 typedef void (*server_done_fn)(void *data, struct request *req, unsigned status);
 
 /* Binds and listens on listen (see netaddr_parse_listen). */
