@@ -10,6 +10,7 @@ import re
 import secrets
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -461,3 +462,47 @@ def test_non_loopback_needs_keys_and_tls(nanny, workdir, services_dir, args, wor
                             "--state-dir", str(workdir / "state")] + args)
     assert rc == 2, err
     assert words in err and "listening" not in err, err
+
+
+def test_insecure_non_loopback_warns_at_start(nanny, workdir, services_dir):
+    """--insecure lets the daemon listen beyond loopback without keys or TLS, and says so
+    at every start. (It listens on every address for a moment; the test sends nothing.)"""
+    d = nanny.spawn(["serve", "--listen", "0.0.0.0:0", "--insecure", "--services",
+                     str(services_dir), "--state-dir", str(workdir / "state")])
+    d.wait_for_log(r"--insecure: listening on 0\.0\.0\.0:0 without API keys")
+    d.wait_for_log(r"listening on http://0\.0\.0\.0:\d+")
+    d.terminate()
+
+
+def test_keys_file_rewritten_while_reloads_come(keyed):
+    """The keys file is rewritten in place, byte by byte in bursts, while SIGHUPs come:
+    every reload reads either a whole file or a broken one (then the keys in force stay),
+    and the daemon serves throughout; the last, whole file is what holds at the end."""
+    fresh = new_key()
+    final = keys_yaml([("viewer-key", "viewer", keyed.keys["viewer"]), ("late", "admin", fresh)])
+    stop = threading.Event()
+
+    def rewrite():
+        while not stop.is_set():
+            with open(keyed.path, "r+") as f:
+                f.truncate(0)
+                for i in range(0, len(final), 16):
+                    f.write(final[i:i + 16])
+                    f.flush()
+                    time.sleep(0.0005)
+
+    t = threading.Thread(target=rewrite)
+    t.start()
+    try:
+        for _ in range(40):
+            keyed.d.signal(signal.SIGHUP)
+            assert keyed.req("GET", "/services", role="viewer").status == 200
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join()
+    with open(keyed.path, "w") as f:
+        f.write(final)
+    hup(keyed.d, r"reloaded 2 API keys")
+    assert keyed.d.request("GET", "/audit", headers=bearer(fresh)).status == 200
+    assert keyed.req("GET", "/health", role="viewer").json()["status"] == "ok"
