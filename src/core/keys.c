@@ -329,9 +329,6 @@ static void parse_keys(struct yamldoc *doc, struct keys *keys, struct diags *err
 
 int keys_load(const char *path, struct keys **ret, char *err, size_t err_size)
 {
-    struct diags errors = {0};
-    struct yamldoc *doc = NULL;
-    struct keys *keys;
     struct stat st;
     char *buf;
     ssize_t n;
@@ -379,8 +376,20 @@ int keys_load(const char *path, struct keys **ret, char *err, size_t err_size)
                     KEYS_FILE_MAX);
     }
 
-    keys = keys_new();
-    r = yamldoc_load(buf, (size_t)n, &doc, &errors);
+    r = keys_parse(buf, (size_t)n, path, ret, err, err_size);
+    explicit_bzero(buf, (size_t)n);
+    free(buf);
+    return r;
+}
+
+int keys_parse(const char *buf, size_t len, const char *path, struct keys **ret, char *err,
+               size_t err_size)
+{
+    struct diags errors = {0};
+    struct yamldoc *doc = NULL;
+    struct keys *keys = keys_new();
+    int r = yamldoc_load(buf, len, &doc, &errors);
+
     if (r == -ENODATA) {
         r = fail(-EINVAL, err, err_size,
                  "%s: the keys file is empty (add a key with: nanny keys add NAME --role ROLE)",
@@ -402,8 +411,6 @@ done:
     keys_free(keys);
     diags_clear(&errors);
     yamldoc_free(doc);
-    explicit_bzero(buf, (size_t)n);
-    free(buf);
     return r;
 }
 

@@ -80,6 +80,11 @@ const struct key_entry *keys_by_name(const struct keys *keys, const char *name);
  * "FILE: message" or "FILE:LINE: message". */
 int keys_load(const char *path, struct keys **ret, char *err, size_t err_size);
 
+/* The checks of keys_load() on the text of a keys file (path only names it in messages);
+ * pure, so that it can be fuzzed. */
+int keys_parse(const char *buf, size_t len, const char *path, struct keys **ret, char *err,
+               size_t err_size);
+
 /* Writes keys to path, replacing it atomically (a temporary file in the same folder,
  * mode 0600, fsync, rename). 0, or a negative errno with a message in err. */
 int keys_save(const struct keys *keys, const char *path, char *err, size_t err_size);
