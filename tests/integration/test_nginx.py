@@ -24,7 +24,8 @@ import time
 import pytest
 
 from conftest import HOST, free_port, manifest, wait_until, write_service
-from lifecycle_helpers import FAST_HEALTH, testsvc_binary, write_manifest, yaml_value
+import lifecycle_helpers
+from lifecycle_helpers import FAST_HEALTH, write_manifest, yaml_value
 from test_gate import bearer, new_key, write_keys
 
 NGINX = "/usr/sbin/nginx"
@@ -389,7 +390,7 @@ def test_a_slow_answer_passes_through(nanny, workdir, services_dir):
     port = free_port()
     pidfile = str(workdir / "slow.pid")
     write_manifest(services_dir, "slow", "process", port, False, "2s", True, FAST_HEALTH,
-                   more={"command": yaml_value([testsvc_binary(), "--port", str(port),
+                   more={"command": yaml_value([lifecycle_helpers.testsvc_binary(), "--port", str(port),
                                                 "--health-after", "1000",
                                                 "--write-pidfile", pidfile])})
     f = Front(nanny, workdir, services_dir)
