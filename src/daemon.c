@@ -152,6 +152,13 @@ static void on_hangup(uv_signal_t *h, int signum)
     log_info("SIGHUP: rescanning %s, reloading the API keys", registry_root(d->reg));
     registry_rescan(d->reg, NULL, NULL);
     daemon_load_keys(d, false);
+    if (d->config->tls_cert) {
+        char err[1024];
+        if (server_reload_tls(d->server, err, sizeof(err)) < 0)
+            log_error("SIGHUP: %s; still serving the certificate loaded before", err);
+        else
+            log_info("SIGHUP: reloaded the TLS certificate (%s)", server_tls_describe(d->server));
+    }
 }
 
 static void on_folder_changed(void *data)
@@ -179,12 +186,13 @@ static void signal_start(struct daemon *d, uv_signal_t *h, uv_signal_cb cb, int 
     uv_signal_start(h, cb, signum);
 }
 
-/* "http://127.0.0.1:8080" for the address we listen on, with the port really bound. */
-static char *listen_url(const char *listen, unsigned port)
+/* "http://127.0.0.1:8080" (https with TLS) for the address we listen on, with the port
+ * really bound. */
+static char *listen_url(const char *listen, unsigned port, bool tls)
 {
     const char *colon = strrchr(listen, ':');
 
-    return xasprintf("http://%.*s:%u", (int)(colon - listen), listen, port);
+    return xasprintf("%s://%.*s:%u", tls ? "https" : "http", (int)(colon - listen), listen, port);
 }
 
 /* Raises the soft limit on open files to the hard one: every connection, watched folder
@@ -273,10 +281,16 @@ int daemon_run(const struct config *c)
                     c->listen, !gate_has_keys(d.gate) ? "API keys" : "TLS");
     d.api = api_new(d.reg, d.gate, d.hub);
     api_set_audit(d.api, d.audit);
-    r = server_new(&d.loop, c->listen, api_handle, d.api, &d.server);
-    if (r < 0) {
-        log_error("cannot listen on %s: %s", c->listen, strerror(-r));
-        return daemon_abort_start(&d, 1);
+    {
+        struct server_options options = {.tls_cert = c->tls_cert, .tls_key = c->tls_key};
+        char err[1024];
+        r = server_new_with(&d.loop, c->listen, &options, api_handle, d.api, &d.server, err,
+                            sizeof(err));
+        if (r < 0) {
+            log_error("%s", err);
+            /* A TLS file that cannot be used is a configuration error. */
+            return daemon_abort_start(&d, r == SERVER_ERROR_TLS ? 2 : 1);
+        }
     }
     server_set_per_client_max(d.server, c->max_connections_per_client);
     server_set_trusted_proxies(d.server, c->trusted_proxies, c->trusted_proxies_n);
@@ -294,7 +308,7 @@ int daemon_run(const struct config *c)
     watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);
     registry_on_rescan(d.reg, on_rescanned, &d);
 
-    url = listen_url(c->listen, server_port(d.server));
+    url = listen_url(c->listen, server_port(d.server), c->tls_cert != NULL);
     log_info("service-nanny %s: %zu services in %s, %zu manifest errors", NANNY_VERSION,
              registry_count(d.reg), root, json_array_size(registry_errors(d.reg)));
     log_info("listening on %s", url);

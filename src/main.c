@@ -4,11 +4,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/keys.h"
 #include "cli/scaffold.h"
 #include "core/config.h"
 #include "daemon.h"
 #include "drivers/drivers.h"
-#include "drivers/logfile.h"
+#include "lib/logfile.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -17,6 +18,7 @@ static void usage(FILE *out)
                  "commands:\n"
                  "  serve      run the daemon (nanny serve --help for its options)\n"
                  "  new        create a service folder from the template (nanny new --help)\n"
+                 "  keys       add, list and remove API keys (nanny keys --help)\n"
                  "  version    print the version\n");
 }
 
@@ -43,6 +45,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "new") == 0)
         return scaffold_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "keys") == 0)
+        return keys_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "log-writer") == 0) /* the process driver's logger, not for people */
         return logfile_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") != 0) {

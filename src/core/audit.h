@@ -26,13 +26,15 @@ int audit_open(uv_loop_t *loop, const char *path, uint64_t max_bytes, unsigned k
 
 /* Appends one entry: who (a key's name or a client address), action (the verb: "start",
  * "stop", "rediscover", "status", ...), service (NULL: none), status (the HTTP code).
- * A failed write is logged (once until writes succeed again), never fatal. */
+ * A failed write is logged (once until writes succeed again), never fatal. A file removed
+ * or renamed from outside is created again at path. */
 void audit_record(struct audit *a, const char *who, const char *action, const char *service,
                   unsigned status);
 
 /* Reads the last n entries (oldest first, across the last rotation) on a worker thread
  * and calls done on the loop with a JSON array (borrowed for the call) or NULL and an
- * error. A line that is not JSON is skipped. Returns a handle for audit_tail_cancel(). */
+ * error. A line that is not JSON is skipped. Returns a handle for audit_tail_cancel(), or
+ * NULL when done was called before this returned (the work could not be queued). */
 typedef void (*audit_tail_fn)(void *data, json_t *entries, const char *error);
 struct audit_tail *audit_tail(struct audit *a, unsigned n, audit_tail_fn done, void *data);
 

@@ -17,13 +17,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KEY_PREFIX       "nanny_"
-#define KEY_PREFIX_LEN   6
-#define KEY_LEN          (KEY_PREFIX_LEN + 64) /* characters of a key */
-#define KEY_HASH_LEN     32                    /* SHA-256 */
-#define KEY_NAME_MAX     64                    /* a name: [A-Za-z0-9._@-]{1,64} */
-#define KEYS_FILE_MAX    (256 * 1024)
-#define KEYS_MAX         4096
+#define KEY_PREFIX     "nanny_"
+#define KEY_PREFIX_LEN 6
+#define KEY_LEN        (KEY_PREFIX_LEN + 64) /* characters of a key */
+#define KEY_HASH_LEN   32                    /* SHA-256 */
+#define KEY_NAME_MAX   64                    /* a name: [A-Za-z0-9._@-]{1,64} */
+#define KEYS_FILE_MAX  (256 * 1024)
+#define KEYS_MAX       4096
 
 /* What a key may do; see role_allows(). */
 enum role { ROLE_USER, ROLE_VIEWER, ROLE_OPERATOR, ROLE_ADMIN, ROLE_COUNT };
@@ -38,7 +38,7 @@ enum need {
 };
 
 const char *role_name(enum role role);            /* "user", "viewer", ... */
-int role_parse(const char *s, enum role *ret);   /* 0 or -EINVAL */
+int role_parse(const char *s, enum role *ret);    /* 0 or -EINVAL */
 bool role_allows(enum role role, enum need need); /* the table of SPEC section 6 */
 
 struct key_entry {
@@ -55,6 +55,9 @@ struct keys {
 /* True when key (len bytes, not NUL-terminated) has a key's form: the prefix, then 64
  * lowercase hex digits. */
 bool key_well_formed(const char *key, size_t len);
+
+/* True when name is a key's valid name: 1 to KEY_NAME_MAX of A-Z a-z 0-9 . _ @ -. */
+bool key_name_valid(const char *name);
 
 /* The SHA-256 of key. */
 void key_hash(const char *key, size_t len, uint8_t out[KEY_HASH_LEN]);

@@ -107,7 +107,7 @@ const char *proc_cgroup(const struct proc *p); /* its cgroup folder, NULL in the
 void proc_free(struct proc *p);
 
 /* Makes proc_start() write each service's output through a logger of the daemon's own
- * binary (`EXE log-writer PATH MAX_BYTES KEEP`, drivers/logfile.h) in the service's cgroup
+ * binary (`EXE log-writer PATH MAX_BYTES KEEP`, lib/logfile.h) in the service's cgroup
  * or, in the fallback, carrying its marker: a pipe the logger reads, so that log_max_size
  * holds at any write speed and the log goes on while no daemon runs. exe NULL (the
  * default, for the unit tests): the service writes its log file itself. */

@@ -21,7 +21,7 @@ char *proc_marker_for(const char *name);
 void proc_marker_scan(const char *prefix, bool exact,
                       void (*found)(void *data, pid_t pid, const char *rest), void *data);
 
-/* True when pid is a process service's logger (`... log-writer ...`, drivers/logfile.h). */
+/* True when pid is a process service's logger (`... log-writer ...`, lib/logfile.h). */
 bool proc_is_logger(pid_t pid);
 /* Whether pid could lead an adopted run: it has a command line (it is not exiting) and
  * is not a logger. */

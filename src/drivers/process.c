@@ -4,10 +4,10 @@
 
 #include "core/config.h"
 #include "drivers/drivers.h"
-#include "drivers/logfile.h"
 #include "drivers/proc.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/logfile.h"
 
 #define PROCESS_TAIL_BYTES_MAX (16 * 1024 * 1024)
 
@@ -278,5 +278,5 @@ const struct driver driver_process = {
     .release = process_release,
     .logs = process_logs,
     .logs_cancel = process_logs_cancel,
-    .rotate = NULL, /* the logger rotates (drivers/logfile.h) */
+    .rotate = NULL, /* the logger rotates (lib/logfile.h) */
 };

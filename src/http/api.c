@@ -664,6 +664,7 @@ static void on_audit_abort(void *data)
 static void get_audit(struct api *api, struct request *req, const char *name)
 {
     struct audit_wait *w;
+    struct audit_tail *t;
     unsigned tail;
 
     if (query_count(request_query(req, "tail"), AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX, &tail) < 0) {
@@ -680,7 +681,9 @@ static void get_audit(struct api *api, struct request *req, const char *name)
     w->req = req;
     request_suspend(req, AUDIT_TIMEOUT_MS);
     request_set_abort(req, on_audit_abort, w);
-    w->tail = audit_tail(api->audit, tail, on_audit_tail, w);
+    t = audit_tail(api->audit, tail, on_audit_tail, w);
+    if (t) /* else w was answered and freed already */
+        w->tail = t;
 }
 
 /* Answers 405 with the methods the path does take. */

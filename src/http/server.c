@@ -16,8 +16,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
+
 #include "http/realip.h"
 #include "http/server.h"
+#include "http/tls.h"
 #include "lib/alloc.h"
 #include "lib/json.h"
 #include "lib/log.h"
@@ -96,6 +99,8 @@ struct connection {
     bool trusted;        /* its peer is a trusted proxy: its requests count by their client */
     bool stuck;          /* found making no progress and given a short timeout */
     struct request *req; /* the request being read or answered, if any */
+    struct server *server;
+    struct tls_identity *tls; /* the identity its handshake took (a reference), if any */
     struct connection *next, *prev;
 };
 
@@ -108,6 +113,8 @@ struct server {
     int handles_open;
     server_handler_fn handler;
     void *handler_data;
+    struct tls_identity *tls; /* HTTPS: the identity new handshakes take (a reference) */
+    char *tls_cert, *tls_key; /* the files it was read from, read again on a reload */
     unsigned port;
     unsigned in_flight;
     unsigned connection_limit;
@@ -131,6 +138,7 @@ struct server {
 };
 
 static void server_run(struct server *s);
+static void server_release(struct server *s);
 static void request_identify(struct server *s, struct request *req);
 static bool request_count_forwarded(struct server *s, struct request *req);
 static void request_uncount_forwarded(struct server *s, struct request *req);
@@ -432,7 +440,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     *con_cls = NULL;
     if (s->done)
-        s->done(s->done_data, req, req->state == REQUEST_QUEUED ? req->status : 0);
+        s->done(s->done_data, req,
+                req->state == REQUEST_QUEUED && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK
+                    ? req->status
+                    : 0);
     if (req->connection)
         req->connection->req = NULL;
     if (req->state == REQUEST_SUSPENDED) {
@@ -674,6 +685,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 
         c = xcalloc(1, sizeof(*c));
         c->conn = conn;
+        c->server = s;
         c->fd = fd ? fd->connect_fd : -1;
         if (addr && addr->client_addr)
             client_key(addr->client_addr,
@@ -705,6 +717,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     if (c->req)
         c->req->connection = NULL;
     client_release(s, c->client);
+    tls_identity_unref(c->tls);
     s->open--;
     free(c);
 }
@@ -902,19 +915,73 @@ static unsigned connection_limit(void)
     return room < SERVER_CONNECTIONS_MAX ? (unsigned)room : SERVER_CONNECTIONS_MAX;
 }
 
+/* GnuTLS asks, in a handshake, which certificate to show: the server's identity of the
+ * moment, which the connection then holds a reference to until it closes. A reload swaps
+ * the server's identity; a handshake already under way, or a connection that has finished
+ * its handshake, keeps the one it took (GnuTLS keeps pointers into it for the session's
+ * life), so an identity is freed when the server and the last connection that took it
+ * have let it go. libmicrohttpd gives each session its connection as the session pointer. */
+static int on_tls_certificate(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+                              const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                              gnutls_pcert_st **ret_certs, unsigned *ret_n,
+                              gnutls_privkey_t *ret_key)
+{
+    struct MHD_Connection *conn = gnutls_session_get_ptr(session);
+    const union MHD_ConnectionInfo *info;
+    struct connection *c;
+
+    info = conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+    c = info ? info->socket_context : NULL;
+    if (!c || !c->server->tls) {
+        log_debug("http: a TLS handshake on a connection we do not know; refusing it");
+        return -1;
+    }
+    if (c->tls != c->server->tls) {
+        tls_identity_unref(c->tls);
+        c->tls = tls_identity_ref(c->server->tls);
+    }
+    tls_identity_get(c->tls, ret_certs, ret_n, ret_key);
+    return 0;
+}
+
 int server_new(uv_loop_t *loop, const char *listen_addr, server_handler_fn handler, void *data,
                struct server **ret)
 {
+    char err[256];
+
+    return server_new_with(loop, listen_addr, NULL, handler, data, ret, err, sizeof(err));
+}
+
+int server_new_with(uv_loop_t *loop, const char *listen_addr, const struct server_options *options,
+                    server_handler_fn handler, void *data, struct server **ret, char *err,
+                    size_t err_size)
+{
     struct server *s;
+    struct tls_identity *tls = NULL;
     const union MHD_DaemonInfo *info;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     int fd = -1, r;
     unsigned port = 0;
 
+    if (options && options->tls_cert) {
+        r = tls_identity_load(options->tls_cert, options->tls_key, &tls, err, err_size);
+        if (r < 0)
+            return SERVER_ERROR_TLS;
+        flags |= MHD_USE_TLS;
+    }
     r = listen_socket(listen_addr, &fd, &port);
-    if (r < 0)
+    if (r < 0) {
+        snprintf(err, err_size, "cannot listen on %s: %s", listen_addr, strerror(-r));
+        tls_identity_unref(tls);
         return r;
+    }
 
     s = xcalloc(1, sizeof(*s));
+    s->tls = tls;
+    if (tls) {
+        s->tls_cert = xstrdup(options->tls_cert);
+        s->tls_key = xstrdup(options->tls_key);
+    }
     s->loop = loop;
     s->handler = handler;
     s->handler_data = data;
@@ -925,22 +992,32 @@ int server_new(uv_loop_t *loop, const char *listen_addr, server_handler_fn handl
     if (s->connection_limit >= SERVER_RESERVE_MIN_LIMIT)
         s->reserve = s->connection_limit / SERVER_RESERVE_PART;
     s->per_client_max = SERVER_PER_CLIENT_MAX;
+    /* With TLS, the certificate callback is the only TLS option: libmicrohttpd's own
+     * priorities and the same limits apply; it reads and writes through GnuTLS, and its
+     * epoll set and our loop see only the sockets, as without TLS. */
     s->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, on_accept, s, on_access, s,
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)SERVER_HEADER_MEMORY, MHD_OPTION_CONNECTION_LIMIT, s->connection_limit,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SERVER_IDLE_TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, s, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_END);
+        flags, 0, on_accept, s, on_access, s, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_HEADER_MEMORY,
+        MHD_OPTION_CONNECTION_LIMIT, s->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)SERVER_IDLE_TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s,
+        /* last: without TLS the list ends here */
+        tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, on_tls_certificate, MHD_OPTION_END);
     if (!s->mhd) {
+        snprintf(err, err_size, "cannot start libmicrohttpd on %s%s", listen_addr,
+                 tls && !MHD_is_feature_supported(MHD_FEATURE_TLS)
+                     ? ": it was built without HTTPS support"
+                     : "");
         close(fd);
-        free(s);
+        server_release(s);
         return -EIO;
     }
     info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     if (!info) {
+        snprintf(err, err_size, "cannot start libmicrohttpd on %s: no epoll", listen_addr);
         MHD_stop_daemon(s->mhd);
-        free(s);
+        server_release(s);
         return -EIO;
     }
     uv_poll_init(loop, &s->poll, info->epoll_fd);
@@ -995,14 +1072,45 @@ void server_quiesce(struct server *s)
         close(fd);
 }
 
+int server_reload_tls(struct server *s, char *err, size_t err_size)
+{
+    struct tls_identity *tls;
+    int r;
+
+    if (!s->tls) {
+        snprintf(err, err_size, "the server does not serve HTTPS");
+        return -EINVAL;
+    }
+    r = tls_identity_load(s->tls_cert, s->tls_key, &tls, err, err_size);
+    if (r < 0)
+        return r;
+    /* Connections that took the old one keep it until they close (on_tls_certificate). */
+    tls_identity_unref(s->tls);
+    s->tls = tls;
+    return 0;
+}
+
+const char *server_tls_describe(const struct server *s)
+{
+    return s->tls ? tls_identity_describe(s->tls) : NULL;
+}
+
+/* Frees what the server owns besides its handles and libmicrohttpd. */
+static void server_release(struct server *s)
+{
+    tls_identity_unref(s->tls);
+    free(s->tls_cert);
+    free(s->tls_key);
+    free(s->trusted);
+    free(s);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     struct server *s = h->data;
 
-    if (--s->handles_open == 0) {
-        free(s->trusted);
-        free(s);
-    }
+    if (--s->handles_open == 0)
+        server_release(s);
 }
 
 void server_free(struct server *s)

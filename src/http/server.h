@@ -34,13 +34,36 @@ struct request; /* one HTTP request; owned by the server */
  * request_reply*() now, or request_suspend() and reply later from the loop. */
 typedef void (*server_handler_fn)(void *data, struct request *req);
 
-/* Called once per request when it ends, answered or not (the client went away first:
- * status 0), before it is freed: what the gate audits (request_action()). */
+/* Called once per request when it ends, answered or not (status 0 when the client went
+ * away before the whole answer was sent), before it is freed: what the gate audits
+ * (request_action()). */
 typedef void (*server_done_fn)(void *data, struct request *req, unsigned status);
 
 /* Binds and listens on listen (see netaddr_parse_listen). */
 int server_new(uv_loop_t *loop, const char *listen, server_handler_fn handler, void *data,
                struct server **ret);
+
+/* What server_new_with() takes beyond server_new(); NULL or zeroed: plain HTTP. */
+struct server_options {
+    const char *tls_cert; /* PEM certificate (then its chain): HTTPS, with tls_key */
+    const char *tls_key;  /* PEM private key, unencrypted */
+};
+
+/* server_new() with options. On failure err says why: a TLS file that cannot be read or
+ * a key that does not match its certificate (named; SERVER_ERROR_TLS), or an address it
+ * cannot listen on (a negative errno). */
+#define SERVER_ERROR_TLS (-1000)
+int server_new_with(uv_loop_t *loop, const char *listen, const struct server_options *options,
+                    server_handler_fn handler, void *data, struct server **ret, char *err,
+                    size_t err_size);
+
+/* Reads the certificate and key files again and serves the new pair to new handshakes;
+ * connections open now keep theirs. On failure the old pair stays and err says why.
+ * -EINVAL without TLS. */
+int server_reload_tls(struct server *s, char *err, size_t err_size);
+
+/* The served certificate's subject, serial and end of validity; NULL without TLS. */
+const char *server_tls_describe(const struct server *s);
 
 /* How many connections one client address may hold (0: SERVER_PER_CLIENT_MAX); new ones
  * past it are closed at once. */

@@ -37,7 +37,8 @@ POLL_TIMEOUT = 3.0  # automatic rediscovery must show within this (spec: ~1 s)
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 
-LISTENING_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+# The port is group 1; "https" when the daemon serves TLS.
+LISTENING_RE = re.compile(r"listening on https?://127\.0\.0\.1:(\d+)")
 
 NANNY_ENV_VARS = ("NANNY_LISTEN", "NANNY_SERVICES", "NANNY_STATE_DIR", "NANNY_CONFIG",
                   "NANNY_DOCKER_HOST", "NANNY_COMPOSE_COMMAND", "NANNY_TRUSTED_PROXIES",
@@ -118,8 +119,14 @@ class Response:
         return f"<Response {self.status} {self.content_type} {self.body[:200]!r}>"
 
 
-def http_request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT):
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+def http_request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT,
+                 ssl_context=None):
+    """One request on a new connection; HTTPS when ssl_context (an ssl.SSLContext that
+    trusts the test's CA) is given."""
+    if ssl_context is not None:
+        conn = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=ssl_context)
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         if isinstance(body, str):
             body = body.encode()
@@ -284,6 +291,7 @@ class Daemon:
         for t in self._readers:
             t.start()
         self.port = None
+        self.ssl_context = None  # HTTPS: the context request() uses (NannyFactory.serve)
 
     def _read(self, stream, sink):
         for raw in iter(stream.readline, b""):
@@ -378,7 +386,8 @@ class Daemon:
     # HTTP helpers bound to this daemon's port.
     def request(self, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT):
         assert self.port, "the daemon is not listening yet"
-        return http_request(self.port, method, path, body, headers, timeout)
+        return http_request(self.port, method, path, body, headers, timeout,
+                            ssl_context=self.ssl_context)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
@@ -420,10 +429,11 @@ class NannyFactory:
         return d
 
     def serve(self, services=None, state=None, extra_args=(), env=None, listen="127.0.0.1:0",
-              cwd=None, start_timeout=START_TIMEOUT, stop_services=True):
+              cwd=None, start_timeout=START_TIMEOUT, stop_services=True, ssl_context=None):
         """Starts `nanny serve` and waits until it listens. Unless stop_services is False
         (tests of adoption), the daemon stops the services it runs when it stops, so that
-        a test leaves no process behind."""
+        a test leaves no process behind. With ssl_context (the daemon serves HTTPS: its
+        --tls-cert/--tls-key are in extra_args or env), its request helpers use it."""
         args = ["serve"]
         if stop_services:
             args.append("--stop-services-on-exit")
@@ -437,6 +447,7 @@ class NannyFactory:
         if state is not False:
             args += ["--state-dir", str(state)]
         d = self.spawn(args + list(extra_args), env=env, cwd=cwd)
+        d.ssl_context = ssl_context
         d.wait_listening(timeout=start_timeout)
         return d
 

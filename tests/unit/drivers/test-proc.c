@@ -16,11 +16,11 @@
 #include <cmocka.h>
 
 #include "core/driver.h"
-#include "drivers/logfile.h"
 #include "drivers/proc.h"
 #include "drivers/drivers.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/logfile.h"
 
 struct fixture {
     uv_loop_t loop;

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "drivers/logfile.h"
+#include "lib/logfile.h"
 #include "lib/alloc.h"
 #include "lib/io.h"
 

@@ -7,7 +7,8 @@
  * its cap it rotates by rename (path.(keep-1) becomes path.keep, ..., path becomes
  * path.1) and opens a new file, so the cap holds at any write speed and no line is lost
  * or cut by the rotation. It ends when every writer of the pipe has gone (the service and
- * all it forked), so the last lines are always written. */
+ * all it forked), so the last lines are always written. The audit log (core/audit.c)
+ * rotates and is read the same way. */
 #ifndef NANNY_LOGFILE_H
 #define NANNY_LOGFILE_H
 

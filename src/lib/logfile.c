@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "drivers/logfile.h"
+#include "lib/logfile.h"
 #include "lib/alloc.h"
 #include "lib/io.h"
 
