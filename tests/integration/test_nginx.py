@@ -193,7 +193,8 @@ class Response:
 
 
 class Front:
-    """A daemon with keys behind nginx, and a client that talks HTTPS to nginx."""
+    """The daemon (with a key per role unless keys=False) behind nginx, and a client that
+    talks HTTPS to nginx from any loopback address."""
 
     def __init__(self, nanny, workdir, services_dir, config=None, keys=True):
         self.workdir = workdir
