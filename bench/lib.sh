@@ -5,12 +5,12 @@
 export PYTHONPATH="${BASH_SOURCE[0]%/*}${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1
 
 # bench_daemon_port LOG PID: prints the port the daemon (PID) logged in LOG as
-# "listening on http://127.0.0.1:PORT", waiting up to 10 s; prints nothing when it
-# did not (it exited or took too long).
+# "listening on http://127.0.0.1:PORT" (or https://), waiting up to 10 s; prints nothing
+# when it did not (it exited or took too long).
 bench_daemon_port() {
     local log=$1 pid=$2 port="" i
     for ((i = 0; i < 100; i++)); do
-        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$log" |
+        port=$(sed -n 's|.*listening on https\{0,1\}://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$log" |
             head -n 1)
         [[ -n $port ]] && break
         kill -0 "$pid" 2>/dev/null || break
