@@ -15,6 +15,7 @@
 #include "lib/alloc.h"
 #include "lib/diags.h"
 #include "lib/io.h"
+#include "lib/strmap.h"
 #include "lib/yamldoc.h"
 
 #define HASH_PREFIX     "sha256:"
@@ -123,21 +124,46 @@ int key_generate(char out[KEY_LEN + 1])
     return 0;
 }
 
+/* The hex text of a hash, the index's key. */
+static void hash_hex(const uint8_t hash[KEY_HASH_LEN], char out[2 * KEY_HASH_LEN + 1])
+{
+    for (size_t i = 0; i < KEY_HASH_LEN; i++)
+        snprintf(out + 2 * i, 3, "%02x", hash[i]);
+}
+
+/* Adds entry i to the index of the entries' hashes (the first of two equal hashes wins). */
+static void keys_index_add(struct keys *keys, size_t i)
+{
+    char hex[2 * KEY_HASH_LEN + 1];
+
+    if (!keys->by_hash)
+        keys->by_hash = strmap_new();
+    hash_hex(keys->items[i].hash, hex);
+    if (!strmap_get(keys->by_hash, hex))
+        strmap_put(keys->by_hash, hex, (void *)(uintptr_t)(i + 1));
+}
+
+/* Remakes the index (entries moved). */
+static void keys_index(struct keys *keys)
+{
+    strmap_free(keys->by_hash, NULL);
+    keys->by_hash = NULL;
+    for (size_t i = 0; i < keys->n; i++)
+        keys_index_add(keys, i);
+}
+
 const struct key_entry *keys_find(const struct keys *keys, const char *key, size_t len)
 {
-    const struct key_entry *found = NULL;
     uint8_t hash[KEY_HASH_LEN];
+    char hex[2 * KEY_HASH_LEN + 1];
+    uintptr_t at;
 
     key_hash(key, len, hash);
-    /* Every entry is compared, whichever matches, so that the time taken says nothing of
-     * which entry (if any) the key belongs to. */
-    for (size_t i = 0; i < keys->n; i++) {
-        bool same = memeql_sec(hash, keys->items[i].hash, KEY_HASH_LEN);
-
-        if (same && !found)
-            found = &keys->items[i];
-    }
-    return found;
+    hash_hex(hash, hex);
+    at = keys->by_hash ? (uintptr_t)strmap_get(keys->by_hash, hex) : 0;
+    if (at == 0 || at > keys->n || !memeql_sec(hash, keys->items[at - 1].hash, KEY_HASH_LEN))
+        return NULL;
+    return &keys->items[at - 1];
 }
 
 const struct key_entry *keys_by_name(const struct keys *keys, const char *name)
@@ -160,6 +186,7 @@ void keys_free(struct keys *keys)
     for (size_t i = 0; i < keys->n; i++)
         free(keys->items[i].name);
     free(keys->items);
+    strmap_free(keys->by_hash, NULL);
     free(keys);
 }
 
@@ -176,6 +203,7 @@ int keys_add(struct keys *keys, const char *name, enum role role, const uint8_t 
     e->name = xstrdup(name);
     e->role = role;
     memcpy(e->hash, hash, KEY_HASH_LEN);
+    keys_index_add(keys, keys->n - 1);
     return 0;
 }
 
@@ -187,6 +215,7 @@ int keys_remove(struct keys *keys, const char *name)
         free(keys->items[i].name);
         memmove(&keys->items[i], &keys->items[i + 1], (keys->n - i - 1) * sizeof(*keys->items));
         keys->n--;
+        keys_index(keys);
         return 0;
     }
     return -ENOENT;

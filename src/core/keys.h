@@ -50,6 +50,7 @@ struct key_entry {
 struct keys {
     struct key_entry *items;
     size_t n;
+    struct strmap *by_hash; /* the hex of each entry's hash -> its index + 1 (keys_find) */
 };
 
 /* True when key (len bytes, not NUL-terminated) has a key's form: the prefix, then 64
@@ -65,8 +66,10 @@ void key_hash(const char *key, size_t len, uint8_t out[KEY_HASH_LEN]);
 /* A new key (KEY_LEN characters and a NUL) from getrandom(); 0 or a negative errno. */
 int key_generate(char out[KEY_LEN + 1]);
 
-/* The entry whose hash is key's, or NULL. The key's hash is compared with every entry's in
- * constant time (nettle's memeql_sec), all of them, whichever matches. */
+/* The entry whose hash is key's, or NULL: the key is hashed (SHA-256, about a microsecond),
+ * its hash looked up in an index of the entries' hashes (so that many keys cost no more
+ * than one; the index holds hashes, never a key), and the entry found compared with it in
+ * constant time (nettle's memeql_sec). */
 const struct key_entry *keys_find(const struct keys *keys, const char *key, size_t len);
 
 /* The entry named name, or NULL. */

@@ -175,6 +175,44 @@ static void test_find(void **state)
     keys_free(keys);
 }
 
+/* As many keys as a file may hold: each found by its key, through the index of hashes,
+ * also after entries before it were removed. */
+static void test_find_many(void **state)
+{
+    static char all[KEYS_MAX][KEY_LEN + 1];
+    struct keys *keys = keys_new();
+    uint8_t hash[KEY_HASH_LEN];
+    char name[32];
+
+    for (size_t i = 0; i < KEYS_MAX; i++) {
+        assert_int_equal(key_generate(all[i]), 0);
+        key_hash(all[i], KEY_LEN, hash);
+        snprintf(name, sizeof(name), "k%zu", i);
+        assert_int_equal(keys_add(keys, name, (enum role)(i % ROLE_COUNT), hash), 0);
+    }
+    assert_int_equal(keys_add(keys, "one-more", ROLE_USER, hash), -ENOSPC);
+    for (size_t i = 0; i < KEYS_MAX; i++) {
+        snprintf(name, sizeof(name), "k%zu", i);
+        assert_string_equal(keys_find(keys, all[i], KEY_LEN)->name, name);
+    }
+    for (size_t i = 0; i < 64; i += 2) {
+        snprintf(name, sizeof(name), "k%zu", i);
+        assert_int_equal(keys_remove(keys, name), 0);
+    }
+    for (size_t i = 0; i < KEYS_MAX; i++) {
+        const struct key_entry *e = keys_find(keys, all[i], KEY_LEN);
+        snprintf(name, sizeof(name), "k%zu", i);
+        if (i < 64 && i % 2 == 0) {
+            assert_null(e);
+        } else {
+            assert_non_null(e);
+            assert_string_equal(e->name, name);
+            assert_int_equal(e->role, (enum role)(i % ROLE_COUNT));
+        }
+    }
+    keys_free(keys);
+}
+
 static void test_roles(void **state)
 {
     enum role role;
@@ -422,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_well_formed),
         cmocka_unit_test(test_name_valid),
         cmocka_unit_test(test_find),
+        cmocka_unit_test(test_find_many),
         cmocka_unit_test(test_roles),
         cmocka_unit_test_setup_teardown(test_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_refused_file, setup, teardown),
