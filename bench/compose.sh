@@ -122,15 +122,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-die() {
-    echo "bench: $*" >&2
-    if [[ -n $TMP && -s $TMP/daemon.log ]]; then
-        echo "bench: the daemon's log, last lines:" >&2
-        tail -n 20 "$TMP/daemon.log" >&2
-    fi
-    exit 1
-}
-
 # --- packages, engine, build ------------------------------------------------------------------
 deps_install "${DEPS_BUILD[@]}" curl python3 procps docker.io docker-compose busybox-static
 PY=/usr/bin/python3

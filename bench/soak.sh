@@ -73,14 +73,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-die() {
-    echo "soak: $*" >&2
-    if [[ -n $TMP && -s $TMP/daemon.log ]]; then
-        echo "soak: the daemon's log, last lines:" >&2
-        tail -n 20 "$TMP/daemon.log" >&2
-    fi
-    exit 1
-}
+BENCH_NAME=soak
 
 # --- packages and build ------------------------------------------------------
 deps_install "${DEPS_BENCH[@]}"

@@ -52,14 +52,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-die() {
-    echo "valgrind.sh: $*" >&2
-    if [[ -n $TMP && -s $TMP/daemon.log ]]; then
-        echo "valgrind.sh: the daemon's log, last lines:" >&2
-        tail -n 30 "$TMP/daemon.log" >&2
-    fi
-    exit 1
-}
+BENCH_NAME=valgrind.sh
 
 deps_install "${DEPS_BUILD[@]}" valgrind curl python3 procps
 PY=/usr/bin/python3
