@@ -556,6 +556,17 @@ static void on_logs(void *data, char **lines, const char *error)
         w->req = NULL; /* answered at once: get_logs frees w */
 }
 
+/* Reads ?tail= (dflt when absent, max at most): true, or false when it was answered 400. */
+static bool read_tail(struct request *req, unsigned dflt, unsigned max, const char *what,
+                      unsigned *ret)
+{
+    if (query_count(request_query(req, "tail"), dflt, max, ret) == 0)
+        return true;
+    request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                        "tail must be a whole number of %s, 0 to %u", what, max);
+    return false;
+}
+
 /* GET /services/NAME/logs?tail=N: the last lines of its output, text or JSON. */
 static void get_logs(struct api *api, struct request *req, const char *name)
 {
@@ -563,11 +574,8 @@ static void get_logs(struct api *api, struct request *req, const char *name)
     struct logs_wait *w;
     unsigned tail;
 
-    if (query_count(request_query(req, "tail"), LOGS_TAIL_DEFAULT, LOGS_TAIL_MAX, &tail) < 0) {
-        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
-                            "tail must be a whole number of lines, 0 to %d", LOGS_TAIL_MAX);
+    if (!read_tail(req, LOGS_TAIL_DEFAULT, LOGS_TAIL_MAX, "lines", &tail))
         return;
-    }
     svc = find_runnable(api, req, name);
     if (!svc)
         return;
@@ -667,11 +675,8 @@ static void get_audit(struct api *api, struct request *req, const char *name)
     struct audit_tail *t;
     unsigned tail;
 
-    if (query_count(request_query(req, "tail"), AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX, &tail) < 0) {
-        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
-                            "tail must be a whole number of entries, 0 to %d", AUDIT_TAIL_MAX);
+    if (!read_tail(req, AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX, "entries", &tail))
         return;
-    }
     if (!api->audit) {
         request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "audit_unavailable",
                             "the audit log could not be opened (see the daemon's log)");
