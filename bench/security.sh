@@ -192,9 +192,16 @@ measure() {
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on GET $ENDPOINT, $ROUNDS rounds, interleaved ..."
 for ((r = 1; r <= ROUNDS; r++)); do
-    # The same request bytes to both: the daemon without keys ignores the header.
-    measure "no keys (HTTP)" "$OPEN$ENDPOINT" "$AUTH"
-    measure "viewer key (HTTP)" "$KEYED$ENDPOINT" "$AUTH"
+    # The same request bytes to both: the daemon without keys ignores the header. Odd
+    # rounds go A then B, even ones B then A, so that a drift of the machine's speed
+    # during the run favours neither side.
+    if ((r % 2)); then
+        measure "no keys (HTTP)" "$OPEN$ENDPOINT" "$AUTH"
+        measure "viewer key (HTTP)" "$KEYED$ENDPOINT" "$AUTH"
+    else
+        measure "viewer key (HTTP)" "$KEYED$ENDPOINT" "$AUTH"
+        measure "no keys (HTTP)" "$OPEN$ENDPOINT" "$AUTH"
+    fi
 done
 
 # --- HTTPS: the keyed daemon with TLS, and nginx ------------------------------------------
@@ -272,8 +279,13 @@ EOF
 
     echo "HTTPS, keep-alive, $ROUNDS rounds, interleaved ..."
     for ((r = 1; r <= ROUNDS; r++)); do
-        measure "nginx (HTTPS, 1 worker)" "$NGINX_URL$ENDPOINT" "$AUTH"
-        measure "daemon (HTTPS, viewer key)" "$TLS_URL$ENDPOINT" "$AUTH"
+        if ((r % 2)); then
+            measure "nginx (HTTPS, 1 worker)" "$NGINX_URL$ENDPOINT" "$AUTH"
+            measure "daemon (HTTPS, viewer key)" "$TLS_URL$ENDPOINT" "$AUTH"
+        else
+            measure "daemon (HTTPS, viewer key)" "$TLS_URL$ENDPOINT" "$AUTH"
+            measure "nginx (HTTPS, 1 worker)" "$NGINX_URL$ENDPOINT" "$AUTH"
+        fi
     done
 fi
 

@@ -127,8 +127,13 @@ int key_generate(char out[KEY_LEN + 1])
 /* The hex text of a hash, the index's key. */
 static void hash_hex(const uint8_t hash[KEY_HASH_LEN], char out[2 * KEY_HASH_LEN + 1])
 {
-    for (size_t i = 0; i < KEY_HASH_LEN; i++)
-        snprintf(out + 2 * i, 3, "%02x", hash[i]);
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < KEY_HASH_LEN; i++) {
+        out[2 * i] = digits[hash[i] >> 4];
+        out[2 * i + 1] = digits[hash[i] & 15];
+    }
+    out[2 * KEY_HASH_LEN] = '\0';
 }
 
 /* Adds entry i to the index of the entries' hashes (the first of two equal hashes wins). */
