@@ -177,21 +177,20 @@ static const char *roles_for(enum need need)
  * headers are wrong (*problem says how). */
 static int request_key(struct request *req, const char **ret, size_t *ret_len, const char **problem)
 {
-    unsigned bearer = request_header_count(req, MHD_HTTP_HEADER_AUTHORIZATION);
-    unsigned api_key = request_header_count(req, "X-API-Key");
-    const char *v;
+    static const char *const names[] = {MHD_HTTP_HEADER_AUTHORIZATION, "X-API-Key"};
+    const char *v = NULL;
+    size_t which = 0;
+    unsigned found = request_headers_find(req, names, 2, &which, &v);
+    bool api_key = which == 1;
 
-    if (bearer + api_key == 0)
+    if (found == 0)
         return 0;
-    if (bearer + api_key > 1) {
+    if (found > 1) {
         *problem = "the request carries more than one key: send one Authorization: Bearer KEY "
                    "or one X-API-Key: KEY header";
         return -1;
     }
-    if (api_key) {
-        v = request_header(req, "X-API-Key");
-    } else {
-        v = request_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!api_key) {
         if (strncasecmp(v, "Bearer", 6) != 0 || (v[6] != ' ' && v[6] != '\t' && v[6] != '\0')) {
             *problem = "the Authorization header must be 'Bearer KEY'";
             return -1;
@@ -233,7 +232,8 @@ static bool authenticate(struct gate *g, struct request *req, const struct gate_
 {
     const char *client = request_client(req), *key = NULL, *problem = NULL;
     const struct key_entry *entry;
-    uint64_t wait = ratelimit_wait(g->failures, client, uv_now(g->loop));
+    uint64_t wait =
+        ratelimit_count(g->failures) ? ratelimit_wait(g->failures, client, uv_now(g->loop)) : 0;
     size_t len = 0;
     int r;
 

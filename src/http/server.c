@@ -1159,27 +1159,40 @@ const char *request_header(struct request *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
-struct header_count {
-    const char *name;
-    unsigned n;
+struct header_search {
+    const char *const *names;
+    size_t n_names;
+    unsigned found;
+    size_t index;
+    const char *value;
 };
 
-static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *value)
+static enum MHD_Result search_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
 {
-    struct header_count *c = cls;
+    struct header_search *h = cls;
 
-    if (strcasecmp(key, c->name) == 0)
-        c->n++;
+    for (size_t i = 0; i < h->n_names; i++) {
+        if (strcasecmp(key, h->names[i]) == 0) {
+            h->found++;
+            h->index = i;
+            h->value = value ? value : "";
+        }
+    }
     return MHD_YES;
 }
 
-unsigned request_header_count(struct request *req, const char *name)
+unsigned request_headers_find(struct request *req, const char *const *names, size_t n,
+                              size_t *ret_index, const char **ret_value)
 {
-    struct header_count c = {.name = name};
+    struct header_search h = {.names = names, .n_names = n};
 
-    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_header, &c);
-    return c.n;
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, search_header, &h);
+    if (h.found) {
+        *ret_index = h.index;
+        *ret_value = h.value;
+    }
+    return h.found;
 }
 
 const char *request_query(struct request *req, const char *key)
@@ -1330,7 +1343,10 @@ void server_set_done(struct server *s, server_done_fn done, void *data)
 /* Copies text into a field of REQUEST_USER_MAX + 1 bytes; longer text is cut. */
 static void set_field(char *field, const char *text)
 {
-    snprintf(field, REQUEST_USER_MAX + 1, "%s", text ? text : "");
+    size_t len = text ? strnlen(text, REQUEST_USER_MAX) : 0;
+
+    memcpy(field, text ? text : "", len);
+    field[len] = '\0';
 }
 
 void request_set_user(struct request *req, const char *name, int role)

@@ -94,8 +94,10 @@ void server_free(struct server *s);
 const char *request_method(const struct request *req);
 const char *request_path(const struct request *req);
 const char *request_header(struct request *req, const char *name);
-/* How many times the header name came (any case). */
-unsigned request_header_count(struct request *req, const char *name);
+/* In one pass over the headers: how many of them have one of the n names (any case);
+ * when there is one, the last one's name index and value go to *ret_index, *ret_value. */
+unsigned request_headers_find(struct request *req, const char *const *names, size_t n,
+                              size_t *ret_index, const char **ret_value);
 /* Who sent the request, as text ("203.0.113.7"): its peer, or behind a trusted proxy the
  * client its X-Forwarded-For names (http/realip.h). Valid for the request's life. */
 const char *request_client(const struct request *req);
