@@ -125,11 +125,7 @@ sleep 1
 rss_idle=$(rss_kb "$daemon_pid" VmRSS)
 
 # --- nginx: one worker, the same bytes ---------------------------------------
-nginx_port=$("$PY" -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()')
+nginx_port=$(bench_free_port)
 NGINX_URL=http://127.0.0.1:$nginx_port
 cat >"$TMP/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -174,31 +170,6 @@ curl -fsS --max-time 2 -o "$TMP/nginx-check.json" "$NGINX_URL/services" || {
 cmp -s "$TMP/nginx-check.json" "$TMP/www/services.json" || die "nginx serves other bytes"
 
 # --- load ------------------------------------------------------------------------
-# wrk_run URL OUT: one bounded wrk run; prints "req_per_s p99_ms".
-wrk_run() {
-    local url=$1 out=$2
-    timeout -k 5 60 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" \
-        </dev/null >"$out" 2>&1 || {
-        cat "$out" >&2
-        die "wrk $url failed"
-    }
-    if grep -qE 'Non-2xx|Socket errors' "$out"; then
-        echo "warning: $url: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | tr '\n' ' ')" >&2
-    fi
-    awk '
-        $1 == "Requests/sec:" { rps = $2 }
-        $1 == "99%" {
-            v = $2
-            if (v ~ /us$/) { sub(/us$/, "", v); p99 = v / 1000 }
-            else if (v ~ /ms$/) { sub(/ms$/, "", v); p99 = v }
-            else if (v ~ /m$/) { sub(/m$/, "", v); p99 = v * 60000 }
-            else if (v ~ /s$/) { sub(/s$/, "", v); p99 = v * 1000 }
-        }
-        END {
-            if (rps == "" || p99 == "") exit 1
-            printf "%.0f %.3f\n", rps, p99
-        }' "$out" || die "could not read wrk's output for $url"
-}
 
 endpoints=(/services "/services/$PROBE/status")
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, daemon and nginx interleaved ..."
@@ -207,7 +178,7 @@ for ep in "${endpoints[@]}"; do
     for target in daemon nginx; do
         base=$DAEMON
         [[ $target == nginx ]] && base=$NGINX_URL
-        result=$(wrk_run "$base$ep" "$TMP/wrk.out")
+        result=$(bench_wrk 60 "$base$ep" "$TMP/wrk.out")
         read -r "rps[$target$ep]" "p99[$target$ep]" <<<"$result"
         kill -0 "$daemon_pid" 2>/dev/null || {
             cat "$TMP/daemon.log" >&2

@@ -92,3 +92,41 @@ command: ["sleep", "1000"]
 EOT
     done
 }
+
+# bench_free_port: prints a TCP port on 127.0.0.1 that nothing listens on now.
+bench_free_port() {
+    "${PY:-python3}" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# bench_wrk BOUND URL OUT [HEADER]: one wrk run (-t$THREADS -c$CONNECTIONS -d$DURATION
+# --latency, with HEADER when given), killed after BOUND seconds; its output in OUT, a
+# warning on stderr for non-2xx answers or socket errors; prints "req_per_s p99_ms".
+bench_wrk() {
+    local bound=$1 url=$2 out=$3 header=()
+    [[ -n ${4:-} ]] && header=(-H "$4")
+    timeout -k 5 "$bound" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+        "${header[@]}" "$url" </dev/null >"$out" 2>&1 || {
+        cat "$out" >&2
+        die "wrk $url failed"
+    }
+    if grep -qE 'Non-2xx|Socket errors' "$out"; then
+        echo "warning: $url: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | tr '\n' ' ')" >&2
+    fi
+    awk '
+        $1 == "Requests/sec:" { rps = $2 }
+        $1 == "99%" {
+            v = $2
+            if (v ~ /us$/) { sub(/us$/, "", v); p99 = v / 1000 }
+            else if (v ~ /ms$/) { sub(/ms$/, "", v); p99 = v }
+            else if (v ~ /m$/) { sub(/m$/, "", v); p99 = v * 60000 }
+            else if (v ~ /s$/) { sub(/s$/, "", v); p99 = v * 1000 }
+        }
+        END {
+            if (rps == "" || p99 == "") exit 1
+            printf "%.0f %.3f\n", rps, p99
+        }' "$out" || die "could not read wrk's output for $url"
+}

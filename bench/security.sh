@@ -148,39 +148,13 @@ code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "$KEYED$ENDPOINT")
 [[ $code == 401 ]] || die "the keyed daemon answers $code without a key: are keys on?"
 
 # --- load ------------------------------------------------------------------------------
-# wrk_run URL OUT [HEADER]: one bounded wrk run; prints "req_per_s p99_ms".
-wrk_run() {
-    local url=$1 out=$2 header=()
-    [[ -n ${3:-} ]] && header=(-H "$3")
-    timeout -k 5 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${header[@]}" \
-        "$url" </dev/null >"$out" 2>&1 || {
-        cat "$out" >&2
-        die "wrk $url failed"
-    }
-    if grep -qE 'Non-2xx|Socket errors' "$out"; then
-        echo "warning: $url: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | tr '\n' ' ')" >&2
-    fi
-    awk '
-        $1 == "Requests/sec:" { rps = $2 }
-        $1 == "99%" {
-            v = $2
-            if (v ~ /us$/) { sub(/us$/, "", v); p99 = v / 1000 }
-            else if (v ~ /ms$/) { sub(/ms$/, "", v); p99 = v }
-            else if (v ~ /m$/) { sub(/m$/, "", v); p99 = v * 60000 }
-            else if (v ~ /s$/) { sub(/s$/, "", v); p99 = v * 1000 }
-        }
-        END {
-            if (rps == "" || p99 == "") exit 1
-            printf "%.0f %.3f\n", rps, p99
-        }' "$out" || die "could not read wrk's output for $url"
-}
 
 # Sums of req/s and the worst p99 over the rounds, per side.
 declare -A sum worst
 # measure SIDE URL [HEADER]: one run, added to SIDE's figures.
 measure() {
     local side=$1 result rps p99
-    result=$(wrk_run "$2" "$TMP/wrk.out" "${3:-}")
+    result=$(bench_wrk 120 "$2" "$TMP/wrk.out" "${3:-}")
     read -r rps p99 <<<"$result"
     printf '  %-28s %8s req/s  p99 %8s ms\n' "$side" "$rps" "$p99"
     sum[$side]=$((${sum[$side]:-0} + rps))
@@ -191,18 +165,24 @@ measure() {
 }
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on GET $ENDPOINT, $ROUNDS rounds, interleaved ..."
-for ((r = 1; r <= ROUNDS; r++)); do
-    # The same request bytes to both: the daemon without keys ignores the header. Odd
-    # rounds go A then B, even ones B then A, so that a drift of the machine's speed
-    # during the run favours neither side.
-    if ((r % 2)); then
-        measure "no keys (HTTP)" "$OPEN$ENDPOINT" "$AUTH"
-        measure "viewer key (HTTP)" "$KEYED$ENDPOINT" "$AUTH"
-    else
-        measure "viewer key (HTTP)" "$KEYED$ENDPOINT" "$AUTH"
-        measure "no keys (HTTP)" "$OPEN$ENDPOINT" "$AUTH"
-    fi
-done
+# measure_rounds SIDE_A URL_A SIDE_B URL_B: ROUNDS runs of each, both with the key's
+# header; odd rounds A then B, even ones B then A, so that a drift of the machine's speed
+# during the run favours neither side.
+measure_rounds() {
+    local r
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if ((r % 2)); then
+            measure "$1" "$2" "$AUTH"
+            measure "$3" "$4" "$AUTH"
+        else
+            measure "$3" "$4" "$AUTH"
+            measure "$1" "$2" "$AUTH"
+        fi
+    done
+}
+
+# The same request bytes to both: the daemon without keys ignores the header.
+measure_rounds "no keys (HTTP)" "$OPEN$ENDPOINT" "viewer key (HTTP)" "$KEYED$ENDPOINT"
 
 # --- HTTPS: the keyed daemon with TLS, and nginx ------------------------------------------
 https_error=""
@@ -220,11 +200,7 @@ if [[ -z $https_error ]]; then
     fetch "$TLS_URL$ENDPOINT" "$TMP/www/status.json" "${CURL_TLS[@]}" -H "$AUTH"
     chmod 755 "$TMP/www"
     chmod 644 "$TMP/www/status.json"
-    nginx_port=$("$PY" -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()')
+    nginx_port=$(bench_free_port)
     NGINX_URL=https://127.0.0.1:$nginx_port
     cat >"$TMP/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -278,15 +254,8 @@ EOF
     tls_nginx=$(tls_params "$nginx_port")
 
     echo "HTTPS, keep-alive, $ROUNDS rounds, interleaved ..."
-    for ((r = 1; r <= ROUNDS; r++)); do
-        if ((r % 2)); then
-            measure "nginx (HTTPS, 1 worker)" "$NGINX_URL$ENDPOINT" "$AUTH"
-            measure "daemon (HTTPS, viewer key)" "$TLS_URL$ENDPOINT" "$AUTH"
-        else
-            measure "daemon (HTTPS, viewer key)" "$TLS_URL$ENDPOINT" "$AUTH"
-            measure "nginx (HTTPS, 1 worker)" "$NGINX_URL$ENDPOINT" "$AUTH"
-        fi
-    done
+    measure_rounds "nginx (HTTPS, 1 worker)" "$NGINX_URL$ENDPOINT" \
+        "daemon (HTTPS, viewer key)" "$TLS_URL$ENDPOINT"
 fi
 
 # --- report ----------------------------------------------------------------------------
