@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from conftest import HOST, http_request, manifest, wait_until, write_service
+from conftest import (HOST, manifest, parse_raw_response, raw_exchange, wait_until,
+                      write_service)
 
 ROLES = ("user", "viewer", "operator", "admin")
 
@@ -151,20 +152,12 @@ def test_both_header_forms_are_accepted(keyed, headers):
 
 
 def raw_get(port, path, header_lines):
-    """GET with header lines as given (repeats allowed); returns (status, headers, body)."""
-    with socket.create_connection((HOST, port), timeout=10) as s:
-        head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-        head += "".join(line + "\r\n" for line in header_lines) + "\r\n"
-        s.sendall(head.encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ")[1])
-    return status, head.decode(), json.loads(body)
+    """GET with header lines as given (repeats allowed); returns (status, headers with
+    lowercase names, the JSON body)."""
+    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    head += "".join(line + "\r\n" for line in header_lines) + "\r\n"
+    status, headers, body = parse_raw_response(raw_exchange(port, head.encode()))
+    return status, headers, json.loads(body)
 
 
 @pytest.mark.parametrize("lines,words", [
@@ -184,11 +177,11 @@ def raw_get(port, path, header_lines):
 ])
 def test_bad_keys_are_401_with_a_reason(keyed, lines, words):
     lines = [line.replace("VIEWER", keyed.keys["viewer"]) for line in lines]
-    status, head, body = raw_get(keyed.d.port, "/services", lines)
-    assert status == 401, (lines, head, body)
+    status, headers, body = raw_get(keyed.d.port, "/services", lines)
+    assert status == 401, (lines, headers, body)
     assert body["error"] == "unauthorized"
     assert words in body["message"], body
-    assert "WWW-Authenticate: Bearer" in head
+    assert headers["www-authenticate"].startswith("Bearer"), headers
 
 
 def get_from(address, port, path, headers):

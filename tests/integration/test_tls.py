@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import HOST, http_request, manifest, free_port, write_service
+from conftest import HOST, free_port, http_request, manifest, raw_exchange, write_service
 
 ANSWER_TIMEOUT = 10.0
 PROMPT_CLOSE = 15.0  # a stuck connection is closed long before libmicrohttpd's 60 s
@@ -146,17 +146,9 @@ def test_curl_verifies_the_certificate_with_the_ca(tls_daemon, pki, tmp_path):
 
 
 def test_plain_http_on_the_tls_port_gets_no_answer(tls_daemon):
-    with socket.create_connection((HOST, tls_daemon.port), timeout=ANSWER_TIMEOUT) as s:
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
+    out = raw_exchange(tls_daemon.port,
+                       b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                       timeout=ANSWER_TIMEOUT)
     assert b"HTTP/1." not in out and b'"status"' not in out, out[:300]
     tls_daemon.assert_healthy()
 
