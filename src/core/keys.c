@@ -28,7 +28,17 @@ static const char *const role_names[ROLE_COUNT] = {
     [ROLE_ADMIN] = "admin",
 };
 
-static const char hex_digits[] = "0123456789abcdef";
+/* Writes n bytes as 2n lowercase hex digits and a NUL. */
+static void to_hex(const uint8_t *bytes, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 0xf];
+    }
+    out[2 * n] = '\0';
+}
 
 const char *role_name(enum role role)
 {
@@ -115,25 +125,9 @@ int key_generate(char out[KEY_LEN + 1])
         got += (size_t)n;
     }
     memcpy(out, KEY_PREFIX, KEY_PREFIX_LEN);
-    for (size_t i = 0; i < sizeof(bytes); i++) {
-        out[KEY_PREFIX_LEN + 2 * i] = hex_digits[bytes[i] >> 4];
-        out[KEY_PREFIX_LEN + 2 * i + 1] = hex_digits[bytes[i] & 0xf];
-    }
-    out[KEY_LEN] = '\0';
+    to_hex(bytes, sizeof(bytes), out + KEY_PREFIX_LEN);
     explicit_bzero(bytes, sizeof(bytes));
     return 0;
-}
-
-/* The hex text of a hash, the index's key. */
-static void hash_hex(const uint8_t hash[KEY_HASH_LEN], char out[2 * KEY_HASH_LEN + 1])
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < KEY_HASH_LEN; i++) {
-        out[2 * i] = digits[hash[i] >> 4];
-        out[2 * i + 1] = digits[hash[i] & 15];
-    }
-    out[2 * KEY_HASH_LEN] = '\0';
 }
 
 /* Adds entry i to the index of the entries' hashes (the first of two equal hashes wins). */
@@ -143,7 +137,7 @@ static void keys_index_add(struct keys *keys, size_t i)
 
     if (!keys->by_hash)
         keys->by_hash = strmap_new();
-    hash_hex(keys->items[i].hash, hex);
+    to_hex(keys->items[i].hash, KEY_HASH_LEN, hex);
     if (!strmap_get(keys->by_hash, hex))
         strmap_put(keys->by_hash, hex, (void *)(uintptr_t)(i + 1));
 }
@@ -164,7 +158,7 @@ const struct key_entry *keys_find(const struct keys *keys, const char *key, size
     uintptr_t at;
 
     key_hash(key, len, hash);
-    hash_hex(hash, hex);
+    to_hex(hash, KEY_HASH_LEN, hex);
     at = keys->by_hash ? (uintptr_t)strmap_get(keys->by_hash, hex) : 0;
     if (at == 0 || at > keys->n || !memeql_sec(hash, keys->items[at - 1].hash, KEY_HASH_LEN))
         return NULL;
@@ -467,11 +461,7 @@ static char *keys_format(const struct keys *keys)
         /* A name that starts with '@', '.' or '-' could read as YAML syntax: quoted. */
         bool quote = strchr("@.-", e->name[0]) != NULL;
 
-        for (size_t j = 0; j < KEY_HASH_LEN; j++) {
-            hex[2 * j] = hex_digits[e->hash[j] >> 4];
-            hex[2 * j + 1] = hex_digits[e->hash[j] & 0xf];
-        }
-        hex[2 * KEY_HASH_LEN] = '\0';
+        to_hex(e->hash, KEY_HASH_LEN, hex);
         len += (size_t)snprintf(
             text + len, size - len, "  - name: %s%s%s\n    role: %s\n    hash: " HASH_PREFIX "%s\n",
             quote ? "\"" : "", e->name, quote ? "\"" : "", role_name(e->role), hex);
