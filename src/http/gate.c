@@ -12,7 +12,11 @@
 #include "lib/log.h"
 #include "lib/ratelimit.h"
 
-#define CLIENT_STATUS_CLOSED 499 /* audited when the client went before its answer (nginx) */
+#define NEEDS_A_KEY                                                                                \
+    "this API needs a key: send Authorization: Bearer KEY or X-API-Key: KEY (see nanny keys "      \
+    "add)"
+#define CLIENT_STATUS_CLOSED                                                                       \
+    499 /* audited when the connection broke before the answer was sent (nginx) */
 
 struct gate {
     uv_loop_t *loop;
@@ -249,8 +253,7 @@ static bool authenticate(struct gate *g, struct request *req, const struct gate_
     if (r == 0) {
         if (route->need == NEED_NOTHING)
             return true;
-        refuse_unauthorized(req, "this API needs a key: send Authorization: Bearer KEY or "
-                                 "X-API-Key: KEY (see nanny keys add)");
+        refuse_unauthorized(req, NEEDS_A_KEY);
         audit(g, req, route->action, service, MHD_HTTP_UNAUTHORIZED);
         return false;
     }
@@ -280,8 +283,7 @@ bool gate_require(struct gate *g, struct request *req, enum need need, const cha
     if (role_allows((enum role)role, need)) /* without keys, gate_pass() made everyone admin */
         return true;
     if (role < 0)
-        refuse_unauthorized(req, "this needs a key: send Authorization: Bearer KEY or "
-                                 "X-API-Key: KEY (see nanny keys add)");
+        refuse_unauthorized(req, NEEDS_A_KEY);
     else
         refuse(req, MHD_HTTP_FORBIDDEN, "forbidden", NULL, NULL,
                "key '%s' has the role %s; %s needs %s", request_user(req),
