@@ -4,8 +4,11 @@ with their output and exit codes: 1 failed, 2 usage, 3 GPU conflict, 4 unreachab
 5 timed out, 6 unauthorized or forbidden."""
 
 import json
+import os
+import pty
+import subprocess
 
-from conftest import free_port, manifest, wait_until, write_service
+from conftest import clean_env, free_port, manifest, nanny_binary, wait_until, write_service
 from test_gate import new_key, write_keys
 
 
@@ -128,3 +131,44 @@ def test_unauthorized_and_forbidden(nanny, services_dir, workdir):
     assert "HTTP 403" in err
     rc, out, err = cli(nanny, d, "start", "a", env={"NANNY_KEY": admin})
     assert rc == 0, err
+
+
+def test_daemon_timeout_504_says_it_was_stopped(nanny, services_dir):
+    write_service(services_dir, "never", manifest(
+        "never", free_port(), health="{path: /health, interval: 200ms, start_period: 1s}"))
+    d = nanny.serve(services_dir)
+    rc, out, err = cli(nanny, d, "start", "never", "--wait")
+    assert rc == 5, err
+    assert "HTTP 504" in err and "never did not become healthy in time and was stopped" in err
+
+
+def run_on_a_terminal(argv, env):
+    """Runs argv with stdout on a pseudo-terminal; returns (rc, what it wrote)."""
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen(argv, stdout=slave, stderr=subprocess.PIPE, env=env)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return p.wait(timeout=10), b"".join(chunks).decode()
+    finally:
+        os.close(master)
+
+
+def test_colours_only_on_a_terminal_and_never_with_no_color(nanny, services_dir):
+    write_service(services_dir, "a", manifest("a"))
+    d = nanny.serve(services_dir)
+    assert cli(nanny, d, "start", "a")[0] == 0
+    wait_until(lambda: d.request("GET", "/services/a/status").json()["state"] == "running")
+    argv = [nanny_binary(), "ls", "--url", f"http://127.0.0.1:{d.port}"]
+    rc, out = run_on_a_terminal(argv, clean_env())
+    assert rc == 0 and "\033[32mrunning" in out, out
+    rc, out = run_on_a_terminal(argv, clean_env({"NO_COLOR": "1"}))
+    assert rc == 0 and "running" in out and "\033[" not in out, out
