@@ -260,13 +260,17 @@ static void print_table(const json_t *services)
         uptime(st, up, sizeof(up));
         if (json_is_integer(port))
             snprintf(port_text, sizeof(port_text), "%lld", (long long)json_integer_value(port));
-        printf("%-24s %s%-10s%s %-8s %-4s %-6s %-8s %-8lld %.50s%s\n", text(st, "name", "?"),
+        printf("%-24s %s%-10s%s %-8s %-4s %-6s %-8s ", text(st, "name", "?"),
                colour ? state_colour(state) : "", state,
                colour && *state_colour(state) ? "\033[0m" : "",
                json_is_true(json_object_get(st, "is_healthy")) ? "ok" : "-",
-               json_is_true(json_object_get(st, "gpu_required")) ? "yes" : "no", port_text, up,
-               (long long)json_integer_value(json_object_get(st, "restarts")), error,
-               strlen(error) > 50 ? "..." : "");
+               json_is_true(json_object_get(st, "gpu_required")) ? "yes" : "no", port_text, up);
+        if (*error) /* no blanks at the end of a line without one */
+            printf("%-8lld %.50s%s\n",
+                   (long long)json_integer_value(json_object_get(st, "restarts")), error,
+                   strlen(error) > 50 ? "..." : "");
+        else
+            printf("%lld\n", (long long)json_integer_value(json_object_get(st, "restarts")));
     }
 }
 

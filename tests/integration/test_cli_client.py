@@ -35,6 +35,7 @@ def test_ls_status_start_stop_restart_logs(nanny, services_dir):
     assert lines[0].split()[:3] == ["NAME", "STATE", "HEALTH"]
     assert [line.split()[:2] for line in lines[1:]] == [["a", "stopped"], ["b", "stopped"]]
     assert "\033[" not in out  # not a terminal: no colour
+    assert not any(line.endswith(" ") for line in lines), lines
 
     rc, out, err = cli(nanny, d, "start", "a")
     assert rc == 0, err
