@@ -79,6 +79,12 @@ int client_request(const struct client *c, const char *method, const char *path,
     } else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
         fprintf(stderr, "nanny: no nanny answers at %s: is it running? (./start.sh)\n", c->url);
         r = CLIENT_EXIT_UNREACHABLE;
+    } else if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
+        fprintf(stderr,
+                "nanny: the nanny at %s shows a certificate this command does not trust: "
+                "give its CA with --cacert or NANNY_CACERT (%s)\n",
+                c->url, curl_easy_strerror(rc));
+        r = CLIENT_EXIT_UNREACHABLE;
     } else if (rc != CURLE_OK) {
         fprintf(stderr, "nanny: no nanny answers at %s: %s\n", c->url, curl_easy_strerror(rc));
         r = CLIENT_EXIT_UNREACHABLE;

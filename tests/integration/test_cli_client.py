@@ -6,10 +6,14 @@ with their output and exit codes: 1 failed, 2 usage, 3 GPU conflict, 4 unreachab
 import json
 import os
 import pty
+import shutil
 import subprocess
+
+import pytest
 
 from conftest import clean_env, free_port, manifest, nanny_binary, wait_until, write_service
 from test_gate import new_key, write_keys
+from test_tls import install, pki, serve_tls  # noqa: F401 (pki: the fixture)
 
 
 def cli(nanny, d, *args, env=None):
@@ -173,3 +177,18 @@ def test_colours_only_on_a_terminal_and_never_with_no_color(nanny, services_dir)
     assert rc == 0 and "\033[32mrunning" in out, out
     rc, out = run_on_a_terminal(argv, clean_env({"NO_COLOR": "1"}))
     assert rc == 0 and "running" in out and "\033[" not in out, out
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_daemon_with_cacert(nanny, services_dir, workdir, pki):
+    cert, key = install(pki, "one", workdir)
+    d = serve_tls(nanny, services_dir, pki, cert, key)
+    url = f"https://127.0.0.1:{d.port}"
+    rc, out, err = nanny.run(["health", "--url", url])
+    assert rc == 4
+    assert "does not trust" in err and "--cacert" in err
+    rc, out, err = nanny.run(["health", "--url", url, "--cacert", pki.ca])
+    assert rc == 0, err
+    assert out.startswith("ok: nanny ")
+    rc, out, err = nanny.run(["health"], env={"NANNY_URL": url, "NANNY_CACERT": pki.ca})
+    assert rc == 0, err
