@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/check.h"
+#include "cli/ctl.h"
 #include "cli/keys.h"
 #include "cli/scaffold.h"
 #include "core/config.h"
@@ -19,6 +21,9 @@ static void usage(FILE *out)
                  "  serve      run the daemon (nanny serve --help for its options)\n"
                  "  new        create a service folder from the template (nanny new --help)\n"
                  "  keys       add, list and remove API keys (nanny keys --help)\n"
+                 "  ls, ps     list the services (also: health, status, start, stop, restart,\n"
+                 "             rediscover, logs; nanny CMD --help)\n"
+                 "  check      validate every manifest, no daemon needed (nanny check --help)\n"
                  "  version    print the version\n");
 }
 
@@ -47,6 +52,10 @@ int main(int argc, char **argv)
         return scaffold_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "keys") == 0)
         return keys_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "check") == 0)
+        return check_main(argc - 1, argv + 1);
+    if (ctl_is_command(argv[1]))
+        return ctl_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "log-writer") == 0) /* the process driver's logger, not for people */
         return logfile_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") != 0) {
