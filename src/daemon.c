@@ -18,6 +18,7 @@
 #include "drivers/proc.h"
 #include "http/api.h"
 #include "http/gate.h"
+#include "http/sse.h"
 #include "http/server.h"
 #include "lib/alloc.h"
 #include "lib/fetch.h"
@@ -40,6 +41,7 @@ struct daemon {
     struct fetcher *fetcher;
     struct supervisor *supervisor;
     struct events *hub;
+    struct sse *sse;
     struct proc_reaper *reaper;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
@@ -48,6 +50,9 @@ struct daemon {
     bool stopping;
 };
 
+/* GET /events: what the gate asks of it. */
+static const struct gate_route events_route = {NEED_READ, "events", false};
+
 static void daemon_teardown(struct daemon *d)
 {
     uv_timer_stop(&d->drain);
@@ -55,6 +60,8 @@ static void daemon_teardown(struct daemon *d)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
+    sse_free(d->sse); /* its streams first: they end with the server */
+    d->sse = NULL;
     server_free(d->server);
     d->server = NULL;
     watch_free(d->watch);
@@ -295,6 +302,8 @@ int daemon_run(const struct config *c)
     server_set_per_client_max(d.server, c->max_connections_per_client);
     server_set_trusted_proxies(d.server, c->trusted_proxies, c->trusted_proxies_n);
     server_set_done(d.server, gate_on_done, d.gate);
+    d.sse = sse_new(&d.loop, d.hub);
+    api_mount(d.api, "/events", "GET", sse_handle, d.sse, &events_route);
     gate_set_port(d.gate, server_port(d.server));
     r = fetcher_new(&d.loop, &d.fetcher);
     if (r < 0)

@@ -11,8 +11,10 @@
 
 enum event_kind {
     EVENT_STATE,     /* a service's state changed: {"from","to","reason"?} */
-    EVENT_HEALTH,    /* a health result flipped is_healthy: {"healthy":bool,"error"?} */
-    EVENT_GPU,       /* the GPU holder changed: {"holder": name|null} */
+    EVENT_HEALTH,    /* is_healthy flipped: {"healthy","ok" (both is_healthy),"status_code",
+                      * "latency_ms" (null before a check),"error" (null)} */
+    EVENT_GPU,       /* the GPU holder changed: {"holder": name|null, "holders": [names],
+                      * "queue": [services whose start waits for the GPU]} */
     EVENT_DISCOVERY, /* a rescan changed the services: {"added":[],"removed":[],"changed":[]} */
     EVENT_PREEMPT,   /* a service is stopped to free the GPU: {"for": name} */
 };

@@ -127,9 +127,13 @@ void run_changed(struct run *run)
     st->is_healthy = run_is_healthy(run);
     st->generation = ++sup->generation;
     if (st->is_healthy != was_healthy) {
-        json_t *data = json_pack("{s:b}", "healthy", st->is_healthy);
-        if (st->health.error)
-            json_object_set_new(data, "error", json_string(st->health.error));
+        const struct health_result *h = &st->health;
+        json_t *data = json_pack(
+            "{s:b, s:b, s:o, s:o, s:o}", "healthy", st->is_healthy, "ok", st->is_healthy,
+            "status_code",
+            h->checked && h->status_code ? json_integer(h->status_code) : json_null(), "latency_ms",
+            h->checked ? json_integer((json_int_t)h->latency_ms) : json_null(), "error",
+            h->error ? json_string(h->error) : json_null());
         events_publish(sup->hub, EVENT_HEALTH, run->svc->name, data);
     }
     supervisor_hold_sync(sup, run->svc);

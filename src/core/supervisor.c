@@ -260,6 +260,19 @@ bool supervisor_gpu_free_for(struct supervisor *sup, const struct service *targe
     return free_for;
 }
 
+static bool names_contain(const json_t *names, const char *name)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(names, i, v)
+    {
+        if (strcmp(json_string_value(v), name) == 0)
+            return true;
+    }
+    return false;
+}
+
 void supervisor_gpu_publish(struct supervisor *sup)
 {
     size_t n, h;
@@ -269,10 +282,16 @@ void supervisor_gpu_publish(struct supervisor *sup)
     h = gpu_holder(c, n, n);
     holder = h < n ? c[h].name : NULL;
     if (holder ? !sup->gpu_holder || strcmp(holder, sup->gpu_holder) != 0 : !!sup->gpu_holder) {
+        json_t *queue = json_array();
         free(sup->gpu_holder);
         sup->gpu_holder = holder ? xstrdup(holder) : NULL;
+        for (const struct supervisor_op *op = sup->ops; op; op = op->next)
+            if (op->phase == OP_GPU_WAIT && !names_contain(queue, op->svc->name))
+                json_array_append_new(queue, json_string(op->svc->name));
         events_publish(sup->hub, EVENT_GPU, NULL,
-                       json_pack("{s:o}", "holder", holder ? json_string(holder) : json_null()));
+                       json_pack("{s:o, s:o, s:o}", "holder",
+                                 holder ? json_string(holder) : json_null(), "holders",
+                                 holder ? json_pack("[s]", holder) : json_array(), "queue", queue));
     }
     free(c);
 }

@@ -24,6 +24,16 @@
 #define AUDIT_TAIL_DEFAULT    100
 #define AUDIT_TIMEOUT_MS      30000
 #define OPERATION_TIMEOUT_MS  (10 * 60 * 1000) /* plus the service's start_period */
+#define API_MOUNTS_MAX        8
+
+/* A route another surface serves (api_mount). */
+struct mount {
+    const char *path;
+    const char *method;
+    server_handler_fn fn;
+    void *data;
+    struct gate_route gate;
+};
 
 struct api {
     struct registry *reg;
@@ -36,6 +46,8 @@ struct api {
     struct strmap *renders; /* service name -> struct render */
     struct events *hub;
     struct events_sub *sub;
+    struct mount mounts[API_MOUNTS_MAX];
+    size_t n_mounts;
 };
 
 /* A service's status as a ready answer, good while its generations are these. */
@@ -691,6 +703,23 @@ static void get_audit(struct api *api, struct request *req, const char *name)
         w->tail = t;
 }
 
+void api_mount(struct api *api, const char *path, const char *method, server_handler_fn fn,
+               void *data, const struct gate_route *gate)
+{
+    if (api->n_mounts == API_MOUNTS_MAX)
+        fatal("more than %d routes mounted on the API", API_MOUNTS_MAX);
+    api->mounts[api->n_mounts++] =
+        (struct mount){.path = path, .method = method, .fn = fn, .data = data, .gate = *gate};
+}
+
+static const struct mount *mount_find(const struct api *api, const char *path)
+{
+    for (size_t i = 0; i < api->n_mounts; i++)
+        if (strcmp(api->mounts[i].path, path) == 0)
+            return &api->mounts[i];
+    return NULL;
+}
+
 /* Answers 405 with the methods the path does take. */
 static void reply_method_not_allowed(struct request *req, const char *allow)
 {
@@ -714,8 +743,19 @@ void api_handle(void *data, struct request *req)
     size_t name_len;
     int r = api_route_match(request_path(req), &name_seg, &name_len);
     const struct route *route;
+    const struct mount *mount;
     bool is_get, name_ok;
 
+    if (r < 0 && (mount = mount_find(api, request_path(req)))) {
+        is_get = strcmp(mount->method, "GET") == 0;
+        if (!gate_pass(api->gate, req, &mount->gate, NULL))
+            return;
+        if (strcmp(method, mount->method) != 0 && !(is_get && strcmp(method, "HEAD") == 0))
+            reply_method_not_allowed(req, is_get ? "GET, HEAD" : mount->method);
+        else
+            mount->fn(mount->data, req);
+        return;
+    }
     if (r < 0) {
         if (gate_pass(api->gate, req, &unknown_route, NULL))
             request_reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",

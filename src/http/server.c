@@ -20,6 +20,7 @@
 
 #include "http/realip.h"
 #include "http/server.h"
+#include "http/server_internal.h"
 #include "http/tls.h"
 #include "lib/alloc.h"
 #include "lib/json.h"
@@ -73,6 +74,7 @@ struct request {
     int role;                           /* ...its role (-1: none) */
     const char *action;                 /* the done callback's: audited as this verb... */
     char service[REQUEST_USER_MAX + 1]; /* ...about this service ("": none) */
+    struct stream *stream;              /* a streamed answer (stream.c), while both live */
 };
 
 /* The deadline of a suspended request: its own allocation, since the timer outlives the
@@ -446,6 +448,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                     : 0);
     if (req->connection)
         req->connection->req = NULL;
+    if (req->stream) {
+        struct stream *st = req->stream;
+        req->stream = NULL;
+        stream_request_done(st);
+    }
     if (req->state == REQUEST_SUSPENDED) {
         suspended_unlink(req);
         request_abort(req);
@@ -732,18 +739,27 @@ static void connection_cut(struct connection *c)
 }
 
 /* A client that shut its sending side before its request was complete can never complete
- * it, but libmicrohttpd 0.9.75 does not always notice the end of its input (when it came
- * with the last bytes) and waits for the idle timeout: close such connections soon. A
- * request already handed to the handler is left to be answered. */
+ * it, and a stream's client that did so is gone (it reads no more, or has closed), but
+ * libmicrohttpd 0.9.75 does not always notice the end of its input (when it came with the last
+ * bytes) and waits for the idle timeout: close such connections soon. A request already handed to
+ * the handler is left to be answered. */
 static void server_sweep(struct server *s)
 {
-    for (struct connection *c = s->conns; c; c = c->next) {
+    for (struct connection *c = s->conns, *next; c; c = next) {
         struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
 
-        if (c->stuck || c->fd < 0 || (c->req && c->req->state != REQUEST_READING))
+        next = c->next;
+        if (c->stuck || c->fd < 0 ||
+            (c->req && c->req->state != REQUEST_READING && !c->req->stream))
             continue;
         if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
             continue;
+        if (c->req && c->req->stream) {
+            /* A stream's client went away: suspended, it would only notice at the next
+             * write. End it; libmicrohttpd then finds the socket closed. */
+            stream_quiesce(c->req->stream);
+            continue;
+        }
         log_debug("http: a client stopped sending before its request was complete; "
                   "closing its connection");
         connection_cut(c);
@@ -1060,6 +1076,14 @@ unsigned server_requests_in_flight(const struct server *s)
     return s->in_flight;
 }
 
+/* Ends every stream: they would otherwise go on for as long as their clients stay. */
+static void server_end_streams(struct server *s)
+{
+    for (struct connection *c = s->conns; c; c = c->next)
+        if (c->req && c->req->stream)
+            stream_quiesce(c->req->stream);
+}
+
 void server_quiesce(struct server *s)
 {
     MHD_socket fd;
@@ -1067,6 +1091,7 @@ void server_quiesce(struct server *s)
     if (s->quiesced)
         return;
     s->quiesced = true;
+    server_end_streams(s);
     fd = MHD_quiesce_daemon(s->mhd);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
@@ -1125,6 +1150,7 @@ void server_free(struct server *s)
             request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
                                 "the daemon is shutting down");
     }
+    server_end_streams(s);
     server_run(s);
     server_run(s);
     uv_close((uv_handle_t *)&s->poll, on_handle_closed);
@@ -1233,6 +1259,31 @@ void request_reply_response(struct request *req, unsigned status, struct MHD_Res
         log_debug("http: cannot queue the answer to %s %s", req->method, req->path);
     req->status = status;
     req->state = REQUEST_QUEUED;
+}
+
+struct MHD_Connection *request_connection(const struct request *req)
+{
+    return req->conn;
+}
+
+bool request_queue_stream(struct request *req, unsigned status, struct MHD_Response *resp,
+                          struct stream *st)
+{
+    if (!req->in_access || req->state != REQUEST_READING)
+        fatal("request %s %s: a stream can only answer at once", req->method, req->path);
+    req->status = status;
+    req->state = REQUEST_QUEUED;
+    if (MHD_queue_response(req->conn, status, resp) != MHD_YES) {
+        log_debug("http: cannot queue the stream answering %s %s", req->method, req->path);
+        return false;
+    }
+    req->stream = st;
+    return true;
+}
+
+void request_kick(struct request *req)
+{
+    server_kick(req->server);
 }
 
 /* Keeps the answer of a suspended request (text is taken over) and resumes it. */

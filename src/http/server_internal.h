@@ -1,0 +1,29 @@
+/* What server.c shares with stream.c, and nothing else: the connection under a request and
+ * the hooks through which a streamed answer is queued and told of its end. */
+#ifndef NANNY_SERVER_INTERNAL_H
+#define NANNY_SERVER_INTERNAL_H
+
+#include <microhttpd.h>
+
+#include "http/server.h"
+#include "http/stream.h"
+
+/* The libmicrohttpd connection of a request still in flight. */
+struct MHD_Connection *request_connection(const struct request *req);
+
+/* Queues resp as req's answer, a stream (from the handler, at once): the request now
+ * belongs to st until it ends (stream_request_done). false when it cannot be queued. */
+bool request_queue_stream(struct request *req, unsigned status, struct MHD_Response *resp,
+                          struct stream *st);
+
+/* Runs libmicrohttpd on the next loop pass (a resumed connection). */
+void request_kick(struct request *req);
+
+/* The server's side of a stream (stream.c): its request is over (the client went away or
+ * the answer was sent), or the server quiesces and ends it. */
+void stream_request_done(struct stream *st);
+void stream_quiesce(struct stream *st);
+
+#define SERVER_STREAM_END_TIMEOUT_S SERVER_IDLE_TIMEOUT_S
+
+#endif

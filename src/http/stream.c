@@ -1,0 +1,214 @@
+/* A streamed answer (see stream.h): libmicrohttpd asks for the body through a content
+ * reader; with nothing to give, the reader suspends the connection and returns 0, and the
+ * next write resumes it. The stream lives until both its request is over and
+ * libmicrohttpd has let go of the response. */
+#include <string.h>
+#include <sys/socket.h>
+
+#include "http/server_internal.h"
+#include "http/stream.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+
+#define STREAM_BLOCK  4096         /* what libmicrohttpd asks for at most per call */
+#define STREAM_SNDBUF (128 * 1024) /* the socket's send buffer: what lags waits in ours */
+
+struct stream {
+    struct request *req; /* NULL once the request is over */
+    char *buf;           /* unread bytes: [off, len) */
+    size_t off, len, size, cap;
+    bool ended;          /* stream_end(): the body stops once the buffer is drained */
+    bool suspended;      /* the reader suspended the connection for want of bytes */
+    bool response;       /* libmicrohttpd still holds the response */
+    stream_gone_fn gone; /* NULL once the owner has let go */
+    void *data;
+};
+
+static void stream_release_if_done(struct stream *st)
+{
+    if (st->req || st->response)
+        return;
+    free(st->buf);
+    free(st);
+}
+
+/* Tells the owner, once, that the stream goes on without it. */
+static void stream_orphan(struct stream *st)
+{
+    stream_gone_fn gone = st->gone;
+
+    st->gone = NULL;
+    if (gone)
+        gone(st->data);
+}
+
+static void stream_resume(struct stream *st)
+{
+    if (!st->suspended || !st->req)
+        return;
+    st->suspended = false;
+    MHD_resume_connection(request_connection(st->req));
+    request_kick(st->req);
+}
+
+static ssize_t on_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream *st = cls;
+    size_t n = st->len - st->off;
+
+    (void)pos;
+    if (n == 0) {
+        if (st->ended || !st->req)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        st->suspended = true;
+        MHD_suspend_connection(request_connection(st->req));
+        return 0;
+    }
+    if (n > max)
+        n = max;
+    memcpy(buf, st->buf + st->off, n);
+    st->off += n;
+    if (st->off == st->len) {
+        /* Drained: give a large buffer back rather than keep it per idle client. */
+        st->off = st->len = 0;
+        if (st->size > STREAM_BLOCK) {
+            free(st->buf);
+            st->buf = NULL;
+            st->size = 0;
+        }
+    }
+    return (ssize_t)n;
+}
+
+static void on_free(void *cls)
+{
+    struct stream *st = cls;
+
+    st->response = false;
+    stream_orphan(st);
+    stream_release_if_done(st);
+}
+
+struct stream *request_stream(struct request *req, unsigned status, const char *type,
+                              const char *const *headers, size_t cap, stream_gone_fn gone,
+                              void *data)
+{
+    struct stream *st = xcalloc(1, sizeof(*st));
+    const union MHD_ConnectionInfo *info;
+    int sndbuf = STREAM_SNDBUF;
+    struct MHD_Response *resp;
+
+    st->cap = cap;
+    st->response = true;
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, on_read, st, on_free);
+    if (!resp)
+        fatal("out of memory (response)");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+        MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    st->req = req;
+    if (!request_queue_stream(req, status, resp, st)) {
+        st->req = NULL;
+        MHD_destroy_response(resp); /* frees st through on_free */
+        return NULL;
+    }
+    MHD_destroy_response(resp);
+    /* The kernel's autotuned send buffer would hide megabytes of lag from the cap. */
+    info = MHD_get_connection_info(request_connection(req), MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info)
+        setsockopt(info->connect_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    /* No idle timeout while it streams: an idle stream is suspended, not stuck. */
+    MHD_set_connection_option(request_connection(req), MHD_CONNECTION_OPTION_TIMEOUT, 0U);
+    st->gone = gone;
+    st->data = data;
+    return st;
+}
+
+/* Room for len more bytes, or false past the cap. */
+static bool stream_reserve(struct stream *st, size_t len, bool past_cap)
+{
+    size_t unread = st->len - st->off;
+
+    if (!past_cap && unread + len > st->cap)
+        return false;
+    if (st->off > 0 && st->len + len > st->size) {
+        memmove(st->buf, st->buf + st->off, unread);
+        st->off = 0;
+        st->len = unread;
+    }
+    if (st->len + len > st->size) {
+        size_t size = st->size ? st->size : STREAM_BLOCK;
+        while (size < st->len + len)
+            size *= 2;
+        st->buf = xrealloc(st->buf, size);
+        st->size = size;
+    }
+    return true;
+}
+
+static void stream_append(struct stream *st, const void *buf, size_t len)
+{
+    memcpy(st->buf + st->len, buf, len);
+    st->len += len;
+    stream_resume(st);
+}
+
+bool stream_write(struct stream *st, const void *buf, size_t len)
+{
+    if (st->ended)
+        fatal("stream written after its end");
+    if (len == 0)
+        return true;
+    if (!st->req)
+        return false;
+    if (!stream_reserve(st, len, false))
+        return false;
+    stream_append(st, buf, len);
+    return true;
+}
+
+size_t stream_unread(const struct stream *st)
+{
+    return st->len - st->off;
+}
+
+/* Ends the body; a client that does not read the rest gets the usual idle timeout. */
+static void stream_finish(struct stream *st)
+{
+    st->ended = true;
+    if (!st->req)
+        return;
+    MHD_set_connection_option(request_connection(st->req), MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)SERVER_STREAM_END_TIMEOUT_S);
+    stream_resume(st);
+}
+
+void stream_end(struct stream *st, const void *last, size_t len)
+{
+    if (st->ended)
+        fatal("stream ended twice");
+    st->gone = NULL;
+    if (last && len && st->req && stream_reserve(st, len, true)) {
+        memcpy(st->buf + st->len, last, len);
+        st->len += len;
+    }
+    stream_finish(st);
+}
+
+void stream_request_done(struct stream *st)
+{
+    st->req = NULL;
+    st->suspended = false;
+    stream_orphan(st);
+    stream_release_if_done(st);
+}
+
+void stream_quiesce(struct stream *st)
+{
+    if (st->ended)
+        return;
+    stream_orphan(st);
+    if (!st->ended)
+        stream_finish(st);
+}

@@ -1,0 +1,40 @@
+/* A streamed answer: a body of unknown length (chunked), written piece by piece from the
+ * loop for as long as the client stays (server-sent events, followed logs). What is
+ * written waits in a buffer with a cap until the client reads it; when the buffer is
+ * empty the connection is suspended, so an idle stream costs no loop time and has no
+ * idle timeout. */
+#ifndef NANNY_STREAM_H
+#define NANNY_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "http/server.h"
+
+struct stream;
+
+/* Called once when the stream ends without its owner: the client went away, or the server
+ * is quiescing or shutting down. The stream is then ended and the owner must forget it. */
+typedef void (*stream_gone_fn)(void *data);
+
+/* Answers req (from its handler, at once) with status and Content-Type type, and a body
+ * written later with stream_write(); at most cap bytes wait unread. Extra headers: pairs
+ * of name and value, NULL-terminated (NULL: none). NULL when the answer cannot be queued
+ * (the client is already gone). */
+struct stream *request_stream(struct request *req, unsigned status, const char *type,
+                              const char *const *headers, size_t cap, stream_gone_fn gone,
+                              void *data);
+
+/* Appends len bytes: false (nothing appended) when they would take the unread bytes past
+ * the cap. */
+bool stream_write(struct stream *st, const void *buf, size_t len);
+
+/* The bytes written and not yet handed to the socket. */
+size_t stream_unread(const struct stream *st);
+
+/* Ends the body after what is buffered and the last len bytes of last (NULL: none; it may
+ * go past the cap). The owner must forget the stream; gone is not called. A client that
+ * does not read the rest is closed after the server's idle timeout. */
+void stream_end(struct stream *st, const void *last, size_t len);
+
+#endif
