@@ -154,11 +154,17 @@ skip() {
 # when the status is WANT_STATUS and the body matches the extended regex PATTERN (WHAT
 # says what it should hold); PATTERN "text/plain" checks the Content-Type instead.
 check() {
-    local method=$1 path=$2 want=$3 pattern=$4 what=${5:-$4} max_time=${6:-30}
+    local method=$1 path=$2 max_time=${6:-30}
     if ! request "$method" "$path" "$max_time"; then
         fail "$method" "$path" "no answer: $curl_error"
         return 1
     fi
+    verdict "$@"
+}
+
+# verdict METHOD PATH WANT_STATUS PATTERN [WHAT]: the line for the answer just received.
+verdict() {
+    local method=$1 path=$2 want=$3 pattern=$4 what=${5:-$4}
     if [[ $status != "$want" ]]; then
         fail "$method" "$path" "HTTP $status (expected $want): $(excerpt)"
         return 1
@@ -179,12 +185,13 @@ check() {
 # may not serve yet: its 404 not_found is a SKIP, anything else as check.
 optional() {
     local method=$1 path=$2 pattern=$3 what=$4
-    if request "$method" "$path" && [[ $status == 404 ]] &&
-        grep -q '"error": *"not_found"' "$body"; then
+    if ! request "$method" "$path"; then
+        fail "$method" "$path" "no answer: $curl_error"
+    elif [[ $status == 404 ]] && grep -q '"error": *"not_found"' "$body"; then
         skip "$method" "$path" "this daemon does not serve it (404)"
-        return 0
+    else
+        verdict "$method" "$path" 200 "$pattern" "$what"
     fi
-    check "$method" "$path" 200 "$pattern" "$what"
 }
 
 # The state of service $1 from GET /services/$1, or "" when it cannot be read.
@@ -206,7 +213,10 @@ fi
 
 # --- the services -------------------------------------------------------------
 first=""
-if check GET /services 200 '"services": *\[' '"services" list'; then
+why="GET /services lists no service"
+if ! check GET /services 200 '"services": *\[' '"services" list'; then
+    why="no service name: GET /services failed"
+else
     # The daemon writes each status object with "name" first, and names hold no quote.
     first=$(sed -nE 's/^[[:space:]]*\{[[:space:]]*"services":[[:space:]]*\[[[:space:]]*\{[[:space:]]*"name":[[:space:]]*"([a-z0-9][a-z0-9._-]*)".*/\1/p' "$body" | head -n 1)
 fi
@@ -216,7 +226,7 @@ if [[ -n $first ]]; then
     check GET "/services/$first/logs?tail=5" 200 text/plain
 else
     for path in /services/NAME /services/NAME/status "/services/NAME/logs?tail=5"; do
-        skip GET "$path" "GET /services lists no service"
+        skip GET "$path" "$why"
     done
 fi
 check GET /services/nanny-test-api-no-such-service 404 '"error": *"not_found"' \

@@ -72,6 +72,14 @@ def test_every_endpoint_is_ok_against_a_running_daemon(served):
     assert states == {"alpha": "stopped", "beta": "stopped"}
 
 
+def test_no_service_skips_the_service_endpoints(daemon):
+    rc, out, err = run_script(["--url", f"http://127.0.0.1:{daemon.port}"])
+    assert rc == 0, out + err
+    results, _ = parse(out)
+    assert results["GET /services/NAME/status"] == "SKIP GET /services lists no service", out
+    assert results["GET /services"] == "OK" and results["POST /rediscover"] == "OK", out
+
+
 def test_the_url_comes_from_nanny_url(served):
     rc, out, err = run_script(env={"NANNY_URL": f"http://127.0.0.1:{served.port}/"})
     assert rc == 0, out + err
@@ -91,12 +99,6 @@ def test_no_daemon_is_one_line_and_exit_4():
 def test_a_wrong_key_fails_with_the_status(nanny, workdir, services_dir):
     keyed = Keyed(nanny, workdir, services_dir)
     url = f"http://127.0.0.1:{keyed.d.port}"
-    rc, out, err = run_script(["--url", url], env={"NANNY_KEY": new_key()})
-    assert rc == 1, out + err
-    results, (_, failed, _) = parse(out)
-    assert failed >= 1
-    assert results["GET /services"].startswith("FAIL HTTP 401 (expected 200): "), out
-    assert '"error":"unauthorized"' in results["GET /services"], out
     # The right key: every check passes (admin may rediscover and read the audit log).
     rc, out, err = run_script(["--url", url], env={"NANNY_KEY": keyed.keys["admin"]})
     assert rc == 0, out + err
@@ -110,6 +112,14 @@ def test_a_wrong_key_fails_with_the_status(nanny, workdir, services_dir):
     assert results["GET /services"] == "OK", out
     assert results["POST /rediscover"].startswith("FAIL HTTP 403 (expected 200): "), out
     assert failed == 2, out  # /rediscover and /audit are admin's
+    # A wrong key (last: wrong keys in a row from one address are throttled).
+    rc, out, err = run_script(["--url", url], env={"NANNY_KEY": new_key()})
+    assert rc == 1, out + err
+    results, (_, failed, _) = parse(out)
+    assert failed >= 1
+    assert results["GET /services"].startswith("FAIL HTTP 401 (expected 200): "), out
+    assert '"error":"unauthorized"' in results["GET /services"], out
+    assert results["GET /services/NAME/status"].endswith("GET /services failed"), out
     for key in keyed.keys.values():  # never printed
         assert key not in out + err
 
