@@ -19,9 +19,9 @@ DEPS_BUILD=(build-essential pkg-config meson ninja-build
 # busybox-static (statically linked tools, for FROM scratch images). systemd
 # brings systemd-analyze, which checks the shipped unit file. openssl makes the
 # HTTPS tests' certificates; nginx-light is the reverse proxy of the production
-# setup's test.
+# setup's test; mandoc lints and renders the manual page (doc/nanny.1).
 DEPS_TEST=("${DEPS_BUILD[@]}" libcmocka-dev python3 python3-pytest clang-format curl procps
-    docker.io docker-compose busybox-static systemd openssl nginx-light)
+    docker.io docker-compose busybox-static systemd openssl nginx-light mandoc)
 
 # bench/api.sh: the build plus the load generator and the reference server.
 DEPS_BENCH=("${DEPS_BUILD[@]}" wrk curl python3 procps)

@@ -1,4 +1,5 @@
-"""The files users copy and deploy: services/_template, the example services and deploy/.
+"""The files users copy and deploy: services/_template, the example services, deploy/ and
+the daemon's docker-compose.yml.
 
 The daemon must load the template (copied to a folder, as `nanny new` and the seed's
 `cp -r _template ...` do) and every example service without an error or a warning; Debian's
@@ -20,6 +21,8 @@ SERVICES = os.path.join(REPO, "services")
 TEMPLATE = os.path.join(SERVICES, "_template")
 SD_API = os.path.join(SERVICES, "minimal-sd-api")
 DEPLOY = os.path.join(REPO, "deploy")
+# The daemon's own compose file is in the root, where the seed runs `docker compose up -d`.
+NANNY_COMPOSE = os.path.join(REPO, "docker-compose.yml")
 
 GPU_OPEN = "# >>> gpu"
 GPU_CLOSE = "# <<< gpu"
@@ -189,9 +192,19 @@ def test_repository_services_folder_loads_cleanly(nanny, workdir):
 
 
 def test_deploy_compose_file_is_valid(tmp_path):
-    compose_config(os.path.join(DEPLOY, "docker-compose.yml"), tmp_path)
-    compose_config(os.path.join(DEPLOY, "docker-compose.yml"), tmp_path,
-                   env={"SERVICES_DIR": str(tmp_path)})
+    compose_config(NANNY_COMPOSE, tmp_path)
+    compose_config(NANNY_COMPOSE, tmp_path, env={"SERVICES_DIR": str(tmp_path)})
+
+
+def test_deploy_compose_file_builds_from_the_root():
+    """One compose file for the daemon, in the root (`docker compose up -d` there, as the
+    seed does); it builds deploy/Dockerfile with the repository as the context."""
+    assert not os.path.exists(os.path.join(DEPLOY, "docker-compose.yml")), \
+        "a second copy of the daemon's compose file is in deploy/"
+    text = compose_config_text(NANNY_COMPOSE, REPO)
+    assert re.search(rf"^\s+context: {re.escape(REPO)}/?$", text, re.M), text
+    assert re.search(r"^\s+dockerfile: deploy/Dockerfile$", text, re.M), text
+    assert os.path.isfile(os.path.join(REPO, "deploy", "Dockerfile"))
 
 
 def test_systemd_unit_verifies(tmp_path):
@@ -228,7 +241,7 @@ def test_deploy_uses_the_daemons_real_flags(nanny):
         sources["service-nanny.service"] = re.findall(r"^ExecStart=(.*)$", f.read(), re.M)[0]
     with open(os.path.join(DEPLOY, "Dockerfile")) as f:
         sources["Dockerfile"] = f.read().split("\nCMD ", 1)[1]
-    with open(os.path.join(DEPLOY, "docker-compose.yml")) as f:
+    with open(NANNY_COMPOSE) as f:
         sources["docker-compose.yml"] = f.read().split("command:", 1)[1].split("volumes:")[0]
     for name, text in sources.items():
         flags = re.findall(r"(?<![\w-])--[a-z][a-z-]+", text)
