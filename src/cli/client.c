@@ -1,8 +1,11 @@
 /* The client core: libcurl's easy API (blocking is fine in a command), the key sent as a
  * bearer token, and a failure told as one sentence with the exit code it maps to. */
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -33,75 +36,245 @@ static size_t on_data(char *data, size_t size, size_t n, void *user)
     return len;
 }
 
-int client_request(const struct client *c, const char *method, const char *path, const char *body,
-                   struct client_response *resp)
+/* An easy handle for METHOD url+path with the key, the CA and body (JSON or NULL); the
+ * headers it sends go to *ret_headers (freed by the caller). */
+static CURL *client_easy(const struct client *c, const char *method, const char *path,
+                         const char *body, const char *const *extra,
+                         struct curl_slist **ret_headers)
 {
     struct curl_slist *headers = NULL;
     size_t base_len = strlen(c->url);
-    char *url, *auth = NULL;
-    CURLcode rc;
-    CURL *curl;
-    int r = 0;
+    char *url;
+    CURL *curl = curl_easy_init();
 
+    if (!curl)
+        abort();
     while (base_len > 0 && c->url[base_len - 1] == '/')
         base_len--;
     url = xasprintf("%.*s%s", (int)base_len, c->url, path);
-    memset(resp, 0, sizeof(*resp));
-    curl = curl_easy_init();
-    if (!curl)
-        abort();
     curl_easy_setopt(curl, CURLOPT_URL, url);
+    free(url);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    if (c->timeout_ms > 0)
-        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->timeout_ms);
     if (c->cacert && *c->cacert)
         curl_easy_setopt(curl, CURLOPT_CAINFO, c->cacert);
     if (c->key && *c->key) {
-        auth = xasprintf("Authorization: Bearer %s", c->key);
+        char *auth = xasprintf("Authorization: Bearer %s", c->key);
         headers = curl_slist_append(headers, auth);
+        free(auth);
     }
+    for (size_t i = 0; extra && extra[i]; i++)
+        headers = curl_slist_append(headers, extra[i]);
     if (body) {
         headers = curl_slist_append(headers, "Content-Type: application/json");
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(curl, CURLOPT_COPYPOSTFIELDS, body);
     } else if (strcmp(method, "POST") == 0) {
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
     }
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    *ret_headers = headers;
+    return curl;
+}
 
-    rc = curl_easy_perform(curl);
+/* What a transfer's end means: 0 (an answer came, whatever its status), or an exit code
+ * with one sentence on stderr. */
+static int client_outcome(const struct client *c, CURLcode rc)
+{
+    if (rc == CURLE_OK)
+        return 0;
     if (rc == CURLE_OPERATION_TIMEDOUT) {
         fprintf(stderr, "nanny: timed out waiting for the nanny at %s\n", c->url);
-        r = CLIENT_EXIT_TIMEOUT;
-    } else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
+        return CLIENT_EXIT_TIMEOUT;
+    }
+    if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
         fprintf(stderr, "nanny: no nanny answers at %s: is it running? (./start.sh)\n", c->url);
-        r = CLIENT_EXIT_UNREACHABLE;
-    } else if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
+        return CLIENT_EXIT_UNREACHABLE;
+    }
+    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
         fprintf(stderr,
                 "nanny: the nanny at %s shows a certificate this command does not trust: "
                 "give its CA with --cacert or NANNY_CACERT (%s)\n",
                 c->url, curl_easy_strerror(rc));
-        r = CLIENT_EXIT_UNREACHABLE;
-    } else if (rc != CURLE_OK) {
-        fprintf(stderr, "nanny: no nanny answers at %s: %s\n", c->url, curl_easy_strerror(rc));
-        r = CLIENT_EXIT_UNREACHABLE;
-    } else {
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp->status);
-        if (resp->body)
-            resp->json = json_loadb(resp->body, resp->len, 0, NULL);
-        else
-            resp->body = xstrdup("");
+        return CLIENT_EXIT_UNREACHABLE;
     }
+    fprintf(stderr, "nanny: no nanny answers at %s: %s\n", c->url, curl_easy_strerror(rc));
+    return CLIENT_EXIT_UNREACHABLE;
+}
+
+/* The answer is in: its status, and its body as JSON when it is some. */
+static void response_finish(CURL *curl, struct client_response *resp)
+{
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp->status);
+    if (resp->body)
+        resp->json = json_loadb(resp->body, resp->len, 0, NULL);
+    else
+        resp->body = xstrdup("");
+}
+
+int client_request(const struct client *c, const char *method, const char *path, const char *body,
+                   struct client_response *resp)
+{
+    struct curl_slist *headers;
+    CURL *curl;
+    int r;
+
+    memset(resp, 0, sizeof(*resp));
+    curl = client_easy(c, method, path, body, NULL, &headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
+    if (c->timeout_ms > 0)
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    r = client_outcome(c, curl_easy_perform(curl));
+    if (r == 0)
+        response_finish(curl, resp);
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
-    free(auth);
-    free(url);
     if (r)
         client_response_done(resp);
     return r;
+}
+
+/* --- transfers side by side ------------------------------------------------------- */
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* A 2xx answer's body goes to the transfer's function; any other is kept for
+ * client_fail(). */
+static size_t on_stream_data(char *data, size_t size, size_t n, void *user)
+{
+    struct client_transfer *t = user;
+    size_t len = size * n;
+    long status = 0;
+
+    curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (!t->on_data || status < 200 || status >= 300)
+        return on_data(data, size, n, &t->resp);
+    return t->on_data(t->data, data, len) ? len : 0;
+}
+
+void client_transfer_add(struct client_run *run, struct client_transfer *t)
+{
+    if (run->in_perform) {
+        /* libcurl takes no new handle from inside its callbacks: at the next turn. */
+        if (run->n_pending == CLIENT_PENDING_MAX)
+            abort();
+        run->pending[run->n_pending++] = t;
+        return;
+    }
+    memset(&t->resp, 0, sizeof(t->resp));
+    t->result = 0;
+    t->done = false;
+    t->stopped = false;
+    t->curl = client_easy(run->client, t->method, t->path, t->body, t->headers, &t->slist);
+    curl_easy_setopt(t->curl, CURLOPT_WRITEFUNCTION, on_stream_data);
+    curl_easy_setopt(t->curl, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(t->curl, CURLOPT_PRIVATE, t);
+    if (t->timeout_ms > 0)
+        curl_easy_setopt(t->curl, CURLOPT_TIMEOUT_MS, t->timeout_ms);
+    if (!run->multi) {
+        run->multi = curl_multi_init();
+        if (!run->multi)
+            abort();
+    }
+    curl_multi_add_handle(run->multi, t->curl);
+    run->active++;
+}
+
+/* A transfer ended: its outcome, its answer, its handle gone. */
+static void transfer_end(struct client_run *run, struct client_transfer *t, CURLcode rc)
+{
+    curl_multi_remove_handle(run->multi, t->curl);
+    run->active--;
+    t->done = true;
+    if (rc == CURLE_WRITE_ERROR && t->on_data) {
+        t->stopped = true; /* its function said stop */
+        t->result = 0;
+    } else {
+        t->result = client_outcome(run->client, rc);
+    }
+    if (t->result == 0)
+        response_finish(t->curl, &t->resp);
+    else
+        client_response_done(&t->resp);
+    curl_slist_free_all(t->slist);
+    t->slist = NULL;
+    curl_easy_cleanup(t->curl);
+    t->curl = NULL;
+    if (t->on_done)
+        t->on_done(t->data, t);
+}
+
+void client_transfer_cancel(struct client_run *run, struct client_transfer *t)
+{
+    if (t->done || !t->curl)
+        return;
+    t->on_done = NULL;
+    transfer_end(run, t, CURLE_OK);
+    t->stopped = true;
+}
+
+int client_run(struct client_run *run, unsigned tick_ms)
+{
+    struct sigaction sa = {.sa_handler = on_interrupt}, old_int, old_term;
+    int r = 0;
+
+    interrupted = 0;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    while (run->active > 0 && !run->stop && !interrupted) {
+        int running, left;
+        CURLMsg *msg;
+
+        run->in_perform = true;
+        curl_multi_perform(run->multi, &running);
+        run->in_perform = false;
+        while ((msg = curl_multi_info_read(run->multi, &left))) {
+            struct client_transfer *t;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+            transfer_end(run, t, msg->data.result);
+        }
+        for (size_t i = 0; i < run->n_pending; i++)
+            client_transfer_add(run, run->pending[i]);
+        if (run->n_pending) {
+            run->n_pending = 0;
+            continue;
+        }
+        if (run->active == 0 || run->stop || interrupted)
+            break;
+        /* Short waits: a signal does not always cut curl's poll short. */
+        curl_multi_poll(run->multi, NULL, 0, tick_ms && tick_ms < 200 ? (int)tick_ms : 200, NULL);
+        if (run->tick && tick_ms) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            uint64_t ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+            if (ms - run->ticked_ms >= tick_ms) {
+                run->ticked_ms = ms;
+                run->tick(run->tick_data);
+            }
+        }
+    }
+    if (interrupted)
+        r = -1;
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return r;
+}
+
+void client_run_done(struct client_run *run)
+{
+    if (run->multi)
+        curl_multi_cleanup(run->multi);
+    run->multi = NULL;
 }
 
 int client_fail(const char *cmd, const char *name, const struct client_response *resp)

@@ -4,7 +4,9 @@
 #ifndef NANNY_CLI_CLIENT_H
 #define NANNY_CLI_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -52,6 +54,61 @@ int client_request(const struct client *c, const char *method, const char *path,
 int client_fail(const char *cmd, const char *name, const struct client_response *resp);
 
 void client_response_done(struct client_response *resp);
+
+/* --- transfers side by side (start --wait's live line, logs -f) -------------------- */
+
+struct curl_slist;
+struct client_transfer;
+/* A piece of a 2xx answer's body as it comes; false stops the transfer (not an error). */
+typedef bool (*client_data_fn)(void *data, const char *buf, size_t len);
+
+/* One request among others. The caller fills the first fields; the rest is the outcome. */
+struct client_transfer {
+    const char *method, *path, *body; /* body: JSON or NULL */
+    const char *const *headers;       /* extra "Name: value" lines, NULL-terminated */
+    long timeout_ms;                  /* 0: none */
+    client_data_fn on_data;           /* NULL: the body is kept in resp */
+    void (*on_done)(void *data, struct client_transfer *t); /* NULL: none */
+    void *data;
+    /* the outcome: */
+    bool done;
+    bool stopped;                /* on_data said stop, or it was cancelled */
+    int result;                  /* 0: resp holds the answer; else an exit code (told) */
+    struct client_response resp; /* status; the body when kept or not 2xx */
+    /* libcurl's: */
+    void *curl;
+    struct curl_slist *slist;
+};
+
+#define CLIENT_PENDING_MAX 4
+
+/* Transfers run side by side by client_run(). */
+struct client_run {
+    const struct client *client;
+    void (*tick)(void *data); /* called every tick_ms while it runs (NULL: none) */
+    void *tick_data;
+    bool stop; /* set from a callback: client_run() returns */
+    /* its own: */
+    void *multi;
+    bool in_perform;
+    struct client_transfer *pending[CLIENT_PENDING_MAX]; /* added from inside callbacks */
+    size_t n_pending;
+    unsigned active;
+    uint64_t ticked_ms;
+};
+
+/* Starts t (it must outlive its transfer); may be called from callbacks. */
+void client_transfer_add(struct client_run *run, struct client_transfer *t);
+
+/* Ends t now, its on_done not called. */
+void client_transfer_cancel(struct client_run *run, struct client_transfer *t);
+
+/* Runs until no transfer is left or run->stop is set: 0; or -1 when SIGINT or SIGTERM
+ * came. Transfers not done then are the caller's to cancel. */
+int client_run(struct client_run *run, unsigned tick_ms);
+
+/* Frees what the run holds, once every transfer is done or cancelled. */
+void client_run_done(struct client_run *run);
 
 /* NAME escaped for a URL path. New string. */
 char *client_escape(const char *name);

@@ -1,6 +1,7 @@
 /* nanny health|ls|ps|status|start|stop|restart|rediscover|logs: one request each (start
- * --wait is one long request with ?wait=healthy), the answer printed for a person or,
- * with --json, as the API's JSON. */
+ * --wait is one long request with ?wait=healthy, with a live line on a terminal; logs -f
+ * one streamed answer: live.c), the answer printed for a person or, with --json, as the
+ * API's JSON. */
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,12 +12,14 @@
 
 #include "cli/client.h"
 #include "cli/ctl.h"
+#include "cli/live.h"
 #include "lib/alloc.h"
 #include "lib/units.h"
 
 enum {
     OPT_HELP = 'h',
     OPT_LINES = 'n',
+    OPT_FOLLOW = 'f',
     OPT_URL = 256,
     OPT_KEY,
     OPT_CACERT,
@@ -35,6 +38,7 @@ static const struct option ctl_options[] = {
     {"wait", no_argument, NULL, OPT_WAIT},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"lines", required_argument, NULL, OPT_LINES},
+    {"follow", no_argument, NULL, OPT_FOLLOW},
     {"help", no_argument, NULL, OPT_HELP},
     {0},
 };
@@ -43,12 +47,12 @@ static const struct option ctl_options[] = {
 struct ctl_command {
     const char *name;
     bool takes_name;
-    unsigned options; /* bits: 1 json, 2 force, 4 wait, 8 timeout, 16 lines */
+    unsigned options; /* bits: 1 json, 2 force, 4 wait, 8 timeout, 16 lines, 32 follow */
     const char *summary;
     const char *example;
 };
 
-enum { O_JSON = 1, O_FORCE = 2, O_WAIT = 4, O_TIMEOUT = 8, O_LINES = 16 };
+enum { O_JSON = 1, O_FORCE = 2, O_WAIT = 4, O_TIMEOUT = 8, O_LINES = 16, O_FOLLOW = 32 };
 
 static const struct ctl_command commands[] = {
     {"health", false, O_JSON, "the daemon's own health", "nanny health"},
@@ -58,20 +62,24 @@ static const struct ctl_command commands[] = {
     {"status", true, O_JSON, "one service's status", "nanny status my-service"},
     {"start", true, O_FORCE | O_WAIT | O_TIMEOUT,
      "starts a service; --force stops the GPU holder, --wait waits until healthy, --timeout "
-     "DUR is how long this command waits (exit 5, the service left as it is)",
+     "DUR is how long this command waits (exit 5, the service left as it is); on a "
+     "terminal one live line shows its state, the seconds elapsed and its last health "
+     "result",
      "nanny start my-service --wait --timeout 2m"},
     {"stop", true, 0, "stops a service", "nanny stop my-service"},
     {"restart", true, 0, "stops then starts a service", "nanny restart my-service"},
     {"rediscover", false, O_JSON, "rescans the services folder", "nanny rediscover"},
-    {"logs", true, O_LINES, "the last N lines of a service's log (-n N, default 50)",
-     "nanny logs my-service -n 100"},
+    {"logs", true, O_LINES | O_FOLLOW,
+     "the last N lines of a service's log (-n N, default 50); -f then prints new lines as "
+     "they are written, until Ctrl-C",
+     "nanny logs my-service -n 100 -f"},
 };
 
 struct ctl_args {
     const struct ctl_command *cmd;
     struct client client;
     const char *name;
-    bool json, force, wait;
+    bool json, force, wait, follow;
     uint64_t timeout_ms;
     const char *lines;
 };
@@ -103,6 +111,8 @@ static void ctl_usage(const struct ctl_command *cmd, FILE *out)
         fprintf(out, "      --timeout DUR     how long to wait (30s, 2m); exit 5 past it\n");
     if (cmd->options & O_LINES)
         fprintf(out, "  -n, --lines N         how many lines (default 50)\n");
+    if (cmd->options & O_FOLLOW)
+        fprintf(out, "  -f, --follow          then print new lines as they come, until Ctrl-C\n");
     fprintf(out,
             "      --url URL         the daemon (env NANNY_URL; default %s)\n"
             "      --key KEY         the API key (env NANNY_KEY)\n"
@@ -139,7 +149,7 @@ static int parse(int argc, char **argv, struct ctl_args *a)
     a->cmd = find_command(cmd);
     opterr = 0;
     optind = 0;
-    while ((opt = getopt_long(argc, argv, "hn:", ctl_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "hn:f", ctl_options, NULL)) != -1) {
         switch (opt) {
         case OPT_URL:
             a->client.url = optarg;
@@ -172,6 +182,10 @@ static int parse(int argc, char **argv, struct ctl_args *a)
                 return usage_error(cmd, "-n: '%.100s' is not a number of lines", optarg);
             a->lines = optarg;
             seen |= O_LINES;
+            break;
+        case OPT_FOLLOW:
+            a->follow = true;
+            seen |= O_FOLLOW;
             break;
         case OPT_HELP:
             ctl_usage(a->cmd, stdout);
@@ -302,7 +316,13 @@ static int run(const struct ctl_args *a)
         path = xstrdup("/services");
     else if (strcmp(cmd, "status") == 0)
         path = xasprintf("/services/%s/status", name);
-    else if (strcmp(cmd, "logs") == 0)
+    else if (strcmp(cmd, "logs") == 0 && a->follow) {
+        path = xasprintf("/services/%s/logs?tail=%s&follow=1", name, a->lines ? a->lines : "50");
+        r = live_logs(&a->client, path, a->name);
+        free(path);
+        free(name);
+        return r;
+    } else if (strcmp(cmd, "logs") == 0)
         path = xasprintf("/services/%s/logs?tail=%s", name, a->lines ? a->lines : "50");
     else if (strcmp(cmd, "rediscover") == 0) {
         path = xstrdup("/rediscover");
@@ -312,7 +332,10 @@ static int run(const struct ctl_args *a)
         method = "POST";
         body = a->force ? "{\"force\":true}" : NULL;
     }
-    r = client_request(&a->client, method, path, body, &resp);
+    if (a->wait && isatty(STDOUT_FILENO))
+        r = live_request(&a->client, method, path, body, a->name, &resp);
+    else
+        r = client_request(&a->client, method, path, body, &resp);
     free(path);
     if (r) {
         if (r == CLIENT_EXIT_TIMEOUT && a->name)
@@ -345,7 +368,9 @@ static int run(const struct ctl_args *a)
                    json_array_size(json_object_get(resp.json, "changed")),
                    json_array_size(json_object_get(resp.json, "errors")));
         else
-            printf("%s: %s\n", a->name, text(resp.json, "state", "done"));
+            printf("%s: %s%s\n", a->name, text(resp.json, "state", "done"),
+                   a->wait && json_is_true(json_object_get(resp.json, "is_healthy")) ? ", healthy"
+                                                                                     : "");
     }
     client_response_done(&resp);
     free(name);

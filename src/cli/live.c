@@ -1,0 +1,209 @@
+/* What the CLI watches as it happens: start --wait's live line on a terminal, driven by
+ * GET /events while the start request waits, and logs -f, a followed log copied to stdout
+ * until the stream ends or Ctrl-C. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/client.h"
+#include "cli/live.h"
+#include "lib/alloc.h"
+
+#define LIVE_TICK_MS    1000
+#define LIVE_SSE_MAX    (1024 * 1024) /* one event's text past this: the live line stops */
+#define LIVE_HEALTH_MAX 160
+
+struct live {
+    struct client_run run;
+    struct client_transfer events, request;
+    const char *name;
+    char *buf; /* event text not yet split into events */
+    size_t len;
+    bool subscribed; /* the daemon said it follows the events for us */
+    bool request_added;
+    char state[32];
+    char health[LIVE_HEALTH_MAX];
+    struct timespec t0;
+};
+
+static unsigned elapsed_s(const struct live *l)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (unsigned)(now.tv_sec - l->t0.tv_sec);
+}
+
+static void draw(struct live *l)
+{
+    printf("\r\033[K%s: %s, %us, health: %s", l->name, l->state, elapsed_s(l), l->health);
+    fflush(stdout);
+}
+
+static void on_tick(void *data)
+{
+    draw(data);
+}
+
+/* One event ("event: TYPE\ndata: JSON", comments aside) about our service. */
+static void on_event(struct live *l, const char *type, const char *data)
+{
+    json_t *j = json_loads(data, 0, NULL);
+    const char *service = json_string_value(json_object_get(j, "service"));
+
+    if (!j || !service || strcmp(service, l->name) != 0) {
+        json_decref(j);
+        return;
+    }
+    if (strcmp(type, "state") == 0) {
+        const char *to = json_string_value(json_object_get(j, "to"));
+        snprintf(l->state, sizeof(l->state), "%s", to ? to : "?");
+    } else if (strcmp(type, "health") == 0) {
+        json_t *code = json_object_get(j, "status_code");
+        const char *error = json_string_value(json_object_get(j, "error"));
+        if (json_is_true(json_object_get(j, "ok")))
+            snprintf(l->health, sizeof(l->health), "ok (%lld, %lld ms)",
+                     (long long)json_integer_value(code),
+                     (long long)json_integer_value(json_object_get(j, "latency_ms")));
+        else
+            snprintf(l->health, sizeof(l->health), "failing (%s)", error ? error : "no answer");
+    }
+    json_decref(j);
+    draw(l);
+}
+
+static void start_request(struct live *l)
+{
+    if (l->request_added)
+        return;
+    l->request_added = true;
+    client_transfer_add(&l->run, &l->request);
+}
+
+/* Splits what came into blocks separated by a blank line. */
+static bool on_events_data(void *data, const char *buf, size_t len)
+{
+    struct live *l = data;
+    char *end;
+
+    if (l->len + len > LIVE_SSE_MAX)
+        return false;
+    l->buf = xrealloc(l->buf, l->len + len + 1);
+    memcpy(l->buf + l->len, buf, len);
+    l->len += len;
+    l->buf[l->len] = '\0';
+    while ((end = strstr(l->buf, "\n\n"))) {
+        const char *type = "message", *payload = NULL;
+        size_t used = (size_t)(end - l->buf) + 2;
+        *end = '\0';
+        for (char *line = strtok(l->buf, "\n"); line; line = strtok(NULL, "\n")) {
+            if (strncmp(line, ": events after ", 15) == 0)
+                l->subscribed = true;
+            else if (strncmp(line, "event: ", 7) == 0)
+                type = line + 7;
+            else if (strncmp(line, "data: ", 6) == 0)
+                payload = line + 6;
+        }
+        if (payload)
+            on_event(l, type, payload);
+        memmove(l->buf, l->buf + used, l->len - used + 1);
+        l->len -= used;
+    }
+    if (l->subscribed)
+        start_request(l);
+    return true;
+}
+
+/* Without the events (an older daemon, a refusal), the request goes on all the same. */
+static void on_events_done(void *data, struct client_transfer *t)
+{
+    struct live *l = data;
+
+    (void)t;
+    start_request(l);
+}
+
+static void on_request_done(void *data, struct client_transfer *t)
+{
+    struct live *l = data;
+
+    (void)t;
+    l->run.stop = true;
+}
+
+int live_request(const struct client *c, const char *method, const char *path, const char *body,
+                 const char *name, struct client_response *resp)
+{
+    static const char *const sse_headers[] = {"Accept: text/event-stream", NULL};
+    struct live l = {.name = name};
+    int r;
+
+    clock_gettime(CLOCK_MONOTONIC, &l.t0);
+    snprintf(l.state, sizeof(l.state), "asking");
+    snprintf(l.health, sizeof(l.health), "not checked yet");
+    l.run.client = c;
+    l.run.tick = on_tick;
+    l.run.tick_data = &l;
+    l.events = (struct client_transfer){.method = "GET",
+                                        .path = "/events",
+                                        .headers = sse_headers,
+                                        .on_data = on_events_data,
+                                        .on_done = on_events_done,
+                                        .data = &l};
+    l.request = (struct client_transfer){.method = method,
+                                         .path = path,
+                                         .body = body,
+                                         .timeout_ms = c->timeout_ms,
+                                         .on_done = on_request_done,
+                                         .data = &l};
+    draw(&l);
+    client_transfer_add(&l.run, &l.events);
+    r = client_run(&l.run, LIVE_TICK_MS);
+    client_transfer_cancel(&l.run, &l.events);
+    client_transfer_cancel(&l.run, &l.request);
+    client_run_done(&l.run);
+    printf("\r\033[K");
+    fflush(stdout);
+    free(l.buf);
+    if (r < 0) {
+        client_response_done(&l.request.resp);
+        fprintf(stderr, "nanny: interrupted; %s was left as it is\n", name);
+        return CLIENT_EXIT_FAILED;
+    }
+    if (l.request.result) {
+        client_response_done(&l.request.resp);
+        return l.request.result;
+    }
+    *resp = l.request.resp;
+    return 0;
+}
+
+static bool on_log_data(void *data, const char *buf, size_t len)
+{
+    (void)data;
+    fwrite(buf, 1, len, stdout);
+    fflush(stdout);
+    return !ferror(stdout); /* a closed pipe (| head) ends it */
+}
+
+int live_logs(const struct client *c, const char *path, const char *name)
+{
+    struct client_run run = {.client = c};
+    struct client_transfer t = {.method = "GET", .path = path, .on_data = on_log_data};
+    int r;
+
+    client_transfer_add(&run, &t);
+    r = client_run(&run, 0);
+    client_transfer_cancel(&run, &t);
+    client_run_done(&run);
+    if (r < 0 || t.stopped) { /* Ctrl-C, or stdout went away: that is how it ends */
+        client_response_done(&t.resp);
+        return CLIENT_EXIT_OK;
+    }
+    if (t.result)
+        return t.result;
+    r = client_fail("logs", name, &t.resp);
+    client_response_done(&t.resp);
+    return r;
+}
