@@ -130,6 +130,7 @@ static void on_feed_line(void *data, const char *line, size_t len)
  * ended by itself). */
 static void feed_end(struct follow_feed *feed, const char *error)
 {
+    feed_detach(feed); /* a follower that comes from an end() makes a new feed */
     feed->delivering++;
     for (struct supervisor_follow *f = feed->list; f; f = f->next) {
         if (f->gone)

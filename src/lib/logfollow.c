@@ -5,7 +5,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,24 +13,19 @@
 #include "lib/logfollow.h"
 #include "lib/log.h"
 
-#define FILE_EVENTS (IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF | IN_DELETE_SELF)
-#define DIR_EVENTS  (IN_CREATE | IN_MOVED_TO)
-
 struct logfollow {
     uv_loop_t *loop;
     char *path;
     char *base; /* path's last part, as the folder's events name it */
     logfollow_line_fn line;
     void *data;
-    int inotify_fd;
-    int dir_wd, file_wd; /* -1 when none */
-    int fd;              /* the file being read, -1 while path names none */
-    uint64_t offset;     /* what was read of it */
-    char *buf;           /* one read */
-    char *partial;       /* a line whose end has not come yet */
+    int fd;          /* the file being read, -1 while path names none */
+    uint64_t offset; /* what was read of it */
+    char *buf;       /* one read */
+    char *partial;   /* a line whose end has not come yet */
     size_t partial_len;
-    uv_poll_t poll;
-    uv_timer_t again; /* another pass: the last one spent its budget, or a tail ended */
+    uv_fs_event_t watch; /* the folder: its files' writes, creations and renames */
+    uv_timer_t again;    /* another pass: the last one spent its budget, or a tail ended */
     int handles_open;
     unsigned tails;                   /* tails in flight: nothing is read meanwhile */
     struct logfollow_tail *tail_list; /* ...and which */
@@ -144,11 +138,11 @@ static uint64_t start_offset(struct logfollow *lf, uint64_t size)
 }
 
 /* Moves to the file path names now, from its start (at_end: from its end, for the first
- * one), and watches it. False when there is none. */
+ * one). False when there is none. */
 static bool open_current(struct logfollow *lf, bool at_end)
 {
     struct stat st;
-    int fd = open(lf->path, O_RDONLY | O_CLOEXEC), wd;
+    int fd = open(lf->path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0)
         return false;
@@ -158,10 +152,6 @@ static bool open_current(struct logfollow *lf, bool at_end)
     lf->offset = 0;
     if (at_end && fstat(fd, &st) == 0)
         lf->offset = start_offset(lf, (uint64_t)st.st_size);
-    wd = inotify_add_watch(lf->inotify_fd, lf->path, FILE_EVENTS);
-    if (lf->file_wd >= 0 && lf->file_wd != wd)
-        inotify_rm_watch(lf->inotify_fd, lf->file_wd);
-    lf->file_wd = wd;
     return true;
 }
 
@@ -212,89 +202,59 @@ static void on_again(uv_timer_t *t)
     pass(t->data);
 }
 
-/* Events on the file or its folder: any of them (of path's name, for the folder) means a
- * look. */
-static void on_inotify(uv_poll_t *p, int status, int events)
-{
-    struct logfollow *lf = p->data;
-    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    bool look = status < 0;
-
-    for (;;) {
-        ssize_t got = read(lf->inotify_fd, buf, sizeof(buf));
-
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break;
-        for (char *at = buf; at < buf + got;) {
-            const struct inotify_event *ev = (const struct inotify_event *)at;
-            if (ev->mask & IN_Q_OVERFLOW)
-                look = true;
-            else if (ev->wd != lf->dir_wd)
-                look = true;
-            else if (ev->len > 0 && strcmp(ev->name, lf->base) == 0)
-                look = true;
-            at += sizeof(*ev) + ev->len;
-        }
-    }
-    if (look)
-        pass(lf);
-}
-
-int logfollow_new(uv_loop_t *loop, const char *path, logfollow_line_fn line, void *data,
-                  struct logfollow **ret)
-{
-    struct logfollow *lf;
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path)) : xstrdup(".");
-    int ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC), r;
-
-    if (ifd < 0) {
-        r = -errno;
-        free(dir);
-        return r;
-    }
-    r = inotify_add_watch(ifd, dir, DIR_EVENTS | IN_ONLYDIR);
-    free(dir);
-    if (r < 0) {
-        r = -errno;
-        close(ifd);
-        return r;
-    }
-    lf = xcalloc(1, sizeof(*lf));
-    lf->loop = loop;
-    lf->path = xstrdup(path);
-    lf->base = slash ? lf->path + (slash - path) + 1 : lf->path;
-    lf->line = line;
-    lf->data = data;
-    lf->inotify_fd = ifd;
-    lf->dir_wd = r;
-    lf->file_wd = -1;
-    lf->fd = -1;
-    lf->buf = xmalloc(LOGFOLLOW_LINE_MAX);
-    lf->partial = xmalloc(LOGFOLLOW_LINE_MAX);
-    uv_poll_init(loop, &lf->poll, ifd);
-    uv_timer_init(loop, &lf->again);
-    lf->poll.data = lf->again.data = lf;
-    lf->handles_open = 2;
-    uv_poll_start(&lf->poll, UV_READABLE, on_inotify);
-    open_current(lf, true);
-    *ret = lf;
-    return 0;
-}
-
 static void on_closed(uv_handle_t *h)
 {
     struct logfollow *lf = h->data;
 
     if (--lf->handles_open > 0)
         return;
-    close(lf->inotify_fd);
     free(lf->buf);
     free(lf->partial);
     free(lf->path);
     free(lf);
+}
+
+/* An event in the folder: one of path's name (a write, a truncation, a rename, a new file
+ * of that name) means a look. */
+static void on_folder_event(uv_fs_event_t *handle, const char *filename, int events, int status)
+{
+    struct logfollow *lf = handle->data;
+
+    if (status < 0 || !filename || strcmp(filename, lf->base) == 0)
+        pass(lf);
+}
+
+int logfollow_new(uv_loop_t *loop, const char *path, logfollow_line_fn line, void *data,
+                  struct logfollow **ret)
+{
+    struct logfollow *lf = xcalloc(1, sizeof(*lf));
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path)) : xstrdup(".");
+    int r;
+
+    lf->loop = loop;
+    lf->path = xstrdup(path);
+    lf->base = slash ? lf->path + (slash - path) + 1 : lf->path;
+    lf->line = line;
+    lf->data = data;
+    lf->fd = -1;
+    lf->buf = xmalloc(LOGFOLLOW_LINE_MAX);
+    lf->partial = xmalloc(LOGFOLLOW_LINE_MAX);
+    uv_fs_event_init(loop, &lf->watch);
+    uv_timer_init(loop, &lf->again);
+    lf->watch.data = lf->again.data = lf;
+    lf->handles_open = 2;
+    r = uv_fs_event_start(&lf->watch, on_folder_event, dir, 0);
+    free(dir);
+    if (r < 0) {
+        lf->closing = true;
+        uv_close((uv_handle_t *)&lf->watch, on_closed);
+        uv_close((uv_handle_t *)&lf->again, on_closed);
+        return r;
+    }
+    open_current(lf, true);
+    *ret = lf;
+    return 0;
 }
 
 void logfollow_free(struct logfollow *lf)
@@ -311,7 +271,7 @@ void logfollow_free(struct logfollow *lf)
     if (lf->fd >= 0)
         close(lf->fd);
     lf->fd = -1;
-    uv_close((uv_handle_t *)&lf->poll, on_closed);
+    uv_close((uv_handle_t *)&lf->watch, on_closed);
     uv_close((uv_handle_t *)&lf->again, on_closed);
 }
 

@@ -2,11 +2,12 @@
  * across rotation by rename (lib/logfile.h: path becomes path.1 and a new path is made) or
  * by truncation, and from its creation when it does not exist yet.
  *
- * One inotify instance per follower, watched with uv_poll: a watch on the file (its writes,
- * its rename or removal) and one on its folder (a new file of its name). Any event makes
- * it look again: it reads the open file from where it stopped to its end and, when the
- * path names another file now, moves to that one from its start, having read the old one
- * to its end (the logger closes a file before it renames it, so the old file is complete).
+ * One watch of the file's folder (uv_fs_event: inotify, on the loop's one inotify
+ * instance, which libuv shares among the handles of a folder): the folder tells of each
+ * write, truncation, rename and creation of a file of path's name. Each makes it look
+ * again: it reads the open file from where it stopped to its end and, when the path names
+ * another file now, moves to that one from its start, having read the old one to its end
+ * (the logger closes a file before it renames it, so the old file is complete).
  * A file shorter than where it stopped was truncated: it reads on from the start.
  * New bytes come from the page cache, just written: they are read on the loop, at most
  * LOGFOLLOW_PASS_BYTES a loop pass, so a flood of output never holds the loop. */

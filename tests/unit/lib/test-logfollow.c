@@ -302,6 +302,19 @@ static void test_tail_cancel(void **state)
     expect(f, (const char *const[]){"b", NULL});
 }
 
+/* A folder that cannot be watched: an error at once, and nothing left behind. */
+static void test_no_folder(void **state)
+{
+    struct fixture *f = *state;
+    struct logfollow *lf = NULL;
+    char path[160];
+
+    snprintf(path, sizeof(path), "%s/missing/svc.log", f->dir);
+    assert_true(logfollow_new(&f->loop, path, on_line, f, &lf) < 0);
+    assert_null(lf);
+    drain(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +326,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tail_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_folder, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
