@@ -2,6 +2,7 @@
  * file in a real state folder, written by the test as the logger would. Followers of one
  * service share one watch; one that joins gets its tail then the lines after it; cancels
  * from inside a line callback; the service removed; the supervisor freed with followers. */
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #include <cmocka.h>
 
 #include "core/config.h"
+#include "core/driver.h"
 #include "core/events.h"
 #include "core/registry.h"
 #include "core/state.h"
@@ -50,7 +52,119 @@ struct fixture {
     struct follower a, b;
 };
 
-static const struct driver *const process_table[] = {&driver_process, NULL};
+/* --- a fake driver whose follow the tests drive ------------------------------------------ */
+
+static struct {
+    const struct driver_follow_events *events;
+    void *data;
+    struct driver_follow handle;
+    bool following;
+    struct driver_follow_tail tail_handle;
+    driver_logs_fn tail_done; /* the tail asked, until answered or cancelled */
+    void *tail_data;
+    unsigned follows, stops, tail_cancels;
+} fake;
+
+extern const struct driver driver_fake, driver_plain;
+
+static int fake_available(const struct manifest *m, char *err, size_t err_size)
+{
+    return 0;
+}
+
+static int fake_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+                      const struct driver_events *events, void *data, struct driver_run **ret,
+                      char *err, size_t err_size)
+{
+    snprintf(err, err_size, "the fake starts nothing");
+    return -ENOSYS;
+}
+
+static void fake_stop(struct driver_run *r, uint64_t timeout_ms)
+{
+}
+
+static void fake_release(struct driver_run *r)
+{
+}
+
+static int fake_follow(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+                       unsigned tail, const struct driver_follow_events *events, void *data,
+                       struct driver_follow **ret, char *err, size_t err_size)
+{
+    assert_false(fake.following);
+    fake.events = events;
+    fake.data = data;
+    fake.following = true;
+    fake.follows++;
+    fake.handle.driver = &driver_fake;
+    *ret = &fake.handle;
+    return 0;
+}
+
+static void fake_follow_tail(struct driver_follow *f, unsigned tail, driver_logs_fn done,
+                             void *data, struct driver_follow_tail **ret)
+{
+    assert_null(fake.tail_done);
+    fake.tail_done = done;
+    fake.tail_data = data;
+    fake.tail_handle.driver = &driver_fake;
+    *ret = &fake.tail_handle;
+}
+
+static void fake_follow_tail_cancel(struct driver_follow_tail *t)
+{
+    assert_non_null(fake.tail_done);
+    fake.tail_done = NULL;
+    fake.tail_cancels++;
+}
+
+static void fake_follow_stop(struct driver_follow *f)
+{
+    assert_true(fake.following);
+    assert_null(fake.tail_done); /* every tail was cancelled first */
+    fake.following = false;
+    fake.stops++;
+}
+
+const struct driver driver_fake = {
+    .name = "fake",
+    .available = fake_available,
+    .start = fake_start,
+    .stop = fake_stop,
+    .release = fake_release,
+    .follow = fake_follow,
+    .follow_tail = fake_follow_tail,
+    .follow_tail_cancel = fake_follow_tail_cancel,
+    .follow_stop = fake_follow_stop,
+};
+
+/* A driver that cannot follow. */
+const struct driver driver_plain = {
+    .name = "plain",
+    .available = fake_available,
+    .start = fake_start,
+    .stop = fake_stop,
+    .release = fake_release,
+};
+
+static void fake_line(const char *line)
+{
+    assert_true(fake.following);
+    fake.events->line(fake.data, line, strlen(line));
+}
+
+static void fake_answer_tail(char **lines, const char *error)
+{
+    driver_logs_fn done = fake.tail_done;
+
+    assert_non_null(done);
+    fake.tail_done = NULL;
+    done(fake.tail_data, lines, error);
+}
+
+static const struct driver *const process_table[] = {&driver_process, &driver_fake, &driver_plain,
+                                                     NULL};
 
 static void on_line(void *data, const char *line, size_t len)
 {
@@ -76,17 +190,17 @@ static void on_end(void *data, const char *error)
     w->handle = NULL;
 }
 
-static void write_service(struct fixture *f)
+static void write_service(struct fixture *f, const char *name, const char *text)
 {
     char path[256];
     FILE *fp;
 
-    snprintf(path, sizeof(path), "%s/p", f->root);
+    snprintf(path, sizeof(path), "%s/%s", f->root, name);
     assert_int_equal(mkdir(path, 0755), 0);
-    snprintf(path, sizeof(path), "%s/p/service.yaml", f->root);
+    snprintf(path, sizeof(path), "%s/%s/service.yaml", f->root, name);
     fp = fopen(path, "w");
     assert_non_null(fp);
-    fputs("name: p\ncommand: [\"true\"]\nhealth: false\n", fp);
+    fputs(text, fp);
     fclose(fp);
 }
 
@@ -101,7 +215,10 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->state));
     assert_int_equal(state_prepare(f->state), 0);
     snprintf(f->log, sizeof(f->log), "%s/logs/p.log", f->state);
-    write_service(f);
+    write_service(f, "p", "name: p\ncommand: [\"true\"]\nhealth: false\n");
+    write_service(f, "q", "name: q\ndriver: fake\nhealth: false\n");
+    write_service(f, "r", "name: r\ndriver: plain\nhealth: false\n");
+    memset(&fake, 0, sizeof(fake));
     assert_int_equal(uv_loop_init(&f->loop), 0);
     uv_timer_init(&f->loop, &f->guard);
     f->guard.data = f;
@@ -112,6 +229,8 @@ static int setup(void **state)
     f->reg = registry_new(&f->loop, f->root, f->hub);
     assert_int_equal(registry_scan_now(f->reg), 0);
     assert_non_null(registry_find(f->reg, "p"));
+    assert_non_null(registry_find(f->reg, "q"));
+    assert_non_null(registry_find(f->reg, "r"));
     f->sup = supervisor_new(&f->loop, f->reg, NULL, &f->config, f->hub);
     f->a.f = f->b.f = f;
     *state = f;
@@ -184,14 +303,19 @@ static void append(struct fixture *f, const char *text)
     close(fd);
 }
 
-static void follow(struct fixture *f, struct follower *w, unsigned tail)
+static void follow_service(struct fixture *f, const char *name, struct follower *w, unsigned tail)
 {
     const char *error = NULL;
 
     w->handle =
-        supervisor_follow(f->sup, registry_find(f->reg, "p"), tail, on_line, on_end, w, &error);
+        supervisor_follow(f->sup, registry_find(f->reg, name), tail, on_line, on_end, w, &error);
     assert_non_null(w->handle);
     assert_null(error);
+}
+
+static void follow(struct fixture *f, struct follower *w, unsigned tail)
+{
+    follow_service(f, "p", w, tail);
 }
 
 static void expect(const struct follower *w, const char *const *lines)
@@ -316,6 +440,72 @@ static void test_supervisor_freed(void **state)
     f->sup = supervisor_new(&f->loop, f->reg, NULL, &f->config, f->hub); /* for teardown */
 }
 
+/* A follower that joins gets none of the feed's lines until its tail is in, then all. */
+static void test_join_waits_for_its_tail(void **state)
+{
+    struct fixture *f = *state;
+    char *tail[] = {"1", "2", NULL};
+
+    follow_service(f, "q", &f->a, 5);
+    fake_line("1");
+    follow_service(f, "q", &f->b, 5);
+    assert_int_equal(fake.follows, 1);
+    fake_line("2");
+    fake_answer_tail(tail, NULL);
+    fake_line("3");
+    expect(&f->a, (const char *const[]){"1", "2", "3", NULL});
+    expect(&f->b, (const char *const[]){"1", "2", "3", NULL});
+    /* A tail that fails ends its follower alone. */
+    supervisor_follow_cancel(f->b.handle);
+    follower_clear(&f->b);
+    memset(&f->b, 0, sizeof(f->b));
+    f->b.f = f;
+    follow_service(f, "q", &f->b, 5);
+    fake_answer_tail(NULL, "cannot read its last lines: the engine went away");
+    assert_string_equal(f->b.ended, "cannot read its last lines: the engine went away");
+    fake_line("4");
+    expect(&f->a, (const char *const[]){"1", "2", "3", "4", NULL});
+    assert_int_equal(fake.stops, 0);
+    supervisor_follow_cancel(f->a.handle);
+    f->a.handle = NULL;
+    assert_int_equal(fake.stops, 1);
+    assert_int_equal(supervisor_follow_watches(f->sup), 0);
+}
+
+/* The driver's follow ends by itself (the containers stopped): every follower ends with
+ * its sentence, a tail still asked is cancelled, and the follow is not stopped again. */
+static void test_driver_follow_ends(void **state)
+{
+    struct fixture *f = *state;
+
+    follow_service(f, "q", &f->a, 5);
+    follow_service(f, "q", &f->b, 5);
+    fake.following = false; /* the driver let go of it */
+    fake.events->ended(fake.data, "its containers stopped");
+    assert_string_equal(f->a.ended, "its containers stopped");
+    assert_string_equal(f->b.ended, "its containers stopped");
+    assert_int_equal(fake.tail_cancels, 1);
+    assert_int_equal(fake.stops, 0);
+    assert_int_equal(supervisor_follow_watches(f->sup), 0);
+    /* A new follower makes a new follow. */
+    follow_service(f, "q", &f->a, 5);
+    assert_int_equal(fake.follows, 2);
+    assert_int_equal(supervisor_follow_watches(f->sup), 1);
+}
+
+/* A driver that cannot follow: NULL and a sentence, no end(). */
+static void test_driver_cannot_follow(void **state)
+{
+    struct fixture *f = *state;
+    const char *error = NULL;
+
+    assert_null(
+        supervisor_follow(f->sup, registry_find(f->reg, "r"), 5, on_line, on_end, &f->a, &error));
+    assert_string_equal(error, "its driver cannot follow its output");
+    assert_null(f->a.ended);
+    assert_int_equal(supervisor_follow_watches(f->sup), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +514,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_inside_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_service_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_supervisor_freed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_join_waits_for_its_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_driver_follow_ends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_driver_cannot_follow, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
