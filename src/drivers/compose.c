@@ -700,6 +700,8 @@ struct compose_follow_tail {
 
 static void ring_push(struct compose_follow *cf, const char *line, size_t len)
 {
+    char *copy;
+
     while (cf->ring_n > 0 &&
            (cf->ring_n == COMPOSE_RING_LINES || cf->ring_bytes + len > COMPOSE_RING_BYTES)) {
         cf->ring_bytes -= strlen(cf->ring[cf->ring_first]);
@@ -707,8 +709,10 @@ static void ring_push(struct compose_follow *cf, const char *line, size_t len)
         cf->ring_first = (cf->ring_first + 1) % COMPOSE_RING_LINES;
         cf->ring_n--;
     }
-    cf->ring[(cf->ring_first + cf->ring_n) % COMPOSE_RING_LINES] = xstrndup(line, len);
-    cf->ring_bytes += len;
+    /* A NUL byte ends the copy (the tails are C strings): its bytes are the copy's. */
+    copy = xstrndup(line, len);
+    cf->ring[(cf->ring_first + cf->ring_n) % COMPOSE_RING_LINES] = copy;
+    cf->ring_bytes += strlen(copy);
     cf->ring_n++;
 }
 

@@ -12,7 +12,12 @@
 
 #include <cmocka.h>
 
+#include "core/config.h"
+#include "core/driver.h"
+#include "core/manifest.h"
 #include "drivers/docker.h"
+#include "drivers/drivers.h"
+#include "lib/diags.h"
 #include "lib/alloc.h"
 #include "lib/fetch.h"
 #include "lib/log.h"
@@ -1373,6 +1378,148 @@ static void test_follow_in_pieces_and_free_inside_line(void **state)
     follow_outcome_clear(&o);
 }
 
+/* --- the compose driver's follow ------------------------------------------------------------ */
+
+struct compose_outcome {
+    struct follow_outcome lines;
+    struct driver_follow *handle;
+    bool stop_at_l4; /* stops the follow from inside the line "web | l4" */
+    bool backend;    /* the driver said it can tell what runs */
+    bool answered;   /* a tail came */
+    char *tail[MAX_LINES];
+    size_t n_tail;
+};
+
+static void on_compose_line(void *data, const char *line, size_t len)
+{
+    struct compose_outcome *o = data;
+
+    on_follow_line(&o->lines, line, len);
+    if (o->stop_at_l4 && strcmp(o->lines.lines[o->lines.n - 1], "web | l4") == 0) {
+        driver_compose.follow_stop(o->handle);
+        o->handle = NULL;
+    }
+}
+
+static void on_compose_ended(void *data, const char *error)
+{
+    struct compose_outcome *o = data;
+
+    on_follow_end(&o->lines, error);
+    o->handle = NULL;
+}
+
+static const struct driver_follow_events compose_events = {.line = on_compose_line,
+                                                           .ended = on_compose_ended};
+
+static void on_compose_tail(void *data, char **lines, const char *error)
+{
+    struct compose_outcome *o = data;
+
+    assert_null(error);
+    for (size_t i = 0; i < o->n_tail; i++)
+        free(o->tail[i]);
+    o->n_tail = 0;
+    for (char **l = lines; *l; l++)
+        o->tail[o->n_tail++] = xstrdup(*l);
+    o->answered = true;
+}
+
+static void outside_appeared(void *data, const struct driver *d, const char *key)
+{
+}
+
+static void outside_backend(void *data, const struct driver *d, const char *error)
+{
+    struct compose_outcome *o = data;
+
+    o->backend = true;
+}
+
+static const struct driver_outside compose_outside = {.appeared = outside_appeared,
+                                                      .backend = outside_backend};
+
+/* The compose driver's follow over the fake engine: the stream's lines go out and into
+ * the ring; a follower that joins gets its tail from the ring on a later pass, ending with
+ * the last line given; a stop from inside a line ends it there. */
+#define ALPHA_YAML "name: alpha\ncommand: [\"true\"]\nhealth: false\n"
+#define GAMMA_YAML "name: gamma\ncommand: [\"true\"]\nhealth: false\n"
+
+static void test_compose_follow(void **state)
+{
+    struct fixture *f = *state;
+    struct compose_outcome o = {0};
+    struct config config = {.docker_host = f->engine.path, .compose_command = "true"};
+    struct driver_context ctx = {&f->loop, f->fetcher, &config, &compose_outside, &o};
+    struct diags errors = {0}, warnings = {0};
+    struct driver_follow_tail *t;
+    struct manifest *m;
+    struct body b = {0};
+    char err[256];
+
+    engine_set_containers(&f->engine, CONTAINER("aaa", "running", "alpha", "web"), NULL);
+    f->engine.hold_logs = true;
+    assert_int_equal(
+        manifest_parse(ALPHA_YAML, strlen(ALPHA_YAML), f->engine.dir, &m, NULL, &errors, &warnings),
+        0);
+    driver_compose.setup(&ctx);
+    driver_compose.in_use();
+    RUN_UNTIL(f, o.backend);
+    assert_int_equal(driver_compose.follow(&f->loop, m, NULL, 3, &compose_events, &o, &o.handle,
+                                           err, sizeof(err)),
+                     0);
+    RUN_UNTIL(f, f->engine.n_held == 1);
+    assert_non_null(strstr(f->engine.logs_targets[0], "tail=3"));
+    frame(&b, 1, "l1\nl2\n");
+    held_send(&f->engine, b.buf, b.len);
+    RUN_UNTIL(f, o.lines.n == 2);
+    driver_compose.follow_tail(o.handle, 1, on_compose_tail, &o, &t);
+    assert_false(o.answered); /* on a later pass */
+    RUN_UNTIL(f, o.answered);
+    assert_int_equal(o.n_tail, 1);
+    assert_string_equal(o.tail[0], "web | l2");
+    b.len = 0;
+    frame(&b, 1, "l3\n");
+    held_send(&f->engine, b.buf, b.len);
+    RUN_UNTIL(f, o.lines.n == 3);
+    o.answered = false;
+    driver_compose.follow_tail(o.handle, 10, on_compose_tail, &o, &t);
+    RUN_UNTIL(f, o.answered);
+    assert_int_equal(o.n_tail, 3);
+    assert_string_equal(o.tail[2], "web | l3");
+    /* A tail cancelled is never answered. */
+    o.answered = false;
+    driver_compose.follow_tail(o.handle, 10, on_compose_tail, &o, &t);
+    driver_compose.follow_tail_cancel(t);
+    run_for(f, 20);
+    assert_false(o.answered);
+    /* Stopped from inside a line, with more in the same piece. */
+    o.stop_at_l4 = true;
+    b.len = 0;
+    frame(&b, 1, "l4\nl5\n");
+    held_send(&f->engine, b.buf, b.len);
+    RUN_UNTIL(f, o.lines.n == 4);
+    run_for(f, 20);
+    assert_int_equal(o.lines.n, 4);
+    assert_null(o.lines.ended);
+    RUN_UNTIL(f, f->engine.n_held == 0); /* the stream was closed */
+    /* A project without containers cannot be followed. */
+    manifest_free(m);
+    assert_int_equal(
+        manifest_parse(GAMMA_YAML, strlen(GAMMA_YAML), f->engine.dir, &m, NULL, &errors, &warnings),
+        0);
+    assert_true(driver_compose.follow(&f->loop, m, NULL, 3, &compose_events, &o, &o.handle, err,
+                                      sizeof(err)) < 0);
+    assert_string_equal(err, "it has no containers: start it first");
+    driver_compose.teardown();
+    manifest_free(m);
+    diags_clear(&errors);
+    diags_clear(&warnings);
+    for (size_t i = 0; i < o.n_tail; i++)
+        free(o.tail[i]);
+    follow_outcome_clear(&o.lines);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1405,6 +1552,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_follow_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_follow_in_pieces_and_free_inside_line, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_compose_follow, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
