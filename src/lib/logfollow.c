@@ -137,12 +137,12 @@ static uint64_t start_offset(struct logfollow *lf, uint64_t size)
     return from > 0 ? size : 0;
 }
 
-/* Moves to the file path names now, from its start (at_end: from its end, for the first
- * one). False when there is none. */
-static bool open_current(struct logfollow *lf, bool at_end)
+/* Moves to the file at path (the followed path, or a rotated file it missed), from its
+ * start (at_end: from its end, for the first one). False when there is none. */
+static bool open_file(struct logfollow *lf, const char *path, bool at_end)
 {
     struct stat st;
-    int fd = open(lf->path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0)
         return false;
@@ -153,6 +153,25 @@ static bool open_current(struct logfollow *lf, bool at_end)
     if (at_end && fstat(fd, &st) == 0)
         lf->offset = start_offset(lf, (uint64_t)st.st_size);
     return true;
+}
+
+/* The path has moved on from the open file. When path.1 is not the open file but one
+ * written after it, the path was rotated twice before a look: path.1, complete, is read
+ * next (the open file is path.2 now, or gone). True when it moved to path.1. */
+static bool open_missed(struct logfollow *lf)
+{
+    char *older = xasprintf("%s.1", lf->path);
+    struct stat open_one, at_older;
+    bool missed = false;
+
+    if (lf->fd >= 0 && fstat(lf->fd, &open_one) == 0 && stat(older, &at_older) == 0 &&
+        (at_older.st_dev != open_one.st_dev || at_older.st_ino != open_one.st_ino) &&
+        (at_older.st_mtim.tv_sec > open_one.st_mtim.tv_sec ||
+         (at_older.st_mtim.tv_sec == open_one.st_mtim.tv_sec &&
+          at_older.st_mtim.tv_nsec >= open_one.st_mtim.tv_nsec)))
+        missed = open_file(lf, older, false);
+    free(older);
+    return missed;
 }
 
 /* Whether path names another file than the one open (or one where none is). */
@@ -192,7 +211,9 @@ static void pass(struct logfollow *lf)
             return;
         /* The old file was read to its end: its writer closed it before the rename. */
         flush_partial(lf);
-        if (lf->closing || !open_current(lf, false))
+        if (lf->closing)
+            return;
+        if (!open_missed(lf) && !open_file(lf, lf->path, false))
             return;
     }
 }
@@ -252,7 +273,7 @@ int logfollow_new(uv_loop_t *loop, const char *path, logfollow_line_fn line, voi
         uv_close((uv_handle_t *)&lf->again, on_closed);
         return r;
     }
-    open_current(lf, true);
+    open_file(lf, lf->path, true);
     *ret = lf;
     return 0;
 }

@@ -7,7 +7,9 @@
  * write, truncation, rename and creation of a file of path's name. Each makes it look
  * again: it reads the open file from where it stopped to its end and, when the path names
  * another file now, moves to that one from its start, having read the old one to its end
- * (the logger closes a file before it renames it, so the old file is complete).
+ * (the logger closes a file before it renames it, so the old file is complete). Two
+ * rotations before a look are caught up on (path.1, written between, is read too); lines
+ * of a third within one look are lost.
  * A file shorter than where it stopped was truncated: it reads on from the start.
  * New bytes come from the page cache, just written: they are read on the loop, at most
  * LOGFOLLOW_PASS_BYTES a loop pass, so a flood of output never holds the loop. */

@@ -226,6 +226,24 @@ static void test_rename_rotation(void **state)
                                     NULL});
 }
 
+/* Two rotations before the follower looks: the file written between is read too. */
+static void test_two_rotations_at_once(void **state)
+{
+    struct fixture *f = *state;
+
+    follow(f);
+    append(f->path, "a1\n");
+    wait_for(f, 1, false);
+    append(f->path, "a2\n");
+    assert_int_equal(logfile_rotate(f->path, 3), 0);
+    append(f->path, "b1\n");
+    assert_int_equal(logfile_rotate(f->path, 3), 0);
+    append(f->path, "c1\n");
+    wait_for(f, 4, false);
+    drain(f);
+    expect(f, (const char *const[]){"a1", "a2", "b1", "c1", NULL});
+}
+
 /* Truncation: what the file holds afterwards is new. */
 static void test_truncation(void **state)
 {
@@ -322,6 +340,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tail_join, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_rotations_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_line, setup, teardown),
