@@ -31,6 +31,8 @@ struct fixture {
     char *seen[SEEN_MAX]; /* each line, and "TAIL:line" for a tail's */
     size_t n_seen;
     size_t free_at; /* frees the follower at this many lines (0: never) */
+    bool numbered;  /* lines are "n NUMBER ...", checked in order, counted, not kept */
+    unsigned next;  /* ...the number expected next */
     bool tail_done;
 };
 
@@ -38,8 +40,17 @@ static void on_line(void *data, const char *line, size_t len)
 {
     struct fixture *f = data;
 
-    assert_true(f->n_seen < SEEN_MAX);
     assert_null(memchr(line, '\n', len));
+    if (f->numbered) {
+        char *text = xstrndup(line, len);
+        unsigned n;
+        assert_int_equal(sscanf(text, "n %u", &n), 1);
+        assert_int_equal(n, f->next);
+        f->next++;
+        free(text);
+        return;
+    }
+    assert_true(f->n_seen < SEEN_MAX);
     f->seen[f->n_seen++] = xstrndup(line, len);
     if (f->free_at && f->n_seen == f->free_at) {
         logfollow_free(f->lf);
@@ -244,6 +255,57 @@ static void test_two_rotations_at_once(void **state)
     expect(f, (const char *const[]){"a1", "a2", "b1", "c1", NULL});
 }
 
+struct copier {
+    int fd;
+    const char *path;
+    int result;
+};
+
+static void copy_thread(void *arg)
+{
+    struct copier *c = arg;
+
+    c->result = logfile_copy(c->fd, c->path, 4096, 3);
+}
+
+/* The real logger (logfile_copy() on a thread, rotating every 4 KiB) fed in bursts, each
+ * waited for: every line once, in order, across some 20 rotations. */
+static void test_logger_rotations(void **state)
+{
+    struct fixture *f = *state;
+    struct copier c = {.path = f->path};
+    uv_thread_t thread;
+    int pipe_fds[2];
+    unsigned n = 0;
+    char line[160];
+
+    assert_int_equal(pipe(pipe_fds), 0);
+    c.fd = pipe_fds[0];
+    f->numbered = true;
+    follow(f);
+    assert_int_equal(uv_thread_create(&thread, copy_thread, &c), 0);
+    for (unsigned burst = 0; burst < 60; burst++) {
+        for (unsigned i = 0; i < 15; i++, n++) {
+            int len = snprintf(line, sizeof(line), "n %u %.*s\n", n, (int)(n % 90),
+                               "...................................................."
+                               "......................................");
+            assert_int_equal(write(pipe_fds[1], line, (size_t)len), len);
+        }
+        f->guard_fired = false;
+        uv_timer_start(&f->guard, on_guard, 10000, 0);
+        while (f->next < n && !f->guard_fired)
+            uv_run(&f->loop, UV_RUN_ONCE);
+        uv_timer_stop(&f->guard);
+        assert_int_equal(f->next, n);
+    }
+    close(pipe_fds[1]);
+    uv_thread_join(&thread);
+    close(pipe_fds[0]);
+    assert_int_equal(c.result, 0);
+    drain(f);
+    assert_int_equal(f->next, n);
+}
+
 /* Truncation: what the file holds afterwards is new. */
 static void test_truncation(void **state)
 {
@@ -341,6 +403,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_rotation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_rotations_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logger_rotations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_line, setup, teardown),
