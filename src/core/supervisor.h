@@ -138,7 +138,12 @@ struct supervisor_follow;
 /* Follows svc's output. All followers of a service share one follow of its driver (one
  * watch of a process service's log file, one stream of a compose project's logs); no
  * callback comes before this returns. NULL and end() not called when it cannot start:
- * then *error says why (a sentence valid until the next call). */
+ * then *error says why (a sentence valid until the next call). Lines come as fast as the
+ * service writes them: a follower that cannot keep up bounds its own queue (drops, or
+ * cancels). A process service is followed until cancelled (a file not there yet is
+ * waited for); a compose service until its containers stop (end(): "its containers
+ * stopped"), and one without containers cannot be followed. A compose follower that joins
+ * others gets its tail from the last 10,000 lines they were given. */
 struct supervisor_follow *supervisor_follow(struct supervisor *sup, struct service *svc,
                                             unsigned tail, supervisor_follow_line_fn line,
                                             supervisor_follow_end_fn end, void *data,
