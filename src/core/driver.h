@@ -45,6 +45,25 @@ struct driver_events {
  * or NULL and a sentence. */
 typedef void (*driver_logs_fn)(void *data, char **lines, const char *error);
 
+/* A follow of a service's output (one per service, which the supervisor shares among its
+ * followers: core/follow.c), and a tail asked of it for a follower that joins. */
+struct driver_follow {
+    const struct driver *driver;
+};
+struct driver_follow_tail {
+    const struct driver *driver;
+};
+
+/* What a follow tells, on the loop, never before follow() returns. */
+struct driver_follow_events {
+    /* A line (without its '\n'; any byte but '\n'), valid during the call. follow_stop()
+     * may be called from here. */
+    void (*line)(void *data, const char *line, size_t len);
+    /* It ended by itself (error: a sentence: the containers stopped, the engine went
+     * away); the driver has let go of the handle: follow_stop() must not follow. */
+    void (*ended)(void *data, const char *error);
+};
+
 /* What a driver sees happen outside the daemon, told to the supervisor. */
 struct driver_outside {
     /* Something of a service runs that no run of the daemon has (started by hand, or
@@ -127,6 +146,22 @@ struct driver {
                  void *data, struct driver_logs **ret);
     /* NULL when logs always answers before it returns. */
     void (*logs_cancel)(struct driver_logs *l);
+    /* Follows m's output: line() gets its last tail lines, then each line written from now
+     * on, until follow_stop() or ended(). 0, or a negative errno and a sentence in err.
+     * NULL: the driver cannot follow (and the other follow slots are NULL too). */
+    int (*follow)(uv_loop_t *loop, const struct manifest *m, const char *log_path, unsigned tail,
+                  const struct driver_follow_events *events, void *data, struct driver_follow **ret,
+                  char *err, size_t err_size);
+    /* For a follower that joins f: its last tail lines, given to done on a later loop pass
+     * (NULL-terminated, valid during the call; or NULL and a sentence). They end with the
+     * last line f gave through line() before done, so that the follower, taking them and
+     * then f's lines after done, misses nothing and sees nothing twice. *ret can be
+     * cancelled until done; each is answered or cancelled before follow_stop(f). */
+    void (*follow_tail)(struct driver_follow *f, unsigned tail, driver_logs_fn done, void *data,
+                        struct driver_follow_tail **ret);
+    void (*follow_tail_cancel)(struct driver_follow_tail *t);
+    /* Stops f: no callback after this. Safe inside its line(). */
+    void (*follow_stop)(struct driver_follow *f);
     /* Keeps the output's size in bounds (rotation), on a worker thread; 1 when it rotated.
      * NULL when the driver keeps no log file. */
     int (*rotate)(const char *log_path, uint64_t max_bytes, unsigned keep);

@@ -804,6 +804,7 @@ static void on_event(void *data, const struct event *ev)
         json_array_foreach(removed, i, name)
         {
             struct run *run = strmap_remove(sup->runs, json_string_value(name));
+            follow_service_removed(sup, json_string_value(name));
             if (run)
                 run_free(run);
         }
@@ -893,6 +894,7 @@ void supervisor_free(struct supervisor *sup)
         sup->answering = op->next;
         op_free(op);
     }
+    follow_free_all(sup); /* before the drivers' teardown */
     strmap_free(sup->runs, run_free_value);
     json_decref(sup->adopt_doc);
     for (const struct driver *const *d = drivers_all(); *d; d++)

@@ -5,7 +5,8 @@
  * a restarted daemon adopts what still runs. Everything happens on the loop.
  *
  * Its files: supervisor.c (operations and settling), run.c (one service's run), adopt.c
- * (what was started before or outside the daemon), logs.c (logs and their rotation). */
+ * (what was started before or outside the daemon), logs.c (logs and their rotation),
+ * follow.c (followed logs). */
 #ifndef NANNY_SUPERVISOR_H
 #define NANNY_SUPERVISOR_H
 
@@ -122,6 +123,35 @@ struct supervisor_logs;
 struct supervisor_logs *supervisor_logs(struct supervisor *sup, struct service *svc, unsigned tail,
                                         driver_logs_fn done, void *data);
 void supervisor_logs_cancel(struct supervisor_logs *l);
+
+/* A follower of a service's output: first its last `tail` lines (as supervisor_logs gives
+ * them), then each new line as it is written, in order, on the loop. line: one line without
+ * its '\n' (len bytes; may contain any byte but '\n'; a line longer than 64 KiB comes in
+ * pieces). */
+typedef void (*supervisor_follow_line_fn)(void *data, const char *line, size_t len);
+/* The follow ended by itself (error: a sentence; e.g. the service was removed, the engine
+ * went away, the stream failed, the daemon is stopping: supervisor_free() ends every
+ * follower); never called after supervisor_follow_cancel(). After it, the follower must
+ * not be cancelled. */
+typedef void (*supervisor_follow_end_fn)(void *data, const char *error);
+struct supervisor_follow;
+/* Follows svc's output. All followers of a service share one follow of its driver (one
+ * watch of a process service's log file, one stream of a compose project's logs); no
+ * callback comes before this returns. NULL and end() not called when it cannot start:
+ * then *error says why (a sentence valid until the next call). Lines come as fast as the
+ * service writes them: a follower that cannot keep up bounds its own queue (drops, or
+ * cancels). A process service is followed until cancelled (a file not there yet is
+ * waited for); a compose service until its containers stop (end(): "its containers
+ * stopped"), and one without containers cannot be followed. A compose follower that joins
+ * others gets its tail from the last 10,000 lines they were given. */
+struct supervisor_follow *supervisor_follow(struct supervisor *sup, struct service *svc,
+                                            unsigned tail, supervisor_follow_line_fn line,
+                                            supervisor_follow_end_fn end, void *data,
+                                            const char **error);
+/* Stops f: no callback after this. NULL is fine; safe inside line() (its own or another's). */
+void supervisor_follow_cancel(struct supervisor_follow *f);
+/* The follows of drivers under way: one per followed service (for the tests). */
+size_t supervisor_follow_watches(const struct supervisor *sup);
 
 /* Why the driver of svc cannot start it now (no Docker engine...), in buf; NULL when it
  * can. */

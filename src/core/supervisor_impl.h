@@ -93,6 +93,7 @@ struct supervisor {
     uv_timer_t log_timer;
     struct state_writer *state_writer;
     struct log_rotation *rotating; /* a pass of rotation on a worker thread */
+    struct follow_feed *feeds;     /* the services followed (follow.c) */
     bool shutting_down;
     bool settling;     /* ops_settle() is on the stack */
     bool adopting;     /* a driver cannot yet say what runs: adoption and operations wait */
@@ -149,6 +150,12 @@ extern const struct driver_outside supervisor_outside;
 /* What runs_record() keeps of the manifest a run was started with ({"source", "dir"}), NULL
  * when nothing is kept (too large for what is left of budget, which it lowers). */
 json_t *recorded_manifest_new(const struct manifest *m, size_t *budget);
+
+/* follow.c */
+/* The followers of a service that left the registry end. */
+void follow_service_removed(struct supervisor *sup, const char *name);
+/* Every follower ends: the supervisor is freed. */
+void follow_free_all(struct supervisor *sup);
 
 /* logs.c */
 void logs_rotation_start(struct supervisor *sup);

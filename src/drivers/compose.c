@@ -670,6 +670,173 @@ static void compose_logs_cancel(struct driver_logs *handle)
     free(l);
 }
 
+/* --- follow ----------------------------------------------------------------------------- */
+
+#define COMPOSE_RING_LINES 10000             /* the lines kept for followers that join */
+#define COMPOSE_RING_BYTES (4 * 1024 * 1024) /* ...and their bytes */
+
+/* A follow of a project's logs: the engine's streams (docker_follow) and the last lines
+ * they gave, kept in a ring: a follower that joins gets its tail from there, on a later
+ * loop pass, ending with the last line given out (at most what the ring holds). */
+struct compose_follow {
+    struct driver_follow base; /* first: the handle the supervisor holds */
+    struct docker_follow *streams;
+    const struct driver_follow_events *events;
+    void *data;
+    char **ring; /* COMPOSE_RING_LINES, oldest at ring_first */
+    size_t ring_first, ring_n, ring_bytes;
+    struct compose_follow_tail *tails; /* asked, answered on the next pass */
+    uv_timer_t answer;
+};
+
+struct compose_follow_tail {
+    struct driver_follow_tail base;
+    struct compose_follow *cf;
+    unsigned tail;
+    driver_logs_fn done;
+    void *data;
+    struct compose_follow_tail *next;
+};
+
+static void ring_push(struct compose_follow *cf, const char *line, size_t len)
+{
+    char *copy;
+
+    while (cf->ring_n > 0 &&
+           (cf->ring_n == COMPOSE_RING_LINES || cf->ring_bytes + len > COMPOSE_RING_BYTES)) {
+        cf->ring_bytes -= strlen(cf->ring[cf->ring_first]);
+        free(cf->ring[cf->ring_first]);
+        cf->ring_first = (cf->ring_first + 1) % COMPOSE_RING_LINES;
+        cf->ring_n--;
+    }
+    /* A NUL byte ends the copy (the tails are C strings): its bytes are the copy's. */
+    copy = xstrndup(line, len);
+    cf->ring[(cf->ring_first + cf->ring_n) % COMPOSE_RING_LINES] = copy;
+    cf->ring_bytes += strlen(copy);
+    cf->ring_n++;
+}
+
+static void on_stream_line(void *data, const char *line, size_t len)
+{
+    struct compose_follow *cf = data;
+
+    ring_push(cf, line, len);
+    cf->events->line(cf->data, line, len); /* may stop cf */
+}
+
+static void on_follow_closed(uv_handle_t *h)
+{
+    struct compose_follow *cf = h->data;
+
+    for (size_t i = 0; i < cf->ring_n; i++)
+        free(cf->ring[(cf->ring_first + i) % COMPOSE_RING_LINES]);
+    free(cf->ring);
+    free(cf);
+}
+
+static void on_stream_end(void *data, const char *error)
+{
+    struct compose_follow *cf = data;
+
+    cf->streams = NULL; /* it frees itself */
+    cf->events->ended(cf->data, error);
+    uv_close((uv_handle_t *)&cf->answer, on_follow_closed);
+}
+
+/* The tails asked, from the ring as it is now; one at a time, as an answer may cancel
+ * the others. */
+static void on_answer(uv_timer_t *timer)
+{
+    struct compose_follow *cf = timer->data;
+    struct compose_follow_tail *t;
+
+    while ((t = cf->tails)) {
+        size_t n = t->tail < cf->ring_n ? t->tail : cf->ring_n;
+        char **lines = xcalloc(n + 1, sizeof(*lines));
+
+        for (size_t i = 0; i < n; i++)
+            lines[i] = cf->ring[(cf->ring_first + cf->ring_n - n + i) % COMPOSE_RING_LINES];
+        cf->tails = t->next;
+        t->done(t->data, lines, NULL);
+        free(lines); /* the lines are the ring's */
+        free(t);
+    }
+}
+
+static int compose_follow(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+                          unsigned tail, const struct driver_follow_events *events, void *data,
+                          struct driver_follow **ret, char *err, size_t err_size)
+{
+    struct compose_follow *cf;
+    char *project;
+    int r;
+
+    compose_in_use();
+    if (!compose || docker_error(compose->docker)) {
+        compose_available(m, err, err_size); /* its sentence, as compose_logs() */
+        return -EHOSTDOWN;
+    }
+    cf = xcalloc(1, sizeof(*cf));
+    cf->base.driver = &driver_compose;
+    cf->events = events;
+    cf->data = data;
+    project = docker_project_name(m->name);
+    r = docker_follow(compose->docker, loop, project, tail, on_stream_line, on_stream_end, cf,
+                      &cf->streams);
+    free(project);
+    if (r < 0) {
+        if (r == -ENOENT)
+            snprintf(err, err_size, "it has no containers: start it first");
+        else
+            snprintf(err, err_size, "cannot start a request to the engine");
+        free(cf);
+        return r;
+    }
+    cf->ring = xcalloc(COMPOSE_RING_LINES, sizeof(*cf->ring));
+    uv_timer_init(loop, &cf->answer);
+    cf->answer.data = cf;
+    *ret = &cf->base;
+    return 0;
+}
+
+static void compose_follow_tail(struct driver_follow *f, unsigned tail, driver_logs_fn done,
+                                void *data, struct driver_follow_tail **ret)
+{
+    struct compose_follow *cf = (struct compose_follow *)f;
+    struct compose_follow_tail *t = xcalloc(1, sizeof(*t)), **at;
+
+    t->base.driver = &driver_compose;
+    t->cf = cf;
+    t->tail = tail;
+    t->done = done;
+    t->data = data;
+    for (at = &cf->tails; *at; at = &(*at)->next)
+        ; /* in the order asked */
+    *at = t;
+    uv_timer_start(&cf->answer, on_answer, 0, 0);
+    *ret = &t->base;
+}
+
+static void compose_follow_tail_cancel(struct driver_follow_tail *handle)
+{
+    struct compose_follow_tail *t = (struct compose_follow_tail *)handle, **at;
+
+    for (at = &t->cf->tails; *at && *at != t; at = &(*at)->next)
+        ;
+    if (*at)
+        *at = t->next;
+    free(t);
+}
+
+static void compose_follow_stop(struct driver_follow *f)
+{
+    struct compose_follow *cf = (struct compose_follow *)f;
+
+    docker_follow_free(cf->streams);
+    cf->streams = NULL;
+    uv_close((uv_handle_t *)&cf->answer, on_follow_closed);
+}
+
 /* Compose drops what is not [a-z0-9_-] from a project name: `a.b` and `ab` would be one
  * project, each service starting and stopping the other's containers. */
 static void compose_instance_clash(const char *key, const char *other, char *buf, size_t size)
@@ -698,5 +865,9 @@ const struct driver driver_compose = {
     .release = compose_release,
     .logs = compose_logs,
     .logs_cancel = compose_logs_cancel,
+    .follow = compose_follow,
+    .follow_tail = compose_follow_tail,
+    .follow_tail_cancel = compose_follow_tail_cancel,
+    .follow_stop = compose_follow_stop,
     .rotate = NULL,
 };

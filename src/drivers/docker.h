@@ -85,6 +85,22 @@ int docker_logs(struct docker *d, const char *project, unsigned tail, docker_log
                 void *data, struct docker_logs **ret);
 void docker_logs_cancel(struct docker_logs *l);
 
+/* Follows the logs of every container of project (the engine's follow=1 stream, one per
+ * container, tail lines first), as "SERVICE | line" lines (a line longer than
+ * DOCKER_FOLLOW_LINE_MAX comes in pieces), in the order they arrive. end() comes once every
+ * stream has ended (the containers stopped, or the engine went away), with a sentence;
+ * the follow then frees itself. No callback before this returns; -ENOENT when project has
+ * no containers. */
+#define DOCKER_FOLLOW_LINE_MAX (64 * 1024)
+typedef void (*docker_follow_line_fn)(void *data, const char *line, size_t len);
+typedef void (*docker_follow_end_fn)(void *data, const char *error);
+struct docker_follow;
+int docker_follow(struct docker *d, uv_loop_t *loop, const char *project, unsigned tail,
+                  docker_follow_line_fn line, docker_follow_end_fn end, void *data,
+                  struct docker_follow **ret);
+/* Stops it: no callback after this. Safe inside line(); NULL is fine. */
+void docker_follow_free(struct docker_follow *f);
+
 /* Splits a log body of the Engine API into lines: the multiplexed stream format (8-byte
  * frame headers, when the container has no TTY) or raw text. Each line is passed to fn
  * without its newline. Exposed for the unit tests. */

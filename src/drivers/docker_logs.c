@@ -1,5 +1,6 @@
 /* The logs of a compose project's containers through the Docker Engine API: each
  * container's stream demultiplexed into lines, the containers merged by timestamp. */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -297,4 +298,224 @@ void docker_logs_cancel(struct docker_logs *l)
 {
     if (l)
         logs_free(l);
+}
+
+/* --- follow ----------------------------------------------------------------------------- */
+
+/* A stream's line that has not ended yet, behind its "SERVICE | " prefix. */
+struct follow_line {
+    char *buf; /* prefix_len + DOCKER_FOLLOW_LINE_MAX */
+    size_t len;
+};
+
+/* One container's stream. */
+struct follow_part {
+    struct docker_follow *f;
+    struct fetch *fetch; /* NULL once ended */
+    size_t prefix_len;
+    int muxed;               /* -1 until the first byte says */
+    unsigned char header[8]; /* a frame header being read */
+    size_t header_len;
+    size_t frame_left; /* bytes of the current frame still to come */
+    unsigned stream;   /* the current frame's: 0 stdin, 1 stdout, 2 stderr */
+    struct follow_line lines[3];
+};
+
+struct docker_follow {
+    docker_follow_line_fn line;
+    docker_follow_end_fn end;
+    void *data;
+    struct follow_part *parts;
+    size_t n_parts, n_open;
+    char *error;       /* the first stream that failed */
+    bool in_data;      /* in libcurl's write callback: transfers cannot be cancelled */
+    bool stopping;     /* freed, or ended: no callback any more */
+    uv_timer_t closer; /* closed to free it outside libcurl's callbacks */
+};
+
+/* Gives the line of stream s out and empties it; false when the callback freed f. */
+static bool follow_emit(struct follow_part *part, unsigned s)
+{
+    struct follow_line *fl = &part->lines[s];
+    size_t len = fl->len;
+
+    if (len > part->prefix_len && fl->buf[len - 1] == '\r')
+        len--; /* a TTY's line end */
+    fl->len = part->prefix_len;
+    part->f->line(part->f->data, fl->buf, len);
+    return !part->f->stopping;
+}
+
+/* Adds n bytes of stream s, giving out each line that ends (a longer line in pieces). */
+static void follow_text(struct follow_part *part, unsigned s, const char *p, size_t n)
+{
+    struct follow_line *fl = &part->lines[s];
+
+    while (n > 0 && !part->f->stopping) {
+        const char *nl = memchr(p, '\n', n);
+        size_t take = nl ? (size_t)(nl - p) : n;
+        size_t room = part->prefix_len + DOCKER_FOLLOW_LINE_MAX - fl->len;
+
+        if (take > room) {
+            memcpy(fl->buf + fl->len, p, room);
+            fl->len += room;
+            p += room;
+            n -= room;
+            follow_emit(part, s);
+            continue;
+        }
+        memcpy(fl->buf + fl->len, p, take);
+        fl->len += take;
+        if (!nl)
+            return;
+        p += take + 1;
+        n -= take + 1;
+        follow_emit(part, s);
+    }
+}
+
+/* A piece of a container's stream: the multiplexed format's frames (8-byte headers) or,
+ * for a TTY, raw text. */
+static void on_follow_data(void *data, const char *buf, size_t len)
+{
+    struct follow_part *part = data;
+    struct docker_follow *f = part->f;
+
+    if (f->stopping)
+        return;
+    f->in_data = true;
+    if (part->muxed < 0 && len > 0)
+        part->muxed = (unsigned char)buf[0] <= 2;
+    while (len > 0 && !f->stopping) {
+        size_t take;
+
+        if (!part->muxed) {
+            follow_text(part, 1, buf, len);
+            break;
+        }
+        if (part->frame_left == 0) {
+            take = 8 - part->header_len < len ? 8 - part->header_len : len;
+            memcpy(part->header + part->header_len, buf, take);
+            part->header_len += take;
+            buf += take;
+            len -= take;
+            if (part->header_len < 8)
+                break;
+            part->header_len = 0;
+            part->stream = part->header[0] > 2 ? 1 : part->header[0];
+            part->frame_left = ((size_t)part->header[4] << 24) | ((size_t)part->header[5] << 16) |
+                               ((size_t)part->header[6] << 8) | part->header[7];
+            continue;
+        }
+        take = part->frame_left < len ? part->frame_left : len;
+        follow_text(part, part->stream, buf, take);
+        part->frame_left -= take;
+        buf += take;
+        len -= take;
+    }
+    f->in_data = false;
+}
+
+static void on_follow_closed(uv_handle_t *h)
+{
+    struct docker_follow *f = h->data;
+
+    for (size_t i = 0; i < f->n_parts; i++) {
+        fetch_cancel(f->parts[i].fetch);
+        for (unsigned s = 0; s < 3; s++)
+            free(f->parts[i].lines[s].buf);
+    }
+    free(f->parts);
+    free(f->error);
+    free(f);
+}
+
+/* No callback after this; the memory goes once the loop has closed the timer. */
+static void follow_release(struct docker_follow *f)
+{
+    f->stopping = true;
+    if (!f->in_data)
+        for (size_t i = 0; i < f->n_parts; i++) {
+            fetch_cancel(f->parts[i].fetch);
+            f->parts[i].fetch = NULL;
+        }
+    uv_close((uv_handle_t *)&f->closer, on_follow_closed);
+}
+
+/* A container's stream ended (the container stopped, or the engine went): its last line
+ * goes out, and when it was the last stream, the follow ends. */
+static void on_follow_end(void *data, const struct fetch_result *res)
+{
+    struct follow_part *part = data;
+    struct docker_follow *f = part->f;
+
+    part->fetch = NULL;
+    if (f->stopping)
+        return;
+    if (!f->error && (res->error || res->status != 200))
+        f->error = res->error
+                       ? xasprintf("its logs stream failed: %s", res->error)
+                       : xasprintf("its logs stream failed: the engine answered %ld", res->status);
+    for (unsigned s = 0; s < 3 && !f->stopping; s++)
+        if (part->lines[s].len > part->prefix_len)
+            follow_emit(part, s);
+    if (f->stopping || --f->n_open > 0)
+        return;
+    f->stopping = true;
+    f->end(f->data, f->error ? f->error : "its containers stopped");
+    follow_release(f);
+}
+
+int docker_follow(struct docker *d, uv_loop_t *loop, const char *project, unsigned tail,
+                  docker_follow_line_fn line, docker_follow_end_fn end, void *data,
+                  struct docker_follow **ret)
+{
+    struct docker_follow *f = xcalloc(1, sizeof(*f));
+    int r = 0;
+
+    f->line = line;
+    f->end = end;
+    f->data = data;
+    f->parts = xcalloc(docker_count(d) + 1, sizeof(*f->parts));
+    uv_timer_init(loop, &f->closer);
+    f->closer.data = f;
+    for (size_t i = 0; i < docker_count(d) && r == 0; i++) {
+        const struct docker_container *c = docker_at(d, i);
+        struct follow_part *part = &f->parts[f->n_parts];
+        struct fetch_request req = {.unix_socket = docker_socket(d), .on_data = on_follow_data};
+        const char *service = *c->service ? c->service : c->id;
+        char *u;
+
+        if (strcmp(c->project, project) != 0)
+            continue;
+        part->f = f;
+        part->muxed = -1;
+        part->prefix_len = strlen(service) + 3;
+        for (unsigned s = 0; s < 3; s++) {
+            part->lines[s].buf = xmalloc(part->prefix_len + DOCKER_FOLLOW_LINE_MAX);
+            memcpy(part->lines[s].buf, service, part->prefix_len - 3);
+            memcpy(part->lines[s].buf + part->prefix_len - 3, " | ", 3);
+            part->lines[s].len = part->prefix_len;
+        }
+        f->n_parts++;
+        u = xasprintf("http://docker/containers/%s/logs?follow=1&stdout=1&stderr=1&tail=%u", c->id,
+                      tail);
+        req.url = u;
+        r = fetcher_request(docker_fetcher(d), &req, on_follow_end, part, &part->fetch);
+        free(u);
+        if (r == 0)
+            f->n_open++;
+    }
+    if (r < 0 || f->n_open == 0) {
+        follow_release(f);
+        return r < 0 ? r : -ENOENT;
+    }
+    *ret = f;
+    return 0;
+}
+
+void docker_follow_free(struct docker_follow *f)
+{
+    if (f && !f->stopping)
+        follow_release(f);
 }

@@ -8,6 +8,7 @@
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/logfile.h"
+#include "lib/logfollow.h"
 
 #define PROCESS_TAIL_BYTES_MAX (16 * 1024 * 1024)
 
@@ -264,6 +265,160 @@ static void process_logs_cancel(struct driver_logs *handle)
     uv_cancel((uv_req_t *)&l->work);
 }
 
+/* --- follow ----------------------------------------------------------------------------- */
+
+/* The bytes a tail of n lines reads at most. */
+static size_t tail_bytes(unsigned tail)
+{
+    size_t bytes = (size_t)tail * 1024 + 65536;
+
+    return bytes < PROCESS_TAIL_BYTES_MAX ? bytes : PROCESS_TAIL_BYTES_MAX;
+}
+
+/* A follow of the log file: one watch (lib/logfollow.h). Its first tail goes out through
+ * line(); tails asked meanwhile wait for it, so that none ends before those lines. */
+struct process_follow {
+    struct driver_follow base; /* first: the handle the supervisor holds */
+    struct logfollow *lf;
+    struct logfollow_tail *first; /* the first tail, until it went out */
+    struct process_follow_tail *waiting;
+    const struct driver_follow_events *events;
+    void *data;
+    bool delivering, stopped;
+};
+
+struct process_follow_tail {
+    struct driver_follow_tail base;
+    struct process_follow *pf;
+    struct logfollow_tail *request; /* NULL while it waits for the first tail */
+    unsigned tail;
+    driver_logs_fn done;
+    void *data;
+    struct process_follow_tail *next; /* among the waiting */
+};
+
+static void on_follow_line(void *data, const char *line, size_t len)
+{
+    struct process_follow *pf = data;
+
+    pf->events->line(pf->data, line, len); /* may free pf */
+}
+
+static void on_later_tail(void *data, char **lines, int error)
+{
+    struct process_follow_tail *t = data;
+
+    if (error < 0) {
+        char *sentence = xasprintf("cannot read its log file: %s", strerror(-error));
+        t->done(t->data, NULL, sentence);
+        free(sentence);
+    } else {
+        t->done(t->data, lines, NULL);
+    }
+    free(t);
+}
+
+static void on_first_tail(void *data, char **lines, int error)
+{
+    struct process_follow *pf = data;
+    struct process_follow_tail *t;
+    char *sentence = NULL;
+
+    pf->first = NULL;
+    pf->delivering = true;
+    for (char **line = lines; line && *line && !pf->stopped; line++)
+        pf->events->line(pf->data, *line, strlen(*line));
+    if (error < 0 && !pf->stopped) {
+        /* The tails asked meanwhile are answered before it ends. */
+        sentence = xasprintf("cannot read its log file: %s", strerror(-error));
+        logfollow_free(pf->lf);
+        pf->lf = NULL;
+    }
+    /* Taken one at a time: an answer may cancel the others. */
+    while (!pf->stopped && (t = pf->waiting)) {
+        pf->waiting = t->next;
+        if (sentence) {
+            t->done(t->data, NULL, sentence);
+            free(t);
+        } else {
+            logfollow_tail(pf->lf, t->tail, tail_bytes(t->tail), on_later_tail, t, &t->request);
+        }
+    }
+    pf->delivering = false;
+    if (sentence && !pf->stopped)
+        pf->events->ended(pf->data, sentence);
+    free(sentence);
+    if (pf->stopped || sentence)
+        free(pf);
+}
+
+static int process_follow(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+                          unsigned tail, const struct driver_follow_events *events, void *data,
+                          struct driver_follow **ret, char *err, size_t err_size)
+{
+    struct process_follow *pf = xcalloc(1, sizeof(*pf));
+    int r;
+
+    pf->base.driver = &driver_process;
+    pf->events = events;
+    pf->data = data;
+    r = logfollow_new(loop, log_path, on_follow_line, pf, &pf->lf);
+    if (r == 0 && tail > 0)
+        logfollow_tail(pf->lf, tail, tail_bytes(tail), on_first_tail, pf, &pf->first);
+    if (r < 0) {
+        snprintf(err, err_size, "cannot watch %s: %s", log_path, strerror(-r));
+        free(pf);
+        return r;
+    }
+    *ret = &pf->base;
+    return 0;
+}
+
+static void process_follow_tail(struct driver_follow *f, unsigned tail, driver_logs_fn done,
+                                void *data, struct driver_follow_tail **ret)
+{
+    struct process_follow *pf = (struct process_follow *)f;
+    struct process_follow_tail *t = xcalloc(1, sizeof(*t));
+
+    t->base.driver = &driver_process;
+    t->pf = pf;
+    t->tail = tail;
+    t->done = done;
+    t->data = data;
+    *ret = &t->base;
+    if (pf->first) {
+        t->next = pf->waiting;
+        pf->waiting = t;
+        return;
+    }
+    logfollow_tail(pf->lf, tail, tail_bytes(tail), on_later_tail, t, &t->request);
+}
+
+static void process_follow_tail_cancel(struct driver_follow_tail *handle)
+{
+    struct process_follow_tail *t = (struct process_follow_tail *)handle;
+    struct process_follow_tail **at;
+
+    for (at = &t->pf->waiting; *at && *at != t; at = &(*at)->next)
+        ;
+    if (*at)
+        *at = t->next;
+    logfollow_tail_cancel(t->request);
+    free(t);
+}
+
+static void process_follow_stop(struct driver_follow *f)
+{
+    struct process_follow *pf = (struct process_follow *)f;
+
+    logfollow_tail_cancel(pf->first);
+    pf->first = NULL;
+    logfollow_free(pf->lf);
+    pf->stopped = true;
+    if (!pf->delivering)
+        free(pf);
+}
+
 const struct driver driver_process = {
     .name = "process",
     .setup = process_setup,
@@ -278,5 +433,9 @@ const struct driver driver_process = {
     .release = process_release,
     .logs = process_logs,
     .logs_cancel = process_logs_cancel,
+    .follow = process_follow,
+    .follow_tail = process_follow_tail,
+    .follow_tail_cancel = process_follow_tail_cancel,
+    .follow_stop = process_follow_stop,
     .rotate = NULL, /* the logger rotates (lib/logfile.h) */
 };

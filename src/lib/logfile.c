@@ -186,32 +186,21 @@ static char *line_dup(const char *p, size_t n)
     return s;
 }
 
-/* Adds to lines (last first, *n of them so far) at most max_lines - *n lines from the end
- * of path, reading at most *budget bytes, which it lowers by what it read. */
-static int tail_file(const char *path, char **lines, size_t *n, size_t max_lines, size_t *budget)
+/* Adds to lines (last first, *n of them so far) at most max_lines - *n lines from the bytes
+ * of fd before end, reading at most *budget bytes, which it lowers by what it read. */
+static int tail_fd(int fd, off_t end, char **lines, size_t *n, size_t max_lines, size_t *budget)
 {
-    struct stat st;
     char *buf;
     size_t len, start = 0;
     off_t offset;
     ssize_t got;
-    int fd, r;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -errno;
-    if (fstat(fd, &st) < 0) {
-        r = -errno;
-        close(fd);
-        return r;
-    }
-    offset = st.st_size > (off_t)*budget ? st.st_size - (off_t)*budget : 0;
-    len = (size_t)(st.st_size - offset);
+    offset = end > (off_t)*budget ? end - (off_t)*budget : 0;
+    len = (size_t)(end - offset);
     buf = xmalloc(len + 1);
     got = len ? pread(fd, buf, len, offset) : 0;
-    r = got < 0 ? -errno : 0;
-    close(fd);
-    if (r < 0) {
+    if (got < 0) {
+        int r = -errno;
         free(buf);
         return r;
     }
@@ -235,26 +224,36 @@ static int tail_file(const char *path, char **lines, size_t *n, size_t max_lines
     return 0;
 }
 
-int logfile_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret)
+/* tail_fd() over the whole of path; a missing file has no lines. skip_dev and skip_ino,
+ * when not 0, name a file that is not read (the caller read it already). */
+static int tail_file(const char *path, dev_t skip_dev, ino_t skip_ino, char **lines, size_t *n,
+                     size_t max_lines, size_t *budget)
 {
-    char **lines = xcalloc((size_t)max_lines + 1, sizeof(*lines));
-    size_t n = 0, budget = max_bytes;
-    int r;
+    struct stat st;
+    int fd, r;
 
-    r = tail_file(path, lines, &n, max_lines, &budget);
-    if (r == 0 && n < max_lines && budget > 0) {
-        /* The lines just before the last rotation. */
-        char *older = xasprintf("%s.1", path);
-        r = tail_file(older, lines, &n, max_lines, &budget);
-        free(older);
-    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (fstat(fd, &st) < 0)
+        r = -errno;
+    else if (skip_ino && st.st_dev == skip_dev && st.st_ino == skip_ino)
+        r = 1;
+    else
+        r = tail_fd(fd, st.st_size, lines, n, max_lines, budget);
+    close(fd);
+    return r;
+}
+
+/* Lines gathered last first: freed on error, else turned oldest first into *ret. */
+static int tail_finish(int r, char **lines, size_t n, char ***ret)
+{
     if (r < 0) {
         for (size_t i = 0; i < n; i++)
             free(lines[i]);
         free(lines);
         return r;
     }
-    /* They were gathered last first. */
     for (size_t i = 0; i < n / 2; i++) {
         char *t = lines[i];
         lines[i] = lines[n - 1 - i];
@@ -262,6 +261,47 @@ int logfile_tail(const char *path, unsigned max_lines, size_t max_bytes, char **
     }
     *ret = lines;
     return 0;
+}
+
+int logfile_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret)
+{
+    char **lines = xcalloc((size_t)max_lines + 1, sizeof(*lines));
+    size_t n = 0, budget = max_bytes;
+    int r;
+
+    r = tail_file(path, 0, 0, lines, &n, max_lines, &budget);
+    if (r == 0 && n < max_lines && budget > 0) {
+        /* The lines just before the last rotation. */
+        char *older = xasprintf("%s.1", path);
+        r = tail_file(older, 0, 0, lines, &n, max_lines, &budget);
+        free(older);
+    }
+    return tail_finish(r, lines, n, ret);
+}
+
+int logfile_tail_fd(int fd, uint64_t end, const char *path, unsigned max_lines, size_t max_bytes,
+                    char ***ret)
+{
+    char **lines = xcalloc((size_t)max_lines + 1, sizeof(*lines));
+    size_t n = 0, budget = max_bytes;
+    struct stat st = {0};
+    int r = 0;
+
+    if (fd >= 0) {
+        r = fstat(fd, &st) < 0 ? -errno : 0;
+        if (r == 0)
+            r = tail_fd(fd, (off_t)end, lines, &n, max_lines, &budget);
+    }
+    /* The lines before it: path.1 or, when path.1 is fd's own file (renamed since it was
+     * opened), path.2. */
+    for (unsigned i = 1; r >= 0 && i <= 2 && n < max_lines && budget > 0; i++) {
+        char *older = xasprintf("%s.%u", path, i);
+        r = tail_file(older, st.st_dev, fd >= 0 ? st.st_ino : 0, lines, &n, max_lines, &budget);
+        free(older);
+        if (r == 0)
+            break;
+    }
+    return tail_finish(r < 0 ? r : 0, lines, n, ret);
 }
 
 /* A whole number from a command-line argument, or -EINVAL. */

@@ -34,6 +34,13 @@ int logfile_rotate(const char *path, unsigned keep);
  * NULL-terminated array the caller frees with strv_free(); a missing file is no lines. */
 int logfile_tail(const char *path, unsigned max_lines, size_t max_bytes, char ***ret);
 
+/* logfile_tail() up to a point: the last lines of the bytes of fd (an open log file, or -1
+ * for none) before end and, when it has fewer, of the file before it (path.1, or path.2
+ * when path.1 is fd's own file, renamed since). For a follower (lib/logfollow.h) that
+ * joins a file where its reader stands. */
+int logfile_tail_fd(int fd, uint64_t end, const char *path, unsigned max_lines, size_t max_bytes,
+                    char ***ret);
+
 /* `nanny log-writer PATH MAX_BYTES KEEP`: the logger's main, reading stdin. It ignores
  * SIGTERM, SIGINT and SIGHUP (a stop signals the whole group: the logger goes on until
  * the service has gone and its last lines are written), then exits with _exit(): 0, or

@@ -12,7 +12,12 @@
 
 #include <cmocka.h>
 
+#include "core/config.h"
+#include "core/driver.h"
+#include "core/manifest.h"
 #include "drivers/docker.h"
+#include "drivers/drivers.h"
+#include "lib/diags.h"
 #include "lib/alloc.h"
 #include "lib/fetch.h"
 #include "lib/log.h"
@@ -1203,6 +1208,318 @@ static void test_logs_cancel(void **state)
     docker_logs_cancel(NULL);
 }
 
+/* --- follow ----------------------------------------------------------------------------- */
+
+struct follow_outcome {
+    char *lines[MAX_LINES];
+    size_t n;
+    char *ended;
+    struct docker_follow *handle;
+    size_t free_at; /* frees the follow at this many lines (0: never) */
+};
+
+static void on_follow_line(void *data, const char *line, size_t len)
+{
+    struct follow_outcome *o = data;
+
+    assert_null(o->ended);
+    assert_true(o->n < MAX_LINES);
+    o->lines[o->n++] = xstrndup(line, len);
+    if (o->free_at && o->n == o->free_at) {
+        docker_follow_free(o->handle);
+        o->handle = NULL;
+    }
+}
+
+static void on_follow_end(void *data, const char *error)
+{
+    struct follow_outcome *o = data;
+
+    assert_null(o->ended);
+    o->ended = xstrdup(error);
+    o->handle = NULL;
+}
+
+static void follow_outcome_clear(struct follow_outcome *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free(o->lines[i]);
+    free(o->ended);
+}
+
+/* The lines of o that begin with prefix, in order, are expected. */
+static void assert_followed(const struct follow_outcome *o, const char *prefix,
+                            const char *const *expected)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < o->n; i++) {
+        if (strncmp(o->lines[i], prefix, strlen(prefix)) != 0)
+            continue;
+        if (!expected[k])
+            print_error("extra line: %s\n", o->lines[i]);
+        assert_non_null(expected[k]);
+        assert_string_equal(o->lines[i], expected[k]);
+        k++;
+    }
+    assert_null(expected[k]);
+}
+
+/* Sends bytes to the held logs request (the first one): its head first, then chunks. */
+static void held_send(struct engine *e, const char *bytes, size_t n)
+{
+    static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream"
+                               "\r\nTransfer-Encoding: chunked\r\n\r\n";
+    struct conn *c;
+    char size[32];
+    int len;
+
+    for (c = e->conns; c && !c->held; c = c->next)
+        ;
+    assert_non_null(c);
+    if (!c->seen)
+        return;
+    if (c->len > 0) {
+        conn_write(c, head, sizeof(head) - 1);
+        c->len = 0; /* the head went */
+    }
+    if (n == 0) {
+        conn_write(c, "0\r\n\r\n", 5);
+        c->held = false;
+        e->n_held--;
+        conn_finish(c);
+        return;
+    }
+    len = snprintf(size, sizeof(size), "%zx\r\n", n);
+    conn_write(c, size, (size_t)len);
+    conn_write(c, bytes, n);
+    conn_write(c, "\r\n", 2);
+}
+
+/* Each container's stream, demultiplexed and prefixed, in its order; then the end once
+ * every stream ended. */
+static void test_follow_streams(void **state)
+{
+    struct fixture *f = *state;
+    struct follow_outcome o = {0};
+    struct body web = {0}, worker = {0};
+
+    frame(&web, 1, "one\ntw");
+    frame(&web, 1, "o\r\n");
+    frame(&web, 2, "err\n");
+    frame(&worker, 1, "w1\nw2");
+    engine_set_logs(&f->engine, "aaa", 200, &web);
+    engine_set_logs(&f->engine, "bbb", 200, &worker);
+    connect_to_engine(f);
+    assert_int_equal(docker_follow(f->docker, &f->loop, "alpha", 7, on_follow_line, on_follow_end,
+                                   &o, &o.handle),
+                     0);
+    RUN_UNTIL(f, o.ended != NULL);
+    assert_string_equal(o.ended, "its containers stopped");
+    assert_followed(&o, "web | ", LINES("web | one", "web | two", "web | err"));
+    assert_followed(&o, "worker | ", LINES("worker | w1", "worker | w2"));
+    assert_int_equal(o.n, 5);
+    assert_int_equal(f->engine.n_logs_requests, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_non_null(strstr(f->engine.logs_targets[i], "follow=1"));
+        assert_non_null(strstr(f->engine.logs_targets[i], "tail=7"));
+    }
+    follow_outcome_clear(&o);
+    /* A project without containers cannot be followed. */
+    assert_int_equal(docker_follow(f->docker, &f->loop, "nobody", 7, on_follow_line, on_follow_end,
+                                   &o, &o.handle),
+                     -ENOENT);
+}
+
+/* A stream that comes in pieces, frame headers cut across them; freed from inside a line
+ * callback (within libcurl's): nothing more comes, nothing leaks. */
+static void test_follow_in_pieces_and_free_inside_line(void **state)
+{
+    struct fixture *f = *state;
+    struct follow_outcome o = {0};
+    struct body b = {0};
+
+    engine_set_containers(&f->engine, CONTAINER("aaa", "running", "alpha", "web"), NULL);
+    connect_to_engine(f);
+    f->engine.hold_logs = true;
+    assert_int_equal(docker_follow(f->docker, &f->loop, "alpha", 0, on_follow_line, on_follow_end,
+                                   &o, &o.handle),
+                     0);
+    RUN_UNTIL(f, f->engine.n_held == 1);
+    frame(&b, 1, "first\nsec");
+    frame(&b, 2, "other\n");
+    frame(&b, 1, "ond\nthird\nfourth\n");
+    for (size_t at = 0; at < b.len; at += 5) {
+        held_send(&f->engine, b.buf + at, b.len - at < 5 ? b.len - at : 5);
+        run_for(f, 5);
+    }
+    RUN_UNTIL(f, o.n >= 5);
+    assert_followed(
+        &o, "web | ",
+        LINES("web | first", "web | other", "web | second", "web | third", "web | fourth"));
+    held_send(&f->engine, NULL, 0); /* the container stops */
+    RUN_UNTIL(f, o.ended != NULL);
+    follow_outcome_clear(&o);
+    memset(&o, 0, sizeof(o));
+    /* Freed at its first line, which comes with more in the same piece. */
+    f->engine.hold_logs = false;
+    b.len = 0;
+    frame(&b, 1, "a\nb\nc\n");
+    engine_set_logs(&f->engine, "aaa", 200, &b);
+    docker_follow_free(NULL);
+    assert_int_equal(docker_follow(f->docker, &f->loop, "alpha", 0, on_follow_line, on_follow_end,
+                                   &o, &o.handle),
+                     0);
+    o.free_at = 1;
+    RUN_UNTIL(f, o.n >= 1);
+    run_for(f, 20);
+    assert_int_equal(o.n, 1);
+    assert_null(o.ended);
+    follow_outcome_clear(&o);
+}
+
+/* --- the compose driver's follow ------------------------------------------------------------ */
+
+struct compose_outcome {
+    struct follow_outcome lines;
+    struct driver_follow *handle;
+    bool stop_at_l4; /* stops the follow from inside the line "web | l4" */
+    bool backend;    /* the driver said it can tell what runs */
+    bool answered;   /* a tail came */
+    char *tail[MAX_LINES];
+    size_t n_tail;
+};
+
+static void on_compose_line(void *data, const char *line, size_t len)
+{
+    struct compose_outcome *o = data;
+
+    on_follow_line(&o->lines, line, len);
+    if (o->stop_at_l4 && strcmp(o->lines.lines[o->lines.n - 1], "web | l4") == 0) {
+        driver_compose.follow_stop(o->handle);
+        o->handle = NULL;
+    }
+}
+
+static void on_compose_ended(void *data, const char *error)
+{
+    struct compose_outcome *o = data;
+
+    on_follow_end(&o->lines, error);
+    o->handle = NULL;
+}
+
+static const struct driver_follow_events compose_events = {.line = on_compose_line,
+                                                           .ended = on_compose_ended};
+
+static void on_compose_tail(void *data, char **lines, const char *error)
+{
+    struct compose_outcome *o = data;
+
+    assert_null(error);
+    for (size_t i = 0; i < o->n_tail; i++)
+        free(o->tail[i]);
+    o->n_tail = 0;
+    for (char **l = lines; *l; l++)
+        o->tail[o->n_tail++] = xstrdup(*l);
+    o->answered = true;
+}
+
+static void outside_appeared(void *data, const struct driver *d, const char *key)
+{
+}
+
+static void outside_backend(void *data, const struct driver *d, const char *error)
+{
+    struct compose_outcome *o = data;
+
+    o->backend = true;
+}
+
+static const struct driver_outside compose_outside = {.appeared = outside_appeared,
+                                                      .backend = outside_backend};
+
+/* The compose driver's follow over the fake engine: the stream's lines go out and into
+ * the ring; a follower that joins gets its tail from the ring on a later pass, ending with
+ * the last line given; a stop from inside a line ends it there. */
+#define ALPHA_YAML "name: alpha\ncommand: [\"true\"]\nhealth: false\n"
+#define GAMMA_YAML "name: gamma\ncommand: [\"true\"]\nhealth: false\n"
+
+static void test_compose_follow(void **state)
+{
+    struct fixture *f = *state;
+    struct compose_outcome o = {0};
+    struct config config = {.docker_host = f->engine.path, .compose_command = "true"};
+    struct driver_context ctx = {&f->loop, f->fetcher, &config, &compose_outside, &o};
+    struct diags errors = {0}, warnings = {0};
+    struct driver_follow_tail *t;
+    struct manifest *m;
+    struct body b = {0};
+    char err[256];
+
+    engine_set_containers(&f->engine, CONTAINER("aaa", "running", "alpha", "web"), NULL);
+    f->engine.hold_logs = true;
+    assert_int_equal(
+        manifest_parse(ALPHA_YAML, strlen(ALPHA_YAML), f->engine.dir, &m, NULL, &errors, &warnings),
+        0);
+    driver_compose.setup(&ctx);
+    driver_compose.in_use();
+    RUN_UNTIL(f, o.backend);
+    assert_int_equal(driver_compose.follow(&f->loop, m, NULL, 3, &compose_events, &o, &o.handle,
+                                           err, sizeof(err)),
+                     0);
+    RUN_UNTIL(f, f->engine.n_held == 1);
+    assert_non_null(strstr(f->engine.logs_targets[0], "tail=3"));
+    frame(&b, 1, "l1\nl2\n");
+    held_send(&f->engine, b.buf, b.len);
+    RUN_UNTIL(f, o.lines.n == 2);
+    driver_compose.follow_tail(o.handle, 1, on_compose_tail, &o, &t);
+    assert_false(o.answered); /* on a later pass */
+    RUN_UNTIL(f, o.answered);
+    assert_int_equal(o.n_tail, 1);
+    assert_string_equal(o.tail[0], "web | l2");
+    b.len = 0;
+    frame(&b, 1, "l3\n");
+    held_send(&f->engine, b.buf, b.len);
+    RUN_UNTIL(f, o.lines.n == 3);
+    o.answered = false;
+    driver_compose.follow_tail(o.handle, 10, on_compose_tail, &o, &t);
+    RUN_UNTIL(f, o.answered);
+    assert_int_equal(o.n_tail, 3);
+    assert_string_equal(o.tail[2], "web | l3");
+    /* A tail cancelled is never answered. */
+    o.answered = false;
+    driver_compose.follow_tail(o.handle, 10, on_compose_tail, &o, &t);
+    driver_compose.follow_tail_cancel(t);
+    run_for(f, 20);
+    assert_false(o.answered);
+    /* Stopped from inside a line, with more in the same piece. */
+    o.stop_at_l4 = true;
+    b.len = 0;
+    frame(&b, 1, "l4\nl5\n");
+    held_send(&f->engine, b.buf, b.len);
+    RUN_UNTIL(f, o.lines.n == 4);
+    run_for(f, 20);
+    assert_int_equal(o.lines.n, 4);
+    assert_null(o.lines.ended);
+    RUN_UNTIL(f, f->engine.n_held == 0); /* the stream was closed */
+    /* A project without containers cannot be followed. */
+    manifest_free(m);
+    assert_int_equal(
+        manifest_parse(GAMMA_YAML, strlen(GAMMA_YAML), f->engine.dir, &m, NULL, &errors, &warnings),
+        0);
+    assert_true(driver_compose.follow(&f->loop, m, NULL, 3, &compose_events, &o, &o.handle, err,
+                                      sizeof(err)) < 0);
+    assert_string_equal(err, "it has no containers: start it first");
+    driver_compose.teardown();
+    manifest_free(m);
+    diags_clear(&errors);
+    diags_clear(&warnings);
+    for (size_t i = 0; i < o.n_tail; i++)
+        free(o.tail[i]);
+    follow_outcome_clear(&o.lines);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1232,6 +1549,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_logs_of_a_project_without_containers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logs_missing_container_and_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logs_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_follow_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_follow_in_pieces_and_free_inside_line, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_compose_follow, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
