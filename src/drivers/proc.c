@@ -170,7 +170,7 @@ static int marker_count(struct proc *p, bool loggers)
 
     proc_marker_scan(p->marker, true, marker_found, &mc);
     for (size_t i = 0; i < p->n_seen;) {
-        char buf[1024], *state;
+        char buf[1024], *state = NULL;
         uint64_t start;
 
         if (read_stat(p->seen[i].pid, buf, sizeof(buf), &state) == 0 && *state != 'Z' &&

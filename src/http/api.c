@@ -10,6 +10,7 @@
 #include "http/api.h"
 #include "http/body.h"
 #include "http/gate.h"
+#include "http/logs_follow.h"
 #include "http/query.h"
 #include "lib/alloc.h"
 #include "lib/json.h"
@@ -579,9 +580,11 @@ static bool read_tail(struct request *req, unsigned dflt, unsigned max, const ch
     return false;
 }
 
-/* GET /services/NAME/logs?tail=N: the last lines of its output, text or JSON. */
+/* GET /services/NAME/logs?tail=N: the last lines of its output, text or JSON; with
+ * follow=1 then its new lines as they are written (logs_follow.c). */
 static void get_logs(struct api *api, struct request *req, const char *name)
 {
+    const char *follow;
     struct service *svc;
     struct logs_wait *w;
     unsigned tail;
@@ -591,6 +594,16 @@ static void get_logs(struct api *api, struct request *req, const char *name)
     svc = find_runnable(api, req, name);
     if (!svc)
         return;
+    follow = request_query(req, "follow");
+    if (follow && strcmp(follow, "0") != 0 && strcmp(follow, "false") != 0) {
+        if (strcmp(follow, "1") != 0 && strcmp(follow, "true") != 0 && *follow) {
+            request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                "follow is 1 (true) or 0 (false)");
+            return;
+        }
+        logs_follow_reply(api->supervisor, svc, tail, req);
+        return;
+    }
     w = xcalloc(1, sizeof(*w));
     w->req = req;
     w->json = wants_json(req);

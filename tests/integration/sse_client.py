@@ -34,7 +34,8 @@ class SSE:
     A raw socket with its own chunked decoder: http.client loses its place in a chunked
     body when a read times out."""
 
-    def __init__(self, port, headers=None, rcvbuf=None, timeout=10.0, path="/events"):
+    def __init__(self, port, headers=None, rcvbuf=None, timeout=10.0, path="/events",
+                 hello=True):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -60,7 +61,7 @@ class SSE:
         self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
         self.length = int(self.headers.get("content-length", "-1"))
         self.hello = None
-        if self.status == 200:
+        if self.status == 200 and hello:
             self.hello = self._next_block(timeout)
 
     def header(self, name):
@@ -160,6 +161,27 @@ class SSE:
             if ev is None:
                 return got
             got.append(ev)
+
+    def lines(self, n, timeout=10.0):
+        """The next n lines of the body (a followed log), without their newline; fewer when
+        the stream ends first."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < n:
+            while b"\n" not in self.buf:
+                if not self._read_some(deadline):
+                    return got
+            line, self.buf = self.buf.split(b"\n", 1)
+            got.append(line.decode("utf-8", "replace"))
+        return got
+
+    def body_rest(self, timeout=10.0):
+        """Everything until the stream ends."""
+        deadline = time.monotonic() + timeout
+        while self._read_some(deadline):
+            pass
+        rest, self.buf = self.buf, b""
+        return rest.decode("utf-8", "replace")
 
     def readable(self, timeout):
         r, _, _ = select.select([self.sock], [], [], timeout)
