@@ -57,6 +57,8 @@ static CURL *client_easy(const struct client *c, const char *method, const char 
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    /* A daemon behind an address that drops packets: say so rather than hang. */
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, CLIENT_CONNECT_TIMEOUT_MS);
     if (c->cacert && *c->cacert)
         curl_easy_setopt(curl, CURLOPT_CAINFO, c->cacert);
     if (c->key && *c->key) {
@@ -79,10 +81,18 @@ static CURL *client_easy(const struct client *c, const char *method, const char 
 
 /* What a transfer's end means: 0 (an answer came, whatever its status), or an exit code
  * with one sentence on stderr. */
-static int client_outcome(const struct client *c, CURLcode rc)
+static int client_outcome(const struct client *c, CURL *curl, CURLcode rc)
 {
+    curl_off_t connected_us = 0;
+
     if (rc == CURLE_OK)
         return 0;
+    curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected_us);
+    if (rc == CURLE_OPERATION_TIMEDOUT && connected_us == 0) {
+        fprintf(stderr, "nanny: no nanny answers at %s: no connection within %ld s\n", c->url,
+                CLIENT_CONNECT_TIMEOUT_MS / 1000);
+        return CLIENT_EXIT_UNREACHABLE;
+    }
     if (rc == CURLE_OPERATION_TIMEDOUT) {
         fprintf(stderr, "nanny: timed out waiting for the nanny at %s\n", c->url);
         return CLIENT_EXIT_TIMEOUT;
@@ -125,7 +135,7 @@ int client_request(const struct client *c, const char *method, const char *path,
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
     if (c->timeout_ms > 0)
         curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-    r = client_outcome(c, curl_easy_perform(curl));
+    r = client_outcome(c, curl, curl_easy_perform(curl));
     if (r == 0)
         response_finish(curl, resp);
     curl_slist_free_all(headers);
@@ -197,7 +207,7 @@ static void transfer_end(struct client_run *run, struct client_transfer *t, CURL
         t->stopped = true; /* its function said stop */
         t->result = 0;
     } else {
-        t->result = client_outcome(run->client, rc);
+        t->result = client_outcome(run->client, t->curl, rc);
     }
     if (t->result == 0)
         response_finish(t->curl, &t->resp);
@@ -217,6 +227,7 @@ void client_transfer_cancel(struct client_run *run, struct client_transfer *t)
         return;
     t->on_done = NULL;
     transfer_end(run, t, CURLE_OK);
+    client_response_done(&t->resp); /* nobody reads a cancelled answer */
     t->stopped = true;
 }
 

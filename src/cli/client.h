@@ -21,7 +21,8 @@ enum {
     CLIENT_EXIT_UNAUTHORIZED = 6,
 };
 
-#define CLIENT_DEFAULT_URL "http://127.0.0.1:8080"
+#define CLIENT_DEFAULT_URL        "http://127.0.0.1:8080"
+#define CLIENT_CONNECT_TIMEOUT_MS 10000L /* a connection (and TLS handshake) at most */
 
 /* Where the daemon is and how to reach it: --url / NANNY_URL, --key / NANNY_KEY,
  * --cacert / NANNY_CACERT. Borrowed strings; key and cacert may be NULL. */
@@ -100,7 +101,7 @@ struct client_run {
 /* Starts t (it must outlive its transfer); may be called from callbacks. */
 void client_transfer_add(struct client_run *run, struct client_transfer *t);
 
-/* Ends t now, its on_done not called. */
+/* Ends t now, its on_done not called and its answer dropped. */
 void client_transfer_cancel(struct client_run *run, struct client_transfer *t);
 
 /* Runs until no transfer is left or run->stop is set: 0; or -1 when SIGINT or SIGTERM
