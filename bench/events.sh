@@ -7,7 +7,7 @@
 # file, wrk with no client).
 #
 # Builds a release build (build-release), writes two process services in a temp folder
-# (`ev`: sleep, no health check; `follow`: cat of a FIFO) and runs the daemon on a free
+# (`ev`: sleep, its pid in a file, no health check; `follow`: cat of a FIFO) and runs the daemon on a free
 # loopback port with --stop-services-on-exit and room for the clients on one address.
 #
 # Usage: bench/events.sh   (env: BENCH_EVENT_RUNS=40 BENCH_CLIENTS=1000
@@ -54,7 +54,7 @@ mkdir -p "$TMP/services/ev" "$TMP/services/follow" "$TMP/state"
 mkfifo "$TMP/fifo"
 cat >"$TMP/services/ev/service.yaml" <<EOT
 name: ev
-command: ["sleep", "1000"]
+command: ["sh", "-c", "echo \$\$ > $TMP/ev.pid; exec sleep 1000"]
 health: false
 EOT
 cat >"$TMP/services/follow/service.yaml" <<EOT
@@ -71,6 +71,6 @@ port=$(bench_daemon_port "$TMP/daemon.log" "$daemon_pid")
 [[ -n $port ]] || die "the daemon did not start"
 bench_wait_health "http://127.0.0.1:$port" "$daemon_pid" || die "the daemon never answered"
 
-echo "nanny $BUILD on 127.0.0.1:$port, $(nproc) cores"
+echo "nanny ${BUILD:-build-release} on 127.0.0.1:$port, $(nproc) cores"
 "$PY" "$REPO/bench/events.py" "$port" "$daemon_pid" "$BIN" "$TMP/fifo" \
-    "$TMP/state/logs/follow.log"
+    "$TMP/state/logs/follow.log" "$TMP/ev.pid"

@@ -36,6 +36,7 @@
 #define SERVER_STUCK_TIMEOUT_S  1   /* a stuck connection closes after this inactivity */
 #define SERVER_CLIENT_BUCKETS   256
 #define SERVER_SWEEP_MS         500 /* how often to look for clients that stopped sending */
+#define SERVER_RESUME_BATCH     64  /* streams resumed per loop pass */
 
 enum request_state {
     REQUEST_READING,   /* headers or body still arriving */
@@ -75,6 +76,8 @@ struct request {
     const char *action;                 /* the done callback's: audited as this verb... */
     char service[REQUEST_USER_MAX + 1]; /* ...about this service ("": none) */
     struct stream *stream;              /* a streamed answer (stream.c), while both live */
+    bool resume_queued;                 /* in the server's queue of streams to resume */
+    struct request *next_resume, *prev_resume;
 };
 
 /* The deadline of a suspended request: its own allocation, since the timer outlives the
@@ -137,6 +140,7 @@ struct server {
     size_t trusted_n;
     server_done_fn done; /* told of every request's end (server_set_done) */
     void *done_data;
+    struct request *resume_head, *resume_tail; /* streams to resume, oldest first */
 };
 
 static void server_run(struct server *s);
@@ -188,6 +192,35 @@ static void suspended_unlink(struct request *req)
     if (req->next_suspended)
         req->next_suspended->prev_suspended = req->prev_suspended;
     req->next_suspended = req->prev_suspended = NULL;
+}
+
+static void resume_unlink(struct request *req)
+{
+    struct server *s = req->server;
+
+    if (!req->resume_queued)
+        return;
+    if (req->prev_resume)
+        req->prev_resume->next_resume = req->next_resume;
+    else
+        s->resume_head = req->next_resume;
+    if (req->next_resume)
+        req->next_resume->prev_resume = req->prev_resume;
+    else
+        s->resume_tail = req->prev_resume;
+    req->next_resume = req->prev_resume = NULL;
+    req->resume_queued = false;
+}
+
+/* Resumes at most SERVER_RESUME_BATCH queued streams: one event written to a thousand
+ * streams is sent over several loop passes, with other requests served between them. */
+static void server_resume_some(struct server *s)
+{
+    for (unsigned i = 0; i < SERVER_RESUME_BATCH && s->resume_head; i++) {
+        struct request *req = s->resume_head;
+        resume_unlink(req);
+        MHD_resume_connection(req->conn);
+    }
 }
 
 static void on_deadline_closed(uv_handle_t *h)
@@ -448,6 +481,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                     : 0);
     if (req->connection)
         req->connection->req = NULL;
+    resume_unlink(req);
     if (req->stream) {
         struct stream *st = req->stream;
         req->stream = NULL;
@@ -889,6 +923,7 @@ static void server_run(struct server *s)
 
     if (!s->mhd)
         return;
+    server_resume_some(s);
     MHD_run(s->mhd);
     info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
     connections = info ? info->num_connections : 0;
@@ -911,6 +946,10 @@ static void server_run(struct server *s)
         timeout = SERVER_TICK_MS;
     if (timeout == 0) {
         server_run_soon(s);
+        return;
+    }
+    if (s->resume_head) {
+        server_kick(s); /* more streams to resume, on the next pass */
         return;
     }
     s->busy_runs = 0;
@@ -1281,9 +1320,20 @@ bool request_queue_stream(struct request *req, unsigned status, struct MHD_Respo
     return true;
 }
 
-void request_kick(struct request *req)
+void request_resume_soon(struct request *req)
 {
-    server_kick(req->server);
+    struct server *s = req->server;
+
+    if (req->resume_queued)
+        return;
+    req->resume_queued = true;
+    req->prev_resume = s->resume_tail;
+    if (s->resume_tail)
+        s->resume_tail->next_resume = req;
+    else
+        s->resume_head = req;
+    s->resume_tail = req;
+    server_kick(s);
 }
 
 /* Keeps the answer of a suspended request (text is taken over) and resumes it. */

@@ -18,7 +18,7 @@
 #define SERVER_BODY_MAX          (64 * 1024)
 #define SERVER_DISCARD_MAX       (1024 * 1024) /* a larger body without length: hang up */
 #define SERVER_HEADER_MEMORY     (32 * 1024)   /* per connection: request line and headers */
-#define SERVER_CONNECTIONS_MAX   1024
+#define SERVER_CONNECTIONS_MAX   4096
 #define SERVER_FD_RESERVE        128 /* file descriptors kept for the rest of the daemon */
 #define SERVER_IDLE_TIMEOUT_S    10  /* a connection that sends and reads nothing this long */
 #define SERVER_PER_CLIENT_MAX    256 /* connections one client address may hold (default) */

@@ -16,8 +16,9 @@ struct MHD_Connection *request_connection(const struct request *req);
 bool request_queue_stream(struct request *req, unsigned status, struct MHD_Response *resp,
                           struct stream *st);
 
-/* Runs libmicrohttpd on the next loop pass (a resumed connection). */
-void request_kick(struct request *req);
+/* Resumes the suspended connection of a stream: at most SERVER_RESUME_BATCH per loop pass,
+ * in the order asked, so that an event written to many streams does not hold the loop. */
+void request_resume_soon(struct request *req);
 
 /* The server's side of a stream (stream.c): its request is over (the client went away or
  * the answer was sent), or the server quiesces and ends it. */

@@ -47,8 +47,7 @@ static void stream_resume(struct stream *st)
     if (!st->suspended || !st->req)
         return;
     st->suspended = false;
-    MHD_resume_connection(request_connection(st->req));
-    request_kick(st->req);
+    request_resume_soon(st->req);
 }
 
 static ssize_t on_read(void *cls, uint64_t pos, char *buf, size_t max)
