@@ -1,6 +1,7 @@
 /* What the CLI watches as it happens: start --wait's live line on a terminal, driven by
  * GET /events while the start request waits, and logs -f, a followed log copied to stdout
  * until the stream ends or Ctrl-C. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +11,10 @@
 #include "cli/live.h"
 #include "lib/alloc.h"
 
-#define LIVE_TICK_MS    1000
-#define LIVE_SSE_MAX    (1024 * 1024) /* one event's text past this: the live line stops */
-#define LIVE_HEALTH_MAX 160
+#define LIVE_TICK_MS          1000
+#define LIVE_SSE_MAX          (1024 * 1024) /* one event's text past this: the live line stops */
+#define LIVE_HEALTH_MAX       160
+#define LIVE_SUBSCRIBE_WAIT_S 2 /* the request goes once subscribed, or after this */
 
 struct live {
     struct client_run run;
@@ -41,9 +43,17 @@ static void draw(struct live *l)
     fflush(stdout);
 }
 
+static void start_request(struct live *l);
+
+/* Redraws the line; a stream that has not said it subscribed by now (a buffering proxy in
+ * between) does not hold the request back any longer. */
 static void on_tick(void *data)
 {
-    draw(data);
+    struct live *l = data;
+
+    if (elapsed_s(l) >= LIVE_SUBSCRIBE_WAIT_S)
+        start_request(l);
+    draw(l);
 }
 
 /* One event ("event: TYPE\ndata: JSON", comments aside) about our service. */
@@ -93,6 +103,8 @@ static bool on_events_data(void *data, const char *buf, size_t len)
     memcpy(l->buf + l->len, buf, len);
     l->len += len;
     l->buf[l->len] = '\0';
+    if (memchr(buf, '\0', len))
+        return false; /* not an event stream: the live line stops, the request goes on */
     while ((end = strstr(l->buf, "\n\n"))) {
         const char *type = "message", *payload = NULL;
         size_t used = (size_t)(end - l->buf) + 2;
@@ -115,12 +127,16 @@ static bool on_events_data(void *data, const char *buf, size_t len)
     return true;
 }
 
-/* Without the events (an older daemon, a refusal), the request goes on all the same. */
+/* Without the events (an older daemon, a refusal), the request goes on all the same; no
+ * daemon at all was said once, and is the answer. */
 static void on_events_done(void *data, struct client_transfer *t)
 {
     struct live *l = data;
 
-    (void)t;
+    if (t->result && !l->request_added) {
+        l->run.stop = true;
+        return;
+    }
     start_request(l);
 }
 
@@ -171,6 +187,8 @@ int live_request(const struct client *c, const char *method, const char *path, c
         fprintf(stderr, "nanny: interrupted; %s was left as it is\n", name);
         return CLIENT_EXIT_FAILED;
     }
+    if (!l.request_added) /* the events told there is no daemon to ask */
+        return l.events.result ? l.events.result : CLIENT_EXIT_UNREACHABLE;
     if (l.request.result) {
         client_response_done(&l.request.resp);
         return l.request.result;
@@ -193,6 +211,8 @@ int live_logs(const struct client *c, const char *path, const char *name)
     struct client_transfer t = {.method = "GET", .path = path, .on_data = on_log_data};
     int r;
 
+    /* A closed stdout (| head) is a write error that ends it, not a signal that kills it. */
+    signal(SIGPIPE, SIG_IGN);
     client_transfer_add(&run, &t);
     r = client_run(&run, 0);
     client_transfer_cancel(&run, &t);

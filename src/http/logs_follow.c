@@ -34,9 +34,9 @@ static void on_line(void *data, const char *line, size_t len)
     log_info("logs: a follower of %s read too slowly (%zu bytes unread); ending its stream",
              f->name, stream_unread(f->stream));
     n = snprintf(last, sizeof(last),
-                 "\n[nanny: this client read too slowly: more than %d bytes waited unread; "
+                 "\n[nanny: this client read too slowly: more than %zu bytes waited unread; "
                  "the follow ended]\n",
-                 LOGS_FOLLOW_UNREAD_MAX);
+                 stream_unread(f->stream));
     supervisor_follow_cancel(f->follow);
     f->follow = NULL;
     follower_end(f, last, (size_t)n);
@@ -67,9 +67,16 @@ void logs_follow_reply(struct supervisor *sup, struct service *svc, unsigned tai
 {
     static const char *const headers[] = {"X-Content-Type-Options", "nosniff", "X-Accel-Buffering",
                                           "no", NULL};
-    struct follower *f = xcalloc(1, sizeof(*f));
+    struct follower *f;
     const char *error = NULL;
+    size_t cap;
 
+    if (request_server_stopping(req)) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
+                            "the daemon is stopping");
+        return;
+    }
+    f = xcalloc(1, sizeof(*f));
     snprintf(f->name, sizeof(f->name), "%s", svc->name);
     /* No callback comes before it returns: the stream is set up after it. */
     f->follow = supervisor_follow(sup, svc, tail, on_line, on_end, f, &error);
@@ -79,8 +86,12 @@ void logs_follow_reply(struct supervisor *sup, struct service *svc, unsigned tai
                             svc->name, error ? error : "no reason given");
         return;
     }
-    f->stream = request_stream(req, MHD_HTTP_OK, "text/plain; charset=utf-8", headers,
-                               LOGS_FOLLOW_UNREAD_MAX, on_gone, f);
+    /* The tail comes all at once, before the client has read anything: room for it on top
+     * of what may lag behind (a KiB a line, up to the 16 MiB a tail is read in at most). */
+    cap = (size_t)tail * 1024;
+    cap = LOGS_FOLLOW_UNREAD_MAX + (cap < LOGS_FOLLOW_TAIL_MAX ? cap : LOGS_FOLLOW_TAIL_MAX);
+    f->stream =
+        request_stream(req, MHD_HTTP_OK, "text/plain; charset=utf-8", headers, cap, on_gone, f);
     if (!f->stream) {
         supervisor_follow_cancel(f->follow);
         free(f);

@@ -486,6 +486,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         struct stream *st = req->stream;
         req->stream = NULL;
         stream_request_done(st);
+        /* A stream (or a HEAD of one) took the idle timeout away: the connection may go
+         * on with other requests. */
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned)SERVER_IDLE_TIMEOUT_S);
     }
     if (req->state == REQUEST_SUSPENDED) {
         suspended_unlink(req);
@@ -1190,6 +1194,13 @@ void server_free(struct server *s)
                                 "the daemon is shutting down");
     }
     server_end_streams(s);
+    /* Every stream's connection back from suspension, not 64 a pass: libmicrohttpd must
+     * not be stopped with a connection still suspended. */
+    while (s->resume_head) {
+        struct request *req = s->resume_head;
+        resume_unlink(req);
+        MHD_resume_connection(req->conn);
+    }
     server_run(s);
     server_run(s);
     uv_close((uv_handle_t *)&s->poll, on_handle_closed);
@@ -1197,6 +1208,11 @@ void server_free(struct server *s)
     uv_close((uv_handle_t *)&s->idle, on_handle_closed);
     MHD_stop_daemon(s->mhd);
     s->mhd = NULL;
+}
+
+bool request_server_stopping(const struct request *req)
+{
+    return req->server->quiesced;
 }
 
 const char *request_method(const struct request *req)

@@ -91,6 +91,10 @@ unsigned server_requests_in_flight(const struct server *s);
  * the server's handles. Suspended requests get their abort callback and a 503 first. */
 void server_free(struct server *s);
 
+/* True once the server quiesces (the daemon stops): a long answer (a stream) should not
+ * begin. */
+bool request_server_stopping(const struct request *req);
+
 const char *request_method(const struct request *req);
 const char *request_path(const struct request *req);
 const char *request_header(struct request *req, const char *name);

@@ -247,18 +247,12 @@ static void client_resume(struct sse_client *c, const char *last_id)
         free(text);
         return;
     }
+    /* The replay may go past the cap: it is bounded by the history. */
     for (ev = events_after(sse->hub, seq); ev; ev = events_after(sse->hub, ev->seq)) {
         text = render(sse, ev, &len);
         if (!text)
             continue;
-        if (!stream_write(c->stream, text, len)) {
-            free(text);
-            text =
-                render_reset(sse, "the events since Last-Event-ID do not fit in one answer", &len);
-            stream_write(c->stream, text, len);
-            free(text);
-            return;
-        }
+        stream_write_all(c->stream, text, len);
         free(text);
     }
 }
@@ -266,11 +260,17 @@ static void client_resume(struct sse_client *c, const char *last_id)
 void sse_handle(void *data, struct request *req)
 {
     struct sse *sse = data;
-    struct sse_client *c = xcalloc(1, sizeof(*c));
+    struct sse_client *c;
     const char *last_id = request_header(req, "Last-Event-ID");
     char hello[96];
     int n;
 
+    if (request_server_stopping(req)) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
+                            "the daemon is stopping");
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
     c->sse = sse;
     c->stream = request_stream(req, MHD_HTTP_OK, "text/event-stream", sse_headers, SSE_UNREAD_MAX,
                                on_client_gone, c);

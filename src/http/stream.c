@@ -3,6 +3,8 @@
  * next write resumes it. The stream lives until both its request is over and
  * libmicrohttpd has let go of the response. */
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "http/server_internal.h"
@@ -10,8 +12,11 @@
 #include "lib/alloc.h"
 #include "lib/log.h"
 
-#define STREAM_BLOCK  4096         /* what libmicrohttpd asks for at most per call */
-#define STREAM_SNDBUF (128 * 1024) /* the socket's send buffer: what lags waits in ours */
+#define STREAM_BLOCK       4096         /* what libmicrohttpd asks for at most per call */
+#define STREAM_SNDBUF      (128 * 1024) /* the socket's send buffer: what lags waits in ours */
+#define STREAM_KEEPIDLE_S  60           /* TCP keepalive: first probe after this much silence... */
+#define STREAM_KEEPINTVL_S 10           /* ...then one every this many seconds... */
+#define STREAM_KEEPCNT     3            /* ...and the peer is gone after this many unanswered */
 
 struct stream {
     struct request *req; /* NULL once the request is over */
@@ -88,13 +93,28 @@ static void on_free(void *cls)
     stream_release_if_done(st);
 }
 
+/* The kernel's autotuned send buffer would hide megabytes of lag from the cap; and a
+ * quiet stream (a log with nothing new) sends nothing, so TCP keepalive finds a client
+ * that vanished without closing (the sweep then sees the error). */
+static void stream_socket_options(int fd)
+{
+    int sndbuf = STREAM_SNDBUF, on = 1, idle = STREAM_KEEPIDLE_S, intvl = STREAM_KEEPINTVL_S,
+        cnt = STREAM_KEEPCNT;
+
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) == 0) {
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    }
+}
+
 struct stream *request_stream(struct request *req, unsigned status, const char *type,
                               const char *const *headers, size_t cap, stream_gone_fn gone,
                               void *data)
 {
     struct stream *st = xcalloc(1, sizeof(*st));
     const union MHD_ConnectionInfo *info;
-    int sndbuf = STREAM_SNDBUF;
     struct MHD_Response *resp;
 
     st->cap = cap;
@@ -113,10 +133,9 @@ struct stream *request_stream(struct request *req, unsigned status, const char *
         return NULL;
     }
     MHD_destroy_response(resp);
-    /* The kernel's autotuned send buffer would hide megabytes of lag from the cap. */
     info = MHD_get_connection_info(request_connection(req), MHD_CONNECTION_INFO_CONNECTION_FD);
     if (info)
-        setsockopt(info->connect_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+        stream_socket_options(info->connect_fd);
     /* No idle timeout while it streams: an idle stream is suspended, not stuck. */
     MHD_set_connection_option(request_connection(req), MHD_CONNECTION_OPTION_TIMEOUT, 0U);
     st->gone = gone;
@@ -165,6 +184,16 @@ bool stream_write(struct stream *st, const void *buf, size_t len)
         return false;
     stream_append(st, buf, len);
     return true;
+}
+
+void stream_write_all(struct stream *st, const void *buf, size_t len)
+{
+    if (st->ended)
+        fatal("stream written after its end");
+    if (len == 0 || !st->req)
+        return;
+    stream_reserve(st, len, true);
+    stream_append(st, buf, len);
 }
 
 size_t stream_unread(const struct stream *st)

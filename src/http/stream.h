@@ -29,6 +29,10 @@ struct stream *request_stream(struct request *req, unsigned status, const char *
  * the cap. */
 bool stream_write(struct stream *st, const void *buf, size_t len);
 
+/* Appends len bytes even past the cap: for what is bounded by other means (a replay of the
+ * event history). */
+void stream_write_all(struct stream *st, const void *buf, size_t len);
+
 /* The bytes written and not yet handed to the socket. */
 size_t stream_unread(const struct stream *st);
 

@@ -155,3 +155,19 @@ def test_logs_follow_errors(nanny, services_dir, workdir):
     port = free_port()
     rc, out, err = nanny.run(["logs", "a", "-f", "--url", f"http://127.0.0.1:{port}"])
     assert rc == 4 and "no nanny answers" in err, err
+
+
+def test_start_wait_on_a_terminal_with_no_daemon_says_so_once(nanny):
+    import pty
+    port = free_port()
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([nanny_binary(), "start", "s", "--wait", "--url",
+                              f"http://127.0.0.1:{port}"], stdout=slave,
+                             stderr=subprocess.PIPE, env=clean_env(), text=True)
+        os.close(slave)
+        err = p.communicate(timeout=30)[1]
+    finally:
+        os.close(master)
+    assert p.returncode == 4, err
+    assert err.count("no nanny answers") == 1, err

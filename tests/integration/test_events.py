@@ -258,3 +258,48 @@ def test_the_daemon_stops_promptly_with_clients_following(nanny, services_dir):
         assert c.rest(timeout=5) == []
         assert c.ended
         c.close()
+
+
+def test_head_of_events_answers_and_the_connection_goes_on(nanny, services_dir):
+    d = nanny.serve(services_dir)
+    conn = socket.create_connection((HOST, d.port), timeout=10)
+    conn.sendall(b"HEAD /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += conn.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"text/event-stream" in head, head
+    # The same connection serves the next request.
+    conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    more = b""
+    while b"HTTP/1.1 200" not in more:
+        chunk = conn.recv(4096)
+        assert chunk, f"the connection closed after HEAD: {more!r}"
+        more += chunk
+    conn.close()
+
+
+def test_no_new_stream_once_the_daemon_is_stopping(lab):
+    # A service that ignores SIGTERM keeps the stopping daemon busy for its stop_timeout.
+    lab.add("s", ["--ignore-sigterm"], health=False, stop_timeout="5s")
+    d = lab.serve()
+    assert lab.start("s").status == 200
+    lab.wait_state("s", ("running",))
+    kept = socket.create_connection((HOST, d.port), timeout=10)
+    kept.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += kept.recv(4096)
+    d.signal(signal.SIGTERM)
+    d.wait_for_log("stopping the services")
+    # A kept-alive connection still brings requests; a stream would hold the end up.
+    kept.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = kept.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    kept.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    d.wait_exit()

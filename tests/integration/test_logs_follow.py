@@ -4,8 +4,9 @@ rotation; one watch however many follow; a reader that never reads costs the dae
 bounded amount and is told so; the gate and bad arguments as for any request."""
 
 import os
+import subprocess
 
-from conftest import manifest, wait_until, write_service
+from conftest import clean_env, manifest, nanny_binary, wait_until, write_service
 from lifecycle_helpers import NUMBERED_LINE_RE, lab, start_answer  # noqa: F401 (lab: a fixture)
 from sse_client import SSE
 from test_gate import new_key, write_keys
@@ -121,3 +122,29 @@ def test_the_daemon_stops_promptly_with_followers(lab):
         f.body_rest(timeout=10)
         assert f.ended
         f.close()
+
+
+def test_a_big_tail_comes_whole_before_the_follow(lab):
+    # 8,000 lines of 201 bytes: a tail of 1.6 MB, more than what may lag behind (1 MiB).
+    script = 'for i in $(seq 1 8000); do printf "%0200d\\n" $i; done; exec sleep 1000'
+    lab.add("big", command=["sh", "-c", script], health=False)
+    d = lab.serve()
+    start_answer(lab.start("big"), "big")
+    wait_until(lambda: len(lab.log_lines("big", tail=8000)) >= 8000, timeout=30,
+               message="8,000 lines written")
+    f = follow(d, "big", tail=8000, rcvbuf=4096)
+    lines = f.lines(8000, timeout=30)
+    assert [int(x) for x in lines] == list(range(1, 8001))
+    f.close()
+
+
+def test_nanny_logs_f_into_head_ends_cleanly(lab, nanny):
+    lab.add("s", ["--print-lines", "5", "--print-interval", "50"], health=False)
+    d = lab.serve()
+    start_answer(lab.start("s"), "s")
+    cmd = (f"set -o pipefail; '{nanny_binary()}' logs s -f -n 3 "
+           f"--url http://127.0.0.1:{d.port} | head -n 5")
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60,
+                       env=clean_env())
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    assert len(p.stdout.splitlines()) == 5, p.stdout
