@@ -640,3 +640,30 @@ def test_start_stop_restart_storm_ends_consistent(clab):
         ok_status(clab.stop(svc.name), svc.name, "stopped")
         assert svc.containers() == [], svc.containers()
     assert clab.d.get("/health").status == 200
+
+
+def test_logs_follow_of_a_compose_service(clab):
+    """GET /services/NAME/logs?follow=1 of a compose service: the tail, then the lines the
+    container writes, from the engine's follow stream, prefixed with the compose service;
+    the follow ends with a last line once the containers stop."""
+    from sse_client import SSE
+
+    svc = clab.add(args=["--print-lines", "4", "--print-interval", "100"])
+    d = clab.serve()
+    start_answer(clab.start(svc.name, wait=True), svc.name, states="running")
+    wait_until(lambda: any("app | testsvc: err 4" in x for x in clab.log_lines(svc.name)),
+               timeout=FOLLOW_TIMEOUT, message="the first lines in the logs")
+    f = SSE(d.port, path=f"/services/{svc.name}/logs?follow=1&tail=2", hello=False)
+    assert f.status == 200
+    lines = f.lines(8, timeout=30)
+    pairs = split_prefixed(lines)
+    assert {s for s, _ in pairs} == {"app"}, lines
+    numbers = [int(m.group(2)) for m in (re.match(r"testsvc: (line|err) (\d+)$", t)
+                                         for _, t in pairs) if m]
+    # After the tail, new lines: the numbers go on growing.
+    assert len(numbers) >= 6 and numbers[-1] > 5, lines
+    assert numbers == sorted(numbers), lines
+    assert clab.stop(svc.name).status == 200
+    rest = f.body_rest(timeout=30)
+    assert "[nanny: the follow ended" in rest, rest[-300:]
+    f.close()
