@@ -21,7 +21,7 @@ DEPS_BUILD=(build-essential pkg-config meson ninja-build
 # HTTPS tests' certificates; nginx-light is the reverse proxy of the production
 # setup's test; mandoc lints and renders the manual page (doc/nanny.1).
 DEPS_TEST=("${DEPS_BUILD[@]}" libcmocka-dev python3 python3-pytest clang-format curl procps
-    docker.io docker-compose busybox-static systemd openssl nginx-light mandoc tmux)
+    docker.io docker-compose busybox-static systemd openssl nginx-light mandoc tmux shellcheck)
 
 # bench/api.sh: the build plus the load generator and the reference server.
 DEPS_BENCH=("${DEPS_BUILD[@]}" wrk curl python3 procps)
