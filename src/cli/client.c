@@ -81,7 +81,7 @@ static CURL *client_easy(const struct client *c, const char *method, const char 
 
 /* What a transfer's end means: 0 (an answer came, whatever its status), or an exit code
  * with one sentence on stderr. */
-static int client_outcome(const struct client *c, CURL *curl, CURLcode rc)
+static int client_outcome(const struct client *c, CURL *curl, CURLcode rc, bool quiet)
 {
     curl_off_t connected_us = 0;
 
@@ -89,26 +89,31 @@ static int client_outcome(const struct client *c, CURL *curl, CURLcode rc)
         return 0;
     curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected_us);
     if (rc == CURLE_OPERATION_TIMEDOUT && connected_us == 0) {
-        fprintf(stderr, "nanny: no nanny answers at %s: no connection within %ld s\n", c->url,
-                CLIENT_CONNECT_TIMEOUT_MS / 1000);
+        if (!quiet)
+            fprintf(stderr, "nanny: no nanny answers at %s: no connection within %ld s\n", c->url,
+                    CLIENT_CONNECT_TIMEOUT_MS / 1000);
         return CLIENT_EXIT_UNREACHABLE;
     }
     if (rc == CURLE_OPERATION_TIMEDOUT) {
-        fprintf(stderr, "nanny: timed out waiting for the nanny at %s\n", c->url);
+        if (!quiet)
+            fprintf(stderr, "nanny: timed out waiting for the nanny at %s\n", c->url);
         return CLIENT_EXIT_TIMEOUT;
     }
     if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
-        fprintf(stderr, "nanny: no nanny answers at %s: is it running? (./start.sh)\n", c->url);
+        if (!quiet)
+            fprintf(stderr, "nanny: no nanny answers at %s: is it running? (./start.sh)\n", c->url);
         return CLIENT_EXIT_UNREACHABLE;
     }
     if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
-        fprintf(stderr,
-                "nanny: the nanny at %s shows a certificate this command does not trust: "
-                "give its CA with --cacert or NANNY_CACERT (%s)\n",
-                c->url, curl_easy_strerror(rc));
+        if (!quiet)
+            fprintf(stderr,
+                    "nanny: the nanny at %s shows a certificate this command does not trust: "
+                    "give its CA with --cacert or NANNY_CACERT (%s)\n",
+                    c->url, curl_easy_strerror(rc));
         return CLIENT_EXIT_UNREACHABLE;
     }
-    fprintf(stderr, "nanny: no nanny answers at %s: %s\n", c->url, curl_easy_strerror(rc));
+    if (!quiet)
+        fprintf(stderr, "nanny: no nanny answers at %s: %s\n", c->url, curl_easy_strerror(rc));
     return CLIENT_EXIT_UNREACHABLE;
 }
 
@@ -135,7 +140,7 @@ int client_request(const struct client *c, const char *method, const char *path,
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
     if (c->timeout_ms > 0)
         curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-    r = client_outcome(c, curl, curl_easy_perform(curl));
+    r = client_outcome(c, curl, curl_easy_perform(curl), false);
     if (r == 0)
         response_finish(curl, resp);
     curl_slist_free_all(headers);
@@ -207,7 +212,7 @@ static void transfer_end(struct client_run *run, struct client_transfer *t, CURL
         t->stopped = true; /* its function said stop */
         t->result = 0;
     } else {
-        t->result = client_outcome(run->client, t->curl, rc);
+        t->result = client_outcome(run->client, t->curl, rc, t->quiet);
     }
     if (t->result == 0)
         response_finish(t->curl, &t->resp);

@@ -68,6 +68,7 @@ struct client_transfer {
     const char *method, *path, *body; /* body: JSON or NULL */
     const char *const *headers;       /* extra "Name: value" lines, NULL-terminated */
     long timeout_ms;                  /* 0: none */
+    bool quiet;                       /* a failure is not told on stderr */
     client_data_fn on_data;           /* NULL: the body is kept in resp */
     void (*on_done)(void *data, struct client_transfer *t); /* NULL: none */
     void *data;

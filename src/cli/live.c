@@ -18,7 +18,9 @@
 
 struct live {
     struct client_run run;
-    struct client_transfer events, request;
+    struct client_transfer events, request, status;
+    char *status_path;   /* GET /services/NAME/status: the last health result, each tick */
+    bool status_running; /* the status transfer is under way */
     const char *name;
     char *buf; /* event text not yet split into events */
     size_t len;
@@ -53,7 +55,43 @@ static void on_tick(void *data)
 
     if (elapsed_s(l) >= LIVE_SUBSCRIBE_WAIT_S)
         start_request(l);
+    if (l->request_added && !l->status_running && !l->request.done) {
+        l->status_running = true;
+        client_transfer_add(&l->run, &l->status);
+    }
     draw(l);
+}
+
+/* The health result as the line shows it, from an event's or a status's fields. */
+static void set_health(struct live *l, bool checked, bool ok, const json_t *code,
+                       const json_t *latency, const char *error)
+{
+    if (!checked)
+        snprintf(l->health, sizeof(l->health), "not checked yet");
+    else if (ok)
+        snprintf(l->health, sizeof(l->health), "ok (%lld, %lld ms)",
+                 (long long)json_integer_value(code), (long long)json_integer_value(latency));
+    else if (error)
+        snprintf(l->health, sizeof(l->health), "failing (%s)", error);
+    else
+        snprintf(l->health, sizeof(l->health), "failing (HTTP %lld)",
+                 (long long)json_integer_value(code));
+}
+
+/* Health results come as events only when is_healthy flips: while it starts, the last
+ * check's result is read from its status once a tick. */
+static void on_status_done(void *data, struct client_transfer *t)
+{
+    struct live *l = data;
+    const json_t *h = json_object_get(t->resp.json, "health");
+
+    l->status_running = false;
+    if (t->result == 0 && t->resp.status == 200 && json_is_object(h))
+        set_health(l, json_string_value(json_object_get(h, "checked_at")) != NULL,
+                   json_is_true(json_object_get(h, "ok")), json_object_get(h, "status_code"),
+                   json_object_get(h, "latency_ms"),
+                   json_string_value(json_object_get(h, "error")));
+    client_response_done(&t->resp);
 }
 
 /* One event ("event: TYPE\ndata: JSON", comments aside) about our service. */
@@ -70,14 +108,10 @@ static void on_event(struct live *l, const char *type, const char *data)
         const char *to = json_string_value(json_object_get(j, "to"));
         snprintf(l->state, sizeof(l->state), "%s", to ? to : "?");
     } else if (strcmp(type, "health") == 0) {
-        json_t *code = json_object_get(j, "status_code");
-        const char *error = json_string_value(json_object_get(j, "error"));
-        if (json_is_true(json_object_get(j, "ok")))
-            snprintf(l->health, sizeof(l->health), "ok (%lld, %lld ms)",
-                     (long long)json_integer_value(code),
-                     (long long)json_integer_value(json_object_get(j, "latency_ms")));
-        else
-            snprintf(l->health, sizeof(l->health), "failing (%s)", error ? error : "no answer");
+        const json_t *code = json_object_get(j, "status_code");
+        set_health(l, !json_is_null(code) || json_string_value(json_object_get(j, "error")),
+                   json_is_true(json_object_get(j, "ok")), code, json_object_get(j, "latency_ms"),
+                   json_string_value(json_object_get(j, "error")));
     }
     json_decref(j);
     draw(l);
@@ -153,6 +187,7 @@ int live_request(const struct client *c, const char *method, const char *path, c
 {
     static const char *const sse_headers[] = {"Accept: text/event-stream", NULL};
     struct live l = {.name = name};
+    char *escaped_name = client_escape(name);
     int r;
 
     clock_gettime(CLOCK_MONOTONIC, &l.t0);
@@ -167,6 +202,14 @@ int live_request(const struct client *c, const char *method, const char *path, c
                                         .on_data = on_events_data,
                                         .on_done = on_events_done,
                                         .data = &l};
+    l.status_path = xasprintf("/services/%s/status", escaped_name);
+    free(escaped_name);
+    l.status = (struct client_transfer){.method = "GET",
+                                        .path = l.status_path,
+                                        .timeout_ms = LIVE_TICK_MS * 5,
+                                        .quiet = true,
+                                        .on_done = on_status_done,
+                                        .data = &l};
     l.request = (struct client_transfer){.method = method,
                                          .path = path,
                                          .body = body,
@@ -178,7 +221,9 @@ int live_request(const struct client *c, const char *method, const char *path, c
     r = client_run(&l.run, LIVE_TICK_MS);
     client_transfer_cancel(&l.run, &l.events);
     client_transfer_cancel(&l.run, &l.request);
+    client_transfer_cancel(&l.run, &l.status);
     client_run_done(&l.run);
+    free(l.status_path);
     printf("\r\033[K");
     fflush(stdout);
     free(l.buf);

@@ -4,6 +4,7 @@ then the final state; without a terminal only the result. `nanny logs -f` prints
 then new lines as they are written, and ends cleanly on Ctrl-C."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -63,15 +64,17 @@ def tmux_factory(workdir):
 
 @needs_tmux
 def test_start_wait_on_a_terminal_shows_a_live_line(lab, tmux_factory):
-    lab.add("s", args=["--health-after", "2500"])
+    lab.add("s", args=["--health-after", "4000"])
     d = lab.serve()
     t = tmux_factory([nanny_binary(), "start", "s", "--wait", "--url",
                       f"http://127.0.0.1:{d.port}"])
-    # While it waits: one line with the state from the events and the seconds elapsed.
+    # While it waits: one line with the state from the events, the seconds elapsed and the
+    # last health result (testsvc answers 503 while it is not ready).
     line = wait_until(lambda: next((l for l in t.screen().splitlines()
-                                    if l.startswith("s: starting, ")), None),
-                      timeout=10, message="the live line says starting")
-    assert "s, health: " in line, line
+                                    if l.startswith("s: starting, ")
+                                    and "health: failing (" in l and "503" in l), None),
+                      timeout=10, message="the live line says starting, failing with 503")
+    assert re.match(r"^s: starting, \d+s, health: failing \(.*503.*\)$", line.rstrip()), line
     wait_until(lambda: t.rc() is not None, timeout=30, message="nanny start returned")
     assert t.rc() == 0
     lines = [l for l in t.screen().splitlines() if l.strip()]
