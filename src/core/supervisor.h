@@ -39,7 +39,7 @@ struct health_result {
 /* What is happening to a service: the supervisor's alone, read here. */
 struct service_status {
     enum service_state state;
-    bool is_healthy;       /* running and its last check passed (or it has none) */
+    bool is_healthy;       /* running and its last check passed (none: false, SPEC) */
     int64_t started_at_ms; /* Unix time, 0 when not started */
     unsigned restarts;
     const char *last_error;
