@@ -5,11 +5,11 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/audit.h"
 #include "lib/alloc.h"
+#include "lib/clock.h"
 #include "lib/json.h"
 #include "lib/log.h"
 #include "lib/logfile.h"
@@ -132,14 +132,6 @@ static int audit_append(struct audit *a, const char *line, size_t len)
     return 0;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void audit_record(struct audit *a, const char *who, const char *action, const char *service,
                   unsigned status)
 {
@@ -148,7 +140,7 @@ void audit_record(struct audit *a, const char *who, const char *action, const ch
     size_t len;
     int r;
 
-    entry = json_pack("{s:o, s:o, s:o, s:o, s:I}", "time", json_time_ms(now_ms()), "who",
+    entry = json_pack("{s:o, s:o, s:o, s:o, s:I}", "time", json_time_ms(unix_ms()), "who",
                       json_text(who ? who : ""), "action", json_text(action), "service",
                       service ? json_text(service) : json_null(), "status", (json_int_t)status);
     if (!entry)

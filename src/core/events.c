@@ -4,9 +4,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/events.h"
+#include "lib/clock.h"
 #include "lib/alloc.h"
 #include "lib/json.h"
 #include "lib/log.h"
@@ -41,14 +41,6 @@ struct events {
     size_t n_pending;
     size_t pending_max;
 };
-
-static int64_t unix_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Drops what an event owns. */
 static void event_clear(struct event *ev)

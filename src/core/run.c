@@ -4,7 +4,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/crash_point.h"
 #include "core/health.h"
@@ -17,14 +16,6 @@
 /* The most manifest text one state file keeps (escaped, at most twice as much): far
  * under STATE_SIZE_MAX, whatever runs. A run past it is recorded without its manifest. */
 #define RUN_SOURCES_MAX (4 * 1024 * 1024)
-
-int64_t unix_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void run_set_error(struct run *run, const char *fmt, ...)
 {

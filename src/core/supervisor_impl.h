@@ -17,6 +17,7 @@
 #include "core/registry.h"
 #include "core/state.h"
 #include "core/supervisor.h"
+#include "lib/clock.h"
 #include "lib/strmap.h"
 
 #define RUN_RETIRED_MAX 8
@@ -103,7 +104,6 @@ struct supervisor {
 
 /* run.c */
 extern const struct driver_events run_driver_events;
-int64_t unix_ms(void);
 struct run *run_of(struct supervisor *sup, struct service *svc); /* made on first use */
 struct run *run_find(const struct supervisor *sup, const struct service *svc);
 void run_free(struct run *run); /* lets go of its instance without stopping it */
