@@ -4,12 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "http/sse.h"
 #include "http/stream.h"
 #include "lib/alloc.h"
+#include "lib/clock.h"
 #include "lib/log.h"
+#include "lib/units.h"
 
 #define SSE_LAST_ID_MAX 64 /* characters of a Last-Event-ID worth reading */
 
@@ -50,13 +51,27 @@ static void on_client_gone(void *data)
     client_unlink(data);
 }
 
-/* One event's text ("id: ...\nevent: ...\ndata: ...\n\n"): NULL for a kind SSE does not
- * carry. New string; its length in *ret_len. */
+/* An event's text, "id: EPOCH-SEQ\nevent: TYPE\ndata: JSON\n\n"; takes the reference to
+ * data. New string; its length in *ret_len. */
+static char *format(const struct sse *sse, uint64_t seq, const char *type, json_t *data,
+                    size_t *ret_len)
+{
+    char *json = json_dumps(data, JSON_COMPACT), *text;
+
+    json_decref(data);
+    if (!json)
+        fatal("out of memory (json_dumps)");
+    text = xasprintf("id: %" PRId64 "-%" PRIu64 "\nevent: %s\ndata: %s\n\n", sse->epoch, seq, type,
+                     json);
+    free(json);
+    *ret_len = strlen(text);
+    return text;
+}
+
+/* A hub event's text: NULL for a kind SSE does not carry. */
 static char *render(const struct sse *sse, const struct event *ev, size_t *ret_len)
 {
     json_t *data;
-    char *json, *text;
-    int n;
 
     switch (ev->kind) {
     case EVENT_STATE:
@@ -73,36 +88,14 @@ static char *render(const struct sse *sse, const struct event *ev, size_t *ret_l
     json_object_update(data, ev->data);
     if (ev->kind == EVENT_STATE && !json_object_get(data, "reason"))
         json_object_set_new(data, "reason", json_null());
-    json = json_dumps(data, JSON_COMPACT);
-    json_decref(data);
-    if (!json)
-        fatal("out of memory (json_dumps)");
-    n = asprintf(&text, "id: %" PRId64 "-%" PRIu64 "\nevent: %s\ndata: %s\n\n", sse->epoch, ev->seq,
-                 event_kind_name(ev->kind), json);
-    free(json);
-    if (n < 0)
-        fatal("out of memory (event)");
-    *ret_len = (size_t)n;
-    return text;
+    return format(sse, ev->seq, event_kind_name(ev->kind), data, ret_len);
 }
 
-/* A reset event: the client must re-read /services. New string. */
+/* A reset event: the client must re-read /services. */
 static char *render_reset(const struct sse *sse, const char *reason, size_t *ret_len)
 {
-    json_t *data = json_pack("{s:s}", "reason", reason);
-    char *json = json_dumps(data, JSON_COMPACT), *text;
-    int n;
-
-    json_decref(data);
-    if (!json)
-        fatal("out of memory (json_dumps)");
-    n = asprintf(&text, "id: %" PRId64 "-%" PRIu64 "\nevent: reset\ndata: %s\n\n", sse->epoch,
-                 events_last_seq(sse->hub), json);
-    free(json);
-    if (n < 0)
-        fatal("out of memory (event)");
-    *ret_len = (size_t)n;
-    return text;
+    return format(sse, events_last_seq(sse->hub), "reset", json_pack("{s:s}", "reason", reason),
+                  ret_len);
 }
 
 /* Writes text to a client; one that has let too much wait gets a last reset and goes. */
@@ -156,27 +149,24 @@ static void on_keepalive(uv_timer_t *t)
     }
 }
 
-/* The test suite's shorter keepalive (NANNY_TEST_SSE_KEEPALIVE_MS), else the default. */
+/* The test suite's shorter keepalive (NANNY_TEST_SSE_KEEPALIVE, a duration), else the
+ * default. */
 static uint64_t keepalive_ms(void)
 {
-    const char *s = getenv("NANNY_TEST_SSE_KEEPALIVE_MS");
-    char *end;
-    unsigned long long ms;
+    const char *s = getenv("NANNY_TEST_SSE_KEEPALIVE");
+    uint64_t ms;
 
-    if (!s || !*s)
+    if (!s || units_parse_duration(s, &ms) < 0 || ms == 0)
         return SSE_KEEPALIVE_MS;
-    ms = strtoull(s, &end, 10);
-    return *end || ms == 0 ? SSE_KEEPALIVE_MS : ms;
+    return ms;
 }
 
 struct sse *sse_new(uv_loop_t *loop, struct events *hub)
 {
     struct sse *sse = xcalloc(1, sizeof(*sse));
-    struct timespec now;
 
     sse->hub = hub;
-    clock_gettime(CLOCK_REALTIME, &now);
-    sse->epoch = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    sse->epoch = unix_ms();
     sse->sub = events_subscribe(hub, on_event, sse);
     sse->keepalive_ms = keepalive_ms();
     uv_timer_init(loop, &sse->keepalive);

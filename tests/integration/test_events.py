@@ -173,7 +173,7 @@ def test_health_and_gpu_events_and_a_forced_start_stops_the_holder_first(lab):
 
 
 def test_keepalive_comments_on_an_idle_stream(nanny, services_dir):
-    d = nanny.serve(services_dir, env={"NANNY_TEST_SSE_KEEPALIVE_MS": "100"})
+    d = nanny.serve(services_dir, env={"NANNY_TEST_SSE_KEEPALIVE": "100ms"})
     sse = SSE(d.port)
     with pytest.raises(TimeoutError):
         sse.next(timeout=1.0)  # no event: only comments
