@@ -746,26 +746,34 @@ static void reply_method_not_allowed(struct request *req, const char *allow)
     json_decref(body);
 }
 
+/* True when the request's method is want (HEAD where want is GET); else it is answered 405
+ * with the methods the path takes. */
+static bool method_allowed(struct request *req, const char *want)
+{
+    const char *method = request_method(req);
+    bool is_get = strcmp(want, "GET") == 0;
+
+    if (strcmp(method, want) == 0 || (is_get && strcmp(method, "HEAD") == 0))
+        return true;
+    reply_method_not_allowed(req, is_get ? "GET, HEAD" : want);
+    return false;
+}
+
 /* Routes one request: the gate (with the route's role), 404, 405, the name rule, then the
  * endpoint. */
 void api_handle(void *data, struct request *req)
 {
     struct api *api = data;
-    const char *method = request_method(req), *name_seg;
+    const char *name_seg;
     char name[MANIFEST_NAME_MAX + 1];
     size_t name_len;
     int r = api_route_match(request_path(req), &name_seg, &name_len);
     const struct route *route;
     const struct mount *mount;
-    bool is_get, name_ok;
+    bool name_ok;
 
     if (r < 0 && (mount = mount_find(api, request_path(req)))) {
-        is_get = strcmp(mount->method, "GET") == 0;
-        if (!gate_pass(api->gate, req, &mount->gate, NULL))
-            return;
-        if (strcmp(method, mount->method) != 0 && !(is_get && strcmp(method, "HEAD") == 0))
-            reply_method_not_allowed(req, is_get ? "GET, HEAD" : mount->method);
-        else
+        if (gate_pass(api->gate, req, &mount->gate, NULL) && method_allowed(req, mount->method))
             mount->fn(mount->data, req);
         return;
     }
@@ -776,7 +784,6 @@ void api_handle(void *data, struct request *req)
         return;
     }
     route = &routes[r];
-    is_get = strcmp(route->method, "GET") == 0;
     name[0] = '\0';
     if (name_seg && name_len <= MANIFEST_NAME_MAX) {
         memcpy(name, name_seg, name_len);
@@ -785,10 +792,8 @@ void api_handle(void *data, struct request *req)
     name_ok = name_seg && name_len <= MANIFEST_NAME_MAX && manifest_name_valid(name);
     if (!gate_pass(api->gate, req, &route->gate, name_ok ? name : NULL))
         return;
-    if (strcmp(method, route->method) != 0 && !(is_get && strcmp(method, "HEAD") == 0)) {
-        reply_method_not_allowed(req, is_get ? "GET, HEAD" : route->method);
+    if (!method_allowed(req, route->method))
         return;
-    }
     if (name_seg && !name_ok) {
         request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
                             "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
