@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -212,11 +213,10 @@ static void resume_unlink(struct request *req)
     req->resume_queued = false;
 }
 
-/* Resumes at most SERVER_RESUME_BATCH queued streams: one event written to a thousand
- * streams is sent over several loop passes, with other requests served between them. */
-static void server_resume_some(struct server *s)
+/* Resumes at most max queued streams, oldest first. */
+static void server_resume(struct server *s, unsigned max)
 {
-    for (unsigned i = 0; i < SERVER_RESUME_BATCH && s->resume_head; i++) {
+    for (unsigned i = 0; i < max && s->resume_head; i++) {
         struct request *req = s->resume_head;
         resume_unlink(req);
         MHD_resume_connection(req->conn);
@@ -927,7 +927,9 @@ static void server_run(struct server *s)
 
     if (!s->mhd)
         return;
-    server_resume_some(s);
+    /* One event written to a thousand streams is sent over several loop passes, with other
+     * requests served between them. */
+    server_resume(s, SERVER_RESUME_BATCH);
     MHD_run(s->mhd);
     info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
     connections = info ? info->num_connections : 0;
@@ -1194,13 +1196,9 @@ void server_free(struct server *s)
                                 "the daemon is shutting down");
     }
     server_end_streams(s);
-    /* Every stream's connection back from suspension, not 64 a pass: libmicrohttpd must
-     * not be stopped with a connection still suspended. */
-    while (s->resume_head) {
-        struct request *req = s->resume_head;
-        resume_unlink(req);
-        MHD_resume_connection(req->conn);
-    }
+    /* Every stream's connection back from suspension, not a batch: libmicrohttpd must not
+     * be stopped with a connection still suspended. */
+    server_resume(s, UINT_MAX);
     server_run(s);
     server_run(s);
     uv_close((uv_handle_t *)&s->poll, on_handle_closed);

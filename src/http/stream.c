@@ -165,35 +165,30 @@ static bool stream_reserve(struct stream *st, size_t len, bool past_cap)
     return true;
 }
 
-static void stream_append(struct stream *st, const void *buf, size_t len)
-{
-    memcpy(st->buf + st->len, buf, len);
-    st->len += len;
-    stream_resume(st);
-}
-
-bool stream_write(struct stream *st, const void *buf, size_t len)
+/* Appends len bytes unless they would take the unread bytes past the cap (past_cap: even
+ * then); false when nothing was appended. */
+static bool stream_put(struct stream *st, const void *buf, size_t len, bool past_cap)
 {
     if (st->ended)
         fatal("stream written after its end");
     if (len == 0)
         return true;
-    if (!st->req)
+    if (!st->req || !stream_reserve(st, len, past_cap))
         return false;
-    if (!stream_reserve(st, len, false))
-        return false;
-    stream_append(st, buf, len);
+    memcpy(st->buf + st->len, buf, len);
+    st->len += len;
+    stream_resume(st);
     return true;
+}
+
+bool stream_write(struct stream *st, const void *buf, size_t len)
+{
+    return stream_put(st, buf, len, false);
 }
 
 void stream_write_all(struct stream *st, const void *buf, size_t len)
 {
-    if (st->ended)
-        fatal("stream written after its end");
-    if (len == 0 || !st->req)
-        return;
-    stream_reserve(st, len, true);
-    stream_append(st, buf, len);
+    stream_put(st, buf, len, true);
 }
 
 size_t stream_unread(const struct stream *st)
@@ -217,10 +212,8 @@ void stream_end(struct stream *st, const void *last, size_t len)
     if (st->ended)
         fatal("stream ended twice");
     st->gone = NULL;
-    if (last && len && st->req && stream_reserve(st, len, true)) {
-        memcpy(st->buf + st->len, last, len);
-        st->len += len;
-    }
+    if (last)
+        stream_put(st, last, len, true);
     stream_finish(st);
 }
 
@@ -237,6 +230,6 @@ void stream_quiesce(struct stream *st)
     if (st->ended)
         return;
     stream_orphan(st);
-    if (!st->ended)
+    if (!st->ended) /* the owner may have ended it as it heard */
         stream_finish(st);
 }
