@@ -198,6 +198,14 @@ struct process_logs {
     int result;
 };
 
+/* The bytes a tail of n lines reads at most. */
+static size_t tail_bytes(unsigned tail)
+{
+    size_t bytes = (size_t)tail * 1024 + 65536;
+
+    return bytes < PROCESS_TAIL_BYTES_MAX ? bytes : PROCESS_TAIL_BYTES_MAX;
+}
+
 static void on_tail_work(uv_work_t *work)
 {
     struct process_logs *l = work->data;
@@ -226,7 +234,6 @@ static void on_tail_read(uv_work_t *work, int status)
 static void process_logs(const struct manifest *m, const char *log_path, unsigned tail,
                          driver_logs_fn done, void *data, struct driver_logs **ret)
 {
-    size_t bytes = (size_t)tail * 1024 + 65536;
     struct process_logs *l;
     int r;
 
@@ -239,7 +246,7 @@ static void process_logs(const struct manifest *m, const char *log_path, unsigne
     l->base.driver = &driver_process;
     l->path = xstrdup(log_path);
     l->tail = tail;
-    l->max_bytes = bytes < PROCESS_TAIL_BYTES_MAX ? bytes : PROCESS_TAIL_BYTES_MAX;
+    l->max_bytes = tail_bytes(tail);
     l->done = done;
     l->data = data;
     l->work.data = l;
@@ -266,14 +273,6 @@ static void process_logs_cancel(struct driver_logs *handle)
 }
 
 /* --- follow ----------------------------------------------------------------------------- */
-
-/* The bytes a tail of n lines reads at most. */
-static size_t tail_bytes(unsigned tail)
-{
-    size_t bytes = (size_t)tail * 1024 + 65536;
-
-    return bytes < PROCESS_TAIL_BYTES_MAX ? bytes : PROCESS_TAIL_BYTES_MAX;
-}
 
 /* A follow of the log file: one watch (lib/logfollow.h). Its first tail goes out through
  * line(); tails asked meanwhile wait for it, so that none ends before those lines. */
