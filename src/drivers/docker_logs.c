@@ -65,6 +65,14 @@ static void partial_append(struct partial_line *pl, const char *p, size_t n, siz
     pl->len += n;
 }
 
+/* The size of a multiplexed frame, from its 8-byte header: [stream, 0, 0, 0, size (4
+ * bytes, big endian)]. */
+static size_t frame_size(const unsigned char *header)
+{
+    return ((size_t)header[4] << 24) | ((size_t)header[5] << 16) | ((size_t)header[6] << 8) |
+           header[7];
+}
+
 void docker_log_lines(const char *body, size_t len,
                       void (*fn)(void *data, const char *line, size_t len), void *data)
 {
@@ -88,9 +96,7 @@ void docker_log_lines(const char *body, size_t len,
     }
     for (size_t at = 0; at + 8 <= len;) {
         unsigned stream = (unsigned char)body[at] > 2 ? 1 : (unsigned char)body[at];
-        size_t size = ((size_t)(unsigned char)body[at + 4] << 24) |
-                      ((size_t)(unsigned char)body[at + 5] << 16) |
-                      ((size_t)(unsigned char)body[at + 6] << 8) | (unsigned char)body[at + 7];
+        size_t size = frame_size((const unsigned char *)body + at);
         const char *p = body + at + 8, *end, *nl;
         struct partial_line *pl = &acc[stream];
 
@@ -403,8 +409,7 @@ static void on_follow_data(void *data, const char *buf, size_t len)
                 break;
             part->header_len = 0;
             part->stream = part->header[0] > 2 ? 1 : part->header[0];
-            part->frame_left = ((size_t)part->header[4] << 24) | ((size_t)part->header[5] << 16) |
-                               ((size_t)part->header[6] << 8) | part->header[7];
+            part->frame_left = frame_size(part->header);
             continue;
         }
         take = part->frame_left < len ? part->frame_left : len;
