@@ -6,8 +6,9 @@
 # `N passed, M failed` summed over all suites. Exits 1 when anything failed.
 #
 # Usage: ./test.sh            (as root on Debian 12, or with sudo; see README)
-# It installs the missing Debian packages first (scripts/deps.sh), and leaves
-# nothing behind but the build dirs `build` and `build-asan`.
+# It installs the missing Debian packages first (scripts/deps.sh) and the MCP
+# tests' npm clients (tests/mcp/install.sh), and leaves nothing behind but the
+# build dirs `build` and `build-asan` and tests/mcp/node_modules.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,6 +20,7 @@ cd "$REPO"
 
 UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}         # seconds per unit test binary
 PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-1500}    # seconds per integration run
+NPM_TIMEOUT=${NPM_TIMEOUT:-900}           # seconds for installing the MCP clients
 BUILD_DIRS=(build build-asan)
 
 passed=0
@@ -109,6 +111,20 @@ if ! deps_install "${DEPS_TEST[@]}"; then
     exit 1
 fi
 echo "all Debian packages present"
+
+# --- MCP test clients --------------------------------------------------------
+# The MCP tests drive /mcp with the official TypeScript clients and conformance
+# suite from npm, at the versions of tests/mcp/package-lock.json. install.sh runs
+# `npm ci` only when tests/mcp/node_modules is missing or was installed from
+# another lock. If it fails, that is one failure here, and the MCP tests fail
+# saying the clients are not installed; the other suites still run.
+section "MCP test clients (tests/mcp/install.sh)"
+if run_bounded "$NPM_TIMEOUT" tests/mcp/install.sh </dev/null >"$TMP/mcp-install.log" 2>&1; then
+    show "$TMP/mcp-install.log" 20
+else
+    show "$TMP/mcp-install.log" 60
+    report "MCP test clients: npm ci" 0 1
+fi
 
 # --- Docker engine -----------------------------------------------------------
 # The compose driver's integration tests need a Docker engine. An engine that

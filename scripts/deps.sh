@@ -19,9 +19,13 @@ DEPS_BUILD=(build-essential pkg-config meson ninja-build
 # busybox-static (statically linked tools, for FROM scratch images). systemd
 # brings systemd-analyze, which checks the shipped unit file. openssl makes the
 # HTTPS tests' certificates; nginx-light is the reverse proxy of the production
-# setup's test; mandoc lints and renders the manual page (doc/nanny.1).
+# setup's test; mandoc lints and renders the manual page (doc/nanny.1). nodejs runs
+# the MCP tests' clients (tests/mcp: the official SDKs need Node 18 or 20; the
+# conformance suite's Node 22 comes from npm, see tests/mcp/install.sh), which npm
+# installs: see deps_npm.
 DEPS_TEST=("${DEPS_BUILD[@]}" libcmocka-dev python3 python3-pytest clang-format curl procps
-    docker.io docker-compose busybox-static systemd openssl nginx-light mandoc tmux shellcheck)
+    docker.io docker-compose busybox-static systemd openssl nginx-light mandoc tmux shellcheck
+    nodejs)
 
 # bench/api.sh: the build plus the load generator and the reference server.
 DEPS_BENCH=("${DEPS_BUILD[@]}" wrk curl python3 procps)
@@ -82,6 +86,16 @@ deps_install() {
         return 1
     fi
     rm -f "$log"
+}
+
+# Make sure an npm command exists: Debian's nodejs comes without one (Debian's npm
+# package brings it), while NodeSource's nodejs ships its own npm and conflicts with
+# Debian's, so the npm package is installed only where no npm command is found.
+deps_npm() {
+    if command -v npm >/dev/null 2>&1; then
+        return 0
+    fi
+    deps_install npm
 }
 
 # Configure build dir $1 with meson options "${@:2}": set it up when it is not a

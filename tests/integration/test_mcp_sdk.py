@@ -1,0 +1,51 @@
+"""/mcp driven by the official TypeScript clients (issue 12, "Tests and figures"):
+@modelcontextprotocol/sdk 1.32.2 over Streamable HTTP in a 2025-11-25 session
+(tests/mcp/sdk_http.mjs), and @modelcontextprotocol/client 2.4.0 on the stateless
+revision 2026-07-28 (tests/mcp/client_modern.mjs). The scripts check each answer
+as the SDKs see it (structuredContent against each tool's outputSchema, isError
+results, progress notifications) and print a JSON summary; these tests then check
+the daemon's side of it through the REST API.
+"""
+
+from lifecycle_helpers import lab  # noqa: F401 (a fixture)
+from mcp_helpers import run_script
+
+# testsvc's first numbered line (--print-lines): what service_logs must show.
+LOG_LINE = "testsvc: line 1"
+
+
+def mcp_url(daemon):
+    return f"http://127.0.0.1:{daemon.port}/mcp"
+
+
+def test_sdk_agent_flow_over_streamable_http(lab):
+    # a becomes healthy a little after it starts, so that a wait_healthy start goes
+    # through starting -> running with progress notifications on the way.
+    lab.add("gpu-a", ["--startup-delay", "300"], gpu=True)
+    lab.add("gpu-b", ["--print-lines", "3"], gpu=True)
+    d = lab.serve()
+    summary = run_script("sdk_http.mjs", [mcp_url(d), "gpu-a", "gpu-b", "--log-line", LOG_LINE], d)
+
+    assert summary["protocolVersion"] == "2025-11-25", summary
+    assert len(summary["tools"]) == 8, summary
+    assert "gpu-a" in summary["conflict"], summary
+    assert summary["progress"], summary
+    assert all(isinstance(p.get("progress"), (int, float)) for p in summary["progress"]), summary
+    # The flow ends with both services stopped and the GPU free.
+    assert lab.state("gpu-a") == "stopped"
+    assert lab.state("gpu-b") == "stopped"
+    assert lab.gpu_holders() == []
+
+
+def test_modern_client_on_the_stateless_revision(lab):
+    lab.add("svc", health=False)
+    d = lab.serve()
+    summary = run_script("client_modern.mjs", [mcp_url(d), "svc"], d)
+
+    for mode in ("pinned", "auto"):
+        seen = summary[mode]
+        assert "2026-07-28" in seen["supportedVersions"], seen
+        assert seen["methods"][0] == "server/discover", seen
+        assert "initialize" not in seen["methods"], seen
+        assert seen["status"]["name"] == "svc" and seen["status"]["state"] == "stopped", seen
+    assert "no-such-service" in summary["pinned"]["unknown"]
