@@ -38,9 +38,6 @@ void api_mount(struct api *api, const char *path, const char *method, server_han
 /* The server's request handler; data is the struct api. */
 void api_handle(void *data, struct request *req);
 
-/* The JSON status of one service, as GET /services/NAME/status shows it. New reference. */
-json_t *api_service_status(const struct service *svc, const struct service_status *status);
-
 /* Splits a request path into its route: returns the route's index in the route table and
  * fills *ret_name with the service name segment (pointing into path, length in
  * *ret_name_len), or -ENOENT. Exposed for the unit tests. */
