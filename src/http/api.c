@@ -682,16 +682,24 @@ static void reply_method_not_allowed(struct request *req, const char *allow)
     json_decref(body);
 }
 
-/* True when the request's method is want (HEAD where want is GET); else it is answered 405
- * with the methods the path takes. */
+/* True when the request's method is one of want (methods separated by ", "; HEAD where
+ * GET is one); else it is answered 405 with the methods the path takes. */
 static bool method_allowed(struct request *req, const char *want)
 {
     const char *method = request_method(req);
-    bool is_get = strcmp(want, "GET") == 0;
+    bool takes_get = false;
+    size_t len = strlen(method);
 
-    if (strcmp(method, want) == 0 || (is_get && strcmp(method, "HEAD") == 0))
+    for (const char *p = want; *p; p += strspn(p, ", ")) {
+        size_t n = strcspn(p, ", ");
+        if (n == len && memcmp(p, method, n) == 0)
+            return true;
+        takes_get = takes_get || (n == 3 && memcmp(p, "GET", 3) == 0);
+        p += n;
+    }
+    if (takes_get && strcmp(method, "HEAD") == 0)
         return true;
-    reply_method_not_allowed(req, is_get ? "GET, HEAD" : want);
+    reply_method_not_allowed(req, strcmp(want, "GET") == 0 ? "GET, HEAD" : want);
     return false;
 }
 

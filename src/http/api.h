@@ -28,9 +28,10 @@ void api_set_audit(struct api *api, struct audit *audit);
 void api_free(struct api *api);
 
 /* Serves a route of another surface (its own file over the core and the gate): a request
- * for exactly path passes the gate with route, then a method other than method (HEAD for
- * GET aside) is answered 405 and the rest go to fn(data, req). path and the strings of
- * route are borrowed for the api's life. */
+ * for exactly path passes the gate with route, then a method other than method (several
+ * separated by ", ": "POST, DELETE"; HEAD where GET is one) is answered 405 and the rest
+ * go to fn(data, req). path, method and the strings of route are borrowed for the api's
+ * life. */
 struct gate_route;
 void api_mount(struct api *api, const char *path, const char *method, server_handler_fn fn,
                void *data, const struct gate_route *route);
