@@ -120,8 +120,9 @@ static json_t *rpc_result(json_t *id, json_t *result, bool modern)
     if (modern) {
         json_object_set_new(result, "resultType", json_string("complete"));
         json_object_set_new(result, "_meta",
-                            json_pack("{s:{s:s, s:s}}", META_SERVER_INFO, "name", "service-nanny",
-                                      "version", NANNY_VERSION));
+                            json_pack("{s:{s:s, s:s, s:s}}", META_SERVER_INFO, "name",
+                                      "service-nanny", "title", "Service Nanny", "version",
+                                      NANNY_VERSION));
     }
     return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result);
 }
@@ -447,26 +448,42 @@ static void on_call_gone(void *data)
     pending_free(p);
 }
 
-/* A state change of the service a waiting start is about: a progress notification. */
-static void on_call_event(void *data, const struct event *ev)
+/* Sends one progress notification: how the waiting start goes. */
+static void progress(struct pending *p, const char *message)
 {
-    struct pending *p = data;
-    const char *from, *to, *reason;
-    char message[512];
-
-    if (ev->kind != EVENT_STATE || !ev->service || strcmp(ev->service, p->call.service) != 0)
-        return;
-    from = json_string_value(json_object_get(ev->data, "from"));
-    to = json_string_value(json_object_get(ev->data, "to"));
-    reason = json_string_value(json_object_get(ev->data, "reason"));
-    snprintf(message, sizeof(message), "%s: %s -> %s%s%s", ev->service, from ? from : "?",
-             to ? to : "?", reason ? ": " : "", reason ? reason : "");
     p->progress += 1;
     stream_message(p->st,
                    json_pack("{s:s, s:s, s:{s:O, s:f, s:s}}", "jsonrpc", "2.0", "method",
                              "notifications/progress", "params", "progressToken", p->progress_token,
                              "progress", p->progress, "message", message),
                    false);
+}
+
+/* The events of a waiting start: its service's state changes, and the holders it stops to
+ * free the GPU, each a progress notification. */
+static void on_call_event(void *data, const struct event *ev)
+{
+    struct pending *p = data;
+    const char *from, *to, *reason;
+    char message[512];
+
+    if (!ev->service)
+        return;
+    if (ev->kind == EVENT_PREEMPT &&
+        strcmp(json_string_value(json_object_get(ev->data, "for")) ?: "", p->call.service) == 0) {
+        snprintf(message, sizeof(message), "%s is stopped to free the GPU for %s", ev->service,
+                 p->call.service);
+        progress(p, message);
+        return;
+    }
+    if (ev->kind != EVENT_STATE || strcmp(ev->service, p->call.service) != 0)
+        return;
+    from = json_string_value(json_object_get(ev->data, "from"));
+    to = json_string_value(json_object_get(ev->data, "to"));
+    reason = json_string_value(json_object_get(ev->data, "reason"));
+    snprintf(message, sizeof(message), "%s: %s -> %s%s%s", ev->service, from ? from : "?",
+             to ? to : "?", reason ? ": " : "", reason ? reason : "");
+    progress(p, message);
 }
 
 /* Runs the call's tool; a JSON answer that does not come at once is waited for, with a
@@ -742,7 +759,7 @@ void mcp_handle(void *data, struct request *req)
         return;
     }
     text = request_body(req, &len);
-    body = json_loadb(text ? text : "", len, JSON_REJECT_DUPLICATES, &error);
+    body = json_loadb(text ? text : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
     if (!body) {
         reply(req, MHD_HTTP_BAD_REQUEST,
               rpc_error(NULL, RPC_PARSE_ERROR, NULL, "Parse error: %s (at byte %d)", error.text,
