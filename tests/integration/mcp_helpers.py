@@ -99,4 +99,6 @@ def run_script(script, args, daemon, env=None, timeout=SCRIPT_TIMEOUT):
         pytest.fail(f"{script} exited 0 without a JSON summary:\n{r.stdout[-2000:]}",
                     pytrace=False)
     assert summary.get("ok") is True, summary
+    # Shown with the test's output when it fails (pytest -s shows it always).
+    print(f"{script} ({node}):\n{json.dumps(summary, indent=1)}")
     return summary
