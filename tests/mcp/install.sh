@@ -45,5 +45,9 @@ if ! "$NODE22" --version >/dev/null; then
     exit 1
 fi
 echo "$want" >"$STAMP"
-echo "installed: $(cd "$DIR" && npm ls --depth=0 2>/dev/null | tail -n +2 | tr -d '│├└─┬ ' | paste -sd ' ')"
+# shellcheck disable=SC2016 # the JavaScript's template literal
+"$NODE22" -e '
+    const dir = process.argv[1], deps = require(`${dir}/package.json`).dependencies;
+    const have = Object.keys(deps).map((p) => `${p}@${require(`${dir}/node_modules/${p}/package.json`).version}`);
+    console.log(`installed: ${have.join(" ")}`);' "$DIR"
 echo "Node for the conformance suite: $NODE22 $("$NODE22" --version)"
