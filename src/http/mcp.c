@@ -434,8 +434,8 @@ void mcp_call_done(struct mcp_call *call, json_t *structured, const char *messag
                            "structuredContent", structured, "isError", false);
         free(text);
     } else {
-        result = json_pack("{s:[{s:s, s:s}], s:b}", "content", "type", "text", "text", message,
-                           "isError", true);
+        result = json_pack("{s:[{s:s, s:o}], s:b}", "content", "type", "text", "text",
+                           json_text(message), "isError", true);
     }
     msg = rpc_result(p->id, result, p->modern);
     audit_end(p, p->call.status);
@@ -468,9 +468,9 @@ static void progress(struct pending *p, const char *message)
 {
     p->progress += 1;
     stream_message(p->st,
-                   json_pack("{s:s, s:s, s:{s:O, s:f, s:s}}", "jsonrpc", "2.0", "method",
+                   json_pack("{s:s, s:s, s:{s:O, s:f, s:o}}", "jsonrpc", "2.0", "method",
                              "notifications/progress", "params", "progressToken", p->progress_token,
-                             "progress", p->progress, "message", message),
+                             "progress", p->progress, "message", json_text(message)),
                    false);
 }
 
