@@ -18,6 +18,7 @@
 #include "drivers/proc.h"
 #include "http/api.h"
 #include "http/gate.h"
+#include "http/mcp.h"
 #include "http/sse.h"
 #include "http/server.h"
 #include "lib/alloc.h"
@@ -42,6 +43,7 @@ struct daemon {
     struct supervisor *supervisor;
     struct events *hub;
     struct sse *sse;
+    struct mcp *mcp;
     struct proc_reaper *reaper;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
@@ -52,6 +54,9 @@ struct daemon {
 
 /* GET /events: what the gate asks of it. */
 static const struct gate_route events_route = {NEED_READ, "events", false};
+
+/* /mcp: a key that may read; each tool call then needs its tool's role. */
+static const struct gate_route mcp_route = {NEED_READ, "mcp", false};
 
 static void daemon_teardown(struct daemon *d)
 {
@@ -64,6 +69,8 @@ static void daemon_teardown(struct daemon *d)
     d->sse = NULL;
     server_free(d->server);
     d->server = NULL;
+    mcp_free(d->mcp); /* after the server: its calls ended with their requests */
+    d->mcp = NULL;
     watch_free(d->watch);
     d->watch = NULL;
     supervisor_free(d->supervisor); /* lets go of the services: they keep running */
@@ -313,6 +320,8 @@ int daemon_run(const struct config *c)
         log_warning("cannot reap the services' orphans: %s: stops may wait for init", strerror(-r));
     d.supervisor = supervisor_new(&d.loop, d.reg, d.fetcher, c, d.hub);
     api_set_supervisor(d.api, d.supervisor);
+    d.mcp = mcp_new(&d.loop, d.reg, d.supervisor, d.gate, d.hub, c);
+    api_mount(d.api, "/mcp", "POST, DELETE", mcp_handle, d.mcp, &mcp_route);
     supervisor_adopt(d.supervisor);
     watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);
     registry_on_rescan(d.reg, on_rescanned, &d);

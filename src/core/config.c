@@ -66,6 +66,8 @@ static void config_defaults(struct config *c)
     c->log_max_bytes = CONFIG_LOG_MAX_BYTES;
     c->log_max_files = CONFIG_LOG_MAX_FILES;
     c->max_connections_per_client = CONFIG_PER_CLIENT_DEFAULT;
+    c->mcp_sessions = CONFIG_MCP_SESSIONS_DEFAULT;
+    c->mcp_session_idle_ms = CONFIG_MCP_IDLE_DEFAULT_MS;
     c->docker_host = xstrdup(docker ? docker : CONFIG_DEFAULT_DOCKER_HOST);
 }
 
@@ -244,6 +246,7 @@ enum {
     FILE_TLS_CERT,
     FILE_TLS_KEY,
     FILE_RATE_LIMIT,
+    FILE_MCP,
     FILE_KEYS,
 };
 
@@ -268,6 +271,27 @@ static void file_read_rate_limit(struct config *c, struct yamldoc *doc,
         return;
     c->rate_rps = (unsigned)rps;
     c->rate_burst = (unsigned)burst;
+}
+
+/* Reads mcp: {sessions: N, session_idle: DURATION}. */
+static void file_read_mcp(struct config *c, struct yamldoc *doc, const struct yamldoc_field *f,
+                          struct diags *errors)
+{
+    struct yamldoc_field fields[] = {{.key = "sessions"}, {.key = "session_idle"}};
+    uint64_t n, ms;
+
+    if (yamldoc_map_fields(doc, f->value, "mcp", fields, 2, errors, errors) < 0)
+        return;
+    if (fields[0].value && yamldoc_read_uint(doc, fields[0].value, "sessions", 1,
+                                             CONFIG_MCP_SESSIONS_LIMIT, &n, errors) == 0)
+        c->mcp_sessions = (unsigned)n;
+    if (fields[1].value &&
+        yamldoc_read_duration(doc, fields[1].value, "session_idle", &ms, errors) == 0) {
+        if (ms < 1000)
+            diags_add(errors, f->line, "mcp.session_idle must be at least 1s");
+        else
+            c->mcp_session_idle_ms = ms;
+    }
 }
 
 /* Reads trusted_proxies from the config file: a list of ranges; a bad one is reported at
@@ -339,6 +363,9 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
         return;
     case FILE_RATE_LIMIT:
         file_read_rate_limit(c, doc, f, errors);
+        return;
+    case FILE_MCP:
+        file_read_mcp(c, doc, f, errors);
         return;
     case FILE_ALLOWED_HOSTS:
     case FILE_ALLOWED_ORIGINS:
@@ -437,6 +464,7 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_TLS_CERT] = {.key = "tls_cert"},
         [FILE_TLS_KEY] = {.key = "tls_key"},
         [FILE_RATE_LIMIT] = {.key = "rate_limit"},
+        [FILE_MCP] = {.key = "mcp"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;

@@ -11,17 +11,20 @@
 #include "lib/cidr.h"
 #include "lib/log.h"
 
-#define CONFIG_DEFAULT_LISTEN      "127.0.0.1:8080"
-#define CONFIG_DEFAULT_SERVICES    "./services"
-#define CONFIG_DEFAULT_DOCKER_HOST "/var/run/docker.sock"
-#define CONFIG_SIZE_MAX            (1024 * 1024)
-#define CONFIG_LIST_MAX            64
-#define CONFIG_LOG_MAX_BYTES       (10 * 1024 * 1024)
-#define CONFIG_LOG_MAX_FILES       3
-#define CONFIG_PER_CLIENT_DEFAULT  256         /* HTTP connections one client address may hold */
-#define CONFIG_PER_CLIENT_LIMIT    65536       /* the most that may be configured */
-#define CONFIG_KEYS_FILE           "keys.yaml" /* in the state folder, when none is given */
-#define CONFIG_RATE_MAX            1000000     /* rate_limit's rps and burst, at most */
+#define CONFIG_DEFAULT_LISTEN       "127.0.0.1:8080"
+#define CONFIG_DEFAULT_SERVICES     "./services"
+#define CONFIG_DEFAULT_DOCKER_HOST  "/var/run/docker.sock"
+#define CONFIG_SIZE_MAX             (1024 * 1024)
+#define CONFIG_LIST_MAX             64
+#define CONFIG_LOG_MAX_BYTES        (10 * 1024 * 1024)
+#define CONFIG_LOG_MAX_FILES        3
+#define CONFIG_PER_CLIENT_DEFAULT   256         /* HTTP connections one client address may hold */
+#define CONFIG_PER_CLIENT_LIMIT     65536       /* the most that may be configured */
+#define CONFIG_KEYS_FILE            "keys.yaml" /* in the state folder, when none is given */
+#define CONFIG_MCP_SESSIONS_DEFAULT 1024        /* MCP sessions held at once... */
+#define CONFIG_MCP_SESSIONS_LIMIT   65536
+#define CONFIG_MCP_IDLE_DEFAULT_MS  (30 * 60 * 1000) /* ...each until idle this long */
+#define CONFIG_RATE_MAX             1000000          /* rate_limit's rps and burst, at most */
 
 enum gpu_conflict { GPU_CONFLICT_REFUSE, GPU_CONFLICT_PREEMPT };
 
@@ -51,6 +54,8 @@ struct config {
     char *tls_cert, *tls_key; /* PEM files: HTTPS on the listener; both or neither */
     unsigned rate_rps;        /* rate_limit: {rps, burst}; 0: no rate limit */
     unsigned rate_burst;
+    unsigned mcp_sessions;        /* mcp: {sessions, session_idle}: at most this many... */
+    uint64_t mcp_session_idle_ms; /* ...each ended when idle this long */
 };
 
 /* True when the listen address is a loopback one (127.0.0.0/8, ::1). */

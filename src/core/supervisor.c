@@ -273,6 +273,37 @@ static bool names_contain(const json_t *names, const char *name)
     return false;
 }
 
+/* The services whose start waits for the GPU, in the order they asked. New reference. */
+static json_t *gpu_queue(const struct supervisor *sup)
+{
+    json_t *queue = json_array();
+
+    for (const struct supervisor_op *op = sup->ops; op; op = op->next)
+        if (op->phase == OP_GPU_WAIT && !names_contain(queue, op->svc->name))
+            json_array_append_new(queue, json_string(op->svc->name));
+    return queue;
+}
+
+/* {"holder","holders","queue"} for a holder (NULL: none). New reference. */
+static json_t *gpu_json(const struct supervisor *sup, const char *holder)
+{
+    return json_pack("{s:o, s:o, s:o}", "holder", holder ? json_string(holder) : json_null(),
+                     "holders", holder ? json_pack("[s]", holder) : json_array(), "queue",
+                     gpu_queue(sup));
+}
+
+json_t *supervisor_gpu(struct supervisor *sup)
+{
+    size_t n, h;
+    struct gpu_candidate *c = gpu_candidates(sup, &n);
+    json_t *gpu;
+
+    h = gpu_holder(c, n, n);
+    gpu = gpu_json(sup, h < n ? c[h].name : NULL);
+    free(c);
+    return gpu;
+}
+
 void supervisor_gpu_publish(struct supervisor *sup)
 {
     size_t n, h;
@@ -282,16 +313,9 @@ void supervisor_gpu_publish(struct supervisor *sup)
     h = gpu_holder(c, n, n);
     holder = h < n ? c[h].name : NULL;
     if (holder ? !sup->gpu_holder || strcmp(holder, sup->gpu_holder) != 0 : !!sup->gpu_holder) {
-        json_t *queue = json_array();
         free(sup->gpu_holder);
         sup->gpu_holder = holder ? xstrdup(holder) : NULL;
-        for (const struct supervisor_op *op = sup->ops; op; op = op->next)
-            if (op->phase == OP_GPU_WAIT && !names_contain(queue, op->svc->name))
-                json_array_append_new(queue, json_string(op->svc->name));
-        events_publish(sup->hub, EVENT_GPU, NULL,
-                       json_pack("{s:o, s:o, s:o}", "holder",
-                                 holder ? json_string(holder) : json_null(), "holders",
-                                 holder ? json_pack("[s]", holder) : json_array(), "queue", queue));
+        events_publish(sup->hub, EVENT_GPU, NULL, gpu_json(sup, holder));
     }
     free(c);
 }

@@ -104,6 +104,10 @@ const struct service_status *supervisor_status(const struct supervisor *sup,
  * still good while this and registry_generation() are what they were. */
 uint64_t supervisor_generation(const struct supervisor *sup);
 
+/* Who holds the GPU now and who waits for it, as the gpu event shows it:
+ * {"holder": name|null, "holders": [names], "queue": [names]}. New reference. */
+json_t *supervisor_gpu(struct supervisor *sup);
+
 /* Starts (restart: stops first) svc. force preempts the GPU holder; wait_healthy answers
  * only once it is running. Returns a handle for supervisor_op_cancel() while the answer
  * is pending, or NULL when done() was already called. */

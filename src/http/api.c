@@ -12,6 +12,7 @@
 #include "http/gate.h"
 #include "http/logs_follow.h"
 #include "http/query.h"
+#include "http/render.h"
 #include "lib/alloc.h"
 #include "lib/json.h"
 #include "lib/log.h"
@@ -202,48 +203,6 @@ int api_route_match(const char *path, const char **ret_name, size_t *ret_name_le
     return -ENOENT;
 }
 
-static json_t *json_text_or_null(const char *s)
-{
-    return s ? json_text(s) : json_null();
-}
-
-static json_t *health_json(const struct health_result *h)
-{
-    if (!h->checked)
-        return json_pack("{s:n, s:n, s:n, s:n, s:n}", "ok", "status_code", "latency_ms",
-                         "checked_at", "error");
-    return json_pack("{s:b, s:o, s:I, s:o, s:o}", "ok", h->ok, "status_code",
-                     h->status_code ? json_integer(h->status_code) : json_null(), "latency_ms",
-                     (json_int_t)h->latency_ms, "checked_at", json_time_ms(h->checked_at_ms),
-                     "error", json_text_or_null(h->error));
-}
-
-json_t *api_service_status(const struct service *svc, const struct service_status *st)
-{
-    json_t *manifest = manifest_to_json(svc->manifest);
-    const struct manifest *m = svc->manifest;
-    char why[512];
-    /* A driver that cannot work now (no Docker engine) says so whatever happened before. */
-    const char *unavailable = supervisor_unavailable(svc, why, sizeof(why));
-    json_t *status = json_pack(
-        "{s:s, s:o, s:s, s:b, s:O, s:o, s:s, s:b, s:o, s:I, s:o, s:o, s:o, s:O}", "name", svc->name,
-        "description", json_text(m->description), "driver", manifest_driver_name(m), "gpu_required",
-        m->gpu_required, "ports", json_object_get(manifest, "ports"), "port",
-        m->port ? json_integer(m->port) : json_null(), "state", lifecycle_state_name(st->state),
-        "is_healthy", st->is_healthy, "started_at", json_time_ms(st->started_at_ms), "restarts",
-        (json_int_t)st->restarts, "last_error",
-        json_text_or_null(unavailable ? unavailable : st->last_error), "health",
-        health_json(&st->health), "folder", json_text(svc->folder), "warnings", svc->warnings);
-    json_decref(manifest);
-    if (!status)
-        fatal("cannot render the status of %s", svc->name);
-    json_object_set(status, "manifest_error",
-                    svc->manifest_error ? svc->manifest_error : json_null());
-    /* What the manifest on disk would change: it applies at the next start or restart. */
-    json_object_set_new(status, "pending_changes", registry_pending_changes(svc) ?: json_null());
-    return status;
-}
-
 /* The service's status as a ready answer, made once per change of the service: only its
  * text is kept, not the JSON tree. */
 static struct MHD_Response *service_render(struct api *api, const struct service *svc)
@@ -260,25 +219,12 @@ static struct MHD_Response *service_render(struct api *api, const struct service
     } else {
         MHD_destroy_response(r->response);
     }
-    status = api_service_status(svc, st);
+    status = render_status(svc, st);
     r->response = server_json_response(status);
     r->generation = svc->generation;
     r->status_generation = st->generation;
     json_decref(status);
     return r->response;
-}
-
-/* Every service's status; made when the list changed, so the trees are not kept. */
-static json_t *services_array(struct api *api)
-{
-    size_t n = registry_count(api->reg);
-    json_t *a = json_array();
-
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(
-            a, api_service_status(registry_at(api->reg, i),
-                                  supervisor_status(api->supervisor, registry_at(api->reg, i))));
-    return a;
 }
 
 /* GET /health: the daemon's own state ("degraded" with a reason while its state cannot be
@@ -317,8 +263,9 @@ static void get_services(struct api *api, struct request *req, const char *name)
 
     if (!api->list_cache || api->list_registry_generation != generation ||
         api->list_status_generation != status_generation) {
-        json_t *body = json_pack("{s:o, s:O}", "services", services_array(api), "errors",
-                                 registry_errors(api->reg));
+        json_t *body =
+            json_pack("{s:o, s:O}", "services", render_services(api->reg, api->supervisor),
+                      "errors", registry_errors(api->reg));
         if (api->list_cache)
             MHD_destroy_response(api->list_cache);
         api->list_cache = server_json_response(body);
@@ -339,11 +286,7 @@ static struct service *find_or_reply(struct api *api, struct request *req, const
         return svc;
     err = registry_find_error(api->reg, name);
     if (err) {
-        json_t *body =
-            json_pack("{s:s, s:s+, s:O}", "error", "invalid_manifest", "message",
-                      "the manifest of this service is invalid: ",
-                      json_string_value(json_object_get(err, "message")), "manifest_error", err);
-        request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT, body);
+        request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT, render_invalid_manifest(err));
         return NULL;
     }
     request_reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
@@ -384,7 +327,7 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
     switch (res->outcome) {
     case SUPERVISOR_OK:
     case SUPERVISOR_ALREADY:
-        body = api_service_status(svc, res->status);
+        body = render_status(svc, res->status);
         json_object_set(body, "preempted", res->preempted);
         request_reply_json(req, MHD_HTTP_OK, body);
         return;
@@ -437,10 +380,7 @@ static bool refuse_broken(struct request *req, const struct service *svc)
     if (!svc->manifest_error)
         return false;
     request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT,
-                       json_pack("{s:s, s:s+, s:O}", "error", "invalid_manifest", "message",
-                                 "the manifest of this service is invalid: ",
-                                 json_string_value(json_object_get(svc->manifest_error, "message")),
-                                 "manifest_error", svc->manifest_error));
+                       render_invalid_manifest(svc->manifest_error));
     return true;
 }
 
@@ -635,11 +575,7 @@ static void on_rediscovered(void *data, json_t *diff)
                             json_string_value(error));
     else
         request_reply_json(w->req, MHD_HTTP_OK,
-                           json_pack("{s:o, s:O, s:O, s:O, s:O}", "services", services_array(api),
-                                     "added", json_object_get(diff, "added"), "removed",
-                                     json_object_get(diff, "removed"), "changed",
-                                     json_object_get(diff, "changed"), "errors",
-                                     registry_errors(api->reg)));
+                           render_rediscovered(api->reg, api->supervisor, diff));
     free(w);
 }
 
@@ -746,16 +682,24 @@ static void reply_method_not_allowed(struct request *req, const char *allow)
     json_decref(body);
 }
 
-/* True when the request's method is want (HEAD where want is GET); else it is answered 405
- * with the methods the path takes. */
+/* True when the request's method is one of want (methods separated by ", "; HEAD where
+ * GET is one); else it is answered 405 with the methods the path takes. */
 static bool method_allowed(struct request *req, const char *want)
 {
     const char *method = request_method(req);
-    bool is_get = strcmp(want, "GET") == 0;
+    bool takes_get = false;
+    size_t len = strlen(method);
 
-    if (strcmp(method, want) == 0 || (is_get && strcmp(method, "HEAD") == 0))
+    for (const char *p = want; *p; p += strspn(p, ", ")) {
+        size_t n = strcspn(p, ", ");
+        if (n == len && memcmp(p, method, n) == 0)
+            return true;
+        takes_get = takes_get || (n == 3 && memcmp(p, "GET", 3) == 0);
+        p += n;
+    }
+    if (takes_get && strcmp(method, "HEAD") == 0)
         return true;
-    reply_method_not_allowed(req, is_get ? "GET, HEAD" : want);
+    reply_method_not_allowed(req, strcmp(want, "GET") == 0 ? "GET, HEAD" : want);
     return false;
 }
 

@@ -28,18 +28,16 @@ void api_set_audit(struct api *api, struct audit *audit);
 void api_free(struct api *api);
 
 /* Serves a route of another surface (its own file over the core and the gate): a request
- * for exactly path passes the gate with route, then a method other than method (HEAD for
- * GET aside) is answered 405 and the rest go to fn(data, req). path and the strings of
- * route are borrowed for the api's life. */
+ * for exactly path passes the gate with route, then a method other than method (several
+ * separated by ", ": "POST, DELETE"; HEAD where GET is one) is answered 405 and the rest
+ * go to fn(data, req). path, method and the strings of route are borrowed for the api's
+ * life. */
 struct gate_route;
 void api_mount(struct api *api, const char *path, const char *method, server_handler_fn fn,
                void *data, const struct gate_route *route);
 
 /* The server's request handler; data is the struct api. */
 void api_handle(void *data, struct request *req);
-
-/* The JSON status of one service, as GET /services/NAME/status shows it. New reference. */
-json_t *api_service_status(const struct service *svc, const struct service_status *status);
 
 /* Splits a request path into its route: returns the route's index in the route table and
  * fills *ret_name with the service name segment (pointing into path, length in

@@ -275,20 +275,33 @@ static bool authenticate(struct gate *g, struct request *req, const struct gate_
     return true;
 }
 
-bool gate_require(struct gate *g, struct request *req, enum need need, const char *action,
-                  const char *service)
+bool gate_allows(struct gate *g, struct request *req, enum need need, const char *action,
+                 const char *service, char *why, size_t why_size)
 {
     int role = request_role(req);
 
     if (role_allows((enum role)role, need)) /* without keys, gate_pass() made everyone admin */
         return true;
     if (role < 0)
-        refuse_unauthorized(req, NEEDS_A_KEY);
+        snprintf(why, why_size, "%s", NEEDS_A_KEY);
     else
-        refuse(req, MHD_HTTP_FORBIDDEN, "forbidden", NULL, NULL,
-               "key '%s' has the role %s; %s needs %s", request_user(req),
-               role_name((enum role)role), action, roles_for(need));
+        snprintf(why, why_size, "key '%s' has the role %s; %s needs %s", request_user(req),
+                 role_name((enum role)role), action, roles_for(need));
     audit(g, req, action, service, role < 0 ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_FORBIDDEN);
+    return false;
+}
+
+bool gate_require(struct gate *g, struct request *req, enum need need, const char *action,
+                  const char *service)
+{
+    char why[512];
+
+    if (gate_allows(g, req, need, action, service, why, sizeof(why)))
+        return true;
+    if (request_role(req) < 0)
+        refuse_unauthorized(req, why);
+    else
+        refuse(req, MHD_HTTP_FORBIDDEN, "forbidden", NULL, NULL, "%s", why);
     return false;
 }
 

@@ -56,6 +56,12 @@ bool gate_pass(struct gate *g, struct request *req, const struct gate_route *rou
 bool gate_require(struct gate *g, struct request *req, enum need need, const char *action,
                   const char *service);
 
+/* gate_require() for a surface that answers in its own shape (an MCP tool result): false
+ * when the request's key lacks need, with why filled with a sentence; the refusal is
+ * audited, the request is not answered. */
+bool gate_allows(struct gate *g, struct request *req, enum need need, const char *action,
+                 const char *service, char *why, size_t why_size);
+
 /* True when the request may see everything a valid key shows (GET /health in full): a
  * valid key, or no keys at all. */
 bool gate_known(const struct gate *g, const struct request *req);

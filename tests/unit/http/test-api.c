@@ -9,6 +9,7 @@
 
 #include "http/api.h"
 #include "http/browser.h"
+#include "http/render.h"
 #include "lib/log.h"
 #include "drivers/drivers.h"
 
@@ -99,7 +100,7 @@ static void test_status_shape(void **state)
     svc.folder = "web";
     svc.warnings = json_array();
 
-    st = api_service_status(&svc, &status);
+    st = render_status(&svc, &status);
     assert_string_equal(json_string_value(json_object_get(st, "name")), "web");
     assert_string_equal(json_string_value(json_object_get(st, "description")), "A web thing");
     assert_string_equal(json_string_value(json_object_get(st, "driver")), "process");
@@ -125,7 +126,7 @@ static void test_status_shape(void **state)
     status.state = STATE_RUNNING;
     status.is_healthy = true;
     json_decref(st);
-    st = api_service_status(&svc, &status);
+    st = render_status(&svc, &status);
     h = json_object_get(st, "health");
     assert_true(json_is_true(json_object_get(h, "ok")));
     assert_int_equal(json_integer_value(json_object_get(h, "status_code")), 200);
@@ -154,7 +155,7 @@ static void test_status_survives_bad_utf8(void **state)
     svc.name = "web";
     svc.folder = "caf\xe9";
     svc.warnings = json_array();
-    st = api_service_status(&svc, &status);
+    st = render_status(&svc, &status);
     assert_string_equal(json_string_value(json_object_get(st, "folder")), "caf?");
     assert_string_equal(json_string_value(json_object_get(st, "last_error")), "bad ? byte");
     assert_true(json_is_null(json_object_get(st, "port")));
