@@ -55,8 +55,14 @@ struct mcp_stdio {
     uint64_t eof_ms;
     char *session_id;       /* from the initialize answer's Mcp-Session-Id */
     char *protocol_version; /* from the initialize answer's result */
-    struct mcp_call *calls; /* in flight */
+    struct mcp_call *calls; /* in flight (or waiting for a new session) */
     unsigned in_flight;
+    /* A daemon that restarted no longer knows the session: the client's initialize is
+     * sent again, then notifications/initialized, then what waits for the new session. */
+    char *initialize_body;
+    enum { REOPEN_NONE, REOPEN_INITIALIZE, REOPEN_INITIALIZED } reopen;
+    struct mcp_call *waiting;
+    char reopen_why[CLIENT_WHY_MAX + 256];
 };
 
 /* One message posted to /mcp, and what has come of its answer. */
@@ -70,6 +76,11 @@ struct mcp_call {
     char *method; /* NULL for a response the client sends */
     json_t *id;   /* a request's id; NULL for a notification or a response */
     bool initialize;
+    bool stateless;     /* of the 2026-07-28 revision: no session */
+    bool internal;      /* the bridge's own, to reopen the session: nothing is written */
+    char *session_sent; /* the session's id it carried (NULL: none) */
+    bool retried;       /* sent again in a new session once already */
+    struct mcp_call *wait_next;
     bool started; /* the answer's first bytes came: its type and headers are read */
     bool sse;
     bool answered; /* the response to id was written */
@@ -185,7 +196,9 @@ static void call_fail(struct mcp_call *c, const char *fmt, ...)
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
     mcp_log("%s: %s", c->method ? c->method : "response", why);
-    if (c->id && !c->answered) {
+    if (c->internal)
+        snprintf(c->m->reopen_why, sizeof(c->m->reopen_why), "%s", why);
+    else if (c->id && !c->answered) {
         mcp_write_error(c->m, c->id, JSONRPC_INTERNAL_ERROR, why);
         c->answered = true;
     }
@@ -229,7 +242,8 @@ static void call_answer(struct mcp_call *c, const json_t *answer)
         if (c->initialize)
             take_initialize(c, answer);
     }
-    mcp_write(c->m, answer);
+    if (!c->internal)
+        mcp_write(c->m, answer);
 }
 
 /* The daemon's text that should be one JSON-RPC message. */
@@ -354,6 +368,9 @@ static void call_http_error(struct mcp_call *c)
 
         mcp_log("%s: HTTP %ld: %s", c->method ? c->method : "response", r->status,
                 text ? text : "(no message)");
+        if (c->internal)
+            snprintf(c->m->reopen_why, sizeof(c->m->reopen_why), "HTTP %ld: %s", r->status,
+                     text ? text : "(no message)");
         if (c->id) {
             const json_t *id = json_object_get(answer, "id");
             if (!id || json_is_null(id)) /* the daemon could not tell which request */
@@ -365,7 +382,7 @@ static void call_http_error(struct mcp_call *c)
     }
     if (!message) {
         snprintf(first_line, sizeof(first_line), "%.*s", (int)strcspn(r->body, "\r\n"),
-                 r->body ? r->body : "");
+                 r->body); /* never NULL once an answer came */
         message = *first_line ? first_line : "no message";
     }
     if (r->status == 401 && !(c->m->client.key && *c->m->client.key))
@@ -395,12 +412,13 @@ static void call_free(struct mcp_call *c)
         free(c->headers[i]);
     free(c->method);
     json_decref(c->id);
+    free(c->session_sent);
     free(c->buf);
     free(c);
 }
 
-/* Takes c off the list of messages in flight. */
-static void call_unlink(struct mcp_call *c)
+/* Takes c off the list of messages in flight, and frees it. */
+static void call_drop(struct mcp_call *c)
 {
     struct mcp_stdio *m = c->m;
 
@@ -411,34 +429,8 @@ static void call_unlink(struct mcp_call *c)
     if (c->next)
         c->next->prev = c->prev;
     m->in_flight--;
-}
-
-/* A message's transfer ended: what it brought is written, or why nothing came. */
-static void call_on_done(void *data, struct client_transfer *t)
-{
-    struct mcp_call *c = data;
-    long status = t->resp.status;
-
-    call_unlink(c);
-    if (t->result)
-        call_fail(c, "%s", t->why);
-    else if (c->too_large)
-        call_fail(c, "the daemon's answer is larger than %d MiB", MCP_ANSWER_MAX >> 20);
-    else if (status < 200 || status >= 300)
-        call_http_error(c);
-    else if (c->sse) {
-        sse_split(c, true);
-        if (c->id && !c->answered)
-            call_fail(c, "the daemon's stream ended before the answer");
-    } else if (c->len > 0)
-        call_answer_text(c, c->buf, c->len);
-    else if (c->id)
-        call_fail(c, "the daemon answered HTTP %ld with no response", status);
-    client_response_done(&t->resp);
     call_free(c);
 }
-
-/* --- stdin: one message a line ---------------------------------------------------------- */
 
 static void call_header(struct mcp_call *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -457,10 +449,9 @@ static void call_header(struct mcp_call *c, const char *fmt, ...)
     c->headers[c->n_headers++] = line;
 }
 
-/* The headers of message msg (method may be NULL): the session's, or for the stateless
- * revision the version, method and tool name of the message itself. NULL, or what cannot
- * go into a header. */
-static const char *call_headers(struct mcp_call *c, const json_t *msg, const char *method)
+/* The headers of message msg: the session's, or for the stateless revision the version,
+ * method and tool name of the message itself. NULL, or what cannot go into a header. */
+static const char *call_headers(struct mcp_call *c, const json_t *msg)
 {
     struct mcp_stdio *m = c->m;
     const json_t *params = json_object_get(msg, "params");
@@ -468,22 +459,30 @@ static const char *call_headers(struct mcp_call *c, const json_t *msg, const cha
         json_string_value(json_object_get(json_object_get(params, "_meta"), META_PROTOCOL_VERSION));
     const char *name = json_string_value(json_object_get(params, "name"));
 
+    for (size_t i = 0; i < c->n_headers; i++)
+        free(c->headers[i]);
+    c->n_headers = 0;
+    free(c->session_sent);
+    c->session_sent = NULL;
     call_header(c, "Accept: application/json, text/event-stream");
+    c->stateless = stateless != NULL;
     if (stateless) {
         if (!header_safe(stateless))
             return "the protocol version";
-        if (!method || !header_safe(method))
+        if (!c->method || !header_safe(c->method))
             return "the method";
         call_header(c, "MCP-Protocol-Version: %s", stateless);
-        call_header(c, "Mcp-Method: %s", method);
-        if (strcmp(method, "tools/call") == 0 && name) {
+        call_header(c, "Mcp-Method: %s", c->method);
+        if (strcmp(c->method, "tools/call") == 0 && name) {
             if (!header_safe(name))
                 return "the tool name";
             call_header(c, "Mcp-Name: %s", name);
         }
     } else if (!c->initialize) {
-        if (m->session_id)
+        if (m->session_id) {
             call_header(c, "Mcp-Session-Id: %s", m->session_id);
+            c->session_sent = xstrdup(m->session_id);
+        }
         if (m->protocol_version)
             call_header(c, "MCP-Protocol-Version: %s", m->protocol_version);
     }
@@ -491,13 +490,172 @@ static const char *call_headers(struct mcp_call *c, const json_t *msg, const cha
     return NULL;
 }
 
+static void call_on_done(void *data, struct client_transfer *t);
+
+/* A message of body (one JSON-RPC object, msg), in flight from now on. */
+static struct mcp_call *call_new(struct mcp_stdio *m, const char *body, const json_t *msg)
+{
+    struct mcp_call *c = xcalloc(1, sizeof(*c));
+    const char *method = json_string_value(json_object_get(msg, "method"));
+
+    c->m = m;
+    c->body = xstrdup(body);
+    c->method = method ? xstrdup(method) : NULL;
+    if (method && json_object_get(msg, "id"))
+        c->id = json_incref(json_object_get(msg, "id"));
+    c->initialize = method && strcmp(method, "initialize") == 0;
+    c->next = m->calls;
+    if (m->calls)
+        m->calls->prev = c;
+    m->calls = c;
+    m->in_flight++;
+    return c;
+}
+
+/* Posts c, with the headers of now; while a new session is being opened, a message of the
+ * session waits for it. NULL, or what cannot go into a header. */
+static const char *call_send(struct mcp_call *c)
+{
+    struct mcp_stdio *m = c->m;
+    json_t *msg = json_loads(c->body, 0, NULL);
+    const char *bad;
+
+    bad = call_headers(c, msg);
+    json_decref(msg);
+    if (bad)
+        return bad;
+    if (m->reopen != REOPEN_NONE && !c->internal && !c->stateless && !c->initialize) {
+        struct mcp_call **tail = &m->waiting;
+        while (*tail)
+            tail = &(*tail)->wait_next;
+        c->wait_next = NULL;
+        *tail = c;
+        return NULL;
+    }
+    free(c->buf);
+    c->buf = NULL;
+    c->len = 0;
+    c->started = c->sse = c->too_large = false;
+    c->t = (struct client_transfer){.method = "POST",
+                                    .path = "/mcp",
+                                    .body = c->body,
+                                    .headers = (const char *const *)c->headers,
+                                    .quiet = true,
+                                    .on_data = call_on_data,
+                                    .on_done = call_on_done,
+                                    .data = c};
+    client_transfer_add(&m->run, &c->t);
+    return NULL;
+}
+
+/* --- a new session when the daemon restarted ------------------------------------------- */
+
+/* One of the bridge's own messages to reopen the session. */
+static void reopen_send(struct mcp_stdio *m, const char *body)
+{
+    json_t *msg = json_loads(body, 0, NULL);
+    struct mcp_call *c = call_new(m, body, msg);
+
+    json_decref(msg);
+    c->internal = true;
+    call_send(c);
+}
+
+/* c was answered 404 for its session: the daemon restarted. It is sent again in a new
+ * session, opened with the client's initialize, once. False when it cannot be. */
+static bool reopen_for(struct mcp_call *c)
+{
+    struct mcp_stdio *m = c->m;
+
+    if (c->retried || c->internal || !c->session_sent || !m->initialize_body)
+        return false;
+    c->retried = true;
+    if (m->reopen == REOPEN_NONE && m->session_id && strcmp(m->session_id, c->session_sent) != 0) {
+        call_send(c); /* a new session was opened since it went */
+        return true;
+    }
+    if (m->reopen == REOPEN_NONE) {
+        mcp_log("the daemon no longer knows the session (it restarted?): opening a new one");
+        free(m->session_id);
+        m->session_id = NULL;
+        m->reopen = REOPEN_INITIALIZE;
+        m->reopen_why[0] = '\0';
+        reopen_send(m, m->initialize_body);
+    }
+    call_send(c); /* it waits for the new session */
+    return true;
+}
+
+/* One of the bridge's own messages ended: the next step of reopening the session, and at
+ * the end what waited for it sent, or failed. */
+static void reopen_step(struct mcp_stdio *m, bool ok)
+{
+    if (m->reopen == REOPEN_INITIALIZE && ok && m->session_id) {
+        m->reopen = REOPEN_INITIALIZED;
+        reopen_send(m, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}");
+        return;
+    }
+    if (m->reopen == REOPEN_INITIALIZE && !m->reopen_why[0])
+        snprintf(m->reopen_why, sizeof(m->reopen_why), "the daemon opened no session");
+    ok = m->reopen == REOPEN_INITIALIZED;
+    m->reopen = REOPEN_NONE;
+    if (ok)
+        mcp_log("a new session is open");
+    while (m->waiting) {
+        struct mcp_call *c = m->waiting;
+        m->waiting = c->wait_next;
+        if (ok) {
+            call_send(c);
+            continue;
+        }
+        call_fail(c,
+                  "the daemon no longer knows the session, and a new one could not be opened: %s",
+                  m->reopen_why);
+        call_drop(c);
+    }
+}
+
+/* A message's transfer ended: what it brought is written, or why nothing came. */
+static void call_on_done(void *data, struct client_transfer *t)
+{
+    struct mcp_call *c = data;
+    struct mcp_stdio *m = c->m;
+    long status = t->resp.status;
+    bool ok = t->result == 0 && status >= 200 && status < 300 && !c->too_large;
+
+    if (t->result == 0 && status == 404 && reopen_for(c)) {
+        client_response_done(&t->resp);
+        return;
+    }
+    if (t->result)
+        call_fail(c, "%s", t->why);
+    else if (c->too_large)
+        call_fail(c, "the daemon's answer is larger than %d MiB", MCP_ANSWER_MAX >> 20);
+    else if (status < 200 || status >= 300)
+        call_http_error(c);
+    else if (c->sse) {
+        sse_split(c, true);
+        if (c->id && !c->answered)
+            call_fail(c, "the daemon's stream ended before the answer");
+    } else if (c->len > 0)
+        call_answer_text(c, c->buf, c->len);
+    else if (c->id)
+        call_fail(c, "the daemon answered HTTP %ld with no response", status);
+    client_response_done(&t->resp);
+    if (c->internal)
+        reopen_step(m, ok);
+    call_drop(c);
+}
+
+/* --- stdin: one message a line ---------------------------------------------------------- */
+
 /* One line of stdin: posted to /mcp, or answered here when it is no JSON-RPC message. */
 static void take_line(struct mcp_stdio *m, char *line, size_t len)
 {
     json_error_t e;
     json_t *msg;
     struct mcp_call *c;
-    const char *method, *bad;
+    const char *bad;
 
     while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
         len--;
@@ -521,39 +679,22 @@ static void take_line(struct mcp_stdio *m, char *line, size_t len)
         json_decref(msg);
         return;
     }
-    c = xcalloc(1, sizeof(*c));
-    c->m = m;
-    method = json_string_value(json_object_get(msg, "method"));
-    c->method = method ? xstrdup(method) : NULL;
-    if (method && json_object_get(msg, "id"))
-        c->id = json_incref(json_object_get(msg, "id"));
-    c->initialize = method && strcmp(method, "initialize") == 0;
-    bad = call_headers(c, msg, method);
+    c = call_new(m, line, msg);
     json_decref(msg);
+    bad = call_send(c);
     if (bad) {
         char why[200];
         snprintf(why, sizeof(why), "Invalid Request: %s cannot go into an HTTP header", bad);
         mcp_log("stdin: %s", why);
         if (c->id)
             mcp_write_error(m, c->id, JSONRPC_INVALID_REQUEST, why);
-        call_free(c);
+        call_drop(c);
         return;
     }
-    c->body = xstrndup(line, len);
-    c->t = (struct client_transfer){.method = "POST",
-                                    .path = "/mcp",
-                                    .body = c->body,
-                                    .headers = (const char *const *)c->headers,
-                                    .quiet = true,
-                                    .on_data = call_on_data,
-                                    .on_done = call_on_done,
-                                    .data = c};
-    c->next = m->calls;
-    if (m->calls)
-        m->calls->prev = c;
-    m->calls = c;
-    m->in_flight++;
-    client_transfer_add(&m->run, &c->t);
+    if (c->initialize && !c->stateless) { /* kept, to open a new session with */
+        free(m->initialize_body);
+        m->initialize_body = xstrdup(c->body);
+    }
 }
 
 /* Posts the whole lines read so far, while fewer than MCP_IN_FLIGHT_MAX are in flight. */
@@ -670,11 +811,11 @@ static void drop_calls(struct mcp_stdio *m, bool interrupted)
 {
     unsigned dropped = m->in_flight;
 
+    m->waiting = NULL; /* they are in the list too */
     while (m->calls) {
         struct mcp_call *c = m->calls;
         client_transfer_cancel(&m->run, &c->t);
-        call_unlink(c);
-        call_free(c);
+        call_drop(c);
     }
     if (dropped && interrupted)
         mcp_log("%u answers still in flight were dropped", dropped);
@@ -745,5 +886,6 @@ int mcp_stdio_main(int argc, char **argv)
     free(m.in);
     free(m.session_id);
     free(m.protocol_version);
+    free(m.initialize_body);
     return 0;
 }

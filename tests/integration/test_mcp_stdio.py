@@ -31,6 +31,9 @@ class FakeMcp:
     def __init__(self):
         self.requests = []
         self.release = threading.Event()
+        self.issued = []  # the session ids given, in order
+        self.live = set()  # those it knows: clear() is a restart
+        self.refuse_initialize = False
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +57,7 @@ class FakeMcp:
 
             def do_DELETE(self):
                 self.record(None)
+                fake.live.discard(self.headers.get("Mcp-Session-Id"))
                 self.send_response(204)
                 self.end_headers()
 
@@ -62,10 +66,19 @@ class FakeMcp:
                 self.record(body)
                 method, rid = body.get("method"), body.get("id")
                 result = lambda r: json.dumps({"jsonrpc": "2.0", "id": rid, "result": r})
-                if method == "initialize":
+                session = self.headers.get("Mcp-Session-Id")
+                if session is not None and session not in fake.live:
+                    self.send(404, json.dumps({"jsonrpc": "2.0", "id": rid, "error": {
+                        "code": -32001, "message": "Session not found"}}))
+                elif method == "initialize" and fake.refuse_initialize:
+                    self.send(503, '{"error":"unavailable","message":"not now"}')
+                elif method == "initialize":
+                    session = SESSION if not fake.issued else f"{len(fake.issued):032x}"
+                    fake.issued.append(session)
+                    fake.live.add(session)
                     self.send(200, result({"protocolVersion": "2025-06-18", "capabilities": {},
                                            "serverInfo": {"name": "fake", "version": "1"}}),
-                              headers=[("Mcp-Session-Id", SESSION)])
+                              headers=[("Mcp-Session-Id", session)])
                 elif method is None or method.startswith("notifications/"):
                     self.send_response(202)
                     self.send_header("Content-Length", "0")
@@ -124,10 +137,12 @@ class Bridge:
                                      env=clean_env(env))
         self.lines = queue.Queue()
         self.stderr = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
-                         daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append),
-                         daemon=True).start()
+        self.pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
+                                       daemon=True),
+                      threading.Thread(target=self._pump,
+                                       args=(self.proc.stderr, self.stderr.append), daemon=True)]
+        for t in self.pumps:
+            t.start()
 
     @staticmethod
     def _pump(stream, sink):
@@ -159,6 +174,8 @@ class Bridge:
         """Ends stdin; the exit code, and stdout's lines left."""
         self.proc.stdin.close()
         rc = self.proc.wait(timeout=30)
+        for t in self.pumps:
+            t.join(timeout=READ_TIMEOUT)
         left = []
         while not self.lines.empty():
             left.append(self.lines.get())
@@ -201,6 +218,7 @@ def test_session_headers_key_and_delete_at_the_end(fake, bridges):
     assert answer["id"] == 1 and answer["result"]["protocolVersion"] == "2025-06-18"
     b.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
     assert b.request(2, "tools/list")["result"]["echo"]["method"] == "tools/list"
+    wait_until(lambda: fake.by_method("notifications/initialized"))  # posted beside it
 
     init = fake.by_method("initialize")[0]["headers"]
     assert "mcp-session-id" not in init
@@ -219,6 +237,40 @@ def test_session_headers_key_and_delete_at_the_end(fake, bridges):
     assert len(deletes) == 1 and deletes[0]["path"] == "/mcp"
     assert deletes[0]["headers"]["mcp-session-id"] == SESSION
     assert deletes[0]["headers"]["authorization"] == "Bearer k-123"
+
+
+def test_a_restarted_daemon_gets_a_new_session_and_the_request_goes_again(fake, bridges):
+    b = bridges("--url", fake.url)
+    b.request(1, "initialize", INITIALIZE)
+    b.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    wait_until(lambda: fake.by_method("notifications/initialized"))  # no answer to wait for
+    assert "result" in b.request(2, "tools/list")
+    fake.live.clear()  # the daemon restarted: it knows no session
+    answer = b.request(3, "tools/call", {"name": "service_status", "arguments": {"name": "x"}})
+    assert answer["id"] == 3 and answer["result"]["echo"]["params"]["name"] == "service_status"
+    assert len(fake.issued) == 2
+    second = fake.issued[1]
+    sent = [(r["body"]["method"], r["headers"].get("mcp-session-id")) for r in fake.requests]
+    assert sent == [("initialize", None), ("notifications/initialized", SESSION),
+                    ("tools/list", SESSION), ("tools/call", SESSION),  # 404
+                    ("initialize", None), ("notifications/initialized", second),
+                    ("tools/call", second)], sent
+    rc, left = b.close()
+    assert rc == 0 and left == [], left  # the bridge's own initialize is not written
+    assert fake.requests[-1]["method"] == "DELETE"
+    assert fake.requests[-1]["headers"]["mcp-session-id"] == second
+
+
+def test_a_new_session_that_cannot_be_opened_fails_the_request(fake, bridges):
+    b = bridges("--url", fake.url)
+    b.request(1, "initialize", INITIALIZE)
+    fake.live.clear()
+    fake.refuse_initialize = True
+    answer = b.request(2, "tools/list")
+    assert answer["id"] == 2 and answer["error"]["code"] == -32603
+    assert "a new one could not be opened" in answer["error"]["message"], answer
+    assert "HTTP 503" in answer["error"]["message"]
+    assert b.close() == (0, [])
 
 
 def test_stateless_message_carries_its_version_method_and_tool_name(fake, bridges):
@@ -332,3 +384,122 @@ def test_help_and_usage():
     r = subprocess.run([nanny_binary(), "--help"], capture_output=True, text=True,
                        timeout=30, env=clean_env())
     assert "  mcp " in r.stdout
+
+
+# --- against the real daemon ---------------------------------------------------------------
+
+
+def tool_call(b, rid, name, arguments, meta=None):
+    params = {"name": name, "arguments": arguments}
+    if meta:
+        params["_meta"] = meta
+    return b.request(rid, "tools/call", params)
+
+
+def test_real_daemon_initialize_list_status_and_a_start_with_progress(nanny, services_dir):
+    write_service(services_dir, "hello", manifest("hello"))
+    d = nanny.serve(services_dir)
+    b = Bridge("--url", f"http://127.0.0.1:{d.port}")
+    try:
+        init = b.request(1, "initialize", {**INITIALIZE, "protocolVersion": "2025-11-25"})
+        assert init["result"]["protocolVersion"] == "2025-11-25", init
+        assert init["result"]["serverInfo"]["name"]
+        b.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        tools = {t["name"] for t in b.request(2, "tools/list")["result"]["tools"]}
+        assert {"list_services", "service_status", "start_service", "stop_service",
+                "restart_service", "service_logs", "rediscover", "gpu_status"} <= tools
+
+        status = tool_call(b, 3, "service_status", {"name": "hello"})["result"]
+        assert not status.get("isError"), status
+        assert status["structuredContent"]["name"] == "hello"
+        assert status["structuredContent"]["state"] == "stopped"
+        assert json.loads(status["content"][0]["text"])["name"] == "hello"
+
+        b.send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                "params": {"name": "start_service",
+                           "arguments": {"name": "hello", "wait_healthy": True},
+                           "_meta": {"progressToken": "start-1"}}})
+        seen = []
+        while True:
+            message = b.read()
+            if message.get("id") == 4:
+                break
+            seen.append(message)
+        assert not message["result"].get("isError"), message
+        assert seen and all(m["method"] == "notifications/progress" and
+                            m["params"]["progressToken"] == "start-1" for m in seen), seen
+        assert tool_call(b, 5, "service_status", {"name": "hello"})[
+            "result"]["structuredContent"]["state"] == "running"
+        unknown = tool_call(b, 6, "service_status", {"name": "nope"})["result"]
+        assert unknown["isError"] is True and "nope" in unknown["content"][0]["text"]
+        assert not tool_call(b, 7, "stop_service", {"name": "hello"})["result"].get("isError")
+        rc, left = b.close()
+        assert rc == 0 and left == [], (left, b.stderr)
+        assert "could not end the session" not in "".join(b.stderr)
+    finally:
+        b.kill()
+
+
+def test_real_daemon_stateless_revision(daemon):
+    b = Bridge("--url", f"http://127.0.0.1:{daemon.port}")
+    meta = {"io.modelcontextprotocol/protocolVersion": STATELESS,
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    try:
+        discover = b.request(1, "server/discover", {"_meta": meta})
+        assert STATELESS in discover["result"]["supportedVersions"], discover
+        listed = tool_call(b, 2, "list_services", {}, meta)["result"]
+        assert listed["resultType"] == "complete" and not listed.get("isError"), listed
+        assert "services" in listed["structuredContent"]
+        assert b.close() == (0, [])
+    finally:
+        b.kill()
+
+
+def test_real_daemon_with_keys(nanny, services_dir, workdir):
+    from test_gate import new_key, write_keys
+
+    write_service(services_dir, "hello", manifest("hello"))
+    viewer = new_key()
+    keys = write_keys(workdir / "keys.yaml", [("v", "viewer", viewer)])
+    d = nanny.serve(services_dir, extra_args=["--keys", keys])
+    url = f"http://127.0.0.1:{d.port}"
+
+    b = Bridge("--url", url)  # no key
+    try:
+        answer = b.request(1, "initialize", INITIALIZE)
+        assert answer["error"]["code"] == -32603 and "NANNY_KEY" in answer["error"]["message"]
+        assert b.close() == (0, [])
+    finally:
+        b.kill()
+
+    b = Bridge("--url", url, env={"NANNY_KEY": viewer})
+    try:
+        assert b.request(1, "initialize", INITIALIZE)["result"]["protocolVersion"]
+        b.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        listed = tool_call(b, 2, "list_services", {})["result"]
+        assert not listed.get("isError"), listed
+        refused = tool_call(b, 3, "start_service", {"name": "hello"})["result"]
+        assert refused["isError"] is True, refused
+        assert b.close() == (0, [])
+    finally:
+        b.kill()
+
+
+def test_real_daemon_restarted_under_the_bridge(nanny, services_dir):
+    write_service(services_dir, "hello", manifest("hello"))
+    port = free_port()
+    d = nanny.serve(services_dir, listen=f"127.0.0.1:{port}")
+    b = Bridge("--url", f"http://127.0.0.1:{port}")
+    try:
+        assert b.request(1, "initialize", INITIALIZE)["result"]["protocolVersion"]
+        b.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert "result" in b.request(2, "tools/list")
+        d.terminate()
+        nanny.serve(services_dir, listen=f"127.0.0.1:{port}")
+        status = tool_call(b, 3, "service_status", {"name": "hello"})
+        assert status["id"] == 3 and not status["result"].get("isError"), status
+        assert status["result"]["structuredContent"]["name"] == "hello"
+        assert b.close() == (0, [])
+        assert "opening a new one" in "".join(b.stderr)
+    finally:
+        b.kill()
