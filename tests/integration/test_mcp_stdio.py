@@ -342,6 +342,18 @@ def test_stdin_lines_that_are_no_message(fake, bridges):
     assert b.close() == (0, [])
 
 
+def test_a_line_past_the_bound_is_refused_and_the_next_one_served(fake, bridges):
+    b = bridges("--url", fake.url)
+    b.send('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "'
+           + "x" * (5 * 1024 * 1024) + '"}}')
+    answer = b.read()
+    assert answer["id"] is None and answer["error"]["code"] == -32600
+    assert "longer than 4 MiB" in answer["error"]["message"]
+    assert b.request(2, "ping")["id"] == 2
+    assert [r["body"]["id"] for r in fake.requests] == [2]
+    assert b.close() == (0, [])
+
+
 def test_no_daemon_gives_each_request_an_error_and_eof_exits_0(bridges):
     url = f"http://127.0.0.1:{free_port()}"
     b = bridges("--url", url)
