@@ -25,7 +25,7 @@ if ! [[ $SECONDS_EACH =~ ^[1-9][0-9]*$ ]]; then
     echo "usage: bench/fuzz.sh [SECONDS] [TARGET...]" >&2
     exit 2
 fi
-ALL_TARGETS=(manifest body query config docker-logs keys)
+ALL_TARGETS=(manifest body query config docker-logs keys mcp-args)
 TARGETS=("$@")
 if ((${#TARGETS[@]} == 0)); then
     TARGETS=("${ALL_TARGETS[@]}")

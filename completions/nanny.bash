@@ -10,7 +10,7 @@
 # on the command line, else NANNY_URL, NANNY_KEY and NANNY_CACERT). Needs no jq.
 
 _nanny_commands="serve new keys ls ps check version health status start stop restart
-rediscover logs help"
+rediscover logs mcp help"
 _nanny_client_opts="--url --key --cacert --help -h"
 
 # The options of command $1, one string.
@@ -18,7 +18,7 @@ _nanny_opts() {
     case $1 in
     ls | ps | health | status | rediscover) echo "--json $_nanny_client_opts" ;;
     start) echo "--force --wait --timeout $_nanny_client_opts" ;;
-    stop | restart) echo "$_nanny_client_opts" ;;
+    stop | restart | mcp) echo "$_nanny_client_opts" ;;
     logs) echo "-n --lines -f --follow $_nanny_client_opts" ;;
     check) echo "-c --config -h --help" ;;
     new) echo "-g --gpu -p --port -s --services -t --template -h --help" ;;

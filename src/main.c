@@ -7,6 +7,7 @@
 #include "cli/check.h"
 #include "cli/ctl.h"
 #include "cli/keys.h"
+#include "cli/mcp_stdio.h"
 #include "cli/scaffold.h"
 #include "core/config.h"
 #include "daemon.h"
@@ -24,6 +25,8 @@ static void usage(FILE *out)
                  "  ls, ps     list the services (also: health, status, start, stop, restart,\n"
                  "             rediscover, logs; nanny CMD --help)\n"
                  "  check      validate every manifest, no daemon needed (nanny check --help)\n"
+                 "  mcp        an MCP server on stdio for AI agents, a bridge to the daemon\n"
+                 "             (nanny mcp --help)\n"
                  "  version    print the version\n");
 }
 
@@ -54,6 +57,8 @@ int main(int argc, char **argv)
         return keys_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "check") == 0)
         return check_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "mcp") == 0)
+        return mcp_stdio_main(argc - 1, argv + 1);
     if (ctl_is_command(argv[1]))
         return ctl_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "log-writer") == 0) /* the process driver's logger, not for people */

@@ -80,41 +80,40 @@ static CURL *client_easy(const struct client *c, const char *method, const char 
 }
 
 /* What a transfer's end means: 0 (an answer came, whatever its status), or an exit code
- * with one sentence on stderr. */
-static int client_outcome(const struct client *c, CURL *curl, CURLcode rc, bool quiet)
+ * with one sentence in why (when not NULL) and, unless quiet, on stderr. */
+static int client_outcome(const struct client *c, CURL *curl, CURLcode rc, bool quiet, char *why,
+                          size_t why_size)
 {
     curl_off_t connected_us = 0;
+    char sentence[CLIENT_WHY_MAX];
+    int r = CLIENT_EXIT_UNREACHABLE;
 
     if (rc == CURLE_OK)
         return 0;
     curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected_us);
     if (rc == CURLE_OPERATION_TIMEDOUT && connected_us == 0) {
-        if (!quiet)
-            fprintf(stderr, "nanny: no nanny answers at %s: no connection within %ld s\n", c->url,
-                    CLIENT_CONNECT_TIMEOUT_MS / 1000);
-        return CLIENT_EXIT_UNREACHABLE;
-    }
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
-        if (!quiet)
-            fprintf(stderr, "nanny: timed out waiting for the nanny at %s\n", c->url);
-        return CLIENT_EXIT_TIMEOUT;
-    }
-    if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
-        if (!quiet)
-            fprintf(stderr, "nanny: no nanny answers at %s: is it running? (./start.sh)\n", c->url);
-        return CLIENT_EXIT_UNREACHABLE;
-    }
-    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
-        if (!quiet)
-            fprintf(stderr,
-                    "nanny: the nanny at %s shows a certificate this command does not trust: "
-                    "give its CA with --cacert or NANNY_CACERT (%s)\n",
-                    c->url, curl_easy_strerror(rc));
-        return CLIENT_EXIT_UNREACHABLE;
+        snprintf(sentence, sizeof(sentence), "no nanny answers at %s: no connection within %ld s",
+                 c->url, CLIENT_CONNECT_TIMEOUT_MS / 1000);
+    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
+        snprintf(sentence, sizeof(sentence), "timed out waiting for the nanny at %s", c->url);
+        r = CLIENT_EXIT_TIMEOUT;
+    } else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
+        snprintf(sentence, sizeof(sentence), "no nanny answers at %s: is it running? (./start.sh)",
+                 c->url);
+    } else if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
+        snprintf(sentence, sizeof(sentence),
+                 "the nanny at %s shows a certificate this command does not trust: give its CA "
+                 "with --cacert or NANNY_CACERT (%s)",
+                 c->url, curl_easy_strerror(rc));
+    } else {
+        snprintf(sentence, sizeof(sentence), "no nanny answers at %s: %s", c->url,
+                 curl_easy_strerror(rc));
     }
     if (!quiet)
-        fprintf(stderr, "nanny: no nanny answers at %s: %s\n", c->url, curl_easy_strerror(rc));
-    return CLIENT_EXIT_UNREACHABLE;
+        fprintf(stderr, "nanny: %s\n", sentence);
+    if (why)
+        snprintf(why, why_size, "%s", sentence);
+    return r;
 }
 
 /* The answer is in: its status, and its body as JSON when it is some. */
@@ -140,7 +139,7 @@ int client_request(const struct client *c, const char *method, const char *path,
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
     if (c->timeout_ms > 0)
         curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-    r = client_outcome(c, curl, curl_easy_perform(curl), false);
+    r = client_outcome(c, curl, curl_easy_perform(curl), false, NULL, 0);
     if (r == 0)
         response_finish(curl, resp);
     curl_slist_free_all(headers);
@@ -185,6 +184,7 @@ void client_transfer_add(struct client_run *run, struct client_transfer *t)
     }
     memset(&t->resp, 0, sizeof(t->resp));
     t->result = 0;
+    t->why[0] = '\0';
     t->done = false;
     t->stopped = false;
     t->curl = client_easy(run->client, t->method, t->path, t->body, t->headers, &t->slist);
@@ -212,7 +212,7 @@ static void transfer_end(struct client_run *run, struct client_transfer *t, CURL
         t->stopped = true; /* its function said stop */
         t->result = 0;
     } else {
-        t->result = client_outcome(run->client, t->curl, rc, t->quiet);
+        t->result = client_outcome(run->client, t->curl, rc, t->quiet, t->why, sizeof(t->why));
     }
     if (t->result == 0)
         response_finish(t->curl, &t->resp);
@@ -245,7 +245,13 @@ int client_run(struct client_run *run, unsigned tick_ms)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    while (run->active > 0 && !run->stop && !interrupted) {
+    if (!run->multi) {
+        run->multi = curl_multi_init();
+        if (!run->multi)
+            abort();
+    }
+    while ((run->active > 0 || run->input_open) && !run->stop && !interrupted) {
+        struct curl_waitfd input = {.fd = run->input_fd, .events = CURL_WAIT_POLLIN};
         int running, left;
         CURLMsg *msg;
 
@@ -265,10 +271,13 @@ int client_run(struct client_run *run, unsigned tick_ms)
             run->n_pending = 0;
             continue;
         }
-        if (run->active == 0 || run->stop || interrupted)
+        if ((run->active == 0 && !run->input_open) || run->stop || interrupted)
             break;
         /* Short waits: a signal does not always cut curl's poll short. */
-        curl_multi_poll(run->multi, NULL, 0, tick_ms && tick_ms < 200 ? (int)tick_ms : 200, NULL);
+        curl_multi_poll(run->multi, &input, run->input_open ? 1 : 0,
+                        tick_ms && tick_ms < 200 ? (int)tick_ms : 200, NULL);
+        if (run->on_pass)
+            run->on_pass(run->tick_data);
         if (run->tick && tick_ms) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);

@@ -23,6 +23,7 @@ enum {
 
 #define CLIENT_DEFAULT_URL        "http://127.0.0.1:8080"
 #define CLIENT_CONNECT_TIMEOUT_MS 10000L /* a connection (and TLS handshake) at most */
+#define CLIENT_WHY_MAX            512    /* a failure's sentence */
 
 /* Where the daemon is and how to reach it: --url / NANNY_URL, --key / NANNY_KEY,
  * --cacert / NANNY_CACERT. Borrowed strings; key and cacert may be NULL. */
@@ -76,6 +77,7 @@ struct client_transfer {
     bool done;
     bool stopped;                /* on_data said stop, or it was cancelled */
     int result;                  /* 0: resp holds the answer; else an exit code (told) */
+    char why[CLIENT_WHY_MAX];    /* and its sentence, also when quiet */
     struct client_response resp; /* status; the body when kept or not 2xx */
     /* libcurl's: */
     void *curl;
@@ -90,6 +92,12 @@ struct client_run {
     void (*tick)(void *data); /* called every tick_ms while it runs (NULL: none) */
     void *tick_data;
     bool stop; /* set from a callback: client_run() returns */
+    /* Input watched beside the transfers: while input_open, a wait also ends when
+     * input_fd has something to read, and the run goes on with no transfer left.
+     * on_pass (NULL: none) is called after each wait, with tick_data. */
+    int input_fd;
+    bool input_open;
+    void (*on_pass)(void *data);
     /* its own: */
     void *multi;
     bool in_perform;
@@ -105,8 +113,8 @@ void client_transfer_add(struct client_run *run, struct client_transfer *t);
 /* Ends t now, its on_done not called and its answer dropped. */
 void client_transfer_cancel(struct client_run *run, struct client_transfer *t);
 
-/* Runs until no transfer is left or run->stop is set: 0; or -1 when SIGINT or SIGTERM
- * came. Transfers not done then are the caller's to cancel. */
+/* Runs until no transfer is left (and the input is closed) or run->stop is set: 0; or -1
+ * when SIGINT or SIGTERM came. Transfers not done then are the caller's to cancel. */
 int client_run(struct client_run *run, unsigned tick_ms);
 
 /* Frees what the run holds, once every transfer is done or cancelled. */

@@ -88,6 +88,12 @@ static void audit(struct gate *g, struct request *req, const char *action, const
         audit_record(g->audit, who(req), action, service, status);
 }
 
+void gate_record(struct gate *g, struct request *req, const char *action, const char *service,
+                 unsigned status)
+{
+    audit(g, req, action, service, status);
+}
+
 void gate_on_done(void *data, struct request *req, unsigned status)
 {
     struct gate *g = data;

@@ -62,6 +62,12 @@ bool gate_require(struct gate *g, struct request *req, enum need need, const cha
 bool gate_allows(struct gate *g, struct request *req, enum need need, const char *action,
                  const char *service, char *why, size_t why_size);
 
+/* Records in the audit log, now, that req did action to service (NULL: none) with the
+ * outcome status: for a surface whose one request does several things (an MCP tool call),
+ * where request_set_action() would record the request's own status. */
+void gate_record(struct gate *g, struct request *req, const char *action, const char *service,
+                 unsigned status);
+
 /* True when the request may see everything a valid key shows (GET /health in full): a
  * valid key, or no keys at all. */
 bool gate_known(const struct gate *g, const struct request *req);

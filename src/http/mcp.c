@@ -34,6 +34,7 @@
 #define SESSION_ID_LEN    32
 #define CALL_TIMEOUT_MS   (10 * 60 * 1000) /* plus a start's start_period */
 #define STREAM_CAP        (256 * 1024)     /* progress waiting unread; more is dropped */
+#define CLIENT_GONE       499 /* audited when the client went before the answer (nginx) */
 
 /* The session revisions, newest first: an initialize asking for another gets the first. */
 static const char *const session_versions[] = {"2025-11-25", "2025-06-18", "2025-03-26"};
@@ -63,6 +64,7 @@ struct mcp {
     struct events *hub;
     unsigned sessions_max;
     uint64_t idle_ms;
+    json_t *tools;           /* tools/list's, made once */
     struct strmap *sessions; /* id -> struct session */
     struct session *oldest, *newest;
     size_t n_calls;
@@ -81,8 +83,10 @@ struct message {
 struct pending {
     struct mcp_call call; /* first: the tools get &call */
     struct mcp *mcp;
-    struct request *req; /* a JSON answer waits (suspended), or NULL */
-    struct stream *st;   /* or an event stream is open, or NULL */
+    const struct mcp_tool *tool; /* audited when it ends, if it changes things */
+    struct request *audit_req;   /* the request to audit it as (valid until it ends) */
+    struct request *req;         /* a JSON answer waits (suspended), or NULL */
+    struct stream *st;           /* or an event stream is open, or NULL */
     json_t *id;
     bool modern;
     json_t *progress_token; /* NULL: no progress wanted */
@@ -407,6 +411,15 @@ static bool stream_message(struct stream *st, json_t *msg, bool past_cap)
     return ok;
 }
 
+/* A call of a tool that changes things is one line of the audit log, with the status the
+ * REST API would have answered. */
+static void audit_end(struct pending *p, unsigned status)
+{
+    if (p->tool && p->tool->changes_things)
+        gate_record(p->mcp->gate, p->audit_req, p->tool->action,
+                    p->call.service[0] ? p->call.service : NULL, status);
+}
+
 void mcp_call_done(struct mcp_call *call, json_t *structured, const char *message)
 {
     struct pending *p = (struct pending *)call;
@@ -421,10 +434,11 @@ void mcp_call_done(struct mcp_call *call, json_t *structured, const char *messag
                            "structuredContent", structured, "isError", false);
         free(text);
     } else {
-        result = json_pack("{s:[{s:s, s:s}], s:b}", "content", "type", "text", "text", message,
-                           "isError", true);
+        result = json_pack("{s:[{s:s, s:o}], s:b}", "content", "type", "text", "text",
+                           json_text(message), "isError", true);
     }
     msg = rpc_result(p->id, result, p->modern);
+    audit_end(p, p->call.status);
     if (p->answered)
         *p->answered = true;
     if (p->st) {
@@ -443,6 +457,7 @@ static void on_call_gone(void *data)
 {
     struct pending *p = data;
 
+    audit_end(p, CLIENT_GONE);
     if (p->call.cancel)
         p->call.cancel(&p->call);
     pending_free(p);
@@ -453,9 +468,9 @@ static void progress(struct pending *p, const char *message)
 {
     p->progress += 1;
     stream_message(p->st,
-                   json_pack("{s:s, s:s, s:{s:O, s:f, s:s}}", "jsonrpc", "2.0", "method",
+                   json_pack("{s:s, s:s, s:{s:O, s:f, s:o}}", "jsonrpc", "2.0", "method",
                              "notifications/progress", "params", "progressToken", p->progress_token,
-                             "progress", p->progress, "message", message),
+                             "progress", p->progress, "message", json_text(message)),
                    false);
 }
 
@@ -484,6 +499,20 @@ static void on_call_event(void *data, const struct event *ev)
     snprintf(message, sizeof(message), "%s: %s -> %s%s%s", ev->service, from ? from : "?",
              to ? to : "?", reason ? ": " : "", reason ? reason : "");
     progress(p, message);
+}
+
+/* The inputSchema of tool, as tools/list shows it. */
+static const json_t *input_schema(const struct mcp *mcp, const struct mcp_tool *tool)
+{
+    json_t *t;
+    size_t i;
+
+    json_array_foreach(mcp->tools, i, t)
+    {
+        if (strcmp(json_string_value(json_object_get(t, "name")), tool->name) == 0)
+            return json_object_get(t, "inputSchema");
+    }
+    fatal("mcp: the tool %s is not in the list", tool->name);
 }
 
 /* Runs the call's tool; a JSON answer that does not come at once is waited for, with a
@@ -532,7 +561,7 @@ static void tools_call(struct mcp *mcp, struct request *req, const struct messag
         return;
     }
     args = args ? json_incref(args) : json_object();
-    if (mcp_tool_check(tool, args, err, sizeof(err)) < 0) {
+    if (mcp_tool_check(tool, input_schema(mcp, tool), args, err, sizeof(err)) < 0) {
         json_decref(args);
         reply(req, MHD_HTTP_OK, rpc_error(m->id, RPC_INVALID_PARAMS, NULL, "%s", err), NULL);
         return;
@@ -544,16 +573,17 @@ static void tools_call(struct mcp *mcp, struct request *req, const struct messag
     p->call.args = args;
     service = json_string_value(json_object_get(args, "name"));
     snprintf(p->call.service, sizeof(p->call.service), "%s", service ? service : "");
+    p->call.status = MHD_HTTP_OK;
     p->id = json_incref(m->id);
     p->modern = m->modern;
+    p->audit_req = req;
     mcp->n_calls++;
     if (!gate_allows(mcp->gate, req, tool->need, tool->action, service, err, sizeof(err))) {
-        p->req = req;
-        mcp_call_fail(&p->call, "refused: %s", err);
+        p->req = req; /* audited by the gate: p->tool stays NULL */
+        mcp_call_fail(&p->call, MHD_HTTP_FORBIDDEN, "refused: %s", err);
         return;
     }
-    if (tool->changes_things)
-        request_set_action(req, tool->action, service);
+    p->tool = tool;
     if (token && (json_is_string(token) || json_is_integer(token)) &&
         json_is_true(json_object_get(args, "wait_healthy")) &&
         header_lists(req, MHD_HTTP_HEADER_ACCEPT, "text/event-stream") &&
@@ -630,7 +660,7 @@ static void dispatch(struct mcp *mcp, struct request *req, const struct message 
         return;
     }
     if (strcmp(m->method, "tools/list") == 0) {
-        result = json_pack("{s:o}", "tools", mcp_tools_list());
+        result = json_pack("{s:O}", "tools", mcp->tools);
         if (m->modern) {
             json_object_set_new(result, "ttlMs", json_integer(0));
             json_object_set_new(result, "cacheScope", json_string("private"));
@@ -797,6 +827,7 @@ struct mcp *mcp_new(uv_loop_t *loop, struct registry *reg, struct supervisor *su
     mcp->idle_ms =
         config->mcp_session_idle_ms ? config->mcp_session_idle_ms : CONFIG_MCP_IDLE_DEFAULT_MS;
     mcp->sessions = strmap_new();
+    mcp->tools = mcp_tools_list();
     return mcp;
 }
 
@@ -809,6 +840,7 @@ void mcp_free(struct mcp *mcp)
     while (mcp->oldest)
         session_end(mcp, mcp->oldest);
     strmap_free(mcp->sessions, NULL);
+    json_decref(mcp->tools);
     free(mcp);
 }
 

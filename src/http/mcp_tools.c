@@ -75,11 +75,12 @@
 
 /* --- answers ---------------------------------------------------------------------------- */
 
-void mcp_call_fail(struct mcp_call *call, const char *fmt, ...)
+void mcp_call_fail(struct mcp_call *call, unsigned status, const char *fmt, ...)
 {
     char message[1024];
     va_list ap;
 
+    call->status = status;
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
@@ -97,10 +98,10 @@ static struct service *find_service(struct mcp_call *call)
         return svc;
     err = registry_find_error(call->reg, name);
     if (err)
-        mcp_call_fail(call, "the manifest of %s is invalid: %s (fix its service.yaml)", name,
+        mcp_call_fail(call, 422, "the manifest of %s is invalid: %s (fix its service.yaml)", name,
                       json_string_value(json_object_get(err, "message")));
     else
-        mcp_call_fail(call, "there is no service named '%s' (list_services lists them)", name);
+        mcp_call_fail(call, 404, "there is no service named '%s' (list_services lists them)", name);
     return NULL;
 }
 
@@ -113,11 +114,12 @@ static struct service *find_runnable(struct mcp_call *call, bool refuse_broken)
     if (!svc)
         return NULL;
     if (!call->sup) {
-        mcp_call_fail(call, "this daemon runs no services");
+        mcp_call_fail(call, 503, "this daemon runs no services");
         return NULL;
     }
     if (refuse_broken && svc->manifest_error) {
-        mcp_call_fail(call, "the manifest of %s is invalid: %s (fix its service.yaml)", svc->name,
+        mcp_call_fail(call, 422, "the manifest of %s is invalid: %s (fix its service.yaml)",
+                      svc->name,
                       json_string_value(json_object_get(svc->manifest_error, "message")));
         return NULL;
     }
@@ -162,24 +164,26 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
         mcp_call_done(call, status, NULL);
         return;
     case SUPERVISOR_CONFLICT:
-        mcp_call_fail(call,
+        mcp_call_fail(call, 409,
                       "GPU conflict: %s holds the GPU, so %s was not started. Calling the tool "
                       "again with force: true would stop %s first; do that only if the user "
                       "agrees.",
                       res->holder, svc->name, res->holder);
         return;
     case SUPERVISOR_TIMED_OUT:
-        mcp_call_fail(call, "%s: %s is not healthy within its start_period and was stopped",
+        mcp_call_fail(call, 504, "%s: %s is not healthy within its start_period and was stopped",
                       res->message, svc->name);
         return;
     case SUPERVISOR_CANCELLED:
-        mcp_call_fail(call, "%s: %s is now %s", res->message, svc->name,
+        mcp_call_fail(call, 409, "%s: %s is now %s", res->message, svc->name,
                       lifecycle_state_name(res->status->state));
         return;
     case SUPERVISOR_DRIVER_FAILED:
+        mcp_call_fail(call, 502, "%s could not be handled: %s", svc->name, res->message);
+        return;
     case SUPERVISOR_UNAVAILABLE:
     case SUPERVISOR_UNRECORDED:
-        mcp_call_fail(call, "%s could not be handled: %s", svc->name, res->message);
+        mcp_call_fail(call, 503, "%s could not be handled: %s", svc->name, res->message);
         return;
     }
 }
@@ -233,7 +237,7 @@ static void on_logs(void *data, char **lines, const char *error)
 
     call->cancel = NULL;
     if (!lines) {
-        mcp_call_fail(call, "the logs could not be read: %s", error);
+        mcp_call_fail(call, 502, "the logs could not be read: %s", error);
         return;
     }
     a = json_array();
@@ -270,7 +274,8 @@ static void on_rediscovered(void *data, json_t *diff)
 
     call->cancel = NULL;
     if (error)
-        mcp_call_fail(call, "the services folder could not be read: %s", json_string_value(error));
+        mcp_call_fail(call, 503, "the services folder could not be read: %s",
+                      json_string_value(error));
     else
         mcp_call_done(call, render_rediscovered(call->reg, call->sup, diff), NULL);
 }
@@ -396,7 +401,7 @@ static bool type_matches(const json_t *value, const char *type)
 
 /* Checks one argument against its property schema (the subset our schemas use: type,
  * minLength, maxLength, minimum, maximum). */
-static int check_value(const char *key, json_t *value, json_t *schema, char *err, size_t size)
+static int check_value(const char *key, json_t *value, const json_t *schema, char *err, size_t size)
 {
     const char *type = json_string_value(json_object_get(schema, "type"));
     json_t *min = json_object_get(schema, "minimum"), *max = json_object_get(schema, "maximum");
@@ -424,21 +429,19 @@ static int check_value(const char *key, json_t *value, json_t *schema, char *err
     return 0;
 }
 
-int mcp_tool_check(const struct mcp_tool *tool, json_t *args, char *err, size_t err_size)
+int mcp_tool_check(const struct mcp_tool *tool, const json_t *schema, json_t *args, char *err,
+                   size_t err_size)
 {
-    json_t *schema = schema_json(tool->input_schema);
     json_t *properties = json_object_get(schema, "properties"), *value, *req;
     const char *key;
     size_t i;
-    int r = 0;
 
     json_array_foreach(json_object_get(schema, "required"), i, req)
     {
         if (!json_object_get(args, json_string_value(req))) {
             snprintf(err, err_size, "arguments.%s is missing: %s needs it", json_string_value(req),
                      tool->name);
-            r = -1;
-            goto done;
+            return -1;
         }
     }
     json_object_foreach(args, key, value)
@@ -446,18 +449,12 @@ int mcp_tool_check(const struct mcp_tool *tool, json_t *args, char *err, size_t 
         json_t *property = json_object_get(properties, key);
         if (!property) {
             snprintf(err, err_size,
-                     "arguments.%.64s is not an argument of %s (its inputSchema "
-                     "lists them)",
-                     key, tool->name);
-            r = -1;
-            goto done;
+                     "arguments.%.64s is not an argument of %s (its inputSchema lists them)", key,
+                     tool->name);
+            return -1;
         }
-        if (check_value(key, value, property, err, err_size) < 0) {
-            r = -1;
-            goto done;
-        }
+        if (check_value(key, value, property, err, err_size) < 0)
+            return -1;
     }
-done:
-    json_decref(schema);
-    return r;
+    return 0;
 }

@@ -68,7 +68,7 @@ CLIENT_COMMANDS = ["health", "ls", "ps", "status", "start", "stop", "restart", "
 
 def test_commands():
     got = complete("nanny ")
-    for cmd in CLIENT_COMMANDS + ["serve", "new", "keys", "check", "version"]:
+    for cmd in CLIENT_COMMANDS + ["serve", "new", "keys", "check", "mcp", "version"]:
         assert cmd in got, got
     assert sorted(complete("nanny st")) == ["start", "status", "stop"]
     assert complete("nanny re") == ["restart", "rediscover"]
@@ -81,7 +81,7 @@ def test_options_of_start():
     assert complete("nanny start hello --w") == ["--wait"]
 
 
-@pytest.mark.parametrize("cmd", CLIENT_COMMANDS + ["serve", "new", "keys", "check"])
+@pytest.mark.parametrize("cmd", CLIENT_COMMANDS + ["serve", "new", "keys", "check", "mcp"])
 def test_every_option_of_the_help_is_offered(cmd):
     offered = set(complete(f"nanny {cmd} -"))
     missing = help_options(cmd) - offered

@@ -451,6 +451,20 @@ def test_tools_run_the_services(gpu_lab):
     assert set(diff) == {"services", "added", "removed", "changed", "errors"}
     assert "invalid" in error_text(c.call("start_service", {"name": "broken"}))
 
+    # Each call that changes things is one audit line with the REST API's status.
+    def audited():
+        path = os.path.join(lab.state_dir, "audit.log")
+        if not os.path.exists(path):
+            return None
+        lines = [json.loads(line) for line in open(path) if line.strip()]
+        got = [(e["action"], e["service"], e["status"]) for e in lines]
+        return got if ("start", "broken", 422) in got else None
+    got = wait_until(audited, message="the audit of the MCP calls")
+    for entry in [("start", "gpu-a", 200), ("start", "gpu-b", 409), ("start", "gpu-b", 200),
+                  ("restart", "cpu", 200), ("stop", "gpu-b", 200), ("rediscover", None, 200)]:
+        assert entry in got, (entry, got)
+    assert not [e for e in got if e[0] in ("status", "list", "logs", "gpu")], got
+
 
 def read_events(sock_file):
     """Reads server-sent events until the stream ends: a list of parsed data."""

@@ -40,13 +40,22 @@ static void test_list(void **state)
 /* Checks text against tool's schema: 0, or -1 with err containing want. */
 static int check(const char *tool, const char *text, const char *want)
 {
-    json_t *args = json_loads(text, 0, NULL);
+    json_t *args = json_loads(text, 0, NULL), *list = mcp_tools_list(), *t;
+    const json_t *schema = NULL;
     char err[512] = "";
+    size_t i;
     int r;
 
     assert_non_null(args);
-    r = mcp_tool_check(mcp_tool_find(tool), args, err, sizeof(err));
+    json_array_foreach(list, i, t)
+    {
+        if (strcmp(json_string_value(json_object_get(t, "name")), tool) == 0)
+            schema = json_object_get(t, "inputSchema");
+    }
+    assert_non_null(schema);
+    r = mcp_tool_check(mcp_tool_find(tool), schema, args, err, sizeof(err));
     json_decref(args);
+    json_decref(list);
     if (want) {
         assert_int_equal(r, -1);
         assert_non_null(strstr(err, want));
