@@ -13,9 +13,13 @@ one ("starting -> running"), written just before the result, is sometimes droppe
 when both arrive in one read (seen over stdio under load; typescript-sdk issue #2580).
 """
 
+import json
+import os
+
 from conftest import nanny_binary
 from lifecycle_helpers import lab  # noqa: F401 (a fixture)
 from mcp_helpers import run_script
+from test_gate import new_key, write_keys
 
 # testsvc's first numbered line (--print-lines): what service_logs must show.
 LOG_LINE = "testsvc: line 1"
@@ -44,6 +48,29 @@ def test_sdk_agent_flow_over_streamable_http(lab):
     assert lab.gpu_holders() == []
 
 
+def test_sdk_agent_flow_with_a_key(lab, workdir):
+    # With keys, the SDK sends its key as Bearer on every request (the DELETE too);
+    # the flow needs admin (rediscover). Without a key /mcp is 401.
+    admin = new_key()
+    keys = write_keys(os.path.join(str(workdir), "keys.yaml"), [("agent", "admin", admin)])
+    lab.add("gpu-a", ["--startup-delay", "300"], gpu=True)
+    lab.add("gpu-b", ["--print-lines", "3"], gpu=True)
+    d = lab.serve(extra_args=["--keys", keys])
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                             "clientInfo": {"name": "test", "version": "1"}}}
+    r = d.post("/mcp", json.dumps(initialize), headers={
+        "Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+    assert r.status == 401, r
+    summary = run_script("sdk_http.mjs", [mcp_url(d), "gpu-a", "gpu-b", "--log-line", LOG_LINE], d,
+                         env={"NANNY_KEY": admin})
+    assert "gpu-a" in summary["conflict"] and summary["progress"], summary
+    listed = d.get("/services", headers={"Authorization": f"Bearer {admin}"})
+    assert listed.status == 200, listed
+    assert {s["name"]: s["state"] for s in listed.json()["services"]} == \
+        {"gpu-a": "stopped", "gpu-b": "stopped"}, listed.json()
+
+
 def test_modern_client_on_the_stateless_revision(lab):
     lab.add("svc", health=False)
     d = lab.serve()
@@ -56,6 +83,17 @@ def test_modern_client_on_the_stateless_revision(lab):
         assert "initialize" not in seen["methods"], seen
         assert seen["status"]["name"] == "svc" and seen["status"]["state"] == "stopped", seen
     assert "no-such-service" in summary["pinned"]["unknown"]
+
+
+def test_modern_client_with_a_viewer_key(lab, workdir):
+    # A viewer may list and read: all that client_modern.mjs does.
+    viewer = new_key()
+    keys = write_keys(os.path.join(str(workdir), "keys.yaml"), [("watcher", "viewer", viewer)])
+    lab.add("svc", health=False)
+    d = lab.serve(extra_args=["--keys", keys])
+    summary = run_script("client_modern.mjs", [mcp_url(d), "svc"], d, env={"NANNY_KEY": viewer})
+    assert summary["pinned"]["status"]["name"] == "svc", summary
+    assert summary["auto"]["methods"][0] == "server/discover", summary
 
 
 def test_sdk_agent_flow_over_stdio(lab):
