@@ -165,8 +165,9 @@ async function waitForLogLine(client, name, text) {
 // The whole agent flow over a connected SDK 1.x client, on two stopped GPU
 // services a and b (process services with a health check) that print logLine at
 // start: status, start a, the conflict on b as isError naming a, force b, b's logs,
-// stop b, start a with wait_healthy and progress, gpu_status, stop a, rediscover,
-// and the errors of an unknown service and an unknown tool. Returns what it saw.
+// stop b, start a with wait_healthy and progress, gpu_status, restart a, stop a,
+// rediscover, and the errors of an unknown service and an unknown tool. Returns what
+// it saw.
 export async function agentFlow(client, { a, b, logLine }) {
     const seen = {};
 
@@ -237,6 +238,10 @@ export async function agentFlow(client, { a, b, logLine }) {
     const gpu = okResult(await client.callTool({ name: 'gpu_status', arguments: {} }), 'gpu_status');
     expect(JSON.stringify(gpu).includes(JSON.stringify(a)), `gpu_status: names the holder ${a}`, gpu);
     seen.gpu = gpu;
+
+    st = okResult(await client.callTool({ name: 'restart_service', arguments: { name: a } }), 'restart_service');
+    expect(st.name === a && ['starting', 'running'].includes(st.state), `restart_service ${a}: starting or running`, st);
+    expect(Array.isArray(st.preempted), `restart_service ${a}: preempted is a list`, st);
 
     st = okResult(await client.callTool({ name: 'stop_service', arguments: { name: a } }), 'stop_service');
     expect(st.state === 'stopped', `stop_service ${a}: stopped`, st);
