@@ -122,7 +122,8 @@ section "MCP test clients (tests/mcp/install.sh)"
 if run_bounded "$NPM_TIMEOUT" tests/mcp/install.sh </dev/null >"$TMP/mcp-install.log" 2>&1; then
     show "$TMP/mcp-install.log" 20
 else
-    show "$TMP/mcp-install.log" 60
+    # npm's own error comes last: the end of the log.
+    tail -n 40 "$TMP/mcp-install.log" | sed 's/^/    /'
     report "MCP test clients: npm ci" 0 1
 fi
 
