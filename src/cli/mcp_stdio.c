@@ -715,8 +715,10 @@ static void take_lines(struct mcp_stdio *m)
             take_line(m, m->in + start, len);
         start += len + 1;
     }
-    memmove(m->in, m->in + start, m->in_len - start);
-    m->in_len -= start;
+    if (start > 0) { /* else m->in may be NULL: nothing read yet */
+        memmove(m->in, m->in + start, m->in_len - start);
+        m->in_len -= start;
+    }
     if (m->in_len > MCP_LINE_MAX && !memchr(m->in, '\n', m->in_len)) {
         if (!m->skipping) {
             char why[100];
