@@ -234,12 +234,36 @@ static struct session *session_use(struct mcp *mcp, const char *id)
 
 /* --- what a client sent ------------------------------------------------------------------ */
 
-/* True when the request's header name lists value (a media type in Accept). */
-static bool header_lists(struct request *req, const char *name, const char *value)
+/* True when the request's header name lists the media type type, whole (parameters after
+ * ';' aside); with wildcards, "any/any" ("*" "/" "*") and "application/any" list it too. */
+static bool header_lists(struct request *req, const char *name, const char *type, bool wildcards)
 {
-    const char *h = request_header(req, name);
+    const char *h = request_header(req, name), *slash = strchr(type, '/');
 
-    return h && strcasestr(h, value);
+    for (const char *p = h; p && *p;) {
+        size_t skip = strspn(p, " \t,"), len;
+        p += skip;
+        len = strcspn(p, ",;");
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if ((len == strlen(type) && strncasecmp(p, type, len) == 0) ||
+            (wildcards && len == 3 && strncmp(p, "*/*", 3) == 0) ||
+            (wildcards && slash && len == (size_t)(slash - type) + 2 &&
+             strncasecmp(p, type, len - 1) == 0 && p[len - 1] == '*'))
+            return true;
+        p += strcspn(p, ",");
+    }
+    return false;
+}
+
+/* How many times the request carries the header name (a second copy may disagree). */
+static unsigned header_count(struct request *req, const char *name)
+{
+    const char *const names[] = {name};
+    size_t index;
+    const char *value;
+
+    return request_headers_find(req, names, 1, &index, &value);
 }
 
 static bool is_session_version(const char *v)
@@ -327,11 +351,19 @@ static int modern_check(struct request *req, const struct message *m, json_t **r
     const char *method = request_header(req, "Mcp-Method");
     const char *name = request_header(req, "Mcp-Name");
     const char *tool = json_string_value(json_object_get(m->params, "name"));
+    static const char *const mirrored[] = {"MCP-Protocol-Version", "Mcp-Method", "Mcp-Name"};
 
     if (!version) {
         *ret_error = rpc_error(m->id, RPC_INVALID_PARAMS, NULL,
                                "_meta[\"" META_VERSION "\"] must be a string");
         return -1;
+    }
+    for (size_t i = 0; i < sizeof(mirrored) / sizeof(mirrored[0]); i++) {
+        if (header_count(req, mirrored[i]) > 1) {
+            *ret_error = rpc_error(m->id, RPC_HEADER_MISMATCH, NULL,
+                                   "the %s header is sent more than once", mirrored[i]);
+            return -1;
+        }
     }
     if (m->id && !header) {
         *ret_error = rpc_error(m->id, RPC_HEADER_MISMATCH, NULL,
@@ -521,6 +553,8 @@ static void run(struct pending *p, const struct mcp_tool *tool, struct request *
 {
     bool answered = false;
     const struct service *svc = registry_find(p->mcp->reg, p->call.service);
+    /* Read now: the tool may change the registry (a rescan). */
+    uint64_t deadline = CALL_TIMEOUT_MS + (svc ? svc->manifest->health_start_period_ms : 0);
 
     p->answered = &answered;
     tool->run(&p->call); /* may answer (and free p) at once */
@@ -528,7 +562,7 @@ static void run(struct pending *p, const struct mcp_tool *tool, struct request *
         return;
     p->answered = NULL;
     if (p->req) {
-        request_suspend(req, CALL_TIMEOUT_MS + (svc ? svc->manifest->health_start_period_ms : 0));
+        request_suspend(req, deadline);
         request_set_abort(req, on_call_gone, p);
     }
 }
@@ -586,12 +620,13 @@ static void tools_call(struct mcp *mcp, struct request *req, const struct messag
     p->tool = tool;
     if (token && (json_is_string(token) || json_is_integer(token)) &&
         json_is_true(json_object_get(args, "wait_healthy")) &&
-        header_lists(req, MHD_HTTP_HEADER_ACCEPT, "text/event-stream") &&
+        header_lists(req, MHD_HTTP_HEADER_ACCEPT, "text/event-stream", false) &&
         !request_server_stopping(req)) {
         static const char *const headers[] = {"X-Accel-Buffering", "no", NULL};
         p->st = request_stream(req, MHD_HTTP_OK, "text/event-stream", headers, STREAM_CAP,
                                on_call_gone, p);
         if (!p->st) {
+            audit_end(p, CLIENT_GONE);
             pending_free(p);
             return;
         }
@@ -687,6 +722,13 @@ static void session_request(struct mcp *mcp, struct request *req, const struct m
     const char *version = request_header(req, "MCP-Protocol-Version");
     const char *id = request_header(req, "Mcp-Session-Id");
 
+    if (header_count(req, "MCP-Protocol-Version") > 1) {
+        reply(req, MHD_HTTP_BAD_REQUEST,
+              rpc_error(m->id, RPC_BAD_REQUEST, NULL,
+                        "Bad Request: the MCP-Protocol-Version header is sent more than once"),
+              NULL);
+        return;
+    }
     if (version && strcmp(version, MODERN_VERSION) == 0) {
         reply(req, MHD_HTTP_BAD_REQUEST,
               rpc_error(m->id, RPC_INVALID_PARAMS, NULL,
@@ -772,7 +814,7 @@ void mcp_handle(void *data, struct request *req)
         delete_session(mcp, req);
         return;
     }
-    if (!header_lists(req, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json")) {
+    if (!header_lists(req, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json", false)) {
         reply(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
               rpc_error(NULL, RPC_BAD_REQUEST, NULL,
                         "Unsupported Media Type: send Content-Type: application/json"),
@@ -780,8 +822,7 @@ void mcp_handle(void *data, struct request *req)
         return;
     }
     if (request_header(req, MHD_HTTP_HEADER_ACCEPT) &&
-        !header_lists(req, MHD_HTTP_HEADER_ACCEPT, "application/json") &&
-        !header_lists(req, MHD_HTTP_HEADER_ACCEPT, "*/*")) {
+        !header_lists(req, MHD_HTTP_HEADER_ACCEPT, "application/json", true)) {
         reply(req, MHD_HTTP_NOT_ACCEPTABLE,
               rpc_error(NULL, RPC_BAD_REQUEST, NULL,
                         "Not Acceptable: accept application/json and text/event-stream"),

@@ -99,7 +99,7 @@ static struct service *find_service(struct mcp_call *call)
     err = registry_find_error(call->reg, name);
     if (err)
         mcp_call_fail(call, 422, "the manifest of %s is invalid: %s (fix its service.yaml)", name,
-                      json_string_value(json_object_get(err, "message")));
+                      json_string_value(json_object_get(err, "message")) ?: "?");
     else
         mcp_call_fail(call, 404, "there is no service named '%s' (list_services lists them)", name);
     return NULL;

@@ -314,6 +314,18 @@ def test_bad_transport(daemon, mcp):
     assert_rpc_error(status, body, 415, -32000, ["application/json"])
     status, _, body, _ = mcp.request("ping", headers={"Accept": "text/html"})
     assert_rpc_error(status, body, 406, -32000)
+    for ctype in ("text/plain; x=application/json", "application/jsonl"):
+        status, _, body, _ = mcp.request("ping", headers={"Content-Type": ctype})
+        assert_rpc_error(status, body, 415, -32000)
+    status, _, body, _ = mcp.request("ping", headers={"Accept": "application/json-seq"})
+    assert_rpc_error(status, body, 406, -32000)
+    for accept in ("*/*", "application/*", "text/event-stream, Application/JSON;q=0.9"):
+        status, _, body, _ = mcp.request("ping", headers={"Accept": accept,
+                                                          "Content-Type": "application/json; charset=utf-8"})
+        assert status == 200, (accept, body)
+    status, _, body, _ = mcp.post(b'{"jsonrpc":"2.0","id":1,"method":"ping"}', headers={
+        "MCP-Protocol-Version": None})
+    assert status == 200
     # 1 MiB of params: refused whole, bounded, the daemon goes on.
     big = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                       "params": {"name": "list_services", "arguments": {"x": "y" * (1 << 20)}}})
@@ -353,6 +365,18 @@ def test_stateless_discover_list_and_call(daemon, mcp):
     assert structured(body["result"])["state"] == "stopped"
 
 
+def raw_post(mcp, headers, method):
+    """A stateless request with headers given as pairs (a name may repeat): (status, body)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                       "params": {"_meta": META}}).encode()
+    port = mcp.conn.port
+    head = f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers)
+    head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    status, _, data = parse_raw_response(raw_exchange(port, head.encode() + body))
+    return status, json.loads(data)
+
+
 def daemon_services(daemon):
     return daemon.argv[daemon.argv.index("--services") + 1]
 
@@ -364,6 +388,10 @@ def test_stateless_errors(mcp):
     assert_rpc_error(status, body, 400, -32020, ["MCP-Protocol-Version"])
     status, _, body, _ = mcp.modern("tools/list", headers={"MCP-Protocol-Version": None})
     assert_rpc_error(status, body, 400, -32020, ["missing"])
+    # A mirrored header twice, with another value: refused, not half read.
+    r = raw_post(mcp, [("MCP-Protocol-Version", MODERN), ("MCP-Protocol-Version", "2025-11-25"),
+                       ("Mcp-Method", "tools/list")], "tools/list")
+    assert_rpc_error(r[0], r[1], 400, -32020, ["more than once"])
     # The mirrored method and name.
     status, _, body, _ = mcp.modern("tools/list", headers={"Mcp-Method": "tools/call"})
     assert_rpc_error(status, body, 400, -32020, ["Mcp-Method"])
