@@ -130,3 +130,16 @@ bench_wrk() {
             printf "%.0f %.3f\n", rps, p99
         }' "$out" || die "could not read wrk's output for $url"
 }
+
+# bench_stop PID: SIGTERM to PID (when it still runs), SIGKILL after 5 s, and reaped.
+bench_stop() {
+    local pid=$1 i
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}

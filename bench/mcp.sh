@@ -34,16 +34,7 @@ TMP=""
 
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
-    local i
-    if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$daemon_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
+    bench_stop "$daemon_pid"
     if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
