@@ -395,3 +395,50 @@ def test_prometheus_scrapes_states_and_the_gpu_holder(lab, prometheus, workdir):
                message="g1 running in Prometheus")
     res = results('sum by (route) (nanny_http_requests_total{route="/metrics"})')
     assert res and float(res[0]["value"][1]) >= 1
+    # The Grafana dashboard's queries run on what Prometheus scraped.
+    for expr in grafana_exprs():
+        prometheus_query(port, expr)
+    assert prometheus_query(port, "nanny_gpu_holder == 1")[0]["metric"]["service"] == "g1"
+
+
+# --- the Grafana dashboard (deploy/grafana-dashboard.json) -------------------------------
+
+GRAFANA = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "grafana-dashboard.json")
+METRIC = re.compile(r"\b((?:nanny|process)_[a-z_]+)\b")
+
+
+def grafana_exprs():
+    """Every query of the dashboard, its variables given values Prometheus takes."""
+    with open(GRAFANA) as f:
+        dash = json.load(f)
+    exprs = []
+    for p in dash["panels"]:
+        assert p["datasource"]["uid"] == "${datasource}", p["title"]
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            exprs.append(t["expr"].replace("$__rate_interval", "1m").replace("$service", ".*")
+                         .replace("$job", ".*"))
+    names = {v["name"] for v in dash["templating"]["list"]}
+    assert {"datasource", "service", "job"} <= names
+    return exprs
+
+
+def test_grafana_dashboard_queries_what_the_daemon_serves(lab, workdir):
+    lab.add("g1", gpu=True)
+    d = lab.serve()
+    d.get("/services/g1/status")
+    _, types = parse(scrape(d).body.decode())
+    exprs = grafana_exprs()
+    for expr in exprs:
+        for name in METRIC.findall(expr):
+            family = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert name in types or (family in types and types[family] == "histogram"), (
+                f"the dashboard queries {name}, which GET /metrics does not serve")
+    # Every query is valid PromQL: promtool checks them as recording rules.
+    rules = {"groups": [{"name": "grafana", "rules": [
+        {"record": f"grafana:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+    path = workdir / "rules.yml"
+    path.write_text(json.dumps(rules))  # JSON is YAML
+    p = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True,
+                       timeout=60)
+    assert p.returncode == 0, (p.stdout.decode()[-2000:], p.stderr.decode()[-2000:])
