@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "drivers/proc.h"
 #include "http/api.h"
+#include "http/dashboard.h"
 #include "http/gate.h"
 #include "http/mcp.h"
 #include "http/sse.h"
@@ -44,6 +45,7 @@ struct daemon {
     struct events *hub;
     struct sse *sse;
     struct mcp *mcp;
+    struct dashboard *dashboard;
     struct proc_reaper *reaper;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
@@ -58,6 +60,9 @@ static const struct gate_route events_route = {NEED_READ, "events", false};
 /* /mcp: a key that may read; each tool call then needs its tool's role. */
 static const struct gate_route mcp_route = {NEED_READ, "mcp", false};
 
+/* GET / and its files: no key (the page then asks for one and sends it to the API). */
+static const struct gate_route dashboard_route = {NEED_NOTHING, "dashboard", false};
+
 static void daemon_teardown(struct daemon *d)
 {
     uv_timer_stop(&d->drain);
@@ -71,6 +76,8 @@ static void daemon_teardown(struct daemon *d)
     d->server = NULL;
     mcp_free(d->mcp); /* after the server: its calls ended with their requests */
     d->mcp = NULL;
+    dashboard_free(d->dashboard);
+    d->dashboard = NULL;
     watch_free(d->watch);
     d->watch = NULL;
     supervisor_free(d->supervisor); /* lets go of the services: they keep running */
@@ -322,6 +329,9 @@ int daemon_run(const struct config *c)
     api_set_supervisor(d.api, d.supervisor);
     d.mcp = mcp_new(&d.loop, d.reg, d.supervisor, d.gate, d.hub, c);
     api_mount(d.api, "/mcp", "POST, DELETE", mcp_handle, d.mcp, &mcp_route);
+    d.dashboard = dashboard_new();
+    for (size_t i = 0; dashboard_path(i); i++)
+        api_mount(d.api, dashboard_path(i), "GET", dashboard_handle, d.dashboard, &dashboard_route);
     supervisor_adopt(d.supervisor);
     watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);
     registry_on_rescan(d.reg, on_rescanned, &d);
