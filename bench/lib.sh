@@ -143,3 +143,50 @@ bench_stop() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+
+# bench_nginx_serve DIR: starts Debian's nginx (one worker, keep-alive, as the daemon
+# holds a connection) serving the files of DIR/www on a free loopback port, its config
+# and logs under DIR/nginx; sets NGINX_URL and NGINX_PID (bench_stop it) and returns once
+# it answers /ready (DIR/www/ready is written here).
+bench_nginx_serve() {
+    local dir=$1 port i
+    bench_find_nginx
+    port=$(bench_free_port)
+    NGINX_URL=http://127.0.0.1:$port
+    mkdir -p "$dir/nginx" "$dir/www"
+    echo ok >"$dir/www/ready"
+    # nginx's worker runs as an unprivileged user: let it reach the files.
+    chmod -R a+rX "$dir/www" && chmod a+x "$dir" "$(dirname "$dir")"
+    cat >"$dir/nginx/nginx.conf" <<EOT
+worker_processes 1;
+daemon off;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server_tokens off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/nginx/body;
+    types { }
+    default_type text/plain;
+    server {
+        listen 127.0.0.1:$port;
+        root $dir/www;
+    }
+}
+EOT
+    "$NGINX" -p "$dir/nginx/" -c "$dir/nginx/nginx.conf" -e "$dir/nginx/error.log" \
+        </dev/null >"$dir/nginx/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    for ((i = 0; i < 50; i++)); do
+        curl -fsS --max-time 1 -o /dev/null "$NGINX_URL/ready" 2>/dev/null && return 0
+        kill -0 "$NGINX_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$dir/nginx/error.log" "$dir/nginx/stdout.log" >&2 2>/dev/null || true
+    die "nginx did not start on $NGINX_URL"
+}

@@ -20,6 +20,7 @@
 #include "http/dashboard.h"
 #include "http/gate.h"
 #include "http/mcp.h"
+#include "http/metrics.h"
 #include "http/sse.h"
 #include "http/server.h"
 #include "lib/alloc.h"
@@ -45,6 +46,7 @@ struct daemon {
     struct events *hub;
     struct sse *sse;
     struct mcp *mcp;
+    struct metrics *metrics;
     struct dashboard *dashboard;
     struct proc_reaper *reaper;
     uv_signal_t sigterm, sigint, sighup;
@@ -59,6 +61,19 @@ static const struct gate_route events_route = {NEED_READ, "events", false};
 
 /* /mcp: a key that may read; each tool call then needs its tool's role. */
 static const struct gate_route mcp_route = {NEED_READ, "mcp", false};
+
+/* GET /metrics: a key that may read (Prometheus sends one as a bearer token). */
+static const struct gate_route metrics_route = {NEED_READ, "metrics", false};
+
+/* The server's done function: the gate audits the request, the metrics count it. */
+static void on_request_done(void *data, struct request *req, unsigned status)
+{
+    struct daemon *d = data;
+
+    gate_on_done(d->gate, req, status);
+    if (d->metrics)
+        metrics_request_done(d->metrics, req, status);
+}
 
 /* GET / and its files: no key (the page then asks for one and sends it to the API). */
 static const struct gate_route dashboard_route = {NEED_NOTHING, "dashboard", false};
@@ -315,7 +330,7 @@ int daemon_run(const struct config *c)
     }
     server_set_per_client_max(d.server, c->max_connections_per_client);
     server_set_trusted_proxies(d.server, c->trusted_proxies, c->trusted_proxies_n);
-    server_set_done(d.server, gate_on_done, d.gate);
+    server_set_done(d.server, on_request_done, &d);
     d.sse = sse_new(&d.loop, d.hub);
     api_mount(d.api, "/events", "GET", sse_handle, d.sse, &events_route);
     gate_set_port(d.gate, server_port(d.server));
@@ -329,6 +344,8 @@ int daemon_run(const struct config *c)
     api_set_supervisor(d.api, d.supervisor);
     d.mcp = mcp_new(&d.loop, d.reg, d.supervisor, d.gate, d.hub, c);
     api_mount(d.api, "/mcp", "POST, DELETE", mcp_handle, d.mcp, &mcp_route);
+    d.metrics = metrics_new(&d.loop, d.reg, d.supervisor, d.hub);
+    api_mount(d.api, "/metrics", "GET", metrics_handle, d.metrics, &metrics_route);
     d.dashboard = dashboard_new();
     for (size_t i = 0; dashboard_path(i); i++)
         api_mount(d.api, dashboard_path(i), "GET", dashboard_handle, d.dashboard, &dashboard_route);
@@ -346,6 +363,7 @@ int daemon_run(const struct config *c)
 
     /* Everything is closed; a scan still on a worker thread has ended too. */
     registry_free(d.reg);
+    metrics_free(d.metrics); /* after the server: its requests' ends are counted */
     api_free(d.api);
     gate_free(d.gate);
     audit_free(d.audit);

@@ -74,10 +74,10 @@ static bool same_lifecycle(const struct lifecycle *a, const struct lifecycle *b)
 {
     if (a->state != b->state || a->health_enabled != b->health_enabled ||
         a->restart != b->restart || a->failed_probes != b->failed_probes ||
-        a->restarts != b->restarts || a->backoff_ms != b->backoff_ms ||
-        a->n_starts != b->n_starts || a->start_after_stop != b->start_after_stop ||
-        a->fail_after_stop != b->fail_after_stop || a->restart_pending != b->restart_pending ||
-        a->running_since_ms != b->running_since_ms)
+        a->restarts != b->restarts || a->restarts_total != b->restarts_total ||
+        a->backoff_ms != b->backoff_ms || a->n_starts != b->n_starts ||
+        a->start_after_stop != b->start_after_stop || a->fail_after_stop != b->fail_after_stop ||
+        a->restart_pending != b->restart_pending || a->running_since_ms != b->running_since_ms)
         return false;
     for (size_t i = 0; i < a->n_starts && i < LIFECYCLE_START_BURST; i++)
         if (a->starts[i] != b->starts[i])
@@ -320,6 +320,7 @@ static void handle_failed(struct lifecycle *lc, struct lifecycle_step *step,
             lc->restart_pending = false;
             if (lc->restarts < UINT_MAX)
                 lc->restarts++;
+            lc->restarts_total++;
             begin_start(lc, step, now_ms, false);
         }
         break;

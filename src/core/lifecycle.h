@@ -87,9 +87,10 @@ struct lifecycle {
     enum service_state state;
     bool health_enabled;
     enum restart_policy restart;
-    unsigned failed_probes; /* in a row */
-    unsigned restarts;      /* automatic restarts since the last start a person asked */
-    uint64_t backoff_ms;    /* the next automatic restart's delay */
+    unsigned failed_probes;  /* in a row */
+    unsigned restarts;       /* automatic restarts since the last start a person asked */
+    uint64_t restarts_total; /* automatic restarts since the daemon began: only grows */
+    uint64_t backoff_ms;     /* the next automatic restart's delay */
     uint64_t starts[LIFECYCLE_START_BURST]; /* times of the latest starts, for the limit */
     size_t n_starts;
     bool start_after_stop;     /* a start came while stopping: start once stopped */

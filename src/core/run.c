@@ -115,6 +115,7 @@ void run_changed(struct run *run)
 
     st->state = run->lc.state;
     st->restarts = run->lc.restarts;
+    st->restarts_total = run->lc.restarts_total;
     st->is_healthy = run_is_healthy(run);
     st->generation = ++sup->generation;
     if (st->is_healthy != was_healthy) {

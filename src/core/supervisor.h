@@ -39,9 +39,10 @@ struct health_result {
 /* What is happening to a service: the supervisor's alone, read here. */
 struct service_status {
     enum service_state state;
-    bool is_healthy;       /* running and its last check passed (none: false, SPEC) */
-    int64_t started_at_ms; /* Unix time, 0 when not started */
-    unsigned restarts;
+    bool is_healthy;         /* running and its last check passed (none: false, SPEC) */
+    int64_t started_at_ms;   /* Unix time, 0 when not started */
+    unsigned restarts;       /* automatic restarts since the last start a person asked */
+    uint64_t restarts_total; /* automatic restarts since the daemon began (a counter) */
     const char *last_error;
     struct health_result health;
     /* Changes whenever anything above changes, and is never reused by another service:

@@ -73,21 +73,42 @@ static void get_audit(struct api *api, struct request *req, const char *name);
 /* "*" stands for a service name. Each route says what the gate asks of its requests: the
  * role (README's table lists them), its verb in the audit log, whether it is audited. */
 static const struct route {
+    const char *pattern; /* what metrics call it */
     const char *segments[ROUTE_SEGMENTS];
     const char *method;
     endpoint_fn fn;
     struct gate_route gate;
 } routes[] = {
-    {{"health"}, "GET", get_health, {NEED_NOTHING, "health", false}},
-    {{"services"}, "GET", get_services, {NEED_READ, "list", false}},
-    {{"services", "*"}, "GET", get_service, {NEED_READ, "status", false}},
-    {{"services", "*", "status"}, "GET", get_service, {NEED_READ, "status", false}},
-    {{"services", "*", "start"}, "POST", post_start, {NEED_OPERATE, "start", true}},
-    {{"services", "*", "stop"}, "POST", post_stop, {NEED_OPERATE, "stop", true}},
-    {{"services", "*", "restart"}, "POST", post_restart, {NEED_OPERATE, "restart", true}},
-    {{"services", "*", "logs"}, "GET", get_logs, {NEED_READ, "logs", false}},
-    {{"rediscover"}, "POST", post_rediscover, {NEED_ADMIN, "rediscover", true}},
-    {{"audit"}, "GET", get_audit, {NEED_ADMIN, "audit", false}},
+    {"/health", {"health"}, "GET", get_health, {NEED_NOTHING, "health", false}},
+    {"/services", {"services"}, "GET", get_services, {NEED_READ, "list", false}},
+    {"/services/{name}", {"services", "*"}, "GET", get_service, {NEED_READ, "status", false}},
+    {"/services/{name}/status",
+     {"services", "*", "status"},
+     "GET",
+     get_service,
+     {NEED_READ, "status", false}},
+    {"/services/{name}/start",
+     {"services", "*", "start"},
+     "POST",
+     post_start,
+     {NEED_OPERATE, "start", true}},
+    {"/services/{name}/stop",
+     {"services", "*", "stop"},
+     "POST",
+     post_stop,
+     {NEED_OPERATE, "stop", true}},
+    {"/services/{name}/restart",
+     {"services", "*", "restart"},
+     "POST",
+     post_restart,
+     {NEED_OPERATE, "restart", true}},
+    {"/services/{name}/logs",
+     {"services", "*", "logs"},
+     "GET",
+     get_logs,
+     {NEED_READ, "logs", false}},
+    {"/rediscover", {"rediscover"}, "POST", post_rediscover, {NEED_ADMIN, "rediscover", true}},
+    {"/audit", {"audit"}, "GET", get_audit, {NEED_ADMIN, "audit", false}},
 };
 
 /* What the gate asks of a path no route takes: a key that may read, before the 404. */
@@ -453,9 +474,7 @@ static void post_stop(struct api *api, struct request *req, const char *name)
 /* True when the client asked for JSON (Accept: application/json). */
 static bool wants_json(struct request *req)
 {
-    const char *accept = request_header(req, MHD_HTTP_HEADER_ACCEPT);
-
-    return accept && strstr(accept, "application/json");
+    return request_header_lists(req, MHD_HTTP_HEADER_ACCEPT, "application/json", false);
 }
 
 /* A logs request waiting for the driver (Docker's logs come from the engine). */
@@ -717,6 +736,7 @@ void api_handle(void *data, struct request *req)
     bool name_ok;
 
     if (r < 0 && (mount = mount_find(api, request_path(req)))) {
+        request_set_route(req, mount->path);
         if (gate_pass(api->gate, req, &mount->gate, NULL) && method_allowed(req, mount->method))
             mount->fn(mount->data, req);
         return;
@@ -728,6 +748,7 @@ void api_handle(void *data, struct request *req)
         return;
     }
     route = &routes[r];
+    request_set_route(req, route->pattern);
     name[0] = '\0';
     if (name_seg && name_len <= MANIFEST_NAME_MAX) {
         memcpy(name, name_seg, name_len);

@@ -15,8 +15,6 @@
 #define NEEDS_A_KEY                                                                                \
     "this API needs a key: send Authorization: Bearer KEY or X-API-Key: KEY (see nanny keys "      \
     "add)"
-#define CLIENT_STATUS_CLOSED                                                                       \
-    499 /* audited when the connection broke before the answer was sent (nginx) */
 
 struct gate {
     uv_loop_t *loop;
@@ -100,7 +98,7 @@ void gate_on_done(void *data, struct request *req, unsigned status)
 
     if (request_action(req))
         audit(g, req, request_action(req), request_service(req),
-              status ? status : CLIENT_STATUS_CLOSED);
+              status ? status : SERVER_STATUS_CLIENT_CLOSED);
 }
 
 /* Logs a line about name at most once per GATE_LOG_INTERVAL: a burst of refusals is one

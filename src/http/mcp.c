@@ -4,7 +4,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/random.h>
 
 #include "http/gate.h"
@@ -233,28 +232,6 @@ static struct session *session_use(struct mcp *mcp, const char *id)
 }
 
 /* --- what a client sent ------------------------------------------------------------------ */
-
-/* True when the request's header name lists the media type type, whole (parameters after
- * ';' aside); with wildcards, "any/any" ("*" "/" "*") and "application/any" list it too. */
-static bool header_lists(struct request *req, const char *name, const char *type, bool wildcards)
-{
-    const char *h = request_header(req, name), *slash = strchr(type, '/');
-
-    for (const char *p = h; p && *p;) {
-        size_t skip = strspn(p, " \t,"), len;
-        p += skip;
-        len = strcspn(p, ",;");
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        if ((len == strlen(type) && strncasecmp(p, type, len) == 0) ||
-            (wildcards && len == 3 && strncmp(p, "*/*", 3) == 0) ||
-            (wildcards && slash && len == (size_t)(slash - type) + 2 &&
-             strncasecmp(p, type, len - 1) == 0 && p[len - 1] == '*'))
-            return true;
-        p += strcspn(p, ",");
-    }
-    return false;
-}
 
 /* How many times the request carries the header name (a second copy may disagree). */
 static unsigned header_count(struct request *req, const char *name)
@@ -620,7 +597,7 @@ static void tools_call(struct mcp *mcp, struct request *req, const struct messag
     p->tool = tool;
     if (token && (json_is_string(token) || json_is_integer(token)) &&
         json_is_true(json_object_get(args, "wait_healthy")) &&
-        header_lists(req, MHD_HTTP_HEADER_ACCEPT, "text/event-stream", false) &&
+        request_header_lists(req, MHD_HTTP_HEADER_ACCEPT, "text/event-stream", false) &&
         !request_server_stopping(req)) {
         static const char *const headers[] = {"X-Accel-Buffering", "no", NULL};
         p->st = request_stream(req, MHD_HTTP_OK, "text/event-stream", headers, STREAM_CAP,
@@ -814,7 +791,7 @@ void mcp_handle(void *data, struct request *req)
         delete_session(mcp, req);
         return;
     }
-    if (!header_lists(req, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json", false)) {
+    if (!request_header_lists(req, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json", false)) {
         reply(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
               rpc_error(NULL, RPC_BAD_REQUEST, NULL,
                         "Unsupported Media Type: send Content-Type: application/json"),
@@ -822,7 +799,7 @@ void mcp_handle(void *data, struct request *req)
         return;
     }
     if (request_header(req, MHD_HTTP_HEADER_ACCEPT) &&
-        !header_lists(req, MHD_HTTP_HEADER_ACCEPT, "application/json", true)) {
+        !request_header_lists(req, MHD_HTTP_HEADER_ACCEPT, "application/json", true)) {
         reply(req, MHD_HTTP_NOT_ACCEPTABLE,
               rpc_error(NULL, RPC_BAD_REQUEST, NULL,
                         "Not Acceptable: accept application/json and text/event-stream"),

@@ -74,6 +74,8 @@ struct request {
     struct client *forwarded;           /* through a trusted proxy: its client's entry, counted */
     char user[REQUEST_USER_MAX + 1];    /* the gate's findings: a key's name ("": none)... */
     int role;                           /* ...its role (-1: none) */
+    const char *route;                  /* the route's pattern, for metrics (static) */
+    uint64_t begun_ns;                  /* when it began (uv_hrtime) */
     const char *action;                 /* the done callback's: audited as this verb... */
     char service[REQUEST_USER_MAX + 1]; /* ...about this service ("": none) */
     struct stream *stream;              /* a streamed answer (stream.c), while both live */
@@ -378,6 +380,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         req->method = method;
         req->path = url;
         req->role = -1;
+        req->begun_ns = uv_hrtime();
         *con_cls = req;
         s->in_flight++;
         info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -1409,6 +1412,23 @@ void request_reply_text(struct request *req, unsigned status, const char *text, 
     MHD_destroy_response(resp);
 }
 
+void request_reply_owned(struct request *req, unsigned status, const char *type, char *text,
+                         size_t len)
+{
+    struct MHD_Response *resp;
+
+    if (req->state != REQUEST_READING || !req->in_access) {
+        request_answer_later(req, status, text, len, type);
+        return;
+    }
+    resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp)
+        fatal("out of memory (response)");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    request_reply_response(req, status, resp);
+    MHD_destroy_response(resp);
+}
+
 void request_reply_error(struct request *req, unsigned status, const char *code, const char *fmt,
                          ...)
 {
@@ -1494,4 +1514,39 @@ const char *request_action(const struct request *req)
 const char *request_service(const struct request *req)
 {
     return req->service[0] ? req->service : NULL;
+}
+
+void request_set_route(struct request *req, const char *route)
+{
+    req->route = route;
+}
+
+const char *request_route(const struct request *req)
+{
+    return req->route;
+}
+
+uint64_t request_begun_ns(const struct request *req)
+{
+    return req->begun_ns;
+}
+
+bool request_header_lists(struct request *req, const char *name, const char *type, bool wildcards)
+{
+    const char *h = request_header(req, name), *slash = strchr(type, '/');
+
+    for (const char *p = h; p && *p;) {
+        size_t skip = strspn(p, " \t,"), len;
+        p += skip;
+        len = strcspn(p, ",;");
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if ((len == strlen(type) && strncasecmp(p, type, len) == 0) ||
+            (wildcards && len == 3 && strncmp(p, "*/*", 3) == 0) ||
+            (wildcards && slash && len == (size_t)(slash - type) + 2 &&
+             strncasecmp(p, type, len - 1) == 0 && p[len - 1] == '*'))
+            return true;
+        p += strcspn(p, ",");
+    }
+    return false;
 }

@@ -26,6 +26,9 @@
 #define SERVER_RESERVE_SHARE     4   /* ...addresses that hold fewer than this many... */
 #define SERVER_RESERVE_MIN_LIMIT 64  /* ...when the connection limit is at least this */
 #define REQUEST_USER_MAX         64  /* characters of request_set_user()'s and _action()'s names */
+/* The status the audit and the metrics give a request whose client went away before the
+ * whole answer was sent (nginx's 499). */
+#define SERVER_STATUS_CLIENT_CLOSED 499
 
 struct server;
 struct request; /* one HTTP request; owned by the server */
@@ -118,6 +121,15 @@ int request_role(const struct request *req);
 void request_set_action(struct request *req, const char *action, const char *service);
 const char *request_action(const struct request *req);
 const char *request_service(const struct request *req);
+/* The pattern of the route that took the request ("/services/{name}/start"; a static
+ * string), for metrics: NULL until a router sets it. */
+void request_set_route(struct request *req, const char *route);
+const char *request_route(const struct request *req);
+/* When the request began (its headers were read), in uv_hrtime() nanoseconds. */
+uint64_t request_begun_ns(const struct request *req);
+/* True when the request's header name lists the media type type, whole (parameters after
+ * ';' aside); with wildcards, "any/any" ("*" "/" "*") and "application/any" list it too. */
+bool request_header_lists(struct request *req, const char *name, const char *type, bool wildcards);
 /* A query argument, already unescaped; NULL when absent, "" when given without a value. */
 const char *request_query(struct request *req, const char *key);
 const char *request_body(const struct request *req, size_t *ret_len);
@@ -127,6 +139,11 @@ void request_reply_json(struct request *req, unsigned status, json_t *body);
 
 /* Replies at once with text (Content-Type text/plain; charset=utf-8). */
 void request_reply_text(struct request *req, unsigned status, const char *text, size_t len);
+
+/* Replies, now or after a suspend, with text (malloc'd, len bytes; taken over) of
+ * Content-Type type (a static string). */
+void request_reply_owned(struct request *req, unsigned status, const char *type, char *text,
+                         size_t len);
 
 /* Replies {"error": code, "message": ...}. */
 void request_reply_error(struct request *req, unsigned status, const char *code, const char *fmt,

@@ -34,6 +34,7 @@ ROUTE_TABLE = [
     ("POST", "/services/nosuch/restart", {"operator", "admin"}),
     ("POST", "/rediscover", {"admin"}),
     ("GET", "/audit", {"admin"}),
+    ("GET", "/metrics", {"viewer", "operator", "admin"}),
     ("GET", "/no/such/route", {"viewer", "operator", "admin"}),
 ]
 

@@ -247,8 +247,8 @@ static bool same_lifecycle(const struct lifecycle *a, const struct lifecycle *b)
 {
     return a->state == b->state && a->health_enabled == b->health_enabled &&
            a->restart == b->restart && a->failed_probes == b->failed_probes &&
-           a->restarts == b->restarts && a->backoff_ms == b->backoff_ms &&
-           a->n_starts == b->n_starts &&
+           a->restarts == b->restarts && a->restarts_total == b->restarts_total &&
+           a->backoff_ms == b->backoff_ms && a->n_starts == b->n_starts &&
            memcmp(a->starts, b->starts, sizeof(a->starts[0]) * a->n_starts) == 0 &&
            a->start_after_stop == b->start_after_stop && a->fail_after_stop == b->fail_after_stop &&
            a->restart_pending == b->restart_pending && a->running_since_ms == b->running_since_ms;
@@ -439,6 +439,7 @@ static void test_init(void **state)
     assert_int_equal(lc.restart, RESTART_ON_FAILURE);
     assert_int_equal(lc.failed_probes, 0);
     assert_int_equal(lc.restarts, 0);
+    assert_int_equal(lc.restarts_total, 0);
     assert_int_equal(lc.backoff_ms, LIFECYCLE_BACKOFF_FIRST_MS);
     assert_int_equal(lc.n_starts, 0);
     assert_false(lc.start_after_stop);
@@ -464,6 +465,7 @@ static uint64_t crash_loop(struct lifecycle *lc, uint64_t t, uint64_t run_ms,
     for (size_t i = 0; i < n; i++) {
         struct lifecycle_step step;
         unsigned restarts = lc->restarts;
+        uint64_t total = lc->restarts_total;
 
         t += run_ms;
         step = feed(lc, LIFECYCLE_EXITED_FAILED, t, STATE_FAILED, PEND | NOTIFY | LATER);
@@ -472,6 +474,7 @@ static uint64_t crash_loop(struct lifecycle *lc, uint64_t t, uint64_t run_ms,
         t += step.restart_delay_ms;
         feed(lc, LIFECYCLE_RESTART_DUE, t, STATE_STARTING, DSTART);
         assert_int_equal(lc->restarts, restarts + 1);
+        assert_int_equal(lc->restarts_total, total + 1);
         feed(lc, LIFECYCLE_DRIVER_STARTED, t + 10, STATE_RUNNING, NOTIFY);
         t += 10;
     }
@@ -499,8 +502,10 @@ static void test_backoff_sequence(void **state)
     feed(&lc, LIFECYCLE_START, t + 10, STATE_STARTING, DSTART);
     assert_int_equal(lc.backoff_ms, LIFECYCLE_BACKOFF_FIRST_MS);
     assert_int_equal(lc.restarts, 0);
+    assert_int_equal(lc.restarts_total, 9); /* the metrics' counter: a start keeps it */
     feed(&lc, LIFECYCLE_DRIVER_STARTED, t + 20, STATE_RUNNING, NOTIFY);
     crash_loop(&lc, t + 20, 30000, delays, 3);
+    assert_int_equal(lc.restarts_total, 12);
 }
 
 /* A run of at least LIFECYCLE_BACKOFF_MAX_MS since reaching running resets the backoff. */
