@@ -10,14 +10,18 @@ Screenshots are saved into $NANNY_ARTEFACTS (./test.sh sets it and prints it), e
 into the test's temporary folder.
 """
 
+import json
 import os
+import queue
 import shutil
+import subprocess
+import threading
 
 import pytest
 
-from conftest import assert_json_error
+from conftest import assert_json_error, clean_env, free_port
 from lifecycle_helpers import lab  # noqa: F401 (a fixture)
-from mcp_helpers import run_script
+from mcp_helpers import MCP_DIR, client_node, run_script
 from test_gate import bearer, new_key, write_keys
 
 CHROMIUM = "/usr/bin/chromium"
@@ -51,6 +55,11 @@ def browse(scenario, daemon, folder, *args):
     url = f"http://127.0.0.1:{daemon.port}/"
     out = run_script("dashboard.mjs", [scenario, url, folder, *args], daemon,
                      env={"NANNY_CHROMIUM": CHROMIUM}, timeout=BROWSER_TIMEOUT)
+    return check_pages(out, url)
+
+
+def check_pages(out, url):
+    """What holds for every scenario's pages; returns out."""
     assert out["requests"], out
     assert out["outside"] == [], out["outside"]
     assert all(u.startswith(url) for u in out["requests"]), out["requests"]
@@ -158,3 +167,46 @@ def test_dashboard_with_keys_in_chromium(lab, workdir, request, tmp_path):
     assert out["operatorState"] == "stopped", out
     r = d.get("/services/svc/status", headers=bearer(viewer))
     assert r.status == 200 and r.json()["state"] == "stopped", r
+
+
+def test_dashboard_reconnects_to_a_new_daemon(lab, request, tmp_path):
+    # The page is live; its daemon stops and another starts on the same address (a
+    # new epoch: its Last-Event-ID resumes nothing). The page says it lost the stream,
+    # reconnects by itself, reads /services again and follows the new daemon's events.
+    require_chromium()
+    lab.add("svc")
+    port = free_port()
+    first = lab.nanny.serve(lab.services_dir, state=lab.state_dir, listen=f"127.0.0.1:{port}",
+                            stop_services=False)
+    url = f"http://127.0.0.1:{port}/"
+    node = subprocess.Popen([client_node(), os.path.join(MCP_DIR, "dashboard.mjs"), "reconnect",
+                             url, artefacts(request, tmp_path), "svc"],
+                            cwd=MCP_DIR, env=clean_env({"NANNY_CHROMIUM": CHROMIUM}),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in node.stdout] + [lines.put(None)],
+                     daemon=True).start()
+    try:
+        line = lines.get(timeout=BROWSER_TIMEOUT)
+        assert line == "READY\n", (line, node.stderr.read() if line is None else "")
+        assert first.terminate() == 0, first.stderr[-3000:]
+        lab.d = lab.nanny.serve(lab.services_dir, state=lab.state_dir,
+                                listen=f"127.0.0.1:{port}")
+        assert lab.start("svc").status == 200
+        node.wait(timeout=BROWSER_TIMEOUT)
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+    stdout = []
+    while (line := lines.get(timeout=30)) is not None:
+        stdout.append(line)
+    assert node.returncode == 0, (node.stderr.read()[-6000:], stdout)
+    out = check_pages(json.loads(stdout[-1]), url)
+
+    assert out["down"].startswith("reconnecting"), out
+    assert out["rereads"] >= 1, out  # /services read again on reconnecting
+    assert out["eventRequests"] >= 2, out
+    assert out["noReload"] is True, out
+    assert lab.state("svc") == "running"

@@ -4,6 +4,8 @@
 //
 //   node dashboard.mjs flow URL ARTEFACTS CPU GPU_A GPU_B LOGSVC
 //   node dashboard.mjs keys URL ARTEFACTS SERVICE OPERATOR_KEY VIEWER_KEY
+//   node dashboard.mjs reconnect URL ARTEFACTS SERVICE   (prints READY when the page is
+//     live; the test then restarts the daemon on the same port and starts SERVICE)
 import { chromium } from 'playwright-core';
 import path from 'node:path';
 
@@ -197,11 +199,32 @@ async function keys(browser, [service, operatorKey, viewerKey]) {
   return out;
 }
 
+async function reconnect(browser, [service]) {
+  const out = { screenshots: [] };
+  const { page } = await openPage(browser, { width: 1100, height: 800 });
+  await waitState(page, service, 'stopped');
+  await waitText(page, '#live', { equals: 'live' }, 'the event stream is not live');
+  const before = requests.filter((u) => u.endsWith('/services')).length;
+  console.log('READY');
+  // The daemon goes: the page says so, then comes back by itself to the new one.
+  await page.waitForFunction(() => document.getElementById('live').dataset.live === 'down', null,
+    { timeout: WAIT_MS });
+  out.down = await page.locator('#live').textContent();
+  out.screenshots.push(await shot(page, 'reconnecting.png'));
+  await waitText(page, '#live', { equals: 'live' }, 'the page did not reconnect');
+  await waitState(page, service, 'running');
+  out.rereads = requests.filter((u) => u.endsWith('/services')).length - before;
+  out.eventRequests = requests.filter((u) => u.endsWith('/events')).length;
+  out.noReload = await page.evaluate(() => window.nannyNoReload === true);
+  return out;
+}
+
 const browser = await chromium.launch({ executablePath: CHROMIUM });
 let out;
 try {
   if (scenario === 'flow') out = await flow(browser, rest);
   else if (scenario === 'keys') out = await keys(browser, rest);
+  else if (scenario === 'reconnect') out = await reconnect(browser, rest);
   else fail(`unknown scenario ${scenario}`);
 } catch (e) {
   fail(e.stack || String(e));
