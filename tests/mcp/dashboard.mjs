@@ -7,6 +7,7 @@
 //   node dashboard.mjs reconnect URL ARTEFACTS SERVICE   (prints READY when the page is
 //     live; the test then restarts the daemon on the same port and starts SERVICE)
 import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 
 const CHROMIUM = process.env.NANNY_CHROMIUM || '/usr/bin/chromium';
@@ -80,10 +81,12 @@ async function shot(page, name, fullPage = false) {
   return file;
 }
 
-async function daemon(method, pathname, key) {
-  const headers = key ? { Authorization: `Bearer ${key}` } : {};
-  const r = await fetch(origin + pathname, { method, headers });
-  return { status: r.status, body: await r.text() };
+// A request from another client, curl, as a person would make it; {status, body}.
+function curl(method, pathname) {
+  const out = execFileSync('curl', ['-sS', '--max-time', '60', '-X', method, '-w', '\n%{http_code}',
+    origin + pathname], { encoding: 'utf8' });
+  const cut = out.lastIndexOf('\n');
+  return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
 }
 
 // Numbered lines (testsvc: line K / err K) in the log panel: the highest K.
@@ -119,11 +122,11 @@ async function flow(browser, [cpu, gpuA, gpuB, logsvc]) {
   out.afterForce = await page.locator(`${card(gpuB)} .message-text`).textContent();
   await waitText(page, '#gpu-holder', { equals: gpuB }, 'the GPU panel after force');
 
-  // A change made by another client shows up live.
-  const stopped = await daemon('POST', `/services/${cpu}/stop`);
+  // A change made by another client (curl) shows up live.
+  const stopped = curl('POST', `/services/${cpu}/stop`);
   if (stopped.status !== 200) fail(`POST stop ${cpu}: ${stopped.status} ${stopped.body}`);
   await waitState(page, cpu, 'stopped');
-  const started = await daemon('POST', `/services/${cpu}/start`);
+  const started = curl('POST', `/services/${cpu}/start`);
   if (started.status !== 200) fail(`POST start ${cpu}: ${started.status} ${started.body}`);
   await waitState(page, cpu, 'running');
 
