@@ -3,8 +3,9 @@
 Debian's headless Chromium driven by playwright-core (tests/mcp/dashboard.mjs, installed
 by tests/mcp/install.sh): the services listed, a click that starts one and turns its
 state word running without a reload, a 409 naming the GPU's holder and the force button,
-a followed log, changes made by another client (curl) shown live, the key asked for once and a
-viewer refused a start in words, a phone's viewport, and nothing fetched from outside.
+a followed log, changes made by another client (curl) shown live, the key asked for once
+and a viewer refused a start in words, a phone's viewport, a reconnection to a new
+daemon, and nothing fetched from outside.
 
 Screenshots are saved into $NANNY_ARTEFACTS (./test.sh sets it and prints it), else
 into the test's temporary folder.
