@@ -8,7 +8,8 @@
 # Usage: ./test.sh            (as root on Debian 12, or with sudo; see README)
 # It installs the missing Debian packages first (scripts/deps.sh) and the MCP
 # tests' npm clients (tests/mcp/install.sh), and leaves nothing behind but the
-# build dirs `build` and `build-asan` and tests/mcp/node_modules.
+# build dirs `build` and `build-asan` (with the tests' artefacts, such as the
+# dashboard's screenshots, in BUILD/test-artefacts) and tests/mcp/node_modules.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -114,7 +115,8 @@ echo "all Debian packages present"
 
 # --- MCP test clients --------------------------------------------------------
 # The MCP tests drive /mcp with the official TypeScript clients and conformance
-# suite from npm, at the versions of tests/mcp/package-lock.json. install.sh runs
+# suite from npm, and the dashboard's tests drive Chromium with playwright-core,
+# at the versions of tests/mcp/package-lock.json. install.sh runs
 # `npm ci` only when tests/mcp/node_modules is missing or was installed from
 # another lock. If it fails, that is one failure here, and the MCP tests fail
 # saying the clients are not installed; the other suites still run.
@@ -348,12 +350,18 @@ unit_tests() {
 
 # --- integration tests -------------------------------------------------------
 # Run pytest over tests/integration against $1/nanny; counts come from the
-# JUnit XML: passed = tests - failures - errors - skipped.
+# JUnit XML: passed = tests - failures - errors - skipped. The tests' artefacts
+# (the dashboard's screenshots) go to $1/test-artefacts, emptied first and kept.
 integration_tests() {
     local dir=$1 xml=$TMP/$1-junit.xml rc=0 counts p f s t
-    local -a env=("NANNY_BIN=$REPO/$dir/nanny" "NANNY_BUILD_DIR=$REPO/$dir")
+    local artefacts=$REPO/$dir/test-artefacts
+    local -a env=("NANNY_BIN=$REPO/$dir/nanny" "NANNY_BUILD_DIR=$REPO/$dir"
+        "NANNY_ARTEFACTS=$artefacts")
     if [[ $dir == build-asan ]]; then env+=("${SAN_ENV[@]}"); fi
     section "$dir: integration tests"
+    rm -rf "$artefacts"
+    mkdir -p "$artefacts"
+    echo "test artefacts (screenshots of the dashboard): $artefacts"
     shopt -s nullglob globstar
     local -a test_files=(tests/integration/**/test_*.py tests/integration/**/*_test.py)
     shopt -u nullglob globstar

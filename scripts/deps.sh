@@ -28,6 +28,11 @@ DEPS_TEST=("${DEPS_BUILD[@]}" libcmocka-dev python3 python3-pytest clang-format 
     docker.io docker-compose busybox-static systemd openssl nginx-light mandoc tmux shellcheck
     nodejs
     prometheus)
+# The dashboard's tests (tests/integration/test_dashboard.py) drive the page in
+# Debian's headless Chromium through playwright-core from npm, which downloads no
+# browser of its own: chromium is /usr/bin/chromium; chromium-driver comes with it
+# for tools that speak WebDriver instead of the DevTools protocol.
+DEPS_TEST+=(chromium chromium-driver)
 
 # bench/api.sh: the build plus the load generator and the reference server.
 DEPS_BENCH=("${DEPS_BUILD[@]}" wrk curl python3 procps)

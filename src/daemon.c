@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "drivers/proc.h"
 #include "http/api.h"
+#include "http/dashboard.h"
 #include "http/gate.h"
 #include "http/mcp.h"
 #include "http/metrics.h"
@@ -46,6 +47,7 @@ struct daemon {
     struct sse *sse;
     struct mcp *mcp;
     struct metrics *metrics;
+    struct dashboard *dashboard;
     struct proc_reaper *reaper;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
@@ -73,6 +75,9 @@ static void on_request_done(void *data, struct request *req, unsigned status)
         metrics_request_done(d->metrics, req, status);
 }
 
+/* GET / and its files: no key (the page then asks for one and sends it to the API). */
+static const struct gate_route dashboard_route = {NEED_NOTHING, "dashboard", false};
+
 static void daemon_teardown(struct daemon *d)
 {
     uv_timer_stop(&d->drain);
@@ -86,6 +91,8 @@ static void daemon_teardown(struct daemon *d)
     d->server = NULL;
     mcp_free(d->mcp); /* after the server: its calls ended with their requests */
     d->mcp = NULL;
+    dashboard_free(d->dashboard);
+    d->dashboard = NULL;
     watch_free(d->watch);
     d->watch = NULL;
     supervisor_free(d->supervisor); /* lets go of the services: they keep running */
@@ -339,6 +346,9 @@ int daemon_run(const struct config *c)
     api_mount(d.api, "/mcp", "POST, DELETE", mcp_handle, d.mcp, &mcp_route);
     d.metrics = metrics_new(&d.loop, d.reg, d.supervisor, d.hub);
     api_mount(d.api, "/metrics", "GET", metrics_handle, d.metrics, &metrics_route);
+    d.dashboard = dashboard_new();
+    for (size_t i = 0; dashboard_path(i); i++)
+        api_mount(d.api, dashboard_path(i), "GET", dashboard_handle, d.dashboard, &dashboard_route);
     supervisor_adopt(d.supervisor);
     watch_new(&d.loop, root, on_folder_changed, &d, &d.watch);
     registry_on_rescan(d.reg, on_rescanned, &d);

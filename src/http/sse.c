@@ -9,6 +9,7 @@
 #include "http/stream.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
+#include "lib/json.h"
 #include "lib/log.h"
 #include "lib/units.h"
 
@@ -88,6 +89,8 @@ static char *render(const struct sse *sse, const struct event *ev, size_t *ret_l
     json_object_update(data, ev->data);
     if (ev->kind == EVENT_STATE && !json_object_get(data, "reason"))
         json_object_set_new(data, "reason", json_null());
+    /* When the hub published it: how late a client shows it (bench/dashboard.sh). */
+    json_object_set_new(data, "time", json_time_ms(ev->time_ms));
     return format(sse, ev->seq, event_kind_name(ev->kind), data, ret_len);
 }
 

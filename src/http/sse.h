@@ -1,7 +1,8 @@
 /* GET /events: the event hub as server-sent events (SPEC section 7). Each event is
  *   id: EPOCH-SEQ      (EPOCH: this daemon's start in Unix ms; SEQ: the hub's sequence)
  *   event: state | health | gpu | discovery | reset
- *   data: one JSON object
+ *   data: one JSON object, with "time" (when the hub published it, ISO 8601 in ms) but
+ *         in reset events
  * Last-Event-ID resumes from the hub's history; one this daemon cannot resume from gets a
  * reset event first. A comment every SSE_KEEPALIVE_MS keeps proxies from closing an idle
  * stream; a client that lets more than SSE_UNREAD_MAX bytes wait is sent a last reset

@@ -30,7 +30,7 @@ def app(nanny, services_dir):
 
 
 @pytest.mark.parametrize("path", [
-    "/", "/nope", "/health/extra", "/service", "/services/a/frobnicate",
+    "/nope", "/index.html", "/dashboard", "/dashboard/", "/health/extra", "/service", "/services/a/frobnicate",
     "/services/a/status/extra", "/services/a/start/now", "/rediscover/x", "//health",
     "/services//status", "/HEALTH", "/health.json", "/api/services",
 ])

@@ -33,7 +33,8 @@ def test_state_events_come_in_order_with_growing_ids(nanny, services_dir):
                                 ("running", "stopping"), ("stopping", "stopped")]
     for e in got:
         if e.type == "state":
-            assert set(e.data) == {"service", "from", "to", "reason"}, e
+            assert set(e.data) == {"service", "from", "to", "reason", "time"}, e
+            assert e.data["time"].endswith("Z"), e
     assert len({e.epoch for e in got}) == 1
     seqs = [e.seq for e in got]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs

