@@ -26,7 +26,7 @@
 #define AUDIT_TAIL_DEFAULT    100
 #define AUDIT_TIMEOUT_MS      30000
 #define OPERATION_TIMEOUT_MS  (10 * 60 * 1000) /* plus the service's start_period */
-#define API_MOUNTS_MAX        8
+#define API_MOUNTS_MAX        16
 
 /* A route another surface serves (api_mount). */
 struct mount {
