@@ -23,11 +23,12 @@ DEPS_BUILD=(build-essential pkg-config meson ninja-build
 # the MCP tests' clients (tests/mcp: the official SDKs need Node 18 or 20; the
 # conformance suite's Node 22 comes from npm, see tests/mcp/install.sh), which npm
 # installs: see deps_npm. prometheus brings promtool, which checks GET /metrics,
-# and the server that the metrics test scrapes the daemon with.
+# and the server that the metrics test scrapes the daemon with;
+# python3-prometheus-client's OpenMetrics parser checks the OpenMetrics page.
 DEPS_TEST=("${DEPS_BUILD[@]}" libcmocka-dev python3 python3-pytest clang-format curl procps
     docker.io docker-compose busybox-static systemd openssl nginx-light mandoc tmux shellcheck
     nodejs
-    prometheus)
+    prometheus python3-prometheus-client)
 # The dashboard's tests (tests/integration/test_dashboard.py) drive the page in
 # Debian's headless Chromium through playwright-core from npm, which downloads no
 # browser of its own: chromium is /usr/bin/chromium; chromium-driver comes with it

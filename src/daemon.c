@@ -91,6 +91,8 @@ static void daemon_teardown(struct daemon *d)
     d->server = NULL;
     mcp_free(d->mcp); /* after the server: its calls ended with their requests */
     d->mcp = NULL;
+    metrics_free(d->metrics); /* after the server: its scrapes and requests ended */
+    d->metrics = NULL;
     dashboard_free(d->dashboard);
     d->dashboard = NULL;
     watch_free(d->watch);
@@ -363,7 +365,6 @@ int daemon_run(const struct config *c)
 
     /* Everything is closed; a scan still on a worker thread has ended too. */
     registry_free(d.reg);
-    metrics_free(d.metrics); /* after the server: its requests' ends are counted */
     api_free(d.api);
     gate_free(d.gate);
     audit_free(d.audit);

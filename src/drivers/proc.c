@@ -19,6 +19,7 @@
 #include "drivers/proc_internal.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/procstat.h"
 
 struct proc {
     uv_loop_t *loop;
@@ -121,8 +122,6 @@ static bool group_empty(const struct proc *p)
     return kill(-p->pid, 0) < 0 && errno == ESRCH;
 }
 
-static int read_stat(pid_t pid, char *buf, size_t size, char **ret);
-
 struct marker_count {
     struct proc *p;
     bool loggers;
@@ -173,7 +172,7 @@ static int marker_count(struct proc *p, bool loggers)
         char buf[1024], *state = NULL;
         uint64_t start;
 
-        if (read_stat(p->seen[i].pid, buf, sizeof(buf), &state) == 0 && *state != 'Z' &&
+        if (procstat_stat(p->seen[i].pid, buf, sizeof(buf), &state) == 0 && *state != 'Z' &&
             *state != 'X' && proc_start_time(p->seen[i].pid, &start) == 0 &&
             start == p->seen[i].start_time) {
             mc.n++; /* counted twice when it still shows the marker: only > 0 matters */
@@ -574,37 +573,13 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
     return 0;
 }
 
-/* Reads /proc/PID/stat into buf and points *ret past the command name, at the state
- * field: the command name may hold anything, so it ends at the last ')'. */
-static int read_stat(pid_t pid, char *buf, size_t size, char **ret)
-{
-    char path[64], *after;
-    ssize_t n;
-    int fd;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? -ESRCH : -errno;
-    n = read(fd, buf, size - 1);
-    close(fd);
-    if (n <= 0)
-        return -ESRCH;
-    buf[n] = '\0';
-    after = strrchr(buf, ')');
-    if (!after || after[1] != ' ')
-        return -EIO;
-    *ret = after + 2;
-    return 0;
-}
-
 int proc_start_time(pid_t pid, uint64_t *ret)
 {
     char buf[1024], *field = NULL;
     unsigned long long start;
     int r;
 
-    r = read_stat(pid, buf, sizeof(buf), &field);
+    r = procstat_stat(pid, buf, sizeof(buf), &field);
     if (r < 0)
         return r;
     /* The start time is the 20th field after the state (field 22 of proc(5)). */
@@ -807,7 +782,7 @@ static void reap_by_scan(struct proc_reaper *r)
         long pid = strtol(entry->d_name, &end, 10);
         int ppid;
 
-        if (*end != '\0' || pid <= 0 || read_stat((pid_t)pid, buf, sizeof(buf), &state) < 0)
+        if (*end != '\0' || pid <= 0 || procstat_stat((pid_t)pid, buf, sizeof(buf), &state) < 0)
             continue;
         if (state[0] == 'Z' && sscanf(state + 1, " %d", &ppid) == 1 && ppid == self &&
             !libuv_owns(r->loop, (pid_t)pid))

@@ -1,13 +1,15 @@
-/* GET /metrics: see metrics.h. The page is rendered whole on each scrape from what the
- * core holds now; only what the core does not keep is kept here: start durations (from
- * the event hub) and the HTTP requests (from the server's done function). */
+/* GET /metrics: see metrics.h. Each scrape renders a page from a snapshot of what the
+ * core holds when its turn comes; only what the core does not keep is kept here: start
+ * durations (from the event hub) and the HTTP requests (from the server's done function).
+ * Scrapes take turns in one queue, one slice of the loop's time per loop pass in all, so
+ * that clients scraping together never hold the loop longer than one alone. */
 #include <inttypes.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/lifecycle.h"
 #include "http/metrics.h"
 #include "lib/alloc.h"
+#include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/procstat.h"
 #include "lib/promtext.h"
@@ -16,26 +18,32 @@
 
 #define ROUTE_OTHER "other" /* a path no route takes, or a request refused before routing */
 #define ROUTES_MAX  64      /* patterns are static strings: a handful of routes and mounts */
-#define CODES_MAX   64      /* distinct status codes counted per route */
+#define CODES_MAX   64      /* status codes counted per route, the last slot "other" */
+#define CODE_OTHER  0       /* the codes of a route past CODES_MAX - 1 */
 
 /* A page is rendered in slices of about SLICE_US of loop time (the clock read every
  * SLICE_CHECK_ROWS rows), the loop serving other requests in between. */
 #define SLICE_US          300
 #define SLICE_CHECK_ROWS  16
 #define SCRAPE_TIMEOUT_MS 30000
+#define SCRAPES_MAX       8    /* pages rendered or waiting their turn; more: 503 */
+#define SCRAPE_RETRY_S    "1"  /* the Retry-After of that 503 */
+#define ROW_BYTES_GUESS   1800 /* what a service takes of a page, before a page was made */
 
 /* Start to healthy: from a process that answers at once to a model that loads for minutes. */
 static const struct prom_bucket start_buckets[] = {
-    {"0.01", 10000},    {"0.05", 50000},    {"0.1", 100000},    {"0.5", 500000},  {"1", 1000000},
-    {"2.5", 2500000},   {"5", 5000000},     {"10", 10000000},   {"30", 30000000}, {"60", 60000000},
-    {"120", 120000000}, {"300", 300000000}, {"600", 600000000},
+    {"0.01", 10000},      {"0.05", 50000},    {"0.1", 100000},      {"0.5", 500000},
+    {"1.0", 1000000},     {"2.5", 2500000},   {"5.0", 5000000},     {"10.0", 10000000},
+    {"30.0", 30000000},   {"60.0", 60000000}, {"120.0", 120000000}, {"300.0", 300000000},
+    {"600.0", 600000000},
 };
 
 /* An API request: a status read in well under a millisecond, a start that waits minutes. */
 static const struct prom_bucket request_buckets[] = {
-    {"0.0005", 500},  {"0.001", 1000},  {"0.005", 5000},    {"0.01", 10000}, {"0.05", 50000},
-    {"0.1", 100000},  {"0.5", 500000},  {"1", 1000000},     {"5", 5000000},  {"10", 10000000},
-    {"30", 30000000}, {"60", 60000000}, {"300", 300000000},
+    {"0.0005", 500},      {"0.001", 1000},    {"0.005", 5000},    {"0.01", 10000},
+    {"0.05", 50000},      {"0.1", 100000},    {"0.5", 500000},    {"1.0", 1000000},
+    {"5.0", 5000000},     {"10.0", 10000000}, {"30.0", 30000000}, {"60.0", 60000000},
+    {"300.0", 300000000},
 };
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
@@ -43,7 +51,7 @@ static const struct prom_bucket request_buckets[] = {
 /* What one service's start durations were, and when its current start began. */
 struct service_stats {
     struct prom_histogram start;
-    int64_t starting_since_ms; /* the time of its last "starting" event; 0: none pending */
+    uint64_t starting_since_us; /* when its "starting" event came (uv_hrtime); 0: none */
 };
 
 struct code_count {
@@ -59,6 +67,8 @@ struct route_stats {
     size_t n_codes;
 };
 
+struct scrape;
+
 struct metrics {
     uv_loop_t *loop;
     struct registry *reg;
@@ -69,6 +79,9 @@ struct metrics {
     struct route_stats routes[ROUTES_MAX];
     size_t n_routes;
     size_t page_size_hint; /* the last page's size: the next one's buffer */
+    uv_idle_t idle;        /* while scrapes wait: one slice of the first each loop pass */
+    struct scrape *head, *tail;
+    size_t n_scrapes;
 };
 
 static struct service_stats *service_stats(struct metrics *m, const char *name)
@@ -84,19 +97,20 @@ static struct service_stats *service_stats(struct metrics *m, const char *name)
 }
 
 /* A start runs from its "starting" event to its "running" one (the first passing check,
- * or the spawn for a service without one); any other state ends it unobserved. */
+ * or the spawn for a service without one); any other state ends it unobserved. The hub
+ * delivers events as they are published: the monotonic clock at delivery times them. */
 static void on_state(struct metrics *m, const struct event *ev)
 {
-    struct service_stats *s = service_stats(m, ev->service);
     const char *to = json_string_value(json_object_get(ev->data, "to"));
+    uint64_t now_us = uv_hrtime() / 1000;
+    struct service_stats *s;
 
-    if (!to)
-        return;
-    if (strcmp(to, "running") == 0 && s->starting_since_ms > 0) {
-        int64_t ms = ev->time_ms - s->starting_since_ms;
-        prom_histogram_observe(&s->start, ms > 0 ? (uint64_t)ms * 1000 : 0);
-    }
-    s->starting_since_ms = strcmp(to, "starting") == 0 ? ev->time_ms : 0;
+    if (!to || !registry_find(m->reg, ev->service))
+        return; /* a service already gone keeps no stats */
+    s = service_stats(m, ev->service);
+    if (strcmp(to, "running") == 0 && s->starting_since_us > 0)
+        prom_histogram_observe(&s->start, now_us - s->starting_since_us);
+    s->starting_since_us = strcmp(to, "starting") == 0 ? now_us : 0;
 }
 
 static void on_event(void *data, const struct event *ev)
@@ -126,16 +140,9 @@ struct metrics *metrics_new(uv_loop_t *loop, struct registry *reg, struct superv
     m->hub = hub;
     m->services = strmap_new();
     m->sub = events_subscribe(hub, on_event, m);
+    uv_idle_init(loop, &m->idle);
+    m->idle.data = m;
     return m;
-}
-
-void metrics_free(struct metrics *m)
-{
-    if (!m)
-        return;
-    events_unsubscribe(m->hub, m->sub);
-    strmap_free(m->services, free);
-    free(m);
 }
 
 /* --- requests ------------------------------------------------------------------------ */
@@ -162,15 +169,19 @@ void metrics_request_done(struct metrics *m, struct request *req, unsigned statu
 
     if (status == 0)
         status = SERVER_STATUS_CLIENT_CLOSED;
-    prom_histogram_observe(&r->duration, ns / 1000);
     for (i = 0; i < r->n_codes && r->codes[i].code != status; i++)
         ;
     if (i == r->n_codes) {
-        if (r->n_codes == CODES_MAX) /* statuses are the server's own: a few dozen at most */
-            return;
-        r->codes[r->n_codes++].code = status;
+        /* Statuses are the server's own, a few dozen at most: past the table, "other". */
+        if (r->n_codes == CODES_MAX - 1)
+            status = CODE_OTHER;
+        for (i = 0; i < r->n_codes && r->codes[i].code != status; i++)
+            ;
+        if (i == r->n_codes)
+            r->codes[r->n_codes++].code = status;
     }
     r->codes[i].count++;
+    prom_histogram_observe(&r->duration, ns / 1000);
 }
 
 /* --- the page ------------------------------------------------------------------------ */
@@ -190,11 +201,12 @@ struct row {
     struct prom_histogram start;
 };
 
-/* A page being rendered, slice by slice, for one request. */
+/* A page being rendered, slice by slice, for one request, or waiting its turn. */
 struct scrape {
     struct metrics *m;
-    struct request *req; /* NULL once the client went */
-    uv_idle_t idle;
+    struct request *req;
+    struct scrape *next; /* in the metrics' queue */
+    bool snapshot_taken;
     struct prom p;
     struct row *rows;
     size_t n_rows;
@@ -312,7 +324,10 @@ static void write_requests(struct prom *p, const struct metrics *m)
                 "HTTP requests answered, by route pattern and status code");
     for (size_t i = 0; i < m->n_routes; i++)
         for (size_t c = 0; c < m->routes[i].n_codes; c++) {
-            snprintf(code, sizeof(code), "%u", m->routes[i].codes[c].code);
+            if (m->routes[i].codes[c].code == CODE_OTHER)
+                snprintf(code, sizeof(code), "other");
+            else
+                snprintf(code, sizeof(code), "%u", m->routes[i].codes[c].code);
             prom_sample(p, "nanny_http_requests_total");
             prom_label(p, "route", m->routes[i].route);
             prom_label(p, "code", code);
@@ -344,7 +359,7 @@ static void write_process(struct prom *p)
                 "When the process began, in seconds since the Unix epoch", ps.start_time_s);
 }
 
-/* Copies what the page shows of every service now. */
+/* Copies what the page shows of every service now, and makes room for the page. */
 static void scrape_snapshot(struct scrape *sc)
 {
     struct metrics *m = sc->m;
@@ -373,52 +388,44 @@ static void scrape_snapshot(struct scrape *sc)
     sc->queue_length = json_array_size(json_object_get(gpu, "queue"));
     sc->manifest_errors = json_array_size(registry_errors(m->reg));
     json_decref(gpu);
+    prom_reserve(&sc->p, m->page_size_hint > 0 ? m->page_size_hint + m->page_size_hint / 8
+                                               : (sc->n_rows + 1) * ROW_BYTES_GUESS);
+    sc->snapshot_taken = true;
 }
 
-/* The CPU time of the loop's thread: what a slice cost, less the time it was preempted. */
-static uint64_t thread_cpu_ns(void)
+static bool over_budget(uint64_t begun)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+    return uv_hrtime() - begun > SLICE_US * 1000;
 }
 
-/* Renders the page on from where it stopped until SLICE_US after begun: true once it is
- * whole. */
+/* Goes on with the page from where it stopped until SLICE_US after begun: the snapshot
+ * first, then the services' families row by row, then the rest. True once it is whole. */
 static bool scrape_render(struct scrape *sc, uint64_t begun)
 {
+    if (!sc->snapshot_taken) {
+        scrape_snapshot(sc);
+        if (over_budget(begun))
+            return false;
+    }
     for (; sc->family < N_OF(row_families); sc->family++, sc->at = 0) {
         const struct row_family *f = &row_families[sc->family];
         if (sc->at == 0)
             prom_family(&sc->p, f->name, f->type, f->help);
         for (; sc->at < sc->n_rows; sc->at++) {
-            if (sc->at % SLICE_CHECK_ROWS == SLICE_CHECK_ROWS - 1 &&
-                uv_hrtime() - begun > SLICE_US * 1000)
+            if (sc->at % SLICE_CHECK_ROWS == SLICE_CHECK_ROWS - 1 && over_budget(begun))
                 return false;
             f->write(&sc->p, f->name, &sc->rows[sc->at]);
         }
+    }
+    if (sc->family == N_OF(row_families)) {
+        sc->family++; /* the rest has its own slice when this one is spent */
+        if (over_budget(begun))
+            return false;
     }
     write_daemon(&sc->p, sc);
     write_requests(&sc->p, sc->m);
     write_process(&sc->p);
     return true;
-}
-
-/* One slice of the page, timed: true once it is whole. */
-static bool scrape_slice(struct scrape *sc)
-{
-    uint64_t begun = uv_hrtime(), cpu = thread_cpu_ns();
-    bool done = scrape_render(sc, begun);
-    uint64_t took = uv_hrtime() - begun;
-
-    cpu = thread_cpu_ns() - cpu;
-    sc->slices++;
-    if (took > sc->longest_slice_ns)
-        sc->longest_slice_ns = took;
-    if (cpu > sc->longest_cpu_ns)
-        sc->longest_cpu_ns = cpu;
-    return done;
 }
 
 static void scrape_free(struct scrape *sc)
@@ -430,66 +437,136 @@ static void scrape_free(struct scrape *sc)
     free(sc);
 }
 
-static void on_scrape_closed(uv_handle_t *h)
-{
-    scrape_free(h->data);
-}
-
-/* Answers with the whole page; the scrape ends with it. */
+/* Answers with the whole page. */
 static void scrape_reply(struct scrape *sc)
 {
     size_t len;
     char *text = prom_finish(&sc->p, &len);
 
     sc->m->page_size_hint = len;
-    log_debug("metrics: a page of %zu bytes for %zu services in %u slices, the longest %" PRIu64
-              " us (%" PRIu64 " us on the CPU)",
-              len, sc->n_rows, sc->slices, sc->longest_slice_ns / 1000, sc->longest_cpu_ns / 1000);
     request_reply_owned(sc->req, MHD_HTTP_OK,
                         sc->p.openmetrics ? PROM_OPENMETRICS_TYPE : PROM_TEXT_TYPE, text, len);
-    sc->req = NULL;
 }
 
-static void on_scrape_idle(uv_idle_t *h)
+/* One slice of the page, answered when it is whole, and timed whole (the snapshot, the
+ * rendering, the answer): true once answered. */
+static bool scrape_slice(struct scrape *sc)
 {
-    struct scrape *sc = h->data;
+    uint64_t begun = uv_hrtime(), cpu = thread_cpu_ns(), took;
+    bool done = scrape_render(sc, begun);
 
-    if (!scrape_slice(sc))
-        return; /* the next slice on the loop's next pass */
-    scrape_reply(sc);
-    uv_close((uv_handle_t *)&sc->idle, on_scrape_closed);
+    if (done)
+        scrape_reply(sc);
+    took = uv_hrtime() - begun;
+    cpu = thread_cpu_ns() - cpu;
+    sc->slices++;
+    if (took > sc->longest_slice_ns)
+        sc->longest_slice_ns = took;
+    if (cpu > sc->longest_cpu_ns)
+        sc->longest_cpu_ns = cpu;
+    if (done)
+        log_debug("metrics: a page of %zu bytes for %zu services in %u slices, the longest "
+                  "%" PRIu64 " us (%" PRIu64 " us on the CPU)",
+                  sc->m->page_size_hint, sc->n_rows, sc->slices, sc->longest_slice_ns / 1000,
+                  sc->longest_cpu_ns / 1000);
+    return done;
 }
 
-/* The client went (or the daemon stops): the page is dropped unfinished. */
+/* Takes sc out of the queue and frees it. */
+static void scrape_remove(struct scrape *sc)
+{
+    struct metrics *m = sc->m;
+    struct scrape **at = &m->head;
+
+    while (*at != sc)
+        at = &(*at)->next;
+    *at = sc->next;
+    if (m->tail == sc) {
+        m->tail = NULL;
+        for (struct scrape *t = m->head; t; t = t->next)
+            m->tail = t;
+    }
+    m->n_scrapes--;
+    if (!m->head)
+        uv_idle_stop(&m->idle);
+    scrape_free(sc);
+}
+
+/* One slice of the first page waiting, each loop pass. */
+static void on_idle(uv_idle_t *h)
+{
+    struct metrics *m = h->data;
+
+    if (scrape_slice(m->head))
+        scrape_remove(m->head);
+}
+
+/* The client went, its deadline passed, or the daemon stops: the page is dropped. */
 static void on_scrape_abort(void *data)
 {
-    struct scrape *sc = data;
+    scrape_remove(data);
+}
 
-    sc->req = NULL;
-    uv_close((uv_handle_t *)&sc->idle, on_scrape_closed);
+/* 503 with Retry-After: too many pages are being rendered. */
+static void reply_busy(struct request *req)
+{
+    json_t *body = json_pack("{s:s, s:s}", "error", "busy", "message",
+                             "too many scrapes of /metrics at once: try again in a second");
+    struct MHD_Response *resp = server_json_response(body);
+
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, SCRAPE_RETRY_S);
+    request_reply_response(req, MHD_HTTP_SERVICE_UNAVAILABLE, resp);
+    MHD_destroy_response(resp);
+    json_decref(body);
 }
 
 void metrics_handle(void *data, struct request *req)
 {
     struct metrics *m = data;
-    struct scrape *sc = xcalloc(1, sizeof(*sc));
+    struct scrape *sc;
 
+    if (m->n_scrapes == SCRAPES_MAX) {
+        reply_busy(req);
+        return;
+    }
+    sc = xcalloc(1, sizeof(*sc));
     sc->m = m;
     sc->req = req;
     prom_init(
         &sc->p,
         request_header_lists(req, MHD_HTTP_HEADER_ACCEPT, "application/openmetrics-text", false),
-        m->page_size_hint);
-    scrape_snapshot(sc);
-    if (scrape_slice(sc)) {
-        scrape_reply(sc);
+        0);
+    /* Alone, it begins at once; a page that fits in one slice is answered now. */
+    if (!m->head && scrape_slice(sc)) {
         scrape_free(sc);
         return;
     }
-    /* A large page: the rest in slices, the loop serving others in between. */
     request_suspend(req, SCRAPE_TIMEOUT_MS);
     request_set_abort(req, on_scrape_abort, sc);
-    uv_idle_init(m->loop, &sc->idle);
-    sc->idle.data = sc;
-    uv_idle_start(&sc->idle, on_scrape_idle);
+    if (m->tail)
+        m->tail->next = sc;
+    else
+        m->head = sc;
+    m->tail = sc;
+    m->n_scrapes++;
+    uv_idle_start(&m->idle, on_idle);
+}
+
+static void on_metrics_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void metrics_free(struct metrics *m)
+{
+    if (!m)
+        return;
+    while (m->head) { /* none: the server's end aborted them */
+        struct scrape *sc = m->head;
+        m->head = sc->next;
+        scrape_free(sc);
+    }
+    events_unsubscribe(m->hub, m->sub);
+    strmap_free(m->services, free);
+    uv_close((uv_handle_t *)&m->idle, on_metrics_closed);
 }

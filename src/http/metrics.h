@@ -19,9 +19,14 @@ struct metrics;
  * they outlive the metrics). */
 struct metrics *metrics_new(uv_loop_t *loop, struct registry *reg, struct supervisor *sup,
                             struct events *hub);
+
+/* Frees the metrics (NULL is fine), with the loop still running (it closes a handle):
+ * after the server, whose end aborted the scrapes and counted the last requests. */
 void metrics_free(struct metrics *m);
 
-/* The handler of GET /metrics (data: the struct metrics), behind the gate (api_mount). */
+/* The handler of GET /metrics (data: the struct metrics), behind the gate (api_mount).
+ * Pages take turns: at most SCRAPES_MAX rendered or waiting, more are answered 503 with
+ * Retry-After. */
 void metrics_handle(void *data, struct request *req);
 
 /* Counts a request that ended with status (0: the client went first), by its route

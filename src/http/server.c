@@ -1394,24 +1394,6 @@ void request_reply_json(struct request *req, unsigned status, json_t *body)
     request_answer_later(req, status, text, strlen(text), "application/json");
 }
 
-void request_reply_text(struct request *req, unsigned status, const char *text, size_t len)
-{
-    struct MHD_Response *resp;
-
-    if (req->state != REQUEST_READING || !req->in_access) {
-        char *copy = xmalloc(len + 1);
-        memcpy(copy, text, len);
-        request_answer_later(req, status, copy, len, "text/plain; charset=utf-8");
-        return;
-    }
-    resp = MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
-    if (!resp)
-        fatal("out of memory (response)");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-    request_reply_response(req, status, resp);
-    MHD_destroy_response(resp);
-}
-
 void request_reply_owned(struct request *req, unsigned status, const char *type, char *text,
                          size_t len)
 {
@@ -1427,6 +1409,11 @@ void request_reply_owned(struct request *req, unsigned status, const char *type,
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     request_reply_response(req, status, resp);
     MHD_destroy_response(resp);
+}
+
+void request_reply_text(struct request *req, unsigned status, const char *text, size_t len)
+{
+    request_reply_owned(req, status, "text/plain; charset=utf-8", xstrndup(text, len), len);
 }
 
 void request_reply_error(struct request *req, unsigned status, const char *code, const char *fmt,
@@ -1531,6 +1518,26 @@ uint64_t request_begun_ns(const struct request *req)
     return req->begun_ns;
 }
 
+/* True when the parameters of a media range (len bytes from ';') hold q=0: "not
+ * acceptable" (RFC 9110 12.4.2). */
+static bool refused(const char *params, size_t len)
+{
+    const char *end = params + len;
+
+    for (const char *p = memchr(params, ';', len); p;
+         p = memchr(p + 1, ';', (size_t)(end - p - 1))) {
+        const char *q = p + 1 + strspn(p + 1, " \t");
+        size_t zeros;
+
+        if (q + 3 > end || strncasecmp(q, "q=0", 3) != 0)
+            continue;
+        zeros = strspn(q + 3, ".0");
+        if (q + 3 + zeros >= end || strchr(" \t;", q[3 + zeros]))
+            return true;
+    }
+    return false;
+}
+
 bool request_header_lists(struct request *req, const char *name, const char *type, bool wildcards)
 {
     const char *h = request_header(req, name), *slash = strchr(type, '/');
@@ -1541,10 +1548,11 @@ bool request_header_lists(struct request *req, const char *name, const char *typ
         len = strcspn(p, ",;");
         while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
             len--;
-        if ((len == strlen(type) && strncasecmp(p, type, len) == 0) ||
-            (wildcards && len == 3 && strncmp(p, "*/*", 3) == 0) ||
-            (wildcards && slash && len == (size_t)(slash - type) + 2 &&
-             strncasecmp(p, type, len - 1) == 0 && p[len - 1] == '*'))
+        if (((len == strlen(type) && strncasecmp(p, type, len) == 0) ||
+             (wildcards && len == 3 && strncmp(p, "*/*", 3) == 0) ||
+             (wildcards && slash && len == (size_t)(slash - type) + 2 &&
+              strncasecmp(p, type, len - 1) == 0 && p[len - 1] == '*')) &&
+            !refused(p + len, strcspn(p + len, ",")))
             return true;
         p += strcspn(p, ",");
     }

@@ -128,7 +128,8 @@ const char *request_route(const struct request *req);
 /* When the request began (its headers were read), in uv_hrtime() nanoseconds. */
 uint64_t request_begun_ns(const struct request *req);
 /* True when the request's header name lists the media type type, whole (parameters after
- * ';' aside); with wildcards, "any/any" ("*" "/" "*") and "application/any" list it too. */
+ * ';' aside, but for q=0: not acceptable); with wildcards, "any/any" ("*" "/" "*") and
+ * "application/any" list it too. */
 bool request_header_lists(struct request *req, const char *name, const char *type, bool wildcards);
 /* A query argument, already unescaped; NULL when absent, "" when given without a value. */
 const char *request_query(struct request *req, const char *key);

@@ -1,6 +1,7 @@
 /* /proc/self/stat, /proc/stat's btime, /proc/self/fd and RLIMIT_NOFILE: see procstat.h. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -24,31 +25,47 @@ static uint64_t boot_time_s(void)
     return btime;
 }
 
-/* Times, sizes and start of /proc/self/stat (proc(5)): the fields after the command's
- * name, which ends at the last ')'. */
+int procstat_stat(pid_t pid, char *buf, size_t size, char **ret)
+{
+    char path[64], *after;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? -ESRCH : -errno;
+    n = read(fd, buf, size - 1);
+    close(fd);
+    if (n <= 0)
+        return -ESRCH;
+    buf[n] = '\0';
+    after = strrchr(buf, ')');
+    if (!after || after[1] != ' ')
+        return -EIO;
+    *ret = after + 2;
+    return 0;
+}
+
+/* Times, sizes and start of this process's stat line (proc(5)). */
 static int read_stat(struct procstat *st)
 {
-    char buf[1024], *p;
+    char buf[1024], *fields;
     unsigned long long utime, stime, start, vsize;
     long long rss;
     long ticks = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
-    FILE *f = fopen("/proc/self/stat", "re");
-    size_t n;
+    int r = procstat_stat(getpid(), buf, sizeof(buf), &fields);
 
-    if (!f)
-        return -errno;
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    p = strrchr(buf, ')');
+    if (r < 0)
+        return r;
     /* state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
      * cutime cstime priority nice num_threads itrealvalue starttime vsize rss */
-    if (!p || ticks <= 0 || page <= 0 ||
-        sscanf(p + 1,
-               " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
+    if (ticks <= 0 || page <= 0 ||
+        sscanf(fields,
+               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
                "%llu %llu %lld",
                &utime, &stime, &start, &vsize, &rss) != 5)
-        return -EINVAL;
+        return -EIO;
     st->cpu_us = (utime + stime) * 1000000ULL / (unsigned long long)ticks;
     st->start_time_s = boot_time_s() + start / (unsigned long long)ticks;
     st->virtual_bytes = vsize;

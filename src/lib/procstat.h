@@ -3,7 +3,9 @@
 #ifndef NANNY_PROCSTAT_H
 #define NANNY_PROCSTAT_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct procstat {
     uint64_t cpu_us;         /* user and system CPU time */
@@ -16,5 +18,10 @@ struct procstat {
 
 /* Fills *ret; -errno when /proc cannot be read (the fields it could not read are 0). */
 int procstat_read(struct procstat *ret);
+
+/* Reads /proc/PID/stat into buf and points *ret past the command's name, at the state
+ * field (proc(5)'s third): the name may hold anything, so it ends at the last ')'.
+ * -ESRCH when there is no such process, -EIO for a line that is not one. */
+int procstat_stat(pid_t pid, char *buf, size_t size, char **ret);
 
 #endif

@@ -84,14 +84,20 @@ static void put_escaped(struct prom *p, const char *s)
     }
 }
 
-/* HELP text with backslash and newline escaped. */
+/* HELP text with backslash and newline escaped, and in OpenMetrics the double quote. */
 static void put_help(struct prom *p, const char *s)
 {
     for (; *s; s++) {
-        if (*s == '\\' || *s == '\n')
+        if (*s == '\\' || *s == '\n' || (p->openmetrics && *s == '"'))
             put_char(p, '\\');
         put_char(p, *s == '\n' ? 'n' : *s);
     }
+}
+
+void prom_reserve(struct prom *p, size_t size)
+{
+    if (size > p->len)
+        reserve(p, size - p->len);
 }
 
 char *prom_finish(struct prom *p, size_t *ret_len)

@@ -21,8 +21,8 @@ struct prom {
     bool in_labels; /* a sample's '{' is open */
 };
 
-/* Bucket bounds of a histogram, ascending: le as written ("0.005") and in microseconds;
- * the +Inf bucket is implied. */
+/* Bucket bounds of a histogram, ascending: le as written, a canonical float as OpenMetrics
+ * asks ("0.005", "1.0", "60.0"), and in microseconds; the +Inf bucket is implied. */
 struct prom_bucket {
     const char *le;
     uint64_t us;
@@ -38,6 +38,10 @@ struct prom_histogram {
 
 /* An empty page with room for size_hint bytes (0: a default). */
 void prom_init(struct prom *p, bool openmetrics, size_t size_hint);
+
+/* Makes room for a page of size bytes in all, at once: a page that grows by doubling
+ * copies itself, and first touches its new memory, in the middle of a slice. */
+void prom_reserve(struct prom *p, size_t size);
 
 /* The text written (NUL-terminated) and its length; the caller owns it and the prom is
  * empty again. OpenMetrics' "# EOF" is added first. */

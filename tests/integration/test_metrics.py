@@ -15,6 +15,7 @@ import time
 import urllib.parse
 
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from conftest import HOST, free_port, http_request, manifest, wait_until, write_service
 from lifecycle_helpers import lab  # noqa: F401 (a fixture)
@@ -215,13 +216,21 @@ def test_openmetrics_when_asked(lab):
         "application/openmetrics-text; version=1.0.0; charset=utf-8")
     text = r.body.decode()
     assert text.endswith("# EOF\n") and text.count("# EOF") == 1
+    # The OpenMetrics parser of Prometheus' Python client, strict about the grammar.
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["nanny_http_requests"].type == "counter"
+    les = {s.labels["le"] for s in families["nanny_service_start_duration_seconds"].samples
+           if "le" in s.labels}
+    assert "1.0" in les and "+Inf" in les  # canonical floats, as OpenMetrics asks
     samples, types = parse(text)
     assert types["nanny_http_requests"] == "counter"  # a counter's family drops _total
     assert types["nanny_service_restarts"] == "counter"
     assert "nanny_http_requests_total" not in types
     value(samples, "nanny_service_restarts_total", service="web")
     # A media type that merely contains the words is not OpenMetrics.
-    for accept in ("text/plain", "application/openmetrics-textual", "*/*", "x"):
+    for accept in ("text/plain", "application/openmetrics-textual", "*/*", "x",
+                   "application/openmetrics-text;q=0, text/plain",
+                   "application/openmetrics-text; version=1.0.0; q=0.0"):
         r = scrape(d, accept=accept)
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), accept
         assert "# EOF" not in r.body.decode()
@@ -259,9 +268,9 @@ def test_a_thousand_services_in_one_valid_page(nanny, services_dir):
     for i in (0, 499, 999):
         assert_service_series(samples, f"s{i:04d}", False)
     assert value(samples, "nanny_services") == 1000
-    # Rendered in slices: the log says how many.
+    # Rendered in slices (1.7 MB in 0.3 ms of the loop's time each): the log says how many.
     line = d.wait_for_log(r"metrics: a page of \d+ bytes for 1000 services in \d+ slices")
-    assert line
+    assert int(re.search(r"in (\d+) slices", line.group(0)).group(1)) > 1, line.group(0)
 
 
 def test_rescans_during_large_pages_never_break_one(nanny, services_dir):
@@ -301,6 +310,38 @@ def test_rescans_during_large_pages_never_break_one(nanny, services_dir):
     promtool_check(scrape(d).body.decode())
 
 
+def test_scrapes_at_once_take_turns(nanny, services_dir):
+    """Many clients scraping a large page at once: each gets a whole valid page, or, past
+    the pages that may wait their turn, 503 with Retry-After; the daemon stays up."""
+    many_services(services_dir, 1000)
+    d = nanny.serve(services_dir)
+    answers = []
+
+    def scrape_once(i):
+        accept = OPENMETRICS if i % 2 else None
+        answers.append((i, d.get("/metrics", headers={"Accept": accept} if accept else {})))
+
+    threads = [threading.Thread(target=scrape_once, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(answers) == 24
+    ok = 0
+    for i, r in answers:
+        if r.status == 503:
+            assert r.json()["error"] == "busy" and r.headers["Retry-After"] == "1", r
+            continue
+        assert r.status == 200, r
+        text = r.body.decode()
+        samples, _ = parse(text)
+        assert value(samples, "nanny_services") == 1000
+        assert text.endswith("# EOF\n") == bool(i % 2)
+        ok += 1
+    assert ok >= 1
+    assert d.get("/health").status == 200
+
+
 def test_clients_that_go_during_a_large_page(nanny, services_dir):
     many_services(services_dir, 1500)
     d = nanny.serve(services_dir)
@@ -313,7 +354,19 @@ def test_clients_that_go_during_a_large_page(nanny, services_dir):
     s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     s.recv(1000)
     s.close()
-    samples, _ = parse(scrape(d).body.decode())
+    # The pages of clients that went are dropped as the server notices; until then they
+    # hold their turns, and a scrape past the cap is told to come back.
+    pages = []
+
+    def whole_page():
+        r = d.get("/metrics")
+        assert r.status in (200, 503), r
+        if r.status == 200:
+            pages.append(r.body.decode())
+        return bool(pages)
+
+    wait_until(whole_page, timeout=30, interval=0.5, message="a whole page again")
+    samples, _ = parse(pages[0])
     assert value(samples, "nanny_services") == 1500
     assert d.get("/health").status == 200
 

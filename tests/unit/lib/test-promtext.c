@@ -10,7 +10,7 @@
 
 #include "lib/promtext.h"
 
-static const struct prom_bucket buckets[] = {{"0.1", 100000}, {"1", 1000000}};
+static const struct prom_bucket buckets[] = {{"0.1", 100000}, {"1.0", 1000000}};
 
 /* The page written so far; the prom starts over. */
 static char *page(struct prom *p)
@@ -85,10 +85,10 @@ static void test_openmetrics(void **state)
     prom_family(&p, "x_requests_total", "counter", "requests");
     prom_sample(&p, "x_requests_total");
     prom_value(&p, 3);
-    prom_family(&p, "x_total_size", "gauge", "not a counter");
+    prom_family(&p, "x_total_size", "gauge", "not a \"counter\"");
     text = page(&p);
     assert_string_equal(text, "# HELP x_requests requests\n# TYPE x_requests counter\n"
-                              "x_requests_total 3\n# HELP x_total_size not a counter\n"
+                              "x_requests_total 3\n# HELP x_total_size not a \\\"counter\\\"\n"
                               "# TYPE x_total_size gauge\n# EOF\n");
     free(text);
     prom_free(&p);
@@ -112,11 +112,11 @@ static void test_histogram(void **state)
     text = page(&p);
     assert_string_equal(text,
                         "d_bucket{route=\"/x\",le=\"0.1\"} 1\n"
-                        "d_bucket{route=\"/x\",le=\"1\"} 2\n"
+                        "d_bucket{route=\"/x\",le=\"1.0\"} 2\n"
                         "d_bucket{route=\"/x\",le=\"+Inf\"} 3\n"
                         "d_sum{route=\"/x\"} 2.600000\n"
                         "d_count{route=\"/x\"} 3\n"
-                        "e_bucket{le=\"0.1\"} 0\ne_bucket{le=\"1\"} 0\ne_bucket{le=\"+Inf\"} 0\n"
+                        "e_bucket{le=\"0.1\"} 0\ne_bucket{le=\"1.0\"} 0\ne_bucket{le=\"+Inf\"} 0\n"
                         "e_sum 0.000000\ne_count 0\n");
     free(text);
 }
