@@ -2,9 +2,9 @@
 # Benchmarks GET /metrics with 100 and 1,000 services (issue 13): the scrape's median and
 # p99 (wrk -t1 -c1, keep-alive, one request at a time) beside nginx serving the same bytes
 # from a file (the reference, run alongside); the loop time the page took in one go (its
-# longest slice, from the daemon's debug log; target < 1 ms with 1,000 services); and how
-# long GET /health waits while a client scrapes /metrics without pause (the loop's stall
-# as another client sees it), beside GET /health alone.
+# longest slice, from the daemon's debug log; target: never 1 ms of CPU with 1,000
+# services); and how long GET /health waits while four clients scrape /metrics without
+# pause (the loop's stall as another client sees it), beside GET /health alone.
 #
 # Builds a release build (build-release), generates the services in a temp folder (never
 # started) and runs the daemon on a free loopback port, once per size.
@@ -92,8 +92,8 @@ for n in 100 1000; do
     read -r d50 d99 _ < <(run "$DAEMON/metrics")
     read -r n50 n99 _ < <(run "$NGINX_URL/metrics")
     read -r _ h99 _ < <(run "$DAEMON/health")
-    # /health while another client scrapes without pause.
-    timeout -k 5 60 wrk -t1 -c1 -d"$DURATION" "$DAEMON/metrics" </dev/null >/dev/null 2>&1 &
+    # /health while four clients scrape without pause (their pages take turns).
+    timeout -k 5 60 wrk -t1 -c4 -d"$DURATION" "$DAEMON/metrics" </dev/null >/dev/null 2>&1 &
     scraper=$!
     sleep 0.5
     read -r _ hl99 _ < <(run "$DAEMON/health")
@@ -113,7 +113,7 @@ for n in 100 1000; do
     rows+=("$(printf '%-6s %9s %7s %7s %7s %7s %6s %6s %6s %15s %15s %7s %7s' "$n" "$size" \
         "$d50" "$d99" "$n50" "$n99" "$(awk -v a="$d50" -v b="$n50" 'BEGIN { printf "%.1fx", a / b }')" \
         "$pages" "$slices" "$s50/$s99/$smax" "$c50/$c99/$cmax" "$h99" "$hl99")")
-    if [[ $n == 1000 ]] && ! ((c99 < TARGET_US)); then verdict="NOT met"; fi
+    if [[ $n == 1000 ]] && ! ((cmax < TARGET_US)); then verdict="NOT met"; fi
     bench_stop "$daemon_pid"
     daemon_pid=""
     bench_stop "$NGINX_PID"
@@ -131,5 +131,5 @@ printf '%s\n' "${rows[@]}"
 echo
 echo "slices: a page's slices (median); wall_us and cpu_us: each page's longest slice in wall"
 echo "and CPU time, median/p99/max over the pages; health99: GET /health p99 alone; h99+scr:"
-echo "the same while another client scrapes /metrics nonstop"
-echo "target (one slice of a 1,000-service page holds the loop < ${TARGET_US} us of CPU, p99): $verdict"
+echo "the same while four clients scrape /metrics nonstop"
+echo "target (no slice of a 1,000-service page holds the loop ${TARGET_US} us of CPU or more): $verdict"
