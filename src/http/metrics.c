@@ -23,7 +23,7 @@
 
 /* A page is rendered in slices of about SLICE_US of loop time (the clock read every
  * SLICE_CHECK_ROWS rows), the loop serving other requests in between. */
-#define SLICE_US          300
+#define SLICE_US          200
 #define SLICE_CHECK_ROWS  16
 #define SCRAPE_TIMEOUT_MS 30000
 #define SCRAPES_MAX       8    /* pages rendered or waiting their turn; more: 503 */
@@ -68,6 +68,7 @@ struct route_stats {
 };
 
 struct scrape;
+struct row;
 
 struct metrics {
     uv_loop_t *loop;
@@ -78,8 +79,15 @@ struct metrics {
     struct strmap *services; /* name -> struct service_stats */
     struct route_stats routes[ROUTES_MAX];
     size_t n_routes;
-    size_t page_size_hint; /* the last page's size: the next one's buffer */
-    uv_idle_t idle;        /* while scrapes wait: one slice of the first each loop pass */
+    size_t page_size_hint;           /* the last page's size: the next one's buffer */
+    uv_idle_t idle;                  /* while scrapes wait: one slice of the first each loop pass */
+    struct prom_histogram no_starts; /* the start durations of a service not seen start */
+    /* The snapshot of the scrape being rendered (one at a time: the queue's first), kept
+     * from page to page so that taking one allocates nothing. */
+    struct row *rows;
+    size_t rows_cap;
+    char *names; /* the rows' names, one after the other */
+    size_t names_cap;
     struct scrape *head, *tail;
     size_t n_scrapes;
 };
@@ -142,6 +150,7 @@ struct metrics *metrics_new(uv_loop_t *loop, struct registry *reg, struct superv
     m->sub = events_subscribe(hub, on_event, m);
     uv_idle_init(loop, &m->idle);
     m->idle.data = m;
+    prom_histogram_init(&m->no_starts, start_buckets, N_OF(start_buckets));
     return m;
 }
 
@@ -186,10 +195,11 @@ void metrics_request_done(struct metrics *m, struct request *req, unsigned statu
 
 /* --- the page ------------------------------------------------------------------------ */
 
-/* One service as the page shows it, copied when the scrape begins: a rescan between two
- * slices of the page changes nothing of it. */
+/* One service as the page shows it, copied when the scrape's turn comes: a rescan between
+ * two slices of the page changes nothing of it. (Its start durations are read when their
+ * family is written: each histogram whole.) */
 struct row {
-    char *name;
+    const char *name; /* in the metrics' names */
     enum service_state state;
     bool up;      /* running and healthy; running, without a health check */
     bool healthy; /* is_healthy */
@@ -198,7 +208,6 @@ struct row {
     bool checked; /* its health was checked */
     uint64_t restarts_total;
     uint64_t health_latency_us;
-    struct prom_histogram start;
 };
 
 /* A page being rendered, slice by slice, for one request, or waiting its turn. */
@@ -208,7 +217,7 @@ struct scrape {
     struct scrape *next; /* in the metrics' queue */
     bool snapshot_taken;
     struct prom p;
-    struct row *rows;
+    const struct row *rows; /* the metrics' snapshot, once taken */
     size_t n_rows;
     size_t family, at; /* the next row to render: of which family, which row */
     size_t queue_length, manifest_errors;
@@ -223,13 +232,15 @@ static void service_sample(struct prom *p, const char *family, const struct row 
     prom_label(p, "service", r->name);
 }
 
-static void write_up(struct prom *p, const char *family, const struct row *r)
+static void write_up(struct prom *p, const char *family, const struct row *r,
+                     const struct metrics *m)
 {
     service_sample(p, family, r);
     prom_value(p, r->up);
 }
 
-static void write_state(struct prom *p, const char *family, const struct row *r)
+static void write_state(struct prom *p, const char *family, const struct row *r,
+                        const struct metrics *m)
 {
     for (enum service_state s = STATE_STOPPED; s <= STATE_FAILED; s++) {
         service_sample(p, family, r);
@@ -238,24 +249,30 @@ static void write_state(struct prom *p, const char *family, const struct row *r)
     }
 }
 
-static void write_healthy(struct prom *p, const char *family, const struct row *r)
+static void write_healthy(struct prom *p, const char *family, const struct row *r,
+                          const struct metrics *m)
 {
     service_sample(p, family, r);
     prom_value(p, r->healthy);
 }
 
-static void write_restarts(struct prom *p, const char *family, const struct row *r)
+static void write_restarts(struct prom *p, const char *family, const struct row *r,
+                           const struct metrics *m)
 {
     service_sample(p, family, r);
     prom_value(p, r->restarts_total);
 }
 
-static void write_start_duration(struct prom *p, const char *family, const struct row *r)
+static void write_start_duration(struct prom *p, const char *family, const struct row *r,
+                                 const struct metrics *m)
 {
-    prom_histogram_write(p, family, "service", r->name, &r->start);
+    const struct service_stats *stats = strmap_get(m->services, r->name);
+
+    prom_histogram_write(p, family, "service", r->name, stats ? &stats->start : &m->no_starts);
 }
 
-static void write_health_latency(struct prom *p, const char *family, const struct row *r)
+static void write_health_latency(struct prom *p, const char *family, const struct row *r,
+                                 const struct metrics *m)
 {
     service_sample(p, family, r);
     if (r->checked)
@@ -265,7 +282,8 @@ static void write_health_latency(struct prom *p, const char *family, const struc
 }
 
 /* Only the GPU services: 1 for the holder. */
-static void write_gpu_holder(struct prom *p, const char *family, const struct row *r)
+static void write_gpu_holder(struct prom *p, const char *family, const struct row *r,
+                             const struct metrics *m)
 {
     if (!r->gpu)
         return;
@@ -276,7 +294,7 @@ static void write_gpu_holder(struct prom *p, const char *family, const struct ro
 /* The families with a series (or several) per service, in the page's order. */
 static const struct row_family {
     const char *name, *type, *help;
-    void (*write)(struct prom *p, const char *family, const struct row *r);
+    void (*write)(struct prom *p, const char *family, const struct row *r, const struct metrics *m);
 } row_families[] = {
     {"nanny_service_up", "gauge",
      "1 when the service is running and healthy (running, without a health check)", write_up},
@@ -359,37 +377,58 @@ static void write_process(struct prom *p)
                 "When the process began, in seconds since the Unix epoch", ps.start_time_s);
 }
 
-/* Copies what the page shows of every service now, and makes room for the page. */
+/* Makes *buf hold n items of size bytes, growing it (never shrinking) as needed. */
+static void *room(void *buf, size_t *cap, size_t n, size_t size)
+{
+    if (n > *cap) {
+        *cap = n + n / 4 + 16;
+        buf = xrealloc(buf, *cap * size);
+    }
+    return buf;
+}
+
+/* Copies what the page shows of every service now into the metrics' snapshot, and makes
+ * room for the page. */
 static void scrape_snapshot(struct scrape *sc)
 {
     struct metrics *m = sc->m;
     json_t *gpu = supervisor_gpu(m->sup);
     const char *holder = json_string_value(json_object_get(gpu, "holder"));
+    size_t n = registry_count(m->reg), names = 0;
+    char *name;
 
-    sc->n_rows = registry_count(m->reg);
-    sc->rows = xcalloc(sc->n_rows ? sc->n_rows : 1, sizeof(*sc->rows));
-    for (size_t i = 0; i < sc->n_rows; i++) {
+    for (size_t i = 0; i < n; i++)
+        names += strlen(registry_at(m->reg, i)->name) + 1;
+    m->rows = room(m->rows, &m->rows_cap, n, sizeof(*m->rows));
+    m->names = room(m->names, &m->names_cap, names, 1);
+    name = m->names;
+    for (size_t i = 0; i < n; i++) {
         const struct service *svc = registry_at(m->reg, i);
         const struct service_status *st = supervisor_status(m->sup, svc);
         const struct manifest *mf = svc->manifest;
-        struct row *r = &sc->rows[i];
+        size_t len = strlen(svc->name) + 1;
 
-        r->name = xstrdup(svc->name);
-        r->state = st->state;
-        r->healthy = st->is_healthy;
-        r->up = st->state == STATE_RUNNING && (st->is_healthy || (mf && !mf->health_enabled));
-        r->gpu = mf && mf->gpu_required;
-        r->holder = holder && strcmp(holder, svc->name) == 0;
-        r->checked = st->health.checked;
-        r->restarts_total = st->restarts_total;
-        r->health_latency_us = st->health.latency_ms * 1000;
-        r->start = service_stats(m, svc->name)->start;
+        memcpy(name, svc->name, len);
+        m->rows[i] = (struct row){
+            .name = name,
+            .state = st->state,
+            .healthy = st->is_healthy,
+            .up = st->state == STATE_RUNNING && (st->is_healthy || (mf && !mf->health_enabled)),
+            .gpu = mf && mf->gpu_required,
+            .holder = holder && strcmp(holder, svc->name) == 0,
+            .checked = st->health.checked,
+            .restarts_total = st->restarts_total,
+            .health_latency_us = st->health.latency_ms * 1000,
+        };
+        name += len;
     }
+    sc->rows = m->rows;
+    sc->n_rows = n;
     sc->queue_length = json_array_size(json_object_get(gpu, "queue"));
     sc->manifest_errors = json_array_size(registry_errors(m->reg));
     json_decref(gpu);
     prom_reserve(&sc->p, m->page_size_hint > 0 ? m->page_size_hint + m->page_size_hint / 8
-                                               : (sc->n_rows + 1) * ROW_BYTES_GUESS);
+                                               : (n + 1) * ROW_BYTES_GUESS);
     sc->snapshot_taken = true;
 }
 
@@ -414,7 +453,7 @@ static bool scrape_render(struct scrape *sc, uint64_t begun)
         for (; sc->at < sc->n_rows; sc->at++) {
             if (sc->at % SLICE_CHECK_ROWS == SLICE_CHECK_ROWS - 1 && over_budget(begun))
                 return false;
-            f->write(&sc->p, f->name, &sc->rows[sc->at]);
+            f->write(&sc->p, f->name, &sc->rows[sc->at], sc->m);
         }
     }
     if (sc->family == N_OF(row_families)) {
@@ -430,9 +469,6 @@ static bool scrape_render(struct scrape *sc, uint64_t begun)
 
 static void scrape_free(struct scrape *sc)
 {
-    for (size_t i = 0; i < sc->n_rows; i++)
-        free(sc->rows[i].name);
-    free(sc->rows);
     prom_free(&sc->p);
     free(sc);
 }
@@ -568,5 +604,7 @@ void metrics_free(struct metrics *m)
     }
     events_unsubscribe(m->hub, m->sub);
     strmap_free(m->services, free);
+    free(m->rows);
+    free(m->names);
     uv_close((uv_handle_t *)&m->idle, on_metrics_closed);
 }
