@@ -190,3 +190,30 @@ EOT
     cat "$dir/nginx/error.log" "$dir/nginx/stdout.log" >&2 2>/dev/null || true
     die "nginx did not start on $NGINX_URL"
 }
+
+# bench_wrk_one ARGS...: one wrk run with one connection, one request at a time
+# (-t1 -c1 -d$DURATION --latency ARGS, ARGS ending with the URL), killed after 60 s; a
+# warning on stderr for non-2xx answers or socket errors; prints "median_ms p99_ms
+# req_per_s". Its output goes to $TMP/wrk.out.
+bench_wrk_one() {
+    local out=$TMP/wrk.out
+    timeout -k 5 60 wrk -t1 -c1 -d"$DURATION" --latency "$@" </dev/null >"$out" 2>&1 || {
+        cat "$out" >&2
+        die "wrk $* failed"
+    }
+    if grep -qE 'Non-2xx|Socket errors' "$out"; then
+        echo "warning: $*: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | tr '\n' ' ')" >&2
+    fi
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+            if (v ~ /ms$/) { sub(/ms$/, "", v); return v }
+            if (v ~ /s$/) { sub(/s$/, "", v); return v * 1000 }
+            return v
+        }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        $1 == "Requests/sec:" { rps = $2 }
+        END { if (p50 == "" || p99 == "") exit 1; printf "%.3f %.3f %.0f\n", p50, p99, rps }
+    ' "$out" || die "could not read wrk's output for $*"
+}

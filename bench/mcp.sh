@@ -100,34 +100,10 @@ check session -H "Mcp-Session-Id: $session" -H 'MCP-Protocol-Version: 2025-11-25
 check stateless -H 'MCP-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/call' \
     -H 'Mcp-Name: service_status' -d "$stateless"
 
-# wrk with a script: prints "median_ms p99_ms req_per_s".
-run() {
-    local out=$TMP/wrk.out
-    timeout -k 5 60 wrk -t1 -c1 -d"$DURATION" --latency "$@" </dev/null >"$out" 2>&1 || {
-        cat "$out" >&2
-        die "wrk $* failed"
-    }
-    if grep -qE 'Non-2xx|Socket errors' "$out"; then
-        echo "warning: $*: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | tr '\n' ' ')" >&2
-    fi
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-            if (v ~ /ms$/) { sub(/ms$/, "", v); return v }
-            if (v ~ /s$/) { sub(/s$/, "", v); return v * 1000 }
-            return v
-        }
-        $1 == "50%" { p50 = ms($2) }
-        $1 == "99%" { p99 = ms($2) }
-        $1 == "Requests/sec:" { rps = $2 }
-        END { if (p50 == "" || p99 == "") exit 1; printf "%.3f %.3f %.0f\n", p50, p99, rps }
-    ' "$out" || die "could not read wrk's output"
-}
-
 echo "wrk -t1 -c1 -d$DURATION --latency (one request at a time, keep-alive), interleaved ..."
-read -r rest_p50 rest_p99 rest_rps < <(run "$DAEMON/services/$PROBE/status")
-read -r mcp_p50 mcp_p99 mcp_rps < <(run -s "$TMP/session.lua" "$DAEMON/mcp")
-read -r sl_p50 sl_p99 sl_rps < <(run -s "$TMP/stateless.lua" "$DAEMON/mcp")
+read -r rest_p50 rest_p99 rest_rps < <(bench_wrk_one "$DAEMON/services/$PROBE/status")
+read -r mcp_p50 mcp_p99 mcp_rps < <(bench_wrk_one -s "$TMP/session.lua" "$DAEMON/mcp")
+read -r sl_p50 sl_p99 sl_rps < <(bench_wrk_one -s "$TMP/stateless.lua" "$DAEMON/mcp")
 kill -0 "$daemon_pid" 2>/dev/null || die "the daemon died under load"
 
 echo

@@ -45,30 +45,6 @@ deps_install "${DEPS_BENCH[@]}"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/nanny-bench-metrics.XXXXXX")
 bench_build_release "$BUILD" "$TMP/build.log"
 
-# wrk -t1 -c1 on URL: prints "median_ms p99_ms req_per_s".
-run() {
-    local out=$TMP/wrk.$RANDOM
-    timeout -k 5 60 wrk -t1 -c1 -d"$DURATION" --latency "$1" </dev/null >"$out" 2>&1 || {
-        cat "$out" >&2
-        die "wrk $1 failed"
-    }
-    if grep -qE 'Non-2xx|Socket errors' "$out"; then
-        echo "warning: $1: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | tr '\n' ' ')" >&2
-    fi
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-            if (v ~ /ms$/) { sub(/ms$/, "", v); return v }
-            if (v ~ /s$/) { sub(/s$/, "", v); return v * 1000 }
-            return v
-        }
-        $1 == "50%" { p50 = ms($2) }
-        $1 == "99%" { p99 = ms($2) }
-        $1 == "Requests/sec:" { rps = $2 }
-        END { if (p50 == "" || p99 == "") exit 1; printf "%.3f %.3f %.0f\n", p50, p99, rps }
-    ' "$out" || die "could not read wrk's output for $1"
-}
-
 rows=()
 verdict=met
 for n in 100 1000; do
@@ -89,14 +65,14 @@ for n in 100 1000; do
     bench_nginx_serve "$dir"
 
     echo "$n services: wrk -t1 -c1 -d$DURATION, daemon and nginx interleaved ..."
-    read -r d50 d99 _ < <(run "$DAEMON/metrics")
-    read -r n50 n99 _ < <(run "$NGINX_URL/metrics")
-    read -r _ h99 _ < <(run "$DAEMON/health")
+    read -r d50 d99 _ < <(bench_wrk_one "$DAEMON/metrics")
+    read -r n50 n99 _ < <(bench_wrk_one "$NGINX_URL/metrics")
+    read -r _ h99 _ < <(bench_wrk_one "$DAEMON/health")
     # /health while four clients scrape without pause (their pages take turns).
     timeout -k 5 60 wrk -t1 -c4 -d"$DURATION" "$DAEMON/metrics" </dev/null >/dev/null 2>&1 &
     scraper=$!
     sleep 0.5
-    read -r _ hl99 _ < <(run "$DAEMON/health")
+    read -r _ hl99 _ < <(bench_wrk_one "$DAEMON/health")
     wait "$scraper" || true
     kill -0 "$daemon_pid" 2>/dev/null || die "the daemon died under load"
     # Each page's longest slice: wall time (a slice the kernel preempted counts whole) and
