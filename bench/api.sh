@@ -40,25 +40,8 @@ TMP=""
 
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
-    local i
-    if [[ -n $nginx_pid ]] && kill -0 "$nginx_pid" 2>/dev/null; then
-        kill -TERM "$nginx_pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$nginx_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$nginx_pid" 2>/dev/null || true
-        wait "$nginx_pid" 2>/dev/null || true
-    fi
-    if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$daemon_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
+    bench_stop "$nginx_pid"
+    bench_stop "$daemon_pid"
     if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
 }
 trap cleanup EXIT

@@ -63,13 +63,7 @@ health: {path: /, interval: 5s, timeout: 2s}
 stop_timeout: 5s
 EOT
 
-"$BIN" serve --listen 127.0.0.1:0 --services "$TMP/services" --state-dir "$TMP/state" \
-    --stop-services-on-exit </dev/null >"$TMP/daemon.log" 2>&1 &
-daemon_pid=$!
-port=$(bench_daemon_port "$TMP/daemon.log" "$daemon_pid")
-[[ -n $port ]] || die "the daemon did not log 'listening on http://127.0.0.1:PORT' within 10 s"
-DAEMON=http://127.0.0.1:$port
-bench_wait_health "$DAEMON" "$daemon_pid" || die "GET $DAEMON/health does not answer 2xx"
+bench_serve "$TMP/services" "$TMP/state" --stop-services-on-exit
 
 echo "$CYCLES start/stop cycles of $SERVICE, watched by the dashboard in $(chromium --version 2>/dev/null | head -n 1) ..."
 timeout -k 5 600 node bench/dashboard.mjs "$DAEMON/" "$SERVICE" "$CYCLES" >"$TMP/out.json" \

@@ -217,3 +217,19 @@ bench_wrk_one() {
         END { if (p50 == "" || p99 == "") exit 1; printf "%.3f %.3f %.0f\n", p50, p99, rps }
     ' "$out" || die "could not read wrk's output for $*"
 }
+
+# bench_serve SERVICES STATE [ARG...]: runs "$BIN serve" on a free loopback port with the
+# services folder SERVICES, the state folder STATE and ARGs, its output in
+# $TMP/daemon.log; sets daemon_pid (bench_stop it), port and DAEMON (its URL) once GET
+# /health answers 2xx, or dies saying why.
+bench_serve() {
+    local services=$1 state=$2
+    shift 2
+    "$BIN" serve --listen 127.0.0.1:0 --services "$services" --state-dir "$state" "$@" \
+        </dev/null >"$TMP/daemon.log" 2>&1 &
+    daemon_pid=$!
+    port=$(bench_daemon_port "$TMP/daemon.log" "$daemon_pid")
+    [[ -n $port ]] || die "the daemon did not log 'listening on http://127.0.0.1:PORT' within 10 s"
+    DAEMON=http://127.0.0.1:$port
+    bench_wait_health "$DAEMON" "$daemon_pid" || die "GET $DAEMON/health does not answer 2xx"
+}

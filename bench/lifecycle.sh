@@ -288,16 +288,7 @@ restart: "no"
 EOF
 
 # --- the daemon ----------------------------------------------------------------
-"$BIN" serve --listen 127.0.0.1:0 --services "$TMP/services" --state-dir "$TMP/state" \
-    --stop-services-on-exit </dev/null >"$TMP/daemon.log" 2>&1 &
-daemon_pid=$!
-
-port=$(bench_daemon_port "$TMP/daemon.log" "$daemon_pid")
-[[ -n $port ]] || die "the daemon did not log 'listening on http://127.0.0.1:PORT' within 10 s"
-DAEMON=http://127.0.0.1:$port
-
-bench_wait_health "$DAEMON" "$daemon_pid" ||
-    die "GET $DAEMON/health does not answer 2xx within 10 s"
+bench_serve "$TMP/services" "$TMP/state" --stop-services-on-exit
 for name in ready stubborn; do
     curl -fsS --max-time 2 "$DAEMON/services/$name/status" >"$TMP/$name.json" ||
         die "GET /services/$name/status failed"

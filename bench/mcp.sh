@@ -49,16 +49,7 @@ bench_build_release "$BUILD" "$TMP/build.log"
 bench_make_services "$TMP/services" "$SERVICES" bench/mcp.sh
 mkdir -p "$TMP/state"
 
-"$BIN" serve --listen 127.0.0.1:0 --services "$TMP/services" --state-dir "$TMP/state" \
-    </dev/null >"$TMP/daemon.log" 2>&1 &
-daemon_pid=$!
-port=$(bench_daemon_port "$TMP/daemon.log" "$daemon_pid")
-[[ -n $port ]] || {
-    cat "$TMP/daemon.log" >&2
-    die "the daemon did not log 'listening on http://127.0.0.1:PORT' within 10 s"
-}
-DAEMON=http://127.0.0.1:$port
-bench_wait_health "$DAEMON" "$daemon_pid" || die "GET $DAEMON/health does not answer 2xx"
+bench_serve "$TMP/services" "$TMP/state"
 
 # An MCP session, as an agent's client opens it.
 session=$(curl -sS --max-time 5 -D - -o "$TMP/init.json" "$DAEMON/mcp" \

@@ -51,13 +51,7 @@ for n in 100 1000; do
     dir=$TMP/n$n
     bench_make_services "$dir/services" "$n" bench/metrics.sh
     mkdir -p "$dir/state"
-    "$BIN" serve --listen 127.0.0.1:0 --services "$dir/services" --state-dir "$dir/state" \
-        --log-level debug </dev/null >"$TMP/daemon.log" 2>&1 &
-    daemon_pid=$!
-    port=$(bench_daemon_port "$TMP/daemon.log" "$daemon_pid")
-    [[ -n $port ]] || die "the daemon did not log 'listening on http://127.0.0.1:PORT'"
-    DAEMON=http://127.0.0.1:$port
-    bench_wait_health "$DAEMON" "$daemon_pid" || die "GET $DAEMON/health does not answer"
+    bench_serve "$dir/services" "$dir/state" --log-level debug
     # The reference serves the bytes of one page as a file.
     curl -fsS --max-time 10 -o "$dir/www/metrics" --create-dirs "$DAEMON/metrics" ||
         die "GET /metrics failed"

@@ -42,16 +42,9 @@ TMP=""
 
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
-    local pid i
+    local pid
     for pid in "${pids[@]}"; do
-        kill -0 "$pid" 2>/dev/null || continue
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        bench_stop "$pid"
     done
     if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
 }
