@@ -131,12 +131,13 @@ bench_wrk() {
         }' "$out" || die "could not read wrk's output for $url"
 }
 
-# bench_stop PID: SIGTERM to PID (when it still runs), SIGKILL after 5 s, and reaped.
+# bench_stop PID [GRACE_S]: SIGTERM to PID (when it still runs), SIGKILL after GRACE_S
+# seconds (default 5), and reaped.
 bench_stop() {
-    local pid=$1 i
+    local pid=$1 grace=${2:-5} i
     [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
+    for ((i = 0; i < grace * 10; i++)); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done

@@ -45,15 +45,7 @@ TMP=""
 
 # stop_pid PID: SIGTERM, up to 15 s, then SIGKILL.
 stop_pid() {
-    local pid=$1 i
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    bench_stop "$1" 15
 }
 
 # shellcheck disable=SC2317 # called by the trap

@@ -31,16 +31,8 @@ TMP=""
 
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
-    local pid i
-    if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        for ((i = 0; i < 300; i++)); do
-            kill -0 "$daemon_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
+    local pid
+    bench_stop "$daemon_pid" 30 # memcheck makes the daemon's stop slow
     if [[ -n $TMP ]]; then
         for pid in $(pgrep -f -- "--write-pidfile $TMP/" || true); do
             kill -KILL "$pid" 2>/dev/null || true
