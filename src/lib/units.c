@@ -72,6 +72,55 @@ int units_parse_duration(const char *s, uint64_t *ret_ms)
     return 0;
 }
 
+/* The bytes in one size unit, or 0 when suffix is not a known unit. */
+static uint64_t size_unit(const char *suffix)
+{
+    static const struct {
+        const char *name;
+        uint64_t bytes;
+    } units[] = {
+        {"", 1},
+        {"B", 1},
+        {"KiB", UINT64_C(1) << 10},
+        {"MiB", UINT64_C(1) << 20},
+        {"GiB", UINT64_C(1) << 30},
+        {"TiB", UINT64_C(1) << 40},
+        {"KB", 1000},
+        {"MB", 1000 * 1000},
+        {"GB", 1000 * 1000 * 1000},
+        {"TB", UINT64_C(1000) * 1000 * 1000 * 1000},
+    };
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (strcmp(suffix, units[i].name) == 0)
+            return units[i].bytes;
+    return 0;
+}
+
+/* Reads DIGITS[UNIT] exactly. */
+int units_parse_size(const char *s, uint64_t *ret)
+{
+    const char *p = s;
+    uint64_t number = 0, unit;
+    bool too_big = false;
+
+    if (!is_digit(*p))
+        return -EINVAL;
+    for (; is_digit(*p); p++) {
+        if (number > UNITS_SIZE_MAX)
+            too_big = true;
+        else
+            number = number * 10 + (uint64_t)(*p - '0');
+    }
+    unit = size_unit(p);
+    if (unit == 0)
+        return -EINVAL;
+    if (too_big || number > UNITS_SIZE_MAX / unit)
+        return -ERANGE;
+    *ret = number * unit;
+    return 0;
+}
+
 /* Accepts decimal digits only: no sign, no spaces, no hex. */
 int units_parse_port(const char *s, uint16_t *ret)
 {

@@ -647,6 +647,29 @@ int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *ke
     return -EINVAL;
 }
 
+int yamldoc_read_size(struct yamldoc *doc, yaml_node_t *node, const char *key, uint64_t *ret,
+                      struct diags *errors)
+{
+    char found[TEXT_QUOTE_MAX + 1];
+    uint64_t bytes;
+    int r = -EINVAL;
+
+    if (node && node->type == YAML_SCALAR_NODE && !scalar_has_nul(node))
+        r = units_parse_size(yamldoc_scalar(node), &bytes);
+    if (r == 0) {
+        *ret = bytes;
+        return 0;
+    }
+    yamldoc_describe(node, found, sizeof(found));
+    if (r == -ERANGE)
+        diags_add(errors, yamldoc_line(node), "%s is %s, more than the limit of 1 PiB", key, found);
+    else
+        diags_add(errors, node ? yamldoc_line(node) : 0,
+                  "%s must be a size such as 24GiB, 512MiB, 500MB or a number of bytes, not %s",
+                  key, found);
+    return -EINVAL;
+}
+
 int yamldoc_read_strings(struct yamldoc *doc, yaml_node_t *node, const char *key, size_t max,
                          char ***ret, size_t *ret_n, struct diags *errors)
 {

@@ -123,6 +123,10 @@ int yamldoc_read_uint(struct yamldoc *doc, yaml_node_t *node, const char *key, u
 int yamldoc_read_duration(struct yamldoc *doc, yaml_node_t *node, const char *key, uint64_t *ret_ms,
                           struct diags *errors);
 
+/* A size in bytes as units_parse_size() reads it ("12GiB"). */
+int yamldoc_read_size(struct yamldoc *doc, yaml_node_t *node, const char *key, uint64_t *ret,
+                      struct diags *errors);
+
 /* A list of at most max scalars, as a NULL-terminated array that the caller frees with
  * strv_free(); *ret_n gets the count. Every bad item is reported. */
 int yamldoc_read_strings(struct yamldoc *doc, yaml_node_t *node, const char *key, size_t max,

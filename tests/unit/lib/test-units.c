@@ -1,4 +1,4 @@
-/* Unit tests for units.c: durations and port numbers. */
+/* Unit tests for units.c: durations, sizes and port numbers. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +23,51 @@ static void assert_duration_fails(const char *s, int expected)
 
     assert_int_equal(units_parse_duration(s, &ms), expected);
     assert_int_equal(ms, 12345); /* untouched on failure */
+}
+
+static void assert_size(const char *s, uint64_t expected)
+{
+    uint64_t bytes = 12345;
+
+    assert_int_equal(units_parse_size(s, &bytes), 0);
+    assert_int_equal(bytes, expected);
+}
+
+static void assert_size_fails(const char *s, int expected)
+{
+    uint64_t bytes = 12345;
+
+    assert_int_equal(units_parse_size(s, &bytes), expected);
+    assert_int_equal(bytes, 12345); /* untouched on failure */
+}
+
+static void test_size(void **state)
+{
+    assert_size("0", 0);
+    assert_size("4096", 4096);
+    assert_size("10B", 10);
+    assert_size("2KiB", 2048);
+    assert_size("512MiB", UINT64_C(512) << 20);
+    assert_size("12GiB", UINT64_C(12) << 30);
+    assert_size("141GiB", UINT64_C(141) << 30);
+    assert_size("3TiB", UINT64_C(3) << 40);
+    assert_size("2KB", 2000);
+    assert_size("500MB", 500000000);
+    assert_size("24GB", UINT64_C(24000000000));
+    assert_size("1TB", UINT64_C(1000000000000));
+    assert_size("1024TiB", UNITS_SIZE_MAX);
+    assert_size_fails("", -EINVAL);
+    assert_size_fails("GiB", -EINVAL);
+    assert_size_fails("12 GiB", -EINVAL);
+    assert_size_fails("1.5GiB", -EINVAL);
+    assert_size_fails("-1", -EINVAL);
+    assert_size_fails("+1", -EINVAL);
+    assert_size_fails("12gib", -EINVAL);
+    assert_size_fails("12G", -EINVAL);
+    assert_size_fails("0x10", -EINVAL);
+    assert_size_fails("1025TiB", -ERANGE);
+    assert_size_fails("99999999999999999999999999", -ERANGE);
+    assert_size_fails("99999999999999999999999999x", -EINVAL);
 }
 
 static void test_duration_units(void **state)
@@ -120,6 +165,7 @@ static void test_port_range(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_size),
         cmocka_unit_test(test_duration_units),
         cmocka_unit_test(test_duration_plain_seconds),
         cmocka_unit_test(test_duration_fractions_with_units),

@@ -454,6 +454,31 @@ static void test_read_uint(void **state)
     yamldoc_free(doc);
 }
 
+static void test_read_size(void **state)
+{
+    struct yamldoc *doc = load_ok("a: 12GiB\nb: 4096\nc: 1.5GiB\nd: [1]\ne: 2000TiB\n");
+    struct diags errors = {0};
+    uint64_t bytes = 7;
+
+    assert_int_equal(yamldoc_read_size(doc, value_of(doc, "a"), "a", &bytes, &errors), 0);
+    assert_int_equal(bytes, UINT64_C(12) << 30);
+    assert_int_equal(yamldoc_read_size(doc, value_of(doc, "b"), "b", &bytes, &errors), 0);
+    assert_int_equal(bytes, 4096);
+    bytes = 7;
+    assert_int_equal(yamldoc_read_size(doc, value_of(doc, "c"), "gpu.memory", &bytes, &errors),
+                     -EINVAL);
+    assert_int_equal(yamldoc_read_size(doc, value_of(doc, "d"), "d", &bytes, &errors), -EINVAL);
+    assert_int_equal(yamldoc_read_size(doc, value_of(doc, "e"), "e", &bytes, &errors), -EINVAL);
+    assert_int_equal(bytes, 7);
+    assert_diag(&errors, 3,
+                "gpu.memory must be a size such as 24GiB, 512MiB, 500MB or a number of bytes, "
+                "not \"1.5GiB\"");
+    assert_diag(&errors, 4, "d must be a size");
+    assert_diag(&errors, 5, "e is \"2000TiB\", more than the limit of 1 PiB");
+    diags_clear(&errors);
+    yamldoc_free(doc);
+}
+
 static void test_read_duration(void **state)
 {
     struct yamldoc *doc = load_ok("a: 5s\nb: 30\nc: \"500ms\"\nd: 5x\ne: 200h\nf: [5s]\ng: -1s\n");
@@ -701,6 +726,7 @@ int main(void)
         cmocka_unit_test(test_read_bool),
         cmocka_unit_test(test_read_bool_wrong_types),
         cmocka_unit_test(test_read_uint),
+        cmocka_unit_test(test_read_size),
         cmocka_unit_test(test_read_duration),
         cmocka_unit_test(test_read_strings),
         cmocka_unit_test(test_quote),
