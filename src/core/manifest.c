@@ -516,9 +516,7 @@ static void parse_fields(struct manifest_parser *p)
     parse_name(p);
     parse_description(p);
     manifest_parse_ports(p);
-    if (f[F_GPU_REQUIRED].value)
-        manifest_check(p, yamldoc_read_bool(p->doc, f[F_GPU_REQUIRED].value, "gpu_required",
-                                            &m->gpu_required, p->errors));
+    manifest_parse_gpu(p);
     parse_driver(p);
     if (f[F_COMPOSE_FILE].value)
         parse_path(p, &f[F_COMPOSE_FILE], "compose_file", &p->compose_file);
@@ -588,6 +586,8 @@ int manifest_parse_within(const char *buf, size_t len, const char *dir, const ch
                 [F_STOP_TIMEOUT] = {.key = "stop_timeout"},
                 [F_RESTART] = {.key = "restart"},
                 [F_PRIORITY] = {.key = "priority"},
+                [F_GPU] = {.key = "gpu"},
+                [F_DEVICES] = {.key = "devices"},
             },
     };
     size_t errors_start = errors ? errors->n : 0, warnings_start = warnings ? warnings->n : 0;
@@ -715,6 +715,7 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "ports", ports);
     json_object_set_new(o, "port", m->port ? json_integer(m->port) : json_null());
     json_object_set_new(o, "gpu_required", json_boolean(m->gpu_required));
+    json_object_set_new(o, "gpu", manifest_gpu_to_json(m));
     json_object_set_new(o, "driver", json_string(manifest_driver_name(m)));
     json_object_set_new(o, "compose_file", json_string_or_null(m->compose_file));
     json_object_set_new(o, "command", m->command ? strv_to_json(m->command) : json_null());

@@ -39,6 +39,14 @@ struct port_map {
     int line; /* where it stands in the manifest */
 };
 
+/* What a service needs of the box's GPUs (SPEC section 7 "GPUs"). */
+#define MANIFEST_GPUS_MAX 64 /* devices is a bit set */
+struct manifest_gpu {
+    unsigned count;   /* how many GPUs; 0: none (gpu_required is false) */
+    uint64_t memory;  /* bytes on each, shareable; 0: whole GPUs, exclusive */
+    uint64_t devices; /* devices: the GPUs it may use (bit i: GPU i); 0: any */
+};
+
 /* priority: from -MANIFEST_PRIORITY_MAX to MANIFEST_PRIORITY_MAX. */
 #define MANIFEST_PRIORITY_MAX 1000000
 
@@ -47,8 +55,9 @@ struct manifest {
     char *description; /* "" when not given */
     struct port_map *ports;
     size_t n_ports;
-    uint16_t port; /* the first host port, 0 when there is none */
-    bool gpu_required;
+    uint16_t port;     /* the first host port, 0 when there is none */
+    bool gpu_required; /* it needs a GPU: gpu_required: true, or gpu: */
+    struct manifest_gpu gpu;
     enum driver_kind driver;
     const char *driver_other; /* DRIVER_OTHER: its name (the driver's own string) */
     char *compose_file;       /* absolute path; NULL unless driver is compose */
@@ -65,7 +74,8 @@ struct manifest {
     uint64_t health_start_period_ms;
     uint64_t stop_timeout_ms;
     enum restart_policy restart;
-    int priority;  /* after a host reboot, higher starts first (0 by default) */
+    int priority;  /* after a host reboot, higher starts first; a GPU conflict stops the
+                    * lowest first (0 by default) */
     char *dir;     /* absolute service folder */
     int name_line; /* where name: and ports: stand, for cross-manifest errors */
     int ports_line;
@@ -96,6 +106,10 @@ void manifest_free(struct manifest *m);
 /* The manifest as JSON, with every default filled in: used for the API and to tell
  * whether a manifest changed between two scans. New reference. */
 json_t *manifest_to_json(const struct manifest *m);
+
+/* gpu: as JSON, {count, memory (null: whole GPUs), exclusive, devices}; null for a
+ * service that needs no GPU. New reference. */
+json_t *manifest_gpu_to_json(const struct manifest *m);
 
 /* The names a manifest spells the driver and the restart policy with. Static strings. */
 const char *manifest_driver_name(const struct manifest *m);

@@ -26,6 +26,8 @@ enum field {
     F_STOP_TIMEOUT,
     F_RESTART,
     F_PRIORITY,
+    F_GPU,
+    F_DEVICES,
     F_COUNT
 };
 
@@ -82,6 +84,9 @@ void manifest_parse_ports(struct manifest_parser *p);
 void manifest_parse_command(struct manifest_parser *p);
 void manifest_parse_env(struct manifest_parser *p); /* env_pass: as well */
 void manifest_check_env_command_size(struct manifest_parser *p);
+
+/* gpu_required:, gpu: and devices: (manifest_gpu.c): m->gpu_required and m->gpu. */
+void manifest_parse_gpu(struct manifest_parser *p);
 
 /* health: (manifest_health.c). Runs after ports: its port defaults to the service's. */
 void manifest_parse_health(struct manifest_parser *p);

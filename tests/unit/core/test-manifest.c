@@ -381,6 +381,74 @@ static void test_priority(void **state)
     assert_fails(PROCESS_BASE "priority: [1]\n", 4, "priority must be a whole number");
 }
 
+/* gpu_required: true alone is one whole GPU; gpu: says how many and how much of each;
+ * devices: pins; every contradiction or bad value is an error naming the key. */
+static void test_gpu_needs(void **state)
+{
+    struct manifest *m = parse_ok(PROCESS_BASE);
+    json_t *j;
+
+    assert_false(m->gpu_required);
+    assert_int_equal(m->gpu.count, 0);
+    j = manifest_gpu_to_json(m);
+    assert_true(json_is_null(j));
+    json_decref(j);
+    manifest_free(m);
+
+    m = parse_ok(PROCESS_BASE "gpu_required: true\n");
+    assert_true(m->gpu_required);
+    assert_int_equal(m->gpu.count, 1);
+    assert_int_equal(m->gpu.memory, 0);
+    assert_int_equal(m->gpu.devices, 0);
+    manifest_free(m);
+
+    m = parse_ok(PROCESS_BASE "gpu: {count: 2}\n");
+    assert_true(m->gpu_required);
+    assert_int_equal(m->gpu.count, 2);
+    assert_int_equal(m->gpu.memory, 0);
+    manifest_free(m);
+
+    m = parse_ok(PROCESS_BASE "gpu_required: true\ngpu:\n  memory: 12GiB\ndevices: [1, 3]\n");
+    assert_int_equal(m->gpu.count, 1);
+    assert_int_equal(m->gpu.memory, UINT64_C(12) << 30);
+    assert_int_equal(m->gpu.devices, 0xa);
+    j = manifest_gpu_to_json(m);
+    assert_int_equal(json_integer_value(json_object_get(j, "memory")), INT64_C(12) << 30);
+    assert_true(json_is_false(json_object_get(j, "exclusive")));
+    assert_int_equal(json_array_size(json_object_get(j, "devices")), 2);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(j, "devices"), 1)), 3);
+    json_decref(j);
+    manifest_free(m);
+
+    assert_fails(PROCESS_BASE "gpu: 1\n", 4, "gpu must be a mapping");
+    assert_fails(PROCESS_BASE "gpu: {count: 0}\n", 4, "gpu.count is");
+    assert_fails(PROCESS_BASE "gpu: {count: 65}\n", 4, "gpu.count is");
+    assert_fails(PROCESS_BASE "gpu: {memory: 0}\n", 4, "gpu.memory must be more than 0");
+    assert_fails(PROCESS_BASE "gpu: {memory: 12 GB}\n", 4, "gpu.memory must be a size");
+    assert_fails(PROCESS_BASE "gpu: {memory: 1.5GiB}\n", 4, "gpu.memory must be a size");
+    {
+        struct diags warnings = {0};
+
+        m = parse_ok_in(plain_dir, PROCESS_BASE "gpu: {memroy: 1GiB}\n", &warnings);
+        assert_diag(&warnings, 4, "unknown key \"memroy\" in gpu");
+        assert_int_equal(m->gpu.count, 1);
+        diags_clear(&warnings);
+        manifest_free(m);
+    }
+    assert_fails(PROCESS_BASE "gpu_required: false\ngpu: {count: 1}\n", 4,
+                 "gpu_required: false but gpu:");
+    assert_fails(PROCESS_BASE "devices: [0]\n", 4, "devices pins a GPU service");
+    assert_fails(PROCESS_BASE "gpu_required: true\ndevices: []\n", 5,
+                 "devices must list at least one");
+    assert_fails(PROCESS_BASE "gpu_required: true\ndevices: 0\n", 5, "devices must be a list");
+    assert_fails(PROCESS_BASE "gpu_required: true\ndevices: [0, 0]\n", 5,
+                 "devices lists GPU 0 twice");
+    assert_fails(PROCESS_BASE "gpu_required: true\ndevices: [64]\n", 5, "devices[0]");
+    assert_fails(PROCESS_BASE "gpu_required: true\ndevices: [-1]\n", 5, "devices[0]");
+    assert_fails(PROCESS_BASE "gpu: {count: 2}\ndevices: [1]\n", 5,
+                 "devices lists 1 GPUs but gpu.count asks for 2");
+}
+
 static void test_restart_values(void **state)
 {
     static const struct {
@@ -960,7 +1028,8 @@ static void test_to_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "restart")), "always");
     assert_string_equal(json_string_value(json_object_get(j, "dir")), plain_dir);
     assert_int_equal(json_integer_value(json_object_get(j, "priority")), 0);
-    assert_int_equal(json_object_size(j), 16);
+    assert_true(json_is_null(json_object_get(j, "gpu")));
+    assert_int_equal(json_object_size(j), 17);
     json_decref(j);
     manifest_free(m);
 
@@ -1328,6 +1397,7 @@ int main(void)
         cmocka_unit_test(test_health_variants),
         cmocka_unit_test(test_restart_values),
         cmocka_unit_test(test_priority),
+        cmocka_unit_test(test_gpu_needs),
         cmocka_unit_test(test_unknown_keys_are_warnings),
         cmocka_unit_test(test_name_rules),
         cmocka_unit_test(test_error_syntax),
