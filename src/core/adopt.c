@@ -101,6 +101,11 @@ static int adopt_run(struct supervisor *sup, struct service *svc, const struct d
     /* It holds the GPU if it was started needing it, whatever the manifest says now. */
     run->instance_gpu =
         svc->manifest->gpu_required || json_is_true(json_object_get(record, "gpu_required"));
+    /* Where it runs, as recorded; a run found by the driver alone (or recorded by a daemon
+     * that knew one GPU) is taken to be on GPU 0. */
+    run->gpu_devices = (uint64_t)json_integer_value(json_object_get(record, "gpu_devices"));
+    run->gpu_need = supervisor_gpu_need(svc->manifest);
+    run->last_used_ms = (uint64_t)unix_ms();
     return 0;
 }
 

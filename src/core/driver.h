@@ -115,10 +115,11 @@ struct driver {
     /* 0 when the driver can start m now; else a negative errno and a sentence (no Docker
      * engine...): the backend is unavailable, nothing was tried. */
     int (*available)(const struct manifest *m, char *err, size_t err_size);
-    /* Starts m, its output appended to log_path: 0 when started, 1 when the start goes on
-     * (started() tells its end); on failure a negative errno and a sentence for last_error
-     * in err. */
-    int (*start)(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+    /* Starts m, its output appended to log_path, with env (NULL-terminated "KEY=VALUE",
+     * or NULL: what the daemon adds for this run, the GPUs it was placed on) in its
+     * environment over m's: 0 when started, 1 when the start goes on (started() tells its
+     * end); on failure a negative errno and a sentence for last_error in err. */
+    int (*start)(uv_loop_t *loop, const struct manifest *m, char *const *env, const char *log_path,
                  const struct driver_events *events, void *data, struct driver_run **ret, char *err,
                  size_t err_size);
     /* Stops it: asks it to end, forces it after timeout_ms, calls gone() when nothing is

@@ -108,7 +108,7 @@ void manifest_free(struct manifest *m);
 json_t *manifest_to_json(const struct manifest *m);
 
 /* gpu: as JSON, {count, memory (null: whole GPUs), exclusive, devices}; null for a
- * service that needs no GPU. New reference. */
+ * service that needs no GPU or one whole GPU, any (gpu_required alone). New reference. */
 json_t *manifest_gpu_to_json(const struct manifest *m);
 
 /* The names a manifest spells the driver and the restart policy with. Static strings. */

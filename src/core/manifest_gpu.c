@@ -109,15 +109,16 @@ void manifest_parse_gpu(struct manifest_parser *p)
                        __builtin_popcountll(m->gpu.devices), m->gpu.count);
 }
 
-/* The need as JSON: null for a service that needs no GPU. New reference. */
+/* The need as JSON: null for a service that needs no GPU, or the seed's one whole GPU
+ * (gpu_required says it all), so that manifests written before gpu: read as they did. New
+ * reference. */
 json_t *manifest_gpu_to_json(const struct manifest *m)
 {
-    json_t *devices = json_array();
+    json_t *devices;
 
-    if (!m->gpu_required) {
-        json_decref(devices);
+    if (!m->gpu_required || (m->gpu.count == 1 && m->gpu.memory == 0 && m->gpu.devices == 0))
         return json_null();
-    }
+    devices = json_array();
     for (unsigned i = 0; i < MANIFEST_GPUS_MAX; i++)
         if (m->gpu.devices & (UINT64_C(1) << i))
             json_array_append_new(devices, json_integer(i));

@@ -192,6 +192,8 @@ void runs_record_then(struct supervisor *sup, state_written_fn done, void *data)
         json_object_set_new(record, "started_at_ms", json_integer(run->status.started_at_ms));
         json_object_set_new(record, "log", json_string(run->log_path));
         json_object_set_new(record, "gpu_required", json_boolean(run->instance_gpu));
+        if (run->instance_gpu)
+            json_object_set_new(record, "gpu_devices", json_integer((json_int_t)run->gpu_devices));
         /* A held service's manifest is the one its run was started with (registry.h). */
         manifest = recorded_manifest_new(svc->manifest, &budget);
         if (manifest)
@@ -234,6 +236,8 @@ static void retire_run(struct run *run)
     }
     run->retired[run->n_retired++] = run->instance;
     run->retired_gpu = run->retired_gpu || run->instance_gpu;
+    run->retired_devices |= run->gpu_devices;
+    run->gpu_devices = 0;
     run->instance = NULL;
 }
 
@@ -262,6 +266,8 @@ static void on_run_gone(void *data, struct driver_run *p)
         /* The last of an earlier process of this service, started again since. */
         retired_unlink(run, p);
         run->retired_gpu = run->retired_gpu && run->n_retired > 0;
+        if (run->n_retired == 0)
+            run->retired_devices = 0;
         driver_run_release(p);
         supervisor_hold_sync(run->sup, run->svc);
         supervisor_gpu_publish(run->sup); /* what lingered held what it held */
@@ -269,6 +275,7 @@ static void on_run_gone(void *data, struct driver_run *p)
         return;
     }
     run->instance = NULL;
+    run->gpu_devices = 0;
     run->driver_starting = false;
     driver_run_release(p);
     /* After a stop this is the end of the stop; after an exit the state moved already. */
@@ -365,13 +372,37 @@ static void on_restart_timer(uv_timer_t *t)
 
 /* --- driving the driver --------------------------------------------------------------- */
 
+#define GPU_ENV_MAX 256 /* "NVIDIA_VISIBLE_DEVICES=" and up to 64 indexes */
+
+/* The variables that tell a service its GPUs (SPEC section 7): CUDA_VISIBLE_DEVICES and
+ * NVIDIA_VISIBLE_DEVICES for a process, NANNY_GPU_DEVICES for a compose file's device_ids;
+ * each service gets all three, "0,2". env gets them NULL-terminated, written in text. */
+static void gpu_env(uint64_t devices, char *env[4], char text[3][GPU_ENV_MAX])
+{
+    static const char *const names[] = {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+                                        "NANNY_GPU_DEVICES"};
+    char list[GPU_ENV_MAX - 32] = "";
+    size_t at = 0;
+
+    for (unsigned i = 0; i < 64 && at < sizeof(list); i++)
+        if (devices & (UINT64_C(1) << i))
+            at += (size_t)snprintf(list + at, sizeof(list) - at, "%s%u", at ? "," : "", i);
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(text[i], GPU_ENV_MAX, "%s=%s", names[i], list);
+        env[i] = text[i];
+    }
+    env[3] = NULL;
+}
+
 /* Starts the service through its driver, its ports found free; feeds DRIVER_STARTED or
  * DRIVER_FAILED. */
 static void driver_start_now(struct run *run)
 {
     struct supervisor *sup = run->sup;
     const struct manifest *m = run->svc->manifest;
-    char err[512];
+    char err[512], env_text[3][GPU_ENV_MAX];
+    char *env[4];
+    uint64_t devices = 0;
     int r;
 
     r = state_prepare(sup->config->state_dir);
@@ -381,11 +412,20 @@ static void driver_start_now(struct run *run)
         run_event(run, LIFECYCLE_DRIVER_FAILED);
         return;
     }
+    if (m->gpu_required && !supervisor_gpu_place(sup, run->svc, &devices, err, sizeof(err))) {
+        run_set_error(run, "not started: %s", err);
+        run_event(run, LIFECYCLE_DRIVER_FAILED);
+        return;
+    }
     run->stop_timeout_ms = m->stop_timeout_ms;
     retire_run(run);
     run->instance_gpu = m->gpu_required;
-    r = driver_for(m)->start(sup->loop, m, run->log_path, &run_driver_events, run, &run->instance,
-                             err, sizeof(err));
+    run->gpu_devices = devices;
+    run->gpu_need = supervisor_gpu_need(m);
+    run->last_used_ms = (uint64_t)unix_ms();
+    gpu_env(devices, env, env_text);
+    r = driver_for(m)->start(sup->loop, m, m->gpu_required ? env : NULL, run->log_path,
+                             &run_driver_events, run, &run->instance, err, sizeof(err));
     if (r < 0) {
         run_set_error(run, "%s", err);
         run_event(run, LIFECYCLE_DRIVER_FAILED);

@@ -1,7 +1,9 @@
 /* The supervisor's operations: starts, stops and restarts decided by the GPU arbiter, fed
  * to each service's run (run.c), and answered when what they wait for has happened. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/crash_point.h"
@@ -28,6 +30,8 @@ static struct supervisor_op *op_new(struct supervisor *sup, struct service *svc,
 static void op_free(struct supervisor_op *op)
 {
     json_decref(op->preempted);
+    json_decref(op->holders);
+    json_decref(op->detail);
     free(op);
 }
 
@@ -150,7 +154,12 @@ void op_finish(struct supervisor_op *op, enum supervisor_outcome outcome, const 
                const char *message)
 {
     struct supervisor *sup = op->sup;
-    struct supervisor_result res = {outcome, holder, message, op->preempted,
+    struct supervisor_result res = {outcome,
+                                    holder,
+                                    message,
+                                    op->preempted,
+                                    op->holders,
+                                    op->detail,
                                     supervisor_status(sup, op->svc)};
     struct run *run = run_find(sup, op->svc);
 
@@ -216,6 +225,32 @@ void ops_stops_superseded(struct supervisor *sup, struct service *svc)
 
 /* --- the GPU -------------------------------------------------------------------------- */
 
+struct placement_need supervisor_gpu_need(const struct manifest *m)
+{
+    struct placement_need need = {0};
+
+    if (m->gpu_required)
+        need =
+            (struct placement_need){m->gpu.count ? m->gpu.count : 1, m->gpu.memory, m->gpu.devices};
+    return need;
+}
+
+void supervisor_set_gpus(struct supervisor *sup, const struct placement_gpu *gpus, size_t n)
+{
+    static const struct placement_gpu unknown = {0, 0};
+
+    if (n == 0 || n > PLACEMENT_GPUS_MAX) {
+        gpus = &unknown;
+        n = 1;
+    }
+    free(sup->gpus);
+    sup->gpus = xcalloc(n, sizeof(*gpus));
+    memcpy(sup->gpus, gpus, n * sizeof(*gpus));
+    sup->n_gpus = n;
+    supervisor_gpu_publish(sup);
+    ops_settle(sup); /* starts waiting for room may fit now */
+}
+
 /* The candidates the GPU arbiter looks at, in registry order. */
 static struct gpu_candidate *gpu_candidates(struct supervisor *sup, size_t *ret_n)
 {
@@ -226,15 +261,22 @@ static struct gpu_candidate *gpu_candidates(struct supervisor *sup, size_t *ret_
         struct service *svc = registry_at(sup->reg, i);
         const struct run *run = run_find(sup, svc);
         enum service_state state = run ? run->status.state : STATE_STOPPED;
+        bool runs_gpu = run && ((run->instance && run->instance_gpu) ||
+                                (run->n_retired > 0 && run->retired_gpu));
 
         c[i].name = svc->name;
         /* What runs or lingers of a run holds what it held (a restart took a new manifest). */
-        c[i].gpu_required =
-            svc->manifest->gpu_required || (run && ((run->instance && run->instance_gpu) ||
-                                                    (run->n_retired > 0 && run->retired_gpu)));
+        c[i].gpu_required = svc->manifest->gpu_required || runs_gpu;
         /* A run whose processes still go holds what it held: show it as stopping. */
         c[i].state = run_lingers(run) && !lifecycle_holds_gpu(state) ? STATE_STOPPING : state;
         c[i].reserved = run && run->reserved;
+        c[i].need =
+            runs_gpu && run->gpu_need.count ? run->gpu_need : supervisor_gpu_need(svc->manifest);
+        if (run)
+            c[i].devices = run->gpu_devices | run->retired_devices |
+                           (run->reserved ? run->reserved_devices : 0);
+        c[i].priority = svc->manifest->priority;
+        c[i].last_used = run ? run->last_used_ms : 0;
     }
     *ret_n = n;
     return c;
@@ -250,14 +292,63 @@ static size_t registry_index(struct supervisor *sup, const struct service *svc)
     return n;
 }
 
+/* Decides a start of target as things are now. */
+static int gpu_decide_now(struct supervisor *sup, const struct gpu_candidate *c, size_t n,
+                          size_t target, bool force, struct gpu_verdict *ret)
+{
+    struct gpu_box box = {sup->gpus, sup->n_gpus};
+
+    return gpu_decide(&box, c, n, target, force, sup->config->gpu_conflict == GPU_CONFLICT_PREEMPT,
+                      ret);
+}
+
+/* Writes the devices of a bit set as "0,2" into buf. */
+static void devices_text(uint64_t devices, char *buf, size_t size)
+{
+    size_t at = 0;
+
+    buf[0] = '\0';
+    for (unsigned i = 0; i < PLACEMENT_GPUS_MAX && at < size; i++)
+        if (devices & (UINT64_C(1) << i))
+            at += (size_t)snprintf(buf + at, size - at, "%s%u", at ? "," : "", i);
+}
+
+bool supervisor_gpu_place(struct supervisor *sup, const struct service *target,
+                          uint64_t *ret_devices, char *err, size_t err_size)
+{
+    size_t n, t = registry_index(sup, target);
+    struct gpu_candidate *c = gpu_candidates(sup, &n);
+    struct gpu_verdict v = {.kind = GPU_CONFLICT};
+    bool placed;
+
+    if (t < n) {
+        /* Decided as a start of it at rest, in its reservation when it has one. */
+        if (c[t].reserved)
+            c[t].need.pinned = c[t].devices;
+        c[t].reserved = false;
+        c[t].state = STATE_STOPPED;
+        if (gpu_decide_now(sup, c, n, t, false, &v) < 0)
+            v.kind = GPU_CONFLICT;
+    }
+    placed = v.kind == GPU_GO;
+    if (placed)
+        *ret_devices = v.devices;
+    else if (v.kind == GPU_IMPOSSIBLE)
+        snprintf(err, err_size, "no GPU of this box can take what it needs");
+    else
+        snprintf(err, err_size, "%s holds the GPU it needs",
+                 v.n_holders ? c[v.holder].name : "another service");
+    gpu_verdict_done(&v);
+    free(c);
+    return placed;
+}
+
 bool supervisor_gpu_free_for(struct supervisor *sup, const struct service *target)
 {
-    size_t n;
-    struct gpu_candidate *c = gpu_candidates(sup, &n);
-    bool free_for = gpu_holder(c, n, registry_index(sup, target)) == n;
+    uint64_t devices;
+    char err[160];
 
-    free(c);
-    return free_for;
+    return supervisor_gpu_place(sup, target, &devices, err, sizeof(err));
 }
 
 static bool names_contain(const json_t *names, const char *name)
@@ -284,40 +375,130 @@ static json_t *gpu_queue(const struct supervisor *sup)
     return queue;
 }
 
-/* {"holder","holders","queue"} for a holder (NULL: none). New reference. */
-static json_t *gpu_json(const struct supervisor *sup, const char *holder)
+/* The devices of a bit set as a JSON array of indexes. New reference. */
+static json_t *devices_json(uint64_t devices)
 {
-    return json_pack("{s:o, s:o, s:o}", "holder", holder ? json_string(holder) : json_null(),
-                     "holders", holder ? json_pack("[s]", holder) : json_array(), "queue",
-                     gpu_queue(sup));
+    json_t *a = json_array();
+
+    for (unsigned i = 0; i < PLACEMENT_GPUS_MAX; i++)
+        if (devices & (UINT64_C(1) << i))
+            json_array_append_new(a, json_integer(i));
+    return a;
 }
 
-json_t *supervisor_gpu(struct supervisor *sup)
+/* {"holder","holders","queue","placed"}: the holder whose name sorts first (the seed's
+ * one), every holder by name, the queue, and where each holder is. New reference. */
+static json_t *gpu_json(struct supervisor *sup)
 {
     size_t n, h;
     struct gpu_candidate *c = gpu_candidates(sup, &n);
+    json_t *holders = json_array(), *placed = json_array();
     json_t *gpu;
 
+    /* Registry order is name order. */
+    for (size_t i = 0; i < n; i++) {
+        if (!gpu_is_holder(&c[i]))
+            continue;
+        json_array_append_new(holders, json_string(c[i].name));
+        json_array_append_new(
+            placed,
+            json_pack("{s:s, s:o, s:o, s:b}", "service", c[i].name, "devices",
+                      devices_json(gpu_devices_of(&c[i])), "memory",
+                      c[i].need.memory ? json_integer((json_int_t)c[i].need.memory) : json_null(),
+                      "reserved", c[i].reserved));
+    }
     h = gpu_holder(c, n, n);
-    gpu = gpu_json(sup, h < n ? c[h].name : NULL);
+    gpu = json_pack("{s:o, s:o, s:o, s:o}", "holder", h < n ? json_string(c[h].name) : json_null(),
+                    "holders", holders, "queue", gpu_queue(sup), "placed", placed);
     free(c);
     return gpu;
 }
 
+json_t *supervisor_gpu(struct supervisor *sup)
+{
+    return gpu_json(sup);
+}
+
+const struct placement_gpu *supervisor_gpus(const struct supervisor *sup, size_t *ret_n)
+{
+    *ret_n = sup->n_gpus;
+    return sup->gpus;
+}
+
 void supervisor_gpu_publish(struct supervisor *sup)
 {
-    size_t n, h;
-    struct gpu_candidate *c = gpu_candidates(sup, &n);
-    const char *holder;
+    json_t *gpu = gpu_json(sup);
+    const char *holder = json_string_value(json_object_get(gpu, "holder"));
+    char *text = json_dumps(gpu, JSON_COMPACT | JSON_SORT_KEYS);
 
-    h = gpu_holder(c, n, n);
-    holder = h < n ? c[h].name : NULL;
-    if (holder ? !sup->gpu_holder || strcmp(holder, sup->gpu_holder) != 0 : !!sup->gpu_holder) {
-        free(sup->gpu_holder);
-        sup->gpu_holder = holder ? xstrdup(holder) : NULL;
-        events_publish(sup->hub, EVENT_GPU, NULL, gpu_json(sup, holder));
+    free(sup->gpu_holder);
+    sup->gpu_holder = holder ? xstrdup(holder) : NULL;
+    if (text && (!sup->gpu_published || strcmp(text, sup->gpu_published) != 0)) {
+        free(sup->gpu_published);
+        sup->gpu_published = text;
+        events_publish(sup->hub, EVENT_GPU, NULL, json_incref(gpu));
+    } else {
+        free(text);
     }
-    free(c);
+    json_decref(gpu);
+}
+
+/* The names of a verdict's holders, in its order. New reference. */
+static json_t *holder_names(struct supervisor *sup, const struct gpu_verdict *v)
+{
+    json_t *names = json_array();
+
+    for (size_t i = 0; i < v->n_holders; i++)
+        json_array_append_new(names, json_string(registry_at(sup->reg, v->holders[i])->name));
+    return names;
+}
+
+/* The 409's sentence: the seed's "A is using the GPU" for one holder. */
+static void conflict_message(const json_t *names, char *buf, size_t size)
+{
+    size_t n = json_array_size(names), at;
+
+    if (n == 1) {
+        snprintf(buf, size, "%s is using the GPU", json_string_value(json_array_get(names, 0)));
+        return;
+    }
+    at = (size_t)snprintf(buf, size, "%s", json_string_value(json_array_get(names, 0)));
+    for (size_t i = 1; i < n && at < size; i++)
+        at += (size_t)snprintf(buf + at, size - at, "%s%s", i + 1 == n ? " and " : ", ",
+                               json_string_value(json_array_get(names, i)));
+    if (at < size)
+        snprintf(buf + at, size - at, " are using the GPUs it needs");
+}
+
+/* gpu_impossible's numbers: what svc needs and what the box has. New reference. */
+static json_t *impossible_detail(struct supervisor *sup, const struct service *svc, char *message,
+                                 size_t size)
+{
+    const struct manifest_gpu *g = &svc->manifest->gpu;
+    json_t *gpus = json_array();
+    uint64_t biggest = 0;
+    char pinned[256], each[64] = "";
+
+    for (size_t i = 0; i < sup->n_gpus; i++) {
+        json_array_append_new(gpus, json_pack("{s:i, s:o, s:I}", "index", (int)i, "memory",
+                                              sup->gpus[i].memory
+                                                  ? json_integer((json_int_t)sup->gpus[i].memory)
+                                                  : json_null(),
+                                              "foreign", (json_int_t)sup->gpus[i].foreign));
+        if (sup->gpus[i].memory > biggest)
+            biggest = sup->gpus[i].memory;
+    }
+    devices_text(g->devices, pinned, sizeof(pinned));
+    if (g->memory)
+        snprintf(each, sizeof(each), " with %" PRIu64 " MiB each", g->memory >> 20);
+    snprintf(message, size,
+             "%s needs %u GPU%s%s%s%s, more than this box can ever give: it has %zu GPU%s, "
+             "the largest %" PRIu64 " MiB (memory that processes outside the daemon use "
+             "counts)",
+             svc->name, g->count, g->count == 1 ? "" : "s", each,
+             g->devices ? " among devices " : "", g->devices ? pinned : "", sup->n_gpus,
+             sup->n_gpus == 1 ? "" : "s", biggest >> 20);
+    return json_pack("{s:o, s:o}", "need", manifest_gpu_to_json(svc->manifest), "gpus", gpus);
 }
 
 /* --- operations ------------------------------------------------------------------- */
@@ -377,6 +558,23 @@ static void take_pending_manifest(struct supervisor *sup, struct service *svc)
         registry_apply_pending(sup->reg, svc);
 }
 
+/* Answers a start that the GPU rule refuses: a conflict naming the holders, or a need
+ * the box can never meet. */
+static void op_refuse(struct supervisor_op *op, const struct gpu_verdict *v)
+{
+    struct supervisor *sup = op->sup;
+    char message[512];
+
+    if (v->kind == GPU_IMPOSSIBLE) {
+        op->detail = impossible_detail(sup, op->svc, message, sizeof(message));
+        op_finish(op, SUPERVISOR_IMPOSSIBLE, NULL, message);
+        return;
+    }
+    op->holders = holder_names(sup, v);
+    conflict_message(op->holders, message, sizeof(message));
+    op_finish(op, SUPERVISOR_CONFLICT, json_string_value(json_array_get(op->holders, 0)), message);
+}
+
 /* Decides a start by the GPU rule; answers or queues it. Returns false when answered. */
 static bool op_arbitrate(struct supervisor_op *op)
 {
@@ -384,20 +582,18 @@ static bool op_arbitrate(struct supervisor_op *op)
     struct gpu_verdict verdict;
     struct gpu_candidate *c;
     size_t n, target = registry_index(sup, op->svc);
-    bool preempt_always = sup->config->gpu_conflict == GPU_CONFLICT_PREEMPT;
-    const struct run *run = run_find(sup, op->svc);
-    char message[160];
+    struct run *run = run_find(sup, op->svc);
 
     take_pending_manifest(sup, op->svc);
     c = gpu_candidates(sup, &n);
-    if (gpu_decide(c, n, target, op->force, preempt_always, &verdict) < 0) {
+    if (gpu_decide_now(sup, c, n, target, op->force, &verdict) < 0) {
         free(c);
         op_finish(op, SUPERVISOR_DRIVER_FAILED, NULL, "the GPU arbiter refused the request");
         return false;
     }
+    free(c);
     switch (verdict.kind) {
     case GPU_ALREADY:
-        free(c);
         if (run && run->reserved) {
             op->phase = OP_GPU_WAIT; /* another start of it waits for the GPU: join it */
             return true;
@@ -409,24 +605,26 @@ static bool op_arbitrate(struct supervisor_op *op)
         op_finish(op, SUPERVISOR_ALREADY, NULL, NULL);
         return false;
     case GPU_CONFLICT:
-        snprintf(message, sizeof(message), "%s is using the GPU", c[verdict.holder].name);
-        op_finish(op, SUPERVISOR_CONFLICT, c[verdict.holder].name, message);
-        free(c);
+    case GPU_IMPOSSIBLE:
+        op_refuse(op, &verdict);
+        gpu_verdict_done(&verdict);
         return false;
     case GPU_GO:
-        free(c);
         op_begin_start(op);
         return true;
     case GPU_PREEMPT:
         break;
     }
-    free(c);
-    /* Reserve the GPU for the target, then see every holder gone. */
-    run_of(sup, op->svc)->reserved = true;
+    /* Reserve the devices for the target, then see every holder there gone. */
+    run = run_of(sup, op->svc);
+    run->reserved = true;
+    run->reserved_devices = verdict.devices;
+    run->last_used_ms = (uint64_t)unix_ms();
     op->phase = OP_GPU_WAIT;
     supervisor_gpu_publish(sup);
-    for (size_t i = 0; i < verdict.n_preempt; i++)
-        preempt(op, registry_at(sup->reg, verdict.preempt[i]));
+    for (size_t i = 0; i < verdict.n_holders; i++)
+        preempt(op, registry_at(sup->reg, verdict.holders[i]));
+    gpu_verdict_done(&verdict);
     return true;
 }
 
@@ -514,16 +712,16 @@ static bool restart_stops_first(const struct supervisor *sup, const struct servi
     return state == STATE_STARTING || state == STATE_RUNNING || state == STATE_UNHEALTHY;
 }
 
-/* The GPU rule's verdict on op's start as things are now (GPU_CONFLICT on a refusal). */
+/* The GPU rule's verdict on op's start as things are now (GPU_CONFLICT on a refusal);
+ * gpu_verdict_done() frees it. */
 static struct gpu_verdict op_verdict(struct supervisor_op *op)
 {
     struct supervisor *sup = op->sup;
     struct gpu_verdict verdict = {.kind = GPU_CONFLICT};
-    bool preempt_always = sup->config->gpu_conflict == GPU_CONFLICT_PREEMPT;
     size_t n;
     struct gpu_candidate *c = gpu_candidates(sup, &n);
 
-    if (gpu_decide(c, n, registry_index(sup, op->svc), op->force, preempt_always, &verdict) < 0)
+    if (gpu_decide_now(sup, c, n, registry_index(sup, op->svc), op->force, &verdict) < 0)
         verdict.kind = GPU_CONFLICT;
     free(c);
     return verdict;
@@ -582,6 +780,7 @@ static struct supervisor_op *start_decide(struct supervisor_op *op)
     if (!(op->restart && restart_stops_first(sup, svc)) && verdict.kind != GPU_GO &&
         verdict.kind != GPU_PREEMPT) {
         /* Nothing to do (it runs) or refused: decided and answered here, nothing written. */
+        gpu_verdict_done(&verdict);
         if (!op_arbitrate(op))
             return NULL;
         ops_settle(sup);
@@ -590,9 +789,10 @@ static struct supervisor_op *start_decide(struct supervisor_op *op)
     /* Write ahead: the start (and the stops it makes) on disk before anything is done. */
     intent_set(sup, svc->name, "starting", op->force, NULL);
     if (verdict.kind == GPU_PREEMPT)
-        for (size_t i = 0; i < verdict.n_preempt; i++)
-            intent_set(sup, registry_at(sup->reg, verdict.preempt[i])->name, "stopped", false,
+        for (size_t i = 0; i < verdict.n_holders; i++)
+            intent_set(sup, registry_at(sup->reg, verdict.holders[i])->name, "stopped", false,
                        svc->name);
+    gpu_verdict_done(&verdict);
     runs_record_then(sup, on_start_intent, op_token(op));
     return op;
 }
@@ -858,6 +1058,8 @@ struct supervisor *supervisor_new(uv_loop_t *loop, struct registry *reg, struct 
     sup->intents = json_object();
     sup->recorded = json_object();
     sup->boot_id = state_boot_id();
+    sup->gpus = xcalloc(1, sizeof(*sup->gpus)); /* one GPU of unknown size until told */
+    sup->n_gpus = 1;
     logs_rotation_start(sup);
     for (const struct driver *const *d = drivers_all(); *d; d++)
         if ((*d)->setup)
@@ -931,5 +1133,7 @@ void supervisor_free(struct supervisor *sup)
     free(sup->boot_id);
     free(sup->state_problem);
     free(sup->gpu_holder);
+    free(sup->gpu_published);
+    free(sup->gpus);
     logs_rotation_free(sup); /* frees sup once its timer is closed */
 }

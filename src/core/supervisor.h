@@ -19,6 +19,7 @@
 #include "core/config.h"
 #include "core/driver.h"
 #include "core/events.h"
+#include "core/placement.h"
 #include "core/lifecycle.h"
 #include "core/registry.h"
 #include "lib/fetch.h"
@@ -53,7 +54,8 @@ struct service_status {
 enum supervisor_outcome {
     SUPERVISOR_OK,            /* done: the service is in the state asked for */
     SUPERVISOR_ALREADY,       /* it already runs: nothing was done */
-    SUPERVISOR_CONFLICT,      /* another service holds the GPU (holder) */
+    SUPERVISOR_CONFLICT,      /* other services hold the GPUs it needs (holders, holder) */
+    SUPERVISOR_IMPOSSIBLE,    /* the box can never give what it needs (message, detail) */
     SUPERVISOR_DRIVER_FAILED, /* the driver could not start it (message) */
     SUPERVISOR_TIMED_OUT,     /* not healthy within start_period; it was stopped */
     SUPERVISOR_UNAVAILABLE,   /* its driver cannot work here (message) */
@@ -63,9 +65,12 @@ enum supervisor_outcome {
 
 struct supervisor_result {
     enum supervisor_outcome outcome;
-    const char *holder;                  /* SUPERVISOR_CONFLICT */
-    const char *message;                 /* a sentence for the person, or NULL */
-    json_t *preempted;                   /* array of the names stopped to free the GPU (borrowed) */
+    const char *holder;  /* SUPERVISOR_CONFLICT: the first of holders */
+    const char *message; /* a sentence for the person, or NULL */
+    json_t *preempted;   /* array of the names stopped to free the GPU (borrowed) */
+    json_t *holders;     /* SUPERVISOR_CONFLICT: the names whose stop makes room, in stop order
+                          * (borrowed; NULL otherwise) */
+    json_t *detail;      /* SUPERVISOR_IMPOSSIBLE: {"need", "gpus"} (borrowed; NULL otherwise) */
     const struct service_status *status; /* the service's, now */
 };
 
@@ -105,9 +110,17 @@ const struct service_status *supervisor_status(const struct supervisor *sup,
  * still good while this and registry_generation() are what they were. */
 uint64_t supervisor_generation(const struct supervisor *sup);
 
-/* Who holds the GPU now and who waits for it, as the gpu event shows it:
- * {"holder": name|null, "holders": [names], "queue": [names]}. New reference. */
+/* Who holds GPUs now and who waits, as the gpu event shows it: {"holder": name|null (the
+ * first by name), "holders": [names], "queue": [names], "placed": [{"service", "devices":
+ * [indexes], "memory": bytes|null (whole GPUs), "reserved"}]}. New reference. */
 json_t *supervisor_gpu(struct supervisor *sup);
+
+/* The box placement decides on (placement.h): n GPUs with their memory (0: unknown) and
+ * what processes outside the daemon use of each. n 0 is one GPU of unknown size, the
+ * seed's box, which is also what the supervisor starts with. Starts waiting for room are
+ * looked at again. */
+void supervisor_set_gpus(struct supervisor *sup, const struct placement_gpu *gpus, size_t n);
+const struct placement_gpu *supervisor_gpus(const struct supervisor *sup, size_t *ret_n);
 
 /* Starts (restart: stops first) svc. force preempts the GPU holder; wait_healthy answers
  * only once it is running. Returns a handle for supervisor_op_cancel() while the answer

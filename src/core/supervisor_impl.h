@@ -44,7 +44,12 @@ struct run {
      * they are there they hold it, whatever the manifest says now (a restart took a new
      * one). */
     bool instance_gpu, retired_gpu;
-    uint64_t stop_timeout_ms; /* from the manifest the run started with */
+    /* Where they are (bit i: GPU i), and what the instance asked for: they hold it. */
+    uint64_t gpu_devices, retired_devices;
+    struct placement_need gpu_need;
+    uint64_t reserved_devices; /* while reserved: where it goes once the holders are gone */
+    uint64_t last_used_ms;     /* its last start (Unix ms): the least recent is stopped first */
+    uint64_t stop_timeout_ms;  /* from the manifest the run started with */
     char *log_path;
     struct driver_run *retired[RUN_RETIRED_MAX]; /* earlier runs whose end still comes */
     size_t n_retired;
@@ -59,9 +64,11 @@ struct supervisor_op {
     enum op_phase phase;
     bool force;
     bool wait_healthy;
-    bool cancelled; /* nobody waits for the answer any more */
-    bool restart;   /* a restart: stops first */
-    uint64_t id;    /* finds it again when a write of its intent ends */
+    json_t *holders; /* a GPU conflict's: the names whose stop would make room */
+    json_t *detail;  /* gpu_impossible's numbers */
+    bool cancelled;  /* nobody waits for the answer any more */
+    bool restart;    /* a restart: stops first */
+    uint64_t id;     /* finds it again when a write of its intent ends */
     supervisor_done_fn done;
     void *data;
     json_t *preempted;
@@ -87,10 +94,13 @@ struct supervisor {
      * started with is taken when the driver finds it running, and forgotten at this
      * daemon's first intent for it. */
     json_t *recorded;
-    char *boot_id;       /* this boot of the host, recorded with the state */
-    char *state_problem; /* a state file found corrupt, until a good one is written */
-    uint64_t generation; /* of every status (supervisor_generation) */
-    char *gpu_holder;    /* the holder last published, NULL when none */
+    char *boot_id;              /* this boot of the host, recorded with the state */
+    char *state_problem;        /* a state file found corrupt, until a good one is written */
+    uint64_t generation;        /* of every status (supervisor_generation) */
+    char *gpu_holder;           /* the holder last published, NULL when none */
+    char *gpu_published;        /* the GPU event last published (its text), NULL before the first */
+    struct placement_gpu *gpus; /* the box (supervisor_set_gpus): one GPU of unknown size */
+    size_t n_gpus;
     uv_timer_t log_timer;
     struct state_writer *state_writer;
     struct log_rotation *rotating; /* a pass of rotation on a worker thread */
@@ -138,8 +148,16 @@ void ops_finish_where(struct supervisor *sup, const struct service *svc, int kin
                       const char *message);
 /* A stop ended straight into a start asked meanwhile. */
 void ops_stops_superseded(struct supervisor *sup, struct service *svc);
-/* True when no service but target holds the GPU. */
+/* True when target's start would go now: no holder keeps it out (a service that needs no
+ * GPU: always). */
 bool supervisor_gpu_free_for(struct supervisor *sup, const struct service *target);
+/* Where target goes now if it needs GPUs (its reservation's devices first): true and
+ * *ret_devices, or false when holders keep it out or the box cannot take it (why, a
+ * sentence, in err). A service that needs no GPU goes anywhere (0). */
+bool supervisor_gpu_place(struct supervisor *sup, const struct service *target,
+                          uint64_t *ret_devices, char *err, size_t err_size);
+/* The need a manifest states, as placement reads it. */
+struct placement_need supervisor_gpu_need(const struct manifest *m);
 /* The registry holds svc while the supervisor still needs it. */
 void supervisor_hold_sync(struct supervisor *sup, struct service *svc);
 /* Publishes the GPU holder when it changed. */

@@ -110,11 +110,11 @@ static void run_unlink(struct compose_run *r)
     r->next = r->prev = NULL;
 }
 
-static struct compose_run *run_new(const struct manifest *m, const struct driver_events *events,
-                                   void *data)
+static struct compose_run *run_new(const struct manifest *m, char *const *run_env,
+                                   const struct driver_events *events, void *data)
 {
     struct compose_run *r = xcalloc(1, sizeof(*r));
-    size_t n = 0;
+    size_t n = 0, n_run = 0;
 
     r->base.driver = &driver_compose;
     r->name = xstrdup(m->name);
@@ -123,10 +123,14 @@ static struct compose_run *run_new(const struct manifest *m, const struct driver
     r->file = m->compose_file ? xstrdup(m->compose_file) : NULL;
     while (m->env && m->env[n])
         n++;
-    r->env = xcalloc(n + 2, sizeof(*r->env));
+    while (run_env && run_env[n_run])
+        n_run++;
+    r->env = xcalloc(n + n_run + 2, sizeof(*r->env));
     for (size_t i = 0; i < n; i++)
         r->env[i] = xstrdup(m->env[i]);
-    r->env[n] = xasprintf("DOCKER_HOST=unix://%s", docker_socket(compose->docker));
+    for (size_t i = 0; i < n_run; i++)
+        r->env[n + i] = xstrdup(run_env[i]);
+    r->env[n + n_run] = xasprintf("DOCKER_HOST=unix://%s", docker_socket(compose->docker));
     r->events = events;
     r->data = data;
     r->stop_timeout_ms = m->stop_timeout_ms;
@@ -325,9 +329,9 @@ static int compose_available(const struct manifest *m, char *err, size_t err_siz
     return 0;
 }
 
-static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
-                         const struct driver_events *events, void *data, struct driver_run **ret,
-                         char *err, size_t err_size)
+static int compose_start(uv_loop_t *loop, const struct manifest *m, char *const *env,
+                         const char *log_path, const struct driver_events *events, void *data,
+                         struct driver_run **ret, char *err, size_t err_size)
 {
     static const char *const args[] = {"up", "-d", NULL};
     struct compose_run *r;
@@ -337,7 +341,7 @@ static int compose_start(uv_loop_t *loop, const struct manifest *m, const char *
     (void)log_path;
     if (rc < 0)
         return rc;
-    r = run_new(m, events, data);
+    r = run_new(m, env, events, data);
     if (project_busy(r)) {
         r->phase = PHASE_WAIT; /* up after the earlier run's down, not during it */
         *ret = &r->base;
@@ -401,7 +405,7 @@ static int compose_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
     free(project);
     if (p.n_running == 0)
         return -ESRCH;
-    r = run_new(m, events, data);
+    r = run_new(m, NULL, events, data);
     r->phase = PHASE_RUNNING;
     r->list_from = docker_generation(compose->docker);
     *ret = &r->base;
@@ -425,7 +429,7 @@ static int compose_leftovers(const struct manifest *m, const struct driver_event
     free(project);
     if (p.n_containers == 0)
         return 0;
-    r = run_new(m, events, data);
+    r = run_new(m, NULL, events, data);
     r->stop_wanted = true;
     r->released = true; /* quiet until the caller has it */
     down_begin(r);

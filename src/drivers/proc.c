@@ -457,9 +457,9 @@ static int logger_spawn(struct proc *p, const char *log_path, int in_fd, char *e
     return r;
 }
 
-int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
-               const struct proc_events *events, void *data, struct proc **ret, char *err,
-               size_t err_size)
+int proc_start(uv_loop_t *loop, const struct manifest *m, char *const *extra_env,
+               const char *log_path, const struct proc_events *events, void *data,
+               struct proc **ret, char *err, size_t err_size)
 {
     uv_process_options_t options = {0};
     uv_stdio_container_t stdio[3];
@@ -495,7 +495,7 @@ int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
 
     p = proc_new(loop, m->name, events, data);
     p->cgroup = cgroup;
-    env = proc_service_env(m, p->marker);
+    env = proc_service_env(m, extra_env, p->marker);
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
     stdio[1].data.fd = fd;

@@ -73,11 +73,10 @@ struct proc_events {
  * environment (PATH, LANG, HOME, m->env_pass's variables, m->env, the marker), in its
  * cgroup (made empty; -EBUSY when processes of an earlier run are still in it) and a new
  * session and process group, stdin from /dev/null and stdout and stderr appended to
- * log_path (created 0644), through the logger when there is one (proc_set_logger()). On
- * failure returns a negative
- * errno and writes a sentence for last_error into err (no such command, no workdir, log
- * not writable). */
-int proc_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
+ * log_path (created 0644), env (NULL-terminated "KEY=VALUE", or NULL) over m's env, through the
+ * logger when there is one (proc_set_logger()). On failure returns a negative errno and writes a
+ * sentence for last_error into err (no such command, no workdir, log not writable). */
+int proc_start(uv_loop_t *loop, const struct manifest *m, char *const *env, const char *log_path,
                const struct proc_events *events, void *data, struct proc **ret, char *err,
                size_t err_size);
 

@@ -28,8 +28,9 @@ bool proc_is_logger(pid_t pid);
 bool proc_may_lead(pid_t pid);
 
 /* The environment of a process service: PATH, LANG and HOME of the daemon, the variables
- * m passes (env_pass), m's env, then marker (when not NULL). Free the array only. */
-char **proc_service_env(const struct manifest *m, char *marker);
+ * m passes (env_pass), m's env, then extra (NULL-terminated, or NULL: the daemon's for
+ * this run), then marker (when not NULL). Free the array only. */
+char **proc_service_env(const struct manifest *m, char *const *extra, char *marker);
 
 /* True when a run not yet gone holds service name (proc.c). */
 bool proc_held(const char *name);

@@ -78,21 +78,25 @@ char **proc_env_build(const char *const *keep, char *const *pass, char *const *e
 
 /* The environment of a process service: PATH, LANG and HOME of the daemon, the variables
  * the manifest passes (env_pass), its env, then the marker. */
-char **proc_service_env(const struct manifest *m, char *marker)
+char **proc_service_env(const struct manifest *m, char *const *run_env, char *marker)
 {
     static const char *const keep[] = {"PATH", "LANG", "HOME", NULL};
     static char default_path[] =
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    size_t n_env = 0, n = 0;
+    size_t n_env = 0, n_run = 0, n = 0;
     char **extra, **env;
 
     while (m->env && m->env[n_env])
         n_env++;
-    extra = xcalloc(n_env + 3, sizeof(*extra));
+    while (run_env && run_env[n_run])
+        n_run++;
+    extra = xcalloc(n_env + n_run + 3, sizeof(*extra));
     if (!getenv("PATH"))
         extra[n++] = default_path;
     for (size_t i = 0; i < n_env; i++)
         extra[n++] = m->env[i];
+    for (size_t i = 0; i < n_run; i++)
+        extra[n++] = run_env[i];
     if (marker)
         extra[n++] = marker;
     env = proc_env_build(keep, m->env_pass, extra);

@@ -53,12 +53,12 @@ static struct process_run *run_new(const struct driver_events *events, void *dat
     return r;
 }
 
-static int process_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
-                         const struct driver_events *events, void *data, struct driver_run **ret,
-                         char *err, size_t err_size)
+static int process_start(uv_loop_t *loop, const struct manifest *m, char *const *env,
+                         const char *log_path, const struct driver_events *events, void *data,
+                         struct driver_run **ret, char *err, size_t err_size)
 {
     struct process_run *r = run_new(events, data);
-    int rc = proc_start(loop, m, log_path, &forward, r, &r->proc, err, err_size);
+    int rc = proc_start(loop, m, env, log_path, &forward, r, &r->proc, err, err_size);
 
     if (rc < 0) {
         free(r);

@@ -354,8 +354,16 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
         return;
     case SUPERVISOR_CONFLICT:
         request_reply_json(req, MHD_HTTP_CONFLICT,
-                           json_pack("{s:s, s:o, s:o}", "error", "gpu_conflict", "message",
-                                     json_text(res->message), "holder", json_text(res->holder)));
+                           json_pack("{s:s, s:o, s:o, s:O}", "error", "gpu_conflict", "message",
+                                     json_text(res->message), "holder", json_text(res->holder),
+                                     "holders", res->holders ? res->holders : json_array()));
+        return;
+    case SUPERVISOR_IMPOSSIBLE:
+        body =
+            json_pack("{s:s, s:o}", "error", "gpu_impossible", "message", json_text(res->message));
+        if (res->detail)
+            json_object_update(body, res->detail);
+        request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT, body);
         return;
     case SUPERVISOR_DRIVER_FAILED:
         request_reply_error(req, MHD_HTTP_BAD_GATEWAY, "driver_failed", "%s", res->message);

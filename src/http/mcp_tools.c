@@ -170,6 +170,10 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
                       "agrees.",
                       res->holder, svc->name, res->holder);
         return;
+    case SUPERVISOR_IMPOSSIBLE:
+        mcp_call_fail(call, 422, "%s was not started: %s. Force would not help.", svc->name,
+                      res->message);
+        return;
     case SUPERVISOR_TIMED_OUT:
         mcp_call_fail(call, 504, "%s: %s is not healthy within its start_period and was stopped",
                       res->message, svc->name);

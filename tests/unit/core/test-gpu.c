@@ -1,5 +1,6 @@
-/* Unit tests for gpu.c: every arbitration case, and random worlds in which applying the
- * verdicts never leaves two GPU holders. */
+/* Unit tests for gpu.c: every arbitration case on the seed's box (one GPU of unknown
+ * size), random worlds in which applying the verdicts never leaves two GPU holders, and
+ * boxes of several GPUs with shared and pinned services. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,17 +13,41 @@
 
 #include "core/gpu.h"
 
+/* The seed's cases list each candidate as {name, gpu_required, state, reserved}: the rest
+ * (a need of one whole GPU, on GPU 0, priority 0) is zero. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Decides and checks that the call succeeded. */
-static struct gpu_verdict decide(const struct gpu_candidate *c, size_t n, size_t target, bool force,
-                                 bool preempt_always)
+static const struct placement_gpu one_unknown[] = {{0, 0}};
+static const struct gpu_box seed_box = {one_unknown, 1};
+
+/* The holders of the last verdict decide*() gave, kept here so that no test frees them. */
+static size_t last_holders[256];
+
+/* Decides on box and checks that the call succeeded. */
+static struct gpu_verdict decide_on(const struct gpu_box *box, const struct gpu_candidate *c,
+                                    size_t n, size_t target, bool force, bool preempt_always)
 {
     struct gpu_verdict v;
 
     memset(&v, 0xa5, sizeof(v));
-    assert_int_equal(gpu_decide(c, n, target, force, preempt_always, &v), 0);
+    assert_int_equal(gpu_decide(box, c, n, target, force, preempt_always, &v), 0);
+    assert_true(v.n_holders <= 256);
+    if (v.n_holders)
+        memcpy(last_holders, v.holders, v.n_holders * sizeof(*v.holders));
+    n = v.n_holders;
+    gpu_verdict_done(&v);
+    v.holders = last_holders;
+    v.n_holders = n;
     return v;
+}
+
+/* Decides on the seed's box. */
+static struct gpu_verdict decide(const struct gpu_candidate *c, size_t n, size_t target, bool force,
+                                 bool preempt_always)
+{
+    return decide_on(&seed_box, c, n, target, force, preempt_always);
 }
 
 static void assert_conflict(const struct gpu_candidate *c, size_t n, size_t target, size_t holder)
@@ -43,12 +68,16 @@ static void test_target_out_of_range(void **state)
 {
     struct gpu_candidate c[] = {{"a", true, STATE_STOPPED, false}};
     struct gpu_verdict v = {.kind = GPU_CONFLICT, .holder = 77};
+    const struct gpu_box empty = {one_unknown, 0}, none = {NULL, 1};
 
-    assert_int_equal(gpu_decide(c, 1, 1, false, false, &v), -EINVAL);
-    assert_int_equal(gpu_decide(c, 1, SIZE_MAX, true, true, &v), -EINVAL);
-    assert_int_equal(gpu_decide(c, 0, 0, false, false, &v), -EINVAL);
-    assert_int_equal(gpu_decide(NULL, 1, 0, false, false, &v), -EINVAL);
-    assert_int_equal(gpu_decide(c, 1, 0, false, false, NULL), -EINVAL);
+    assert_int_equal(gpu_decide(&seed_box, c, 1, 1, false, false, &v), -EINVAL);
+    assert_int_equal(gpu_decide(&seed_box, c, 1, SIZE_MAX, true, true, &v), -EINVAL);
+    assert_int_equal(gpu_decide(&seed_box, c, 0, 0, false, false, &v), -EINVAL);
+    assert_int_equal(gpu_decide(&seed_box, NULL, 1, 0, false, false, &v), -EINVAL);
+    assert_int_equal(gpu_decide(&seed_box, c, 1, 0, false, false, NULL), -EINVAL);
+    assert_int_equal(gpu_decide(NULL, c, 1, 0, false, false, &v), -EINVAL);
+    assert_int_equal(gpu_decide(&empty, c, 1, 0, false, false, &v), -EINVAL);
+    assert_int_equal(gpu_decide(&none, c, 1, 0, false, false, &v), -EINVAL);
     /* Untouched on failure. */
     assert_int_equal(v.kind, GPU_CONFLICT);
     assert_int_equal(v.holder, 77);
@@ -146,19 +175,20 @@ static void test_conflict_with_each_holding_state(void **state)
         /* Force, also while the holder is itself starting or stopping. */
         v = decide(c, 3, 0, true, false);
         assert_int_equal(v.kind, GPU_PREEMPT);
-        assert_int_equal(v.n_preempt, 1);
-        assert_int_equal(v.preempt[0], 2);
+        assert_int_equal(v.n_holders, 1);
+        assert_int_equal(v.holders[0], 2);
         assert_int_equal(v.holder, 2);
         /* gpu_conflict: preempt makes every start behave as forced. */
         v = decide(c, 3, 0, false, true);
         assert_int_equal(v.kind, GPU_PREEMPT);
-        assert_int_equal(v.n_preempt, 1);
-        assert_int_equal(v.preempt[0], 2);
+        assert_int_equal(v.n_holders, 1);
+        assert_int_equal(v.holders[0], 2);
     }
 }
 
-/* Several holders (a preemption under way): the 409 names the first by name. */
-static void test_conflict_names_the_first_by_name(void **state)
+/* Several holders (a preemption under way): the 409 names the first to stop: of equal
+ * priority and use, the first in registry order. */
+static void test_conflict_names_the_first_to_stop(void **state)
 {
     struct gpu_candidate c[] = {
         {"zeta", true, STATE_STOPPING, false},  {"target", true, STATE_STOPPED, false},
@@ -176,9 +206,17 @@ static void test_conflict_names_the_first_by_name(void **state)
         {"t", true, STATE_STOPPED, false},
     };
 
-    assert_conflict(c, 5, 1, 2); /* "alpha" needs no GPU; "beta" is reserved */
+    assert_conflict(c, 5, 1, 0); /* "alpha" needs no GPU; "beta" is reserved */
     assert_conflict(same, 3, 2, 0);
-    assert_conflict(unnamed, 3, 2, 1);
+    assert_conflict(unnamed, 3, 2, 0);
+    /* The lowest priority first, then the least recently used. */
+    c[0].priority = 5;
+    assert_conflict(c, 5, 1, 2);
+    c[2].last_used = 100;
+    c[4].last_used = 50;
+    assert_conflict(c, 5, 1, 4);
+    c[4].priority = 6;
+    assert_conflict(c, 5, 1, 2);
 }
 
 /* Two holders during a preemption: the old one stopping, the new one reserved. */
@@ -191,16 +229,16 @@ static void test_two_holders_during_a_preemption(void **state)
     };
     struct gpu_verdict v;
 
-    assert_conflict(c, 3, 2, 1); /* "new" < "old" */
+    assert_conflict(c, 3, 2, 0); /* both stop: the first in registry order */
     v = decide(c, 3, 2, true, false);
     assert_int_equal(v.kind, GPU_PREEMPT);
-    assert_int_equal(v.n_preempt, 2);
-    assert_int_equal(v.preempt[0], 0);
-    assert_int_equal(v.preempt[1], 1);
-    assert_int_equal(v.holder, 1);
+    assert_int_equal(v.n_holders, 2);
+    assert_int_equal(v.holders[0], 0);
+    assert_int_equal(v.holders[1], 1);
+    assert_int_equal(v.holder, 0);
     v = decide(c, 3, 2, false, true);
     assert_int_equal(v.kind, GPU_PREEMPT);
-    assert_int_equal(v.n_preempt, 2);
+    assert_int_equal(v.n_holders, 2);
 
     /* The old holder, preempted and still stopping, asks to start again. */
     v = decide(c, 3, 0, false, false);
@@ -208,8 +246,8 @@ static void test_two_holders_during_a_preemption(void **state)
     assert_int_equal(v.holder, 1);
     v = decide(c, 3, 0, true, false);
     assert_int_equal(v.kind, GPU_PREEMPT);
-    assert_int_equal(v.n_preempt, 1);
-    assert_int_equal(v.preempt[0], 1);
+    assert_int_equal(v.n_holders, 1);
+    assert_int_equal(v.holders[0], 1);
 }
 
 /* A reserved service holds the GPU whatever its state and gpu_required say. */
@@ -228,8 +266,8 @@ static void test_reserved_candidates_hold(void **state)
             assert_conflict(c, 2, 1, 0);
             v = decide(c, 2, 1, true, false);
             assert_int_equal(v.kind, GPU_PREEMPT);
-            assert_int_equal(v.n_preempt, 1);
-            assert_int_equal(v.preempt[0], 0);
+            assert_int_equal(v.n_holders, 1);
+            assert_int_equal(v.holders[0], 0);
         }
 }
 
@@ -276,35 +314,29 @@ static void test_stopping_target(void **state)
     assert_conflict(with_holder, 2, 0, 1);
     v = decide(with_holder, 2, 0, true, false);
     assert_int_equal(v.kind, GPU_PREEMPT);
-    assert_int_equal(v.n_preempt, 1);
-    assert_int_equal(v.preempt[0], 1);
+    assert_int_equal(v.n_holders, 1);
+    assert_int_equal(v.holders[0], 1);
 }
 
-/* At most GPU_PREEMPT_MAX holders can be listed; more is a broken invariant. */
-static void test_too_many_holders(void **state)
+/* However many holders there are (a broken world on one GPU), force lists them all. */
+static void test_many_holders(void **state)
 {
-    struct gpu_candidate c[GPU_PREEMPT_MAX + 2];
-    char names[GPU_PREEMPT_MAX + 2][8];
-    struct gpu_verdict v = {.kind = GPU_GO, .n_preempt = 0};
+    struct gpu_candidate c[40];
+    char names[40][8];
+    struct gpu_verdict v;
 
     for (size_t i = 0; i < N_OF(c); i++) {
         snprintf(names[i], sizeof(names[i]), "s%zu", N_OF(c) - i);
         c[i] = (struct gpu_candidate){names[i], true, STATE_STOPPING, false};
     }
-    c[0].state = STATE_STOPPED; /* the target; GPU_PREEMPT_MAX + 1 holders */
-    assert_int_equal(gpu_decide(c, N_OF(c), 0, true, false, &v), -E2BIG);
-    assert_int_equal(gpu_decide(c, N_OF(c), 0, false, true, &v), -E2BIG);
-    assert_int_equal(v.kind, GPU_GO);
-    assert_int_equal(v.n_preempt, 0);
-    /* Without force it is still a plain conflict, naming the first by name ("s1"). */
-    assert_conflict(c, N_OF(c), 0, N_OF(c) - 1);
-
-    /* Exactly GPU_PREEMPT_MAX: all listed. */
-    v = decide(c, N_OF(c) - 1, 0, true, false);
+    c[0].state = STATE_STOPPED; /* the target */
+    v = decide(c, N_OF(c), 0, true, false);
     assert_int_equal(v.kind, GPU_PREEMPT);
-    assert_int_equal(v.n_preempt, GPU_PREEMPT_MAX);
-    for (size_t i = 0; i < GPU_PREEMPT_MAX; i++)
-        assert_int_equal(v.preempt[i], i + 1);
+    assert_int_equal(v.n_holders, N_OF(c) - 1);
+    for (size_t i = 0; i < v.n_holders; i++)
+        assert_int_equal(v.holders[i], i + 1);
+    assert_int_equal(v.devices, 1);
+    assert_conflict(c, N_OF(c), 0, 1);
 }
 
 /* A small deterministic generator, so that every run sees the same worlds. */
@@ -388,14 +420,15 @@ static void apply_at_once(struct world *w, size_t target, const struct gpu_verdi
             t->state = STATE_STARTING;
         break;
     case GPU_PREEMPT:
-        for (size_t i = 0; i < v->n_preempt; i++) {
-            w->c[v->preempt[i]].state = STATE_STOPPED;
-            w->c[v->preempt[i]].reserved = false;
+        for (size_t i = 0; i < v->n_holders; i++) {
+            w->c[v->holders[i]].state = STATE_STOPPED;
+            w->c[v->holders[i]].reserved = false;
         }
         t->state = STATE_STARTING;
         break;
     case GPU_ALREADY:
     case GPU_CONFLICT:
+    case GPU_IMPOSSIBLE:
         break;
     }
 }
@@ -421,17 +454,17 @@ static void check_verdict(const struct world *w, size_t target, bool forced,
         assert_int_equal(v->kind, GPU_PREEMPT);
     else
         assert_int_equal(v->kind, GPU_CONFLICT);
-    if (v->kind == GPU_CONFLICT) {
-        assert_true(v->holder != target && v->holder < w->n);
-        for (size_t i = 0; i < w->n; i++)
-            if (i != target &&
-                (w->c[i].reserved || (w->c[i].gpu_required && lifecycle_holds_gpu(w->c[i].state))))
-                assert_true(strcmp(w->c[v->holder].name, w->c[i].name) <= 0);
+    if (v->kind == GPU_CONFLICT || v->kind == GPU_PREEMPT) {
+        /* On one GPU every other holder is in the way, the first in registry order. */
+        assert_int_equal(v->n_holders, others);
+        assert_int_equal(v->holder, v->holders[0]);
+        for (size_t i = 1; i < v->n_holders; i++)
+            assert_true(v->holders[i - 1] < v->holders[i]);
     }
     if (v->kind == GPU_PREEMPT) {
-        assert_int_equal(v->n_preempt, others);
-        for (size_t i = 0; i < v->n_preempt; i++)
-            assert_true(v->preempt[i] != target && v->preempt[i] < w->n);
+        assert_int_equal(v->n_holders, others);
+        for (size_t i = 0; i < v->n_holders; i++)
+            assert_true(v->holders[i] != target && v->holders[i] < w->n);
     }
 }
 
@@ -476,13 +509,13 @@ static void test_property_random_walk(void **state)
                 if (v.kind == GPU_GO) {
                     apply_at_once(&w, i, &v);
                 } else if (v.kind == GPU_PREEMPT) {
-                    for (size_t k = 0; k < v.n_preempt; k++) {
-                        struct gpu_candidate *p = &w.c[v.preempt[k]];
+                    for (size_t k = 0; k < v.n_holders; k++) {
+                        struct gpu_candidate *p = &w.c[v.holders[k]];
 
                         p->reserved = false; /* its own wait is over: it lost */
                         if (lifecycle_holds_gpu(p->state))
                             p->state = STATE_STOPPING;
-                        w.start_after_stop[v.preempt[k]] = false;
+                        w.start_after_stop[v.holders[k]] = false;
                     }
                     c->reserved = true;
                 }
@@ -532,12 +565,12 @@ int main(void)
         cmocka_unit_test(test_not_gpu_required_goes),
         cmocka_unit_test(test_no_holder_goes),
         cmocka_unit_test(test_conflict_with_each_holding_state),
-        cmocka_unit_test(test_conflict_names_the_first_by_name),
+        cmocka_unit_test(test_conflict_names_the_first_to_stop),
         cmocka_unit_test(test_two_holders_during_a_preemption),
         cmocka_unit_test(test_reserved_candidates_hold),
         cmocka_unit_test(test_holder),
         cmocka_unit_test(test_stopping_target),
-        cmocka_unit_test(test_too_many_holders),
+        cmocka_unit_test(test_many_holders),
         cmocka_unit_test(test_property_one_decision),
         cmocka_unit_test(test_property_random_walk),
     };

@@ -400,12 +400,20 @@ static void test_gpu_needs(void **state)
     assert_int_equal(m->gpu.count, 1);
     assert_int_equal(m->gpu.memory, 0);
     assert_int_equal(m->gpu.devices, 0);
+    j = manifest_gpu_to_json(m); /* gpu_required says it all */
+    assert_true(json_is_null(j));
+    json_decref(j);
     manifest_free(m);
 
     m = parse_ok(PROCESS_BASE "gpu: {count: 2}\n");
     assert_true(m->gpu_required);
     assert_int_equal(m->gpu.count, 2);
     assert_int_equal(m->gpu.memory, 0);
+    j = manifest_gpu_to_json(m);
+    assert_int_equal(json_integer_value(json_object_get(j, "count")), 2);
+    assert_true(json_is_null(json_object_get(j, "memory")));
+    assert_true(json_is_true(json_object_get(j, "exclusive")));
+    json_decref(j);
     manifest_free(m);
 
     m = parse_ok(PROCESS_BASE "gpu_required: true\ngpu:\n  memory: 12GiB\ndevices: [1, 3]\n");

@@ -72,9 +72,9 @@ static int fake_available(const struct manifest *m, char *err, size_t err_size)
     return 0;
 }
 
-static int fake_start(uv_loop_t *loop, const struct manifest *m, const char *log_path,
-                      const struct driver_events *events, void *data, struct driver_run **ret,
-                      char *err, size_t err_size)
+static int fake_start(uv_loop_t *loop, const struct manifest *m, char *const *env,
+                      const char *log_path, const struct driver_events *events, void *data,
+                      struct driver_run **ret, char *err, size_t err_size)
 {
     snprintf(err, err_size, "the fake starts nothing");
     return -ENOSYS;

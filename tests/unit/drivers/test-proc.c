@@ -101,7 +101,8 @@ static void start(struct fixture *f)
 {
     char err[256];
 
-    assert_int_equal(proc_start(&f->loop, f->m, f->log, &events, f, &f->p, err, sizeof(err)), 0);
+    assert_int_equal(proc_start(&f->loop, f->m, NULL, f->log, &events, f, &f->p, err, sizeof(err)),
+                     0);
     assert_true(proc_pid(f->p) > 0);
 }
 
@@ -232,14 +233,16 @@ static void test_missing_command_and_workdir(void **state)
     char err[256];
 
     assert_int_equal(manifest_parse(yaml, strlen(yaml), f->dir, &m, NULL, &errors, &warnings), 0);
-    assert_int_equal(proc_start(&f->loop, m, f->log, &events, f, &p, err, sizeof(err)), UV_ENOENT);
+    assert_int_equal(proc_start(&f->loop, m, NULL, f->log, &events, f, &p, err, sizeof(err)),
+                     UV_ENOENT);
     assert_null(p);
     assert_non_null(strstr(err, "no such command"));
     manifest_free(m);
 
     assert_int_equal(manifest_parse(yaml_wd, strlen(yaml_wd), f->dir, &m, NULL, &errors, &warnings),
                      0);
-    assert_int_equal(proc_start(&f->loop, m, f->log, &events, f, &p, err, sizeof(err)), -ENOTDIR);
+    assert_int_equal(proc_start(&f->loop, m, NULL, f->log, &events, f, &p, err, sizeof(err)),
+                     -ENOTDIR);
     assert_non_null(strstr(err, "workdir"));
     manifest_free(m);
     diags_clear(&errors);
