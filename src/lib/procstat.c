@@ -1,12 +1,15 @@
-/* /proc/self/stat, /proc/stat's btime, /proc/self/fd and RLIMIT_NOFILE: see procstat.h. */
+/* /proc/self/stat, /proc/stat's btime, /proc/self/fd, RLIMIT_NOFILE, and /proc/PID/environ and
+ * /proc/PID/cgroup of any process: see procstat.h. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "lib/alloc.h"
 #include "lib/procstat.h"
 
 /* The boot time, Unix seconds, from /proc/stat's "btime" line (0: unknown). */
@@ -101,4 +104,82 @@ int procstat_read(struct procstat *ret)
     r = read_stat(ret);
     r2 = count_fds(&ret->open_fds);
     return r < 0 ? r : r2;
+}
+
+/* Reads at most max bytes of path into a new buffer; *ret_len gets how many. */
+static int read_small(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t len = 0, cap = 4096;
+    char *buf;
+    ssize_t n;
+
+    if (fd < 0)
+        return errno == ENOENT ? -ESRCH : -errno;
+    buf = xmalloc(cap);
+    while (len < max) {
+        if (len == cap) {
+            cap = cap * 2 < max ? cap * 2 : max;
+            buf = xrealloc(buf, cap);
+        }
+        n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int r = -errno;
+            close(fd);
+            free(buf);
+            return r;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    *ret = buf;
+    *ret_len = len;
+    return 0;
+}
+
+int procstat_environ_get(pid_t pid, const char *name, char *buf, size_t size)
+{
+    char path[64], *env;
+    size_t len, name_len = strlen(name);
+    int r;
+
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    r = read_small(path, PROCSTAT_ENVIRON_MAX, &env, &len);
+    if (r < 0)
+        return r;
+    r = -ENOENT;
+    for (size_t at = 0; at < len;) {
+        const char *entry = env + at;
+        const char *end = memchr(entry, '\0', len - at);
+        size_t entry_len = end ? (size_t)(end - entry) : len - at;
+
+        if (entry_len > name_len && memcmp(entry, name, name_len) == 0 && entry[name_len] == '=') {
+            snprintf(buf, size, "%.*s", (int)(entry_len - name_len - 1), entry + name_len + 1);
+            r = 0;
+            break;
+        }
+        at += entry_len + 1;
+    }
+    free(env);
+    return r;
+}
+
+bool procstat_in_container(pid_t pid)
+{
+    static const char *const runtimes[] = {"docker", "containerd", "libpod", "crio"};
+    char path[64], *text;
+    size_t len;
+    bool found = false;
+
+    snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+    if (read_small(path, 64 * 1024, &text, &len) < 0)
+        return false;
+    for (size_t i = 0; i < sizeof(runtimes) / sizeof(runtimes[0]) && !found; i++)
+        found = memmem(text, len, runtimes[i], strlen(runtimes[i])) != NULL;
+    free(text);
+    return found;
 }

@@ -1,8 +1,10 @@
-/* What the kernel says of this process (/proc/self): the figures of Prometheus' standard
- * process_* metrics. */
+/* What the kernel says of a process: this one's figures for Prometheus' standard process_*
+ * metrics (/proc/self), and of any, its state, an environment variable and whether it runs
+ * in a container. */
 #ifndef NANNY_PROCSTAT_H
 #define NANNY_PROCSTAT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -23,5 +25,16 @@ int procstat_read(struct procstat *ret);
  * field (proc(5)'s third): the name may hold anything, so it ends at the last ')'.
  * -ESRCH when there is no such process, -EIO for a line that is not one. */
 int procstat_stat(pid_t pid, char *buf, size_t size, char **ret);
+
+#define PROCSTAT_ENVIRON_MAX (1024 * 1024) /* what is read of /proc/PID/environ */
+
+/* The value of the variable name in pid's environment as it began (/proc/PID/environ),
+ * into buf (cut to size): 0; -ENOENT when it has none; -errno when it cannot be read
+ * (-ESRCH: no such process; -EACCES: another user's, without privilege). */
+int procstat_environ_get(pid_t pid, const char *name, char *buf, size_t size);
+
+/* True when pid runs in a container: a cgroup of it (/proc/PID/cgroup) is one that Docker,
+ * containerd or Podman made. False when it cannot be read. */
+bool procstat_in_container(pid_t pid);
 
 #endif

@@ -339,6 +339,93 @@ static void test_many_holders(void **state)
     assert_conflict(c, N_OF(c), 0, 1);
 }
 
+#define GIB (UINT64_C(1) << 30)
+
+/* A box of two 24 GiB GPUs: whole-GPU services side by side, a third refused naming the
+ * one in the way, force stopping exactly that one. */
+static void test_two_gpus_whole(void **state)
+{
+    static const struct placement_gpu gpus[] = {{24 * GIB, 0}, {24 * GIB, 0}};
+    const struct gpu_box box = {gpus, 2};
+    struct gpu_candidate c[] = {
+        {"a", true, STATE_RUNNING, false, {1, 0, 0}, 0x1, 0, 10},
+        {"b", true, STATE_STOPPED, false, {1, 0, 0}, 0, 0, 0},
+        {"c", true, STATE_STOPPED, false, {1, 0, 0}, 0, 0, 0},
+    };
+    struct gpu_verdict v;
+
+    v = decide_on(&box, c, 3, 1, false, false);
+    assert_int_equal(v.kind, GPU_GO);
+    assert_int_equal(v.devices, 0x2);
+    c[1].state = STATE_RUNNING;
+    c[1].devices = 0x2;
+    c[1].last_used = 5; /* used less recently than a */
+    v = decide_on(&box, c, 3, 2, false, false);
+    assert_int_equal(v.kind, GPU_CONFLICT);
+    assert_int_equal(v.n_holders, 1);
+    assert_int_equal(v.holder, 1);
+    v = decide_on(&box, c, 3, 2, true, false);
+    assert_int_equal(v.kind, GPU_PREEMPT);
+    assert_int_equal(v.n_holders, 1);
+    assert_int_equal(v.holders[0], 1);
+    assert_int_equal(v.devices, 0x2);
+    /* Pinned to GPU 0: a is the one in the way, whatever its use. */
+    c[2].need.pinned = 0x1;
+    v = decide_on(&box, c, 3, 2, true, false);
+    assert_int_equal(v.n_holders, 1);
+    assert_int_equal(v.holders[0], 0);
+    assert_int_equal(v.devices, 0x1);
+    /* Two whole GPUs: both must go, the least recently used first. */
+    c[2].need = (struct placement_need){2, 0, 0};
+    v = decide_on(&box, c, 3, 2, false, false);
+    assert_int_equal(v.kind, GPU_CONFLICT);
+    assert_int_equal(v.n_holders, 2);
+    assert_int_equal(v.holders[0], 1);
+    assert_int_equal(v.holders[1], 0);
+    /* Three: never on this box, and force stops nothing. */
+    c[2].need.count = 3;
+    assert_int_equal(decide_on(&box, c, 3, 2, true, true).kind, GPU_IMPOSSIBLE);
+    /* A pinned device the box lacks. */
+    c[2].need = (struct placement_need){1, 0, 0x4};
+    assert_int_equal(decide_on(&box, c, 3, 2, true, false).kind, GPU_IMPOSSIBLE);
+}
+
+/* Memory: three services of 40 GiB share one 141 GiB GPU; a fourth does not fit; a whole
+ * GPU service cannot join them; foreign use counts. */
+static void test_shared_memory(void **state)
+{
+    static struct placement_gpu gpus[] = {{141 * GIB, 0}};
+    const struct gpu_box box = {gpus, 1};
+    struct gpu_candidate c[] = {
+        {"a", true, STATE_STOPPED, false, {1, 40 * GIB, 0}, 0, 0, 0},
+        {"b", true, STATE_STOPPED, false, {1, 40 * GIB, 0}, 0, 0, 0},
+        {"c", true, STATE_STOPPED, false, {1, 40 * GIB, 0}, 0, 0, 0},
+        {"d", true, STATE_STOPPED, false, {1, 40 * GIB, 0}, 0, 1, 0},
+        {"whole", true, STATE_STOPPED, false, {1, 0, 0}, 0, 0, 0},
+    };
+    struct gpu_verdict v;
+
+    for (size_t i = 0; i < 3; i++) {
+        v = decide_on(&box, c, 5, i, false, false);
+        assert_int_equal(v.kind, GPU_GO);
+        assert_int_equal(v.devices, 0x1);
+        c[i].state = STATE_RUNNING;
+        c[i].devices = v.devices;
+        c[i].last_used = 10 - i; /* c the least recently used */
+    }
+    v = decide_on(&box, c, 5, 3, false, false);
+    assert_int_equal(v.kind, GPU_CONFLICT);
+    assert_int_equal(v.n_holders, 1);
+    assert_int_equal(v.holder, 2); /* one stop makes room: the least recently used */
+    v = decide_on(&box, c, 5, 4, false, false);
+    assert_int_equal(v.kind, GPU_CONFLICT);
+    assert_int_equal(v.n_holders, 3);
+    /* With 102 GiB used outside the daemon, 40 GiB never fits on this GPU. */
+    gpus[0].foreign = 102 * GIB;
+    assert_int_equal(decide_on(&box, c, 5, 3, true, false).kind, GPU_IMPOSSIBLE);
+    gpus[0].foreign = 0;
+}
+
 /* A small deterministic generator, so that every run sees the same worlds. */
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;
 
@@ -571,6 +658,8 @@ int main(void)
         cmocka_unit_test(test_holder),
         cmocka_unit_test(test_stopping_target),
         cmocka_unit_test(test_many_holders),
+        cmocka_unit_test(test_two_gpus_whole),
+        cmocka_unit_test(test_shared_memory),
         cmocka_unit_test(test_property_one_decision),
         cmocka_unit_test(test_property_random_walk),
     };

@@ -2,8 +2,14 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,11 +45,64 @@ static void test_stat_line(void **state)
     assert_int_equal(procstat_stat(0x7ffffff0, buf, sizeof(buf), &fields), -ESRCH);
 }
 
+/* A child started with a known environment: its variables are read back exactly, a
+ * missing one is -ENOENT, a long value is cut to the buffer, a gone process is -ESRCH. */
+static void test_environ_get(void **state)
+{
+    char buf[64], small[4];
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char *env[] = {"A=1", "CUDA_VISIBLE_DEVICES=0,2", "EMPTY=", "CUDA=no", NULL};
+        char *argv[] = {"sleep", "5", NULL};
+
+        execve("/bin/sleep", argv, env);
+        _exit(127);
+    }
+    /* execve may not have happened yet: wait until the new environment shows. */
+    for (int i = 0; i < 500 && procstat_environ_get(pid, "A", buf, sizeof(buf)) != 0; i++)
+        usleep(10000);
+    assert_int_equal(procstat_environ_get(pid, "CUDA_VISIBLE_DEVICES", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "0,2");
+    assert_int_equal(procstat_environ_get(pid, "CUDA", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "no");
+    assert_int_equal(procstat_environ_get(pid, "EMPTY", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "");
+    assert_int_equal(procstat_environ_get(pid, "CUDA_VISIBLE", buf, sizeof(buf)), -ENOENT);
+    assert_int_equal(procstat_environ_get(pid, "PATH", buf, sizeof(buf)), -ENOENT);
+    assert_int_equal(procstat_environ_get(pid, "CUDA_VISIBLE_DEVICES", small, sizeof(small)), 0);
+    assert_string_equal(small, "0,2");
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    assert_int_equal(procstat_environ_get(pid, "A", buf, sizeof(buf)), -ESRCH);
+    assert_false(procstat_in_container(pid));
+}
+
+/* The test itself runs outside a container, or inside one: whatever it is, its cgroup
+ * file says so. */
+static void test_in_container(void **state)
+{
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    char line[4096];
+    bool docker = false;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f))
+        docker = docker || strstr(line, "docker") || strstr(line, "containerd") ||
+                 strstr(line, "libpod") || strstr(line, "crio");
+    fclose(f);
+    assert_int_equal(procstat_in_container(getpid()), docker);
+    assert_false(procstat_in_container(-1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_own_process),
         cmocka_unit_test(test_stat_line),
+        cmocka_unit_test(test_environ_get),
+        cmocka_unit_test(test_in_container),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
