@@ -127,7 +127,8 @@ def test_template_keeps_the_nanny_new_contract():
     stripped = [line.strip() for line in compose.split("\n")]
     assert stripped.count(GPU_OPEN) == 1 and stripped.count(GPU_CLOSE) == 1, compose
     block = compose.split(GPU_OPEN)[1].split(GPU_CLOSE)[0]
-    for needle in ("devices:", "driver: nvidia", "count: 1", "capabilities: [gpu]"):
+    for needle in ("devices:", "driver: nvidia", 'device_ids: ["${NANNY_GPU_DEVICES:-0}"]',
+                   "capabilities: [gpu]"):
         assert needle in block, f"{needle} is not between the GPU markers:\n{block}"
     assert '"8001:8000"' in compose
     for entry in ("service.yaml", "docker-compose.yml", "README.md", "SETUP.md"):
