@@ -27,7 +27,7 @@ _nanny_opts() {
         echo "-l --listen -s --services -c --config --state-dir --log-level --log-format
             --insecure --keys --tls-cert --tls-key --stop-services-on-exit
             --compose-command --docker-host --max-connections-per-client --no-resume
-            --trusted-proxies -h --help"
+            --trusted-proxies --nvml-library --nvidia-smi -h --help"
         ;;
     esac
 }
@@ -38,7 +38,7 @@ _nanny_takes_value() {
     --url | --key | --cacert | --timeout | --lines | --config | --port | --services | \
         --template | --role | --keys | --state-dir | --listen | --log-level | --log-format | \
         --tls-cert | --tls-key | --compose-command | --docker-host | \
-        --max-connections-per-client | --trusted-proxies)
+        --max-connections-per-client | --trusted-proxies | --nvml-library | --nvidia-smi)
         return 0
         ;;
     -n) [[ $1 == logs ]] ;;

@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "lib/alloc.h"
+#include "lib/gpuinfo.h"
 #include "lib/netaddr.h"
 #include "lib/yamldoc.h"
 
@@ -69,6 +70,15 @@ static void config_defaults(struct config *c)
     c->mcp_sessions = CONFIG_MCP_SESSIONS_DEFAULT;
     c->mcp_session_idle_ms = CONFIG_MCP_IDLE_DEFAULT_MS;
     c->docker_host = xstrdup(docker ? docker : CONFIG_DEFAULT_DOCKER_HOST);
+    c->nvml_library = xstrdup(GPUINFO_NVML_DEFAULT);
+    c->nvidia_smi = xstrdup(GPUINFO_SMI_DEFAULT);
+}
+
+static void gpus_free(struct config_gpu *gpus, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(gpus[i].name);
+    free(gpus);
 }
 
 void config_done(struct config *c)
@@ -86,6 +96,9 @@ void config_done(struct config *c)
     free(c->keys_file);
     free(c->tls_cert);
     free(c->tls_key);
+    gpus_free(c->gpus, c->n_gpus);
+    free(c->nvml_library);
+    free(c->nvidia_smi);
     *c = (struct config){0};
 }
 
@@ -247,6 +260,9 @@ enum {
     FILE_TLS_KEY,
     FILE_RATE_LIMIT,
     FILE_MCP,
+    FILE_GPUS,
+    FILE_NVML_LIBRARY,
+    FILE_NVIDIA_SMI,
     FILE_KEYS,
 };
 
@@ -292,6 +308,110 @@ static void file_read_mcp(struct config *c, struct yamldoc *doc, const struct ya
         else
             c->mcp_session_idle_ms = ms;
     }
+}
+
+/* Reads one item of gpus: {index, name, memory} into gpu (index i of the list, the
+ * items before it in gpus); false when it is bad (reported). */
+static bool file_read_gpu(struct yamldoc *doc, yaml_node_t *node, size_t i,
+                          const struct config_gpu *gpus, struct config_gpu *gpu,
+                          struct diags *errors)
+{
+    struct yamldoc_field fields[] = {{.key = "index"}, {.key = "name"}, {.key = "memory"}};
+    char key[32], sub[48];
+    int line = yamldoc_line(node);
+    uint64_t index = 0;
+    bool ok = true;
+
+    snprintf(key, sizeof(key), "gpus[%zu]", i);
+    if (yamldoc_map_fields(doc, node, key, fields, 3, errors, errors) < 0)
+        return false;
+    snprintf(sub, sizeof(sub), "%s.index", key);
+    if (!fields[0].value) {
+        diags_add(errors, line, "%s needs index: the GPU's number, 0 to %d", key,
+                  CONFIG_GPUS_MAX - 1);
+        ok = false;
+    } else if (yamldoc_read_uint(doc, fields[0].value, sub, 0, CONFIG_GPUS_MAX - 1, &index,
+                                 errors) < 0) {
+        ok = false;
+    } else {
+        for (size_t j = 0; j < i; j++)
+            if (gpus[j].index == index) {
+                diags_add(errors, fields[0].line, "%s is %u, as gpus[%zu].index is already", sub,
+                          (unsigned)index, j);
+                ok = false;
+            }
+    }
+    gpu->index = (unsigned)index;
+    snprintf(sub, sizeof(sub), "%s.memory", key);
+    if (!fields[2].value) {
+        diags_add(errors, line, "%s needs memory: the GPU's memory, like 24GiB", key);
+        ok = false;
+    } else if (yamldoc_read_size(doc, fields[2].value, sub, &gpu->memory, errors) < 0) {
+        ok = false;
+    } else if (gpu->memory == 0) {
+        diags_add(errors, fields[2].line, "%s must be more than 0, like 24GiB", sub);
+        ok = false;
+    }
+    snprintf(sub, sizeof(sub), "%s.name", key);
+    if (fields[1].value && yamldoc_read_string(doc, fields[1].value, sub, &gpu->name, errors) < 0)
+        ok = false;
+    if (gpu->name && !gpu->name[0]) {
+        free(gpu->name);
+        gpu->name = NULL;
+    }
+    if (!gpu->name)
+        gpu->name = xasprintf("GPU %u", gpu->index);
+    return ok;
+}
+
+static int gpu_compare(const void *a, const void *b)
+{
+    const struct config_gpu *x = a, *y = b;
+
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* Reads gpus: a list of {index, name, memory}; every bad item is reported at its line. */
+static void file_read_gpus(struct config *c, struct yamldoc *doc, const struct yamldoc_field *f,
+                           struct diags *errors)
+{
+    struct config_gpu *gpus;
+    size_t n;
+    bool ok = true;
+
+    if (yamldoc_is_null(f->value)) {
+        gpus_free(c->gpus, c->n_gpus);
+        c->gpus = NULL;
+        c->n_gpus = 0;
+        return;
+    }
+    if (f->value->type != YAML_SEQUENCE_NODE) {
+        diags_add(errors, f->line,
+                  "gpus must be a list of {index, name, memory}, like [{index: 0, name: A100, "
+                  "memory: 80GiB}]");
+        return;
+    }
+    n = (size_t)(f->value->data.sequence.items.top - f->value->data.sequence.items.start);
+    if (n > CONFIG_GPUS_MAX) {
+        diags_add(errors, f->line, "gpus lists %zu GPUs, more than %d", n, CONFIG_GPUS_MAX);
+        return;
+    }
+    gpus = xcalloc(n ? n : 1, sizeof(*gpus));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = yamldoc_node(doc, f->value->data.sequence.items.start[i]);
+        if (!item || !file_read_gpu(doc, item, i, gpus, &gpus[i], errors))
+            ok = false;
+    }
+    if (!ok) {
+        gpus_free(gpus, n);
+        return;
+    }
+    qsort(gpus, n, sizeof(*gpus), gpu_compare);
+    gpus_free(c->gpus, c->n_gpus);
+    c->gpus = n ? gpus : NULL;
+    c->n_gpus = n;
+    if (!n)
+        free(gpus);
 }
 
 /* Reads trusted_proxies from the config file: a list of ranges; a bad one is reported at
@@ -367,6 +487,9 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
     case FILE_MCP:
         file_read_mcp(c, doc, f, errors);
         return;
+    case FILE_GPUS:
+        file_read_gpus(c, doc, f, errors);
+        return;
     case FILE_ALLOWED_HOSTS:
     case FILE_ALLOWED_ORIGINS:
         if (yamldoc_read_strings(doc, f->value, f->key, CONFIG_LIST_MAX, &list, &n, errors) < 0)
@@ -429,6 +552,13 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
         else
             set_str(&c->compose_command, s);
         break;
+    case FILE_NVML_LIBRARY:
+    case FILE_NVIDIA_SMI:
+        /* A name is looked up as the system does; a relative path is the file's. */
+        free(key == FILE_NVML_LIBRARY ? c->nvml_library : c->nvidia_smi);
+        *(key == FILE_NVML_LIBRARY ? &c->nvml_library : &c->nvidia_smi) =
+            strchr(s, '/') ? path_from_file(file, s) : xstrdup(s);
+        break;
     case FILE_DOCKER_HOST:
         if (docker_host_path(s) == NULL)
             diags_add(errors, f->line, "docker_host must be a unix socket path or unix://PATH");
@@ -465,6 +595,9 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_TLS_KEY] = {.key = "tls_key"},
         [FILE_RATE_LIMIT] = {.key = "rate_limit"},
         [FILE_MCP] = {.key = "mcp"},
+        [FILE_GPUS] = {.key = "gpus"},
+        [FILE_NVML_LIBRARY] = {.key = "nvml_library"},
+        [FILE_NVIDIA_SMI] = {.key = "nvidia_smi"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;
@@ -546,6 +679,8 @@ enum {
     OPT_KEYS,
     OPT_TLS_CERT,
     OPT_TLS_KEY,
+    OPT_NVML_LIBRARY,
+    OPT_NVIDIA_SMI,
 };
 
 static const struct option options[] = {
@@ -565,42 +700,52 @@ static const struct option options[] = {
     {"keys", required_argument, NULL, OPT_KEYS},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"nvml-library", required_argument, NULL, OPT_NVML_LIBRARY},
+    {"nvidia-smi", required_argument, NULL, OPT_NVIDIA_SMI},
     {"help", no_argument, NULL, OPT_HELP},
     {0},
 };
 
 void config_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: nanny serve [options]\n"
-            "  -l, --listen HOST:PORT    address of the HTTP API (default %s; env NANNY_LISTEN)\n"
-            "  -s, --services DIR        the services folder (default %s; env NANNY_SERVICES)\n"
-            "  -c, --config FILE         a YAML config file (env NANNY_CONFIG)\n"
-            "      --state-dir DIR       where logs and state are kept (env NANNY_STATE_DIR)\n"
-            "      --log-level LEVEL     error, warning, info (default) or debug\n"
-            "      --log-format FORMAT   text (default) or json\n"
-            "      --insecure            allow a non-loopback listen address without keys\n"
-            "                            and TLS (a warning at every start)\n"
-            "      --keys FILE           the API keys (default STATE_DIR/" CONFIG_KEYS_FILE
-            ", used when\n"
-            "                            it exists; env NANNY_KEYS; see nanny keys)\n"
-            "      --tls-cert FILE       serve HTTPS with this PEM certificate (chain)...\n"
-            "      --tls-key FILE        ...and its PEM private key (env NANNY_TLS_CERT,\n"
-            "                            NANNY_TLS_KEY; both reloaded on SIGHUP)\n"
-            "      --stop-services-on-exit  stop managed services when the daemon stops\n"
-            "      --compose-command CMD  docker compose or docker-compose (default: found at\n"
-            "                            start; env NANNY_COMPOSE_COMMAND)\n"
-            "      --docker-host PATH    the Docker engine's socket (default $DOCKER_HOST or\n"
-            "                            " CONFIG_DEFAULT_DOCKER_HOST "; env NANNY_DOCKER_HOST)\n"
-            "      --max-connections-per-client N  HTTP connections one client address may\n"
-            "                            hold (default %d; env NANNY_MAX_CONNECTIONS_PER_CLIENT)\n"
-            "      --no-resume           after a host reboot, start nothing of what ran before\n"
-            "                            (env NANNY_NO_RESUME=1)\n"
-            "      --trusted-proxies LIST  proxies whose X-Forwarded-For names the client:\n"
-            "                            addresses or CIDR ranges, comma-separated (default\n"
-            "                            none; env NANNY_TRUSTED_PROXIES)\n"
-            "  -h, --help                this help\n",
-            CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES, CONFIG_PER_CLIENT_DEFAULT);
+    fprintf(
+        out,
+        "usage: nanny serve [options]\n"
+        "  -l, --listen HOST:PORT    address of the HTTP API (default %s; env NANNY_LISTEN)\n"
+        "  -s, --services DIR        the services folder (default %s; env NANNY_SERVICES)\n"
+        "  -c, --config FILE         a YAML config file (env NANNY_CONFIG)\n"
+        "      --state-dir DIR       where logs and state are kept (env NANNY_STATE_DIR)\n"
+        "      --log-level LEVEL     error, warning, info (default) or debug\n"
+        "      --log-format FORMAT   text (default) or json\n"
+        "      --insecure            allow a non-loopback listen address without keys\n"
+        "                            and TLS (a warning at every start)\n"
+        "      --keys FILE           the API keys (default STATE_DIR/" CONFIG_KEYS_FILE
+        ", used when\n"
+        "                            it exists; env NANNY_KEYS; see nanny keys)\n"
+        "      --tls-cert FILE       serve HTTPS with this PEM certificate (chain)...\n"
+        "      --tls-key FILE        ...and its PEM private key (env NANNY_TLS_CERT,\n"
+        "                            NANNY_TLS_KEY; both reloaded on SIGHUP)\n"
+        "      --stop-services-on-exit  stop managed services when the daemon stops\n"
+        "      --compose-command CMD  docker compose or docker-compose (default: found at\n"
+        "                            start; env NANNY_COMPOSE_COMMAND)\n"
+        "      --docker-host PATH    the Docker engine's socket (default $DOCKER_HOST or\n"
+        "                            " CONFIG_DEFAULT_DOCKER_HOST "; env NANNY_DOCKER_HOST)\n"
+        "      --max-connections-per-client N  HTTP connections one client address may\n"
+        "                            hold (default %d; env NANNY_MAX_CONNECTIONS_PER_CLIENT)\n"
+        "      --no-resume           after a host reboot, start nothing of what ran before\n"
+        "                            (env NANNY_NO_RESUME=1)\n"
+        "      --trusted-proxies LIST  proxies whose X-Forwarded-For names the client:\n"
+        "                            addresses or CIDR ranges, comma-separated (default\n"
+        "                            none; env NANNY_TRUSTED_PROXIES)\n"
+        "      --nvml-library LIB    NVIDIA's library for the GPU inventory (default\n"
+        "                            " GPUINFO_NVML_DEFAULT "; \"\" switches it off; env\n"
+        "                            NANNY_NVML_LIBRARY)\n"
+        "      --nvidia-smi PROGRAM  read where NVML does not answer (default " GPUINFO_SMI_DEFAULT
+        ";\n"
+        "                            \"\" switches it off; env NANNY_NVIDIA_SMI); where\n"
+        "                            neither answers, the config file's gpus: describe the box\n"
+        "  -h, --help                this help\n",
+        CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_SERVICES, CONFIG_PER_CLIENT_DEFAULT);
 }
 
 /* Applies one flag (or the same setting from the environment, where from names it). */
@@ -670,6 +815,12 @@ static int apply_setting(struct config *c, int opt, const char *value, const cha
     }
     case OPT_TRUSTED_PROXIES:
         return parse_trusted_proxies(c, value, from, err, err_size);
+    case OPT_NVML_LIBRARY:
+        set_str(&c->nvml_library, value);
+        return 0;
+    case OPT_NVIDIA_SMI:
+        set_str(&c->nvidia_smi, value);
+        return 0;
     case OPT_KEYS:
     case OPT_TLS_CERT:
     case OPT_TLS_KEY:
@@ -691,18 +842,21 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_s
     static const struct {
         const char *name;
         int opt;
+        bool empty_counts; /* set but empty is a value ("" switches a probe off) */
     } env[] = {
-        {"NANNY_LISTEN", OPT_LISTEN},
-        {"NANNY_SERVICES", OPT_SERVICES},
-        {"NANNY_STATE_DIR", OPT_STATE_DIR},
-        {"NANNY_COMPOSE_COMMAND", OPT_COMPOSE_COMMAND},
-        {"NANNY_DOCKER_HOST", OPT_DOCKER_HOST},
-        {"NANNY_MAX_CONNECTIONS_PER_CLIENT", OPT_MAX_CONNECTIONS_PER_CLIENT},
-        {"NANNY_NO_RESUME", OPT_NO_RESUME},
-        {"NANNY_TRUSTED_PROXIES", OPT_TRUSTED_PROXIES},
-        {"NANNY_KEYS", OPT_KEYS},
-        {"NANNY_TLS_CERT", OPT_TLS_CERT},
-        {"NANNY_TLS_KEY", OPT_TLS_KEY},
+        {"NANNY_LISTEN", OPT_LISTEN, false},
+        {"NANNY_SERVICES", OPT_SERVICES, false},
+        {"NANNY_STATE_DIR", OPT_STATE_DIR, false},
+        {"NANNY_COMPOSE_COMMAND", OPT_COMPOSE_COMMAND, false},
+        {"NANNY_DOCKER_HOST", OPT_DOCKER_HOST, false},
+        {"NANNY_MAX_CONNECTIONS_PER_CLIENT", OPT_MAX_CONNECTIONS_PER_CLIENT, false},
+        {"NANNY_NO_RESUME", OPT_NO_RESUME, false},
+        {"NANNY_TRUSTED_PROXIES", OPT_TRUSTED_PROXIES, false},
+        {"NANNY_KEYS", OPT_KEYS, false},
+        {"NANNY_TLS_CERT", OPT_TLS_CERT, false},
+        {"NANNY_TLS_KEY", OPT_TLS_KEY, false},
+        {"NANNY_NVML_LIBRARY", OPT_NVML_LIBRARY, true},
+        {"NANNY_NVIDIA_SMI", OPT_NVIDIA_SMI, true},
     };
     const char *file = getenv("NANNY_CONFIG");
     struct sockaddr_storage addr;
@@ -736,7 +890,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_s
 
     for (size_t i = 0; i < sizeof(env) / sizeof(env[0]); i++) {
         const char *v = getenv(env[i].name);
-        if (v && *v) {
+        if (v && (*v || env[i].empty_counts)) {
             r = apply_setting(c, env[i].opt, v, env[i].name, err, err_size);
             if (r < 0)
                 return r;

@@ -25,8 +25,17 @@
 #define CONFIG_MCP_SESSIONS_LIMIT   65536
 #define CONFIG_MCP_IDLE_DEFAULT_MS  (30 * 60 * 1000) /* ...each until idle this long */
 #define CONFIG_RATE_MAX             1000000          /* rate_limit's rps and burst, at most */
+#define CONFIG_GPUS_MAX             64               /* gpus: at most this many, indices 0 to 63 */
 
 enum gpu_conflict { GPU_CONFLICT_REFUSE, GPU_CONFLICT_PREEMPT };
+
+/* A GPU as the config file's gpus: describes it, for a box where no NVIDIA library
+ * answers (tests, or a driver the daemon cannot see). */
+struct config_gpu {
+    unsigned index;  /* 0..63, unique */
+    char *name;      /* "GPU N" when none is given */
+    uint64_t memory; /* bytes, > 0 */
+};
 
 struct config {
     char *listen;
@@ -56,6 +65,10 @@ struct config {
     unsigned rate_burst;
     unsigned mcp_sessions;        /* mcp: {sessions, session_idle}: at most this many... */
     uint64_t mcp_session_idle_ms; /* ...each ended when idle this long */
+    struct config_gpu *gpus;      /* gpus:, sorted by index; NULL when not given */
+    size_t n_gpus;
+    char *nvml_library; /* dlopen()ed for the GPU inventory; "" switches NVML off */
+    char *nvidia_smi;   /* the fallback's program; "" switches it off */
 };
 
 /* True when the listen address is a loopback one (127.0.0.0/8, ::1). */

@@ -27,6 +27,8 @@ static int setup(void **state)
     unsetenv("NANNY_STATE_DIR");
     unsetenv("NANNY_CONFIG");
     unsetenv("NANNY_TRUSTED_PROXIES");
+    unsetenv("NANNY_NVML_LIBRARY");
+    unsetenv("NANNY_NVIDIA_SMI");
     return 0;
 }
 
@@ -217,6 +219,130 @@ static void test_missing_file(void **state)
     assert_int_equal(load(&c, 3, argv), -EINVAL);
     assert_non_null(strstr(err, "/nonexistent/nanny.yaml"));
     config_done(&c);
+}
+
+/* --- gpus, nvml_library, nvidia_smi ----------------------------------------------------- */
+
+static void test_gpus(void **state)
+{
+    char *path = temp_file("gpus:\n"
+                           "  - {index: 1, memory: 24GiB}\n"
+                           "  - index: 0\n"
+                           "    name: A100\n"
+                           "    memory: 80GiB\n");
+    char *argv[] = {"serve", "--config", path, NULL};
+    char *argv_none[] = {"serve", NULL};
+    struct config c;
+
+    assert_int_equal(load(&c, 1, argv_none), 0);
+    assert_null(c.gpus);
+    assert_int_equal(c.n_gpus, 0);
+    config_done(&c);
+
+    assert_int_equal(load(&c, 3, argv), 0);
+    assert_int_equal(c.n_gpus, 2);
+    assert_int_equal(c.gpus[0].index, 0); /* sorted by index */
+    assert_string_equal(c.gpus[0].name, "A100");
+    assert_true(c.gpus[0].memory == 80ULL << 30);
+    assert_int_equal(c.gpus[1].index, 1);
+    assert_string_equal(c.gpus[1].name, "GPU 1");
+    assert_true(c.gpus[1].memory == 24ULL << 30);
+    config_done(&c);
+    unlink(path);
+    free(path);
+}
+
+static void test_gpus_refused(void **state)
+{
+    static const struct {
+        const char *text;
+        const char *message;
+    } cases[] = {
+        {"gpus: 2\n", ":1: gpus must be a list of {index, name, memory}"},
+        {"gpus:\n  - {index: 0, memory: 1GiB}\n  - {name: x, memory: 1GiB}\n",
+         ":3: gpus[1] needs index"},
+        {"gpus:\n  - {index: 64, memory: 1GiB}\n", ":2: gpus[0].index"},
+        {"gpus:\n  - {index: 0, memory: 1GiB}\n  - {index: 0, memory: 2GiB}\n",
+         ":3: gpus[1].index is 0, as gpus[0].index is already"},
+        {"gpus:\n  - {index: 0}\n", ":2: gpus[0] needs memory"},
+        {"gpus:\n  - {index: 0, memory: 0}\n", ":2: gpus[0].memory must be more than 0"},
+        {"gpus:\n  - {index: 0, memory: lots}\n", ":2: gpus[0].memory"},
+        {"gpus:\n  - {index: 0, memory: 1GiB, vram: 2}\n", ":2:"},
+        {"gpus:\n  - 0\n", ":2:"},
+    };
+    struct config c;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *path = temp_file(cases[i].text);
+        char *argv[] = {"serve", "--config", path, NULL};
+
+        assert_int_equal(load(&c, 3, argv), -EINVAL);
+        if (!strstr(err, path) || !strstr(err, cases[i].message))
+            fail_msg("case %zu: '%s' does not say '%s'", i, err, cases[i].message);
+        config_done(&c);
+        unlink(path);
+        free(path);
+    }
+}
+
+static void test_gpus_at_most_64(void **state)
+{
+    char text[8192] = "gpus:\n";
+    char *path, *argv[] = {"serve", "--config", NULL, NULL};
+    struct config c;
+
+    for (int i = 0; i < 65; i++)
+        snprintf(text + strlen(text), sizeof(text) - strlen(text),
+                 "  - {index: %d, memory: 1GiB}\n", i);
+    path = temp_file(text);
+    argv[2] = path;
+    assert_int_equal(load(&c, 3, argv), -EINVAL);
+    assert_non_null(strstr(err, "more than 64"));
+    config_done(&c);
+    unlink(path);
+    free(path);
+}
+
+static void test_gpu_probes(void **state)
+{
+    char *path = temp_file("nvml_library: lib/libnvidia-ml.so.1\nnvidia_smi: \"\"\n");
+    char *argv_none[] = {"serve", NULL};
+    char *argv_file[] = {"serve", "--config", path, NULL};
+    char *argv_flag[] = {"serve", "--nvml-library", "", "--nvidia-smi", "/x/smi", NULL};
+    char *expect = xasprintf("%.*s/lib/libnvidia-ml.so.1", (int)(strrchr(path, '/') - path), path);
+    struct config c;
+
+    assert_int_equal(load(&c, 1, argv_none), 0);
+    assert_string_equal(c.nvml_library, "libnvidia-ml.so.1");
+    assert_string_equal(c.nvidia_smi, "nvidia-smi");
+    config_done(&c);
+
+    /* A relative path is the config file's; "" switches a probe off. */
+    assert_int_equal(load(&c, 3, argv_file), 0);
+    assert_string_equal(c.nvml_library, expect);
+    assert_string_equal(c.nvidia_smi, "");
+    config_done(&c);
+
+    /* The environment: set but empty counts. */
+    setenv("NANNY_NVML_LIBRARY", "", 1);
+    setenv("NANNY_NVIDIA_SMI", "/opt/fake/nvidia-smi", 1);
+    assert_int_equal(load(&c, 1, argv_none), 0);
+    assert_string_equal(c.nvml_library, "");
+    assert_string_equal(c.nvidia_smi, "/opt/fake/nvidia-smi");
+    config_done(&c);
+
+    /* Flags win over both. */
+    setenv("NANNY_CONFIG", path, 1);
+    assert_int_equal(load(&c, 5, argv_flag), 0);
+    assert_string_equal(c.nvml_library, "");
+    assert_string_equal(c.nvidia_smi, "/x/smi");
+    config_done(&c);
+    unsetenv("NANNY_CONFIG");
+    unsetenv("NANNY_NVML_LIBRARY");
+    unsetenv("NANNY_NVIDIA_SMI");
+    unlink(path);
+    free(path);
+    free(expect);
 }
 
 /* --- trusted_proxies ------------------------------------------------------------------- */
@@ -574,6 +700,10 @@ int main(void)
         cmocka_unit_test_setup(test_file_errors_name_file_and_line, setup),
         cmocka_unit_test_setup(test_file_with_only_comments_means_defaults, setup),
         cmocka_unit_test_setup(test_missing_file, setup),
+        cmocka_unit_test_setup(test_gpus, setup),
+        cmocka_unit_test_setup(test_gpus_refused, setup),
+        cmocka_unit_test_setup(test_gpus_at_most_64, setup),
+        cmocka_unit_test_setup(test_gpu_probes, setup),
         cmocka_unit_test_setup(test_trusted_proxies_sources, setup),
         cmocka_unit_test_setup(test_trusted_proxies_refused, setup),
         cmocka_unit_test_setup_teardown(test_docker_host_default, setup_docker, teardown_docker),
