@@ -407,6 +407,16 @@ static void file_read_gpus(struct config *c, struct yamldoc *doc, const struct y
         return;
     }
     qsort(gpus, n, sizeof(*gpus), gpu_compare);
+    /* Indexes are what CUDA_VISIBLE_DEVICES names: 0 to n - 1, as NVIDIA numbers them. */
+    for (size_t i = 0; i < n; i++) {
+        if (gpus[i].index != i) {
+            diags_add(errors, f->line,
+                      "gpus must number the GPUs 0 to %zu, as nvidia-smi does: %zu is missing",
+                      n - 1, i);
+            gpus_free(gpus, n);
+            return;
+        }
+    }
     gpus_free(c->gpus, c->n_gpus);
     c->gpus = n ? gpus : NULL;
     c->n_gpus = n;

@@ -269,6 +269,10 @@ static void test_gpus_refused(void **state)
         {"gpus:\n  - {index: 0, memory: lots}\n", ":2: gpus[0].memory"},
         {"gpus:\n  - {index: 0, memory: 1GiB, vram: 2}\n", ":2:"},
         {"gpus:\n  - 0\n", ":2:"},
+        {"gpus:\n  - {index: 1, memory: 1GiB}\n",
+         ":1: gpus must number the GPUs 0 to 0, as nvidia-smi does: 0 is missing"},
+        {"gpus:\n  - {index: 0, memory: 1GiB}\n  - {index: 2, memory: 1GiB}\n",
+         ":1: gpus must number the GPUs 0 to 1, as nvidia-smi does: 1 is missing"},
     };
     struct config c;
 
