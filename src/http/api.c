@@ -338,6 +338,15 @@ static void get_service(struct api *api, struct request *req, const char *name)
         request_reply_response(req, MHD_HTTP_OK, service_render(api, svc));
 }
 
+/* The services a conflict names (new reference): a start that lost its turn to a forced
+ * one names that one. */
+static json_t *conflict_holders(const struct supervisor_result *res)
+{
+    if (res->holders)
+        return json_incref(res->holders);
+    return res->holder ? json_pack("[s]", res->holder) : json_array();
+}
+
 /* Answers a start, restart or stop with what the supervisor did. */
 static void on_operation_done(void *data, struct service *svc, const struct supervisor_result *res)
 {
@@ -354,9 +363,9 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
         return;
     case SUPERVISOR_CONFLICT:
         request_reply_json(req, MHD_HTTP_CONFLICT,
-                           json_pack("{s:s, s:o, s:o, s:O}", "error", "gpu_conflict", "message",
+                           json_pack("{s:s, s:o, s:o, s:o}", "error", "gpu_conflict", "message",
                                      json_text(res->message), "holder", json_text(res->holder),
-                                     "holders", res->holders ? res->holders : json_array()));
+                                     "holders", conflict_holders(res)));
         return;
     case SUPERVISOR_IMPOSSIBLE:
         body =

@@ -160,7 +160,8 @@ static void on_operation_done(void *data, struct service *svc, const struct supe
     case SUPERVISOR_OK:
     case SUPERVISOR_ALREADY:
         status = render_status(svc, res->status);
-        json_object_set(status, "preempted", res->preempted ? res->preempted : json_array());
+        json_object_set_new(status, "preempted",
+                            res->preempted ? json_incref(res->preempted) : json_array());
         mcp_call_done(call, status, NULL);
         return;
     case SUPERVISOR_CONFLICT:
