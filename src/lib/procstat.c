@@ -168,18 +168,45 @@ int procstat_environ_get(pid_t pid, const char *name, char *buf, size_t size)
     return r;
 }
 
-bool procstat_in_container(pid_t pid)
+bool procstat_cgroups_name_another_container(const char *cgroups, const char *own)
 {
     static const char *const runtimes[] = {"docker", "containerd", "libpod", "crio"};
-    char path[64], *text;
-    size_t len;
     bool found = false;
 
-    snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
-    if (read_small(path, 64 * 1024, &text, &len) < 0)
+    if (!cgroups || (own && strcmp(cgroups, own) == 0))
         return false;
     for (size_t i = 0; i < sizeof(runtimes) / sizeof(runtimes[0]) && !found; i++)
-        found = memmem(text, len, runtimes[i], strlen(runtimes[i])) != NULL;
-    free(text);
+        found = strstr(cgroups, runtimes[i]) != NULL;
     return found;
+}
+
+/* /proc/PID/cgroup's text (pid 0: the caller's), malloc'd; NULL when it cannot be read. */
+static char *cgroups_of(pid_t pid)
+{
+    char path[64], *text;
+    size_t len;
+
+    if (pid == 0)
+        snprintf(path, sizeof(path), "/proc/self/cgroup");
+    else
+        snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+    if (read_small(path, 64 * 1024, &text, &len) < 0)
+        return NULL;
+    text = xrealloc(text, len + 1);
+    text[len] = '\0';
+    if (memchr(text, '\0', len)) { /* not text: names nothing */
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+bool procstat_in_another_container(pid_t pid)
+{
+    char *theirs = pid > 0 ? cgroups_of(pid) : NULL, *own = theirs ? cgroups_of(0) : NULL;
+    bool r = procstat_cgroups_name_another_container(theirs, own);
+
+    free(theirs);
+    free(own);
+    return r;
 }

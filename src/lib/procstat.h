@@ -33,8 +33,13 @@ int procstat_stat(pid_t pid, char *buf, size_t size, char **ret);
  * (-ESRCH: no such process; -EACCES: another user's, without privilege). */
 int procstat_environ_get(pid_t pid, const char *name, char *buf, size_t size);
 
-/* True when pid runs in a container: a cgroup of it (/proc/PID/cgroup) is one that Docker,
- * containerd or Podman made. False when it cannot be read. */
-bool procstat_in_container(pid_t pid);
+/* True when pid runs in a container that the caller does not run in: a cgroup of it
+ * (/proc/PID/cgroup) is one that Docker, containerd or Podman made, and its cgroups are
+ * not the caller's own. False when it cannot be read. */
+bool procstat_in_another_container(pid_t pid);
+
+/* The rule above on the text of two cgroup files: cgroups (pid's; NULL: false) and own
+ * (the caller's; NULL: unknown). */
+bool procstat_cgroups_name_another_container(const char *cgroups, const char *own);
 
 #endif

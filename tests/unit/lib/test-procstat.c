@@ -76,24 +76,40 @@ static void test_environ_get(void **state)
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     assert_int_equal(procstat_environ_get(pid, "A", buf, sizeof(buf)), -ESRCH);
-    assert_false(procstat_in_container(pid));
+    assert_false(procstat_in_another_container(pid));
 }
 
-/* The test itself runs outside a container, or inside one: whatever it is, its cgroup
- * file says so. */
-static void test_in_container(void **state)
+/* A process runs in another container when its cgroups name a container runtime's and
+ * are not the caller's own: never the caller itself, nor a child in its cgroups. */
+static void test_in_another_container(void **state)
 {
-    FILE *f = fopen("/proc/self/cgroup", "r");
-    char line[4096];
-    bool docker = false;
+    static const char docker_v2[] = "0::/system.slice/docker-4f1c2a.scope\n";
+    static const char docker_v1[] = "12:memory:/docker/4f1c2a\n11:cpu:/docker/4f1c2a\n";
+    static const char containerd[] = "0::/kubepods/besteffort/pod1/cri-containerd-9ab.scope\n";
+    static const char podman[] = "0::/machine.slice/libpod-77e.scope/container\n";
+    static const char host[] = "0::/user.slice/user-1000.slice/session-2.scope\n";
+    pid_t child = fork();
 
-    assert_non_null(f);
-    while (fgets(line, sizeof(line), f))
-        docker = docker || strstr(line, "docker") || strstr(line, "containerd") ||
-                 strstr(line, "libpod") || strstr(line, "crio");
-    fclose(f);
-    assert_int_equal(procstat_in_container(getpid()), docker);
-    assert_false(procstat_in_container(-1));
+    assert_true(procstat_cgroups_name_another_container(docker_v2, host));
+    assert_true(procstat_cgroups_name_another_container(docker_v1, host));
+    assert_true(procstat_cgroups_name_another_container(containerd, host));
+    assert_true(procstat_cgroups_name_another_container(podman, NULL));
+    assert_false(procstat_cgroups_name_another_container(host, docker_v2));
+    /* The daemon itself in a container: its own cgroups are not another's. */
+    assert_false(procstat_cgroups_name_another_container(docker_v2, docker_v2));
+    assert_true(procstat_cgroups_name_another_container(podman, docker_v2));
+    assert_false(procstat_cgroups_name_another_container(NULL, host));
+
+    assert_false(procstat_in_another_container(getpid()));
+    assert_true(child >= 0);
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    assert_false(procstat_in_another_container(child));
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    assert_false(procstat_in_another_container(-1));
 }
 
 int main(void)
@@ -102,7 +118,7 @@ int main(void)
         cmocka_unit_test(test_own_process),
         cmocka_unit_test(test_stat_line),
         cmocka_unit_test(test_environ_get),
-        cmocka_unit_test(test_in_container),
+        cmocka_unit_test(test_in_another_container),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
