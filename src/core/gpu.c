@@ -1,6 +1,7 @@
 /* The GPU arbiter: a pure function from the box, the services and a start request to a
  * verdict, over placement_decide(). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,44 @@ bool gpu_is_holder(const struct gpu_candidate *c)
 uint64_t gpu_devices_of(const struct gpu_candidate *c)
 {
     return c->devices ? c->devices : 1;
+}
+
+int gpu_devices_parse(const char *text, uint64_t *ret)
+{
+    uint64_t set = 0;
+    const char *p = text;
+
+    if (!text || !*text)
+        return -ENOENT;
+    for (;;) {
+        unsigned index = 0;
+        const char *begun = p;
+
+        while (*p >= '0' && *p <= '9' && p - begun < 3)
+            index = index * 10 + (unsigned)(*p++ - '0');
+        if (p == begun || index > 63 || (*p >= '0' && *p <= '9') ||
+            (p - begun > 1 && *begun == '0') || (set & UINT64_C(1) << index))
+            return -EINVAL;
+        set |= UINT64_C(1) << index;
+        if (*p == '\0')
+            break;
+        if (*p++ != ',')
+            return -EINVAL;
+    }
+    *ret = set;
+    return 0;
+}
+
+void gpu_devices_format(uint64_t set, char *buf, size_t size)
+{
+    size_t at = 0;
+
+    if (size == 0)
+        return;
+    buf[0] = '\0';
+    for (unsigned i = 0; i < 64 && at < size; i++)
+        if (set & (UINT64_C(1) << i))
+            at += (size_t)snprintf(buf + at, size - at, "%s%u", at ? "," : "", i);
 }
 
 /* Orders names for the 409, a missing name first. */

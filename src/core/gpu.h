@@ -58,6 +58,14 @@ bool gpu_is_holder(const struct gpu_candidate *c);
 /* The devices c holds: its devices, GPU 0 when it says none. */
 uint64_t gpu_devices_of(const struct gpu_candidate *c);
 
+/* Reads a list of GPU indexes as CUDA_VISIBLE_DEVICES gives them, "0,2", into a bit set:
+ * 0; -ENOENT for an empty list; -EINVAL for anything else (a UUID, an index past 63, a
+ * repeated one, blanks). */
+int gpu_devices_parse(const char *text, uint64_t *ret);
+
+/* The bit set as that list, "0,2" ("" for none), cut to size. */
+void gpu_devices_format(uint64_t set, char *buf, size_t size);
+
 /* The index of the holder whose name sorts first (strcmp; a NULL name as ""; on a tie the
  * lower index), leaving out services[except] (pass n to leave out none); n when there is
  * no holder. */

@@ -376,11 +376,14 @@ static void on_restart_timer(uv_timer_t *t)
 
 /* The variables that tell a service its GPUs (SPEC section 7): CUDA_VISIBLE_DEVICES and
  * NVIDIA_VISIBLE_DEVICES for a process, NANNY_GPU_DEVICES for a compose file's device_ids;
- * each service gets all three, "0,2". env gets them NULL-terminated, written in text. */
-static void gpu_env(uint64_t devices, char *env[4], char text[3][GPU_ENV_MAX])
+ * each service gets all three, "0,2", and CUDA_DEVICE_ORDER=PCI_BUS_ID, so that CUDA
+ * numbers the GPUs as NVML and nvidia-smi do (its own default puts the fastest first).
+ * env gets them NULL-terminated, written in text. */
+static void gpu_env(uint64_t devices, char *env[5], char text[3][GPU_ENV_MAX])
 {
     static const char *const names[] = {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
                                         "NANNY_GPU_DEVICES"};
+    static char order[] = "CUDA_DEVICE_ORDER=PCI_BUS_ID"; /* CUDA's numbers: NVML's */
     char list[GPU_ENV_MAX - 32] = "";
     size_t at = 0;
 
@@ -391,7 +394,8 @@ static void gpu_env(uint64_t devices, char *env[4], char text[3][GPU_ENV_MAX])
         snprintf(text[i], GPU_ENV_MAX, "%s=%s", names[i], list);
         env[i] = text[i];
     }
-    env[3] = NULL;
+    env[3] = order;
+    env[4] = NULL;
 }
 
 /* Starts the service through its driver, its ports found free; feeds DRIVER_STARTED or
@@ -401,7 +405,7 @@ static void driver_start_now(struct run *run)
     struct supervisor *sup = run->sup;
     const struct manifest *m = run->svc->manifest;
     char err[512], env_text[3][GPU_ENV_MAX];
-    char *env[4];
+    char *env[5];
     uint64_t devices = 0;
     int r;
 

@@ -643,6 +643,35 @@ static void test_property_random_walk(void **state)
     }
 }
 
+/* CUDA_VISIBLE_DEVICES as the daemon writes it, read back; anything else refused. */
+static void test_devices_parse_and_format(void **state)
+{
+    static const char *const bad[] = {"0,,1", ",0", "0,", "1,1",    "64",   "007", "01",
+                                      "0, 1", "a",  "-1", "GPU-1a", "1000", " 0",  "0;1"};
+    uint64_t set = 0;
+    char text[256];
+
+    assert_int_equal(gpu_devices_parse("0", &set), 0);
+    assert_true(set == 1);
+    assert_int_equal(gpu_devices_parse("2,0,63", &set), 0);
+    assert_true(set == ((UINT64_C(1) << 63) | 5));
+    gpu_devices_format(set, text, sizeof(text));
+    assert_string_equal(text, "0,2,63");
+    assert_int_equal(gpu_devices_parse("10", &set), 0);
+    assert_true(set == UINT64_C(1) << 10);
+    assert_int_equal(gpu_devices_parse("", &set), -ENOENT);
+    assert_int_equal(gpu_devices_parse(NULL, &set), -ENOENT);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        set = 7;
+        assert_int_equal(gpu_devices_parse(bad[i], &set), -EINVAL);
+        assert_true(set == 7); /* untouched */
+    }
+    gpu_devices_format(0, text, sizeof(text));
+    assert_string_equal(text, "");
+    gpu_devices_format(UINT64_MAX, text, 8); /* cut, still a string */
+    assert_int_equal(strlen(text), 7);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -662,6 +691,7 @@ int main(void)
         cmocka_unit_test(test_shared_memory),
         cmocka_unit_test(test_property_one_decision),
         cmocka_unit_test(test_property_random_walk),
+        cmocka_unit_test(test_devices_parse_and_format),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
