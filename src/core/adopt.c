@@ -83,6 +83,35 @@ static struct manifest *recorded_manifest(const char *name, json_t *record)
     return m;
 }
 
+/* Where an adopted GPU service runs: what runs says (its CUDA_VISIBLE_DEVICES), else the
+ * state file's record, else GPU 0 (a run found by the driver alone, or recorded by a
+ * daemon that knew one GPU); checked against the box the inventory read. */
+static void adopt_placement(struct supervisor *sup, const struct service *svc,
+                            const struct driver *d, struct run *run, json_t *record)
+{
+    uint64_t recorded = (uint64_t)json_integer_value(json_object_get(record, "gpu_devices"));
+    uint64_t seen = 0, box = sup->n_gpus >= 64 ? UINT64_MAX : (UINT64_C(1) << sup->n_gpus) - 1;
+    char a[256], b[256];
+
+    run->gpu_devices = recorded;
+    if (d->gpu_devices && d->gpu_devices(run->instance, &seen) == 0) {
+        if (recorded && seen != recorded) {
+            gpu_devices_format(seen, a, sizeof(a));
+            gpu_devices_format(recorded, b, sizeof(b));
+            log_warning("%s: runs on GPUs %s by its environment, not %s as recorded: its "
+                        "environment wins",
+                        svc->name, a, b);
+        }
+        run->gpu_devices = seen;
+    }
+    if (run->gpu_devices & ~box) {
+        gpu_devices_format(run->gpu_devices, a, sizeof(a));
+        log_warning("%s: runs on GPUs %s, and this box has %zu: placement counts it on those "
+                    "it has",
+                    svc->name, a, sup->n_gpus);
+    }
+}
+
 /* Takes over a run of svc through driver d: with the manifest it was started with when
  * record keeps it (the one on disk, when it differs, waits as pending). */
 static int adopt_run(struct supervisor *sup, struct service *svc, const struct driver *d,
@@ -101,10 +130,9 @@ static int adopt_run(struct supervisor *sup, struct service *svc, const struct d
     /* It holds the GPU if it was started needing it, whatever the manifest says now. */
     run->instance_gpu =
         svc->manifest->gpu_required || json_is_true(json_object_get(record, "gpu_required"));
-    /* Where it runs, as recorded; a run found by the driver alone (or recorded by a daemon
-     * that knew one GPU) is taken to be on GPU 0. */
-    run->gpu_devices = (uint64_t)json_integer_value(json_object_get(record, "gpu_devices"));
-    run->gpu_need = supervisor_gpu_need(svc->manifest);
+    run->gpu_need = supervisor_gpu_need(started ? started : svc->manifest);
+    if (run->instance_gpu)
+        adopt_placement(sup, svc, d, run, record);
     run->last_used_ms = (uint64_t)unix_ms();
     return 0;
 }

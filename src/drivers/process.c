@@ -3,12 +3,14 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/gpu.h"
 #include "drivers/drivers.h"
 #include "drivers/proc.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/logfile.h"
 #include "lib/logfollow.h"
+#include "lib/procstat.h"
 
 #define PROCESS_TAIL_BYTES_MAX (16 * 1024 * 1024)
 
@@ -105,6 +107,19 @@ static int process_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
     }
     *ret = &r->base;
     return 0;
+}
+
+/* Its CUDA_VISIBLE_DEVICES, as the daemon that started it gave it. */
+static int process_gpu_devices(const struct driver_run *handle, uint64_t *ret)
+{
+    const struct process_run *r = process_run(handle);
+    char value[512];
+    int rc;
+
+    if (!proc_running(r->proc) || proc_pid(r->proc) <= 0)
+        return -ESRCH;
+    rc = procstat_environ_get(proc_pid(r->proc), "CUDA_VISIBLE_DEVICES", value, sizeof(value));
+    return rc < 0 ? rc : gpu_devices_parse(value, ret);
 }
 
 static void process_release(struct driver_run *handle)
@@ -429,6 +444,7 @@ const struct driver driver_process = {
     .stop = process_stop,
     .record = process_record,
     .adopt = process_adopt,
+    .gpu_devices = process_gpu_devices,
     .release = process_release,
     .logs = process_logs,
     .logs_cancel = process_logs_cancel,
