@@ -9,6 +9,7 @@
 
 #include "core/audit.h"
 #include "core/events.h"
+#include "core/inventory.h"
 #include "core/keys.h"
 #include "core/registry.h"
 #include "core/state.h"
@@ -19,6 +20,7 @@
 #include "http/api.h"
 #include "http/dashboard.h"
 #include "http/gate.h"
+#include "http/gpus.h"
 #include "http/mcp.h"
 #include "http/metrics.h"
 #include "http/sse.h"
@@ -48,6 +50,8 @@ struct daemon {
     struct mcp *mcp;
     struct metrics *metrics;
     struct dashboard *dashboard;
+    struct inventory *inventory;
+    struct gpus_surface gpus;
     struct proc_reaper *reaper;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
@@ -75,6 +79,27 @@ static void on_request_done(void *data, struct request *req, unsigned status)
         metrics_request_done(d->metrics, req, status);
 }
 
+/* GET /gpus: a key that may read. */
+static const struct gate_route gpus_route = {NEED_READ, "gpus", false};
+
+/* The box's GPUs as placement counts them, for the supervisor. */
+static void daemon_set_gpus(struct daemon *d)
+{
+    struct placement_gpu box[PLACEMENT_GPUS_MAX];
+
+    supervisor_set_gpus(d->supervisor, box, inventory_box(d->inventory, box, PLACEMENT_GPUS_MAX));
+}
+
+/* The inventory read something placement counts differently (a GPU's memory, what
+ * foreign processes use). */
+static void on_gpus_changed(void *data)
+{
+    struct daemon *d = data;
+
+    if (d->supervisor)
+        daemon_set_gpus(d);
+}
+
 /* GET / and its files: no key (the page then asks for one and sends it to the API). */
 static const struct gate_route dashboard_route = {NEED_NOTHING, "dashboard", false};
 
@@ -97,6 +122,8 @@ static void daemon_teardown(struct daemon *d)
     d->dashboard = NULL;
     watch_free(d->watch);
     d->watch = NULL;
+    inventory_free(d->inventory); /* a read in progress ends on its worker */
+    d->inventory = NULL;
     supervisor_free(d->supervisor); /* lets go of the services: they keep running */
     d->supervisor = NULL;
     fetcher_free(d->fetcher);
@@ -252,6 +279,7 @@ static int daemon_abort_start(struct daemon *d, int code)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
+    inventory_free(d->inventory);
     api_free(d->api);
     gate_free(d->gate);
     audit_free(d->audit);
@@ -284,6 +312,13 @@ int daemon_run(const struct config *c)
     r = uv_loop_init(&d.loop);
     if (r < 0)
         fatal("uv_loop_init: %s", uv_strerror(r));
+
+    /* The GPUs first, read on a worker thread: placement needs the box before anything
+     * is adopted or started (nvidia-smi, where it is the one that answers, may take
+     * seconds; a signal meanwhile ends the daemon, which has started nothing yet). */
+    d.inventory = inventory_new(&d.loop, c, on_gpus_changed, &d);
+    while (!inventory_known(d.inventory))
+        uv_run(&d.loop, UV_RUN_ONCE);
 
     /* Signals first: one that comes while we start waits for the loop, and is then
      * handled like any other. */
@@ -344,6 +379,9 @@ int daemon_run(const struct config *c)
         log_warning("cannot reap the services' orphans: %s: stops may wait for init", strerror(-r));
     d.supervisor = supervisor_new(&d.loop, d.reg, d.fetcher, c, d.hub);
     api_set_supervisor(d.api, d.supervisor);
+    daemon_set_gpus(&d);
+    d.gpus = (struct gpus_surface){d.supervisor, d.inventory};
+    api_mount(d.api, "/gpus", "GET", gpus_handle, &d.gpus, &gpus_route);
     d.mcp = mcp_new(&d.loop, d.reg, d.supervisor, d.gate, d.hub, c);
     api_mount(d.api, "/mcp", "POST, DELETE", mcp_handle, d.mcp, &mcp_route);
     d.metrics = metrics_new(&d.loop, d.reg, d.supervisor, d.hub);

@@ -221,7 +221,7 @@ class Lab:
 
     # --- the daemon -----------------------------------------------------------------
 
-    def serve(self, config=None, extra_args=(), keep_services=False):
+    def serve(self, config=None, extra_args=(), keep_services=False, env=None):
         """Starts a daemon on the services folder and the test's state dir (the same on
         every call, so a second daemon adopts what the first started). keep_services
         makes sure the daemon leaves its services running when it stops (the default of
@@ -235,6 +235,8 @@ class Lab:
         kw = {}
         if keep_services and "stop_services" in inspect.signature(self.nanny.serve).parameters:
             kw["stop_services"] = False
+        if env is not None:
+            kw["env"] = env
         self.d = self.nanny.serve(self.services_dir, state=self.state_dir, extra_args=args,
                                   **kw)
         if keep_services:
