@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/gpu.h"
 #include "core/placement.h"
 
 #define GIB    (UINT64_C(1) << 30)
@@ -34,6 +35,32 @@ static double time_decision(const struct placement_gpu *gpus, const struct place
             exit(1);
         }
         free(v.holders);
+    }
+    return (double)(now_ns() - begun) / ROUNDS;
+}
+
+/* The same through gpu_decide() (src/core/gpu.c), what the supervisor calls for a start:
+ * the candidates turned into holders, the decision, and for force the placement after the
+ * stops; target is a stopped service of need. */
+static double time_arbiter(const struct placement_gpu *gpus, const struct placement_holder *h,
+                           struct placement_need need, bool force, enum gpu_verdict_kind kind)
+{
+    static struct gpu_candidate c[N + 1];
+    struct gpu_box box = {gpus, GPUS};
+    uint64_t begun;
+
+    for (int i = 0; i < N; i++)
+        c[i] = (struct gpu_candidate){"holder",  true,         STATE_RUNNING, false,
+                                      h[i].need, h[i].devices, h[i].priority, h[i].last_used};
+    c[N] = (struct gpu_candidate){"target", true, STATE_STOPPED, false, need, 0, 0, 0};
+    begun = now_ns();
+    for (int r = 0; r < ROUNDS; r++) {
+        struct gpu_verdict v;
+        if (gpu_decide(&box, c, N + 1, N, force, false, &v) < 0 || v.kind != kind) {
+            fprintf(stderr, "bench-placement: unexpected arbiter verdict %d\n", v.kind);
+            exit(1);
+        }
+        gpu_verdict_done(&v);
     }
     return (double)(now_ns() - begun) / ROUNDS;
 }
@@ -67,6 +94,17 @@ int main(void)
            time_decision(gpus, h, (struct placement_need){.count = 1, .memory = 81 * GIB},
                          PLACEMENT_IMPOSSIBLE) /
                1000);
+    printf("gpu_decide (the supervisor's call: candidates, decision, force's placement):\n");
+    printf("  fits (2 GiB)                    %8.2f us\n",
+           time_arbiter(gpus, h, (struct placement_need){.count = 1, .memory = 2 * GIB}, false,
+                        GPU_GO) /
+               1000);
+    printf("  conflict (40 GiB)               %8.2f us\n",
+           time_arbiter(gpus, h, (struct placement_need){.count = 1, .memory = 40 * GIB}, false,
+                        GPU_CONFLICT) /
+               1000);
+    printf("  force (2 whole GPUs)            %8.2f us\n",
+           time_arbiter(gpus, h, (struct placement_need){.count = 2}, true, GPU_PREEMPT) / 1000);
     printf("target: < 50 us a decision\n");
     return 0;
 }
