@@ -100,6 +100,15 @@ static void on_gpus_changed(void *data)
         daemon_set_gpus(d);
 }
 
+/* NVML listed the processes on the GPUs again: what each service uses of them. */
+static void on_gpu_procs(void *data, const struct inventory_proc *procs, size_t n)
+{
+    struct daemon *d = data;
+
+    if (d->supervisor)
+        supervisor_gpu_usage(d->supervisor, procs, n);
+}
+
 /* GET / and its files: no key (the page then asks for one and sends it to the API). */
 static const struct gate_route dashboard_route = {NEED_NOTHING, "dashboard", false};
 
@@ -380,6 +389,7 @@ int daemon_run(const struct config *c)
     d.supervisor = supervisor_new(&d.loop, d.reg, d.fetcher, c, d.hub);
     api_set_supervisor(d.api, d.supervisor);
     daemon_set_gpus(&d);
+    inventory_on_procs(d.inventory, on_gpu_procs, &d);
     d.gpus = (struct gpus_surface){d.supervisor, d.inventory};
     api_mount(d.api, "/gpus", "GET", gpus_handle, &d.gpus, &gpus_route);
     d.mcp = mcp_new(&d.loop, d.reg, d.supervisor, d.gate, d.hub, c);

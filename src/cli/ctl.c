@@ -300,6 +300,8 @@ static void print_status(const json_t *st)
            (long long)json_integer_value(json_object_get(st, "restarts")), up);
     if (json_string_value(json_object_get(st, "last_error")))
         printf("  last error: %s\n", text(st, "last_error", ""));
+    if (json_string_value(json_object_get(st, "gpu_warning")))
+        printf("  gpu warning: %s\n", text(st, "gpu_warning", ""));
 }
 
 static int run(const struct ctl_args *a)

@@ -131,6 +131,7 @@ static int adopt_run(struct supervisor *sup, struct service *svc, const struct d
     run->instance_gpu =
         svc->manifest->gpu_required || json_is_true(json_object_get(record, "gpu_required"));
     run->gpu_need = supervisor_gpu_need(started ? started : svc->manifest);
+    run->gpu_enforce = (started ? started : svc->manifest)->gpu.enforce;
     if (run->instance_gpu)
         adopt_placement(sup, svc, d, run, record);
     run->last_used_ms = (uint64_t)unix_ms();

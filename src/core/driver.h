@@ -138,6 +138,9 @@ struct driver {
      * errno when it cannot be read. NULL: the driver cannot tell (the state file's
      * record then stands). */
     int (*gpu_devices)(const struct driver_run *r, uint64_t *ret);
+    /* Whether process pid (one NVML lists on a GPU) is part of the run, for telling
+     * what a service uses of its GPUs. NULL: the driver cannot tell (none is counted). */
+    bool (*owns_pid)(const struct driver_run *r, int pid);
     /* A stop of a service that does not run: what its last run left (a compose project's
      * exited containers) is removed by a run that only stops (gone() when done). 0 and
      * *ret NULL when nothing is left. NULL: the driver leaves nothing. */

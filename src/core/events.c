@@ -230,6 +230,8 @@ const char *event_kind_name(enum event_kind kind)
         return "discovery";
     case EVENT_PREEMPT:
         return "preempt";
+    case EVENT_GPU_OVERUSE:
+        return "gpu_overuse";
     }
     return "unknown";
 }

@@ -10,13 +10,16 @@
 #include <jansson.h>
 
 enum event_kind {
-    EVENT_STATE,     /* a service's state changed: {"from","to","reason"?} */
-    EVENT_HEALTH,    /* is_healthy flipped: {"healthy","ok" (both is_healthy),"status_code",
-                      * "latency_ms" (null before a check),"error" (null)} */
-    EVENT_GPU,       /* the GPU holder changed: {"holder": name|null, "holders": [names],
-                      * "queue": [services whose start waits for the GPU]} */
-    EVENT_DISCOVERY, /* a rescan changed the services: {"added":[],"removed":[],"changed":[]} */
-    EVENT_PREEMPT,   /* a service is stopped to free the GPU: {"for": name} */
+    EVENT_STATE,       /* a service's state changed: {"from","to","reason"?} */
+    EVENT_HEALTH,      /* is_healthy flipped: {"healthy","ok" (both is_healthy),"status_code",
+                        * "latency_ms" (null before a check),"error" (null)} */
+    EVENT_GPU,         /* the GPU holder changed: {"holder": name|null, "holders": [names],
+                        * "queue": [services whose start waits for the GPU]} */
+    EVENT_DISCOVERY,   /* a rescan changed the services: {"added":[],"removed":[],"changed":[]} */
+    EVENT_PREEMPT,     /* a service is stopped to free the GPU: {"for": name} */
+    EVENT_GPU_OVERUSE, /* a service uses more GPU memory than it declares, or no longer:
+                        * {"over": bool, "gpu": index, "used", "declared" (bytes),
+                        * "enforced": bool (gpu.enforce: it is stopped)} */
 };
 
 #define EVENTS_HISTORY_DEFAULT 1024
@@ -71,7 +74,8 @@ uint64_t events_last_seq(const struct events *hub);
  * that reconnects with Last-Event-ID (SSE). Valid until the next publish. */
 const struct event *events_after(const struct events *hub, uint64_t after);
 
-/* "state", "health", "gpu", "discovery", "preempt" ("unknown" for anything else). */
+/* "state", "health", "gpu", "discovery", "preempt", "gpu_overuse" ("unknown" for anything
+ * else). */
 const char *event_kind_name(enum event_kind kind);
 
 /* {"seq":N,"time":"2026-12-02T19:31:16.123Z","type":"state","service":"x", ...data's members}

@@ -26,6 +26,8 @@ struct inventory {
     const struct config *config;
     inventory_changed_fn changed;
     void *data;
+    inventory_procs_fn procs_fn;
+    void *procs_data;
     uv_timer_t timer;
     uv_work_t work;
     struct snapshot now, next; /* next: the worker's, while reading */
@@ -193,8 +195,11 @@ static void on_read_done(uv_work_t *w, int status)
         if (!first && inv->changed)
             inv->changed(inv->data);
     }
-    if (strcmp(inv->now.source, "nvml") == 0 || strcmp(inv->now.source, "nvidia-smi") == 0)
+    if (strcmp(inv->now.source, "nvml") == 0 || strcmp(inv->now.source, "nvidia-smi") == 0) {
+        if (inv->procs_fn && !inv->failing)
+            inv->procs_fn(inv->procs_data, inv->now.procs, inv->now.n_procs);
         uv_timer_start(&inv->timer, on_timer, INVENTORY_REFRESH_MS, 0);
+    }
     if (inv->again) {
         inv->again = false;
         read_start(inv);
@@ -235,6 +240,12 @@ struct inventory *inventory_new(uv_loop_t *loop, const struct config *config,
     inv->timer.data = inv;
     read_start(inv);
     return inv;
+}
+
+void inventory_on_procs(struct inventory *inv, inventory_procs_fn fn, void *data)
+{
+    inv->procs_fn = fn;
+    inv->procs_data = data;
 }
 
 bool inventory_known(const struct inventory *inv)

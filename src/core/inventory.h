@@ -46,6 +46,12 @@ typedef void (*inventory_changed_fn)(void *data);
 struct inventory *inventory_new(uv_loop_t *loop, const struct config *config,
                                 inventory_changed_fn changed, void *data);
 
+/* Calls fn(data, procs, n) on the loop after each reading of NVML or nvidia-smi (every
+ * INVENTORY_REFRESH_MS), with the processes on the GPUs as read (valid during the call):
+ * what services use of their GPUs is judged from them. NULL stops the calls. */
+typedef void (*inventory_procs_fn)(void *data, const struct inventory_proc *procs, size_t n);
+void inventory_on_procs(struct inventory *inv, inventory_procs_fn fn, void *data);
+
 /* True once the first read is over: until then the box is one GPU of unknown size. */
 bool inventory_known(const struct inventory *inv);
 

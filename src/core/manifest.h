@@ -45,6 +45,7 @@ struct manifest_gpu {
     unsigned count;   /* how many GPUs; 0: none (gpu_required is false) */
     uint64_t memory;  /* bytes on each, shareable; 0: whole GPUs, exclusive */
     uint64_t devices; /* devices: the GPUs it may use (bit i: GPU i); 0: any */
+    bool enforce;     /* gpu.enforce: stopped when it uses more memory than it declares */
 };
 
 /* priority: from -MANIFEST_PRIORITY_MAX to MANIFEST_PRIORITY_MAX. */

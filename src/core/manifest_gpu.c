@@ -8,7 +8,7 @@
 
 #include "core/manifest_internal.h"
 
-enum gpu_field { G_COUNT, G_MEMORY, G_FIELDS };
+enum gpu_field { G_COUNT, G_MEMORY, G_ENFORCE, G_FIELDS };
 
 /* Reads the settings of a gpu: mapping into m->gpu. */
 static void parse_gpu_settings(struct manifest_parser *p, yaml_node_t *node)
@@ -17,6 +17,7 @@ static void parse_gpu_settings(struct manifest_parser *p, yaml_node_t *node)
     struct yamldoc_field g[G_FIELDS] = {
         [G_COUNT] = {.key = "count"},
         [G_MEMORY] = {.key = "memory"},
+        [G_ENFORCE] = {.key = "enforce"},
     };
     uint64_t count;
 
@@ -33,6 +34,13 @@ static void parse_gpu_settings(struct manifest_parser *p, yaml_node_t *node)
         manifest_error(p, g[G_MEMORY].line,
                        "gpu.memory must be more than 0, such as 12GiB (leave it out for whole "
                        "GPUs)");
+    if (g[G_ENFORCE].value &&
+        manifest_check(p, yamldoc_read_bool(p->doc, g[G_ENFORCE].value, "gpu.enforce",
+                                            &gpu->enforce, p->errors)) == 0 &&
+        gpu->enforce && !g[G_MEMORY].value)
+        manifest_error(p, g[G_ENFORCE].line,
+                       "gpu.enforce stops a service that uses more than its gpu.memory: give "
+                       "gpu.memory (on whole GPUs a service cannot use more than it has)");
 }
 
 /* Reads devices: a list of distinct GPU indexes, into the bit set m->gpu.devices. */
@@ -122,7 +130,8 @@ json_t *manifest_gpu_to_json(const struct manifest *m)
     for (unsigned i = 0; i < MANIFEST_GPUS_MAX; i++)
         if (m->gpu.devices & (UINT64_C(1) << i))
             json_array_append_new(devices, json_integer(i));
-    return json_pack("{s:i, s:o, s:b, s:o}", "count", (int)m->gpu.count, "memory",
+    return json_pack("{s:i, s:o, s:b, s:o, s:b}", "count", (int)m->gpu.count, "memory",
                      m->gpu.memory ? json_integer((json_int_t)m->gpu.memory) : json_null(),
-                     "exclusive", m->gpu.memory == 0, "devices", devices);
+                     "exclusive", m->gpu.memory == 0, "devices", devices, "enforce",
+                     m->gpu.enforce);
 }

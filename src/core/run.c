@@ -79,6 +79,7 @@ static void on_run_closed(uv_handle_t *h)
         free(run->log_path);
         free(run->last_error);
         free(run->health_error);
+        free(run->gpu_warning);
         free(run);
     }
 }
@@ -239,6 +240,7 @@ static void retire_run(struct run *run)
     run->retired_devices |= run->gpu_devices;
     run->gpu_devices = 0;
     run->instance = NULL;
+    run_gpu_usage_clear(run);
 }
 
 static void on_run_exited(void *data, struct driver_run *p, int exit_status, int term_signal)
@@ -276,6 +278,7 @@ static void on_run_gone(void *data, struct driver_run *p)
     }
     run->instance = NULL;
     run->gpu_devices = 0;
+    run_gpu_usage_clear(run);
     run->driver_starting = false;
     driver_run_release(p);
     /* After a stop this is the end of the stop; after an exit the state moved already. */
@@ -426,6 +429,7 @@ static void driver_start_now(struct run *run)
     run->instance_gpu = m->gpu_required;
     run->gpu_devices = devices;
     run->gpu_need = supervisor_gpu_need(m);
+    run->gpu_enforce = m->gpu.enforce;
     run->last_used_ms = (uint64_t)unix_ms();
     gpu_env(devices, env, env_text);
     r = driver_for(m)->start(sup->loop, m, m->gpu_required ? env : NULL, run->log_path,

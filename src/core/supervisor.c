@@ -1035,6 +1035,7 @@ static void on_event(void *data, const struct event *ev)
         break;
     case EVENT_HEALTH:
     case EVENT_GPU:
+    case EVENT_GPU_OVERUSE: /* gpu_use.c logs it */
         break;
     }
 }

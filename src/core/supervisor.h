@@ -45,6 +45,7 @@ struct service_status {
     unsigned restarts;       /* automatic restarts since the last start a person asked */
     uint64_t restarts_total; /* automatic restarts since the daemon began (a counter) */
     const char *last_error;
+    const char *gpu_warning; /* it uses more GPU memory than it declares (NULL: it does not) */
     struct health_result health;
     /* Changes whenever anything above changes, and is never reused by another service:
      * lets a surface reuse what it rendered. 0 for a service never run. */
@@ -121,6 +122,13 @@ json_t *supervisor_gpu(struct supervisor *sup);
  * looked at again. */
 void supervisor_set_gpus(struct supervisor *sup, const struct placement_gpu *gpus, size_t n);
 const struct placement_gpu *supervisor_gpus(const struct supervisor *sup, size_t *ret_n);
+
+/* The processes on the GPUs as NVML last listed them (inventory.h): each is counted to the
+ * running service that owns it, and a service that now uses more memory on a GPU than its
+ * gpu.memory declares (or is back within it) gets a status gpu_warning and a gpu_overuse
+ * event; with gpu.enforce it is stopped, with a last_error that says why. */
+struct inventory_proc;
+void supervisor_gpu_usage(struct supervisor *sup, const struct inventory_proc *procs, size_t n);
 
 /* Starts (restart: stops first) svc. force preempts the GPU holder; wait_healthy answers
  * only once it is running. Returns a handle for supervisor_op_cancel() while the answer

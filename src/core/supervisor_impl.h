@@ -48,6 +48,10 @@ struct run {
     uint64_t gpu_devices, retired_devices;
     struct placement_need gpu_need;
     uint64_t reserved_devices; /* while reserved: where it goes once the holders are gone */
+    bool gpu_enforce;          /* gpu.enforce of the manifest the instance started with */
+    bool gpu_over;             /* the instance uses more than gpu_need.memory (gpu_use.c) */
+    unsigned gpu_over_index;   /* ...on this GPU */
+    char *gpu_warning;         /* status.gpu_warning's text, while gpu_over */
     uint64_t last_used_ms;     /* its last start (Unix ms): the least recent is stopped first */
     uint64_t stop_timeout_ms;  /* from the manifest the run started with */
     char *log_path;
@@ -111,6 +115,9 @@ struct supervisor {
     json_t *adopt_doc; /* while adopting: the state file as read at start (or NULL) */
     bool settle_again; /* ...and was asked again meanwhile */
 };
+
+/* gpu_use.c: the instance is gone; what it used is forgotten. */
+void run_gpu_usage_clear(struct run *run);
 
 /* run.c */
 extern const struct driver_events run_driver_events;

@@ -867,6 +867,16 @@ pid_t proc_pid(const struct proc *p)
     return p->pid;
 }
 
+bool proc_owns(const struct proc *p, pid_t pid)
+{
+    size_t key = strlen(PROC_MARKER) + 1; /* "NANNY_INSTANCE=" */
+    char value[512];
+
+    return p->marker && !proc_is_logger(pid) &&
+           procstat_environ_get(pid, PROC_MARKER, value, sizeof(value)) == 0 &&
+           strcmp(value, p->marker + key) == 0;
+}
+
 bool proc_running(const struct proc *p)
 {
     return p->leader_alive;

@@ -99,6 +99,9 @@ int proc_adopt(uv_loop_t *loop, const char *name, pid_t pid, uint64_t start_time
 void proc_stop(struct proc *p, uint64_t timeout_ms);
 
 pid_t proc_pid(const struct proc *p);
+/* Whether pid is one of the run's processes: it carries the run's marker (which every
+ * process of the run inherits), and is not its logger. */
+bool proc_owns(const struct proc *p, pid_t pid);
 bool proc_running(const struct proc *p);       /* the leader has not ended yet */
 const char *proc_cgroup(const struct proc *p); /* its cgroup folder, NULL in the fallback */
 

@@ -122,6 +122,11 @@ static int process_gpu_devices(const struct driver_run *handle, uint64_t *ret)
     return rc < 0 ? rc : gpu_devices_parse(value, ret);
 }
 
+static bool process_owns_pid(const struct driver_run *handle, int pid)
+{
+    return proc_owns(process_run(handle)->proc, pid);
+}
+
 static void process_release(struct driver_run *handle)
 {
     struct process_run *r = process_run(handle);
@@ -445,6 +450,7 @@ const struct driver driver_process = {
     .record = process_record,
     .adopt = process_adopt,
     .gpu_devices = process_gpu_devices,
+    .owns_pid = process_owns_pid,
     .release = process_release,
     .logs = process_logs,
     .logs_cancel = process_logs_cancel,

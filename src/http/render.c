@@ -40,6 +40,7 @@ json_t *render_status(const struct service *svc, const struct service_status *st
     json_decref(manifest);
     if (!status)
         fatal("cannot render the status of %s", svc->name);
+    json_object_set_new(status, "gpu_warning", json_text_or_null(st->gpu_warning));
     json_object_set(status, "manifest_error",
                     svc->manifest_error ? svc->manifest_error : json_null());
     /* What the manifest on disk would change: it applies at the next start or restart. */

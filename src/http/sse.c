@@ -79,6 +79,7 @@ static char *render(const struct sse *sse, const struct event *ev, size_t *ret_l
     case EVENT_HEALTH:
     case EVENT_GPU:
     case EVENT_DISCOVERY:
+    case EVENT_GPU_OVERUSE:
         break;
     default:
         return NULL;

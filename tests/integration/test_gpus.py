@@ -11,6 +11,7 @@ from lifecycle_helpers import (  # noqa: F401 (lab is a fixture)
     lab,
     start_answer,
 )
+from sse_client import SSE
 from test_gate import bearer, new_key, write_keys
 
 import json
@@ -310,6 +311,71 @@ def test_foreign_usage_counts_and_services_are_told_from_it(lab, workdir):
     finally:
         foreign.kill()
         foreign.wait()
+
+
+def test_a_service_using_more_than_it_declares_is_reported_and_with_enforce_stopped(
+        lab, workdir):
+    """NVML (the fake library) lists a service's own process using more GPU memory than
+    its gpu.memory declares: its status carries a gpu_warning and a gpu_overuse event is
+    published, both cleared when it is back within; with gpu.enforce: true it is stopped,
+    and its last_error says why. A foreign process using as much is no service's."""
+    box = str(workdir / "nvml-box.json")
+    write_box(box, [])
+    add(lab, "loose", "{count: 1, memory: 8GiB}")
+    add(lab, "strict", "{count: 1, memory: 4GiB, enforce: true}")
+    lab.serve(config=f'nvml_library: "{fake_nvml()}"\nnvidia_smi: ""\n',
+              env={"FAKE_NVML_BOX": box})
+    sse = SSE(lab.d.port)
+    try:
+        for name in ("loose", "strict"):
+            start_answer(lab.start(name, wait=True), name, states="running")
+        loose, strict = (int(devices_of(lab.svcs[n])) for n in ("loose", "strict"))
+        loose_pid, strict_pid = (lab.svcs[n].own_pid() for n in ("loose", "strict"))
+        assert lab.status("loose")["gpu_warning"] is None
+
+        # loose uses 10 GiB of the 8 it declares; strict keeps within its 4.
+        write_box(box, [(loose, loose_pid, 10 * GIB), (strict, strict_pid, 3 * GIB)])
+        st = lab.wait_status("loose", lambda s: s["gpu_warning"] is not None, timeout=15)
+        assert f"uses 10240 MiB of GPU {loose}" in st["gpu_warning"], st
+        assert "8192 MiB its gpu.memory declares" in st["gpu_warning"], st
+        assert st["state"] == "running", st
+        got = sse.until(lambda e: e.type == "gpu_overuse", timeout=15)
+        want = {"service": "loose", "over": True, "gpu": loose, "used": 10 * GIB,
+                "declared": 8 * GIB, "enforced": False}
+        assert {k: got[-1].data.get(k) for k in want} == want, got[-1].data
+        assert lab.status("strict")["gpu_warning"] is None
+        assert lab.state("strict") == "running"
+
+        # Back within: the warning goes, and an event says so.
+        write_box(box, [(loose, loose_pid, 6 * GIB), (strict, strict_pid, 3 * GIB)])
+        lab.wait_status("loose", lambda s: s["gpu_warning"] is None, timeout=15)
+        got = sse.until(lambda e: e.type == "gpu_overuse", timeout=15)
+        assert got[-1].data["over"] is False and got[-1].data["used"] == 6 * GIB, got[-1]
+
+        # strict goes over with gpu.enforce: it is stopped, and says why.
+        write_box(box, [(loose, loose_pid, 6 * GIB), (strict, strict_pid, 5 * GIB)])
+        lab.wait_state("strict", ["stopped"], timeout=20)
+        st = lab.status("strict")
+        assert st["last_error"].startswith("stopped: uses 5120 MiB of GPU"), st
+        assert "gpu.enforce" in st["last_error"], st
+        got = sse.until(lambda e: e.type == "gpu_overuse" and e.data["service"] == "strict",
+                        timeout=15)
+        assert got[-1].data["enforced"] is True, got[-1]
+        lab.wait_no_processes("strict")
+        assert lab.state("loose") == "running"
+    finally:
+        sse.close()
+
+
+def test_gpu_enforce_needs_a_declared_memory(lab):
+    add(lab, "whole", "{count: 1, enforce: true}")
+    add(lab, "typo", "{count: 1, memory: 4GiB, enforce: sometimes}")
+    lab.serve(config=TWO_GPUS)
+    for name, words in (("whole", "gpu.enforce stops a service that uses more than its "
+                                  "gpu.memory"),
+                        ("typo", "gpu.enforce")):
+        body = json_error(lab.start(name), 422, "invalid_manifest")
+        assert words in body["manifest_error"]["message"], body
 
 
 def test_gpus_needs_a_reader_key_and_get(nanny, workdir, services_dir):

@@ -442,6 +442,7 @@ static void test_kind_names(void **state)
     assert_string_equal(event_kind_name(EVENT_GPU), "gpu");
     assert_string_equal(event_kind_name(EVENT_DISCOVERY), "discovery");
     assert_string_equal(event_kind_name(EVENT_PREEMPT), "preempt");
+    assert_string_equal(event_kind_name(EVENT_GPU_OVERUSE), "gpu_overuse");
     assert_string_equal(event_kind_name((enum event_kind)77), "unknown");
 }
 

@@ -425,6 +425,14 @@ static void test_gpu_needs(void **state)
     assert_true(json_is_false(json_object_get(j, "exclusive")));
     assert_int_equal(json_array_size(json_object_get(j, "devices")), 2);
     assert_int_equal(json_integer_value(json_array_get(json_object_get(j, "devices"), 1)), 3);
+    assert_true(json_is_false(json_object_get(j, "enforce")));
+    json_decref(j);
+    manifest_free(m);
+
+    m = parse_ok(PROCESS_BASE "gpu: {memory: 4GiB, enforce: true}\n");
+    assert_true(m->gpu.enforce);
+    j = manifest_gpu_to_json(m);
+    assert_true(json_is_true(json_object_get(j, "enforce")));
     json_decref(j);
     manifest_free(m);
 
@@ -434,6 +442,9 @@ static void test_gpu_needs(void **state)
     assert_fails(PROCESS_BASE "gpu: {memory: 0}\n", 4, "gpu.memory must be more than 0");
     assert_fails(PROCESS_BASE "gpu: {memory: 12 GB}\n", 4, "gpu.memory must be a size");
     assert_fails(PROCESS_BASE "gpu: {memory: 1.5GiB}\n", 4, "gpu.memory must be a size");
+    assert_fails(PROCESS_BASE "gpu: {count: 1, enforce: true}\n", 4,
+                 "gpu.enforce stops a service that uses more than its gpu.memory");
+    assert_fails(PROCESS_BASE "gpu: {memory: 1GiB, enforce: yes please}\n", 4, "gpu.enforce");
     {
         struct diags warnings = {0};
 

@@ -19,6 +19,7 @@
 #include "core/config.h"
 #include "core/driver.h"
 #include "core/events.h"
+#include "core/inventory.h"
 #include "core/op.h"
 #include "core/registry.h"
 #include "core/supervisor.h"
@@ -35,6 +36,7 @@ struct fake_run {
     char *name;
     bool stop_asked;
     bool live; /* not released */
+    int pid;   /* what owns_pid() answers for: 1000 + its number */
 };
 
 static struct {
@@ -63,6 +65,7 @@ static struct fake_run *fake_run_new(const struct manifest *m, const struct driv
     r->data = data;
     r->name = xstrdup(m->name);
     r->live = true;
+    r->pid = 1000 + (int)fake.n_runs;
     fake.runs[fake.n_runs++] = r;
     return r;
 }
@@ -132,6 +135,11 @@ static bool fake_settled(void)
     return !fake.unsettled;
 }
 
+static bool fake_owns_pid(const struct driver_run *handle, int pid)
+{
+    return ((const struct fake_run *)handle)->pid == pid;
+}
+
 static void fake_release(struct driver_run *handle)
 {
     struct fake_run *r = (struct fake_run *)handle;
@@ -149,6 +157,7 @@ const struct driver driver_fake = {
     .record = fake_record,
     .adopt = fake_adopt,
     .settled = fake_settled,
+    .owns_pid = fake_owns_pid,
     .release = fake_release,
 };
 
@@ -938,6 +947,95 @@ static void test_op_next(void **state)
     assert_int_equal(op_next(OP_STARTED, &v), OP_DONE_CANCELLED);
 }
 
+/* A service folder with these lines after name: and driver:. */
+static void write_service_text(const char *root, const char *name, const char *text)
+{
+    char path[256];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", root, name);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/%s/service.yaml", root, name);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fprintf(fp, "name: %s\ndriver: fake\nhealth: false\n%s", name, text);
+    fclose(fp);
+}
+
+#define GIB (UINT64_C(1) << 30)
+
+/* A service that uses more GPU memory than it declares is reported once per crossing (a
+ * status warning, a gpu_overuse event) and, with gpu.enforce, stopped; what processes of
+ * no service, or of a whole-GPU service, use is judged by nobody. */
+static void test_gpu_overuse(void **state)
+{
+    struct fixture *f = *state;
+    const struct placement_gpu box[] = {{24 * GIB, 0}};
+    const struct service_status *st;
+    int loose, strict, whole;
+
+    write_service_text(f->root, "loose", "gpu: {count: 1, memory: 4GiB}\n");
+    write_service_text(f->root, "strict", "gpu: {count: 1, memory: 4GiB, enforce: true}\n");
+    assert_int_equal(registry_scan_now(f->reg), 0);
+    supervisor_set_gpus(f->sup, box, 1);
+    start(f, "loose", false);
+    start(f, "strict", false);
+    assert_int_equal(state_of(f, "loose"), STATE_RUNNING);
+    assert_int_equal(state_of(f, "strict"), STATE_RUNNING);
+    loose = fake_find("loose")->pid;
+    strict = fake_find("strict")->pid;
+
+    /* loose uses 5 GiB of the 4 it declares (in two processes); strict 3 of 4; a
+     * foreign process 10. */
+    struct inventory_proc over[] = {{0, loose, 3 * GIB, true},
+                                    {0, strict, 3 * GIB, true},
+                                    {0, loose + 100, 10 * GIB, false},
+                                    {0, loose, 2 * GIB, true}};
+    supervisor_gpu_usage(f->sup, over, 4);
+    st = supervisor_status(f->sup, svc(f, "loose"));
+    assert_non_null(st->gpu_warning);
+    assert_non_null(strstr(st->gpu_warning, "uses 5120 MiB of GPU 0, more than the 4096 MiB"));
+    assert_int_equal(st->state, STATE_RUNNING);
+    assert_null(supervisor_status(f->sup, svc(f, "strict"))->gpu_warning);
+    assert_int_equal(events_count(f, "gpu_overuse", "loose"), 1);
+    assert_int_equal(events_count(f, "gpu_overuse", "strict"), 0);
+    /* Told again: nothing new. */
+    supervisor_gpu_usage(f->sup, over, 4);
+    assert_int_equal(events_count(f, "gpu_overuse", "loose"), 1);
+
+    /* Back within: the warning goes, with an event. */
+    over[3].memory = 0;
+    supervisor_gpu_usage(f->sup, over, 4);
+    assert_null(supervisor_status(f->sup, svc(f, "loose"))->gpu_warning);
+    assert_int_equal(events_count(f, "gpu_overuse", "loose"), 2);
+
+    /* strict goes over with gpu.enforce: stopped, and its last error says why. */
+    over[1].memory = 5 * GIB;
+    supervisor_gpu_usage(f->sup, over, 4);
+    settle(f);
+    assert_int_equal(events_count(f, "gpu_overuse", "strict"), 1);
+    assert_int_equal(state_of(f, "strict"), STATE_STOPPING);
+    fake_gone("strict");
+    st = supervisor_status(f->sup, svc(f, "strict"));
+    assert_int_equal(st->state, STATE_STOPPED);
+    assert_non_null(strstr(st->last_error, "stopped: uses 5120 MiB of GPU 0"));
+    assert_non_null(strstr(st->last_error, "gpu.enforce"));
+    assert_null(st->gpu_warning);
+    assert_int_equal(state_of(f, "loose"), STATE_RUNNING);
+
+    /* A whole GPU is its holder's: whatever it uses is not judged. */
+    assert_int_equal(supervisor_stop(f->sup, svc(f, "loose"), on_done, f) != NULL, true);
+    settle(f);
+    fake_gone("loose");
+    start(f, "a", false);
+    assert_int_equal(state_of(f, "a"), STATE_RUNNING);
+    whole = fake_find("a")->pid;
+    struct inventory_proc all[] = {{0, whole, 24 * GIB, true}};
+    supervisor_gpu_usage(f->sup, all, 1);
+    assert_null(supervisor_status(f->sup, svc(f, "a"))->gpu_warning);
+    assert_int_equal(events_count(f, "gpu_overuse", "a"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -963,6 +1061,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_running_service_keeps_its_manifest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_then_start_applies_the_new_manifest, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_gpu_overuse, setup, teardown),
         cmocka_unit_test(test_op_next),
     };
 
