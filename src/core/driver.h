@@ -133,13 +133,15 @@ struct driver {
      * ever adopted. */
     int (*adopt)(uv_loop_t *loop, const struct manifest *m, json_t *record,
                  const struct driver_events *events, void *data, struct driver_run **ret);
-    /* The GPUs an adopted run was given, as what runs says (a process's environment):
+    /* The GPUs an adopted run was given, as what runs says (a process's environment, a
+     * container's NVIDIA_VISIBLE_DEVICES):
      * a bit set of indexes in *ret and 0; -ENOENT when it names none, another negative
      * errno when it cannot be read. NULL: the driver cannot tell (the state file's
      * record then stands). */
     int (*gpu_devices)(const struct driver_run *r, uint64_t *ret);
     /* Whether process pid (one NVML lists on a GPU) is part of the run, for telling
-     * what a service uses of its GPUs. NULL: the driver cannot tell (none is counted). */
+     * what a service uses of its GPUs (process: its marker; compose: a cgroup of one of
+     * its containers). NULL: the driver cannot tell (none is counted). */
     bool (*owns_pid)(const struct driver_run *r, int pid);
     /* A stop of a service that does not run: what its last run left (a compose project's
      * exited containers) is removed by a run that only stops (gone() when done). 0 and

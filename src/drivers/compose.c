@@ -8,10 +8,12 @@
 
 #include "drivers/drivers.h"
 #include "core/config.h"
+#include "core/gpu.h"
 #include "drivers/compose_command.h"
 #include "drivers/docker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/procstat.h"
 
 #define COMPOSE_DOWN_TRIES    3     /* downs after which containers still running are let be */
 #define COMPOSE_DOWN_GRACE_MS 60000 /* a down taking this much past stop_timeout hangs */
@@ -410,6 +412,47 @@ static int compose_adopt(uv_loop_t *loop, const struct manifest *m, json_t *reco
     r->list_from = docker_generation(compose->docker);
     *ret = &r->base;
     return 0;
+}
+
+/* pid is one of the run's when its cgroups name a container of the project (the engine's
+ * latest list): a container's processes all live in its cgroup. */
+static bool compose_owns_pid(const struct driver_run *handle, int pid)
+{
+    const struct compose_run *r = compose_run(handle);
+    char *cgroups;
+    bool found = false;
+
+    if (!compose || !(cgroups = procstat_cgroups(pid)))
+        return false;
+    for (size_t i = 0; i < docker_count(compose->docker) && !found; i++) {
+        const struct docker_container *dc = docker_at(compose->docker, i);
+        found = strcmp(dc->project, r->project) == 0 && *dc->id && strstr(cgroups, dc->id);
+    }
+    free(cgroups);
+    return found;
+}
+
+/* The GPUs a running container of the project was given, from the environment of one of
+ * its processes: NVIDIA_VISIBLE_DEVICES, which Docker sets from a device request's
+ * device_ids (and which compose files for the nvidia runtime set themselves). */
+static int compose_gpu_devices(const struct driver_run *handle, uint64_t *ret)
+{
+    const struct compose_run *r = compose_run(handle);
+    char value[512];
+    int rc = -ESRCH;
+
+    for (size_t i = 0; compose && i < docker_count(compose->docker) && rc < 0; i++) {
+        const struct docker_container *dc = docker_at(compose->docker, i);
+        pid_t pid;
+
+        if (!dc->running || strcmp(dc->project, r->project) != 0 || !*dc->id ||
+            (pid = procstat_cgroup_member(dc->id)) <= 0)
+            continue;
+        rc = procstat_environ_get(pid, "NVIDIA_VISIBLE_DEVICES", value, sizeof(value));
+        if (rc == 0)
+            rc = gpu_devices_parse(value, ret);
+    }
+    return rc;
 }
 
 /* `down` for a project whose containers all ended but are still there. */
@@ -866,6 +909,8 @@ const struct driver driver_compose = {
     .record = compose_record,
     .adopt = compose_adopt,
     .leftovers = compose_leftovers,
+    .gpu_devices = compose_gpu_devices,
+    .owns_pid = compose_owns_pid,
     .release = compose_release,
     .logs = compose_logs,
     .logs_cancel = compose_logs_cancel,

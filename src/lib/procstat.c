@@ -201,9 +201,37 @@ static char *cgroups_of(pid_t pid)
     return text;
 }
 
+char *procstat_cgroups(pid_t pid)
+{
+    return pid > 0 ? cgroups_of(pid) : NULL;
+}
+
+pid_t procstat_cgroup_member(const char *needle)
+{
+    DIR *dir = opendir("/proc");
+    struct dirent *e;
+    pid_t found = -ESRCH;
+
+    if (!dir)
+        return -errno;
+    while ((e = readdir(dir))) {
+        char *end, *cgroups;
+        long pid = strtol(e->d_name, &end, 10);
+
+        if (*end || pid <= 0 || (found > 0 && pid >= found))
+            continue;
+        cgroups = cgroups_of((pid_t)pid);
+        if (cgroups && strstr(cgroups, needle))
+            found = (pid_t)pid;
+        free(cgroups);
+    }
+    closedir(dir);
+    return found;
+}
+
 bool procstat_in_another_container(pid_t pid)
 {
-    char *theirs = pid > 0 ? cgroups_of(pid) : NULL, *own = theirs ? cgroups_of(0) : NULL;
+    char *theirs = pid > 0 ? procstat_cgroups(pid) : NULL, *own = theirs ? cgroups_of(0) : NULL;
     bool r = procstat_cgroups_name_another_container(theirs, own);
 
     free(theirs);

@@ -33,6 +33,15 @@ int procstat_stat(pid_t pid, char *buf, size_t size, char **ret);
  * (-ESRCH: no such process; -EACCES: another user's, without privilege). */
 int procstat_environ_get(pid_t pid, const char *name, char *buf, size_t size);
 
+/* /proc/PID/cgroup's text, malloc'd (free() it); NULL when it cannot be read. A
+ * container's processes name its id there (".../docker-<id>.scope", "/docker/<id>"). */
+char *procstat_cgroups(pid_t pid);
+
+/* A process whose cgroups name needle (a container's id): the lowest such pid, or -ESRCH
+ * when none does; -errno when /proc cannot be read. Walks every process: for rare uses
+ * (adopting a container found running), not for a request. */
+pid_t procstat_cgroup_member(const char *needle);
+
 /* True when pid runs in a container that the caller does not run in: a cgroup of it
  * (/proc/PID/cgroup) is one that Docker, containerd or Podman made, and its cgroups are
  * not the caller's own. False when it cannot be read. */

@@ -11,6 +11,11 @@ from lifecycle_helpers import (  # noqa: F401 (lab is a fixture)
     lab,
     start_answer,
 )
+from compose_helpers import (  # noqa: F401 (clab, docker_engine, testsvc_image are fixtures)
+    clab,
+    docker_engine,
+    testsvc_image,
+)
 from sse_client import SSE
 from test_gate import bearer, new_key, write_keys
 
@@ -365,6 +370,53 @@ def test_a_service_using_more_than_it_declares_is_reported_and_with_enforce_stop
         assert lab.state("loose") == "running"
     finally:
         sse.close()
+
+
+def test_a_compose_service_is_told_its_containers_processes(clab, workdir):
+    """A process NVML lists in a compose service's container (its cgroup names one of the
+    project's containers) counts against that service: over its gpu.memory it gets a
+    gpu_warning, and it is not foreign."""
+    box = str(workdir / "nvml-box.json")
+    write_box(box, [])
+    svc = add(clab, None, "{count: 1, memory: 1GiB}")
+    name = svc.name
+    clab.serve(config=f'nvml_library: "{fake_nvml()}"\nnvidia_smi: ""\n',
+               env={"FAKE_NVML_BOX": box})
+    start_answer(clab.start(name, wait=True), name, states="running")
+    pid = int(clab.engine.docker("inspect", "-f", "{{.State.Pid}}",
+                                 svc.container()).stdout.strip())
+    assert pid > 0
+    write_box(box, [(0, pid, 2 * GIB)])
+    st = clab.wait_status(name, lambda s: s["gpu_warning"] is not None, timeout=15)
+    assert "uses 2048 MiB of GPU 0, more than the 1024 MiB" in st["gpu_warning"], st
+    page = gpus(clab)
+    assert page["gpus"][0]["foreign"] == [], page
+    assert page["gpus"][0]["memory"]["used"] == 2 * GIB, page
+
+
+def test_a_compose_placement_is_read_back_from_its_container(clab):
+    """After a daemon restart a compose service is placed where its container runs: the
+    NVIDIA_VISIBLE_DEVICES of its processes (what Docker sets from a device request's
+    device_ids; here the compose file sets it from NANNY_GPU_DEVICES, as no NVIDIA runtime
+    is at hand), over a state record that says otherwise."""
+    svc = add(clab, None, compose_extra={
+        "environment": '{NVIDIA_VISIBLE_DEVICES: "${NANNY_GPU_DEVICES}"}'})
+    name = svc.name
+    clab.serve(config=TWO_GPUS, keep_services=True)
+    start_answer(clab.start(name, wait=True), name, states="running")
+    assert services_per_gpu(clab) == [[name], []]
+    clab.d.terminate()
+    path = os.path.join(clab.state_dir, "state.json")
+    with open(path) as f:
+        doc = json.load(f)
+    assert doc["services"][name]["gpu_devices"] == 1, doc
+    doc["services"][name]["gpu_devices"] = 2
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    clab.serve(config=TWO_GPUS)
+    clab.wait_state(name, "running")
+    clab.d.wait_for_log(f"{name}: runs on GPUs 0 by its environment, not 1 as recorded")
+    assert services_per_gpu(clab) == [[name], []]
 
 
 def test_gpu_enforce_needs_a_declared_memory(lab):

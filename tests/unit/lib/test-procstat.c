@@ -112,13 +112,45 @@ static void test_in_another_container(void **state)
     assert_false(procstat_in_another_container(-1));
 }
 
+static void test_cgroups(void **state)
+{
+    char *own = procstat_cgroups(getpid());
+
+    assert_non_null(own); /* "0::/path" (v2), "N:controllers:/path" lines (v1) */
+    assert_non_null(strstr(own, ":/"));
+    free(own);
+    assert_null(procstat_cgroups(0));
+    assert_null(procstat_cgroups(-1));
+    assert_null(procstat_cgroups(INT32_MAX)); /* no such process */
+}
+
+static void test_cgroup_member(void **state)
+{
+    char *own = procstat_cgroups(getpid()), *path, *nl, *theirs;
+    pid_t pid;
+
+    assert_non_null(own);
+    path = strstr(own, ":/"); /* the first line's path: this process is in it */
+    assert_non_null(path);
+    path += 1;
+    if ((nl = strchr(path, '\n')))
+        *nl = '\0';
+    pid = procstat_cgroup_member(path);
+    assert_true(pid > 0 && pid <= getpid()); /* the lowest pid in it */
+    theirs = procstat_cgroups(pid);
+    assert_non_null(theirs);
+    assert_non_null(strstr(theirs, path));
+    free(theirs);
+    free(own);
+    assert_int_equal(procstat_cgroup_member("/no-such-cgroup-of-nanny-tests"), -ESRCH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_own_process),
-        cmocka_unit_test(test_stat_line),
-        cmocka_unit_test(test_environ_get),
-        cmocka_unit_test(test_in_another_container),
+        cmocka_unit_test(test_own_process), cmocka_unit_test(test_stat_line),
+        cmocka_unit_test(test_environ_get), cmocka_unit_test(test_in_another_container),
+        cmocka_unit_test(test_cgroups),     cmocka_unit_test(test_cgroup_member),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
