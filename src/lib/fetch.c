@@ -38,6 +38,11 @@ struct fetch {
     size_t body_len, body_max;
     bool cut;              /* the body reached body_max: the transfer was ended there */
     fetch_data_fn on_data; /* a stream: the body goes here as it comes, not into body */
+    const struct fetch_proxy_events *proxy; /* a proxied transfer's (fetcher_proxy) */
+    struct curl_slist *headers;
+    char **lines; /* a proxied answer's header lines, until its head is told */
+    size_t n_lines;
+    bool head_told, aborted;
     char error[CURL_ERROR_SIZE];
     struct fetch *next, *prev;
 };
@@ -55,12 +60,23 @@ static void fetch_unlink(struct fetch *t)
     f->n_active--;
 }
 
+static void lines_clear(struct fetch *t)
+{
+    for (size_t i = 0; i < t->n_lines; i++)
+        free(t->lines[i]);
+    free(t->lines);
+    t->lines = NULL;
+    t->n_lines = 0;
+}
+
 /* Ends a transfer: out of the list and the multi handle, and freed. */
 static void fetch_destroy(struct fetch *t)
 {
     fetch_unlink(t);
     curl_multi_remove_handle(t->fetcher->multi, t->easy);
     curl_easy_cleanup(t->easy);
+    curl_slist_free_all(t->headers);
+    lines_clear(t);
     free(t->body);
     free(t);
 }
@@ -240,12 +256,61 @@ void fetcher_free(struct fetcher *f)
     uv_close((uv_handle_t *)&f->timer, on_fetcher_closed);
 }
 
+/* FETCH_TAKEN, _PAUSE, _ABORT as libcurl's callbacks answer them. */
+static size_t proxy_answer(struct fetch *t, enum fetch_take take, size_t n)
+{
+    switch (take) {
+    case FETCH_TAKEN:
+        return n;
+    case FETCH_PAUSE:
+        return CURL_WRITEFUNC_PAUSE;
+    case FETCH_ABORT:
+        break;
+    }
+    t->aborted = true;
+    return 0; /* libcurl ends the transfer with CURLE_WRITE_ERROR */
+}
+
+/* A proxied answer's head, line by line: told once the head of a final answer is in. */
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct fetch *t = userdata;
+    size_t n = size * nmemb, len = n;
+    long status = 0;
+    curl_off_t length = -1;
+
+    if (t->head_told)
+        return n; /* trailers: not passed on */
+    while (len > 0 && (ptr[len - 1] == '\n' || ptr[len - 1] == '\r'))
+        len--;
+    if (len > 0) {
+        if (t->n_lines == 0 && len >= 5 && memcmp(ptr, "HTTP/", 5) == 0)
+            return n; /* the status line: CURLINFO_RESPONSE_CODE has it */
+        t->lines = xrealloc(t->lines, (t->n_lines + 1) * sizeof(*t->lines));
+        t->lines[t->n_lines++] = xstrndup(ptr, len);
+        return n;
+    }
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200) {
+        lines_clear(t); /* 100 Continue and the like: the real answer follows */
+        return n;
+    }
+    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+    t->head_told = true;
+    n = proxy_answer(t, t->proxy->head(t->data, status, t->lines, t->n_lines, (int64_t)length),
+                     n);
+    lines_clear(t);
+    return n == CURL_WRITEFUNC_PAUSE ? 0 : n; /* a head cannot pause: stop instead */
+}
+
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct fetch *t = userdata;
     size_t n = size * nmemb, room = t->body_max - t->body_len;
     size_t take = n < room ? n : room;
 
+    if (t->proxy)
+        return proxy_answer(t, t->proxy->body(t->data, ptr, n), n);
     if (t->on_data) {
         t->on_data(t->data, ptr, n);
         return n;
@@ -273,8 +338,9 @@ int fetcher_get(struct fetcher *f, const char *url, const char *unix_socket, uin
     return fetcher_request(f, &req, done, data, ret);
 }
 
-int fetcher_request(struct fetcher *f, const struct fetch_request *req, fetch_done_fn done,
-                    void *data, struct fetch **ret)
+/* A transfer set up as req says, not started yet (fetch_add). */
+static int fetch_new(struct fetcher *f, const struct fetch_request *req, fetch_done_fn done,
+                     void *data, struct fetch **ret)
 {
     struct fetch *t;
     CURL *easy;
@@ -313,19 +379,83 @@ int fetcher_request(struct fetcher *f, const struct fetch_request *req, fetch_do
         curl_easy_setopt(easy, CURLOPT_POSTFIELDS, "");
         curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, 0L);
     }
+    *ret = t;
+    return 0;
+}
+
+/* Starts t: into the list and the multi handle (freed on failure). */
+static int fetch_add(struct fetch *t)
+{
+    struct fetcher *f = t->fetcher;
 
     t->next = f->active;
     if (f->active)
         f->active->prev = t;
     f->active = t;
     f->n_active++;
-    if (curl_multi_add_handle(f->multi, easy) != CURLM_OK) {
+    if (curl_multi_add_handle(f->multi, t->easy) != CURLM_OK) {
         fetch_destroy(t);
         return -EIO;
     }
-    if (ret)
-        *ret = t;
     return 0;
+}
+
+int fetcher_request(struct fetcher *f, const struct fetch_request *req, fetch_done_fn done,
+                    void *data, struct fetch **ret)
+{
+    struct fetch *t;
+    int r = fetch_new(f, req, done, data, &t);
+
+    if (r == 0)
+        r = fetch_add(t);
+    if (r == 0 && ret)
+        *ret = t;
+    return r;
+}
+
+int fetcher_proxy(struct fetcher *f, const struct fetch_proxy_request *req,
+                  const struct fetch_proxy_events *ev, fetch_done_fn done, void *data,
+                  struct fetch **ret)
+{
+    struct fetch_request plain = {.url = req->url};
+    struct fetch *t;
+    CURL *easy;
+    int r = fetch_new(f, &plain, done, data, &t);
+
+    if (r < 0)
+        return r;
+    easy = t->easy;
+    t->proxy = ev;
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, NULL); /* the client's, among its headers */
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
+    if (strcmp(req->method, "HEAD") == 0)
+        curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+    else if (strcmp(req->method, "GET") != 0 || req->body)
+        curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+    if (req->body) {
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, req->body);
+    }
+    for (size_t i = 0; req->headers && req->headers[i]; i++) {
+        struct curl_slist *l = curl_slist_append(t->headers, req->headers[i]);
+        if (!l)
+            fatal("out of memory (curl_slist_append)");
+        t->headers = l;
+    }
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
+    r = fetch_add(t);
+    if (r == 0 && ret)
+        *ret = t;
+    return r;
+}
+
+void fetch_resume(struct fetch *t)
+{
+    if (t)
+        curl_easy_pause(t->easy, CURLPAUSE_CONT);
 }
 
 void fetch_cancel(struct fetch *t)
