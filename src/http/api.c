@@ -31,7 +31,8 @@
 /* A route another surface serves (api_mount). */
 struct mount {
     const char *path;
-    const char *method;
+    bool prefix;        /* path is a prefix ("/s/"): every path under it */
+    const char *method; /* NULL: any */
     server_handler_fn fn;
     void *data;
     struct gate_route gate;
@@ -338,63 +339,16 @@ static void get_service(struct api *api, struct request *req, const char *name)
         request_reply_response(req, MHD_HTTP_OK, service_render(api, svc));
 }
 
-/* The services a conflict names (new reference): a start that lost its turn to a forced
- * one names that one. */
-static json_t *conflict_holders(const struct supervisor_result *res)
-{
-    if (res->holders)
-        return json_incref(res->holders);
-    return res->holder ? json_pack("[s]", res->holder) : json_array();
-}
-
 /* Answers a start, restart or stop with what the supervisor did. */
 static void on_operation_done(void *data, struct service *svc, const struct supervisor_result *res)
 {
     struct request *req = data;
     json_t *body;
+    unsigned status;
 
     request_set_abort(req, NULL, NULL);
-    switch (res->outcome) {
-    case SUPERVISOR_OK:
-    case SUPERVISOR_ALREADY:
-        body = render_status(svc, res->status);
-        json_object_set(body, "preempted", res->preempted);
-        request_reply_json(req, MHD_HTTP_OK, body);
-        return;
-    case SUPERVISOR_CONFLICT:
-        request_reply_json(req, MHD_HTTP_CONFLICT,
-                           json_pack("{s:s, s:o, s:o, s:o}", "error", "gpu_conflict", "message",
-                                     json_text(res->message), "holder", json_text(res->holder),
-                                     "holders", conflict_holders(res)));
-        return;
-    case SUPERVISOR_IMPOSSIBLE:
-        body =
-            json_pack("{s:s, s:o}", "error", "gpu_impossible", "message", json_text(res->message));
-        if (res->detail)
-            json_object_update(body, res->detail);
-        request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT, body);
-        return;
-    case SUPERVISOR_DRIVER_FAILED:
-        request_reply_error(req, MHD_HTTP_BAD_GATEWAY, "driver_failed", "%s", res->message);
-        return;
-    case SUPERVISOR_TIMED_OUT:
-        request_reply_error(req, MHD_HTTP_GATEWAY_TIMEOUT, "timed_out",
-                            "%s: %s is not healthy within its start_period and was stopped",
-                            res->message, svc->name);
-        return;
-    case SUPERVISOR_UNAVAILABLE:
-        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable", "%s",
-                            res->message);
-        return;
-    case SUPERVISOR_UNRECORDED:
-        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "state_unwritable", "%s",
-                            res->message);
-        return;
-    case SUPERVISOR_CANCELLED:
-        request_reply_error(req, MHD_HTTP_CONFLICT, "cancelled", "%s: %s is now %s", res->message,
-                            svc->name, lifecycle_state_name(res->status->state));
-        return;
-    }
+    status = render_outcome(svc, res, &body);
+    request_reply_json(req, status, body);
 }
 
 static void on_operation_abort(void *data)
@@ -697,11 +651,20 @@ void api_mount(struct api *api, const char *path, const char *method, server_han
         (struct mount){.path = path, .method = method, .fn = fn, .data = data, .gate = *gate};
 }
 
+void api_mount_prefix(struct api *api, const char *prefix, server_handler_fn fn, void *data,
+                      const struct gate_route *gate)
+{
+    api_mount(api, prefix, NULL, fn, data, gate);
+    api->mounts[api->n_mounts - 1].prefix = true;
+}
+
 static const struct mount *mount_find(const struct api *api, const char *path)
 {
-    for (size_t i = 0; i < api->n_mounts; i++)
-        if (strcmp(api->mounts[i].path, path) == 0)
-            return &api->mounts[i];
+    for (size_t i = 0; i < api->n_mounts; i++) {
+        const struct mount *m = &api->mounts[i];
+        if (m->prefix ? strncmp(m->path, path, strlen(m->path)) == 0 : strcmp(m->path, path) == 0)
+            return m;
+    }
     return NULL;
 }
 
@@ -754,7 +717,8 @@ void api_handle(void *data, struct request *req)
 
     if (r < 0 && (mount = mount_find(api, request_path(req)))) {
         request_set_route(req, mount->path);
-        if (gate_pass(api->gate, req, &mount->gate, NULL) && method_allowed(req, mount->method))
+        if (gate_pass(api->gate, req, &mount->gate, NULL) &&
+            (!mount->method || method_allowed(req, mount->method)))
             mount->fn(mount->data, req);
         return;
     }

@@ -36,6 +36,11 @@ struct gate_route;
 void api_mount(struct api *api, const char *path, const char *method, server_handler_fn fn,
                void *data, const struct gate_route *route);
 
+/* api_mount() for every path under prefix ("/s/"), any method: the handler reads the
+ * rest of the path itself. */
+void api_mount_prefix(struct api *api, const char *prefix, server_handler_fn fn, void *data,
+                      const struct gate_route *route);
+
 /* The server's request handler; data is the struct api. */
 void api_handle(void *data, struct request *req);
 

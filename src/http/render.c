@@ -1,5 +1,9 @@
 /* What every surface shows of the core, as JSON. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+
+#include <microhttpd.h>
 
 #include "http/render.h"
 #include "lib/json.h"
@@ -64,6 +68,70 @@ json_t *render_rediscovered(struct registry *reg, const struct supervisor *sup, 
     return json_pack("{s:o, s:O, s:O, s:O, s:O}", "services", render_services(reg, sup), "added",
                      json_object_get(diff, "added"), "removed", json_object_get(diff, "removed"),
                      "changed", json_object_get(diff, "changed"), "errors", registry_errors(reg));
+}
+
+/* The services a conflict names (new reference): a start that lost its turn to a forced
+ * one names that one. */
+static json_t *conflict_holders(const struct supervisor_result *res)
+{
+    if (res->holders)
+        return json_incref(res->holders);
+    return res->holder ? json_pack("[s]", res->holder) : json_array();
+}
+
+static json_t *error_body(const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static json_t *error_body(const char *code, const char *fmt, ...)
+{
+    char message[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    return json_pack("{s:s, s:o}", "error", code, "message", json_text(message));
+}
+
+unsigned render_outcome(const struct service *svc, const struct supervisor_result *res,
+                        json_t **ret)
+{
+    switch (res->outcome) {
+    case SUPERVISOR_OK:
+    case SUPERVISOR_ALREADY:
+        *ret = render_status(svc, res->status);
+        json_object_set(*ret, "preempted", res->preempted);
+        return MHD_HTTP_OK;
+    case SUPERVISOR_CONFLICT:
+        *ret = json_pack("{s:s, s:o, s:o, s:o}", "error", "gpu_conflict", "message",
+                         json_text(res->message), "holder", json_text(res->holder), "holders",
+                         conflict_holders(res));
+        return MHD_HTTP_CONFLICT;
+    case SUPERVISOR_IMPOSSIBLE:
+        *ret =
+            json_pack("{s:s, s:o}", "error", "gpu_impossible", "message", json_text(res->message));
+        if (res->detail)
+            json_object_update(*ret, res->detail);
+        return MHD_HTTP_UNPROCESSABLE_CONTENT;
+    case SUPERVISOR_DRIVER_FAILED:
+        *ret = error_body("driver_failed", "%s", res->message);
+        return MHD_HTTP_BAD_GATEWAY;
+    case SUPERVISOR_TIMED_OUT:
+        *ret =
+            error_body("timed_out", "%s: %s is not healthy within its start_period and was stopped",
+                       res->message, svc->name);
+        return MHD_HTTP_GATEWAY_TIMEOUT;
+    case SUPERVISOR_UNAVAILABLE:
+        *ret = error_body("backend_unavailable", "%s", res->message);
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case SUPERVISOR_UNRECORDED:
+        *ret = error_body("state_unwritable", "%s", res->message);
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case SUPERVISOR_CANCELLED:
+        break;
+    }
+    *ret = error_body("cancelled", "%s: %s is now %s", res->message, svc->name,
+                      lifecycle_state_name(res->status->state));
+    return MHD_HTTP_CONFLICT;
 }
 
 json_t *render_invalid_manifest(json_t *err)

@@ -20,6 +20,12 @@ json_t *render_services(struct registry *reg, const struct supervisor *sup);
  * {"services","added","removed","changed","errors"}. New reference. */
 json_t *render_rediscovered(struct registry *reg, const struct supervisor *sup, json_t *diff);
 
+/* What a start, restart or stop came to (supervisor_done_fn's res), as an HTTP status and
+ * its body in *ret (new reference): the status with "preempted", or an error
+ * ({"error","message"}, with "holder" and "holders" for a GPU conflict). */
+unsigned render_outcome(const struct service *svc, const struct supervisor_result *res,
+                        json_t **ret);
+
 /* {"error":"invalid_manifest","message","manifest_error"} for a service whose manifest is
  * broken; err is its manifest error ({"message",...}). New reference. */
 json_t *render_invalid_manifest(json_t *err);

@@ -53,6 +53,7 @@ struct request {
     struct MHD_Connection *conn;
     const char *method; /* owned by libmicrohttpd for the request's life */
     const char *path;
+    char *uri; /* the request target as sent (path and query, still escaped), or NULL */
     char *body;
     size_t body_len;
     bool body_too_large;
@@ -61,6 +62,7 @@ struct request {
     bool hang_up;   /* close the connection after the answer: its framing is not trusted */
     unsigned status;
     char *answer; /* a later answer's text, queued when libmicrohttpd calls back */
+    struct MHD_Response *answer_resp; /* ...or a later stream's response (a reference) */
     size_t answer_len;
     const char *answer_type; /* its Content-Type */
     void (*on_abort)(void *data);
@@ -109,6 +111,7 @@ struct connection {
     struct request *req; /* the request being read or answered, if any */
     struct server *server;
     struct tls_identity *tls; /* the identity its handshake took (a reference), if any */
+    char *uri;                /* the next request's target as sent, until on_access takes it */
     struct connection *next, *prev;
 };
 
@@ -269,14 +272,17 @@ static void on_deadline(uv_timer_t *t)
 /* Queues the answer stored while the request was suspended. */
 static enum MHD_Result request_queue_stored(struct request *req)
 {
-    struct MHD_Response *resp;
+    struct MHD_Response *resp = req->answer_resp;
     enum MHD_Result r;
 
-    resp = MHD_create_response_from_buffer(req->answer_len, req->answer, MHD_RESPMEM_MUST_FREE);
-    if (!resp)
-        fatal("out of memory (response)");
-    req->answer = NULL;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->answer_type);
+    req->answer_resp = NULL;
+    if (!resp) {
+        resp = MHD_create_response_from_buffer(req->answer_len, req->answer, MHD_RESPMEM_MUST_FREE);
+        if (!resp)
+            fatal("out of memory (response)");
+        req->answer = NULL;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->answer_type);
+    }
     r = MHD_queue_response(req->conn, req->status, resp);
     MHD_destroy_response(resp);
     req->state = REQUEST_QUEUED;
@@ -387,6 +393,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (info && info->socket_context) {
             req->connection = info->socket_context;
             req->connection->req = req;
+            req->uri = req->connection->uri;
+            req->connection->uri = NULL;
         }
         request_identify(s, req);
         untrusted = untrusted_head(conn, version);
@@ -500,7 +508,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     request_drop_deadline(req);
     request_uncount_forwarded(s, req);
+    if (req->answer_resp)
+        MHD_destroy_response(req->answer_resp); /* a stream's: it is told through on_free */
     free(req->answer);
+    free(req->uri);
     free(req->body);
     free(req);
     s->in_flight--;
@@ -767,6 +778,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     client_release(s, c->client);
     tls_identity_unref(c->tls);
     s->open--;
+    free(c->uri);
     free(c);
 }
 
@@ -855,6 +867,21 @@ static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
     if (strstr(s, "%00"))
         return strlen(s);
     return MHD_http_unescape(s);
+}
+
+/* The request target as the client sent it, before libmicrohttpd unescapes the path and
+ * splits the query off: kept on the connection for the request on_access begins next. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct connection *c = info ? info->socket_context : NULL;
+
+    if (c) {
+        free(c->uri);
+        c->uri = xstrdup(uri);
+    }
+    return NULL;
 }
 
 static void on_timer(uv_timer_t *t)
@@ -1065,7 +1092,7 @@ int server_new_with(uv_loop_t *loop, const char *listen_addr, const struct serve
         s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_HEADER_MEMORY,
         MHD_OPTION_CONNECTION_LIMIT, s->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)SERVER_IDLE_TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
-        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
         /* last: without TLS the list ends here */
         tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, on_tls_certificate, MHD_OPTION_END);
     if (!s->mhd) {
@@ -1221,6 +1248,11 @@ const char *request_method(const struct request *req)
     return req->method;
 }
 
+const char *request_uri(const struct request *req)
+{
+    return req->uri ? req->uri : req->path;
+}
+
 const char *request_path(const struct request *req)
 {
     return req->path;
@@ -1234,6 +1266,32 @@ const char *request_client(const struct request *req)
 void request_client_address(const struct request *req, struct sockaddr_storage *ret)
 {
     *ret = req->client;
+}
+
+struct header_walk {
+    bool (*fn)(void *data, const char *name, const char *value);
+    void *data;
+};
+
+static enum MHD_Result walk_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct header_walk *w = cls;
+
+    return w->fn(w->data, key, value ? value : "") ? MHD_YES : MHD_NO;
+}
+
+void request_headers_each(struct request *req,
+                          bool (*fn)(void *data, const char *name, const char *value), void *data)
+{
+    struct header_walk w = {fn, data};
+
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, walk_header, &w);
+}
+
+const char *request_scheme(const struct request *req)
+{
+    return req->server->tls ? "https" : "http";
 }
 
 const char *request_header(struct request *req, const char *name)
@@ -1322,17 +1380,49 @@ struct MHD_Connection *request_connection(const struct request *req)
     return req->conn;
 }
 
+/* Keeps resp (its reference taken) as the answer of a suspended request, and resumes it:
+ * queued when libmicrohttpd calls back (on_access). */
+static void request_answer_response_later(struct request *req, unsigned status,
+                                          struct MHD_Response *resp)
+{
+    req->answer_resp = resp;
+    req->status = status;
+    req->state = REQUEST_ANSWERED;
+    suspended_unlink(req);
+    request_drop_deadline(req);
+    if (!req->in_access) {
+        MHD_resume_connection(req->conn);
+        server_kick(req->server);
+    }
+}
+
+void request_reply_taken(struct request *req, unsigned status, struct MHD_Response *resp)
+{
+    if (req->state == REQUEST_SUSPENDED) {
+        request_answer_response_later(req, status, resp);
+        return;
+    }
+    request_reply_response(req, status, resp);
+    MHD_destroy_response(resp);
+}
+
 bool request_queue_stream(struct request *req, unsigned status, struct MHD_Response *resp,
                           struct stream *st)
 {
+    if (req->state == REQUEST_SUSPENDED) {
+        req->stream = st;
+        request_answer_response_later(req, status, resp);
+        return true;
+    }
     if (!req->in_access || req->state != REQUEST_READING)
-        fatal("request %s %s: a stream can only answer at once", req->method, req->path);
+        fatal("request %s %s: a stream answers at once or after a suspend", req->method, req->path);
     req->status = status;
     req->state = REQUEST_QUEUED;
     if (MHD_queue_response(req->conn, status, resp) != MHD_YES) {
         log_debug("http: cannot queue the stream answering %s %s", req->method, req->path);
         return false;
     }
+    MHD_destroy_response(resp);
     req->stream = st;
     return true;
 }
@@ -1448,6 +1538,14 @@ void request_suspend(struct request *req, uint64_t timeout_ms)
     if (s->suspended)
         s->suspended->prev_suspended = req;
     s->suspended = req;
+}
+
+void request_set_deadline(struct request *req, uint64_t timeout_ms)
+{
+    if (req->state != REQUEST_SUSPENDED || !req->deadline)
+        return;
+    req->timeout_ms = timeout_ms;
+    uv_timer_start(&req->deadline->timer, on_deadline, timeout_ms, 0);
 }
 
 void request_set_abort(struct request *req, void (*on_abort)(void *data), void *data)

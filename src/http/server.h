@@ -100,7 +100,15 @@ bool request_server_stopping(const struct request *req);
 
 const char *request_method(const struct request *req);
 const char *request_path(const struct request *req);
+/* The request target as the client sent it: the path still escaped, with its query ("?"
+ * and after) if any; what a proxy forwards. */
+const char *request_uri(const struct request *req);
 const char *request_header(struct request *req, const char *name);
+/* Calls fn(data, name, value) for each header in the order sent, until it returns false. */
+void request_headers_each(struct request *req,
+                          bool (*fn)(void *data, const char *name, const char *value), void *data);
+/* "https" when the server speaks TLS, else "http". */
+const char *request_scheme(const struct request *req);
 /* In one pass over the headers: how many of them have one of the n names (any case);
  * when there is one, the last one's name index and value go to *ret_index, *ret_value. */
 unsigned request_headers_find(struct request *req, const char *const *names, size_t n,
@@ -154,6 +162,10 @@ void request_reply_error(struct request *req, unsigned status, const char *code,
  * libmicrohttpd counts references, so the caller keeps its own and may reuse it. */
 void request_reply_response(struct request *req, unsigned status, struct MHD_Response *resp);
 
+/* Replies with a prepared response, at once or after a suspend, taking the caller's
+ * reference to it (for an answer with headers of its own, such as Retry-After). */
+void request_reply_taken(struct request *req, unsigned status, struct MHD_Response *resp);
+
 /* A response with a copy of a JSON document's compact text, Content-Type set; reusable
  * for many requests. Does not take the reference. */
 struct MHD_Response *server_json_response(json_t *body);
@@ -162,6 +174,9 @@ struct MHD_Response *server_json_response(json_t *body);
  * callback via request_reply_json() or request_reply_error(). After timeout_ms the request
  * is aborted (see request_set_abort) and answered 504. */
 void request_suspend(struct request *req, uint64_t timeout_ms);
+
+/* A suspended request's deadline starts again: timeout_ms from now. */
+void request_set_deadline(struct request *req, uint64_t timeout_ms);
 
 /* A function called, once, when a suspended request ends without the handler's answer:
  * its deadline passed (it is then answered 504), the client went away, or the server is

@@ -11,8 +11,10 @@
 /* The libmicrohttpd connection of a request still in flight. */
 struct MHD_Connection *request_connection(const struct request *req);
 
-/* Queues resp as req's answer, a stream (from the handler, at once): the request now
- * belongs to st until it ends (stream_request_done). false when it cannot be queued. */
+/* Queues resp as req's answer, a stream (from the handler at once, or after a suspend,
+ * when libmicrohttpd calls back): the request now belongs to st until it ends
+ * (stream_request_done). True: resp's reference is taken; false (it cannot be queued):
+ * it is still the caller's. */
 bool request_queue_stream(struct request *req, unsigned status, struct MHD_Response *resp,
                           struct stream *st);
 

@@ -23,9 +23,12 @@ struct stream {
     char *buf;           /* unread bytes: [off, len) */
     size_t off, len, size, cap;
     bool ended;          /* stream_end(): the body stops once the buffer is drained */
+    bool broken;         /* stream_abort(): ...and then the connection is cut */
     bool suspended;      /* the reader suspended the connection for want of bytes */
     bool response;       /* libmicrohttpd still holds the response */
+    bool refused;        /* a write was refused at the cap: drained() is owed */
     stream_gone_fn gone; /* NULL once the owner has let go */
+    stream_drained_fn drained;
     void *data;
 };
 
@@ -62,6 +65,8 @@ static ssize_t on_read(void *cls, uint64_t pos, char *buf, size_t max)
 
     (void)pos;
     if (n == 0) {
+        if (st->broken)
+            return MHD_CONTENT_READER_END_WITH_ERROR; /* no last chunk: the client sees a cut */
         if (st->ended || !st->req)
             return MHD_CONTENT_READER_END_OF_STREAM;
         st->suspended = true;
@@ -79,6 +84,11 @@ static ssize_t on_read(void *cls, uint64_t pos, char *buf, size_t max)
             free(st->buf);
             st->buf = NULL;
             st->size = 0;
+        }
+        if (st->refused && st->drained && st->gone) {
+            /* The writer waits for room: it may write now (into the emptied buffer). */
+            st->refused = false;
+            st->drained(st->data);
         }
     }
     return (ssize_t)n;
@@ -113,33 +123,49 @@ struct stream *request_stream(struct request *req, unsigned status, const char *
                               const char *const *headers, size_t cap, stream_gone_fn gone,
                               void *data)
 {
+    struct stream_options o = {.status = status,
+                               .type = type,
+                               .headers = headers,
+                               .length = MHD_SIZE_UNKNOWN,
+                               .no_cache = true,
+                               .cap = cap,
+                               .gone = gone,
+                               .data = data};
+
+    return request_stream_with(req, &o);
+}
+
+struct stream *request_stream_with(struct request *req, const struct stream_options *o)
+{
     struct stream *st = xcalloc(1, sizeof(*st));
     const union MHD_ConnectionInfo *info;
     struct MHD_Response *resp;
 
-    st->cap = cap;
+    st->cap = o->cap;
     st->response = true;
-    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, on_read, st, on_free);
+    resp = MHD_create_response_from_callback(o->length, STREAM_BLOCK, on_read, st, on_free);
     if (!resp)
         fatal("out of memory (response)");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
-        MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    if (o->type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, o->type);
+    if (o->no_cache)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    for (size_t i = 0; o->headers && o->headers[i] && o->headers[i + 1]; i += 2)
+        MHD_add_response_header(resp, o->headers[i], o->headers[i + 1]);
     st->req = req;
-    if (!request_queue_stream(req, status, resp, st)) {
+    if (!request_queue_stream(req, o->status, resp, st)) {
         st->req = NULL;
         MHD_destroy_response(resp); /* frees st through on_free */
         return NULL;
     }
-    MHD_destroy_response(resp);
     info = MHD_get_connection_info(request_connection(req), MHD_CONNECTION_INFO_CONNECTION_FD);
     if (info)
         stream_socket_options(info->connect_fd);
     /* No idle timeout while it streams: an idle stream is suspended, not stuck. */
     MHD_set_connection_option(request_connection(req), MHD_CONNECTION_OPTION_TIMEOUT, 0U);
-    st->gone = gone;
-    st->data = data;
+    st->gone = o->gone;
+    st->drained = o->drained;
+    st->data = o->data;
     return st;
 }
 
@@ -173,8 +199,12 @@ static bool stream_put(struct stream *st, const void *buf, size_t len, bool past
         fatal("stream written after its end");
     if (len == 0)
         return true;
-    if (!st->req || !stream_reserve(st, len, past_cap))
+    if (!st->req)
         return false;
+    if (!stream_reserve(st, len, past_cap)) {
+        st->refused = true;
+        return false;
+    }
     memcpy(st->buf + st->len, buf, len);
     st->len += len;
     stream_resume(st);
@@ -214,6 +244,15 @@ void stream_end(struct stream *st, const void *last, size_t len)
     st->gone = NULL;
     if (last)
         stream_put(st, last, len, true);
+    stream_finish(st);
+}
+
+void stream_abort(struct stream *st)
+{
+    if (st->ended)
+        fatal("stream ended twice");
+    st->gone = NULL;
+    st->broken = true;
     stream_finish(st);
 }
 

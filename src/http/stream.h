@@ -25,6 +25,29 @@ struct stream *request_stream(struct request *req, unsigned status, const char *
                               const char *const *headers, size_t cap, stream_gone_fn gone,
                               void *data);
 
+/* Called when a write refused at the cap may be tried again: the client has read every
+ * byte that waited (a proxy resumes its upstream). Not called once the owner let go. */
+typedef void (*stream_drained_fn)(void *data);
+
+/* request_stream() in full. */
+struct stream_options {
+    unsigned status;
+    const char *type;           /* Content-Type (a static string); NULL: none */
+    const char *const *headers; /* pairs of name and value, NULL-terminated; NULL: none */
+    uint64_t length;            /* the body's length when known (Content-Length), else
+                                 * MHD_SIZE_UNKNOWN (chunked) */
+    bool no_cache;              /* Cache-Control: no-cache */
+    size_t cap;
+    stream_gone_fn gone;
+    stream_drained_fn drained; /* NULL: a refused write is never told */
+    void *data;
+};
+
+/* Answers req with a stream as o says: from its handler at once, or after
+ * request_suspend() (a proxy answers once its upstream's head came). NULL as for
+ * request_stream(). */
+struct stream *request_stream_with(struct request *req, const struct stream_options *o);
+
 /* Appends len bytes: false (nothing appended) when they would take the unread bytes past
  * the cap. */
 bool stream_write(struct stream *st, const void *buf, size_t len);
@@ -40,5 +63,10 @@ size_t stream_unread(const struct stream *st);
  * go past the cap). The owner must forget the stream; gone is not called. A client that
  * does not read the rest is closed after the server's idle timeout. */
 void stream_end(struct stream *st, const void *last, size_t len);
+
+/* Ends the body badly after what is buffered: the connection is cut without the last
+ * chunk (or short of Content-Length), so the client sees the answer is incomplete, never
+ * a whole one (an upstream that died mid-answer). The owner must forget the stream. */
+void stream_abort(struct stream *st);
 
 #endif
