@@ -460,6 +460,23 @@ static void parse_description(struct manifest_parser *p)
     p->m->description = description;
 }
 
+/* on_demand: start (the default) or reject. */
+static void parse_on_demand(struct manifest_parser *p)
+{
+    struct yamldoc_field *f = &p->fields[F_ON_DEMAND];
+    const char *text = yamldoc_scalar(f->value);
+
+    if (!f->value)
+        return;
+    if (text && yamldoc_is_plain(f->value) && strcmp(text, "start") == 0)
+        p->m->on_demand_reject = false;
+    else if (text && yamldoc_is_plain(f->value) && strcmp(text, "reject") == 0)
+        p->m->on_demand_reject = true;
+    else
+        manifest_type_error(p, f->value,
+                            "on_demand must be start (a proxied request starts it) or reject");
+}
+
 /* priority: a plain integer, negative or not, within +-MANIFEST_PRIORITY_MAX. */
 static void parse_priority(struct manifest_parser *p)
 {
@@ -533,6 +550,7 @@ static void parse_fields(struct manifest_parser *p)
                                                 &m->stop_timeout_ms, p->errors));
     parse_restart(p);
     parse_priority(p);
+    parse_on_demand(p);
     resolve_driver(p);
 }
 
@@ -588,6 +606,7 @@ int manifest_parse_within(const char *buf, size_t len, const char *dir, const ch
                 [F_PRIORITY] = {.key = "priority"},
                 [F_GPU] = {.key = "gpu"},
                 [F_DEVICES] = {.key = "devices"},
+                [F_ON_DEMAND] = {.key = "on_demand"},
             },
     };
     size_t errors_start = errors ? errors->n : 0, warnings_start = warnings ? warnings->n : 0;
@@ -726,6 +745,7 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "stop_timeout_ms", json_integer((json_int_t)m->stop_timeout_ms));
     json_object_set_new(o, "restart", json_string(manifest_restart_name(m->restart)));
     json_object_set_new(o, "priority", json_integer(m->priority));
+    json_object_set_new(o, "on_demand", json_string(m->on_demand_reject ? "reject" : "start"));
     json_object_set_new(o, "dir", json_string_or_null(m->dir));
     return o;
 }

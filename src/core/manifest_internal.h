@@ -28,6 +28,7 @@ enum field {
     F_PRIORITY,
     F_GPU,
     F_DEVICES,
+    F_ON_DEMAND,
     F_COUNT
 };
 

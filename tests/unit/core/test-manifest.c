@@ -491,6 +491,16 @@ static void test_restart_values(void **state)
         manifest_free(m);
         free(text);
     }
+    {
+        struct manifest *m = parse_ok(PROCESS_BASE "on_demand: reject\n");
+        assert_true(m->on_demand_reject);
+        manifest_free(m);
+        m = parse_ok(PROCESS_BASE "on_demand: start\n");
+        assert_false(m->on_demand_reject);
+        manifest_free(m);
+    }
+    assert_fails(PROCESS_BASE "on_demand: yes\n", 4, "on_demand must be start");
+    assert_fails(PROCESS_BASE "on_demand: [start]\n", 4, "on_demand must be start");
     assert_string_equal(manifest_restart_name(RESTART_NO), "no");
     assert_string_equal(manifest_restart_name(RESTART_ON_FAILURE), "on-failure");
     assert_string_equal(manifest_restart_name(RESTART_ALWAYS), "always");
@@ -1048,7 +1058,8 @@ static void test_to_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "dir")), plain_dir);
     assert_int_equal(json_integer_value(json_object_get(j, "priority")), 0);
     assert_true(json_is_null(json_object_get(j, "gpu")));
-    assert_int_equal(json_object_size(j), 17);
+    assert_string_equal(json_string_value(json_object_get(j, "on_demand")), "start");
+    assert_int_equal(json_object_size(j), 18);
     json_decref(j);
     manifest_free(m);
 
