@@ -22,6 +22,7 @@
 #include "http/gate.h"
 #include "http/gpus.h"
 #include "http/mcp.h"
+#include "http/proxy.h"
 #include "http/metrics.h"
 #include "http/sse.h"
 #include "http/server.h"
@@ -48,6 +49,7 @@ struct daemon {
     struct events *hub;
     struct sse *sse;
     struct mcp *mcp;
+    struct proxy *proxy;
     struct metrics *metrics;
     struct dashboard *dashboard;
     struct inventory *inventory;
@@ -65,6 +67,8 @@ static const struct gate_route events_route = {NEED_READ, "events", false};
 
 /* /mcp: a key that may read; each tool call then needs its tool's role. */
 static const struct gate_route mcp_route = {NEED_READ, "mcp", false};
+/* /s/NAME/...: the proxy, for user keys and up. */
+static const struct gate_route proxy_route = {NEED_USE, "proxy", false};
 
 /* GET /metrics: a key that may read (Prometheus sends one as a bearer token). */
 static const struct gate_route metrics_route = {NEED_READ, "metrics", false};
@@ -125,6 +129,8 @@ static void daemon_teardown(struct daemon *d)
     d->server = NULL;
     mcp_free(d->mcp); /* after the server: its calls ended with their requests */
     d->mcp = NULL;
+    proxy_free(d->proxy); /* after the server: its requests ended with it */
+    d->proxy = NULL;
     metrics_free(d->metrics); /* after the server: its scrapes and requests ended */
     d->metrics = NULL;
     dashboard_free(d->dashboard);
@@ -394,6 +400,8 @@ int daemon_run(const struct config *c)
     api_mount(d.api, "/gpus", "GET", gpus_handle, &d.gpus, &gpus_route);
     d.mcp = mcp_new(&d.loop, d.reg, d.supervisor, d.gate, d.hub, c);
     api_mount(d.api, "/mcp", "POST, DELETE", mcp_handle, d.mcp, &mcp_route);
+    d.proxy = proxy_new(&d.loop, d.reg, d.supervisor, d.fetcher, d.gate);
+    api_mount_prefix(d.api, "/s/", proxy_handle, d.proxy, &proxy_route);
     d.metrics = metrics_new(&d.loop, d.reg, d.supervisor, d.hub);
     api_mount(d.api, "/metrics", "GET", metrics_handle, d.metrics, &metrics_route);
     d.dashboard = dashboard_new();

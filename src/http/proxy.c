@@ -1,0 +1,664 @@
+/* The reverse proxy (SPEC section 7 "Proxy and on demand"): /s/NAME/PATH?QUERY goes to
+ * the service's port on the loopback, the answer streamed back as it comes. One request
+ * is one upstream transfer on the fetcher's libcurl multi handle (keep-alive connections
+ * are reused); the answer's body passes through a stream (http/stream.h) whose cap pauses
+ * the upstream while the client reads slowly. See proxy.h for what it does not do yet. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/manifest.h"
+#include "http/proxy.h"
+#include "http/render.h"
+#include "http/stream.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+
+#define PROXY_PREFIX       "/s/"
+#define PROXY_HEADERS_MAX  128 /* request header lines forwarded, at most */
+#define PROXY_RESPONSE_MAX 128 /* answer header lines passed back, at most */
+
+struct cold;
+
+struct proxy {
+    uv_loop_t *loop;
+    struct cold *colds; /* starts on demand under way */
+    struct registry *reg;
+    struct supervisor *sup;
+    struct fetcher *fetcher;
+    struct gate *gate;
+};
+
+/* One proxied request: from the handler until both the upstream transfer and the
+ * client's side are over. */
+struct proxied {
+    struct proxy *proxy;
+    struct request *req; /* until the answer's head is queued (then the stream has it) */
+    struct fetch *fetch; /* until done() */
+    struct stream *st;   /* from the head until the client goes or the body ends */
+    bool head, in_curl, client_gone, suspended;
+    char service[MANIFEST_NAME_MAX + 1];
+    struct cold *cold; /* while it waits for its service's start on demand */
+    struct proxied *next_wait, *prev_wait;
+    uint64_t wait_until; /* loop time when it stops waiting (503) */
+};
+
+/* RFC 9110 7.6.1: meant for one connection, never forwarded (with those Connection
+ * names); Host, the framing and the Expect of a body already read are set anew. */
+static const char *const hop_by_hop[] = {
+    "Connection", "Keep-Alive",         "Proxy-Connection",    "TE", "Trailer", "Transfer-Encoding",
+    "Upgrade",    "Proxy-Authenticate", "Proxy-Authorization", NULL,
+};
+
+static bool in_list(const char *const *list, const char *name)
+{
+    for (size_t i = 0; list[i]; i++)
+        if (strcasecmp(list[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Whether a Connection header's value (a comma-separated list) names name. */
+static bool connection_names(const char *connection, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (const char *p = connection; p && *p;) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, " \t,");
+        if (n == len && strncasecmp(p, name, n) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+/* What of the client's request goes upstream. */
+struct forward {
+    struct proxied *pr;
+    const char *connection; /* the client's Connection header */
+    bool drop_authorization;
+    bool has_type, has_accept;
+    char *lines[PROXY_HEADERS_MAX + 8];
+    size_t n;
+};
+
+static bool forward_header(void *data, const char *name, const char *value)
+{
+    struct forward *f = data;
+
+    if (in_list(hop_by_hop, name) || connection_names(f->connection, name) ||
+        strcasecmp(name, "Host") == 0 || strcasecmp(name, "Content-Length") == 0 ||
+        strcasecmp(name, "Expect") == 0 || strncasecmp(name, "X-Forwarded-", 12) == 0 ||
+        (f->drop_authorization &&
+         (strcasecmp(name, "Authorization") == 0 || strcasecmp(name, "X-API-Key") == 0)))
+        return true;
+    if (f->n == PROXY_HEADERS_MAX)
+        return false;
+    f->has_type = f->has_type || strcasecmp(name, "Content-Type") == 0;
+    f->has_accept = f->has_accept || strcasecmp(name, "Accept") == 0;
+    f->lines[f->n++] = xasprintf("%s: %s", name, value);
+    return true;
+}
+
+static void proxied_free(struct proxied *pr)
+{
+    free(pr);
+}
+
+/* Both sides are over: the request is forgotten. */
+static void proxied_release_if_done(struct proxied *pr)
+{
+    if (!pr->fetch && !pr->req && !pr->st)
+        proxied_free(pr);
+}
+
+/* --- the client's side -------------------------------------------------------------- */
+
+/* The client went away (or the server stops) before the answer's head: the upstream
+ * transfer is dropped. */
+static void on_request_abort(void *data)
+{
+    struct proxied *pr = data;
+
+    pr->req = NULL;
+    fetch_cancel(pr->fetch);
+    pr->fetch = NULL;
+    proxied_release_if_done(pr);
+}
+
+/* The client went away during the body. */
+static void on_stream_gone(void *data)
+{
+    struct proxied *pr = data;
+
+    pr->st = NULL;
+    pr->client_gone = true;
+    if (pr->in_curl)
+        return; /* the transfer is told to stop by the callback's answer */
+    fetch_cancel(pr->fetch);
+    pr->fetch = NULL;
+    proxied_release_if_done(pr);
+}
+
+/* The client read what waited: the upstream may send more. */
+static void on_stream_drained(void *data)
+{
+    struct proxied *pr = data;
+
+    if (pr->fetch && !pr->in_curl)
+        fetch_resume(pr->fetch);
+}
+
+/* --- the upstream's side ------------------------------------------------------------ */
+
+/* Names and values of the answer's headers that go back (pairs, NULL-terminated). */
+static size_t answer_headers(char *const *lines, size_t n, const char **out, size_t max)
+{
+    const char *connection = NULL;
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if (strncasecmp(lines[i], "Connection:", 11) == 0)
+            connection = lines[i] + 11;
+    for (size_t i = 0; i < n && k + 2 < max; i++) {
+        char *colon = strchr(lines[i], ':');
+        const char *value;
+
+        if (!colon || colon == lines[i])
+            continue;
+        *colon = '\0';
+        value = colon + 1 + strspn(colon + 1, " \t");
+        if (in_list(hop_by_hop, lines[i]) || connection_names(connection, lines[i]) ||
+            strcasecmp(lines[i], "Content-Length") == 0 || strcasecmp(lines[i], "Date") == 0)
+            continue;
+        out[k++] = lines[i];
+        out[k++] = value;
+    }
+    out[k] = NULL;
+    return k;
+}
+
+static enum fetch_take on_head(void *data, long status, char *const *lines, size_t n,
+                               int64_t length)
+{
+    struct proxied *pr = data;
+    const char *headers[2 * PROXY_RESPONSE_MAX + 1];
+    struct stream_options o = {.status = (unsigned)status,
+                               .headers = headers,
+                               .length = length >= 0 ? (uint64_t)length : MHD_SIZE_UNKNOWN,
+                               .cap = PROXY_BUFFER,
+                               .gone = on_stream_gone,
+                               .drained = on_stream_drained,
+                               .data = pr};
+
+    if (!pr->req)
+        return FETCH_ABORT;
+    if (status == 204 || status == 304)
+        o.length = 0; /* no body, whatever the upstream says */
+    answer_headers(lines, n, headers, sizeof(headers) / sizeof(headers[0]));
+    request_set_abort(pr->req, NULL, NULL);
+    pr->head = true;
+    pr->st = request_stream_with(pr->req, &o);
+    pr->req = NULL; /* the stream has it now */
+    return pr->st ? FETCH_TAKEN : FETCH_ABORT;
+}
+
+static enum fetch_take on_body(void *data, const char *buf, size_t len)
+{
+    struct proxied *pr = data;
+    bool taken;
+
+    if (!pr->st)
+        return FETCH_ABORT;
+    pr->in_curl = true;
+    if (stream_unread(pr->st) == 0) {
+        stream_write_all(pr->st, buf, len); /* one piece of libcurl's always fits */
+        taken = true;
+    } else {
+        taken = stream_write(pr->st, buf, len);
+    }
+    pr->in_curl = false;
+    if (pr->client_gone)
+        return FETCH_ABORT;
+    return taken ? FETCH_TAKEN : FETCH_PAUSE;
+}
+
+static const struct fetch_proxy_events upstream_events = {.head = on_head, .body = on_body};
+
+/* The upstream transfer ended: a whole answer ends the body; a cut one cuts the client's;
+ * no answer at all is 502 or 504. */
+static void on_done(void *data, const struct fetch_result *res)
+{
+    struct proxied *pr = data;
+
+    pr->fetch = NULL;
+    if (pr->st) {
+        if (res->curl_code == 0) {
+            stream_end(pr->st, NULL, 0);
+        } else {
+            log_info("%s: the upstream's answer broke off (%s): the client's is cut too",
+                     pr->service, res->error);
+            stream_abort(pr->st);
+        }
+        pr->st = NULL;
+    } else if (pr->req) {
+        request_set_abort(pr->req, NULL, NULL);
+        if (res->curl_code == 28) /* CURLE_OPERATION_TIMEDOUT */
+            request_reply_error(pr->req, MHD_HTTP_GATEWAY_TIMEOUT, "upstream_timeout",
+                                "%s did not answer in time: %s", pr->service, res->error);
+        else if (res->curl_code == 7) /* CURLE_COULDNT_CONNECT */
+            request_reply_error(pr->req, MHD_HTTP_BAD_GATEWAY, "upstream_unreachable",
+                                "%s does not accept connections on its port: %s", pr->service,
+                                res->error);
+        else
+            request_reply_error(pr->req, MHD_HTTP_BAD_GATEWAY, "upstream_error",
+                                "%s answered badly: %s", pr->service,
+                                res->error ? res->error : "no answer");
+        pr->req = NULL;
+    }
+    proxied_release_if_done(pr);
+}
+
+/* --- forwarding ---------------------------------------------------------------------- */
+
+/* A 503 that says when to try again (at once or after a suspend). */
+static void reply_unavailable(struct request *req, const char *code, unsigned retry_s,
+                              const char *message)
+{
+    json_t *body = json_pack("{s:s, s:s}", "error", code, "message", message);
+    struct MHD_Response *resp = server_json_response(body);
+    char retry[16];
+
+    snprintf(retry, sizeof(retry), "%u", retry_s);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+    request_reply_taken(req, MHD_HTTP_SERVICE_UNAVAILABLE, resp);
+    json_decref(body);
+}
+
+/* The address a service answers on: its first host port, on the loopback unless the
+ * manifest binds it to one address. */
+static char *upstream_url(const struct manifest *m, const char *rest)
+{
+    const char *ip = m->n_ports && m->ports[0].host_ip && *m->ports[0].host_ip &&
+                             strcmp(m->ports[0].host_ip, "0.0.0.0") != 0 &&
+                             strcmp(m->ports[0].host_ip, "::") != 0
+                         ? m->ports[0].host_ip
+                         : "127.0.0.1";
+
+    return strchr(ip, ':') ? xasprintf("http://[%s]:%u%s", ip, m->port, rest)
+                           : xasprintf("http://%s:%u%s", ip, m->port, rest);
+}
+
+/* Sends pr's request on to svc, now running: the request is (or stays) suspended until the
+ * answer's head comes. */
+static void proxy_forward(struct proxied *pr, const struct service *svc)
+{
+    struct proxy *p = pr->proxy;
+    struct request *req = pr->req;
+    const char *body, *host = request_header(req, "Host");
+    const char *rest = request_uri(req) + strlen(PROXY_PREFIX) + strlen(pr->service);
+    struct forward f = {0};
+    struct fetch_proxy_request up;
+    size_t body_len;
+    char *url;
+    int r;
+
+    f.pr = pr;
+    f.connection = request_header(req, "Connection");
+    /* With keys, Authorization and X-API-Key carry the daemon's key, not the service's. */
+    f.drop_authorization = gate_has_keys(p->gate);
+    request_headers_each(req, forward_header, &f);
+    f.lines[f.n++] = xasprintf("X-Forwarded-For: %s", request_client(req));
+    f.lines[f.n++] = xasprintf("X-Forwarded-Proto: %s", request_scheme(req));
+    if (host)
+        f.lines[f.n++] = xasprintf("X-Forwarded-Host: %s", host);
+    f.lines[f.n++] = xstrdup("Expect:"); /* none of libcurl's own: the body is here */
+    if (!f.has_accept)
+        f.lines[f.n++] = xstrdup("Accept:");
+    body = request_body(req, &body_len);
+    if (!f.has_type && body_len > 0)
+        f.lines[f.n++] = xstrdup("Content-Type:");
+    f.lines[f.n] = NULL;
+
+    url = upstream_url(svc->manifest, rest);
+    up = (struct fetch_proxy_request){.url = url,
+                                      .method = request_method(req),
+                                      .headers = (const char *const *)f.lines,
+                                      .body = body_len > 0 ? body : NULL,
+                                      .body_len = body_len,
+                                      .connect_timeout_ms = PROXY_CONNECT_TIMEOUT_MS};
+    r = fetcher_proxy(p->fetcher, &up, &upstream_events, on_done, pr, &pr->fetch);
+    free(url);
+    for (size_t i = 0; i < f.n; i++)
+        free(f.lines[i]);
+    if (r < 0) {
+        pr->req = NULL;
+        free(pr);
+        reply_unavailable(req, "unavailable", 5, "the daemon is stopping");
+        return;
+    }
+    if (!pr->suspended) {
+        request_suspend(req, PROXY_HEAD_TIMEOUT_MS);
+        pr->suspended = true;
+    } else {
+        request_set_deadline(req, PROXY_HEAD_TIMEOUT_MS); /* it waited for a start */
+    }
+    request_set_abort(req, on_request_abort, pr);
+}
+
+/* --- starts on demand ------------------------------------------------------------------ */
+
+/* A start that proxied requests asked for (on_demand: start), and the requests that wait
+ * for it: one per service at a time, so that any number of cold requests make one start. */
+struct cold {
+    struct proxy *proxy;
+    char name[MANIFEST_NAME_MAX + 1];
+    struct supervisor_op *op;    /* until its done */
+    struct proxied *head, *tail; /* waiting, oldest first (their deadlines in order) */
+    uint64_t wait_ms;            /* how long each may wait: the service's start_period */
+    uv_timer_t timer;            /* the oldest waiter's deadline */
+    bool starting;               /* supervisor_start() is on the stack */
+    bool over;                   /* its start was answered */
+    struct cold *next;
+};
+
+static void cold_unlink_waiter(struct cold *c, struct proxied *pr)
+{
+    if (pr->prev_wait)
+        pr->prev_wait->next_wait = pr->next_wait;
+    else
+        c->head = pr->next_wait;
+    if (pr->next_wait)
+        pr->next_wait->prev_wait = pr->prev_wait;
+    else
+        c->tail = pr->prev_wait;
+    pr->next_wait = pr->prev_wait = NULL;
+    pr->cold = NULL;
+}
+
+static void on_cold_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Lets go of c once nothing waits and its start was answered or nobody wants it. */
+static void cold_release_if_done(struct cold *c)
+{
+    struct cold **at;
+
+    if (c->head || c->starting || (c->op && !c->over))
+        return;
+    for (at = &c->proxy->colds; *at; at = &(*at)->next)
+        if (*at == c) {
+            *at = c->next;
+            break;
+        }
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_cold_closed);
+}
+
+static void cold_arm(struct cold *c);
+
+/* Waiters whose start_period went by are answered 503 with Retry-After; the start goes
+ * on, for their next try. */
+static void on_cold_timer(uv_timer_t *t)
+{
+    struct cold *c = t->data;
+    uint64_t now = uv_now(t->loop);
+    char message[256];
+
+    while (c->head && c->head->wait_until <= now) {
+        struct proxied *pr = c->head;
+        struct request *req = pr->req;
+
+        cold_unlink_waiter(c, pr);
+        request_set_abort(req, NULL, NULL);
+        pr->req = NULL;
+        free(pr);
+        snprintf(message, sizeof(message),
+                 "%s is starting and not healthy yet (start_period %" PRIu64
+                 " ms went by): try again shortly",
+                 c->name, c->wait_ms);
+        reply_unavailable(req, "service_starting", 5, message);
+    }
+    cold_arm(c);
+    cold_release_if_done(c);
+}
+
+static void cold_arm(struct cold *c)
+{
+    uint64_t now = uv_now(c->timer.loop);
+
+    if (c->head)
+        uv_timer_start(&c->timer, on_cold_timer,
+                       c->head->wait_until > now ? c->head->wait_until - now : 0, 0);
+    else
+        uv_timer_stop(&c->timer);
+}
+
+/* A waiting client went away (or the server stops): it leaves the queue; the start goes
+ * on, unless nobody waits for it any more and it has not begun (a GPU wait). */
+static void on_waiter_abort(void *data)
+{
+    struct proxied *pr = data;
+    struct cold *c = pr->cold;
+
+    cold_unlink_waiter(c, pr);
+    pr->req = NULL;
+    free(pr);
+    if (!c->head && c->op && !c->over) {
+        supervisor_op_cancel(c->op);
+        c->over = true;
+    }
+    cold_arm(c);
+    cold_release_if_done(c);
+}
+
+/* The start is answered: running, every waiter goes on to it; else each is told why. */
+static void on_cold_done(void *data, struct service *svc, const struct supervisor_result *res)
+{
+    struct cold *c = data;
+    struct proxied *pr;
+
+    c->over = true;
+    c->op = NULL;
+    while ((pr = c->head)) {
+        struct request *req = pr->req;
+        json_t *body;
+        unsigned status;
+
+        cold_unlink_waiter(c, pr);
+        request_set_abort(req, NULL, NULL);
+        if (res->outcome == SUPERVISOR_OK || res->outcome == SUPERVISOR_ALREADY) {
+            proxy_forward(pr, svc);
+            continue;
+        }
+        pr->req = NULL;
+        free(pr);
+        status = render_outcome(svc, res, &body);
+        if (res->outcome == SUPERVISOR_TIMED_OUT) {
+            /* Not healthy within start_period: stopped, and the client may try again. */
+            reply_unavailable(req, "service_starting", 5,
+                              json_string_value(json_object_get(body, "message")));
+            json_decref(body);
+        } else {
+            request_reply_json(req, status, body);
+        }
+    }
+    cold_arm(c);
+    cold_release_if_done(c);
+}
+
+/* pr's service is not running: pr waits for the start that the first such request asked
+ * for. */
+static void cold_join(struct proxy *p, struct proxied *pr, struct service *svc)
+{
+    struct cold *c;
+
+    for (c = p->colds; c && (strcmp(c->name, svc->name) != 0 || c->over); c = c->next)
+        ;
+    if (!c) {
+        c = xcalloc(1, sizeof(*c));
+        c->proxy = p;
+        snprintf(c->name, sizeof(c->name), "%s", svc->name);
+        c->wait_ms = svc->manifest->health_start_period_ms;
+        uv_timer_init(p->loop, &c->timer);
+        c->timer.data = c;
+        c->next = p->colds;
+        p->colds = c;
+    }
+    request_suspend(pr->req, c->wait_ms + PROXY_COLD_SLACK_MS);
+    pr->suspended = true;
+    request_set_abort(pr->req, on_waiter_abort, pr);
+    pr->cold = c;
+    pr->wait_until = uv_now(p->loop) + c->wait_ms;
+    pr->prev_wait = c->tail;
+    if (c->tail)
+        c->tail->next_wait = pr;
+    else
+        c->head = pr;
+    c->tail = pr;
+    cold_arm(c);
+    if (c->op || c->starting)
+        return; /* a start is under way: wait with it */
+    log_info("%s: started on demand by a proxied request from %s", svc->name,
+             request_client(pr->req));
+    gate_record(p->gate, pr->req, "start", svc->name, MHD_HTTP_ACCEPTED);
+    c->starting = true;
+    c->op = supervisor_start(p->sup, svc, false, true, false, on_cold_done, c);
+    c->starting = false;
+    if (c->over)
+        c->op = NULL; /* answered before supervisor_start() returned */
+    cold_release_if_done(c);
+}
+
+/* --- the request -------------------------------------------------------------------- */
+
+/* The service the path names and where its rest begins; NULL when answered. */
+static struct service *proxy_target(struct proxy *p, struct request *req, char *name,
+                                    size_t name_size)
+{
+    const char *uri = request_uri(req), *seg = uri + strlen(PROXY_PREFIX);
+    size_t len = strcspn(seg, "/?");
+    struct service *svc;
+    json_t *err;
+
+    if (len == 0 || len >= name_size) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
+                            "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
+        return NULL;
+    }
+    memcpy(name, seg, len);
+    name[len] = '\0';
+    if (!manifest_name_valid(name)) {
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
+                            "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
+        return NULL;
+    }
+    if (seg[len] != '/') {
+        /* /s/NAME: relative links of the service's pages need the slash, as nginx does. */
+        char *location = xasprintf(PROXY_PREFIX "%s/%s", name, seg + len);
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
+        request_reply_response(req, MHD_HTTP_PERMANENT_REDIRECT, resp);
+        MHD_destroy_response(resp);
+        free(location);
+        return NULL;
+    }
+    svc = registry_find(p->reg, name);
+    if (!svc && (err = registry_find_error(p->reg, name))) {
+        request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT, render_invalid_manifest(err));
+        return NULL;
+    }
+    if (!svc) {
+        request_reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no service named '%s' (GET /services lists them)", name);
+        return NULL;
+    }
+    return svc;
+}
+
+void proxy_handle(void *data, struct request *req)
+{
+    struct proxy *p = data;
+    char name[MANIFEST_NAME_MAX + 1], message[512];
+    struct service *svc;
+    const struct service_status *st;
+    struct proxied *pr;
+    bool runs;
+
+    request_set_route(req, "/s/{name}/{path}");
+    svc = proxy_target(p, req, name, sizeof(name));
+    if (!svc)
+        return;
+    if (!p->sup) {
+        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                            "this daemon runs no services");
+        return;
+    }
+    if (request_header(req, "Upgrade")) {
+        request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "upgrade_not_supported",
+                            "the proxy does not pass protocol upgrades (WebSocket) yet: "
+                            "connect to the service's port directly");
+        return;
+    }
+    if (!svc->manifest->port) {
+        request_reply_error(req, MHD_HTTP_CONFLICT, "no_port",
+                            "%s has no port to proxy to (its manifest lists no ports)", name);
+        return;
+    }
+    st = supervisor_status(p->sup, svc);
+    runs = st->state == STATE_RUNNING || st->state == STATE_UNHEALTHY;
+    if (!runs && svc->manifest_error) {
+        /* Nothing starts from a broken manifest. */
+        request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT,
+                           render_invalid_manifest(svc->manifest_error));
+        return;
+    }
+    if (!runs && svc->manifest->on_demand_reject) {
+        snprintf(message, sizeof(message),
+                 "%s is %s and its manifest says on_demand: reject: start it first "
+                 "(POST /services/%s/start)",
+                 name, lifecycle_state_name(st->state), name);
+        reply_unavailable(req, "service_not_running", 5, message);
+        return;
+    }
+    pr = xcalloc(1, sizeof(*pr));
+    pr->proxy = p;
+    pr->req = req;
+    snprintf(pr->service, sizeof(pr->service), "%s", name);
+    if (runs)
+        proxy_forward(pr, svc);
+    else
+        cold_join(p, pr, svc);
+}
+
+struct proxy *proxy_new(uv_loop_t *loop, struct registry *reg, struct supervisor *sup,
+                        struct fetcher *fetcher, struct gate *gate)
+{
+    struct proxy *p = xcalloc(1, sizeof(*p));
+
+    p->loop = loop;
+    p->reg = reg;
+    p->sup = sup;
+    p->fetcher = fetcher;
+    p->gate = gate;
+    return p;
+}
+
+void proxy_free(struct proxy *p)
+{
+    if (!p)
+        return;
+    /* After the server: every waiter was aborted, and each start let go of. */
+    while (p->colds) {
+        struct cold *c = p->colds;
+        p->colds = c->next;
+        uv_timer_stop(&c->timer);
+        uv_close((uv_handle_t *)&c->timer, on_cold_closed);
+    }
+    free(p);
+}

@@ -1,0 +1,776 @@
+"""The reverse proxy, first step (issue 14 item 1; SPEC section 7 "Proxy and on demand"):
+`/s/NAME/PATH?Q` forwards `PATH?Q` to the running service's port on 127.0.0.1 and streams
+the answer back. The upstream is tests/fixtures/upstream.py, run by the daemon as a process
+service's command, so it is what a real service would be: the daemon starts it, checks
+its /health and stops it.
+
+What is asserted: the request as the upstream sees it (method, path and query as sent,
+body, the X-Forwarded-* headers, Host, hop-by-hop headers dropped), the redirect of
+`/s/NAME` to `/s/NAME/`, the answer as the client sees it (status, headers less the
+hop-by-hop ones, bodies whole whatever their framing), server-sent events passed on as
+they come, an upstream that dies mid-answer never looking like a complete answer, the
+errors in SPEC's shape, the gate's `user` role and the daemon's key kept from the
+upstream, the body cap, and a daemon that stays healthy when a client goes away. Also:
+a request for a stopped service starts it (one start for many requests; `on_demand:
+reject` answers 503), and a protocol upgrade is refused with 501 until it is supported.
+
+Nothing here asserts an absolute latency: streaming is checked by the order of events
+(the first event reaches the client well before the upstream sends the last one). Every
+wait is bounded; the daemon, its services and the upstreams are stopped at the end."""
+
+import concurrent.futures
+import http.client
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+import pytest
+
+from conftest import HOST, HTTP_TIMEOUT, free_port, manifest, write_service
+from lifecycle_helpers import Lab, Svc, json_error, pid_alive, read_argv
+from test_gate import bearer, new_key, write_keys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UPSTREAM = os.path.join(REPO, "tests", "fixtures", "upstream.py")
+# Debian's python3 runs the upstream (the daemon's environment may not have the test's).
+PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+
+BODY_MAX = 64 * 1024      # the server's cap on a request body (src/http/server.h)
+STREAM_TIMEOUT = 20.0     # the longest any one answer is read for
+
+
+# --- the upstream's bodies (as tests/fixtures/upstream.py makes them) ---------------------
+
+
+def big_body(n):
+    return b"".join(b"%09d\n" % i for i in range((n + 9) // 10))[:n]
+
+
+def chunked_body(parts):
+    return b"".join((f"part {i:04d} " + "x" * ((i * 37) % 700) + "\n").encode()
+                    for i in range(parts))
+
+
+# --- the lab ---------------------------------------------------------------------------
+
+
+class ProxyLab(Lab):
+    """Lab with upstream services: process services whose command runs upstream.py on
+    their port, with --tag naming this test's folder, so that whatever outlives the
+    daemon is found and killed at the end."""
+
+    def __init__(self, nanny, services_dir, workdir):
+        super().__init__(nanny, services_dir, workdir)
+        self.tag = str(workdir)
+
+    def add_upstream(self, name, port=None, **kw):
+        if port is None:
+            port = free_port()
+        command = [PYTHON, UPSTREAM, "--port", str(port), "--tag", self.tag]
+        return self.add(name, command=command, port=port, **kw)
+
+    def add_text(self, name, text):
+        """A service from a manifest's text (e.g. one with no port); stopped at the end
+        like the others."""
+        folder = os.path.dirname(write_service(self.services_dir, name, text))
+        svc = Svc(name, None, os.path.join(self.pids_dir, f"{name}.pid"), False, folder)
+        self.svcs[name] = svc
+        return svc
+
+    def start_running(self, name, headers=None):
+        r = self.d.post(f"/services/{name}/start?wait=healthy", headers=headers or {},
+                        timeout=30.0)
+        assert r.status == 200, r
+        assert r.json()["state"] == "running", r.json()
+        return r.json()
+
+    def upstream_pids(self):
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            argv = read_argv(int(entry))
+            if argv and UPSTREAM in argv and self.tag in argv and pid_alive(int(entry)):
+                out.append(int(entry))
+        return out
+
+    def kill_upstreams(self):
+        pids = self.upstream_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+            time.sleep(0.05)
+        return pids
+
+    def proxy(self, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT):
+        return self.d.request(method, path, body=body, headers=headers, timeout=timeout)
+
+    def assert_daemon_fine(self, name="web"):
+        """The daemon answers its own /health and a proxied request; the service runs."""
+        self.d.assert_healthy()
+        r = self.proxy("GET", f"/s/{name}/echo?after=1")
+        assert r.status == 200, r
+        assert r.json()["path"] == "/echo?after=1", r.json()
+        assert self.state(name) == "running"
+
+
+@pytest.fixture
+def plab(nanny, services_dir, workdir):
+    lab = ProxyLab(nanny, services_dir, workdir)
+    try:
+        yield lab
+    finally:
+        try:
+            lab.close()
+        finally:
+            lab.kill_upstreams()
+
+
+@pytest.fixture
+def web(plab):
+    """A daemon with one running upstream service, "web"."""
+    svc = plab.add_upstream("web")
+    plab.serve()
+    plab.start_running("web")
+    return svc
+
+
+# --- a client on a raw socket ----------------------------------------------------------
+
+
+class RawStream:
+    """One request on a raw socket. Reads the head, then the body as it comes, decoding
+    its framing (Content-Length, chunked, or until the connection closes), and tells how
+    the answer ended: complete (all the announced bytes, or the last chunk), or closed
+    (the connection ended, by FIN or reset, before that)."""
+
+    def __init__(self, port, path, method="GET", headers=None, body=b"", timeout=10.0,
+                 host=None):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host or f'{HOST}:{port}'}\r\n"
+        for k, v in (headers or {}).items():
+            head += f"{k}: {v}\r\n"
+        try:
+            self.sock.sendall(head.encode() + b"\r\n" + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon answered early (a refused body) and hung up
+        self.raw = b""
+        self.body = b""
+        self.complete = False
+        self.closed = False
+        self.reset = False
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.raw:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer head within {timeout}s: {self.raw[:300]!r}")
+            if not self._recv(deadline):
+                raise AssertionError(f"the connection ended before an answer head: "
+                                     f"{self.raw[:300]!r}")
+        head, self.raw = self.raw.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.header_list = [(k.strip().lower(), v.strip())
+                            for k, _, v in (line.partition(":") for line in lines[1:])]
+        self.headers = {}
+        for k, v in self.header_list:
+            self.headers[k] = f"{self.headers[k]}, {v}" if k in self.headers else v
+        te = self.headers.get("transfer-encoding", "").lower()
+        if method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200:
+            self.framing, self.length = "none", 0
+        elif "chunked" in te:
+            self.framing, self.length = "chunked", None
+        elif "content-length" in self.headers:
+            self.framing, self.length = "length", int(self.headers["content-length"])
+        else:
+            self.framing, self.length = "close", None
+        self._state = "size"  # chunked: size, data, crlf or trailer
+        self._chunk_left = 0
+        self._decode()
+
+    def _recv(self, deadline):
+        """Reads once; False when the connection ended (FIN or reset) or time ran out."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        self.sock.settimeout(min(left, 1.0))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return True
+        except ConnectionResetError:
+            self.closed = self.reset = True
+            return False
+        if not data:
+            self.closed = True
+            return False
+        self.raw += data
+        return True
+
+    def _decode(self):
+        if self.framing == "none":
+            self.complete = True
+        elif self.framing in ("length", "close"):
+            self.body += self.raw
+            self.raw = b""
+            if self.framing == "length" and len(self.body) >= self.length:
+                self.complete = True
+        else:
+            self._decode_chunked()
+
+    def _decode_chunked(self):
+        while not self.complete:
+            if self._state == "size":
+                line, sep, rest = self.raw.partition(b"\r\n")
+                if not sep:
+                    return
+                size = int(line.split(b";")[0].strip(), 16)
+                self.raw = rest
+                if size == 0:
+                    self._state = "trailer"
+                else:
+                    self._chunk_left = size
+                    self._state = "data"
+            elif self._state == "data":
+                if not self.raw:
+                    return
+                take = min(self._chunk_left, len(self.raw))
+                self.body += self.raw[:take]
+                self.raw = self.raw[take:]
+                self._chunk_left -= take
+                if not self._chunk_left:
+                    self._state = "crlf"
+            elif self._state == "crlf":
+                if len(self.raw) < 2:
+                    return
+                assert self.raw[:2] == b"\r\n", f"bad chunk end: {self.raw[:20]!r}"
+                self.raw = self.raw[2:]
+                self._state = "size"
+            else:  # trailer lines, then an empty line
+                line, sep, rest = self.raw.partition(b"\r\n")
+                if not sep:
+                    return
+                self.raw = rest
+                if not line:
+                    self.complete = True
+
+    def read_until(self, pred, timeout=STREAM_TIMEOUT):
+        """Reads until pred() holds, the answer is complete or the connection ends, or
+        timeout; returns pred()."""
+        deadline = time.monotonic() + timeout
+        while not pred() and not self.complete and not self.closed:
+            if time.monotonic() >= deadline:
+                break
+            if not self._recv(deadline):
+                break
+            self._decode()
+        return pred()
+
+    def read_to_end(self, timeout=STREAM_TIMEOUT):
+        """Reads until the answer is complete or the connection ends; fails after timeout
+        (a truncated answer on a connection left open is a client waiting for ever)."""
+        self.read_until(lambda: False, timeout)
+        if self.framing == "close" and not self.closed:
+            raise AssertionError(f"a close-delimited answer still open after {timeout}s")
+        if not (self.complete or self.closed):
+            raise AssertionError(
+                f"neither complete nor closed after {timeout}s: framing {self.framing}, "
+                f"{len(self.body)} body bytes, headers {self.headers}")
+        return self
+
+    def close(self, reset=False):
+        if reset:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+def chunked(payload, size=8192):
+    out = b""
+    for i in range(0, len(payload), size):
+        part = payload[i:i + size]
+        out += b"%x\r\n" % len(part) + part + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+def json_payload(size):
+    """A JSON document of exactly size bytes."""
+    base = json.dumps({"pad": ""})
+    doc = json.dumps({"pad": "y" * (size - len(base))})
+    assert len(doc) == size
+    return doc.encode()
+
+
+# --- 1. the request as the upstream sees it --------------------------------------------
+
+
+def test_a_get_reaches_the_upstream_with_path_query_and_forwarded_headers(plab, web):
+    port = plab.d.port
+    conn = http.client.HTTPConnection(HOST, port, timeout=HTTP_TIMEOUT)
+    try:
+        conn.request("GET", "/s/web/echo?x=1", headers={
+            "Host": f"localhost:{port}",
+            "X-Custom": "kept",
+            "Accept": "application/json",
+            "User-Agent": "proxy-test/1",
+        })
+        r = conn.getresponse()
+        body = r.read()
+    finally:
+        conn.close()
+    assert r.status == 200, (r.status, body[:300])
+    assert (r.getheader("Content-Type") or "").startswith("application/json")
+    seen = json.loads(body)
+    assert seen["method"] == "GET"
+    assert seen["path"] == "/echo?x=1", seen
+    h = seen["headers"]
+    assert h.get("x-forwarded-for") == "127.0.0.1", h
+    assert h.get("x-forwarded-proto") == "http", h
+    assert h.get("x-forwarded-host") == f"localhost:{port}", h
+    assert h.get("host") == f"127.0.0.1:{web.port}", h
+    assert h.get("x-custom") == "kept", h
+    assert h.get("accept") == "application/json", h
+    assert h.get("user-agent") == "proxy-test/1", h
+    assert seen["body"] == ""
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000, BODY_MAX])
+def test_a_post_body_up_to_the_cap_is_forwarded_whole(plab, web, size):
+    payload = json_payload(size) if size >= 11 else b"x" * size
+    r = plab.proxy("POST", "/s/web/echo", body=payload,
+                   headers={"Content-Type": "application/json"})
+    assert r.status == 200, r
+    seen = r.json()
+    assert seen["method"] == "POST"
+    assert seen["path"] == "/echo"
+    assert seen["body"].encode() == payload, (len(seen["body"]), size)
+    assert seen["headers"].get("content-type") == "application/json", seen["headers"]
+
+
+def test_a_chunked_request_body_is_forwarded_whole(plab, web):
+    payload = json_payload(40000)
+    s = RawStream(plab.d.port, "/s/web/echo", method="POST", body=chunked(payload, 3000),
+                  headers={"Transfer-Encoding": "chunked",
+                           "Content-Type": "application/json"})
+    s.read_to_end()
+    assert s.status == 200, (s.status, s.body[:300])
+    assert s.complete
+    seen = json.loads(s.body)
+    assert seen["body"].encode() == payload, len(seen["body"])
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "OPTIONS"])
+def test_other_methods_are_forwarded(plab, web, method):
+    body = b'{"m": 1}' if method in ("PUT", "PATCH") else None
+    r = plab.proxy(method, "/s/web/echo/item/7?v=2", body=body)
+    assert r.status == 200, r
+    seen = r.json()
+    assert seen["method"] == method
+    assert seen["path"] == "/echo/item/7?v=2"
+    assert seen["body"].encode() == (body or b"")
+
+
+def test_path_and_query_are_forwarded_as_sent(plab, web):
+    """The bytes of PATH?Q go on unchanged: no decoding of %XX, no reordering."""
+    path = "/echo/a%20b/c%2Fd?q=x%26y&z=%2F&z=2&empty="
+    r = plab.proxy("GET", "/s/web" + path)
+    assert r.status == 200, r
+    assert r.json()["path"] == path, r.json()
+
+
+def test_hop_by_hop_request_headers_are_not_forwarded(plab, web):
+    conn = http.client.HTTPConnection(HOST, plab.d.port, timeout=HTTP_TIMEOUT)
+    try:
+        conn.putrequest("GET", "/s/web/echo?hop=1")
+        for k, v in [("Connection", "keep-alive, X-Secret-Hop"), ("X-Secret-Hop", "1"),
+                     ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
+                     ("Proxy-Authorization", "Basic dXNlcjpwYXNz"), ("X-Other", "kept"),
+                     ("X-Multi", "a"), ("X-Multi", "b")]:
+            conn.putheader(k, v)
+        conn.endheaders()
+        r = conn.getresponse()
+        body = r.read()
+    finally:
+        conn.close()
+    assert r.status == 200, (r.status, body[:300])
+    h = json.loads(body)["headers"]
+    for name in ("x-secret-hop", "keep-alive", "te", "proxy-authorization"):
+        assert name not in h, (name, h)
+    assert "x-secret-hop" not in h.get("connection", "").lower(), h
+    assert h.get("x-other") == "kept", h
+    assert h.get("x-multi") == "a, b", h
+
+
+# --- 2. /s/NAME without a slash ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("path,location", [
+    ("/s/web", "/s/web/"),
+    ("/s/web?x=1&y=a%20b", "/s/web/?x=1&y=a%20b"),
+])
+def test_the_bare_service_path_redirects_to_its_slash(plab, web, path, location):
+    r = plab.proxy("GET", path)
+    assert r.status == 308, r
+    assert r.headers.get("Location") == location, dict(r.headers)
+
+
+# --- 3. the answer as the client sees it -----------------------------------------------
+
+
+def test_hop_by_hop_response_headers_are_dropped(plab, web):
+    s = RawStream(plab.d.port, "/s/web/hop")
+    s.read_to_end()
+    assert s.status == 200, s.headers
+    assert s.complete and s.body == b"hop\n", (s.body, s.framing)
+    assert "x-drop-me" not in s.headers, s.header_list
+    assert "keep-alive" not in s.headers, s.header_list
+    assert "x-drop-me" not in s.headers.get("connection", "").lower(), s.header_list
+    assert s.headers.get("x-keep-me") == "1", s.header_list
+    # The upstream closing its connection does not end the client's: the next request
+    # on the same client connection is answered (unless the daemon says it closes).
+    if "close" not in s.headers.get("connection", "").lower() and not s.closed:
+        s.sock.sendall(f"GET /s/web/echo?next=1 HTTP/1.1\r\nHost: {HOST}:{plab.d.port}"
+                       "\r\n\r\n".encode())
+        data = b""
+        deadline = time.monotonic() + 10
+        while b"/echo?next=1" not in data and time.monotonic() < deadline:
+            s.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                chunk = s.sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data[:300]
+    s.close()
+
+
+@pytest.mark.parametrize("code", [201, 204, 404, 418, 500, 503])
+def test_status_codes_and_bodies_pass_through(plab, web, code):
+    r = plab.proxy("GET", f"/s/web/status/{code}")
+    assert r.status == code, r
+    if code == 204:
+        assert r.body == b""
+    else:
+        assert r.content_type == "application/json", r
+        assert r.json() == {"status": code}, r
+
+
+# --- 4. bodies --------------------------------------------------------------------------
+
+
+def test_a_big_body_arrives_whole(plab, web):
+    n = 5_000_000
+    r = plab.proxy("GET", f"/s/web/big?bytes={n}", timeout=60)
+    assert r.status == 200, r
+    assert len(r.body) == n
+    assert r.body == big_body(n), "the body differs from what the upstream sent"
+
+
+def test_a_chunked_body_arrives_whole(plab, web):
+    s = RawStream(plab.d.port, "/s/web/chunked?parts=50")
+    s.read_to_end()
+    assert s.status == 200
+    assert s.complete, (s.framing, len(s.body))
+    assert s.body == chunked_body(50)
+    r = plab.proxy("GET", "/s/web/chunked?parts=50")
+    assert r.status == 200 and r.body == chunked_body(50)
+
+
+def test_one_client_connection_carries_many_proxied_requests(plab, web):
+    conn = http.client.HTTPConnection(HOST, plab.d.port, timeout=HTTP_TIMEOUT)
+    try:
+        for i in range(30):
+            kind = i % 3
+            path = (f"/s/web/echo?i={i}", "/s/web/status/404", "/s/web/chunked?parts=4")[kind]
+            conn.request("GET", path)
+            r = conn.getresponse()
+            body = r.read()
+            if kind == 0:
+                assert r.status == 200 and json.loads(body)["path"] == f"/echo?i={i}", body
+            elif kind == 1:
+                assert r.status == 404 and json.loads(body) == {"status": 404}, body
+            else:
+                assert r.status == 200 and body == chunked_body(4), body
+    finally:
+        conn.close()
+
+
+def test_concurrent_clients_each_get_their_own_answer(plab, web):
+    def client(k):
+        for i in range(10):
+            r = plab.proxy("POST", f"/s/web/echo?c={k}&i={i}", body=f"{k}:{i}" * 100)
+            assert r.status == 200, r
+            seen = r.json()
+            assert seen["path"] == f"/echo?c={k}&i={i}", seen
+            assert seen["body"] == f"{k}:{i}" * 100
+        return k
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert sorted(ex.map(client, range(8))) == list(range(8))
+
+
+# --- 5. server-sent events ---------------------------------------------------------------
+
+
+SSE3 = b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+
+
+def test_server_sent_events_pass_through_unbuffered(plab, web):
+    """Events 0, 1, 2 leave the upstream 0.7 s apart: event 0 must reach the client
+    well before the stream ends (about 1.4 s later), not with it."""
+    s = RawStream(plab.d.port, "/s/web/sse?n=3&interval_ms=700")
+    assert s.status == 200, s.headers
+    assert s.headers.get("content-type", "").startswith("text/event-stream"), s.headers
+    assert s.read_until(lambda: b"data: 0\n\n" in s.body), (s.body, s.closed)
+    t0 = time.monotonic()
+    got_first_alone = b"data: 1" not in s.body
+    s.read_to_end()
+    t_end = time.monotonic()
+    s.close()
+    assert s.body == SSE3, s.body
+    assert s.complete, (s.framing, s.closed)
+    assert got_first_alone, "event 0 came together with event 1: the stream is buffered"
+    assert t_end - t0 > 1.0, (
+        f"event 0 reached the client only {t_end - t0:.3f}s before the end of the stream "
+        "(the upstream sends the last event 1.4 s after the first): the stream is buffered")
+
+
+def test_a_stream_in_progress_does_not_hold_up_other_requests(plab, web):
+    s = RawStream(plab.d.port, "/s/web/sse?n=3&interval_ms=700")
+    try:
+        assert s.read_until(lambda: b"data: 0\n\n" in s.body)
+        r = plab.proxy("GET", "/s/web/echo?during=1")
+        assert r.status == 200 and r.json()["path"] == "/echo?during=1", r
+        d = plab.d.get("/services/web/status")
+        assert d.status == 200
+        # Both were answered while the stream was still going: event 2 (sent 1.4 s after
+        # event 0) has not reached the client yet.
+        s.read_until(lambda: b"data: 2" in s.body, timeout=0.05)
+        assert b"data: 2" not in s.body, "the other requests waited for the stream"
+        s.read_to_end()
+        assert s.complete and s.body == SSE3, s.body
+    finally:
+        s.close()
+
+
+# --- 6. an upstream that dies mid-answer ------------------------------------------------
+
+
+@pytest.mark.parametrize("path,sent", [
+    ("/die", b"0123456789"),
+    ("/die?rst=1", b"0123456789"),
+    ("/die-chunked", b"the only chunk\n"),
+])
+def test_an_upstream_dying_mid_answer_never_looks_complete(plab, web, path, sent):
+    s = RawStream(plab.d.port, f"/s/web{path}")
+    try:
+        s.read_to_end()
+    finally:
+        s.close()
+    if s.status == 200:
+        # The head went out before the upstream died: the answer must end visibly cut.
+        assert s.framing in ("length", "chunked"), (
+            f"a close-delimited answer cannot show that it was cut: {s.header_list}")
+        assert not s.complete, (
+            f"the client got a complete answer ({s.framing}, {len(s.body)} bytes) from an "
+            "upstream that died mid-answer")
+        assert s.closed, "the cut answer's connection stayed open"
+        assert sent.startswith(s.body), s.body
+        if s.framing == "length":
+            assert s.length == 100000 and len(s.body) < s.length, (s.length, len(s.body))
+    else:
+        # The upstream died before the daemon sent a head: an error, never a fake 200.
+        assert s.status == 502, (s.status, s.headers, s.body[:300])
+        assert s.complete
+        body = json.loads(s.body)
+        assert body.get("error") and body.get("message"), body
+    plab.assert_daemon_fine()
+
+
+@pytest.mark.parametrize("path", ["/close", "/garbage"])
+def test_an_upstream_that_answers_no_http_head_is_502(plab, web, path):
+    r = plab.proxy("GET", f"/s/web{path}")
+    json_error(r, 502)
+    plab.assert_daemon_fine()
+
+
+# --- 7. errors ----------------------------------------------------------------------------
+
+
+def test_an_unknown_service_is_404(plab, web):
+    for path in ("/s/nosuch/", "/s/nosuch/echo?x=1"):
+        json_error(plab.proxy("GET", path), 404, "not_found")
+
+
+def test_a_stopped_service_that_rejects_on_demand_starts_is_503_with_retry_after(plab):
+    plab.add_upstream("web", extra={"on_demand": "reject"})
+    plab.serve()
+    r = plab.proxy("GET", "/s/web/echo")
+    json_error(r, 503, "service_not_running")
+    retry = r.headers.get("Retry-After")
+    assert retry is not None and retry.strip().isdigit(), dict(r.headers)
+    assert plab.state("web") == "stopped"
+
+
+def test_a_cold_request_starts_the_service_and_is_answered(plab):
+    plab.add_upstream("web")
+    plab.serve()
+    assert plab.state("web") == "stopped"
+    r = plab.proxy("GET", "/s/web/echo?cold=1", timeout=30)
+    assert r.status == 200, r
+    assert r.json()["path"] == "/echo?cold=1"
+    assert plab.state("web") == "running"
+
+
+def test_concurrent_cold_requests_start_the_service_once(plab):
+    plab.add_upstream("web")
+    plab.serve()
+    with concurrent.futures.ThreadPoolExecutor(10) as ex:
+        answers = list(ex.map(lambda i: plab.proxy("GET", f"/s/web/echo?i={i}", timeout=30),
+                              range(10)))
+    for i, r in enumerate(answers):
+        assert r.status == 200, (i, r)
+        assert r.json()["path"] == f"/echo?i={i}"
+    assert plab.state("web") == "running"
+    starts = [line for line in plab.d.lines if "web: started on demand" in line]
+    assert len(starts) == 1, starts
+
+
+def test_a_cold_service_that_never_turns_healthy_is_503_with_retry_after(plab):
+    plab.add_upstream("web", health={"path": "/status/500", "start_period": "1s"})
+    plab.serve()
+    r = plab.proxy("GET", "/s/web/echo", timeout=30)
+    body = json_error(r, 503)
+    assert body["error"] in ("service_starting", "service_not_running"), body
+    retry = r.headers.get("Retry-After")
+    assert retry is not None and retry.strip().isdigit(), dict(r.headers)
+    plab.d.assert_healthy()
+
+
+def test_an_upgrade_is_refused_501_until_it_is_supported(plab, web):
+    r = plab.proxy("GET", "/s/web/echo", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    json_error(r, 501)
+    plab.assert_daemon_fine()
+
+
+def test_a_service_with_no_port_is_409(plab):
+    plab.add_text("noport", manifest("noport"))
+    plab.serve()
+    plab.start_running("noport")
+    json_error(plab.proxy("GET", "/s/noport/"), 409, "no_port")
+
+
+def test_a_running_service_that_refuses_connections_is_502(plab):
+    plab.add("deaf", command=["sleep", "1000"], health=False, port=free_port())
+    plab.serve()
+    plab.start_running("deaf")
+    json_error(plab.proxy("GET", "/s/deaf/echo"), 502, "upstream_unreachable")
+    json_error(plab.proxy("POST", "/s/deaf/echo", body=b'{"a": 1}'), 502,
+               "upstream_unreachable")
+    plab.d.assert_healthy()
+
+
+# --- 8. the gate --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keyed_web(plab, workdir):
+    keys = {role: new_key() for role in ("user", "viewer", "operator", "admin")}
+    path = write_keys(workdir / "keys.yaml", [(f"{r}-key", r, k) for r, k in keys.items()])
+    plab.add_upstream("web")
+    plab.serve(extra_args=["--keys", path])
+    plab.start_running("web", headers=bearer(keys["operator"]))
+    return keys
+
+
+def test_the_proxy_needs_a_user_key(plab, keyed_web):
+    keys = keyed_web
+    r = plab.proxy("GET", "/s/web/echo")
+    json_error(r, 401, "unauthorized")
+    assert r.headers.get("WWW-Authenticate", "").startswith("Bearer"), dict(r.headers)
+    json_error(plab.proxy("GET", "/s/web/echo", headers=bearer(new_key())), 401,
+               "unauthorized")
+    json_error(plab.proxy("GET", "/s/web/echo", headers=bearer(keys["viewer"])), 403,
+               "forbidden")
+    for role in ("user", "operator", "admin"):
+        r = plab.proxy("GET", f"/s/web/echo?role={role}", headers=bearer(keys[role]))
+        assert r.status == 200, (role, r)
+        assert r.json()["path"] == f"/echo?role={role}"
+
+
+@pytest.mark.parametrize("form", ["authorization", "x-api-key"])
+def test_the_daemons_key_is_not_forwarded(plab, keyed_web, form):
+    key = keyed_web["user"]
+    headers = bearer(key) if form == "authorization" else {"X-API-Key": key}
+    r = plab.proxy("POST", "/s/web/echo", body=b"{}", headers=headers)
+    assert r.status == 200, r
+    seen = r.json()["headers"]
+    assert "authorization" not in seen, seen
+    assert "x-api-key" not in seen, seen
+    assert key not in json.dumps(seen), "the daemon's key reached the upstream"
+
+
+# --- 9. bad input -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Bad_Name", "a" * 64, "-dash", ".dot"])
+def test_a_bad_service_name_is_400(plab, web, name):
+    json_error(plab.proxy("GET", f"/s/{name}/echo"), 400, "bad_name")
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_body_over_the_cap_is_413(plab, web, framing):
+    payload = json_payload(BODY_MAX + 1)
+    if framing == "length":
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(payload))}
+        body = payload
+    else:
+        headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        body = chunked(payload)
+    s = RawStream(plab.d.port, "/s/web/echo", method="POST", headers=headers, body=body)
+    s.read_to_end()
+    s.close()
+    assert s.status == 413, (s.status, s.body[:300])
+    err = json.loads(s.body)
+    assert err.get("error") == "body_too_large" and err.get("message"), err
+    plab.assert_daemon_fine()
+
+
+def test_a_client_that_sends_half_a_body_and_goes_leaves_the_daemon_healthy(plab, web):
+    for _ in range(3):
+        with socket.create_connection((HOST, plab.d.port), timeout=10) as s:
+            s.sendall(f"POST /s/web/echo HTTP/1.1\r\nHost: {HOST}:{plab.d.port}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 50000\r\n\r\n"
+                      .encode() + b"x" * 20000)
+            time.sleep(0.1)
+        plab.assert_daemon_fine()
+
+
+# --- 10. a client that goes away --------------------------------------------------------
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
+def test_a_client_leaving_mid_stream_leaves_the_daemon_healthy(plab, web, reset):
+    for _ in range(3):
+        s = RawStream(plab.d.port, "/s/web/sse?n=200&interval_ms=50")
+        assert s.read_until(lambda: b"data: 2\n\n" in s.body), s.body
+        s.close(reset=reset)
+        plab.assert_daemon_fine()
+    # The same for a big body the client stops reading.
+    s = RawStream(plab.d.port, "/s/web/big?bytes=20000000")
+    assert s.read_until(lambda: len(s.body) > 100000)
+    s.close(reset=reset)
+    plab.assert_daemon_fine()
+    # Later requests still stream.
+    r = plab.proxy("GET", "/s/web/sse?n=3&interval_ms=0")
+    assert r.status == 200 and r.body == SSE3, r
