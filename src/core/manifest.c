@@ -551,6 +551,7 @@ static void parse_fields(struct manifest_parser *p)
     parse_restart(p);
     parse_priority(p);
     parse_on_demand(p);
+    manifest_parse_models(p);
     resolve_driver(p);
 }
 
@@ -607,6 +608,8 @@ int manifest_parse_within(const char *buf, size_t len, const char *dir, const ch
                 [F_GPU] = {.key = "gpu"},
                 [F_DEVICES] = {.key = "devices"},
                 [F_ON_DEMAND] = {.key = "on_demand"},
+                [F_MODELS] = {.key = "models"},
+                [F_MODEL_ALIASES] = {.key = "model_aliases"},
             },
     };
     size_t errors_start = errors ? errors->n : 0, warnings_start = warnings ? warnings->n : 0;
@@ -665,6 +668,8 @@ void manifest_free(struct manifest *m)
     free(m->workdir);
     strv_free(m->env);
     strv_free(m->env_pass);
+    strv_free(m->models);
+    strv_free(m->model_aliases);
     free(m->health_path);
     free(m->dir);
     free(m->source);
@@ -709,7 +714,7 @@ json_t *manifest_to_json(const struct manifest *m)
     json_t *o = json_object();
     json_t *ports = json_array();
     json_t *env = json_object();
-    json_t *health;
+    json_t *health, *aliases;
 
     for (size_t i = 0; i < m->n_ports; i++)
         json_array_append_new(ports, port_map_to_json(&m->ports[i]));
@@ -746,6 +751,11 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "restart", json_string(manifest_restart_name(m->restart)));
     json_object_set_new(o, "priority", json_integer(m->priority));
     json_object_set_new(o, "on_demand", json_string(m->on_demand_reject ? "reject" : "start"));
+    json_object_set_new(o, "models", strv_to_json(m->models));
+    aliases = json_object();
+    for (size_t i = 0; m->model_aliases && m->model_aliases[i]; i += 2)
+        json_object_set_new(aliases, m->model_aliases[i], json_string(m->model_aliases[i + 1]));
+    json_object_set_new(o, "model_aliases", aliases);
     json_object_set_new(o, "dir", json_string_or_null(m->dir));
     return o;
 }

@@ -15,9 +15,11 @@
 #define MANIFEST_SIZE_MAX  (1024 * 1024)
 #define MANIFEST_FILE_NAME "service.yaml"
 /* Caps on what a manifest may list. */
-#define MANIFEST_PORTS_MAX 1024
-#define MANIFEST_ENV_MAX   1024
-#define MANIFEST_ARGS_MAX  1024
+#define MANIFEST_PORTS_MAX  1024
+#define MANIFEST_ENV_MAX    1024
+#define MANIFEST_MODELS_MAX 1024 /* models: and model_aliases: entries */
+#define MANIFEST_MODEL_MAX  256  /* bytes of a model name */
+#define MANIFEST_ARGS_MAX   1024
 /* Caps on the size of what a manifest holds, in bytes. */
 #define MANIFEST_DESCRIPTION_MAX 1024
 #define MANIFEST_VALUE_MAX       4096        /* an env value, a command argument, a path */
@@ -78,6 +80,8 @@ struct manifest {
     int priority;          /* after a host reboot, higher starts first; a GPU conflict stops the
                             * lowest first (0 by default) */
     bool on_demand_reject; /* on_demand: reject: a proxied request never starts it */
+    char **models;         /* models: the names /v1/ requests are routed by (NULL: none) */
+    char **model_aliases;  /* model_aliases: alias, model, alias, model, ..., NULL */
     char *dir;             /* absolute service folder */
     int name_line;         /* where name: and ports: stand, for cross-manifest errors */
     int ports_line;
@@ -112,6 +116,9 @@ json_t *manifest_to_json(const struct manifest *m);
 /* gpu: as JSON, {count, memory (null: whole GPUs), exclusive, devices}; null for a
  * service that needs no GPU or one whole GPU, any (gpu_required alone). New reference. */
 json_t *manifest_gpu_to_json(const struct manifest *m);
+
+/* The model of m that name names (one of models:, or through model_aliases:), or NULL. */
+const char *manifest_model_for(const struct manifest *m, const char *name);
 
 /* The names a manifest spells the driver and the restart policy with. Static strings. */
 const char *manifest_driver_name(const struct manifest *m);

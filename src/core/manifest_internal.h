@@ -29,6 +29,8 @@ enum field {
     F_GPU,
     F_DEVICES,
     F_ON_DEMAND,
+    F_MODELS,
+    F_MODEL_ALIASES,
     F_COUNT
 };
 
@@ -88,6 +90,8 @@ void manifest_check_env_command_size(struct manifest_parser *p);
 
 /* gpu_required:, gpu: and devices: (manifest_gpu.c): m->gpu_required and m->gpu. */
 void manifest_parse_gpu(struct manifest_parser *p);
+/* manifest_models.c: models: and model_aliases:. */
+void manifest_parse_models(struct manifest_parser *p);
 
 /* health: (manifest_health.c). Runs after ports: its port defaults to the service's. */
 void manifest_parse_health(struct manifest_parser *p);

@@ -468,6 +468,47 @@ static void test_gpu_needs(void **state)
                  "devices lists 1 GPUs but gpu.count asks for 2");
 }
 
+static void test_models(void **state)
+{
+    struct manifest *m =
+        parse_ok(PROCESS_BASE "models: [llama-3-8b, \"org/model:q4\"]\n"
+                              "model_aliases: {gpt-4o: llama-3-8b, small: \"org/model:q4\"}\n");
+    char *long_name = xcalloc(1, MANIFEST_MODEL_MAX + 2), *text;
+    json_t *j;
+
+    assert_string_equal(m->models[0], "llama-3-8b");
+    assert_string_equal(m->models[1], "org/model:q4");
+    assert_null(m->models[2]);
+    assert_string_equal(manifest_model_for(m, "llama-3-8b"), "llama-3-8b");
+    assert_string_equal(manifest_model_for(m, "gpt-4o"), "llama-3-8b");
+    assert_string_equal(manifest_model_for(m, "small"), "org/model:q4");
+    assert_null(manifest_model_for(m, "other"));
+    assert_null(manifest_model_for(m, "LLAMA-3-8B")); /* names are exact */
+    j = manifest_to_json(m);
+    assert_int_equal(json_array_size(json_object_get(j, "models")), 2);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(j, "model_aliases"), "gpt-4o")),
+        "llama-3-8b");
+    json_decref(j);
+    manifest_free(m);
+
+    assert_fails(PROCESS_BASE "models: llama\n", 4, "models must be a list");
+    assert_fails(PROCESS_BASE "models: [a, a]\n", 4, "models[1]: \"a\" is listed twice");
+    assert_fails(PROCESS_BASE "models: [\"\"]\n", 4, "models[0]: a model name has 1 to 256");
+    assert_fails(PROCESS_BASE "models: [\"a\\tb\"]\n", 4, "holds a control character");
+    memset(long_name, 'm', MANIFEST_MODEL_MAX + 1);
+    text = xasprintf(PROCESS_BASE "models: [%s]\n", long_name);
+    assert_fails(text, 4, "a model name has 1 to 256 bytes, not 257");
+    free(text);
+    free(long_name);
+    assert_fails(PROCESS_BASE "models: [a]\nmodel_aliases: [a]\n", 5,
+                 "model_aliases must be a mapping");
+    assert_fails(PROCESS_BASE "models: [a]\nmodel_aliases: {b: c}\n", 5,
+                 "names a model that models does not list");
+    assert_fails(PROCESS_BASE "models: [a, b]\nmodel_aliases: {b: a}\n", 5,
+                 "is a model of models already");
+}
+
 static void test_restart_values(void **state)
 {
     static const struct {
@@ -1059,7 +1100,9 @@ static void test_to_json(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "priority")), 0);
     assert_true(json_is_null(json_object_get(j, "gpu")));
     assert_string_equal(json_string_value(json_object_get(j, "on_demand")), "start");
-    assert_int_equal(json_object_size(j), 18);
+    assert_int_equal(json_array_size(json_object_get(j, "models")), 0);
+    assert_int_equal(json_object_size(json_object_get(j, "model_aliases")), 0);
+    assert_int_equal(json_object_size(j), 20);
     json_decref(j);
     manifest_free(m);
 
@@ -1426,6 +1469,7 @@ int main(void)
         cmocka_unit_test(test_port_forms),
         cmocka_unit_test(test_health_variants),
         cmocka_unit_test(test_restart_values),
+        cmocka_unit_test(test_models),
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_gpu_needs),
         cmocka_unit_test(test_unknown_keys_are_warnings),
