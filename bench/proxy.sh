@@ -1,0 +1,354 @@
+#!/usr/bin/env bash
+# Benchmarks the reverse proxy (issue 14): wrk against the same warm backend three ways,
+# in one run: (a) direct, (b) through the daemon at /s/backend/, (c) through nginx's
+# proxy_pass with keep-alive upstream connections (the reference).
+#
+# Builds a release build (build-release) and writes, in a temp folder, one process
+# service "backend" whose command is an nginx (one worker) serving a small static file on
+# a free loopback port: the daemon starts it and checks its health, as it would a real
+# service. The reference is another nginx (one worker, as the daemon is one thread) with
+# `upstream { server 127.0.0.1:PORT; keepalive 32; }`, `proxy_http_version 1.1` and an
+# empty Connection header, mapping /s/backend/ to the backend's / as the daemon does.
+# Then, daemon and nginx interleaved:
+#   1. throughput: wrk -t1 -c$BENCH_CONNECTIONS -d$BENCH_DURATION --latency on each path:
+#      req/s, p50 and p99;
+#   2. latency: wrk -t1 -c1 (one request at a time) on each path: p50 and p99, and what
+#      each proxy adds to the direct p50;
+#   3. streaming (BENCH_SSE=0 skips it): a second service runs tests/fixtures/upstream.py;
+#      its GET /sse?stamp=1 writes BENCH_SSE_EVENTS events 2 ms apart, each carrying the
+#      CLOCK_MONOTONIC time it was written; each event's delay is when the client read it
+#      minus that time, 3 streams direct, through the daemon and through nginx
+#      (proxy_buffering off), interleaved: the medians' difference is what the daemon adds
+#      to an event.
+# It prints the tables, the ratios and whether the targets are met (bench/README.md).
+#
+# Usage: bench/proxy.sh   (env: BENCH_DURATION=10s BENCH_CONNECTIONS=32 BENCH_SSE=1
+#                         BENCH_SSE_EVENTS=500, and BENCH_BIN=path/to/nanny to skip the
+#                         build)
+# Traffic goes to 127.0.0.1 only; every wait is bounded; the daemon (which stops its
+# services), both nginx and the temp folder are removed on exit.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+# shellcheck source=scripts/deps.sh
+. "$REPO/scripts/deps.sh"
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+BENCH_NAME=bench/proxy.sh
+
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=1
+SSE=${BENCH_SSE:-1}
+SSE_EVENTS=${BENCH_SSE_EVENTS:-500}
+BUILD=build-release
+FILE=hello.txt
+
+# Targets (bench/README.md).
+TARGET_RATIO=1.0
+TARGET_ADDED_P50_US=50
+TARGET_SSE_ADDED_US=1000
+
+daemon_pid=""
+proxy_pid=""
+port=""
+TMP=""
+
+# shellcheck disable=SC2317 # called by the trap
+cleanup() {
+    # The daemon stops its services (--stop-services-on-exit); the backend nginx is
+    # killed by its pid file in case the daemon could not.
+    if [[ -n $port ]] && [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
+        curl -sS --max-time 10 -o /dev/null -X POST "http://127.0.0.1:$port/services/backend/stop" \
+            2>/dev/null || true
+    fi
+    bench_stop "$daemon_pid" 15
+    bench_stop "$proxy_pid"
+    if [[ -n $TMP && -s $TMP/backend/nginx.pid ]]; then
+        bench_stop "$(cat "$TMP/backend/nginx.pid")"
+    fi
+    if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+deps_install "${DEPS_BENCH[@]}"
+bench_find_nginx
+PY=/usr/bin/python3
+[[ -x $PY ]] || PY=python3
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/nanny-bench-proxy.XXXXXX")
+# nginx's workers run as an unprivileged user: let them reach the files.
+chmod 755 "$TMP"
+bench_build_release "$BUILD" "$TMP/build.log"
+
+# nginx_conf DIR PORT SERVER [HTTP]: an nginx config in DIR/nginx.conf (one worker,
+# keep-alive with no request cap, no access log) listening on 127.0.0.1:PORT, with the
+# lines SERVER inside its server block and HTTP (e.g. an upstream block) beside it.
+nginx_conf() {
+    local dir=$1 port=$2 http_extra=${4:-}
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOT
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server_tokens off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    types { }
+    default_type text/plain;
+$http_extra
+    server {
+        listen 127.0.0.1:$port;
+$3
+    }
+}
+EOT
+}
+
+# --- the backend: a process service the daemon runs -----------------------------------
+backend_port=$(bench_free_port)
+mkdir -p "$TMP/backend/www" "$TMP/services/backend" "$TMP/state"
+echo ok >"$TMP/backend/www/ready"
+# A small static answer (64 bytes with the newline), as a health or JSON endpoint is.
+printf '%063d\n' 0 | tr 0 x >"$TMP/backend/www/$FILE"
+chmod -R a+rX "$TMP/backend"
+nginx_conf "$TMP/backend" "$backend_port" "        root $TMP/backend/www;"
+cat >"$TMP/services/backend/service.yaml" <<EOT
+name: backend
+description: nginx serving a small static file, for bench/proxy.sh
+driver: process
+ports: ["$backend_port"]
+command: ["$NGINX", "-p", "$TMP/backend/", "-c", "$TMP/backend/nginx.conf", "-e", "$TMP/backend/error.log"]
+stop_timeout: 5s
+health:
+  path: /ready
+  interval: 2s
+  timeout: 1s
+  start_period: 10s
+EOT
+if [[ $SSE == 1 ]]; then
+    sse_port=$(bench_free_port)
+    mkdir -p "$TMP/services/sse"
+    cat >"$TMP/services/sse/service.yaml" <<EOT
+name: sse
+description: tests/fixtures/upstream.py, for the streaming figure of bench/proxy.sh
+driver: process
+ports: ["$sse_port"]
+command: ["$PY", "$REPO/tests/fixtures/upstream.py", "--port", "$sse_port"]
+stop_timeout: 5s
+health:
+  path: /health
+  interval: 2s
+  timeout: 1s
+  start_period: 10s
+EOT
+fi
+
+bench_serve "$TMP/services" "$TMP/state" --stop-services-on-exit
+start_service() {
+    local name=$1 code
+    code=$(curl -sS --max-time 30 -o "$TMP/start.json" -w '%{http_code}' -X POST \
+        "$DAEMON/services/$name/start?wait=healthy") || die "POST /services/$name/start failed"
+    [[ $code == 200 ]] || die "POST /services/$name/start answered $code: $(head -c 300 "$TMP/start.json")"
+}
+start_service backend
+if [[ $SSE == 1 ]]; then start_service sse; fi
+BACKEND_URL=http://127.0.0.1:$backend_port
+DAEMON_URL=$DAEMON/s/backend
+curl -fsS --max-time 5 -o "$TMP/direct.out" "$BACKEND_URL/$FILE" || die "the backend does not answer"
+code=$(curl -sS --max-time 5 -o "$TMP/daemon.out" -w '%{http_code}' "$DAEMON_URL/$FILE") ||
+    die "GET $DAEMON_URL/$FILE failed"
+[[ $code == 200 ]] || die "GET $DAEMON_URL/$FILE answered $code: $(head -c 300 "$TMP/daemon.out")"
+cmp -s "$TMP/direct.out" "$TMP/daemon.out" || die "the daemon passes on other bytes than the backend's"
+
+# --- the reference: nginx proxy_pass with keep-alive upstreams ------------------------
+proxy_port=$(bench_free_port)
+NGINX_PROXY_URL=http://127.0.0.1:$proxy_port/s/backend
+nginx_conf "$TMP/proxy" "$proxy_port" "        location /s/backend/ {
+            proxy_pass http://backend/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+        location /s/sse/ {
+            proxy_pass http://sse/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_buffering off;
+        }" "    upstream backend {
+        server 127.0.0.1:$backend_port;
+        keepalive 32;
+    }
+    upstream sse {
+        server 127.0.0.1:${sse_port:-$backend_port};
+        keepalive 32;
+    }"
+"$NGINX" -p "$TMP/proxy/" -c "$TMP/proxy/nginx.conf" -e "$TMP/proxy/error.log" \
+    </dev/null >"$TMP/proxy/stdout.log" 2>&1 &
+proxy_pid=$!
+for ((i = 0; i < 50; i++)); do
+    curl -fsS --max-time 1 -o /dev/null "$NGINX_PROXY_URL/$FILE" 2>/dev/null && break
+    kill -0 "$proxy_pid" 2>/dev/null || break
+    sleep 0.1
+done
+curl -fsS --max-time 2 -o "$TMP/proxy.out" "$NGINX_PROXY_URL/$FILE" || {
+    cat "$TMP/proxy/error.log" "$TMP/proxy/stdout.log" >&2 2>/dev/null || true
+    die "the nginx proxy did not start on $NGINX_PROXY_URL"
+}
+cmp -s "$TMP/direct.out" "$TMP/proxy.out" || die "the nginx proxy passes on other bytes"
+
+# wrk_run CONNECTIONS URL: one wrk run (-t1 -cCONNECTIONS -d$DURATION --latency), killed
+# after 90 s; a warning for non-2xx answers or socket errors; prints "req_per_s p50_us
+# p99_us".
+wrk_run() {
+    local c=$1 url=$2 out=$TMP/wrk.out
+    timeout -k 5 90 wrk -t"$THREADS" -c"$c" -d"$DURATION" --latency "$url" </dev/null \
+        >"$out" 2>&1 || {
+        cat "$out" >&2
+        die "wrk $url failed"
+    }
+    if grep -qE 'Non-2xx|Socket errors' "$out"; then
+        echo "warning: $url: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | tr '\n' ' ')" >&2
+    fi
+    awk '
+        function us(v) {
+            if (v ~ /us$/) { sub(/us$/, "", v); return v }
+            if (v ~ /ms$/) { sub(/ms$/, "", v); return v * 1000 }
+            if (v ~ /m$/) { sub(/m$/, "", v); return v * 60000000 }
+            if (v ~ /s$/) { sub(/s$/, "", v); return v * 1000000 }
+            return v
+        }
+        $1 == "Requests/sec:" { rps = $2 }
+        $1 == "50%" { p50 = us($2) }
+        $1 == "99%" { p99 = us($2) }
+        END {
+            if (rps == "" || p50 == "" || p99 == "") exit 1
+            printf "%.0f %.1f %.1f\n", rps, p50, p99
+        }' "$out" || die "could not read wrk's output for $url"
+}
+
+alive() {
+    kill -0 "$daemon_pid" 2>/dev/null || die "the daemon died under load"
+    kill -0 "$proxy_pid" 2>/dev/null || die "the nginx proxy died under load"
+}
+
+declare -A url rps p50 p99 l50 l99
+url[direct]=$BACKEND_URL/$FILE
+url[daemon]=$DAEMON_URL/$FILE
+url[nginx]=$NGINX_PROXY_URL/$FILE
+targets=(direct daemon nginx)
+
+# A short warm-up of each path (connections, caches).
+for t in "${targets[@]}"; do
+    timeout -k 5 30 wrk -t1 -c"$CONNECTIONS" -d1s "${url[$t]}" </dev/null >/dev/null 2>&1 || true
+done
+alive
+
+echo "throughput: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, direct, daemon, nginx ..."
+for t in "${targets[@]}"; do
+    read -r "rps[$t]" "p50[$t]" "p99[$t]" < <(wrk_run "$CONNECTIONS" "${url[$t]}")
+    alive
+done
+echo "latency: wrk -t1 -c1 -d$DURATION --latency, direct, daemon, nginx ..."
+for t in "${targets[@]}"; do
+    read -r _ "l50[$t]" "l99[$t]" < <(wrk_run 1 "${url[$t]}")
+    alive
+done
+
+# --- streaming: events, direct and through both proxies --------------------------------
+sse_line=""
+if [[ $SSE == 1 ]]; then
+    echo "streaming: $SSE_EVENTS events 2 ms apart, 3 streams on each path, interleaved ..."
+    sse_line=$("$PY" - "$sse_port" "$port" "$proxy_port" "$SSE_EVENTS" <<'PY'
+import socket, statistics, sys, time
+
+direct, daemon, nginx, events = (int(a) for a in sys.argv[1:5])
+paths = {
+    "direct": (direct, "/sse"),
+    "daemon": (daemon, "/s/sse/sse"),
+    "nginx": (nginx, "/s/sse/sse"),
+}
+
+def stream(port, path):
+    """Each event's delay in us: when its last byte was read minus when the upstream
+    wrote it (both CLOCK_MONOTONIC, one clock for every process of the machine)."""
+    delays, data = [], b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path}?n={events}&interval_ms=2&stamp=1 HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1:{port}\r\n\r\n".encode())
+        deadline = time.monotonic() + 30
+        while len(delays) < events:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{path} on port {port}: {len(delays)} events in 30 s")
+            chunk = s.recv(65536)
+            now = time.monotonic_ns()
+            if not chunk:
+                raise SystemExit(f"{path} on port {port} closed after {len(delays)} events")
+            data += chunk
+            while True:
+                i = data.find(b"data: ")
+                j = data.find(b"\n\n", i)
+                if i < 0 or j < 0:
+                    break
+                stamp = int(data[i:j].split()[2])
+                delays.append((now - stamp) / 1000)
+                data = data[j + 2:]
+    return delays
+
+got = {k: [] for k in paths}
+for _ in range(3):
+    for k, (port, path) in paths.items():
+        got[k] += stream(port, path)
+med = {k: statistics.median(v) for k, v in got.items()}
+print(f"{med['direct']:.0f} {med['daemon']:.0f} {med['nginx']:.0f}")
+PY
+) || die "the streaming measure failed"
+    alive
+fi
+
+# --- report ---------------------------------------------------------------------------
+ratio=$(awk -v d="${rps[daemon]}" -v n="${rps[nginx]}" 'BEGIN { printf "%.2f", (n > 0 ? d / n : 0) }')
+added=$(awk -v d="${l50[daemon]}" -v b="${l50[direct]}" 'BEGIN { printf "%.0f", d - b }')
+added_nginx=$(awk -v d="${l50[nginx]}" -v b="${l50[direct]}" 'BEGIN { printf "%.0f", d - b }')
+
+echo
+echo "Service Nanny proxy benchmark: $(nproc) cores, $(uname -r)"
+echo "daemon: $BIN ($BUILD), $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'no commit')"
+echo "nginx:  $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker each (backend and proxy);" \
+    "the backend serves a $(wc -c <"$TMP/backend/www/$FILE" | tr -d ' ')-byte file"
+echo
+printf '%-8s %12s %10s %10s   %12s %12s\n' path "req/s c$CONNECTIONS" "p50 us" "p99 us" \
+    "c1 p50 us" "c1 p99 us"
+for t in "${targets[@]}"; do
+    printf '%-8s %12s %10s %10s   %12s %12s\n' "$t" "${rps[$t]}" "${p50[$t]}" "${p99[$t]}" \
+        "${l50[$t]}" "${l99[$t]}"
+done
+echo
+echo "daemon / nginx req/s (c$CONNECTIONS):       ${ratio}x   (target >= ${TARGET_RATIO}x)"
+echo "daemon p50 minus direct p50 (c1): ${added} us   (target <= ${TARGET_ADDED_P50_US} us;" \
+    "nginx adds ${added_nginx} us)"
+verdict=met
+awk -v r="$ratio" -v t="$TARGET_RATIO" 'BEGIN { exit !(r >= t) }' || verdict="NOT met"
+((added <= TARGET_ADDED_P50_US)) || verdict="NOT met"
+if [[ -n $sse_line ]]; then
+    read -r sse_direct sse_daemon sse_nginx <<<"$sse_line"
+    sse_added=$((sse_daemon - sse_direct))
+    echo "SSE event, written by the upstream to read by the client (median of $((3 * SSE_EVENTS))):" \
+        "direct ${sse_direct} us, daemon ${sse_daemon} us, nginx ${sse_nginx} us;" \
+        "the daemon adds ${sse_added} us   (target <= ${TARGET_SSE_ADDED_US} us)"
+    ((sse_added <= TARGET_SSE_ADDED_US)) || verdict="NOT met"
+fi
+echo "targets: $verdict"
