@@ -402,6 +402,7 @@ int daemon_run(const struct config *c)
     api_mount(d.api, "/mcp", "POST, DELETE", mcp_handle, d.mcp, &mcp_route);
     d.proxy = proxy_new(&d.loop, d.reg, d.supervisor, d.fetcher, d.gate);
     api_mount_prefix(d.api, "/s/", proxy_handle, d.proxy, &proxy_route);
+    api_mount_prefix(d.api, "/v1/", proxy_handle_v1, d.proxy, &proxy_route);
     d.metrics = metrics_new(&d.loop, d.reg, d.supervisor, d.hub);
     api_mount(d.api, "/metrics", "GET", metrics_handle, d.metrics, &metrics_route);
     d.dashboard = dashboard_new();

@@ -4,6 +4,7 @@
  * are reused); the answer's body passes through a stream (http/stream.h) whose cap pauses
  * the upstream while the client reads slowly. See proxy.h for what it does not do yet. */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "http/render.h"
 #include "http/stream.h"
 #include "lib/alloc.h"
+#include "lib/json.h"
 #include "lib/log.h"
 
 #define PROXY_PREFIX       "/s/"
@@ -39,6 +41,8 @@ struct proxied {
     struct fetch *fetch; /* until done() */
     struct stream *st;   /* from the head until the client goes or the body ends */
     bool head, in_curl, client_gone, suspended;
+    bool openai;    /* a /v1/ request: errors in OpenAI's shape */
+    size_t rest_at; /* where in its target the upstream's path begins */
     char service[MANIFEST_NAME_MAX + 1];
     struct cold *cold; /* while it waits for its service's start on demand */
     struct proxied *next_wait, *prev_wait;
@@ -228,6 +232,65 @@ static enum fetch_take on_body(void *data, const char *buf, size_t len)
 
 static const struct fetch_proxy_events upstream_events = {.head = on_head, .body = on_body};
 
+/* --- errors ------------------------------------------------------------------------- */
+
+/* OpenAI's error type for a status: what its clients branch on. */
+static const char *openai_type(unsigned status)
+{
+    switch (status) {
+    case MHD_HTTP_UNAUTHORIZED:
+        return "authentication_error";
+    case MHD_HTTP_FORBIDDEN:
+        return "permission_error";
+    case MHD_HTTP_TOO_MANY_REQUESTS:
+        return "rate_limit_error";
+    }
+    return status >= 500 ? "server_error" : "invalid_request_error";
+}
+
+/* Answers req (at once or after a suspend) with body, an error in SPEC's shape
+ * ({"error": code, "message", ...}, taken): for a /v1/ request in OpenAI's instead
+ * ({"error": {"message", "type", "code", ...}}), which its clients parse. retry_s: a
+ * Retry-After header (0: none). */
+static void proxy_reply(struct request *req, bool openai, unsigned status, json_t *body,
+                        unsigned retry_s)
+{
+    struct MHD_Response *resp;
+    char retry[16];
+
+    if (openai) {
+        json_t *inner = json_copy(body);
+        json_object_set(inner, "code", json_object_get(body, "error"));
+        json_object_del(inner, "error");
+        json_object_set_new(inner, "type", json_string(openai_type(status)));
+        json_decref(body);
+        body = json_pack("{s:o}", "error", inner);
+    }
+    resp = server_json_response(body);
+    json_decref(body);
+    if (retry_s) {
+        snprintf(retry, sizeof(retry), "%u", retry_s);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+    }
+    request_reply_taken(req, status, resp);
+}
+
+static void proxy_error(struct request *req, bool openai, unsigned status, unsigned retry_s,
+                        const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void proxy_error(struct request *req, bool openai, unsigned status, unsigned retry_s,
+                        const char *code, const char *fmt, ...)
+{
+    char message[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    proxy_reply(req, openai, status,
+                json_pack("{s:s, s:o}", "error", code, "message", json_text(message)), retry_s);
+}
+
 /* The upstream transfer ended: a whole answer ends the body; a cut one cuts the client's;
  * no answer at all is 502 or 504. */
 static void on_done(void *data, const struct fetch_result *res)
@@ -247,36 +310,21 @@ static void on_done(void *data, const struct fetch_result *res)
     } else if (pr->req) {
         request_set_abort(pr->req, NULL, NULL);
         if (res->curl_code == 28) /* CURLE_OPERATION_TIMEDOUT */
-            request_reply_error(pr->req, MHD_HTTP_GATEWAY_TIMEOUT, "upstream_timeout",
-                                "%s did not answer in time: %s", pr->service, res->error);
+            proxy_error(pr->req, pr->openai, MHD_HTTP_GATEWAY_TIMEOUT, 0, "upstream_timeout",
+                        "%s did not answer in time: %s", pr->service, res->error);
         else if (res->curl_code == 7) /* CURLE_COULDNT_CONNECT */
-            request_reply_error(pr->req, MHD_HTTP_BAD_GATEWAY, "upstream_unreachable",
-                                "%s does not accept connections on its port: %s", pr->service,
-                                res->error);
+            proxy_error(pr->req, pr->openai, MHD_HTTP_BAD_GATEWAY, 0, "upstream_unreachable",
+                        "%s does not accept connections on its port: %s", pr->service, res->error);
         else
-            request_reply_error(pr->req, MHD_HTTP_BAD_GATEWAY, "upstream_error",
-                                "%s answered badly: %s", pr->service,
-                                res->error ? res->error : "no answer");
+            proxy_error(pr->req, pr->openai, MHD_HTTP_BAD_GATEWAY, 0, "upstream_error",
+                        "%s answered badly: %s", pr->service,
+                        res->error ? res->error : "no answer");
         pr->req = NULL;
     }
     proxied_release_if_done(pr);
 }
 
 /* --- forwarding ---------------------------------------------------------------------- */
-
-/* A 503 that says when to try again (at once or after a suspend). */
-static void reply_unavailable(struct request *req, const char *code, unsigned retry_s,
-                              const char *message)
-{
-    json_t *body = json_pack("{s:s, s:s}", "error", code, "message", message);
-    struct MHD_Response *resp = server_json_response(body);
-    char retry[16];
-
-    snprintf(retry, sizeof(retry), "%u", retry_s);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry);
-    request_reply_taken(req, MHD_HTTP_SERVICE_UNAVAILABLE, resp);
-    json_decref(body);
-}
 
 /* The address a service answers on: its first host port, on the loopback unless the
  * manifest binds it to one address. */
@@ -299,7 +347,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     struct proxy *p = pr->proxy;
     struct request *req = pr->req;
     const char *body, *host = request_header(req, "Host");
-    const char *rest = request_uri(req) + strlen(PROXY_PREFIX) + strlen(pr->service);
+    const char *rest = request_uri(req) + pr->rest_at;
     struct forward f = {0};
     struct fetch_proxy_request up;
     size_t body_len;
@@ -335,9 +383,11 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     for (size_t i = 0; i < f.n; i++)
         free(f.lines[i]);
     if (r < 0) {
+        bool openai = pr->openai;
         pr->req = NULL;
         free(pr);
-        reply_unavailable(req, "unavailable", 5, "the daemon is stopping");
+        proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 5, "unavailable",
+                    "the daemon is stopping");
         return;
     }
     if (!pr->suspended) {
@@ -414,6 +464,8 @@ static void on_cold_timer(uv_timer_t *t)
         struct proxied *pr = c->head;
         struct request *req = pr->req;
 
+        bool openai = pr->openai;
+
         cold_unlink_waiter(c, pr);
         request_set_abort(req, NULL, NULL);
         pr->req = NULL;
@@ -422,7 +474,8 @@ static void on_cold_timer(uv_timer_t *t)
                  "%s is starting and not healthy yet (start_period %" PRIu64
                  " ms went by): try again shortly",
                  c->name, c->wait_ms);
-        reply_unavailable(req, "service_starting", 5, message);
+        proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 5, "service_starting", "%s",
+                    message);
     }
     cold_arm(c);
     cold_release_if_done(c);
@@ -467,6 +520,7 @@ static void on_cold_done(void *data, struct service *svc, const struct superviso
     c->op = NULL;
     while ((pr = c->head)) {
         struct request *req = pr->req;
+        bool openai = pr->openai;
         json_t *body;
         unsigned status;
 
@@ -481,11 +535,10 @@ static void on_cold_done(void *data, struct service *svc, const struct superviso
         status = render_outcome(svc, res, &body);
         if (res->outcome == SUPERVISOR_TIMED_OUT) {
             /* Not healthy within start_period: stopped, and the client may try again. */
-            reply_unavailable(req, "service_starting", 5,
-                              json_string_value(json_object_get(body, "message")));
-            json_decref(body);
+            json_object_set_new(body, "error", json_string("service_starting"));
+            proxy_reply(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, body, 5);
         } else {
-            request_reply_json(req, status, body);
+            proxy_reply(req, openai, status, body, 0);
         }
     }
     cold_arm(c);
@@ -581,59 +634,199 @@ static struct service *proxy_target(struct proxy *p, struct request *req, char *
     return svc;
 }
 
-void proxy_handle(void *data, struct request *req)
+/* Sends req on to svc (its upstream path from rest_at in its target), starting it first
+ * when it is not running and may be started on demand. openai: errors in OpenAI's shape. */
+static void proxy_route(struct proxy *p, struct request *req, struct service *svc, bool openai,
+                        size_t rest_at)
 {
-    struct proxy *p = data;
-    char name[MANIFEST_NAME_MAX + 1], message[512];
-    struct service *svc;
+    const char *name = svc->name;
     const struct service_status *st;
     struct proxied *pr;
     bool runs;
 
-    request_set_route(req, "/s/{name}/{path}");
-    svc = proxy_target(p, req, name, sizeof(name));
-    if (!svc)
-        return;
     if (!p->sup) {
-        request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                            "this daemon runs no services");
+        proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 0, "unavailable",
+                    "this daemon runs no services");
         return;
     }
     if (request_header(req, "Upgrade")) {
-        request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "upgrade_not_supported",
-                            "the proxy does not pass protocol upgrades (WebSocket) yet: "
-                            "connect to the service's port directly");
+        proxy_error(req, openai, MHD_HTTP_NOT_IMPLEMENTED, 0, "upgrade_not_supported",
+                    "the proxy does not pass protocol upgrades (WebSocket) yet: connect to the "
+                    "service's port directly");
         return;
     }
     if (!svc->manifest->port) {
-        request_reply_error(req, MHD_HTTP_CONFLICT, "no_port",
-                            "%s has no port to proxy to (its manifest lists no ports)", name);
+        proxy_error(req, openai, MHD_HTTP_CONFLICT, 0, "no_port",
+                    "%s has no port to proxy to (its manifest lists no ports)", name);
         return;
     }
     st = supervisor_status(p->sup, svc);
     runs = st->state == STATE_RUNNING || st->state == STATE_UNHEALTHY;
     if (!runs && svc->manifest_error) {
         /* Nothing starts from a broken manifest. */
-        request_reply_json(req, MHD_HTTP_UNPROCESSABLE_CONTENT,
-                           render_invalid_manifest(svc->manifest_error));
+        proxy_reply(req, openai, MHD_HTTP_UNPROCESSABLE_CONTENT,
+                    render_invalid_manifest(svc->manifest_error), 0);
         return;
     }
     if (!runs && svc->manifest->on_demand_reject) {
-        snprintf(message, sizeof(message),
-                 "%s is %s and its manifest says on_demand: reject: start it first "
-                 "(POST /services/%s/start)",
-                 name, lifecycle_state_name(st->state), name);
-        reply_unavailable(req, "service_not_running", 5, message);
+        proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 5, "service_not_running",
+                    "%s is %s and its manifest says on_demand: reject: start it first (POST "
+                    "/services/%s/start)",
+                    name, lifecycle_state_name(st->state), name);
         return;
     }
     pr = xcalloc(1, sizeof(*pr));
     pr->proxy = p;
     pr->req = req;
+    pr->openai = openai;
+    pr->rest_at = rest_at;
     snprintf(pr->service, sizeof(pr->service), "%s", name);
     if (runs)
         proxy_forward(pr, svc);
     else
         cold_join(p, pr, svc);
+}
+
+void proxy_handle(void *data, struct request *req)
+{
+    struct proxy *p = data;
+    char name[MANIFEST_NAME_MAX + 1];
+    struct service *svc;
+
+    request_set_route(req, "/s/{name}/{path}");
+    svc = proxy_target(p, req, name, sizeof(name));
+    if (svc)
+        proxy_route(p, req, svc, false, strlen(PROXY_PREFIX) + strlen(name));
+}
+
+/* --- OpenAI-style routing: /v1/ ----------------------------------------------------- */
+
+/* The service that lists model (by name or alias), the first in name order; NULL when
+ * none does. */
+static struct service *model_owner(struct proxy *p, const char *model, const char **ret_model)
+{
+    size_t n = registry_count(p->reg);
+
+    for (size_t i = 0; i < n; i++) {
+        struct service *svc = registry_at(p->reg, i);
+        const char *found = manifest_model_for(svc->manifest, model);
+        if (found) {
+            *ret_model = found;
+            return svc;
+        }
+    }
+    return NULL;
+}
+
+/* One entry of GET /v1/models. */
+static json_t *model_entry(const char *id, const struct service *svc)
+{
+    return json_pack("{s:s, s:s, s:i, s:s}", "id", id, "object", "model", "created", 0, "owned_by",
+                     svc->name);
+}
+
+/* GET /v1/models: every model of every service (aliases too), starting nothing; GET
+ * /v1/models/ID: one. */
+static void list_models(struct proxy *p, struct request *req, const char *one)
+{
+    size_t n = registry_count(p->reg);
+    json_t *data = json_array();
+
+    for (size_t i = 0; i < n; i++) {
+        const struct service *svc = registry_at(p->reg, i);
+        const struct manifest *m = svc->manifest;
+
+        for (size_t k = 0; m->models && m->models[k]; k++)
+            if (!one || strcmp(one, m->models[k]) == 0)
+                json_array_append_new(data, model_entry(m->models[k], svc));
+        for (size_t k = 0; m->model_aliases && m->model_aliases[k]; k += 2)
+            if (!one || strcmp(one, m->model_aliases[k]) == 0)
+                json_array_append_new(data, model_entry(m->model_aliases[k], svc));
+    }
+    if (!one) {
+        request_reply_json(req, MHD_HTTP_OK,
+                           json_pack("{s:s, s:o}", "object", "list", "data", data));
+        return;
+    }
+    if (json_array_size(data) == 0) {
+        json_decref(data);
+        proxy_error(req, true, MHD_HTTP_NOT_FOUND, 0, "model_not_found",
+                    "no service lists the model '%s' (GET /v1/models lists them)", one);
+        return;
+    }
+    request_reply_json(req, MHD_HTTP_OK, json_incref(json_array_get(data, 0)));
+    json_decref(data);
+}
+
+/* The "model" of a JSON body, into model (NUL-terminated): 0, or answered. */
+static int body_model(struct request *req, char *model, size_t size)
+{
+    const char *type = request_header(req, "Content-Type"), *text;
+    size_t len;
+    json_t *doc, *value;
+    json_error_t jerr;
+
+    if (type && strncasecmp(type, "multipart/", 10) == 0) {
+        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "unsupported_upload",
+                    "multipart uploads are not routed by model yet: send them to "
+                    "/s/SERVICE/v1/...");
+        return -1;
+    }
+    text = request_body(req, &len);
+    doc = len > 0 ? json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "invalid_body",
+                    "the body must be a JSON object with a \"model\" (it names the service "
+                    "that answers)");
+        return -1;
+    }
+    value = json_object_get(doc, "model");
+    if (!json_is_string(value) || json_string_length(value) == 0) {
+        json_decref(doc);
+        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "model_missing",
+                    "the body's \"model\" must be a non-empty string (GET /v1/models lists "
+                    "them)");
+        return -1;
+    }
+    if (json_string_length(value) >= size ||
+        strlen(json_string_value(value)) != json_string_length(value)) {
+        json_decref(doc);
+        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "invalid_model",
+                    "a \"model\" has at most %zu bytes and no NUL", size - 1);
+        return -1;
+    }
+    snprintf(model, size, "%s", json_string_value(value));
+    json_decref(doc);
+    return 0;
+}
+
+void proxy_handle_v1(void *data, struct request *req)
+{
+    struct proxy *p = data;
+    const char *path = request_path(req), *found;
+    char model[MANIFEST_MODEL_MAX + 1];
+    struct service *svc;
+
+    request_set_route(req, "/v1/{path}");
+    if (strcmp(path, "/v1/models") == 0 || strncmp(path, "/v1/models/", 11) == 0) {
+        if (strcmp(request_method(req), "GET") != 0 && strcmp(request_method(req), "HEAD") != 0) {
+            proxy_error(req, true, MHD_HTTP_METHOD_NOT_ALLOWED, 0, "method_not_allowed",
+                        "the models are read with GET");
+            return;
+        }
+        list_models(p, req, path[10] == '/' ? path + 11 : NULL);
+        return;
+    }
+    if (body_model(req, model, sizeof(model)) < 0)
+        return;
+    svc = model_owner(p, model, &found);
+    if (!svc) {
+        proxy_error(req, true, MHD_HTTP_NOT_FOUND, 0, "model_not_found",
+                    "no service lists the model '%s' (GET /v1/models lists them)", model);
+        return;
+    }
+    proxy_route(p, req, svc, true, 0);
 }
 
 struct proxy *proxy_new(uv_loop_t *loop, struct registry *reg, struct supervisor *sup,

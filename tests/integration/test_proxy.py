@@ -774,3 +774,103 @@ def test_a_client_leaving_mid_stream_leaves_the_daemon_healthy(plab, web, reset)
     # Later requests still stream.
     r = plab.proxy("GET", "/s/web/sse?n=3&interval_ms=0")
     assert r.status == 200 and r.body == SSE3, r
+
+
+# --- OpenAI-style routing: /v1/ -----------------------------------------------------------
+
+
+def openai_error(resp, status, code):
+    """Asserts an error in OpenAI's shape {"error": {"message", "type", "code"}}."""
+    assert resp.status == status, resp
+    body = resp.json()
+    err = body["error"]
+    assert isinstance(err, dict), body
+    assert err["code"] == code, body
+    assert isinstance(err["message"], str) and err["message"], body
+    assert err["type"] == ("server_error" if status >= 500 else "invalid_request_error"), body
+    return err
+
+
+@pytest.fixture
+def models(plab):
+    """Two upstream services listing models: "chat" (with an alias) and "embed"; embed
+    is left stopped, to be started by its first request."""
+    chat = plab.add_upstream("chat", extra={"models": '["llama-3-8b", "org/model:q4"]',
+                                            "model_aliases": '{gpt-4o: llama-3-8b}'})
+    embed = plab.add_upstream("embed", extra={"models": '["bge-small"]'})
+    plab.serve()
+    plab.start_running("chat")
+    return chat, embed
+
+
+def test_models_are_listed_in_openais_shape_and_start_nothing(plab, models):
+    r = plab.d.get("/v1/models")
+    assert r.status == 200, r
+    body = r.json()
+    assert body["object"] == "list", body
+    got = sorted((m["id"], m["owned_by"], m["object"]) for m in body["data"])
+    assert got == [("bge-small", "embed", "model"), ("gpt-4o", "chat", "model"),
+                   ("llama-3-8b", "chat", "model"), ("org/model:q4", "chat", "model")], got
+    assert plab.state("embed") == "stopped"
+    r = plab.d.get("/v1/models/org/model:q4")
+    assert r.status == 200 and r.json()["owned_by"] == "chat", r
+    openai_error(plab.d.get("/v1/models/nope"), 404, "model_not_found")
+    openai_error(plab.d.post("/v1/models"), 405, "method_not_allowed")
+
+
+def test_a_request_goes_to_the_service_listing_its_model_path_unchanged(plab, models):
+    chat, embed = models
+    for model in ("llama-3-8b", "gpt-4o", "org/model:q4"):
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        r = plab.d.post("/v1/chat/completions?x=1", body=body,
+                        headers={"Content-Type": "application/json"})
+        assert r.status == 200, r
+        seen = r.json()
+        assert seen["path"] == "/v1/chat/completions?x=1", seen
+        assert seen["method"] == "POST" and json.loads(seen["body"]) == json.loads(body), seen
+        assert seen["headers"]["host"] == f"127.0.0.1:{chat.port}", seen
+
+
+def test_a_model_of_a_stopped_service_starts_it(plab, models):
+    chat, embed = models
+    r = plab.d.post("/v1/embeddings", body=json.dumps({"model": "bge-small", "input": "x"}),
+                    timeout=30.0)
+    assert r.status == 200, r
+    assert r.json()["headers"]["host"] == f"127.0.0.1:{embed.port}", r.json()
+    assert plab.state("embed") == "running"
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"", "invalid_body"),
+    (b"not json", "invalid_body"),
+    (b"[1, 2]", "invalid_body"),
+    (b'{"model": 7}', "model_missing"),
+    (b'{"model": ""}', "model_missing"),
+    (b'{"messages": []}', "model_missing"),
+    (b'{"model": "' + b"m" * 300 + b'"}', "invalid_model"),
+])
+def test_a_body_without_a_usable_model_is_400(plab, models, body, code):
+    openai_error(plab.d.post("/v1/chat/completions", body=body), 400, code)
+
+
+def test_an_unknown_model_is_404_model_not_found(plab, models):
+    err = openai_error(plab.d.post("/v1/chat/completions", body=b'{"model": "gpt-5"}'), 404,
+                       "model_not_found")
+    assert "gpt-5" in err["message"], err
+
+
+def test_a_multipart_upload_is_refused_until_it_is_routed(plab, models):
+    r = plab.d.post("/v1/audio/transcriptions", body=b"--x\r\n\r\n--x--\r\n",
+                    headers={"Content-Type": "multipart/form-data; boundary=x"})
+    openai_error(r, 400, "unsupported_upload")
+
+
+def test_v1_errors_of_the_upstream_side_are_in_openais_shape(plab):
+    """A model whose service refuses connections: 502 in OpenAI's shape."""
+    port = free_port()
+    plab.add("dead", command=["sleep", "600"], port=port, health=False,
+             extra={"models": '["dead-model"]'})
+    plab.serve()
+    plab.start_running("dead")
+    openai_error(plab.d.post("/v1/completions", body=b'{"model": "dead-model"}'), 502,
+                 "upstream_unreachable")
