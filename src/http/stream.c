@@ -128,6 +128,7 @@ struct stream *request_stream(struct request *req, unsigned status, const char *
                                .headers = headers,
                                .length = MHD_SIZE_UNKNOWN,
                                .no_cache = true,
+                               .long_lived = true,
                                .cap = cap,
                                .gone = gone,
                                .data = data};
@@ -158,7 +159,9 @@ struct stream *request_stream_with(struct request *req, const struct stream_opti
         MHD_destroy_response(resp); /* frees st through on_free */
         return NULL;
     }
-    info = MHD_get_connection_info(request_connection(req), MHD_CONNECTION_INFO_CONNECTION_FD);
+    info = o->long_lived
+               ? MHD_get_connection_info(request_connection(req), MHD_CONNECTION_INFO_CONNECTION_FD)
+               : NULL;
     if (info)
         stream_socket_options(info->connect_fd);
     /* No idle timeout while it streams: an idle stream is suspended, not stuck. */

@@ -37,6 +37,8 @@ struct stream_options {
     uint64_t length;            /* the body's length when known (Content-Length), else
                                  * MHD_SIZE_UNKNOWN (chunked) */
     bool no_cache;              /* Cache-Control: no-cache */
+    bool long_lived;            /* a stream that may stay quiet for long (events, logs):
+                                 * TCP keepalive and a small send buffer on its socket */
     size_t cap;
     stream_gone_fn gone;
     stream_drained_fn drained; /* NULL: a refused write is never told */

@@ -236,6 +236,8 @@ static int fetcher_start_curl(struct fetcher *f)
     curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
+    /* Idle connections kept for reuse (the proxy: one per client in flight, at least). */
+    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, (long)FETCH_KEEP_CONNECTIONS);
     return 0;
 }
 
@@ -297,8 +299,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
     }
     curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
     t->head_told = true;
-    n = proxy_answer(t, t->proxy->head(t->data, status, t->lines, t->n_lines, (int64_t)length),
-                     n);
+    n = proxy_answer(t, t->proxy->head(t->data, status, t->lines, t->n_lines, (int64_t)length), n);
     lines_clear(t);
     return n == CURL_WRITEFUNC_PAUSE ? 0 : n; /* a head cannot pause: stop instead */
 }

@@ -13,6 +13,9 @@
     (64 * 1024) /* the default cap: a larger body is cut and the transfer                          \
                    ended there, which is not an error */
 
+/* Idle connections to upstreams kept open for reuse. */
+#define FETCH_KEEP_CONNECTIONS 256
+
 struct fetcher;
 struct fetch;
 
@@ -69,8 +72,7 @@ enum fetch_take {
 struct fetch_proxy_events {
     /* The answer's head (after any 1xx): status, its header lines ("Name: value", without
      * CR LF; valid during the call) and the body's length (-1 unknown). */
-    enum fetch_take (*head)(void *data, long status, char *const *lines, size_t n,
-                            int64_t length);
+    enum fetch_take (*head)(void *data, long status, char *const *lines, size_t n, int64_t length);
     /* A piece of the body. */
     enum fetch_take (*body)(void *data, const char *buf, size_t len);
 };
