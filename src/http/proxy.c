@@ -801,14 +801,110 @@ static int body_model(struct request *req, char *model, size_t size)
     return 0;
 }
 
+/* A load or unload: its request, and the operation it waits for. */
+struct model_op {
+    struct request *req;
+    struct supervisor_op *op;
+    char model[MANIFEST_MODEL_MAX + 1];
+};
+
+static void on_model_op_abort(void *data)
+{
+    struct model_op *m = data;
+
+    supervisor_op_cancel(m->op); /* the operation goes on */
+    free(m);
+}
+
+/* Answers a load or unload: the model with its service's status, or why not. */
+static void on_model_op_done(void *data, struct service *svc, const struct supervisor_result *res)
+{
+    struct model_op *m = data;
+    json_t *body;
+    unsigned status = render_outcome(svc, res, &body);
+
+    request_set_abort(m->req, NULL, NULL);
+    if (status == MHD_HTTP_OK) {
+        json_t *entry = model_entry(m->model, svc);
+        json_object_set_new(entry, "service", body);
+        request_reply_json(m->req, status, entry);
+    } else {
+        proxy_reply(m->req, true, status, body, 0);
+    }
+    free(m);
+}
+
+/* POST /v1/models/ID/load (start its service, answered once healthy) and /unload (stop
+ * it: an operator's key). */
+static void load_model(struct proxy *p, struct request *req, const char *id, size_t id_len,
+                       bool load)
+{
+    struct model_op *m;
+    struct supervisor_op *op;
+    struct service *svc;
+    const char *found;
+
+    if (strcmp(request_method(req), "POST") != 0) {
+        proxy_error(req, true, MHD_HTTP_METHOD_NOT_ALLOWED, 0, "method_not_allowed",
+                    "a model is loaded or unloaded with POST");
+        return;
+    }
+    if (id_len == 0 || id_len > MANIFEST_MODEL_MAX) {
+        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "invalid_model",
+                    "a model name has 1 to %d bytes", MANIFEST_MODEL_MAX);
+        return;
+    }
+    m = xcalloc(1, sizeof(*m));
+    memcpy(m->model, id, id_len);
+    svc = model_owner(p, m->model, &found);
+    if (!svc || !p->sup) {
+        proxy_error(req, true, svc ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_NOT_FOUND, 0,
+                    svc ? "unavailable" : "model_not_found",
+                    svc ? "this daemon runs no services"
+                        : "no service lists the model '%s' (GET /v1/models lists them)",
+                    m->model);
+        free(m);
+        return;
+    }
+    if (!load && !gate_require(p->gate, req, NEED_OPERATE, "stop", svc->name)) {
+        free(m);
+        return;
+    }
+    if (load && svc->manifest_error) {
+        proxy_reply(req, true, MHD_HTTP_UNPROCESSABLE_CONTENT,
+                    render_invalid_manifest(svc->manifest_error), 0);
+        free(m);
+        return;
+    }
+    m->req = req;
+    request_set_action(req, load ? "start" : "stop", svc->name);
+    request_suspend(req, PROXY_HEAD_TIMEOUT_MS + svc->manifest->health_start_period_ms);
+    request_set_abort(req, on_model_op_abort, m);
+    /* done may come before supervisor_start() returns (it runs already): m is gone then. */
+    op = load ? supervisor_start(p->sup, svc, false, true, false, on_model_op_done, m)
+              : supervisor_stop(p->sup, svc, on_model_op_done, m);
+    if (op)
+        m->op = op;
+}
+
 void proxy_handle_v1(void *data, struct request *req)
 {
     struct proxy *p = data;
     const char *path = request_path(req), *found;
     char model[MANIFEST_MODEL_MAX + 1];
     struct service *svc;
+    size_t len = strlen(path);
 
     request_set_route(req, "/v1/{path}");
+    if (strncmp(path, "/v1/models/", 11) == 0 && len > 16 && strcmp(path + len - 5, "/load") == 0) {
+        load_model(p, req, path + 11, len - 16, true);
+        return;
+    }
+    if (strncmp(path, "/v1/models/", 11) == 0 && len > 18 &&
+        strcmp(path + len - 7, "/unload") == 0) {
+        load_model(p, req, path + 11, len - 18, false);
+        return;
+    }
     if (strcmp(path, "/v1/models") == 0 || strncmp(path, "/v1/models/", 11) == 0) {
         if (strcmp(request_method(req), "GET") != 0 && strcmp(request_method(req), "HEAD") != 0) {
             proxy_error(req, true, MHD_HTTP_METHOD_NOT_ALLOWED, 0, "method_not_allowed",

@@ -41,7 +41,9 @@ void proxy_handle(void *data, struct request *req);
 /* The handler of every path under /v1/: GET /v1/models (and /v1/models/ID) answered from
  * the manifests' models: and model_aliases:, starting nothing; any other request routed
  * by its JSON body's "model" to the service that lists it, its path unchanged (a body
- * read whole: the server's 64 KiB cap). Errors in OpenAI's shape. */
+ * read whole: the server's 64 KiB cap). POST /v1/models/ID/load starts the service that
+ * lists ID (answered once healthy), /unload stops it (an operator's key). Errors in
+ * OpenAI's shape. */
 void proxy_handle_v1(void *data, struct request *req);
 
 #endif

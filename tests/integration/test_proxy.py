@@ -874,3 +874,37 @@ def test_v1_errors_of_the_upstream_side_are_in_openais_shape(plab):
     plab.start_running("dead")
     openai_error(plab.d.post("/v1/completions", body=b'{"model": "dead-model"}'), 502,
                  "upstream_unreachable")
+
+
+def test_a_model_is_loaded_and_unloaded_explicitly(plab, models):
+    chat, embed = models
+    r = plab.d.post("/v1/models/bge-small/load", timeout=30.0)
+    assert r.status == 200, r
+    body = r.json()
+    assert body["id"] == "bge-small" and body["owned_by"] == "embed", body
+    assert body["service"]["state"] == "running", body
+    assert plab.state("embed") == "running"
+    # Loading what runs answers at once, the same way.
+    r = plab.d.post("/v1/models/bge-small/load")
+    assert r.status == 200 and r.json()["service"]["state"] == "running", r
+    r = plab.d.post("/v1/models/gpt-4o/unload", timeout=30.0)
+    assert r.status == 200, r
+    assert r.json()["owned_by"] == "chat" and r.json()["service"]["state"] == "stopped", r
+    plab.assert_no_processes("chat")
+    openai_error(plab.d.post("/v1/models/nope/load"), 404, "model_not_found")
+    openai_error(plab.d.get("/v1/models/bge-small/load"), 405, "method_not_allowed")
+
+
+def test_unloading_needs_an_operator_key(plab, workdir):
+    keys = {role: new_key() for role in ("user", "operator")}
+    path = write_keys(workdir / "keys.yaml", [(f"{r}-key", r, k) for r, k in keys.items()])
+    plab.add_upstream("chat", extra={"models": '["m"]'})
+    plab.serve(extra_args=["--keys", path])
+    r = plab.d.post("/v1/models/m/load", headers=bearer(keys["user"]), timeout=30.0)
+    assert r.status == 200, r
+    r = plab.d.post("/v1/models/m/unload", headers=bearer(keys["user"]))
+    assert r.status == 403 and r.json()["error"] == "forbidden", r
+    st = plab.d.get("/services/chat", headers=bearer(keys["operator"]))
+    assert st.status == 200 and st.json()["state"] == "running", st
+    r = plab.d.post("/v1/models/m/unload", headers=bearer(keys["operator"]), timeout=30.0)
+    assert r.status == 200 and r.json()["service"]["state"] == "stopped", r
