@@ -552,6 +552,9 @@ static void parse_fields(struct manifest_parser *p)
     parse_priority(p);
     parse_on_demand(p);
     manifest_parse_models(p);
+    if (f[F_IDLE_TIMEOUT].value && !yamldoc_is_false(f[F_IDLE_TIMEOUT].value))
+        manifest_check(p, yamldoc_read_duration(p->doc, f[F_IDLE_TIMEOUT].value, "idle_timeout",
+                                                &m->idle_timeout_ms, p->errors));
     resolve_driver(p);
 }
 
@@ -610,6 +613,7 @@ int manifest_parse_within(const char *buf, size_t len, const char *dir, const ch
                 [F_ON_DEMAND] = {.key = "on_demand"},
                 [F_MODELS] = {.key = "models"},
                 [F_MODEL_ALIASES] = {.key = "model_aliases"},
+                [F_IDLE_TIMEOUT] = {.key = "idle_timeout"},
             },
     };
     size_t errors_start = errors ? errors->n : 0, warnings_start = warnings ? warnings->n : 0;
@@ -752,6 +756,9 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "priority", json_integer(m->priority));
     json_object_set_new(o, "on_demand", json_string(m->on_demand_reject ? "reject" : "start"));
     json_object_set_new(o, "models", strv_to_json(m->models));
+    json_object_set_new(o, "idle_timeout_ms",
+                        m->idle_timeout_ms ? json_integer((json_int_t)m->idle_timeout_ms)
+                                           : json_null());
     aliases = json_object();
     for (size_t i = 0; m->model_aliases && m->model_aliases[i]; i += 2)
         json_object_set_new(aliases, m->model_aliases[i], json_string(m->model_aliases[i + 1]));

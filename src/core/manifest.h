@@ -77,13 +77,15 @@ struct manifest {
     uint64_t health_start_period_ms;
     uint64_t stop_timeout_ms;
     enum restart_policy restart;
-    int priority;          /* after a host reboot, higher starts first; a GPU conflict stops the
-                            * lowest first (0 by default) */
-    bool on_demand_reject; /* on_demand: reject: a proxied request never starts it */
-    char **models;         /* models: the names /v1/ requests are routed by (NULL: none) */
-    char **model_aliases;  /* model_aliases: alias, model, alias, model, ..., NULL */
-    char *dir;             /* absolute service folder */
-    int name_line;         /* where name: and ports: stand, for cross-manifest errors */
+    int priority;             /* after a host reboot, higher starts first; a GPU conflict stops the
+                               * lowest first (0 by default) */
+    bool on_demand_reject;    /* on_demand: reject: a proxied request never starts it */
+    char **models;            /* models: the names /v1/ requests are routed by (NULL: none) */
+    char **model_aliases;     /* model_aliases: alias, model, alias, model, ..., NULL */
+    uint64_t idle_timeout_ms; /* idle_timeout: stopped after this long with no proxied
+                               * request (0: never) */
+    char *dir;                /* absolute service folder */
+    int name_line;            /* where name: and ports: stand, for cross-manifest errors */
     int ports_line;
     /* The text it was parsed from (NUL-terminated; at most MANIFEST_SIZE_MAX): the state
      * file records what a service was started with, for the next daemon to adopt. */

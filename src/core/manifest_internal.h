@@ -31,6 +31,7 @@ enum field {
     F_ON_DEMAND,
     F_MODELS,
     F_MODEL_ALIASES,
+    F_IDLE_TIMEOUT,
     F_COUNT
 };
 

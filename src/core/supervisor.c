@@ -951,6 +951,16 @@ const struct service_status *supervisor_status(const struct supervisor *sup,
     return run ? &run->status : &never_run;
 }
 
+void supervisor_set_idle_stop(struct supervisor *sup, struct service *svc, int64_t at_ms)
+{
+    struct run *run = run_find(sup, svc);
+
+    if (!run || run->status.idle_stop_at_ms == at_ms)
+        return;
+    run->status.idle_stop_at_ms = at_ms;
+    run_changed(run);
+}
+
 uint64_t supervisor_generation(const struct supervisor *sup)
 {
     return sup ? sup->generation : 0;

@@ -46,6 +46,7 @@ struct service_status {
     uint64_t restarts_total; /* automatic restarts since the daemon began (a counter) */
     const char *last_error;
     const char *gpu_warning; /* it uses more GPU memory than it declares (NULL: it does not) */
+    int64_t idle_stop_at_ms; /* Unix time its idle_timeout stops it (0: none pending) */
     struct health_result health;
     /* Changes whenever anything above changes, and is never reused by another service:
      * lets a surface reuse what it rendered. 0 for a service never run. */
@@ -122,6 +123,10 @@ json_t *supervisor_gpu(struct supervisor *sup);
  * looked at again. */
 void supervisor_set_gpus(struct supervisor *sup, const struct placement_gpu *gpus, size_t n);
 const struct placement_gpu *supervisor_gpus(const struct supervisor *sup, size_t *ret_n);
+
+/* When svc's idle_timeout will stop it (Unix ms; 0: not pending), as the proxy, which
+ * sees its requests, says: shown in its status. */
+void supervisor_set_idle_stop(struct supervisor *sup, struct service *svc, int64_t at_ms);
 
 /* The processes on the GPUs as NVML last listed them (inventory.h): each is counted to the
  * running service that owns it, and a service that now uses more memory on a GPU than its

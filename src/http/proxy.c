@@ -15,6 +15,7 @@
 #include "http/render.h"
 #include "http/stream.h"
 #include "lib/alloc.h"
+#include "lib/clock.h"
 #include "lib/json.h"
 #include "lib/log.h"
 
@@ -24,9 +25,12 @@
 
 struct cold;
 
+struct usage;
+
 struct proxy {
     uv_loop_t *loop;
-    struct cold *colds; /* starts on demand under way */
+    struct cold *colds;   /* starts on demand under way */
+    struct usage *usages; /* each service's requests in flight and idle timer */
     struct registry *reg;
     struct supervisor *sup;
     struct fetcher *fetcher;
@@ -42,6 +46,7 @@ struct proxied {
     struct stream *st;   /* from the head until the client goes or the body ends */
     bool head, in_curl, client_gone, suspended;
     bool openai;    /* a /v1/ request: errors in OpenAI's shape */
+    bool counted;   /* in its service's requests in flight (usage_begin) */
     size_t rest_at; /* where in its target the upstream's path begins */
     char service[MANIFEST_NAME_MAX + 1];
     struct cold *cold; /* while it waits for its service's start on demand */
@@ -107,8 +112,103 @@ static bool forward_header(void *data, const char *name, const char *value)
     return true;
 }
 
+/* --- requests in flight and idle stops ------------------------------------------------ */
+
+/* What one service's proxied requests amount to: how many are in flight and, once none
+ * is, the timer of its idle_timeout. */
+struct usage {
+    struct proxy *proxy;
+    char name[MANIFEST_NAME_MAX + 1];
+    unsigned in_flight;
+    uv_timer_t idle;
+    struct usage *next;
+};
+
+static struct usage *usage_of(struct proxy *p, const char *name)
+{
+    struct usage *u;
+
+    for (u = p->usages; u; u = u->next)
+        if (strcmp(u->name, name) == 0)
+            return u;
+    u = xcalloc(1, sizeof(*u));
+    u->proxy = p;
+    snprintf(u->name, sizeof(u->name), "%s", name);
+    uv_timer_init(p->loop, &u->idle);
+    uv_unref((uv_handle_t *)&u->idle); /* a stopping daemon does not wait for it */
+    u->idle.data = u;
+    u->next = p->usages;
+    p->usages = u;
+    return u;
+}
+
+static void idle_stop_done(void *data, struct service *svc, const struct supervisor_result *res)
+{
+}
+
+/* idle_timeout went by with nothing proxied: the service is stopped. */
+static void on_idle(uv_timer_t *t)
+{
+    struct usage *u = t->data;
+    struct proxy *p = u->proxy;
+    struct service *svc = registry_find(p->reg, u->name);
+    const struct service_status *st;
+
+    if (!svc || !p->sup || u->in_flight)
+        return;
+    supervisor_set_idle_stop(p->sup, svc, 0);
+    st = supervisor_status(p->sup, svc);
+    if (st->state != STATE_RUNNING && st->state != STATE_UNHEALTHY)
+        return;
+    log_info("%s: no proxied request for its idle_timeout (%" PRIu64 " ms): stopping it", svc->name,
+             svc->manifest->idle_timeout_ms);
+    supervisor_stop(p->sup, svc, idle_stop_done, NULL);
+}
+
+/* A proxied request to name begins: no idle stop while it is in flight. */
+static void usage_begin(struct proxy *p, const char *name)
+{
+    struct usage *u = usage_of(p, name);
+    struct service *svc;
+
+    if (u->in_flight++ == 0) {
+        uv_timer_stop(&u->idle);
+        if (p->sup && (svc = registry_find(p->reg, name)))
+            supervisor_set_idle_stop(p->sup, svc, 0);
+    }
+}
+
+/* One ends: the last one starts the service's idle_timeout, if it has one. */
+static void usage_end(struct proxy *p, const char *name)
+{
+    struct usage *u = usage_of(p, name);
+    struct service *svc;
+    uint64_t timeout;
+
+    if (u->in_flight == 0 || --u->in_flight > 0 || !p->sup ||
+        !(svc = registry_find(p->reg, name)) || !(timeout = svc->manifest->idle_timeout_ms))
+        return;
+    uv_timer_start(&u->idle, on_idle, timeout, 0);
+    supervisor_set_idle_stop(p->sup, svc, unix_ms() + (int64_t)timeout);
+}
+
+unsigned proxy_in_flight(const struct proxy *p, const char *name)
+{
+    for (const struct usage *u = p->usages; u; u = u->next)
+        if (strcmp(u->name, name) == 0)
+            return u->in_flight;
+    return 0;
+}
+
+static void on_usage_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 static void proxied_free(struct proxied *pr)
 {
+    if (pr->counted)
+        usage_end(pr->proxy, pr->service);
     free(pr);
 }
 
@@ -397,6 +497,8 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
         request_set_deadline(req, PROXY_HEAD_TIMEOUT_MS); /* it waited for a start */
     }
     request_set_abort(req, on_request_abort, pr);
+    pr->counted = true;
+    usage_begin(p, pr->service);
 }
 
 /* --- starts on demand ------------------------------------------------------------------ */
@@ -942,6 +1044,11 @@ void proxy_free(struct proxy *p)
 {
     if (!p)
         return;
+    while (p->usages) {
+        struct usage *u = p->usages;
+        p->usages = u->next;
+        uv_close((uv_handle_t *)&u->idle, on_usage_closed);
+    }
     /* After the server: every waiter was aborted, and each start let go of. */
     while (p->colds) {
         struct cold *c = p->colds;

@@ -3,7 +3,7 @@
  * service's port on the loopback; the answer comes back as it arrives (server-sent
  * events unbuffered, long bodies streamed with backpressure). Hop-by-hop headers are
  * dropped both ways (RFC 9110 7.6.1), X-Forwarded-For/-Proto/-Host are set, and with
- * keys the client's Authorization (the daemon's key) is not passed on.
+ * keys the client's Authorization and X-API-Key (the daemon's key) are not passed on.
  *
  * A service that is not running is started by the first request (manifest on_demand:
  * start, the default; reject answers 503): every request for it waits for that one
@@ -11,9 +11,13 @@
  * on to the service once it is healthy; a start refused (a GPU conflict...) is answered
  * as the API answers it.
  *
+ * Each service's requests in flight are counted; when the last one ends, its manifest's
+ * idle_timeout (if any) starts, and stops it unless another request comes first (the
+ * time shows in its status as idle_stop_at).
+ *
  * Not yet (issue 14's next steps): a request body is read whole first (the server's
- * 64 KiB cap), protocol upgrades (WebSocket) answer 501, /v1/ routing by model, the GPU
- * queue, swaps and idle stops. */
+ * 64 KiB cap), protocol upgrades (WebSocket) answer 501, and there is no GPU queue (a
+ * conflict is answered 409) nor swap that waits for the holder's requests in flight. */
 #ifndef NANNY_PROXY_H
 #define NANNY_PROXY_H
 
@@ -34,6 +38,9 @@ struct proxy;
 struct proxy *proxy_new(uv_loop_t *loop, struct registry *reg, struct supervisor *sup,
                         struct fetcher *fetcher, struct gate *gate);
 void proxy_free(struct proxy *p);
+
+/* Proxied requests to service name in flight now (sent on, and not yet answered whole). */
+unsigned proxy_in_flight(const struct proxy *p, const char *name);
 
 /* The handler of every path under /s/ (api_mount_prefix), after the gate. */
 void proxy_handle(void *data, struct request *req);

@@ -45,6 +45,12 @@ json_t *render_status(const struct service *svc, const struct service_status *st
     if (!status)
         fatal("cannot render the status of %s", svc->name);
     json_object_set_new(status, "gpu_warning", json_text_or_null(st->gpu_warning));
+    /* When idle_timeout stops it, while that is pending (it runs, no proxied request). */
+    json_object_set_new(status, "idle_stop_at",
+                        st->idle_stop_at_ms &&
+                                (st->state == STATE_RUNNING || st->state == STATE_UNHEALTHY)
+                            ? json_time_ms(st->idle_stop_at_ms)
+                            : json_null());
     json_object_set(status, "manifest_error",
                     svc->manifest_error ? svc->manifest_error : json_null());
     /* What the manifest on disk would change: it applies at the next start or restart. */

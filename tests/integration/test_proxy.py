@@ -908,3 +908,33 @@ def test_unloading_needs_an_operator_key(plab, workdir):
     assert st.status == 200 and st.json()["state"] == "running", st
     r = plab.d.post("/v1/models/m/unload", headers=bearer(keys["operator"]), timeout=30.0)
     assert r.status == 200 and r.json()["service"]["state"] == "stopped", r
+
+
+def test_idle_timeout_stops_a_service_and_the_next_request_starts_it(plab):
+    """idle_timeout counts from the end of the last proxied request: the status shows when
+    it will stop the service while none is in flight; a request in flight holds it off;
+    once stopped, the next request starts it again."""
+    plab.add_upstream("web", extra={"idle_timeout": "1500ms"})
+    plab.serve()
+    plab.start_running("web")
+    # Started by the API and never proxied to: no idle stop pending.
+    assert plab.status("web")["idle_stop_at"] is None
+    assert plab.proxy("GET", "/s/web/echo").status == 200
+    st = plab.wait_status("web", lambda s: s["idle_stop_at"] is not None, timeout=5)
+    assert st["state"] == "running", st
+    # A stream in flight for longer than idle_timeout holds the stop off.
+    stream = RawStream(plab.d.port, "/s/web/sse?n=3&interval_ms=1000", timeout=STREAM_TIMEOUT)
+    assert stream.status == 200, stream.headers
+    assert plab.status("web")["idle_stop_at"] is None
+    stream.read_to_end()
+    stream.close()
+    assert stream.complete, stream.body
+    assert plab.state("web") == "running"
+    # Then, idle: stopped, and the log says why.
+    plab.wait_state("web", "stopped", timeout=15)
+    plab.d.wait_for_log("web: no proxied request for its idle_timeout")
+    assert plab.status("web")["idle_stop_at"] is None
+    # The next request starts it again.
+    r = plab.proxy("GET", "/s/web/echo", timeout=30.0)
+    assert r.status == 200, r
+    assert plab.state("web") == "running"

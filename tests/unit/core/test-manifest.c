@@ -492,6 +492,13 @@ static void test_models(void **state)
     json_decref(j);
     manifest_free(m);
 
+    m = parse_ok(PROCESS_BASE "idle_timeout: 10m\n");
+    assert_int_equal(m->idle_timeout_ms, 600000);
+    manifest_free(m);
+    m = parse_ok(PROCESS_BASE "idle_timeout: false\n");
+    assert_int_equal(m->idle_timeout_ms, 0);
+    manifest_free(m);
+    assert_fails(PROCESS_BASE "idle_timeout: soon\n", 4, "idle_timeout");
     assert_fails(PROCESS_BASE "models: llama\n", 4, "models must be a list");
     assert_fails(PROCESS_BASE "models: [a, a]\n", 4, "models[1]: \"a\" is listed twice");
     assert_fails(PROCESS_BASE "models: [\"\"]\n", 4, "models[0]: a model name has 1 to 256");
@@ -1102,7 +1109,8 @@ static void test_to_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "on_demand")), "start");
     assert_int_equal(json_array_size(json_object_get(j, "models")), 0);
     assert_int_equal(json_object_size(json_object_get(j, "model_aliases")), 0);
-    assert_int_equal(json_object_size(j), 20);
+    assert_true(json_is_null(json_object_get(j, "idle_timeout_ms")));
+    assert_int_equal(json_object_size(j), 21);
     json_decref(j);
     manifest_free(m);
 
