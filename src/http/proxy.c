@@ -101,6 +101,7 @@ static bool forward_header(void *data, const char *name, const char *value)
     if (in_list(hop_by_hop, name) || connection_names(f->connection, name) ||
         strcasecmp(name, "Host") == 0 || strcasecmp(name, "Content-Length") == 0 ||
         strcasecmp(name, "Expect") == 0 || strncasecmp(name, "X-Forwarded-", 12) == 0 ||
+        strcasecmp(name, "Forwarded") == 0 || strcasecmp(name, "X-Real-IP") == 0 ||
         (f->drop_authorization &&
          (strcasecmp(name, "Authorization") == 0 || strcasecmp(name, "X-API-Key") == 0)))
         return true;
@@ -237,9 +238,14 @@ static void on_request_abort(void *data)
 static void on_stream_gone(void *data)
 {
     struct proxied *pr = data;
+    struct stream *st = pr->st;
 
     pr->st = NULL;
     pr->client_gone = true;
+    /* The server ends streams when it stops or finds the client half gone: an answer
+     * whose upstream goes on was not whole, so it must not end as if it were. */
+    if (st && pr->fetch)
+        stream_abort(st);
     if (pr->in_curl)
         return; /* the transfer is told to stop by the callback's answer */
     fetch_cancel(pr->fetch);
@@ -293,6 +299,9 @@ static enum fetch_take on_head(void *data, long status, char *const *lines, size
     struct stream_options o = {.status = (unsigned)status,
                                .headers = headers,
                                .length = length >= 0 ? (uint64_t)length : MHD_SIZE_UNKNOWN,
+                               /* a stream of unknown length may stay quiet for long (events,
+                                * tokens): keepalive finds a client that vanished */
+                               .long_lived = length < 0,
                                .cap = PROXY_BUFFER,
                                .gone = on_stream_gone,
                                .drained = on_stream_drained,
@@ -451,6 +460,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     struct forward f = {0};
     struct fetch_proxy_request up;
     size_t body_len;
+    bool framed;
     char *url;
     int r;
 
@@ -467,6 +477,9 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     if (!f.has_accept)
         f.lines[f.n++] = xstrdup("Accept:");
     body = request_body(req, &body_len);
+    /* A body the client framed, even an empty one, goes with a Content-Length. */
+    framed = body_len > 0 || request_header(req, "Content-Length") ||
+             request_header(req, "Transfer-Encoding");
     if (!f.has_type && body_len > 0)
         f.lines[f.n++] = xstrdup("Content-Type:");
     f.lines[f.n] = NULL;
@@ -475,7 +488,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     up = (struct fetch_proxy_request){.url = url,
                                       .method = request_method(req),
                                       .headers = (const char *const *)f.lines,
-                                      .body = body_len > 0 ? body : NULL,
+                                      .body = framed ? (body ? body : "") : NULL,
                                       .body_len = body_len,
                                       .connect_timeout_ms = PROXY_CONNECT_TIMEOUT_MS};
     r = fetcher_proxy(p->fetcher, &up, &upstream_events, on_done, pr, &pr->fetch);
@@ -701,6 +714,12 @@ static struct service *proxy_target(struct proxy *p, struct request *req, char *
     struct service *svc;
     json_t *err;
 
+    if (strncmp(uri, PROXY_PREFIX, strlen(PROXY_PREFIX)) != 0) {
+        /* /%73/... reached /s/ once unescaped: the target as sent names no service. */
+        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "send the proxy's prefix as it is: /s/NAME/...");
+        return NULL;
+    }
     if (len == 0 || len >= name_size) {
         request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
                             "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");

@@ -432,6 +432,7 @@ int fetcher_proxy(struct fetcher *f, const struct fetch_proxy_request *req,
     curl_easy_setopt(easy, CURLOPT_USERAGENT, NULL); /* the client's, among its headers */
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
     curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L); /* the path as the client sent it */
     if (strcmp(req->method, "HEAD") == 0)
         curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
     else if (strcmp(req->method, "GET") != 0 || req->body)

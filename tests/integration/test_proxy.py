@@ -938,3 +938,46 @@ def test_idle_timeout_stops_a_service_and_the_next_request_starts_it(plab):
     r = plab.proxy("GET", "/s/web/echo", timeout=30.0)
     assert r.status == 200, r
     assert plab.state("web") == "running"
+
+
+def test_an_empty_framed_body_goes_with_content_length_zero(plab, web):
+    r = plab.proxy("POST", "/s/web/echo", body=b"")
+    assert r.status == 200, r
+    seen = r.json()
+    assert seen["method"] == "POST" and seen["body"] == "", seen
+    assert seen["headers"].get("content-length") == "0", seen
+
+
+def test_dot_segments_and_spoofable_forwarding_headers(plab, web):
+    """The path goes as sent, dot segments and all (the service decides what they mean);
+    Forwarded and X-Real-IP from the client are dropped like X-Forwarded-*."""
+    s = RawStream(plab.d.port, "/s/web/echo/../x?a=1",
+                  headers={"Forwarded": "for=203.0.113.9", "X-Real-IP": "203.0.113.9"})
+    s.read_to_end()
+    s.close()
+    assert s.status == 200, s.headers
+    seen = json.loads(s.body)
+    assert seen["path"] == "/echo/../x?a=1", seen
+    assert "forwarded" not in seen["headers"] and "x-real-ip" not in seen["headers"], seen
+    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1", seen
+
+
+def test_an_escaped_prefix_is_refused(plab, web):
+    s = RawStream(plab.d.port, "/%73/web/echo")
+    s.read_to_end()
+    s.close()
+    assert s.status == 400, (s.status, s.body)
+    assert json.loads(s.body)["error"] == "bad_request", s.body
+
+
+def test_a_daemon_that_stops_cuts_a_stream_in_flight_visibly(plab, web):
+    """SIGTERM while a proxied event stream is in flight: the client's answer ends without
+    its last chunk, never as if the stream were whole."""
+    s = RawStream(plab.d.port, "/s/web/sse?n=5&interval_ms=2000")
+    assert s.status == 200, s.headers
+    assert s.read_until(lambda: b"data: 0\n\n" in s.body), s.body
+    plab.d.terminate()
+    s.read_to_end()
+    s.close()
+    assert not s.complete, ("the stream looked whole", s.body)
+    assert b"data: 4" not in s.body, s.body
