@@ -192,13 +192,14 @@ EOT
     die "nginx did not start on $NGINX_URL"
 }
 
-# bench_wrk_one ARGS...: one wrk run with one connection, one request at a time
-# (-t1 -c1 -d$DURATION --latency ARGS, ARGS ending with the URL), killed after 60 s; a
-# warning on stderr for non-2xx answers or socket errors; prints "median_ms p99_ms
-# req_per_s". Its output goes to $TMP/wrk.out.
-bench_wrk_one() {
-    local out=$TMP/wrk.out
-    timeout -k 5 60 wrk -t1 -c1 -d"$DURATION" --latency "$@" </dev/null >"$out" 2>&1 || {
+# bench_wrk_latency CONNECTIONS ARGS...: one wrk run (-t1 -cCONNECTIONS -d$DURATION --latency
+# ARGS, ARGS ending with the URL), killed after 60 s; a warning on stderr for non-2xx
+# answers or socket errors; prints "median_ms p99_ms req_per_s" (to the microsecond).
+# Its output goes to $TMP/wrk.out.
+bench_wrk_latency() {
+    local out=$TMP/wrk.out c=$1
+    shift
+    timeout -k 5 60 wrk -t1 -c"$c" -d"$DURATION" --latency "$@" </dev/null >"$out" 2>&1 || {
         cat "$out" >&2
         die "wrk $* failed"
     }
@@ -217,6 +218,11 @@ bench_wrk_one() {
         $1 == "Requests/sec:" { rps = $2 }
         END { if (p50 == "" || p99 == "") exit 1; printf "%.3f %.3f %.0f\n", p50, p99, rps }
     ' "$out" || die "could not read wrk's output for $*"
+}
+
+# bench_wrk_one ARGS...: bench_wrk_latency with one connection, one request at a time.
+bench_wrk_one() {
+    bench_wrk_latency 1 "$@"
 }
 
 # bench_serve SERVICES STATE [ARG...]: runs "$BIN serve" on a free loopback port with the

@@ -210,34 +210,12 @@ curl -fsS --max-time 2 -o "$TMP/proxy.out" "$NGINX_PROXY_URL/$FILE" || {
 }
 cmp -s "$TMP/direct.out" "$TMP/proxy.out" || die "the nginx proxy passes on other bytes"
 
-# wrk_run CONNECTIONS URL: one wrk run (-t1 -cCONNECTIONS -d$DURATION --latency), killed
-# after 90 s; a warning for non-2xx answers or socket errors; prints "req_per_s p50_us
-# p99_us".
+# wrk_run CONNECTIONS URL: one bench_wrk_latency run; prints "req_per_s p50_us p99_us".
 wrk_run() {
-    local c=$1 url=$2 out=$TMP/wrk.out
-    timeout -k 5 90 wrk -t"$THREADS" -c"$c" -d"$DURATION" --latency "$url" </dev/null \
-        >"$out" 2>&1 || {
-        cat "$out" >&2
-        die "wrk $url failed"
-    }
-    if grep -qE 'Non-2xx|Socket errors' "$out"; then
-        echo "warning: $url: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | tr '\n' ' ')" >&2
-    fi
-    awk '
-        function us(v) {
-            if (v ~ /us$/) { sub(/us$/, "", v); return v }
-            if (v ~ /ms$/) { sub(/ms$/, "", v); return v * 1000 }
-            if (v ~ /m$/) { sub(/m$/, "", v); return v * 60000000 }
-            if (v ~ /s$/) { sub(/s$/, "", v); return v * 1000000 }
-            return v
-        }
-        $1 == "Requests/sec:" { rps = $2 }
-        $1 == "50%" { p50 = us($2) }
-        $1 == "99%" { p99 = us($2) }
-        END {
-            if (rps == "" || p50 == "" || p99 == "") exit 1
-            printf "%.0f %.1f %.1f\n", rps, p50, p99
-        }' "$out" || die "could not read wrk's output for $url"
+    local got p50 p99 rps
+    got=$(bench_wrk_latency "$1" "$2") || exit 1
+    read -r p50 p99 rps <<<"$got"
+    awk -v a="$p50" -v b="$p99" -v r="$rps" 'BEGIN { printf "%.0f %.1f %.1f\n", r, a * 1000, b * 1000 }'
 }
 
 alive() {
