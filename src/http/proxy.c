@@ -90,6 +90,8 @@ struct forward {
     const char *connection; /* the client's Connection header */
     bool drop_authorization;
     bool has_type, has_accept;
+    bool framed;      /* it sent Content-Length or Transfer-Encoding: a body, maybe empty */
+    const char *host; /* its Host */
     char *lines[PROXY_HEADERS_MAX + 8];
     size_t n;
 };
@@ -98,6 +100,10 @@ static bool forward_header(void *data, const char *name, const char *value)
 {
     struct forward *f = data;
 
+    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
+        f->framed = true;
+    else if (strcasecmp(name, "Host") == 0)
+        f->host = value;
     if (in_list(hop_by_hop, name) || connection_names(f->connection, name) ||
         strcasecmp(name, "Host") == 0 || strcasecmp(name, "Content-Length") == 0 ||
         strcasecmp(name, "Expect") == 0 || strncasecmp(name, "X-Forwarded-", 12) == 0 ||
@@ -106,7 +112,7 @@ static bool forward_header(void *data, const char *name, const char *value)
          (strcasecmp(name, "Authorization") == 0 || strcasecmp(name, "X-API-Key") == 0)))
         return true;
     if (f->n == PROXY_HEADERS_MAX)
-        return false;
+        return true; /* past the cap: left out, the walk goes on for the framing */
     f->has_type = f->has_type || strcasecmp(name, "Content-Type") == 0;
     f->has_accept = f->has_accept || strcasecmp(name, "Accept") == 0;
     f->lines[f->n++] = xasprintf("%s: %s", name, value);
@@ -455,7 +461,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
 {
     struct proxy *p = pr->proxy;
     struct request *req = pr->req;
-    const char *body, *host = request_header(req, "Host");
+    const char *body;
     const char *rest = request_uri(req) + pr->rest_at;
     struct forward f = {0};
     struct fetch_proxy_request up;
@@ -471,15 +477,14 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     request_headers_each(req, forward_header, &f);
     f.lines[f.n++] = xasprintf("X-Forwarded-For: %s", request_client(req));
     f.lines[f.n++] = xasprintf("X-Forwarded-Proto: %s", request_scheme(req));
-    if (host)
-        f.lines[f.n++] = xasprintf("X-Forwarded-Host: %s", host);
+    if (f.host)
+        f.lines[f.n++] = xasprintf("X-Forwarded-Host: %s", f.host);
     f.lines[f.n++] = xstrdup("Expect:"); /* none of libcurl's own: the body is here */
     if (!f.has_accept)
         f.lines[f.n++] = xstrdup("Accept:");
     body = request_body(req, &body_len);
     /* A body the client framed, even an empty one, goes with a Content-Length. */
-    framed = body_len > 0 || request_header(req, "Content-Length") ||
-             request_header(req, "Transfer-Encoding");
+    framed = body_len > 0 || f.framed;
     if (!f.has_type && body_len > 0)
         f.lines[f.n++] = xstrdup("Content-Type:");
     f.lines[f.n] = NULL;
@@ -720,14 +725,11 @@ static struct service *proxy_target(struct proxy *p, struct request *req, char *
                             "send the proxy's prefix as it is: /s/NAME/...");
         return NULL;
     }
-    if (len == 0 || len >= name_size) {
-        request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
-                            "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
-        return NULL;
+    if (len < name_size) {
+        memcpy(name, seg, len);
+        name[len] = '\0';
     }
-    memcpy(name, seg, len);
-    name[len] = '\0';
-    if (!manifest_name_valid(name)) {
+    if (len == 0 || len >= name_size || !manifest_name_valid(name)) {
         request_reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_name",
                             "service names match ^[a-z0-9][a-z0-9._-]{0,62}$");
         return NULL;

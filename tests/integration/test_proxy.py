@@ -33,6 +33,7 @@ import pytest
 from conftest import HOST, HTTP_TIMEOUT, free_port, manifest, write_service
 from lifecycle_helpers import Lab, Svc, json_error, pid_alive, read_argv
 from test_gate import bearer, new_key, write_keys
+from test_http_limits import chunked
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UPSTREAM = os.path.join(REPO, "tests", "fixtures", "upstream.py")
@@ -289,14 +290,6 @@ class RawStream:
         if reset:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
-
-
-def chunked(payload, size=8192):
-    out = b""
-    for i in range(0, len(payload), size):
-        part = payload[i:i + size]
-        out += b"%x\r\n" % len(part) + part + b"\r\n"
-    return out + b"0\r\n\r\n"
 
 
 def json_payload(size):
