@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include "core/audit.h"
+#include "core/demand.h"
 #include "core/events.h"
 #include "core/inventory.h"
 #include "core/keys.h"
@@ -50,6 +51,7 @@ struct daemon {
     struct sse *sse;
     struct mcp *mcp;
     struct proxy *proxy;
+    struct demand *demand;
     struct metrics *metrics;
     struct dashboard *dashboard;
     struct inventory *inventory;
@@ -131,6 +133,8 @@ static void daemon_teardown(struct daemon *d)
     d->mcp = NULL;
     proxy_free(d->proxy); /* after the server: its requests ended with it */
     d->proxy = NULL;
+    demand_free(d->demand); /* after the proxy: its held requests were let go of */
+    d->demand = NULL;
     metrics_free(d->metrics); /* after the server: its scrapes and requests ended */
     d->metrics = NULL;
     dashboard_free(d->dashboard);
@@ -383,6 +387,7 @@ int daemon_run(const struct config *c)
     server_set_per_client_max(d.server, c->max_connections_per_client);
     server_set_trusted_proxies(d.server, c->trusted_proxies, c->trusted_proxies_n);
     server_set_done(d.server, on_request_done, &d);
+    server_set_body_streaming(d.server, api_streams_body, d.api);
     d.sse = sse_new(&d.loop, d.hub);
     api_mount(d.api, "/events", "GET", sse_handle, d.sse, &events_route);
     gate_set_port(d.gate, server_port(d.server));
@@ -396,12 +401,14 @@ int daemon_run(const struct config *c)
     api_set_supervisor(d.api, d.supervisor);
     daemon_set_gpus(&d);
     inventory_on_procs(d.inventory, on_gpu_procs, &d);
-    d.gpus = (struct gpus_surface){d.supervisor, d.inventory};
+    d.demand = demand_new(&d.loop, d.reg, d.supervisor, c, d.hub);
+    d.gpus = (struct gpus_surface){d.supervisor, d.inventory, d.demand, d.reg};
     api_mount(d.api, "/gpus", "GET", gpus_handle, &d.gpus, &gpus_route);
     d.mcp = mcp_new(&d.loop, d.reg, d.supervisor, d.gate, d.hub, c);
     api_mount(d.api, "/mcp", "POST, DELETE", mcp_handle, d.mcp, &mcp_route);
-    d.proxy = proxy_new(&d.loop, d.reg, d.supervisor, d.fetcher, d.gate);
+    d.proxy = proxy_new(&d.loop, c, d.reg, d.supervisor, d.demand, d.fetcher, d.gate);
     api_mount_prefix(d.api, "/s/", proxy_handle, d.proxy, &proxy_route);
+    api_mount_streams_body(d.api, "/s/"); /* uploads of any size, with backpressure */
     api_mount_prefix(d.api, "/v1/", proxy_handle_v1, d.proxy, &proxy_route);
     d.metrics = metrics_new(&d.loop, d.reg, d.supervisor, d.hub);
     api_mount(d.api, "/metrics", "GET", metrics_handle, d.metrics, &metrics_route);

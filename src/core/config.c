@@ -72,6 +72,11 @@ static void config_defaults(struct config *c)
     c->docker_host = xstrdup(docker ? docker : CONFIG_DEFAULT_DOCKER_HOST);
     c->nvml_library = xstrdup(GPUINFO_NVML_DEFAULT);
     c->nvidia_smi = xstrdup(GPUINFO_SMI_DEFAULT);
+    c->swap_grace_ms = CONFIG_SWAP_GRACE_DEFAULT;
+    c->swap_max_wait_ms = CONFIG_SWAP_MAX_WAIT_DEFAULT;
+    c->gpu_queue_max = CONFIG_GPU_QUEUE_DEFAULT;
+    c->proxy_connect_timeout_ms = CONFIG_PROXY_CONNECT_DEFAULT;
+    c->proxy_read_timeout_ms = CONFIG_PROXY_READ_DEFAULT;
 }
 
 static void gpus_free(struct config_gpu *gpus, size_t n)
@@ -263,6 +268,13 @@ enum {
     FILE_GPUS,
     FILE_NVML_LIBRARY,
     FILE_NVIDIA_SMI,
+    FILE_SWAP_GRACE,
+    FILE_SWAP_MAX_WAIT,
+    FILE_SWAP_DRAIN,
+    FILE_MIN_RESIDENT,
+    FILE_GPU_QUEUE_MAX,
+    FILE_PROXY_CONNECT_TIMEOUT,
+    FILE_PROXY_READ_TIMEOUT,
     FILE_KEYS,
 };
 
@@ -472,6 +484,36 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
     case FILE_NO_RESUME:
         yamldoc_read_bool(doc, f->value, f->key, &c->no_resume, errors);
         return;
+    case FILE_SWAP_GRACE:
+        yamldoc_read_duration(doc, f->value, f->key, &c->swap_grace_ms, errors);
+        return;
+    case FILE_SWAP_MAX_WAIT:
+        yamldoc_read_duration(doc, f->value, f->key, &c->swap_max_wait_ms, errors);
+        return;
+    case FILE_SWAP_DRAIN:
+        yamldoc_read_bool(doc, f->value, f->key, &c->swap_drain, errors);
+        return;
+    case FILE_MIN_RESIDENT:
+        yamldoc_read_duration(doc, f->value, f->key, &c->min_resident_ms, errors);
+        return;
+    case FILE_GPU_QUEUE_MAX: {
+        uint64_t max;
+        if (yamldoc_read_uint(doc, f->value, f->key, 1, 65536, &max, errors) == 0)
+            c->gpu_queue_max = (unsigned)max;
+        return;
+    }
+    case FILE_PROXY_CONNECT_TIMEOUT:
+    case FILE_PROXY_READ_TIMEOUT: {
+        uint64_t ms;
+        if (yamldoc_read_duration(doc, f->value, f->key, &ms, errors) < 0)
+            return;
+        if (ms == 0)
+            diags_add(errors, f->line, "%s must be at least 1ms", f->key);
+        else
+            *(key == FILE_PROXY_CONNECT_TIMEOUT ? &c->proxy_connect_timeout_ms
+                                                : &c->proxy_read_timeout_ms) = ms;
+        return;
+    }
     case FILE_LOG_MAX_SIZE:
         yamldoc_read_uint(doc, f->value, f->key, 4096, UINT64_C(1) << 40, &c->log_max_bytes,
                           errors);
@@ -608,6 +650,13 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_GPUS] = {.key = "gpus"},
         [FILE_NVML_LIBRARY] = {.key = "nvml_library"},
         [FILE_NVIDIA_SMI] = {.key = "nvidia_smi"},
+        [FILE_SWAP_GRACE] = {.key = "swap_grace"},
+        [FILE_SWAP_MAX_WAIT] = {.key = "swap_max_wait"},
+        [FILE_SWAP_DRAIN] = {.key = "swap_drain"},
+        [FILE_MIN_RESIDENT] = {.key = "min_resident"},
+        [FILE_GPU_QUEUE_MAX] = {.key = "gpu_queue_max"},
+        [FILE_PROXY_CONNECT_TIMEOUT] = {.key = "proxy_connect_timeout"},
+        [FILE_PROXY_READ_TIMEOUT] = {.key = "proxy_read_timeout"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;

@@ -24,6 +24,7 @@ struct snapshot {
 struct inventory {
     uv_loop_t *loop;
     const struct config *config;
+    char *nvml, *smi; /* the worker's copies of the config's (NULL: off): it may outlive it */
     inventory_changed_fn changed;
     void *data;
     inventory_procs_fn procs_fn;
@@ -102,13 +103,10 @@ static void snapshot_from_gpuinfo(struct snapshot *s, struct gpuinfo *g)
 static void on_read_work(uv_work_t *w)
 {
     struct inventory *inv = w->data;
-    const struct config *c = inv->config;
     struct gpuinfo g = {0};
 
     inv->err[0] = '\0';
-    inv->result = gpuinfo_read(c->nvml_library && *c->nvml_library ? c->nvml_library : NULL,
-                               c->nvidia_smi && *c->nvidia_smi ? c->nvidia_smi : NULL, &g, inv->err,
-                               sizeof(inv->err));
+    inv->result = gpuinfo_read(inv->nvml, inv->smi, &g, inv->err, sizeof(inv->err));
     if (inv->result == 0 && g.n_gpus == 0)
         inv->result = -ENODEV; /* a driver with no GPU: as good as none */
     if (inv->result == 0)
@@ -159,6 +157,8 @@ static void on_read_done(uv_work_t *w, int status)
         snapshot_clear(&inv->next);
         if (inv->freed) { /* its timer is closed: the last one out frees it */
             snapshot_clear(&inv->now);
+            free(inv->nvml);
+            free(inv->smi);
             free(inv);
         }
         return;
@@ -232,6 +232,10 @@ struct inventory *inventory_new(uv_loop_t *loop, const struct config *config,
 
     inv->loop = loop;
     inv->config = config;
+    if (config->nvml_library && *config->nvml_library)
+        inv->nvml = xstrdup(config->nvml_library);
+    if (config->nvidia_smi && *config->nvidia_smi)
+        inv->smi = xstrdup(config->nvidia_smi);
     inv->changed = changed;
     inv->data = data;
     inv->n_box = 1; /* until the first read: one GPU of unknown size */
@@ -294,6 +298,8 @@ static void on_timer_closed(uv_handle_t *h)
         return;
     }
     snapshot_clear(&inv->now);
+    free(inv->nvml);
+    free(inv->smi);
     free(inv);
 }
 

@@ -502,6 +502,30 @@ static void parse_priority(struct manifest_parser *p)
     p->m->priority = (int)value;
 }
 
+/* A duration of a swap's terms, when the manifest gives it (else *ret stays -1). */
+static void parse_swap_duration(struct manifest_parser *p, int field, const char *key, int64_t *ret)
+{
+    uint64_t ms;
+
+    if (p->fields[field].value &&
+        manifest_check(
+            p, yamldoc_read_duration(p->doc, p->fields[field].value, key, &ms, p->errors)) == 0)
+        *ret = ms > INT64_MAX ? INT64_MAX : (int64_t)ms;
+}
+
+static void parse_swap(struct manifest_parser *p)
+{
+    bool drain;
+
+    parse_swap_duration(p, F_SWAP_GRACE, "swap_grace", &p->m->swap_grace_ms);
+    parse_swap_duration(p, F_SWAP_MAX_WAIT, "swap_max_wait", &p->m->swap_max_wait_ms);
+    parse_swap_duration(p, F_MIN_RESIDENT, "min_resident", &p->m->min_resident_ms);
+    if (p->fields[F_SWAP_DRAIN].value &&
+        manifest_check(p, yamldoc_read_bool(p->doc, p->fields[F_SWAP_DRAIN].value, "swap_drain",
+                                            &drain, p->errors)) == 0)
+        p->m->swap_drain = drain;
+}
+
 /* Fills in every default, so that a field left out reads the same as one written. */
 static struct manifest *manifest_new(const char *dir)
 {
@@ -518,6 +542,8 @@ static struct manifest *manifest_new(const char *dir)
     m->health_start_period_ms = DEFAULT_START_PERIOD_MS;
     m->stop_timeout_ms = DEFAULT_STOP_TIMEOUT_MS;
     m->restart = RESTART_NO;
+    m->swap_grace_ms = m->swap_max_wait_ms = m->min_resident_ms = -1;
+    m->swap_drain = -1;
     m->dir = path_join(dir, ".");
     return m;
 }
@@ -555,6 +581,7 @@ static void parse_fields(struct manifest_parser *p)
     if (f[F_IDLE_TIMEOUT].value && !yamldoc_is_false(f[F_IDLE_TIMEOUT].value))
         manifest_check(p, yamldoc_read_duration(p->doc, f[F_IDLE_TIMEOUT].value, "idle_timeout",
                                                 &m->idle_timeout_ms, p->errors));
+    parse_swap(p);
     resolve_driver(p);
 }
 
@@ -614,6 +641,10 @@ int manifest_parse_within(const char *buf, size_t len, const char *dir, const ch
                 [F_MODELS] = {.key = "models"},
                 [F_MODEL_ALIASES] = {.key = "model_aliases"},
                 [F_IDLE_TIMEOUT] = {.key = "idle_timeout"},
+                [F_SWAP_GRACE] = {.key = "swap_grace"},
+                [F_SWAP_MAX_WAIT] = {.key = "swap_max_wait"},
+                [F_SWAP_DRAIN] = {.key = "swap_drain"},
+                [F_MIN_RESIDENT] = {.key = "min_resident"},
             },
     };
     size_t errors_start = errors ? errors->n : 0, warnings_start = warnings ? warnings->n : 0;
@@ -759,6 +790,14 @@ json_t *manifest_to_json(const struct manifest *m)
     json_object_set_new(o, "idle_timeout_ms",
                         m->idle_timeout_ms ? json_integer((json_int_t)m->idle_timeout_ms)
                                            : json_null());
+    json_object_set_new(o, "swap_grace_ms",
+                        m->swap_grace_ms >= 0 ? json_integer(m->swap_grace_ms) : json_null());
+    json_object_set_new(o, "swap_max_wait_ms",
+                        m->swap_max_wait_ms >= 0 ? json_integer(m->swap_max_wait_ms) : json_null());
+    json_object_set_new(o, "min_resident_ms",
+                        m->min_resident_ms >= 0 ? json_integer(m->min_resident_ms) : json_null());
+    json_object_set_new(o, "swap_drain",
+                        m->swap_drain >= 0 ? json_boolean(m->swap_drain) : json_null());
     aliases = json_object();
     for (size_t i = 0; m->model_aliases && m->model_aliases[i]; i += 2)
         json_object_set_new(aliases, m->model_aliases[i], json_string(m->model_aliases[i + 1]));

@@ -84,8 +84,13 @@ struct manifest {
     char **model_aliases;     /* model_aliases: alias, model, alias, model, ..., NULL */
     uint64_t idle_timeout_ms; /* idle_timeout: stopped after this long with no proxied
                                * request (0: never) */
-    char *dir;                /* absolute service folder */
-    int name_line;            /* where name: and ports: stand, for cross-manifest errors */
+    /* The terms of a swap that stops it for another service, each -1 for the config's:
+     * how long its requests in flight are waited for, how long new ones are still let in,
+     * whether none are (swap_drain), and how long it runs before it may be swapped out. */
+    int64_t swap_grace_ms, swap_max_wait_ms, min_resident_ms;
+    int swap_drain; /* -1, 0 or 1 */
+    char *dir;      /* absolute service folder */
+    int name_line;  /* where name: and ports: stand, for cross-manifest errors */
     int ports_line;
     /* The text it was parsed from (NUL-terminated; at most MANIFEST_SIZE_MAX): the state
      * file records what a service was started with, for the next daemon to adopt. */

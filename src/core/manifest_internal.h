@@ -32,6 +32,10 @@ enum field {
     F_MODELS,
     F_MODEL_ALIASES,
     F_IDLE_TIMEOUT,
+    F_SWAP_GRACE,
+    F_SWAP_MAX_WAIT,
+    F_SWAP_DRAIN,
+    F_MIN_RESIDENT,
     F_COUNT
 };
 

@@ -372,6 +372,14 @@ static json_t *gpu_queue(const struct supervisor *sup)
     for (const struct supervisor_op *op = sup->ops; op; op = op->next)
         if (op->phase == OP_GPU_WAIT && !names_contain(queue, op->svc->name))
             json_array_append_new(queue, json_string(op->svc->name));
+    /* Then the starts on demand that wait, in registry (name) order. */
+    for (size_t i = 0, n = registry_count(sup->reg); i < n; i++) {
+        struct service *svc = registry_at(sup->reg, i);
+        const struct run *run = run_find(sup, svc);
+
+        if (run && run->status.waiting.since_ms && !names_contain(queue, svc->name))
+            json_array_append_new(queue, json_string(svc->name));
+    }
     return queue;
 }
 
@@ -959,6 +967,58 @@ void supervisor_set_idle_stop(struct supervisor *sup, struct service *svc, int64
         return;
     run->status.idle_stop_at_ms = at_ms;
     run_changed(run);
+}
+
+void supervisor_set_waiting(struct supervisor *sup, struct service *svc,
+                            const struct service_wait *w)
+{
+    static const struct service_wait none;
+    struct run *run = w ? run_of(sup, svc) : run_find(sup, svc);
+    bool queue_changed;
+
+    if (!w)
+        w = &none;
+    if (!run ||
+        (run->status.waiting.since_ms == w->since_ms &&
+         run->status.waiting.requests == w->requests &&
+         run->status.waiting.priority == w->priority && run->status.waiting.swap == w->swap))
+        return;
+    queue_changed = !run->status.waiting.since_ms != !w->since_ms;
+    run->status.waiting = *w;
+    run_changed(run);
+    if (queue_changed)
+        supervisor_gpu_publish(sup);
+}
+
+enum supervisor_room supervisor_gpu_room(struct supervisor *sup, struct service *svc,
+                                         json_t **ret_holders)
+{
+    struct gpu_verdict v = {.kind = GPU_CONFLICT};
+    size_t n;
+    struct gpu_candidate *c = gpu_candidates(sup, &n);
+    struct gpu_box box = {sup->gpus, sup->n_gpus};
+    enum supervisor_room room;
+
+    *ret_holders = NULL;
+    if (gpu_decide(&box, c, n, registry_index(sup, svc), false, false, &v) < 0)
+        v.kind = GPU_CONFLICT;
+    free(c);
+    switch (v.kind) {
+    case GPU_GO:
+    case GPU_ALREADY:
+        room = SUPERVISOR_ROOM;
+        break;
+    case GPU_IMPOSSIBLE:
+        room = SUPERVISOR_NO_ROOM_EVER;
+        break;
+    case GPU_CONFLICT:
+    default:
+        room = SUPERVISOR_NO_ROOM;
+        *ret_holders = holder_names(sup, &v);
+        break;
+    }
+    gpu_verdict_done(&v);
+    return room;
 }
 
 uint64_t supervisor_generation(const struct supervisor *sup)

@@ -37,6 +37,16 @@ struct health_result {
     const char *error;
 };
 
+/* A start on demand waiting for the GPU (core/demand.h): since when (Unix ms; 0: none),
+ * how many proxied requests wait for it, its manifest priority, and whether it waits for
+ * a swap (its holders' requests in flight to end) rather than in the queue. */
+struct service_wait {
+    int64_t since_ms;
+    unsigned requests;
+    int priority;
+    bool swap;
+};
+
 /* What is happening to a service: the supervisor's alone, read here. */
 struct service_status {
     enum service_state state;
@@ -45,8 +55,9 @@ struct service_status {
     unsigned restarts;       /* automatic restarts since the last start a person asked */
     uint64_t restarts_total; /* automatic restarts since the daemon began (a counter) */
     const char *last_error;
-    const char *gpu_warning; /* it uses more GPU memory than it declares (NULL: it does not) */
-    int64_t idle_stop_at_ms; /* Unix time its idle_timeout stops it (0: none pending) */
+    const char *gpu_warning;     /* it uses more GPU memory than it declares (NULL: it does not) */
+    int64_t idle_stop_at_ms;     /* Unix time its idle_timeout stops it (0: none pending) */
+    struct service_wait waiting; /* its start on demand waits for the GPU (since_ms 0: not) */
     struct health_result health;
     /* Changes whenever anything above changes, and is never reused by another service:
      * lets a surface reuse what it rendered. 0 for a service never run. */
@@ -127,6 +138,21 @@ const struct placement_gpu *supervisor_gpus(const struct supervisor *sup, size_t
 /* When svc's idle_timeout will stop it (Unix ms; 0: not pending), as the proxy, which
  * sees its requests, says: shown in its status. */
 void supervisor_set_idle_stop(struct supervisor *sup, struct service *svc, int64_t at_ms);
+
+/* That svc's start on demand waits for the GPU (w), or no longer does (NULL), as the core's
+ * demand says: shown in its status, and in the gpu event's queue. */
+void supervisor_set_waiting(struct supervisor *sup, struct service *svc,
+                            const struct service_wait *w);
+
+/* What the GPU rule says now of a start of svc without force, changing nothing. */
+enum supervisor_room {
+    SUPERVISOR_ROOM,         /* it would start (it needs no GPU, one is free, or it runs already) */
+    SUPERVISOR_NO_ROOM,      /* holders keep it out: *ret_holders names them in stop order */
+    SUPERVISOR_NO_ROOM_EVER, /* no GPU of the box can ever take it */
+};
+/* *ret_holders (NO_ROOM only; else NULL) is a new reference. */
+enum supervisor_room supervisor_gpu_room(struct supervisor *sup, struct service *svc,
+                                         json_t **ret_holders);
 
 /* The processes on the GPUs as NVML last listed them (inventory.h): each is counted to the
  * running service that owns it, and a service that now uses more memory on a GPU than its

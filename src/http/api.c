@@ -32,6 +32,7 @@
 struct mount {
     const char *path;
     bool prefix;        /* path is a prefix ("/s/"): every path under it */
+    bool streams_body;  /* its requests' bodies are handed over as they come */
     const char *method; /* NULL: any */
     server_handler_fn fn;
     void *data;
@@ -666,6 +667,25 @@ static const struct mount *mount_find(const struct api *api, const char *path)
             return m;
     }
     return NULL;
+}
+
+void api_mount_streams_body(struct api *api, const char *prefix)
+{
+    for (size_t i = 0; i < api->n_mounts; i++)
+        if (strcmp(api->mounts[i].path, prefix) == 0)
+            api->mounts[i].streams_body = true;
+}
+
+bool api_streams_body(void *data, struct request *req)
+{
+    const struct api *api = data;
+    const char *name;
+    size_t name_len;
+    const struct mount *m = api_route_match(request_path(req), &name, &name_len) < 0
+                                ? mount_find(api, request_path(req))
+                                : NULL;
+
+    return m && m->streams_body;
 }
 
 /* Answers 405 with the methods the path does take. */

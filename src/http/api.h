@@ -41,6 +41,13 @@ void api_mount(struct api *api, const char *path, const char *method, server_han
 void api_mount_prefix(struct api *api, const char *prefix, server_handler_fn fn, void *data,
                       const struct gate_route *route);
 
+/* Requests under prefix (a mounted one) have their bodies handed to the handler as they
+ * come, the handler called at their head (server_set_body_streaming): the proxy's. */
+void api_mount_streams_body(struct api *api, const char *prefix);
+
+/* For server_set_body_streaming(): true when req goes to a mount marked so. */
+bool api_streams_body(void *data, struct request *req);
+
 /* The server's request handler; data is the struct api. */
 void api_handle(void *data, struct request *req);
 

@@ -23,14 +23,10 @@
 #define PROXY_HEADERS_MAX  128 /* request header lines forwarded, at most */
 #define PROXY_RESPONSE_MAX 128 /* answer header lines passed back, at most */
 
-struct cold;
-
-struct usage;
-
 struct proxy {
     uv_loop_t *loop;
-    struct cold *colds;   /* starts on demand under way */
-    struct usage *usages; /* each service's requests in flight and idle timer */
+    const struct config *config;
+    struct demand *demand; /* starts on demand, swaps, requests in flight */
     struct registry *reg;
     struct supervisor *sup;
     struct fetcher *fetcher;
@@ -49,9 +45,13 @@ struct proxied {
     bool counted;   /* in its service's requests in flight (usage_begin) */
     size_t rest_at; /* where in its target the upstream's path begins */
     char service[MANIFEST_NAME_MAX + 1];
-    struct cold *cold; /* while it waits for its service's start on demand */
-    struct proxied *next_wait, *prev_wait;
-    uint64_t wait_until; /* loop time when it stops waiting (503) */
+    struct demand_hold *hold; /* while it waits for its service's start on demand */
+    /* A streamed body on its way (request_body_streamed): the request it comes from, while
+     * it does, and what the client sent that the upstream has not taken yet. */
+    struct request *body_req;
+    char *up_buf;
+    size_t up_len, up_off;
+    bool up_end, up_held; /* the body is in; the client's side waits for room */
 };
 
 /* RFC 9110 7.6.1: meant for one connection, never forwarded (with those Connection
@@ -119,103 +119,19 @@ static bool forward_header(void *data, const char *name, const char *value)
     return true;
 }
 
-/* --- requests in flight and idle stops ------------------------------------------------ */
-
-/* What one service's proxied requests amount to: how many are in flight and, once none
- * is, the timer of its idle_timeout. */
-struct usage {
-    struct proxy *proxy;
-    char name[MANIFEST_NAME_MAX + 1];
-    unsigned in_flight;
-    uv_timer_t idle;
-    struct usage *next;
-};
-
-static struct usage *usage_of(struct proxy *p, const char *name)
+/* The rest of the body, if any, is not wanted: the server drops it as it comes. */
+static void proxied_drop_body(struct proxied *pr)
 {
-    struct usage *u;
-
-    for (u = p->usages; u; u = u->next)
-        if (strcmp(u->name, name) == 0)
-            return u;
-    u = xcalloc(1, sizeof(*u));
-    u->proxy = p;
-    snprintf(u->name, sizeof(u->name), "%s", name);
-    uv_timer_init(p->loop, &u->idle);
-    uv_unref((uv_handle_t *)&u->idle); /* a stopping daemon does not wait for it */
-    u->idle.data = u;
-    u->next = p->usages;
-    p->usages = u;
-    return u;
-}
-
-static void idle_stop_done(void *data, struct service *svc, const struct supervisor_result *res)
-{
-}
-
-/* idle_timeout went by with nothing proxied: the service is stopped. */
-static void on_idle(uv_timer_t *t)
-{
-    struct usage *u = t->data;
-    struct proxy *p = u->proxy;
-    struct service *svc = registry_find(p->reg, u->name);
-    const struct service_status *st;
-
-    if (!svc || !p->sup || u->in_flight)
-        return;
-    supervisor_set_idle_stop(p->sup, svc, 0);
-    st = supervisor_status(p->sup, svc);
-    if (st->state != STATE_RUNNING && st->state != STATE_UNHEALTHY)
-        return;
-    log_info("%s: no proxied request for its idle_timeout (%" PRIu64 " ms): stopping it", svc->name,
-             svc->manifest->idle_timeout_ms);
-    supervisor_stop(p->sup, svc, idle_stop_done, NULL);
-}
-
-/* A proxied request to name begins: no idle stop while it is in flight. */
-static void usage_begin(struct proxy *p, const char *name)
-{
-    struct usage *u = usage_of(p, name);
-    struct service *svc;
-
-    if (u->in_flight++ == 0) {
-        uv_timer_stop(&u->idle);
-        if (p->sup && (svc = registry_find(p->reg, name)))
-            supervisor_set_idle_stop(p->sup, svc, 0);
-    }
-}
-
-/* One ends: the last one starts the service's idle_timeout, if it has one. */
-static void usage_end(struct proxy *p, const char *name)
-{
-    struct usage *u = usage_of(p, name);
-    struct service *svc;
-    uint64_t timeout;
-
-    if (u->in_flight == 0 || --u->in_flight > 0 || !p->sup ||
-        !(svc = registry_find(p->reg, name)) || !(timeout = svc->manifest->idle_timeout_ms))
-        return;
-    uv_timer_start(&u->idle, on_idle, timeout, 0);
-    supervisor_set_idle_stop(p->sup, svc, unix_ms() + (int64_t)timeout);
-}
-
-unsigned proxy_in_flight(const struct proxy *p, const char *name)
-{
-    for (const struct usage *u = p->usages; u; u = u->next)
-        if (strcmp(u->name, name) == 0)
-            return u->in_flight;
-    return 0;
-}
-
-static void on_usage_closed(uv_handle_t *h)
-{
-    free(h->data);
+    if (pr->body_req)
+        request_body_sink(pr->body_req, NULL, NULL);
+    pr->body_req = NULL;
 }
 
 static void proxied_free(struct proxied *pr)
 {
     if (pr->counted)
-        usage_end(pr->proxy, pr->service);
+        demand_end(pr->proxy->demand, pr->service);
+    free(pr->up_buf);
     free(pr);
 }
 
@@ -234,6 +150,7 @@ static void on_request_abort(void *data)
 {
     struct proxied *pr = data;
 
+    proxied_drop_body(pr);
     pr->req = NULL;
     fetch_cancel(pr->fetch);
     pr->fetch = NULL;
@@ -248,6 +165,7 @@ static void on_stream_gone(void *data)
 
     pr->st = NULL;
     pr->client_gone = true;
+    proxied_drop_body(pr);
     /* The server ends streams when it stops or finds the client half gone: an answer
      * whose upstream goes on was not whole, so it must not end as if it were. */
     if (st && pr->fetch)
@@ -345,7 +263,66 @@ static enum fetch_take on_body(void *data, const char *buf, size_t len)
     return taken ? FETCH_TAKEN : FETCH_PAUSE;
 }
 
-static const struct fetch_proxy_events upstream_events = {.head = on_head, .body = on_body};
+/* --- a streamed request body ----------------------------------------------------------- */
+
+/* A piece of the client's body: into the buffer, as much as fits; the rest waits. */
+static size_t on_client_body(void *data, const char *buf, size_t len)
+{
+    struct proxied *pr = data;
+    size_t take;
+
+    if (!pr->up_buf)
+        pr->up_buf = xmalloc(PROXY_UPLOAD_BUFFER);
+    if (pr->up_off > 0) {
+        memmove(pr->up_buf, pr->up_buf + pr->up_off, pr->up_len - pr->up_off);
+        pr->up_len -= pr->up_off;
+        pr->up_off = 0;
+    }
+    take = PROXY_UPLOAD_BUFFER - pr->up_len;
+    if (take > len)
+        take = len;
+    memcpy(pr->up_buf + pr->up_len, buf, take);
+    pr->up_len += take;
+    pr->up_held = take < len;
+    if (take > 0)
+        fetch_resume_upload(pr->fetch);
+    return take;
+}
+
+static void on_client_body_end(void *data)
+{
+    struct proxied *pr = data;
+
+    pr->up_end = true;
+    pr->body_req = NULL; /* the server is done with the sink */
+    fetch_resume_upload(pr->fetch);
+}
+
+static const struct request_body_sink client_body = {on_client_body, on_client_body_end};
+
+/* libcurl asks for the body to send: what the client sent, its end, or a pause. */
+static ssize_t on_upload(void *data, char *buf, size_t max)
+{
+    struct proxied *pr = data;
+    size_t n = pr->up_len - pr->up_off;
+
+    if (n == 0)
+        return pr->up_end ? 0 : FETCH_UPLOAD_PAUSE;
+    if (n > max)
+        n = max;
+    memcpy(buf, pr->up_buf + pr->up_off, n);
+    pr->up_off += n;
+    if (pr->up_off == pr->up_len)
+        pr->up_off = pr->up_len = 0;
+    if (pr->up_held && pr->body_req) {
+        pr->up_held = false;
+        request_body_resume(pr->body_req); /* room again: the client's side goes on */
+    }
+    return (ssize_t)n;
+}
+
+static const struct fetch_proxy_events upstream_events = {
+    .head = on_head, .body = on_body, .upload = on_upload};
 
 /* --- errors ------------------------------------------------------------------------- */
 
@@ -413,6 +390,7 @@ static void on_done(void *data, const struct fetch_result *res)
     struct proxied *pr = data;
 
     pr->fetch = NULL;
+    proxied_drop_body(pr); /* what the upstream did not read is not wanted */
     if (pr->st) {
         if (res->curl_code == 0) {
             stream_end(pr->st, NULL, 0);
@@ -495,7 +473,16 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
                                       .headers = (const char *const *)f.lines,
                                       .body = framed ? (body ? body : "") : NULL,
                                       .body_len = body_len,
-                                      .connect_timeout_ms = PROXY_CONNECT_TIMEOUT_MS};
+                                      .connect_timeout_ms = p->config->proxy_connect_timeout_ms};
+    if (request_body_streamed(req)) {
+        const char *length = request_header(req, "Content-Length");
+
+        up.body = NULL;
+        up.streamed = true;
+        up.body_length = length && !request_header(req, "Transfer-Encoding")
+                             ? (int64_t)strtoull(length, NULL, 10)
+                             : -1;
+    }
     r = fetcher_proxy(p->fetcher, &up, &upstream_events, on_done, pr, &pr->fetch);
     free(url);
     for (size_t i = 0; i < f.n; i++)
@@ -509,203 +496,91 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
         return;
     }
     if (!pr->suspended) {
-        request_suspend(req, PROXY_HEAD_TIMEOUT_MS);
+        request_suspend(req, p->config->proxy_read_timeout_ms);
+        request_abort_on_hangup(req);
         pr->suspended = true;
     } else {
-        request_set_deadline(req, PROXY_HEAD_TIMEOUT_MS); /* it waited for a start */
+        request_set_deadline(req, p->config->proxy_read_timeout_ms); /* it waited for a start */
     }
     request_set_abort(req, on_request_abort, pr);
-    pr->counted = true;
-    usage_begin(p, pr->service);
-}
-
-/* --- starts on demand ------------------------------------------------------------------ */
-
-/* A start that proxied requests asked for (on_demand: start), and the requests that wait
- * for it: one per service at a time, so that any number of cold requests make one start. */
-struct cold {
-    struct proxy *proxy;
-    char name[MANIFEST_NAME_MAX + 1];
-    struct supervisor_op *op;    /* until its done */
-    struct proxied *head, *tail; /* waiting, oldest first (their deadlines in order) */
-    uint64_t wait_ms;            /* how long each may wait: the service's start_period */
-    uv_timer_t timer;            /* the oldest waiter's deadline */
-    bool starting;               /* supervisor_start() is on the stack */
-    bool over;                   /* its start was answered */
-    struct cold *next;
-};
-
-static void cold_unlink_waiter(struct cold *c, struct proxied *pr)
-{
-    if (pr->prev_wait)
-        pr->prev_wait->next_wait = pr->next_wait;
-    else
-        c->head = pr->next_wait;
-    if (pr->next_wait)
-        pr->next_wait->prev_wait = pr->prev_wait;
-    else
-        c->tail = pr->prev_wait;
-    pr->next_wait = pr->prev_wait = NULL;
-    pr->cold = NULL;
-}
-
-static void on_cold_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-/* Lets go of c once nothing waits and its start was answered or nobody wants it. */
-static void cold_release_if_done(struct cold *c)
-{
-    struct cold **at;
-
-    if (c->head || c->starting || (c->op && !c->over))
-        return;
-    for (at = &c->proxy->colds; *at; at = &(*at)->next)
-        if (*at == c) {
-            *at = c->next;
-            break;
-        }
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, on_cold_closed);
-}
-
-static void cold_arm(struct cold *c);
-
-/* Waiters whose start_period went by are answered 503 with Retry-After; the start goes
- * on, for their next try. */
-static void on_cold_timer(uv_timer_t *t)
-{
-    struct cold *c = t->data;
-    uint64_t now = uv_now(t->loop);
-    char message[256];
-
-    while (c->head && c->head->wait_until <= now) {
-        struct proxied *pr = c->head;
-        struct request *req = pr->req;
-
-        bool openai = pr->openai;
-
-        cold_unlink_waiter(c, pr);
-        request_set_abort(req, NULL, NULL);
-        pr->req = NULL;
-        free(pr);
-        snprintf(message, sizeof(message),
-                 "%s is starting and not healthy yet (start_period %" PRIu64
-                 " ms went by): try again shortly",
-                 c->name, c->wait_ms);
-        proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 5, "service_starting", "%s",
-                    message);
+    if (up.streamed) {
+        pr->body_req = req;
+        request_body_sink(req, &client_body, pr);
     }
-    cold_arm(c);
-    cold_release_if_done(c);
+    pr->counted = true;
+    demand_begin(p->demand, pr->service);
 }
 
-static void cold_arm(struct cold *c)
-{
-    uint64_t now = uv_now(c->timer.loop);
+/* --- requests held for a start on demand ---------------------------------------------- */
 
-    if (c->head)
-        uv_timer_start(&c->timer, on_cold_timer,
-                       c->head->wait_until > now ? c->head->wait_until - now : 0, 0);
-    else
-        uv_timer_stop(&c->timer);
-}
-
-/* A waiting client went away (or the server stops): it leaves the queue; the start goes
- * on, unless nobody waits for it any more and it has not begun (a GPU wait). */
-static void on_waiter_abort(void *data)
+/* The client of a held request went away (or the server stops): it leaves the queue. */
+static void on_held_abort(void *data)
 {
     struct proxied *pr = data;
-    struct cold *c = pr->cold;
 
-    cold_unlink_waiter(c, pr);
+    demand_hold_cancel(pr->hold);
     pr->req = NULL;
     free(pr);
-    if (!c->head && c->op && !c->over) {
-        supervisor_op_cancel(c->op);
-        c->over = true;
-    }
-    cold_arm(c);
-    cold_release_if_done(c);
 }
 
-/* The start is answered: running, every waiter goes on to it; else each is told why. */
-static void on_cold_done(void *data, struct service *svc, const struct supervisor_result *res)
+/* The held request's service runs, or will not: it goes on, or is told why. */
+static void on_held(void *data, struct service *svc, const struct demand_answer *a)
 {
-    struct cold *c = data;
-    struct proxied *pr;
+    struct proxied *pr = data;
+    struct request *req = pr->req;
+    bool openai = pr->openai;
+    json_t *body;
+    unsigned status;
 
-    c->over = true;
-    c->op = NULL;
-    while ((pr = c->head)) {
-        struct request *req = pr->req;
-        bool openai = pr->openai;
-        json_t *body;
-        unsigned status;
-
-        cold_unlink_waiter(c, pr);
-        request_set_abort(req, NULL, NULL);
-        if (res->outcome == SUPERVISOR_OK || res->outcome == SUPERVISOR_ALREADY) {
-            proxy_forward(pr, svc);
-            continue;
-        }
-        pr->req = NULL;
-        free(pr);
-        status = render_outcome(svc, res, &body);
-        if (res->outcome == SUPERVISOR_TIMED_OUT) {
+    pr->hold = NULL;
+    request_set_abort(req, NULL, NULL);
+    if (a->outcome == DEMAND_READY) {
+        proxy_forward(pr, svc);
+        return;
+    }
+    pr->req = NULL;
+    free(pr);
+    switch (a->outcome) {
+    case DEMAND_REFUSED:
+        status = render_outcome(svc, a->res, &body);
+        if (a->res->outcome == SUPERVISOR_TIMED_OUT) {
             /* Not healthy within start_period: stopped, and the client may try again. */
             json_object_set_new(body, "error", json_string("service_starting"));
             proxy_reply(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, body, 5);
         } else {
             proxy_reply(req, openai, status, body, 0);
         }
+        break;
+    case DEMAND_TIMED_OUT:
+        proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 5, "service_starting", "%s",
+                    a->message);
+        break;
+    case DEMAND_FULL:
+        proxy_error(req, openai, MHD_HTTP_TOO_MANY_REQUESTS, 5, "queue_full", "%s", a->message);
+        break;
+    case DEMAND_READY:
+    case DEMAND_GONE:
+        proxy_error(req, openai, MHD_HTTP_NOT_FOUND, 0, "not_found", "%s", a->message);
+        break;
     }
-    cold_arm(c);
-    cold_release_if_done(c);
 }
 
-/* pr's service is not running: pr waits for the start that the first such request asked
- * for. */
-static void cold_join(struct proxy *p, struct proxied *pr, struct service *svc)
+/* pr's service does not run (or a swap holds new requests for it back): pr waits for its
+ * start, which the first such request makes. */
+static void proxy_hold(struct proxy *p, struct proxied *pr, struct service *svc)
 {
-    struct cold *c;
+    enum service_state state = supervisor_status(p->sup, svc)->state;
 
-    for (c = p->colds; c && (strcmp(c->name, svc->name) != 0 || c->over); c = c->next)
-        ;
-    if (!c) {
-        c = xcalloc(1, sizeof(*c));
-        c->proxy = p;
-        snprintf(c->name, sizeof(c->name), "%s", svc->name);
-        c->wait_ms = svc->manifest->health_start_period_ms;
-        uv_timer_init(p->loop, &c->timer);
-        c->timer.data = c;
-        c->next = p->colds;
-        p->colds = c;
+    if (!demand_held(p->demand, svc->name) && (state == STATE_STOPPED || state == STATE_FAILED)) {
+        log_info("%s: started on demand by a proxied request from %s", svc->name,
+                 request_client(pr->req));
+        gate_record(p->gate, pr->req, "start", svc->name, MHD_HTTP_ACCEPTED);
     }
-    request_suspend(pr->req, c->wait_ms + PROXY_COLD_SLACK_MS);
+    request_suspend(pr->req, demand_hold_max_ms(p->demand, svc) + PROXY_HOLD_SLACK_MS);
+    request_abort_on_hangup(pr->req);
     pr->suspended = true;
-    request_set_abort(pr->req, on_waiter_abort, pr);
-    pr->cold = c;
-    pr->wait_until = uv_now(p->loop) + c->wait_ms;
-    pr->prev_wait = c->tail;
-    if (c->tail)
-        c->tail->next_wait = pr;
-    else
-        c->head = pr;
-    c->tail = pr;
-    cold_arm(c);
-    if (c->op || c->starting)
-        return; /* a start is under way: wait with it */
-    log_info("%s: started on demand by a proxied request from %s", svc->name,
-             request_client(pr->req));
-    gate_record(p->gate, pr->req, "start", svc->name, MHD_HTTP_ACCEPTED);
-    c->starting = true;
-    c->op = supervisor_start(p->sup, svc, false, true, false, on_cold_done, c);
-    c->starting = false;
-    if (c->over)
-        c->op = NULL; /* answered before supervisor_start() returned */
-    cold_release_if_done(c);
+    request_set_abort(pr->req, on_held_abort, pr);
+    pr->hold = demand_hold(p->demand, svc, on_held, pr);
 }
 
 /* --- the request -------------------------------------------------------------------- */
@@ -765,7 +640,7 @@ static void proxy_route(struct proxy *p, struct request *req, struct service *sv
     const char *name = svc->name;
     const struct service_status *st;
     struct proxied *pr;
-    bool runs;
+    bool runs, admitted;
 
     if (!p->sup) {
         proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 0, "unavailable",
@@ -791,11 +666,14 @@ static void proxy_route(struct proxy *p, struct request *req, struct service *sv
                     render_invalid_manifest(svc->manifest_error), 0);
         return;
     }
-    if (!runs && svc->manifest->on_demand_reject) {
+    admitted = runs && demand_admits(p->demand, svc);
+    if (!admitted && svc->manifest->on_demand_reject) {
+        /* Not running, or being swapped out: nothing would start it again. */
         proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 5, "service_not_running",
-                    "%s is %s and its manifest says on_demand: reject: start it first (POST "
+                    "%s is %s%s and its manifest says on_demand: reject: start it first (POST "
                     "/services/%s/start)",
-                    name, lifecycle_state_name(st->state), name);
+                    name, lifecycle_state_name(st->state), runs ? " (being swapped out)" : "",
+                    name);
         return;
     }
     pr = xcalloc(1, sizeof(*pr));
@@ -804,10 +682,10 @@ static void proxy_route(struct proxy *p, struct request *req, struct service *sv
     pr->openai = openai;
     pr->rest_at = rest_at;
     snprintf(pr->service, sizeof(pr->service), "%s", name);
-    if (runs)
+    if (admitted)
         proxy_forward(pr, svc);
     else
-        cold_join(p, pr, svc);
+        proxy_hold(p, pr, svc);
 }
 
 void proxy_handle(void *data, struct request *req)
@@ -1001,7 +879,7 @@ static void load_model(struct proxy *p, struct request *req, const char *id, siz
     }
     m->req = req;
     request_set_action(req, load ? "start" : "stop", svc->name);
-    request_suspend(req, PROXY_HEAD_TIMEOUT_MS + svc->manifest->health_start_period_ms);
+    request_suspend(req, p->config->proxy_read_timeout_ms + svc->manifest->health_start_period_ms);
     request_set_abort(req, on_model_op_abort, m);
     /* done may come before supervisor_start() returns (it runs already): m is gone then. */
     op = load ? supervisor_start(p->sup, svc, false, true, false, on_model_op_done, m)
@@ -1048,12 +926,15 @@ void proxy_handle_v1(void *data, struct request *req)
     proxy_route(p, req, svc, true, 0);
 }
 
-struct proxy *proxy_new(uv_loop_t *loop, struct registry *reg, struct supervisor *sup,
-                        struct fetcher *fetcher, struct gate *gate)
+struct proxy *proxy_new(uv_loop_t *loop, const struct config *config, struct registry *reg,
+                        struct supervisor *sup, struct demand *demand, struct fetcher *fetcher,
+                        struct gate *gate)
 {
     struct proxy *p = xcalloc(1, sizeof(*p));
 
     p->loop = loop;
+    p->config = config;
+    p->demand = demand;
     p->reg = reg;
     p->sup = sup;
     p->fetcher = fetcher;
@@ -1063,19 +944,5 @@ struct proxy *proxy_new(uv_loop_t *loop, struct registry *reg, struct supervisor
 
 void proxy_free(struct proxy *p)
 {
-    if (!p)
-        return;
-    while (p->usages) {
-        struct usage *u = p->usages;
-        p->usages = u->next;
-        uv_close((uv_handle_t *)&u->idle, on_usage_closed);
-    }
-    /* After the server: every waiter was aborted, and each start let go of. */
-    while (p->colds) {
-        struct cold *c = p->colds;
-        p->colds = c->next;
-        uv_timer_stop(&c->timer);
-        uv_close((uv_handle_t *)&c->timer, on_cold_closed);
-    }
     free(p);
 }

@@ -5,42 +5,37 @@
  * dropped both ways (RFC 9110 7.6.1), X-Forwarded-For/-Proto/-Host are set, and with
  * keys the client's Authorization and X-API-Key (the daemon's key) are not passed on.
  *
- * A service that is not running is started by the first request (manifest on_demand:
- * start, the default; reject answers 503): every request for it waits for that one
- * start, each at most the service's start_period (then 503 with Retry-After), and goes
- * on to the service once it is healthy; a start refused (a GPU conflict...) is answered
- * as the API answers it.
- *
- * Each service's requests in flight are counted; when the last one ends, its manifest's
- * idle_timeout (if any) starts, and stops it unless another request comes first (the
- * time shows in its status as idle_stop_at).
+ * A request for a service that is not running (or that a pending swap no longer lets
+ * requests in) is held by the core (core/demand.h) until it runs: one start for all such
+ * requests, a swap or a place in the GPU queue when the GPU is taken; it then goes on to
+ * the service, or is answered as the start went (a refusal as the API answers it, 503
+ * with Retry-After when held too long, 429 when the queue is full). Each forwarded
+ * request is counted in flight (demand_begin/demand_end): swaps wait for them, and the
+ * manifest's idle_timeout counts from the last one's end.
  *
  * Not yet (issue 14's next steps): a request body is read whole first (the server's
- * 64 KiB cap), protocol upgrades (WebSocket) answer 501, and there is no GPU queue (a
- * conflict is answered 409) nor swap that waits for the holder's requests in flight. */
+ * 64 KiB cap), and protocol upgrades (WebSocket) answer 501. */
 #ifndef NANNY_PROXY_H
 #define NANNY_PROXY_H
 
+#include "core/demand.h"
 #include "core/registry.h"
 #include "core/supervisor.h"
 #include "http/gate.h"
 #include "http/server.h"
 #include "lib/fetch.h"
 
-#define PROXY_BUFFER             (256 * 1024)     /* answer bytes waiting for a slow client */
-#define PROXY_CONNECT_TIMEOUT_MS 5000             /* to connect to the service's port */
-#define PROXY_HEAD_TIMEOUT_MS    (10 * 60 * 1000) /* to its answer's head (then 504) */
-#define PROXY_COLD_SLACK_MS      30000            /* a waiter's suspend beyond its start_period */
+#define PROXY_BUFFER        (256 * 1024) /* answer bytes waiting for a slow client */
+#define PROXY_HOLD_SLACK_MS 30000        /* a held request's suspend beyond its hold */
+#define PROXY_UPLOAD_BUFFER (256 * 1024) /* body bytes waiting for a slow upstream */
 
 struct proxy;
 
-/* sup may be NULL (a daemon that runs no services: 503). All are borrowed. */
-struct proxy *proxy_new(uv_loop_t *loop, struct registry *reg, struct supervisor *sup,
-                        struct fetcher *fetcher, struct gate *gate);
+/* sup and demand may be NULL (a daemon that runs no services: 503). All are borrowed. */
+struct proxy *proxy_new(uv_loop_t *loop, const struct config *config, struct registry *reg,
+                        struct supervisor *sup, struct demand *demand, struct fetcher *fetcher,
+                        struct gate *gate);
 void proxy_free(struct proxy *p);
-
-/* Proxied requests to service name in flight now (sent on, and not yet answered whole). */
-unsigned proxy_in_flight(const struct proxy *p, const char *name);
 
 /* The handler of every path under /s/ (api_mount_prefix), after the gate. */
 void proxy_handle(void *data, struct request *req);

@@ -51,6 +51,14 @@ json_t *render_status(const struct service *svc, const struct service_status *st
                                 (st->state == STATE_RUNNING || st->state == STATE_UNHEALTHY)
                             ? json_time_ms(st->idle_stop_at_ms)
                             : json_null());
+    /* Its start on demand waits for the GPU: in the queue, or for a swap. */
+    json_object_set_new(status, "waiting",
+                        st->waiting.since_ms
+                            ? json_pack("{s:o, s:I, s:i, s:b}", "since",
+                                        json_time_ms(st->waiting.since_ms), "requests",
+                                        (json_int_t)st->waiting.requests, "priority",
+                                        st->waiting.priority, "swap", st->waiting.swap)
+                            : json_null());
     json_object_set(status, "manifest_error",
                     svc->manifest_error ? svc->manifest_error : json_null());
     /* What the manifest on disk would change: it applies at the next start or restart. */

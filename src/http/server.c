@@ -83,6 +83,15 @@ struct request {
     struct stream *stream;              /* a streamed answer (stream.c), while both live */
     bool resume_queued;                 /* in the server's queue of streams to resume */
     struct request *next_resume, *prev_resume;
+    /* A body handed over as it comes (server_set_body_streaming): the handler had the
+     * request at its head; its sink takes the body, or it is dropped without one. */
+    bool body_streamed;
+    bool body_done; /* its end was seen (and told to the sink) */
+    const struct request_body_sink *sink;
+    void *sink_data;
+    bool mhd_suspended; /* libmicrohttpd holds the connection (MHD_suspend_connection) */
+    bool completing;    /* libmicrohttpd is done with it (on_completed) */
+    bool hangup_aborts; /* suspended, a client that hangs up aborts it (request_abort_on_hangup) */
 };
 
 /* The deadline of a suspended request: its own allocation, since the timer outlives the
@@ -124,6 +133,8 @@ struct server {
     int handles_open;
     server_handler_fn handler;
     void *handler_data;
+    bool (*streams_body)(void *data, struct request *req); /* server_set_body_streaming */
+    void *streams_body_data;
     struct tls_identity *tls; /* HTTPS: the identity new handshakes take (a reference) */
     char *tls_cert, *tls_key; /* the files it was read from, read again on a reload */
     unsigned port;
@@ -216,6 +227,26 @@ static void resume_unlink(struct request *req)
         s->resume_tail = req->prev_resume;
     req->next_resume = req->prev_resume = NULL;
     req->resume_queued = false;
+}
+
+static void server_kick(struct server *s);
+
+/* Holds the connection (libmicrohttpd reads and calls nothing more) until conn_resume(). */
+static void conn_suspend(struct request *req)
+{
+    if (req->mhd_suspended)
+        return;
+    req->mhd_suspended = true;
+    MHD_suspend_connection(req->conn);
+}
+
+static void conn_resume(struct request *req)
+{
+    if (!req->mhd_suspended)
+        return;
+    req->mhd_suspended = false;
+    MHD_resume_connection(req->conn);
+    server_kick(req->server); /* libmicrohttpd picks it up on the next loop pass */
 }
 
 /* Resumes at most max queued streams, oldest first. */
@@ -363,6 +394,57 @@ static const char *untrusted_head(struct MHD_Connection *conn, const char *versi
     return NULL;
 }
 
+/* What the handler left: a suspended request holds its connection (a streamed body
+ * flows only once a sink takes it), an answer is queued. */
+static enum MHD_Result request_handed_over(struct request *req)
+{
+    switch (req->state) {
+    case REQUEST_SUSPENDED:
+        if (!req->body_streamed || req->body_done || !req->sink)
+            conn_suspend(req);
+        return MHD_YES;
+    case REQUEST_ANSWERED:
+        if (req->body_streamed && !req->body_done)
+            return MHD_YES; /* queued once the body is in (libmicrohttpd answers after it) */
+        return request_queue_stored(req);
+    case REQUEST_QUEUED:
+        return MHD_YES;
+    case REQUEST_READING:
+        break;
+    }
+    fatal("request %s %s: the handler neither answered nor suspended", req->method, req->path);
+}
+
+/* A piece of a streamed body (or its end: *size 0) for the sink; without one it is dropped,
+ * up to SERVER_DISCARD_MAX. A sink that takes less holds the connection until
+ * request_body_resume(). */
+static enum MHD_Result body_stream(struct request *req, const char *data, size_t *size)
+{
+    const struct request_body_sink *sink = req->sink;
+    size_t n = *size, taken = n;
+
+    req->in_access = true;
+    if (n > 0) {
+        if (sink) {
+            taken = sink->data(req->sink_data, data, n);
+        } else if ((req->body_len += n) > SERVER_DISCARD_MAX) {
+            req->in_access = false;
+            return MHD_NO; /* nobody wants a body that goes on and on: hang up */
+        }
+        *size = n - taken;
+        if (*size > 0)
+            conn_suspend(req);
+        req->in_access = false;
+        return MHD_YES;
+    }
+    req->body_done = true;
+    req->sink = NULL;
+    if (sink)
+        sink->end(req->sink_data);
+    req->in_access = false;
+    return request_handed_over(req);
+}
+
 /* Reads a request in full, then hands it to the handler. The handler's answer is queued
  * at once when it comes while we are here, else when the resumed connection calls back. */
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -417,6 +499,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "unsupported_transfer_encoding",
                                 "only the chunked transfer encoding is supported");
             req->in_access = false;
+        } else if ((encoding || (length && strtoull(length, NULL, 10) > 0)) && s->streams_body &&
+                   s->streams_body(s->streams_body_data, req)) {
+            /* The handler has it at its head; the body goes to the sink it sets. */
+            req->body_streamed = true;
+            req->in_access = true;
+            s->handler(s->handler_data, req);
+            r = request_handed_over(req);
+            req->in_access = false;
+            return r;
         } else if (length && strtoull(length, NULL, 10) > SERVER_BODY_MAX) {
             req->in_access = true;
             request_reply_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large",
@@ -426,6 +517,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
 
+    if (req->body_streamed && !req->body_done)
+        return body_stream(req, upload_data, upload_data_size);
     switch (req->state) {
     case REQUEST_READING:
         break;
@@ -464,12 +557,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                 "the request body is larger than %d bytes", SERVER_BODY_MAX);
         else
             s->handler(s->handler_data, req);
-        if (req->state == REQUEST_SUSPENDED)
-            MHD_suspend_connection(conn);
-        else if (req->state == REQUEST_ANSWERED)
-            r = request_queue_stored(req);
-        else if (req->state != REQUEST_QUEUED)
-            fatal("request %s %s: the handler neither answered nor suspended", method, url);
+        r = request_handed_over(req);
     }
     req->in_access = false;
     return r;
@@ -502,6 +590,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
                                   (unsigned)SERVER_IDLE_TIMEOUT_S);
     }
+    req->completing = true;
     if (req->state == REQUEST_SUSPENDED) {
         suspended_unlink(req);
         request_abort(req);
@@ -794,19 +883,34 @@ static void connection_cut(struct connection *c)
 /* A client that shut its sending side before its request was complete can never complete
  * it, and a stream's client that did so is gone (it reads no more, or has closed), but
  * libmicrohttpd 0.9.75 does not always notice the end of its input (when it came with the last
- * bytes) and waits for the idle timeout: close such connections soon. A request already handed to
- * the handler is left to be answered. */
+ * bytes) and waits for the idle timeout: close such connections soon. A suspended request
+ * marked request_abort_on_hangup() whose client did so is gone too (as nginx takes it): its
+ * owner is told (request_abort), so that what it waits for (a start on demand, a place in
+ * the GPU queue) is let go of. Other requests already handed to the handler are left to be
+ * answered (an API stop goes on, and is audited with its outcome). */
 static void server_sweep(struct server *s)
 {
     for (struct connection *c = s->conns, *next; c; c = next) {
         struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
+        bool waits = c->req && c->req->state == REQUEST_SUSPENDED && !c->req->stream &&
+                     c->req->hangup_aborts;
 
         next = c->next;
         if (c->stuck || c->fd < 0 ||
-            (c->req && c->req->state != REQUEST_READING && !c->req->stream))
+            (c->req && c->req->state != REQUEST_READING && !waits && !c->req->stream))
             continue;
         if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
             continue;
+        if (waits) {
+            struct request *req = c->req;
+
+            log_debug("http: the client of a waiting request went away");
+            request_abort(req);
+            if (req->state == REQUEST_SUSPENDED)
+                request_reply_error(req, SERVER_STATUS_CLIENT_CLOSED, "client_closed",
+                                    "the client went away");
+            continue;
+        }
         if (c->req && c->req->stream) {
             /* A stream's client went away: suspended, it would only notice at the next
              * write. End it; libmicrohttpd then finds the socket closed. */
@@ -1390,10 +1494,8 @@ static void request_answer_response_later(struct request *req, unsigned status,
     req->state = REQUEST_ANSWERED;
     suspended_unlink(req);
     request_drop_deadline(req);
-    if (!req->in_access) {
-        MHD_resume_connection(req->conn);
-        server_kick(req->server);
-    }
+    if (!req->in_access)
+        conn_resume(req);
 }
 
 void request_reply_taken(struct request *req, unsigned status, struct MHD_Response *resp)
@@ -1458,9 +1560,7 @@ static void request_answer_later(struct request *req, unsigned status, char *tex
     request_drop_deadline(req);
     if (req->in_access)
         return; /* suspended and answered in one go: on_access queues it */
-    MHD_resume_connection(req->conn);
-    /* Let libmicrohttpd pick it up on the next loop pass. */
-    server_kick(req->server);
+    conn_resume(req);
 }
 
 void request_reply_json(struct request *req, unsigned status, json_t *body)
@@ -1546,6 +1646,39 @@ void request_set_deadline(struct request *req, uint64_t timeout_ms)
         return;
     req->timeout_ms = timeout_ms;
     uv_timer_start(&req->deadline->timer, on_deadline, timeout_ms, 0);
+}
+
+void server_set_body_streaming(struct server *s, bool (*fn)(void *data, struct request *req),
+                               void *data)
+{
+    s->streams_body = fn;
+    s->streams_body_data = data;
+}
+
+bool request_body_streamed(const struct request *req)
+{
+    return req->body_streamed;
+}
+
+void request_body_sink(struct request *req, const struct request_body_sink *sink, void *data)
+{
+    if (!req->body_streamed || req->body_done || req->completing)
+        return;
+    req->sink = sink;
+    req->sink_data = data;
+    if (!req->in_access)
+        conn_resume(req);
+}
+
+void request_body_resume(struct request *req)
+{
+    if (req->body_streamed && !req->body_done && !req->in_access)
+        conn_resume(req);
+}
+
+void request_abort_on_hangup(struct request *req)
+{
+    req->hangup_aborts = true;
 }
 
 void request_set_abort(struct request *req, void (*on_abort)(void *data), void *data)

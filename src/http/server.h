@@ -77,6 +77,31 @@ void server_set_per_client_max(struct server *s, unsigned max);
  * each comes from (over the cap: 503 too_many_connections and the connection closed). */
 void server_set_trusted_proxies(struct server *s, const struct cidr *trusted, size_t n);
 
+/* Which requests' bodies are handed over as they come rather than read whole first: fn is
+ * asked at the head of each request that has a body (its method, path and headers known).
+ * True: the handler is called at once, and the body goes to the sink it sets
+ * (request_body_sink), with no SERVER_BODY_MAX cap; a request it answers at once, or
+ * suspends without a sink, has its body dropped as it comes (or not read while suspended),
+ * and its answer goes out once the body is in. */
+void server_set_body_streaming(struct server *s, bool (*fn)(void *data, struct request *req),
+                               void *data);
+
+/* Where a streamed body goes. */
+struct request_body_sink {
+    /* A piece of the body: returns how much it took; less holds the reading until
+     * request_body_resume(), when the rest is offered again. */
+    size_t (*data)(void *data, const char *buf, size_t len);
+    /* The body is complete (not called when the client goes first: the abort is). */
+    void (*end)(void *data);
+};
+/* True when req's body comes as it arrives (server_set_body_streaming). */
+bool request_body_streamed(const struct request *req);
+/* The body goes to sink from now on (NULL: it is dropped as it comes); the reading goes
+ * on. No-op once the body is in. */
+void request_body_sink(struct request *req, const struct request_body_sink *sink, void *data);
+/* The sink has room again: the reading goes on. */
+void request_body_resume(struct request *req);
+
 /* The function told of every request's end (one; NULL: none). */
 void server_set_done(struct server *s, server_done_fn done, void *data);
 
@@ -169,6 +194,12 @@ void request_reply_taken(struct request *req, unsigned status, struct MHD_Respon
 /* A response with a copy of a JSON document's compact text, Content-Type set; reusable
  * for many requests. Does not take the reference. */
 struct MHD_Response *server_json_response(json_t *body);
+
+/* While suspended, a client that hangs up (its connection shut for sending, or closed) is
+ * noticed within half a second and the request aborted (see request_set_abort), as nginx
+ * takes a proxied request's client that went away: what it waited for is let go of. Without
+ * this a suspended request is answered whatever its client did. */
+void request_abort_on_hangup(struct request *req);
 
 /* Keeps the connection waiting without blocking the loop: the reply comes later from a
  * callback via request_reply_json() or request_reply_error(). After timeout_ms the request

@@ -43,6 +43,7 @@ struct fetch {
     char **lines; /* a proxied answer's header lines, until its head is told */
     size_t n_lines;
     bool head_told, aborted;
+    bool recv_paused, send_paused; /* the directions libcurl holds (curl_easy_pause) */
     char error[CURL_ERROR_SIZE];
     struct fetch *next, *prev;
 };
@@ -265,6 +266,7 @@ static size_t proxy_answer(struct fetch *t, enum fetch_take take, size_t n)
     case FETCH_TAKEN:
         return n;
     case FETCH_PAUSE:
+        t->recv_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     case FETCH_ABORT:
         break;
@@ -414,6 +416,22 @@ int fetcher_request(struct fetcher *f, const struct fetch_request *req, fetch_do
     return r;
 }
 
+/* A proxied request's body, as the proxy gives it: bytes, the end, or a pause until
+ * fetch_resume_upload(). */
+static size_t on_upload(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    struct fetch *t = userdata;
+    ssize_t n = t->proxy->upload(t->data, buf, size * nitems);
+
+    if (n == FETCH_UPLOAD_PAUSE) {
+        t->send_paused = true;
+        return CURL_READFUNC_PAUSE;
+    }
+    if (n < 0)
+        return CURL_READFUNC_ABORT;
+    return (size_t)n;
+}
+
 int fetcher_proxy(struct fetcher *f, const struct fetch_proxy_request *req,
                   const struct fetch_proxy_events *ev, fetch_done_fn done, void *data,
                   struct fetch **ret)
@@ -437,7 +455,15 @@ int fetcher_proxy(struct fetcher *f, const struct fetch_proxy_request *req,
         curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
     else if (strcmp(req->method, "GET") != 0 || req->body)
         curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
-    if (req->body) {
+    if (req->streamed) {
+        /* The body as it comes: Content-Length when known, else chunked. */
+        if (strcmp(req->method, "GET") == 0)
+            curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+        curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->body_length);
+        curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_upload);
+        curl_easy_setopt(easy, CURLOPT_READDATA, t);
+    } else if (req->body) {
         curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, req->body);
     }
@@ -454,10 +480,27 @@ int fetcher_proxy(struct fetcher *f, const struct fetch_proxy_request *req,
     return r;
 }
 
+/* Lets libcurl go on in the directions no longer held. */
+static void fetch_pause_update(struct fetch *t)
+{
+    curl_easy_pause(t->easy,
+                    (t->recv_paused ? CURLPAUSE_RECV : 0) | (t->send_paused ? CURLPAUSE_SEND : 0));
+}
+
 void fetch_resume(struct fetch *t)
 {
-    if (t)
-        curl_easy_pause(t->easy, CURLPAUSE_CONT);
+    if (!t || !t->recv_paused)
+        return;
+    t->recv_paused = false;
+    fetch_pause_update(t);
+}
+
+void fetch_resume_upload(struct fetch *t)
+{
+    if (!t || !t->send_paused)
+        return;
+    t->send_paused = false;
+    fetch_pause_update(t);
 }
 
 void fetch_cancel(struct fetch *t)

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <uv.h>
 
@@ -75,7 +76,13 @@ struct fetch_proxy_events {
     enum fetch_take (*head)(void *data, long status, char *const *lines, size_t n, int64_t length);
     /* A piece of the body. */
     enum fetch_take (*body)(void *data, const char *buf, size_t len);
+    /* A streamed request's body (fetch_proxy_request.streamed): fills buf with at most max
+     * bytes and returns how many, 0 at its end, FETCH_UPLOAD_PAUSE when none is there yet
+     * (the transfer waits for fetch_resume_upload()), or -1 to end the transfer. */
+    ssize_t (*upload)(void *data, char *buf, size_t max);
 };
+
+#define FETCH_UPLOAD_PAUSE (-2)
 
 struct fetch_proxy_request {
     const char *url;
@@ -83,6 +90,8 @@ struct fetch_proxy_request {
     const char *const *headers; /* "Name: value" lines sent as they are, NULL-terminated */
     const char *body;           /* sent whole (NULL: none) */
     size_t body_len;
+    bool streamed;               /* the body comes from ev->upload instead, as it arrives... */
+    int64_t body_length;         /* ...this long (-1: unknown, sent chunked) */
     uint64_t connect_timeout_ms; /* 0: libcurl's */
 };
 
@@ -95,6 +104,9 @@ int fetcher_proxy(struct fetcher *f, const struct fetch_proxy_request *req,
 
 /* A proxied transfer paused by FETCH_PAUSE goes on (from outside its callbacks). */
 void fetch_resume(struct fetch *t);
+
+/* A streamed body paused by FETCH_UPLOAD_PAUSE goes on: there is more, or its end. */
+void fetch_resume_upload(struct fetch *t);
 
 /* Stops a transfer before its end; done is not called. */
 void fetch_cancel(struct fetch *t);

@@ -19,6 +19,7 @@ Nothing here asserts an absolute latency: streaming is checked by the order of e
 wait is bounded; the daemon, its services and the upstreams are stopped at the end."""
 
 import concurrent.futures
+import hashlib
 import http.client
 import json
 import os
@@ -26,6 +27,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 
 import pytest
@@ -722,20 +724,107 @@ def test_a_bad_service_name_is_400(plab, web, name):
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
-def test_a_body_over_the_cap_is_413(plab, web, framing):
-    payload = json_payload(BODY_MAX + 1)
+def test_a_body_over_the_apis_cap_goes_whole_to_the_service(plab, web, framing):
+    """/s/ streams request bodies as they come: the API's 64 KiB cap is for its own JSON,
+    not for uploads. The service gets every byte, framed as the client framed it."""
+    payload = big_body(3 * 1024 * 1024 + 7)
     if framing == "length":
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(payload))}
+        headers = {"Content-Type": "application/octet-stream",
+                   "Content-Length": str(len(payload))}
         body = payload
     else:
-        headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
-        body = chunked(payload)
-    s = RawStream(plab.d.port, "/s/web/echo", method="POST", headers=headers, body=body)
+        headers = {"Content-Type": "application/octet-stream", "Transfer-Encoding": "chunked"}
+        body = chunked(payload, size=100000)
+    s = RawStream(plab.d.port, "/s/web/sink", method="POST", headers=headers, body=body,
+                  timeout=STREAM_TIMEOUT)
+    s.read_to_end()
+    s.close()
+    assert s.status == 200, (s.status, s.body[:300])
+    seen = json.loads(s.body)
+    assert seen == {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
+                    "framing": framing}, seen
+    plab.assert_daemon_fine()
+
+
+def test_a_body_over_the_cap_is_still_413_on_v1(plab):
+    """/v1/ reads the body to route it by model: there the cap stays."""
+    plab.add_upstream("chat", extra={"models": "[m]"})
+    plab.serve()
+    payload = json_payload(BODY_MAX + 1)
+    s = RawStream(plab.d.port, "/v1/chat/completions", method="POST",
+                  headers={"Content-Type": "application/json",
+                           "Content-Length": str(len(payload))}, body=payload)
     s.read_to_end()
     s.close()
     assert s.status == 413, (s.status, s.body[:300])
-    err = json.loads(s.body)
-    assert err.get("error") == "body_too_large" and err.get("message"), err
+    assert plab.state("chat") == "stopped"
+
+
+def daemon_rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_large_upload_to_a_slow_service_keeps_the_daemons_memory_flat(plab, web):
+    """100 MiB to a service that reads 40 MiB a second: the daemon holds at most its
+    buffer of it (the client's side waits while the service's side is full)."""
+    size, block = 100 * 1024 * 1024, 1024 * 1024
+    digest = hashlib.sha256()
+    before = daemon_rss(plab.d.pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], daemon_rss(plab.d.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with socket.create_connection((HOST, plab.d.port), timeout=STREAM_TIMEOUT) as sock:
+            sock.sendall(f"POST /s/web/sink?rate={40 * 1024 * 1024} HTTP/1.1\r\n"
+                         f"Host: {HOST}:{plab.d.port}\r\nContent-Length: {size}\r\n\r\n"
+                         .encode())
+            for i in range(size // block):
+                part = bytes([i % 251]) * block
+                digest.update(part)
+                sock.sendall(part)
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+    finally:
+        done.set()
+        sampler.join()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+    seen = json.loads(body)
+    assert seen["bytes"] == size and seen["sha256"] == digest.hexdigest(), seen
+    assert peak[0] - before < 24 * 1024 * 1024, (before, peak[0])
+    plab.assert_daemon_fine()
+
+
+def test_a_client_that_stops_mid_upload_cuts_the_services_body(plab, web):
+    """Half a body, then the client goes: the service sees its request body cut (never a
+    whole-looking one), and the daemon goes on."""
+    with socket.create_connection((HOST, plab.d.port), timeout=10) as s:
+        s.sendall(f"POST /s/web/sink HTTP/1.1\r\nHost: {HOST}:{plab.d.port}\r\n"
+                  "Content-Length: 5000000\r\n\r\n".encode() + b"x" * 300000)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = plab.d.get("/services/web/logs?tail=50")
+        if r.status == 200 and "sink: cut after" in r.body.decode("utf-8", "replace"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the service never saw its body cut")
     plab.assert_daemon_fine()
 
 

@@ -57,6 +57,13 @@ static void test_defaults(void **state)
     assert_int_equal(c.log_level, LOG_INFO);
     assert_false(c.insecure);
     assert_int_equal(c.gpu_conflict, GPU_CONFLICT_REFUSE);
+    assert_int_equal(c.swap_grace_ms, 5 * 60 * 1000);
+    assert_int_equal(c.swap_max_wait_ms, 30 * 1000);
+    assert_false(c.swap_drain);
+    assert_int_equal(c.min_resident_ms, 0);
+    assert_int_equal(c.gpu_queue_max, 256);
+    assert_int_equal(c.proxy_connect_timeout_ms, 5000);
+    assert_int_equal(c.proxy_read_timeout_ms, 10 * 60 * 1000);
     config_done(&c);
 }
 
@@ -140,7 +147,14 @@ static void test_file(void **state)
                            "stop_services_on_exit: true\n"
                            "log_max_size: 1048576\n"
                            "log_max_files: 5\n"
-                           "future_knob: 1\n");
+                           "future_knob: 1\n"
+                           "swap_grace: 1m\n"
+                           "swap_max_wait: 5s\n"
+                           "swap_drain: true\n"
+                           "min_resident: 2m\n"
+                           "gpu_queue_max: 8\n"
+                           "proxy_connect_timeout: 250ms\n"
+                           "proxy_read_timeout: 1h\n");
     char *argv[] = {"serve", "--config", path, NULL};
     struct config c;
 
@@ -155,6 +169,13 @@ static void test_file(void **state)
     assert_true(c.stop_services_on_exit);
     assert_int_equal(c.log_max_bytes, 1048576);
     assert_int_equal(c.log_max_files, 5);
+    assert_int_equal(c.swap_grace_ms, 60000);
+    assert_int_equal(c.swap_max_wait_ms, 5000);
+    assert_true(c.swap_drain);
+    assert_int_equal(c.min_resident_ms, 120000);
+    assert_int_equal(c.gpu_queue_max, 8);
+    assert_int_equal(c.proxy_connect_timeout_ms, 250);
+    assert_int_equal(c.proxy_read_timeout_ms, 3600000);
     /* The unknown key is a warning with its line, kept for the daemon's log. */
     assert_non_null(c.warnings);
     assert_non_null(strstr(c.warnings[0], ":9: "));
@@ -177,11 +198,22 @@ static void test_file_errors_name_file_and_line(void **state)
         const char *text;
         const char *line;
     } cases[] = {
-        {"listen: [unclosed\n", ":2:"},     {"log_level: loud\n", ":1:"},
-        {"a: 1\ninsecure: maybe\n", ":2:"}, {"gpu_conflict: share\n", ":1:"},
-        {"listen: nope\n", ":1:"},          {"- a list\n", ":1:"},
-        {"allowed_hosts: {a: 1}\n", ":1:"}, {"log_max_size: 10\n", ":1:"},
+        {"listen: [unclosed\n", ":2:"},
+        {"log_level: loud\n", ":1:"},
+        {"a: 1\ninsecure: maybe\n", ":2:"},
+        {"gpu_conflict: share\n", ":1:"},
+        {"listen: nope\n", ":1:"},
+        {"- a list\n", ":1:"},
+        {"allowed_hosts: {a: 1}\n", ":1:"},
+        {"log_max_size: 10\n", ":1:"},
         {"log_max_files: many\n", ":1:"},
+        {"swap_grace: soon\n", ":1:"},
+        {"swap_drain: maybe\n", ":1:"},
+        {"gpu_queue_max: -1\n", ":1:"},
+        {"a: 1\nproxy_read_timeout: 0s\n", ":2:"},
+        {"min_resident: [1]\n", ":1:"},
+        {"proxy_connect_timeout: x\n", ":1:"},
+        {"gpu_queue_max: 0\n", ":1:"},
     };
     struct config c;
 

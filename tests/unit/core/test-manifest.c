@@ -499,6 +499,24 @@ static void test_models(void **state)
     assert_int_equal(m->idle_timeout_ms, 0);
     manifest_free(m);
     assert_fails(PROCESS_BASE "idle_timeout: soon\n", 4, "idle_timeout");
+    /* A swap's terms: the config's (-1) unless given. */
+    m = parse_ok(PROCESS_BASE);
+    assert_true(m->swap_grace_ms == -1 && m->swap_max_wait_ms == -1 && m->min_resident_ms == -1);
+    assert_int_equal(m->swap_drain, -1);
+    manifest_free(m);
+    m = parse_ok(PROCESS_BASE "swap_grace: 2m\nswap_max_wait: 0s\nmin_resident: 90s\n"
+                              "swap_drain: true\n");
+    assert_true(m->swap_grace_ms == 120000 && m->swap_max_wait_ms == 0);
+    assert_true(m->min_resident_ms == 90000 && m->swap_drain == 1);
+    j = manifest_to_json(m);
+    assert_int_equal(json_integer_value(json_object_get(j, "swap_grace_ms")), 120000);
+    assert_true(json_is_true(json_object_get(j, "swap_drain")));
+    json_decref(j);
+    manifest_free(m);
+    assert_fails(PROCESS_BASE "swap_grace: soon\n", 4, "swap_grace");
+    assert_fails(PROCESS_BASE "swap_max_wait: [1]\n", 4, "swap_max_wait");
+    assert_fails(PROCESS_BASE "min_resident: -5s\n", 4, "min_resident");
+    assert_fails(PROCESS_BASE "swap_drain: maybe\n", 4, "swap_drain");
     assert_fails(PROCESS_BASE "models: llama\n", 4, "models must be a list");
     assert_fails(PROCESS_BASE "models: [a, a]\n", 4, "models[1]: \"a\" is listed twice");
     assert_fails(PROCESS_BASE "models: [\"\"]\n", 4, "models[0]: a model name has 1 to 256");
@@ -1110,7 +1128,11 @@ static void test_to_json(void **state)
     assert_int_equal(json_array_size(json_object_get(j, "models")), 0);
     assert_int_equal(json_object_size(json_object_get(j, "model_aliases")), 0);
     assert_true(json_is_null(json_object_get(j, "idle_timeout_ms")));
-    assert_int_equal(json_object_size(j), 21);
+    assert_true(json_is_null(json_object_get(j, "swap_grace_ms")));
+    assert_true(json_is_null(json_object_get(j, "swap_max_wait_ms")));
+    assert_true(json_is_null(json_object_get(j, "min_resident_ms")));
+    assert_true(json_is_null(json_object_get(j, "swap_drain")));
+    assert_int_equal(json_object_size(j), 25);
     json_decref(j);
     manifest_free(m);
 

@@ -236,7 +236,7 @@ static enum fetch_take on_proxy_body(void *data, const char *buf, size_t len)
     return FETCH_TAKEN;
 }
 
-static const struct fetch_proxy_events proxy_events = {on_proxy_head, on_proxy_body};
+static const struct fetch_proxy_events proxy_events = {on_proxy_head, on_proxy_body, NULL};
 
 /* Any method with headers and a body goes as given; the answer's head and body come
  * through the events; a paused piece is offered again after fetch_resume(). */
