@@ -774,7 +774,8 @@ static void on_event(void *data, const struct event *ev)
 {
     struct demand *d = data;
 
-    if ((ev->kind == EVENT_STATE || ev->kind == EVENT_GPU) && d->wants)
+    if ((ev->kind == EVENT_STATE || ev->kind == EVENT_GPU || ev->kind == EVENT_DISCOVERY) &&
+        d->wants)
         kick(d);
 }
 

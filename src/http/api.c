@@ -672,8 +672,11 @@ static const struct mount *mount_find(const struct api *api, const char *path)
 void api_mount_streams_body(struct api *api, const char *prefix)
 {
     for (size_t i = 0; i < api->n_mounts; i++)
-        if (strcmp(api->mounts[i].path, prefix) == 0)
+        if (strcmp(api->mounts[i].path, prefix) == 0) {
             api->mounts[i].streams_body = true;
+            return;
+        }
+    fatal("api: %s is not mounted", prefix);
 }
 
 bool api_streams_body(void *data, struct request *req)

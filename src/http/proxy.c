@@ -50,7 +50,7 @@ struct proxied {
      * it does, and what the client sent that the upstream has not taken yet. */
     struct request *body_req;
     char *up_buf;
-    size_t up_len, up_off;
+    size_t up_len, up_off, up_cap;
     bool up_end, up_held; /* the body is in; the client's side waits for room */
 };
 
@@ -131,6 +131,15 @@ static void proxied_free(struct proxied *pr)
 {
     if (pr->counted)
         demand_end(pr->proxy->demand, pr->service);
+    free(pr->up_buf);
+    free(pr);
+}
+
+/* A request let go of before it was sent on (answered, or its client gone). */
+static void proxied_discard(struct proxied *pr)
+{
+    proxied_drop_body(pr);
+    pr->req = NULL;
     free(pr->up_buf);
     free(pr);
 }
@@ -271,14 +280,16 @@ static size_t on_client_body(void *data, const char *buf, size_t len)
     struct proxied *pr = data;
     size_t take;
 
-    if (!pr->up_buf)
+    if (!pr->up_buf) {
         pr->up_buf = xmalloc(PROXY_UPLOAD_BUFFER);
+        pr->up_cap = PROXY_UPLOAD_BUFFER;
+    }
     if (pr->up_off > 0) {
         memmove(pr->up_buf, pr->up_buf + pr->up_off, pr->up_len - pr->up_off);
         pr->up_len -= pr->up_off;
         pr->up_off = 0;
     }
-    take = PROXY_UPLOAD_BUFFER - pr->up_len;
+    take = pr->up_cap > pr->up_len ? pr->up_cap - pr->up_len : 0;
     if (take > len)
         take = len;
     memcpy(pr->up_buf + pr->up_len, buf, take);
@@ -489,8 +500,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
         free(f.lines[i]);
     if (r < 0) {
         bool openai = pr->openai;
-        pr->req = NULL;
-        free(pr);
+        proxied_discard(pr);
         proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 5, "unavailable",
                     "the daemon is stopping");
         return;
@@ -503,7 +513,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
         request_set_deadline(req, p->config->proxy_read_timeout_ms); /* it waited for a start */
     }
     request_set_abort(req, on_request_abort, pr);
-    if (up.streamed) {
+    if (up.streamed && !pr->up_end) {
         pr->body_req = req;
         request_body_sink(req, &client_body, pr);
     }
@@ -519,8 +529,7 @@ static void on_held_abort(void *data)
     struct proxied *pr = data;
 
     demand_hold_cancel(pr->hold);
-    pr->req = NULL;
-    free(pr);
+    proxied_discard(pr);
 }
 
 /* The held request's service runs, or will not: it goes on, or is told why. */
@@ -538,8 +547,7 @@ static void on_held(void *data, struct service *svc, const struct demand_answer 
         proxy_forward(pr, svc);
         return;
     }
-    pr->req = NULL;
-    free(pr);
+    proxied_discard(pr);
     switch (a->outcome) {
     case DEMAND_REFUSED:
         status = render_outcome(svc, a->res, &body);
@@ -576,9 +584,13 @@ static void proxy_hold(struct proxy *p, struct proxied *pr, struct service *svc)
                  request_client(pr->req));
         gate_record(p->gate, pr->req, "start", svc->name, MHD_HTTP_ACCEPTED);
     }
-    request_suspend(pr->req, demand_hold_max_ms(p->demand, svc) + PROXY_HOLD_SLACK_MS);
-    request_abort_on_hangup(pr->req);
-    pr->suspended = true;
+    if (pr->suspended) {
+        request_set_deadline(pr->req, demand_hold_max_ms(p->demand, svc) + PROXY_HOLD_SLACK_MS);
+    } else {
+        request_suspend(pr->req, demand_hold_max_ms(p->demand, svc) + PROXY_HOLD_SLACK_MS);
+        request_abort_on_hangup(pr->req);
+        pr->suspended = true;
+    }
     request_set_abort(pr->req, on_held_abort, pr);
     pr->hold = demand_hold(p->demand, svc, on_held, pr);
 }
@@ -634,29 +646,30 @@ static struct service *proxy_target(struct proxy *p, struct request *req, char *
 
 /* Sends req on to svc (its upstream path from rest_at in its target), starting it first
  * when it is not running and may be started on demand. openai: errors in OpenAI's shape. */
-static void proxy_route(struct proxy *p, struct request *req, struct service *svc, bool openai,
-                        size_t rest_at)
+/* Answers req when svc cannot take it now (returns false): no supervisor, an upgrade, no
+ * port, a broken manifest of a stopped service, on_demand: reject. */
+static bool proxy_route_allowed(struct proxy *p, struct request *req, struct service *svc,
+                                bool openai)
 {
     const char *name = svc->name;
     const struct service_status *st;
-    struct proxied *pr;
-    bool runs, admitted;
+    bool runs;
 
     if (!p->sup) {
         proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 0, "unavailable",
                     "this daemon runs no services");
-        return;
+        return false;
     }
     if (request_header(req, "Upgrade")) {
         proxy_error(req, openai, MHD_HTTP_NOT_IMPLEMENTED, 0, "upgrade_not_supported",
                     "the proxy does not pass protocol upgrades (WebSocket) yet: connect to the "
                     "service's port directly");
-        return;
+        return false;
     }
     if (!svc->manifest->port) {
         proxy_error(req, openai, MHD_HTTP_CONFLICT, 0, "no_port",
                     "%s has no port to proxy to (its manifest lists no ports)", name);
-        return;
+        return false;
     }
     st = supervisor_status(p->sup, svc);
     runs = st->state == STATE_RUNNING || st->state == STATE_UNHEALTHY;
@@ -664,23 +677,61 @@ static void proxy_route(struct proxy *p, struct request *req, struct service *sv
         /* Nothing starts from a broken manifest. */
         proxy_reply(req, openai, MHD_HTTP_UNPROCESSABLE_CONTENT,
                     render_invalid_manifest(svc->manifest_error), 0);
-        return;
+        return false;
     }
-    admitted = runs && demand_admits(p->demand, svc);
-    if (!admitted && svc->manifest->on_demand_reject) {
+    if (!(runs && demand_admits(p->demand, svc)) && svc->manifest->on_demand_reject) {
         /* Not running, or being swapped out: nothing would start it again. */
         proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 5, "service_not_running",
                     "%s is %s%s and its manifest says on_demand: reject: start it first (POST "
                     "/services/%s/start)",
                     name, lifecycle_state_name(st->state), runs ? " (being swapped out)" : "",
                     name);
-        return;
+        return false;
     }
-    pr = xcalloc(1, sizeof(*pr));
+    return true;
+}
+
+static struct proxied *proxied_new(struct proxy *p, struct request *req, bool openai,
+                                   size_t rest_at)
+{
+    struct proxied *pr = xcalloc(1, sizeof(*pr));
+
     pr->proxy = p;
     pr->req = req;
     pr->openai = openai;
     pr->rest_at = rest_at;
+    return pr;
+}
+
+static void proxy_route_with(struct proxy *p, struct request *req, struct service *svc, bool openai,
+                             size_t rest_at, struct proxied *pr);
+
+static void proxy_route(struct proxy *p, struct request *req, struct service *svc, bool openai,
+                        size_t rest_at)
+{
+    proxy_route_with(p, req, svc, openai, rest_at, NULL);
+}
+
+/* proxy_route() with the request's record made already (pr: a /v1/ request whose body was
+ * read in part to route it), or NULL. */
+static void proxy_route_with(struct proxy *p, struct request *req, struct service *svc, bool openai,
+                             size_t rest_at, struct proxied *pr)
+{
+    const char *name = svc->name;
+    const struct service_status *st;
+    bool runs, admitted;
+
+    if (pr && !proxy_route_allowed(p, req, svc, openai)) {
+        proxied_discard(pr);
+        return;
+    }
+    if (!pr && !proxy_route_allowed(p, req, svc, openai))
+        return;
+    st = supervisor_status(p->sup, svc);
+    runs = st->state == STATE_RUNNING || st->state == STATE_UNHEALTHY;
+    admitted = runs && demand_admits(p->demand, svc);
+    if (!pr)
+        pr = proxied_new(p, req, openai, rest_at);
     snprintf(pr->service, sizeof(pr->service), "%s", name);
     if (admitted)
         proxy_forward(pr, svc);
@@ -760,20 +811,32 @@ static void list_models(struct proxy *p, struct request *req, const char *one)
 }
 
 /* The "model" of a JSON body, into model (NUL-terminated): 0, or answered. */
-static int body_model(struct request *req, char *model, size_t size)
+/* Checks a model name as the body gave it (len bytes) into model; else answers 400. */
+static int model_check(struct request *req, const char *text, size_t len, char *model, size_t size)
 {
-    const char *type = request_header(req, "Content-Type"), *text;
-    size_t len;
-    json_t *doc, *value;
-    json_error_t jerr;
-
-    if (type && strncasecmp(type, "multipart/", 10) == 0) {
-        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "unsupported_upload",
-                    "multipart uploads are not routed by model yet: send them to "
-                    "/s/SERVICE/v1/...");
+    if (len == 0) {
+        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "model_missing",
+                    "the body's \"model\" must be a non-empty string (GET /v1/models lists "
+                    "them)");
         return -1;
     }
-    text = request_body(req, &len);
+    if (len >= size || memchr(text, '\0', len)) {
+        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "invalid_model",
+                    "a \"model\" has at most %zu bytes and no NUL", size - 1);
+        return -1;
+    }
+    memcpy(model, text, len);
+    model[len] = '\0';
+    return 0;
+}
+
+/* The model a JSON body (text, len bytes) names; else answers 400. */
+static int body_model(struct request *req, const char *text, size_t len, char *model, size_t size)
+{
+    json_t *doc, *value;
+    json_error_t jerr;
+    int r;
+
     doc = len > 0 ? json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     if (!json_is_object(doc)) {
         json_decref(doc);
@@ -783,23 +846,193 @@ static int body_model(struct request *req, char *model, size_t size)
         return -1;
     }
     value = json_object_get(doc, "model");
-    if (!json_is_string(value) || json_string_length(value) == 0) {
+    if (!json_is_string(value)) {
         json_decref(doc);
-        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "model_missing",
-                    "the body's \"model\" must be a non-empty string (GET /v1/models lists "
-                    "them)");
-        return -1;
+        return model_check(req, "", 0, model, size);
     }
-    if (json_string_length(value) >= size ||
-        strlen(json_string_value(value)) != json_string_length(value)) {
-        json_decref(doc);
-        proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "invalid_model",
-                    "a \"model\" has at most %zu bytes and no NUL", size - 1);
-        return -1;
-    }
-    snprintf(model, size, "%s", json_string_value(value));
+    r = model_check(req, json_string_value(value), json_string_length(value), model, size);
     json_decref(doc);
-    return 0;
+    return r;
+}
+
+/* --- a /v1/ body read to find its model ------------------------------------------------ */
+
+/* A /v1/ request whose body is read to route it: a JSON body whole (up to
+ * PROXY_V1_BODY_MAX), a form's up to its "model" field (within PROXY_V1_FORM_PEEK, so that
+ * an upload is never held whole). What was read goes on to the service first. */
+struct routing {
+    struct proxy *proxy;
+    struct request *req;
+    char *buf;
+    size_t len;
+    struct MHD_PostProcessor *form; /* multipart/form-data or urlencoded: its parser */
+    char model[MANIFEST_MODEL_MAX + 2];
+    size_t model_len;
+    bool model_seen, model_done;
+};
+
+static void routing_free(struct routing *r)
+{
+    if (r->form)
+        MHD_destroy_post_processor(r->form);
+    free(r->buf);
+    free(r);
+}
+
+/* The form's fields as libmicrohttpd's parser finds them: "model" is kept; the field after
+ * it ends it. */
+static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *filename, const char *content_type,
+                                     const char *transfer_encoding, const char *data, uint64_t off,
+                                     size_t size)
+{
+    struct routing *r = cls;
+
+    if (!key || strcmp(key, "model") != 0) {
+        r->model_done = r->model_seen;
+        return r->model_done ? MHD_NO : MHD_YES;
+    }
+    r->model_seen = true;
+    if (r->model_len + size >= sizeof(r->model))
+        size = sizeof(r->model) - 1 - r->model_len; /* too long: model_check says so */
+    memcpy(r->model + r->model_len, data, size);
+    r->model_len += size;
+    if (r->model_len == sizeof(r->model) - 1)
+        r->model_len = sizeof(r->model); /* marks it as over the cap */
+    return MHD_YES;
+}
+
+/* Answers a routing that failed (in the sink: its body's rest is dropped). */
+static void routing_end_here(struct routing *r)
+{
+    request_set_abort(r->req, NULL, NULL);
+    request_body_sink(r->req, NULL, NULL);
+    routing_free(r);
+}
+
+static void on_routing_abort(void *data)
+{
+    struct routing *r = data;
+
+    request_body_sink(r->req, NULL, NULL);
+    routing_free(r);
+}
+
+/* The model is known: the request goes on to its service, with what was read of its body
+ * first (body_done: all of it). */
+static void routing_route(struct routing *r, bool body_done)
+{
+    struct proxy *p = r->proxy;
+    struct request *req = r->req;
+    char model[MANIFEST_MODEL_MAX + 1];
+    const char *found;
+    struct service *svc;
+    struct proxied *pr;
+
+    if (model_check(req, r->model, r->model_len > MANIFEST_MODEL_MAX ? sizeof(model) : r->model_len,
+                    model, sizeof(model)) < 0) {
+        routing_end_here(r);
+        return;
+    }
+    svc = model_owner(p, model, &found);
+    if (!svc) {
+        proxy_error(req, true, MHD_HTTP_NOT_FOUND, 0, "model_not_found",
+                    "no service lists the model '%s' (GET /v1/models lists them)", model);
+        routing_end_here(r);
+        return;
+    }
+    pr = proxied_new(p, req, true, 0);
+    pr->suspended = true;
+    pr->up_cap = r->len > PROXY_UPLOAD_BUFFER ? r->len : PROXY_UPLOAD_BUFFER;
+    pr->up_buf = xrealloc(r->buf, pr->up_cap);
+    pr->up_len = r->len;
+    r->buf = NULL;
+    pr->up_end = body_done;
+    if (!body_done) {
+        pr->body_req = req;
+        request_body_sink(req, &client_body, pr);
+    }
+    request_set_abort(req, NULL, NULL);
+    routing_free(r);
+    proxy_route_with(p, req, svc, true, 0, pr);
+}
+
+static size_t on_routing_body(void *data, const char *buf, size_t len)
+{
+    struct routing *r = data;
+    size_t limit = r->form ? PROXY_V1_FORM_PEEK : PROXY_V1_BODY_MAX;
+
+    if (r->len + len > limit) {
+        if (r->form) {
+            proxy_error(r->req, true, MHD_HTTP_BAD_REQUEST, 0, "model_missing",
+                        "a form is routed by its \"model\" field, which must come within its "
+                        "first %d bytes",
+                        PROXY_V1_FORM_PEEK);
+        } else {
+            proxy_error(r->req, true, MHD_HTTP_CONTENT_TOO_LARGE, 0, "body_too_large",
+                        "a /v1/ JSON body is read whole to route it, up to %d bytes",
+                        PROXY_V1_BODY_MAX);
+        }
+        routing_end_here(r);
+        return len;
+    }
+    r->buf = xrealloc(r->buf, r->len + len);
+    memcpy(r->buf + r->len, buf, len);
+    r->len += len;
+    if (r->form && !r->model_done)
+        MHD_post_process(r->form, buf, len);
+    if (r->model_done)
+        routing_route(r, false);
+    return len;
+}
+
+static void on_routing_body_end(void *data)
+{
+    struct routing *r = data;
+    char model[MANIFEST_MODEL_MAX + 1];
+
+    if (r->form) {
+        MHD_destroy_post_processor(r->form); /* what it still held is told */
+        r->form = NULL;
+        if (!r->model_seen) {
+            model_check(r->req, "", 0, model, sizeof(model));
+            routing_end_here(r);
+            return;
+        }
+    } else if (body_model(r->req, r->buf, r->len, model, sizeof(model)) < 0) {
+        routing_end_here(r);
+        return;
+    } else {
+        r->model_len = strlen(model);
+        memcpy(r->model, model, r->model_len);
+    }
+    routing_route(r, true);
+}
+
+static const struct request_body_sink routing_body = {on_routing_body, on_routing_body_end};
+
+/* Reads req's body (it streams) to route it by its model. */
+static void routing_begin(struct proxy *p, struct request *req)
+{
+    const char *type = request_header(req, "Content-Type");
+    struct routing *r = xcalloc(1, sizeof(*r));
+
+    r->proxy = p;
+    r->req = req;
+    if (type && (strncasecmp(type, "multipart/form-data", 19) == 0 ||
+                 strncasecmp(type, "application/x-www-form-urlencoded", 33) == 0)) {
+        r->form = request_form_parser(req, on_form_field, r);
+        if (!r->form) {
+            routing_free(r);
+            proxy_error(req, true, MHD_HTTP_BAD_REQUEST, 0, "invalid_body",
+                        "this form cannot be read (its Content-Type's boundary?)");
+            return;
+        }
+    }
+    request_suspend(req, p->config->proxy_read_timeout_ms);
+    request_abort_on_hangup(req);
+    request_set_abort(req, on_routing_abort, r);
+    request_body_sink(req, &routing_body, r);
 }
 
 /* A load or unload: its request, and the operation it waits for. */
@@ -891,10 +1124,10 @@ static void load_model(struct proxy *p, struct request *req, const char *id, siz
 void proxy_handle_v1(void *data, struct request *req)
 {
     struct proxy *p = data;
-    const char *path = request_path(req), *found;
+    const char *path = request_path(req), *found, *text;
     char model[MANIFEST_MODEL_MAX + 1];
     struct service *svc;
-    size_t len = strlen(path);
+    size_t len = strlen(path), text_len;
 
     request_set_route(req, "/v1/{path}");
     if (strncmp(path, "/v1/models/", 11) == 0 && len > 16 && strcmp(path + len - 5, "/load") == 0) {
@@ -915,7 +1148,12 @@ void proxy_handle_v1(void *data, struct request *req)
         list_models(p, req, path[10] == '/' ? path + 11 : NULL);
         return;
     }
-    if (body_model(req, model, sizeof(model)) < 0)
+    if (request_body_streamed(req)) {
+        routing_begin(p, req);
+        return;
+    }
+    text = request_body(req, &text_len); /* a request without a body */
+    if (body_model(req, text, text_len, model, sizeof(model)) < 0)
         return;
     svc = model_owner(p, model, &found);
     if (!svc) {

@@ -13,8 +13,10 @@
  * request is counted in flight (demand_begin/demand_end): swaps wait for them, and the
  * manifest's idle_timeout counts from the last one's end.
  *
- * Not yet (issue 14's next steps): a request body is read whole first (the server's
- * 64 KiB cap), and protocol upgrades (WebSocket) answer 501. */
+ * Request bodies stream both ways: /s/ hands the client's body to the service as it comes
+ * (PROXY_UPLOAD_BUFFER at most held; the client waits while it is full); /v1/ first reads
+ * what it needs to route (a JSON body whole, a form up to its "model" field), then the
+ * same. Not yet (issue 14's next step): protocol upgrades (WebSocket) answer 501. */
 #ifndef NANNY_PROXY_H
 #define NANNY_PROXY_H
 
@@ -25,9 +27,11 @@
 #include "http/server.h"
 #include "lib/fetch.h"
 
-#define PROXY_BUFFER        (256 * 1024) /* answer bytes waiting for a slow client */
-#define PROXY_HOLD_SLACK_MS 30000        /* a held request's suspend beyond its hold */
-#define PROXY_UPLOAD_BUFFER (256 * 1024) /* body bytes waiting for a slow upstream */
+#define PROXY_BUFFER        (256 * 1024)       /* answer bytes waiting for a slow client */
+#define PROXY_HOLD_SLACK_MS 30000              /* a held request's suspend beyond its hold */
+#define PROXY_UPLOAD_BUFFER (256 * 1024)       /* body bytes waiting for a slow upstream */
+#define PROXY_V1_BODY_MAX   (16 * 1024 * 1024) /* a /v1/ JSON body, read whole to route it */
+#define PROXY_V1_FORM_PEEK  (1024 * 1024)      /* a /v1/ form's "model" must come this soon */
 
 struct proxy;
 
@@ -42,8 +46,8 @@ void proxy_handle(void *data, struct request *req);
 
 /* The handler of every path under /v1/: GET /v1/models (and /v1/models/ID) answered from
  * the manifests' models: and model_aliases:, starting nothing; any other request routed
- * by its JSON body's "model" to the service that lists it, its path unchanged (a body
- * read whole: the server's 64 KiB cap). POST /v1/models/ID/load starts the service that
+ * by its body's "model" (JSON, or a form's field) to the service that lists it, its path
+ * unchanged. POST /v1/models/ID/load starts the service that
  * lists ID (answered once healthy), /unload stops it (an operator's key). Errors in
  * OpenAI's shape. */
 void proxy_handle_v1(void *data, struct request *req);

@@ -1676,6 +1676,12 @@ void request_body_resume(struct request *req)
         conn_resume(req);
 }
 
+struct MHD_PostProcessor *request_form_parser(struct request *req, MHD_PostDataIterator iter,
+                                              void *data)
+{
+    return MHD_create_post_processor(req->conn, 1024, iter, data);
+}
+
 void request_abort_on_hangup(struct request *req)
 {
     req->hangup_aborts = true;

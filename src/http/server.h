@@ -86,6 +86,12 @@ void server_set_trusted_proxies(struct server *s, const struct cidr *trusted, si
 void server_set_body_streaming(struct server *s, bool (*fn)(void *data, struct request *req),
                                void *data);
 
+/* A parser of req's form body (multipart/form-data or urlencoded, by its Content-Type)
+ * that calls iter with each field as the body is fed to it (MHD_post_process); NULL when
+ * the Content-Type names no form it can parse. MHD_destroy_post_processor() frees it. */
+struct MHD_PostProcessor *request_form_parser(struct request *req, MHD_PostDataIterator iter,
+                                              void *data);
+
 /* Where a streamed body goes. */
 struct request_body_sink {
     /* A piece of the body: returns how much it took; less holds the reading until

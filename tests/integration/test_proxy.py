@@ -746,17 +746,20 @@ def test_a_body_over_the_apis_cap_goes_whole_to_the_service(plab, web, framing):
     plab.assert_daemon_fine()
 
 
-def test_a_body_over_the_cap_is_still_413_on_v1(plab):
-    """/v1/ reads the body to route it by model: there the cap stays."""
+def test_a_json_body_over_the_v1_cap_is_413(plab):
+    """/v1/ reads a JSON body whole to route it: past 16 MiB it is refused, in OpenAI's
+    shape, and nothing starts."""
     plab.add_upstream("chat", extra={"models": "[m]"})
     plab.serve()
-    payload = json_payload(BODY_MAX + 1)
+    payload = json_payload(16 * 1024 * 1024 + 1)
     s = RawStream(plab.d.port, "/v1/chat/completions", method="POST",
                   headers={"Content-Type": "application/json",
-                           "Content-Length": str(len(payload))}, body=payload)
+                           "Content-Length": str(len(payload))}, body=payload,
+                  timeout=STREAM_TIMEOUT)
     s.read_to_end()
     s.close()
     assert s.status == 413, (s.status, s.body[:300])
+    assert json.loads(s.body)["error"]["code"] == "body_too_large", s.body
     assert plab.state("chat") == "stopped"
 
 
@@ -941,10 +944,51 @@ def test_an_unknown_model_is_404_model_not_found(plab, models):
     assert "gpt-5" in err["message"], err
 
 
-def test_a_multipart_upload_is_refused_until_it_is_routed(plab, models):
-    r = plab.d.post("/v1/audio/transcriptions", body=b"--x\r\n\r\n--x--\r\n",
-                    headers={"Content-Type": "multipart/form-data; boundary=x"})
-    openai_error(r, 400, "unsupported_upload")
+def form(fields, boundary="nannyboundary42"):
+    """A multipart/form-data body of (name, value bytes, filename or None) fields."""
+    out = b""
+    for name, value, filename in fields:
+        disposition = f'form-data; name="{name}"'
+        if filename:
+            disposition += f'; filename="{filename}"'
+        out += (f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n").encode()
+        out += value + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_multipart_upload_is_routed_by_its_model_field(plab, models):
+    """An upload (audio transcription) is routed by its form's "model" field, which is
+    looked for in its first MiB only; the service gets the whole body, as sent."""
+    audio = big_body(2 * 1024 * 1024)
+    body, ctype = form([("model", b"gpt-4o", None), ("file", audio, "a.wav")])
+    r = plab.d.post("/v1/audio/transcriptions", body=body, headers={"Content-Type": ctype},
+                    timeout=30.0)
+    assert r.status == 200, r
+    seen = r.json()
+    assert seen["path"] == "/v1/audio/transcriptions", seen
+    assert seen["body"].encode() == body, (len(seen["body"]), len(body))
+    assert plab.state("embed") == "stopped"  # chat's alias routed it
+
+
+def test_a_form_whose_model_comes_too_late_or_never_is_400(plab, models):
+    late, ctype = form([("file", big_body(1536 * 1024), "a.wav"), ("model", b"gpt-4o", None)])
+    openai_error(plab.d.post("/v1/audio/transcriptions", body=late,
+                             headers={"Content-Type": ctype}, timeout=30.0), 400, "model_missing")
+    none, ctype = form([("file", b"RIFF", "a.wav")])
+    openai_error(plab.d.post("/v1/audio/transcriptions", body=none,
+                             headers={"Content-Type": ctype}), 400, "model_missing")
+    unknown, ctype = form([("model", b"whisper-9", None), ("file", b"RIFF", "a.wav")])
+    openai_error(plab.d.post("/v1/audio/transcriptions", body=unknown,
+                             headers={"Content-Type": ctype}), 404, "model_not_found")
+    plab.assert_daemon_fine("chat")
+
+
+def test_a_json_body_over_the_apis_cap_is_routed_whole(plab, models):
+    """/v1/ reads a JSON body whole to route it (up to 16 MiB): a long prompt routes."""
+    doc = {"model": "llama-3-8b", "messages": [{"role": "user", "content": "z" * 300000}]}
+    r = plab.d.post("/v1/chat/completions", body=json.dumps(doc).encode(), timeout=30.0)
+    assert r.status == 200, r
+    assert json.loads(r.json()["body"]) == doc
 
 
 def test_v1_errors_of_the_upstream_side_are_in_openais_shape(plab):
