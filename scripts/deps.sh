@@ -10,7 +10,7 @@
 # Build and run the daemon (start.sh).
 DEPS_BUILD=(build-essential pkg-config meson ninja-build
     libuv1-dev libmicrohttpd-dev libcurl4-gnutls-dev libjansson-dev libyaml-dev
-    libgnutls28-dev nettle-dev)
+    libgnutls28-dev nettle-dev libhttp-parser-dev)
 
 # Everything ./test.sh needs: the build, the unit tests (cmocka), the
 # integration tests (Debian's pytest), the formatting check. The compose

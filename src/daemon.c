@@ -127,6 +127,7 @@ static void daemon_teardown(struct daemon *d)
     uv_close((uv_handle_t *)&d->sighup, NULL);
     sse_free(d->sse); /* its streams first: they end with the server */
     d->sse = NULL;
+    proxy_close_tunnels(d->proxy); /* WebSockets let go of their connections first */
     server_free(d->server);
     d->server = NULL;
     mcp_free(d->mcp); /* after the server: its calls ended with their requests */

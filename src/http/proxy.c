@@ -14,6 +14,7 @@
 #include "http/proxy.h"
 #include "http/render.h"
 #include "http/stream.h"
+#include "http/tunnel.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/json.h"
@@ -26,7 +27,8 @@
 struct proxy {
     uv_loop_t *loop;
     const struct config *config;
-    struct demand *demand; /* starts on demand, swaps, requests in flight */
+    struct demand *demand;   /* starts on demand, swaps, requests in flight */
+    struct proxied *tunnels; /* WebSockets open (or opening) */
     struct registry *reg;
     struct supervisor *sup;
     struct fetcher *fetcher;
@@ -46,6 +48,9 @@ struct proxied {
     size_t rest_at; /* where in its target the upstream's path begins */
     char service[MANIFEST_NAME_MAX + 1];
     struct demand_hold *hold; /* while it waits for its service's start on demand */
+    bool websocket;           /* an upgrade to WebSocket: tunnelled, not fetched */
+    struct tunnel *tunnel;    /* ...until it is over */
+    struct proxied *next_tunnel, *prev_tunnel; /* in the proxy's list, while it is */
     /* A streamed body on its way (request_body_streamed): the request it comes from, while
      * it does, and what the client sent that the upstream has not taken yet. */
     struct request *body_req;
@@ -144,10 +149,27 @@ static void proxied_discard(struct proxied *pr)
     free(pr);
 }
 
+/* pr's tunnel is over (or not wanted any more): out of the proxy's list. */
+static void proxied_end_tunnel(struct proxied *pr)
+{
+    struct proxy *p = pr->proxy;
+
+    if (!pr->tunnel)
+        return;
+    tunnel_close(pr->tunnel); /* no-op past its end: see on_tunnel_closed */
+    pr->tunnel = NULL;
+    if (pr->prev_tunnel)
+        pr->prev_tunnel->next_tunnel = pr->next_tunnel;
+    else
+        p->tunnels = pr->next_tunnel;
+    if (pr->next_tunnel)
+        pr->next_tunnel->prev_tunnel = pr->prev_tunnel;
+}
+
 /* Both sides are over: the request is forgotten. */
 static void proxied_release_if_done(struct proxied *pr)
 {
-    if (!pr->fetch && !pr->req && !pr->st)
+    if (!pr->fetch && !pr->req && !pr->st && !pr->tunnel)
         proxied_free(pr);
 }
 
@@ -163,6 +185,7 @@ static void on_request_abort(void *data)
     pr->req = NULL;
     fetch_cancel(pr->fetch);
     pr->fetch = NULL;
+    proxied_end_tunnel(pr);
     proxied_release_if_done(pr);
 }
 
@@ -432,16 +455,136 @@ static void on_done(void *data, const struct fetch_result *res)
 
 /* The address a service answers on: its first host port, on the loopback unless the
  * manifest binds it to one address. */
+/* The service's address: "127.0.0.1" unless the manifest binds its port to one. */
+static const char *upstream_ip(const struct manifest *m)
+{
+    return m->n_ports && m->ports[0].host_ip && *m->ports[0].host_ip &&
+                   strcmp(m->ports[0].host_ip, "0.0.0.0") != 0 &&
+                   strcmp(m->ports[0].host_ip, "::") != 0
+               ? m->ports[0].host_ip
+               : "127.0.0.1";
+}
+
 static char *upstream_url(const struct manifest *m, const char *rest)
 {
-    const char *ip = m->n_ports && m->ports[0].host_ip && *m->ports[0].host_ip &&
-                             strcmp(m->ports[0].host_ip, "0.0.0.0") != 0 &&
-                             strcmp(m->ports[0].host_ip, "::") != 0
-                         ? m->ports[0].host_ip
-                         : "127.0.0.1";
+    const char *ip = upstream_ip(m);
 
     return strchr(ip, ':') ? xasprintf("http://[%s]:%u%s", ip, m->port, rest)
                            : xasprintf("http://%s:%u%s", ip, m->port, rest);
+}
+
+/* --- a WebSocket ---------------------------------------------------------------------- */
+
+static void on_tunnel_refused(void *data, unsigned status, bool timed_out, const char *message)
+{
+    struct proxied *pr = data;
+    struct request *req = pr->req;
+
+    pr->req = NULL;
+    request_set_abort(req, NULL, NULL);
+    if (timed_out)
+        proxy_error(req, false, MHD_HTTP_GATEWAY_TIMEOUT, 0, "upstream_timeout", "%s: %s",
+                    pr->service, message);
+    else if (status == 0)
+        proxy_error(req, false, MHD_HTTP_BAD_GATEWAY, 0, "upstream_unreachable", "%s: %s",
+                    pr->service, message);
+    else
+        proxy_error(req, false, status >= 400 && status <= 599 ? status : MHD_HTTP_BAD_GATEWAY, 0,
+                    "upgrade_refused", "%s: %s", pr->service, message);
+}
+
+static void on_tunnel_answered(void *data)
+{
+    struct proxied *pr = data;
+
+    request_set_abort(pr->req, NULL, NULL);
+    pr->req = NULL; /* answered 101: the tunnel has the connection */
+}
+
+static void on_tunnel_closed(void *data)
+{
+    struct proxied *pr = data;
+
+    proxied_end_tunnel(pr);
+    proxied_release_if_done(pr);
+}
+
+static const struct tunnel_events tunnel_events = {on_tunnel_refused, on_tunnel_answered,
+                                                   on_tunnel_closed};
+
+/* True when req asks for a WebSocket (Upgrade: websocket on a GET). */
+static bool wants_websocket(struct request *req)
+{
+    const char *upgrade = request_header(req, "Upgrade");
+
+    return upgrade && strcasecmp(upgrade, "websocket") == 0 &&
+           strcmp(request_method(req), "GET") == 0;
+}
+
+/* Opens pr's WebSocket to svc: its request head (the client's headers less the hop-by-hop
+ * ones, X-Forwarded-* set, Connection and Upgrade anew) over a tunnel. */
+static void proxy_tunnel(struct proxied *pr, const struct service *svc)
+{
+    struct proxy *p = pr->proxy;
+    struct request *req = pr->req;
+    const char *ip = upstream_ip(svc->manifest);
+    struct forward f = {0};
+    char *head;
+    size_t len, size;
+    int r;
+
+    f.pr = pr;
+    f.connection = request_header(req, "Connection");
+    f.drop_authorization = gate_has_keys(p->gate);
+    request_headers_each(req, forward_header, &f);
+    head = xasprintf(strchr(ip, ':') ? "GET %s HTTP/1.1\r\nHost: [%s]:%u\r\n"
+                                     : "GET %s HTTP/1.1\r\nHost: %s:%u\r\n",
+                     request_uri(req) + pr->rest_at, ip, svc->manifest->port);
+    len = strlen(head);
+    size = len + 1;
+    f.lines[f.n++] = xasprintf("X-Forwarded-For: %s", request_client(req));
+    f.lines[f.n++] = xasprintf("X-Forwarded-Proto: %s", request_scheme(req));
+    if (f.host)
+        f.lines[f.n++] = xasprintf("X-Forwarded-Host: %s", f.host);
+    f.lines[f.n++] = xstrdup("Connection: Upgrade");
+    f.lines[f.n++] = xstrdup("Upgrade: websocket");
+    for (size_t i = 0; i < f.n; i++) {
+        size_t n = strlen(f.lines[i]);
+
+        head = xrealloc(head, size += n + 2);
+        memcpy(head + len, f.lines[i], n);
+        memcpy(head + len + n, "\r\n", 3);
+        len += n + 2;
+        free(f.lines[i]);
+    }
+    head = xrealloc(head, len + 3);
+    memcpy(head + len, "\r\n", 3);
+    len += 2;
+    if (!pr->suspended) {
+        request_suspend(req, p->config->proxy_connect_timeout_ms +
+                                 p->config->proxy_read_timeout_ms + PROXY_HOLD_SLACK_MS);
+        request_abort_on_hangup(req);
+        pr->suspended = true;
+    }
+    request_set_abort(req, on_request_abort, pr);
+    r = tunnel_open(p->loop, req, ip, svc->manifest->port, head, len,
+                    p->config->proxy_connect_timeout_ms, p->config->proxy_read_timeout_ms,
+                    &tunnel_events, pr, &pr->tunnel);
+    free(head);
+    if (r == 0) {
+        pr->next_tunnel = p->tunnels;
+        if (p->tunnels)
+            p->tunnels->prev_tunnel = pr;
+        p->tunnels = pr;
+    } else {
+        request_set_abort(req, NULL, NULL);
+        proxied_discard(pr);
+        proxy_error(req, false, MHD_HTTP_BAD_GATEWAY, 0, "upstream_unreachable",
+                    "%s cannot be reached: %s", svc->name, strerror(-r));
+        return;
+    }
+    pr->counted = true;
+    demand_begin(p->demand, pr->service); /* in flight while it is open: swaps wait */
 }
 
 /* Sends pr's request on to svc, now running: the request is (or stays) suspended until the
@@ -459,6 +602,10 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     char *url;
     int r;
 
+    if (pr->websocket) {
+        proxy_tunnel(pr, svc);
+        return;
+    }
     f.pr = pr;
     f.connection = request_header(req, "Connection");
     /* With keys, Authorization and X-API-Key carry the daemon's key, not the service's. */
@@ -660,10 +807,17 @@ static bool proxy_route_allowed(struct proxy *p, struct request *req, struct ser
                     "this daemon runs no services");
         return false;
     }
-    if (request_header(req, "Upgrade")) {
+    if (request_header(req, "Upgrade") && (openai || !wants_websocket(req))) {
         proxy_error(req, openai, MHD_HTTP_NOT_IMPLEMENTED, 0, "upgrade_not_supported",
-                    "the proxy does not pass protocol upgrades (WebSocket) yet: connect to the "
-                    "service's port directly");
+                    "the proxy passes only WebSocket upgrades (Upgrade: websocket, on a GET "
+                    "under /s/NAME/)");
+        return false;
+    }
+    if (wants_websocket(req) && !request_can_upgrade(req)) {
+        proxy_error(req, openai, MHD_HTTP_NOT_IMPLEMENTED, 0, "upgrade_not_supported",
+                    "WebSockets are not passed over the daemon's own HTTPS (libmicrohttpd "
+                    "0.9.75 stalls them): terminate TLS in a proxy in front (nginx), or use "
+                    "plain HTTP on the loopback");
         return false;
     }
     if (!svc->manifest->port) {
@@ -732,6 +886,7 @@ static void proxy_route_with(struct proxy *p, struct request *req, struct servic
     admitted = runs && demand_admits(p->demand, svc);
     if (!pr)
         pr = proxied_new(p, req, openai, rest_at);
+    pr->websocket = !openai && wants_websocket(req);
     snprintf(pr->service, sizeof(pr->service), "%s", name);
     if (admitted)
         proxy_forward(pr, svc);
@@ -1148,6 +1303,11 @@ void proxy_handle_v1(void *data, struct request *req)
         list_models(p, req, path[10] == '/' ? path + 11 : NULL);
         return;
     }
+    if (request_header(req, "Upgrade")) {
+        proxy_error(req, true, MHD_HTTP_NOT_IMPLEMENTED, 0, "upgrade_not_supported",
+                    "the proxy passes WebSockets under /s/NAME/ only, not routed by model");
+        return;
+    }
     if (request_body_streamed(req)) {
         routing_begin(p, req);
         return;
@@ -1178,6 +1338,16 @@ struct proxy *proxy_new(uv_loop_t *loop, const struct config *config, struct reg
     p->fetcher = fetcher;
     p->gate = gate;
     return p;
+}
+
+void proxy_close_tunnels(struct proxy *p)
+{
+    while (p && p->tunnels) {
+        struct proxied *pr = p->tunnels;
+
+        proxied_end_tunnel(pr);
+        proxied_release_if_done(pr);
+    }
 }
 
 void proxy_free(struct proxy *p)

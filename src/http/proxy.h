@@ -16,7 +16,9 @@
  * Request bodies stream both ways: /s/ hands the client's body to the service as it comes
  * (PROXY_UPLOAD_BUFFER at most held; the client waits while it is full); /v1/ first reads
  * what it needs to route (a JSON body whole, a form up to its "model" field), then the
- * same. Not yet (issue 14's next step): protocol upgrades (WebSocket) answer 501. */
+ * same. A WebSocket (Upgrade: websocket, a GET under /s/) is passed through as a tunnel
+ * (http/tunnel.h), counted in flight while open; other upgrades, and any on /v1/, answer
+ * 501. */
 #ifndef NANNY_PROXY_H
 #define NANNY_PROXY_H
 
@@ -40,6 +42,9 @@ struct proxy *proxy_new(uv_loop_t *loop, const struct config *config, struct reg
                         struct supervisor *sup, struct demand *demand, struct fetcher *fetcher,
                         struct gate *gate);
 void proxy_free(struct proxy *p);
+
+/* Ends every WebSocket (the daemon stops): before the server is freed. */
+void proxy_close_tunnels(struct proxy *p);
 
 /* The handler of every path under /s/ (api_mount_prefix), after the gate. */
 void proxy_handle(void *data, struct request *req);

@@ -92,6 +92,18 @@ struct request {
     bool mhd_suspended; /* libmicrohttpd holds the connection (MHD_suspend_connection) */
     bool completing;    /* libmicrohttpd is done with it (on_completed) */
     bool hangup_aborts; /* suspended, a client that hangs up aborts it (request_abort_on_hangup) */
+    struct upgraded *upgrade; /* a 101 answer's hand-over, until it happens or the request ends */
+};
+
+/* A connection handed over after a 101 answer (request_reply_upgrade). */
+struct upgraded {
+    struct server *server;
+    struct request *req; /* until the request ends */
+    struct connection *conn;
+    struct MHD_UpgradeResponseHandle *urh; /* once handed over */
+    const struct request_upgrade_events *ev;
+    void *data;
+    struct upgraded *next, *prev; /* in the server's list, once handed over */
 };
 
 /* The deadline of a suspended request: its own allocation, since the timer outlives the
@@ -117,6 +129,7 @@ struct connection {
     int fd;
     bool trusted;        /* its peer is a trusted proxy: its requests count by their client */
     bool stuck;          /* found making no progress and given a short timeout */
+    bool upgraded;       /* handed over after a 101: its socket is not libmicrohttpd's */
     struct request *req; /* the request being read or answered, if any */
     struct server *server;
     struct tls_identity *tls; /* the identity its handshake took (a reference), if any */
@@ -133,6 +146,7 @@ struct server {
     int handles_open;
     server_handler_fn handler;
     void *handler_data;
+    struct upgraded *upgraded; /* connections handed over, until given back */
     bool (*streams_body)(void *data, struct request *req); /* server_set_body_streaming */
     void *streams_body_data;
     struct tls_identity *tls; /* HTTPS: the identity new handshakes take (a reference) */
@@ -591,6 +605,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                                   (unsigned)SERVER_IDLE_TIMEOUT_S);
     }
     req->completing = true;
+    if (req->upgrade) {
+        struct upgraded *u = req->upgrade;
+
+        req->upgrade = NULL;
+        u->req = NULL;
+        if (!u->urh) { /* the answer never went out: no hand-over */
+            u->ev->ended(u->data);
+            free(u);
+        }
+    }
     if (req->state == REQUEST_SUSPENDED) {
         suspended_unlink(req);
         request_abort(req);
@@ -896,7 +920,7 @@ static void server_sweep(struct server *s)
                      c->req->hangup_aborts;
 
         next = c->next;
-        if (c->stuck || c->fd < 0 ||
+        if (c->stuck || c->fd < 0 || c->upgraded ||
             (c->req && c->req->state != REQUEST_READING && !waits && !c->req->stream))
             continue;
         if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
@@ -937,7 +961,7 @@ static void server_unstick(struct server *s)
         const union MHD_ConnectionInfo *info;
         int unread = 0;
 
-        if (c->stuck || c->fd < 0)
+        if (c->stuck || c->fd < 0 || c->upgraded)
             continue;
         info = MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_SUSPENDED);
         if (info && info->suspended)
@@ -1154,7 +1178,8 @@ int server_new_with(uv_loop_t *loop, const char *listen_addr, const struct serve
     struct server *s;
     struct tls_identity *tls = NULL;
     const union MHD_DaemonInfo *info;
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
     int fd = -1, r;
     unsigned port = 0;
 
@@ -1330,6 +1355,13 @@ void server_free(struct server *s)
                                 "the daemon is shutting down");
     }
     server_end_streams(s);
+    /* Connections handed over: their owners let go, and libmicrohttpd closes them. */
+    while (s->upgraded) {
+        struct upgraded *u = s->upgraded;
+
+        u->ev->ended(u->data);
+        upgraded_close(u);
+    }
     /* Every stream's connection back from suspension, not a batch: libmicrohttpd must not
      * be stopped with a connection still suspended. */
     server_resume(s, UINT_MAX);
@@ -1674,6 +1706,70 @@ void request_body_resume(struct request *req)
 {
     if (req->body_streamed && !req->body_done && !req->in_access)
         conn_resume(req);
+}
+
+/* libmicrohttpd sent the 101: the connection is the owner's now. */
+static void on_mhd_upgrade(void *cls, struct MHD_Connection *connection, void *con_cls,
+                           const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                           struct MHD_UpgradeResponseHandle *urh)
+{
+    struct upgraded *u = cls;
+    struct server *s = u->server;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    u->urh = urh;
+    if (info && info->socket_context) {
+        u->conn = info->socket_context;
+        u->conn->upgraded = true;
+    }
+    u->next = s->upgraded;
+    if (s->upgraded)
+        s->upgraded->prev = u;
+    s->upgraded = u;
+    u->ev->upgraded(u->data, u, sock, extra_in, extra_in_size);
+}
+
+bool request_can_upgrade(const struct request *req)
+{
+    return !req->server->tls;
+}
+
+void request_reply_upgrade(struct request *req, const char *const *headers,
+                           const struct request_upgrade_events *ev, void *data)
+{
+    struct upgraded *u = xcalloc(1, sizeof(*u));
+    struct MHD_Response *resp = MHD_create_response_for_upgrade(on_mhd_upgrade, u);
+
+    if (!resp)
+        fatal("out of memory (upgrade response)");
+    u->server = req->server;
+    u->req = req;
+    u->ev = ev;
+    u->data = data;
+    req->upgrade = u;
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+        MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    request_reply_taken(req, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+}
+
+void upgraded_close(struct upgraded *u)
+{
+    struct server *s = u->server;
+
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        s->upgraded = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    if (u->req)
+        u->req->upgrade = NULL;
+    if (u->conn)
+        u->conn->upgraded = false;
+    MHD_upgrade_action(u->urh, MHD_UPGRADE_ACTION_CLOSE);
+    free(u);
+    server_kick(s);
 }
 
 struct MHD_PostProcessor *request_form_parser(struct request *req, MHD_PostDataIterator iter,

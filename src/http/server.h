@@ -92,6 +92,30 @@ void server_set_body_streaming(struct server *s, bool (*fn)(void *data, struct r
 struct MHD_PostProcessor *request_form_parser(struct request *req, MHD_PostDataIterator iter,
                                               void *data);
 
+/* A connection handed over after a 101 Switching Protocols (a WebSocket). */
+struct upgraded;
+struct request_upgrade_events {
+    /* The 101 is out: fd is the client's connection (non-blocking) to read and write, never
+     * to close; extra holds n bytes the client sent past its request. Until
+     * upgraded_close(u). */
+    void (*upgraded)(void *data, struct upgraded *u, int fd, const char *extra, size_t n);
+    /* It ends without the owner: the client went before the 101 was out (upgraded is never
+     * called), or the server stops (u is closed by it: let go of fd now). */
+    void (*ended)(void *data);
+};
+/* False when the server cannot hand connections over well: under its own TLS,
+ * libmicrohttpd 0.9.75 carries a handed-over connection's bytes only in pieces, waiting
+ * seconds between them (a 100 KB message took 29 s); a TLS-terminating proxy in front
+ * (nginx) has no such limit. */
+bool request_can_upgrade(const struct request *req);
+
+/* Answers a suspended req with 101 and headers (name, value pairs, NULL-terminated; an
+ * Upgrade among them), then hands its connection over (ev). */
+void request_reply_upgrade(struct request *req, const char *const *headers,
+                           const struct request_upgrade_events *ev, void *data);
+/* Gives a connection handed over back: libmicrohttpd closes it. */
+void upgraded_close(struct upgraded *u);
+
 /* Where a streamed body goes. */
 struct request_body_sink {
     /* A piece of the body: returns how much it took; less holds the reading until

@@ -18,6 +18,7 @@ Nothing here asserts an absolute latency: streaming is checked by the order of e
 (the first event reaches the client well before the upstream sends the last one). Every
 wait is bounded; the daemon, its services and the upstreams are stopped at the end."""
 
+import base64
 import concurrent.futures
 import hashlib
 import http.client
@@ -650,12 +651,156 @@ def test_a_cold_service_that_never_turns_healthy_is_503_with_retry_after(plab):
     plab.d.assert_healthy()
 
 
-def test_an_upgrade_is_refused_501_until_it_is_supported(plab, web):
-    r = plab.proxy("GET", "/s/web/echo", headers={
-        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
-    json_error(r, 501)
+def test_an_upgrade_other_than_websocket_is_refused_501(plab, web):
+    r = plab.proxy("GET", "/s/web/echo", headers={"Connection": "Upgrade", "Upgrade": "h2c"})
+    json_error(r, 501, "upgrade_not_supported")
     plab.assert_daemon_fine()
+
+
+# --- WebSockets -----------------------------------------------------------------------
+
+
+class WebSocket:
+    """A WebSocket client on a raw socket (RFC 6455): the handshake, masked frames out,
+    frames in."""
+
+    def __init__(self, port, path, headers=None, timeout=STREAM_TIMEOUT, sock=None):
+        self.key = base64.b64encode(os.urandom(16)).decode()
+        self.sock = sock or socket.create_connection((HOST, port), timeout=timeout)
+        head = (f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {self.key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n")
+        for k, v in (headers or {}).items():
+            head += f"{k}: {v}\r\n"
+        self.sock.sendall(head.encode() + b"\r\n")
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"closed before the answer's head: {raw!r}")
+            raw += data
+        head, self.buf = raw.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {k.strip().lower(): v.strip()
+                        for k, _, v in (line.partition(":") for line in lines[1:])}
+        if self.status != 101:  # the error's body, by its Content-Length
+            want = int(self.headers.get("content-length", "0"))
+            while len(self.buf) < want:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                self.buf += data
+
+    def accept_ok(self):
+        digest = hashlib.sha1((self.key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode())
+        return self.headers.get("sec-websocket-accept") == base64.b64encode(
+            digest.digest()).decode()
+
+    def send(self, payload, opcode=1):
+        n = len(payload)
+        if n < 126:
+            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        elif n < 65536:
+            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        else:
+            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        mask = os.urandom(4)
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + body)
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("the connection closed")
+            self.buf += data
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self):
+        """(opcode, payload) of the next frame."""
+        b0, b1 = self._need(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._need(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._need(8))[0]
+        return b0 & 0x0F, self._need(n)
+
+    def closed_by_peer(self):
+        """True once the connection ends (what is left unread is dropped)."""
+        try:
+            while True:
+                if not self.sock.recv(65536):
+                    return True
+        except (ConnectionResetError, socket.timeout):
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_websocket_is_passed_through(plab, web):
+    """The handshake goes to the service and its 101 back (the Sec-WebSocket-Accept is
+    the service's), then messages both ways as they come, large ones too, and a close."""
+    ws = WebSocket(plab.d.port, "/s/web/ws")
+    assert ws.status == 101, (ws.status, ws.buf)
+    assert ws.accept_ok(), ws.headers
+    opcode, hello = ws.recv()
+    seen = json.loads(hello)
+    assert opcode == 1 and seen["x-forwarded-for"] == "127.0.0.1", seen
+    assert seen["upgrade"] == "websocket" and "upgrade" in seen["connection"].lower(), seen
+    for payload, opcode in ((b"hello", 1), (os.urandom(300000), 2), (b"", 1)):
+        ws.send(payload, opcode)
+        assert ws.recv() == (opcode, payload)
+    ws.send(struct.pack("!H", 1000), opcode=8)
+    assert ws.recv() == (8, struct.pack("!H", 1000))
+    assert ws.closed_by_peer()
+    ws.close()
+    plab.assert_daemon_fine()
+
+
+def test_a_websocket_to_a_stopped_service_starts_it(plab):
+    plab.add_upstream("web")
+    plab.serve()
+    ws = WebSocket(plab.d.port, "/s/web/ws")
+    assert ws.status == 101, (ws.status, ws.buf)
+    ws.recv()
+    ws.send(b"cold")
+    assert ws.recv() == (1, b"cold")
+    assert plab.state("web") == "running"
+    ws.close()
+
+
+def test_a_websocket_the_service_refuses_gets_its_status(plab, web):
+    ws = WebSocket(plab.d.port, "/s/web/status/403")
+    assert ws.status == 403, (ws.status, ws.buf)
+    assert json.loads(ws.buf)["error"] == "upgrade_refused", ws.buf
+    ws.close()
+    ws = WebSocket(plab.d.port, "/v1/realtime")
+    assert ws.status == 501, (ws.status, ws.buf)
+    ws.close()
+    plab.assert_daemon_fine()
+
+
+def test_an_open_websocket_counts_in_flight_and_ends_with_the_daemon(plab):
+    """A WebSocket is a request in flight while it is open (a swap waits for it); a daemon
+    that stops closes it, and exits cleanly."""
+    plab.add_upstream("web", gpu=True)
+    plab.serve()
+    plab.start_running("web")
+    ws = WebSocket(plab.d.port, "/s/web/ws")
+    assert ws.status == 101
+    ws.recv()
+    g = plab.d.get("/gpus").json()
+    assert g["gpus"][0]["in_flight"] == {"web": 1}, g
+    ws.send(b"x")
+    assert ws.recv() == (1, b"x")
+    plab.d.signal(signal.SIGTERM)
+    assert ws.closed_by_peer()
+    assert plab.d.proc.wait(timeout=30) == 0
+    ws.close()
 
 
 def test_a_service_with_no_port_is_409(plab):

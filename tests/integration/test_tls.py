@@ -418,3 +418,26 @@ def test_a_failed_reload_keeps_the_old_certificate(nanny, services_dir, pki, tmp
         assert peer_serial(conn.sock) == pki.serials["two"]
     finally:
         conn.close()
+
+
+def test_a_websocket_over_the_daemons_own_https_is_refused_501(nanny, services_dir, pki,
+                                                               tmp_path):
+    """Under the daemon's own TLS, libmicrohttpd 0.9.75 passes a handed-over connection's
+    bytes in pieces seconds apart: a WebSocket is refused there (501, saying to terminate
+    TLS in front), not served badly; the service is not even started."""
+    from test_proxy import PYTHON, UPSTREAM, WebSocket
+    port = free_port()
+    write_service(services_dir, "web",
+                  f"name: web\nports: [\"{port}\"]\nhealth: {{path: /health}}\n"
+                  f"command: [\"{PYTHON}\", \"{UPSTREAM}\", \"--port\", \"{port}\", "
+                  f"\"--tag\", \"{tmp_path}\"]\n")
+    cert, key = install(pki, "one", tmp_path)
+    d = serve_tls(nanny, services_dir, pki, cert, key)
+    raw = socket.create_connection((HOST, d.port), timeout=ANSWER_TIMEOUT)
+    sock = pki.context().wrap_socket(raw, server_hostname=HOST)
+    ws = WebSocket(d.port, "/s/web/ws", sock=sock, timeout=ANSWER_TIMEOUT)
+    assert ws.status == 501, (ws.status, ws.buf)
+    assert json.loads(ws.buf)["error"] == "upgrade_not_supported", ws.buf
+    ws.close()
+    r = d.get("/services/web", timeout=ANSWER_TIMEOUT)
+    assert r.status == 200 and r.json()["state"] == "stopped", r
