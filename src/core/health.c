@@ -53,6 +53,7 @@ static void on_fetched(void *data, const struct fetch_result *res)
         .latency_ms = res->latency_ms,
     };
     char why[160];
+    uint64_t delay;
 
     p->in_flight = NULL;
     if (res->curl_code != 0) {
@@ -63,7 +64,12 @@ static void on_fetched(void *data, const struct fetch_result *res)
         snprintf(why, sizeof(why), "answered HTTP %ld", res->status);
         check.error = why;
     }
-    uv_timer_start(&p->timer, on_timer, probe_next_delay(p), 0);
+    delay = probe_next_delay(p);
+    /* Nothing listens yet (a refusal costs the service nothing): look again sooner. */
+    if (res->curl_code == 7 /* CURLE_COULDNT_CONNECT */ && p->fast &&
+        uv_now(p->loop) - p->fast_since < HEALTH_FAST_BURST_MS && delay > HEALTH_REFUSED_GAP_MS)
+        delay = HEALTH_REFUSED_GAP_MS;
+    uv_timer_start(&p->timer, on_timer, delay, 0);
     /* Last: the callback may free p. */
     p->done(p->data, &check);
 }

@@ -1,6 +1,7 @@
 /* Health probes: GET http://127.0.0.1:PORT/PATH for one service, on the loop, every
- * interval, or quickly while the service is starting (every 10 ms for its first 2 s, then
- * gaps growing to 100 ms), so that its readiness is seen within milliseconds and never
+ * interval, or quickly while the service is starting (every 10 ms for its first 2 s, 2 ms
+ * while its port still refuses connections, then gaps growing to 100 ms), so that its
+ * readiness is seen within milliseconds and never
  * more than about 100 ms late. It reports every result; deciding what a result means is
  * the lifecycle's job. */
 #ifndef NANNY_HEALTH_H
@@ -11,10 +12,11 @@
 
 #include "lib/fetch.h"
 
-#define HEALTH_FAST_GAP_MS   10   /* while starting: a probe every 10 ms... */
-#define HEALTH_FAST_BURST_MS 2000 /* ...for the first 2 s, then gaps growing... */
-#define HEALTH_FAST_GROWTH   1.5  /* ...by this factor... */
-#define HEALTH_FAST_MAX_MS   100  /* ...up to 100 ms (or the interval, if shorter) */
+#define HEALTH_FAST_GAP_MS    10   /* while starting: a probe every 10 ms... */
+#define HEALTH_REFUSED_GAP_MS 2    /* ...2 ms after one its port refused (a cheap refusal) */
+#define HEALTH_FAST_BURST_MS  2000 /* ...for the first 2 s, then gaps growing... */
+#define HEALTH_FAST_GROWTH    1.5  /* ...by this factor... */
+#define HEALTH_FAST_MAX_MS    100  /* ...up to 100 ms (or the interval, if shorter) */
 
 /* One probe's outcome. */
 struct health_check {

@@ -640,14 +640,71 @@ def test_concurrent_cold_requests_start_the_service_once(plab):
     assert len(starts) == 1, starts
 
 
+def test_a_thousand_cold_requests_make_one_start(plab):
+    """1,000 requests for a stopped service, held at once (from four loopback addresses:
+    each may hold 256 connections), make one start, and each is answered by the service."""
+    import resource
+    import selectors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1500:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    plab.add_upstream("web")
+    plab.serve(config="max_connections_per_client: 300\n")
+    socks = []
+    try:
+        for i in range(1000):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((f"127.0.0.{2 + i % 4}", 0))
+            s.settimeout(30)
+            s.connect((HOST, plab.d.port))
+            s.sendall(f"GET /s/web/echo?i={i} HTTP/1.1\r\nHost: {HOST}:{plab.d.port}\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            socks.append(s)
+        answers = {}
+        sel = selectors.DefaultSelector()
+        for i, s in enumerate(socks):
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, i)
+            answers[i] = b""
+        open_ = len(socks)
+        deadline = time.monotonic() + 60
+        while open_ and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=1):
+                data = key.fileobj.recv(65536)
+                if data:
+                    answers[key.data] += data
+                else:
+                    sel.unregister(key.fileobj)
+                    open_ -= 1
+        sel.close()
+    finally:
+        for s in socks:
+            s.close()
+    assert open_ == 0, f"{open_} requests unanswered"
+    for i, raw in answers.items():
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), (i, raw[:200])
+        assert json.loads(body)["path"] == f"/echo?i={i}", (i, body[:200])
+    starts = [line for line in plab.d.lines if "web: started on demand" in line]
+    assert len(starts) == 1, starts
+    plab.d.assert_healthy()
+
+
 def test_a_cold_service_that_never_turns_healthy_is_503_with_retry_after(plab):
-    plab.add_upstream("web", health={"path": "/status/500", "start_period": "1s"})
+    plab.add_upstream("web", gpu=True, health={"path": "/status/500", "start_period": "1s"})
     plab.serve()
-    r = plab.proxy("GET", "/s/web/echo", timeout=30)
-    body = json_error(r, 503)
-    assert body["error"] in ("service_starting", "service_not_running"), body
-    retry = r.headers.get("Retry-After")
-    assert retry is not None and retry.strip().isdigit(), dict(r.headers)
+    with concurrent.futures.ThreadPoolExecutor(5) as ex:
+        answers = list(ex.map(lambda i: plab.proxy("GET", f"/s/web/echo?{i}", timeout=30),
+                              range(5)))
+    for r in answers:
+        body = json_error(r, 503)
+        assert body["error"] in ("service_starting", "service_not_running"), body
+        retry = r.headers.get("Retry-After")
+        assert retry is not None and retry.strip().isdigit(), dict(r.headers)
+    # Stopped, and the GPU it held is free again.
+    plab.wait_state("web", ("stopped", "failed"), timeout=15)
+    g = plab.d.get("/gpus").json()
+    assert g["holders"] == [] and g["queue"] == [], g
     plab.d.assert_healthy()
 
 
