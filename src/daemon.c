@@ -375,7 +375,9 @@ int daemon_run(const struct config *c)
     d.api = api_new(d.reg, d.gate, d.hub);
     api_set_audit(d.api, d.audit);
     {
-        struct server_options options = {.tls_cert = c->tls_cert, .tls_key = c->tls_key};
+        struct server_options options = {.tls_cert = c->tls_cert,
+                                         .tls_key = c->tls_key,
+                                         .idle_timeout_s = (unsigned)(c->client_timeout_ms / 1000)};
         char err[1024];
         r = server_new_with(&d.loop, c->listen, &options, api_handle, d.api, &d.server, err,
                             sizeof(err));

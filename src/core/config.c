@@ -77,6 +77,7 @@ static void config_defaults(struct config *c)
     c->gpu_queue_max = CONFIG_GPU_QUEUE_DEFAULT;
     c->proxy_connect_timeout_ms = CONFIG_PROXY_CONNECT_DEFAULT;
     c->proxy_read_timeout_ms = CONFIG_PROXY_READ_DEFAULT;
+    c->client_timeout_ms = CONFIG_CLIENT_TIMEOUT_DEFAULT;
 }
 
 static void gpus_free(struct config_gpu *gpus, size_t n)
@@ -275,6 +276,7 @@ enum {
     FILE_GPU_QUEUE_MAX,
     FILE_PROXY_CONNECT_TIMEOUT,
     FILE_PROXY_READ_TIMEOUT,
+    FILE_CLIENT_TIMEOUT,
     FILE_KEYS,
 };
 
@@ -502,6 +504,16 @@ static void file_apply(struct config *c, const char *file, struct yamldoc *doc, 
             c->gpu_queue_max = (unsigned)max;
         return;
     }
+    case FILE_CLIENT_TIMEOUT: {
+        uint64_t ms;
+        if (yamldoc_read_duration(doc, f->value, f->key, &ms, errors) < 0)
+            return;
+        if (ms < 1000 || ms > 24ULL * 3600 * 1000)
+            diags_add(errors, f->line, "client_timeout must be from 1s to 24h");
+        else
+            c->client_timeout_ms = ms;
+        return;
+    }
     case FILE_PROXY_CONNECT_TIMEOUT:
     case FILE_PROXY_READ_TIMEOUT: {
         uint64_t ms;
@@ -657,6 +669,7 @@ static int config_load_file(struct config *c, const char *file, char *err, size_
         [FILE_GPU_QUEUE_MAX] = {.key = "gpu_queue_max"},
         [FILE_PROXY_CONNECT_TIMEOUT] = {.key = "proxy_connect_timeout"},
         [FILE_PROXY_READ_TIMEOUT] = {.key = "proxy_read_timeout"},
+        [FILE_CLIENT_TIMEOUT] = {.key = "client_timeout"},
     };
     struct diags errors = {0}, warnings = {0};
     struct yamldoc *doc = NULL;

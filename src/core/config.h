@@ -11,26 +11,27 @@
 #include "lib/cidr.h"
 #include "lib/log.h"
 
-#define CONFIG_DEFAULT_LISTEN        "127.0.0.1:8080"
-#define CONFIG_DEFAULT_SERVICES      "./services"
-#define CONFIG_DEFAULT_DOCKER_HOST   "/var/run/docker.sock"
-#define CONFIG_SIZE_MAX              (1024 * 1024)
-#define CONFIG_LIST_MAX              64
-#define CONFIG_LOG_MAX_BYTES         (10 * 1024 * 1024)
-#define CONFIG_LOG_MAX_FILES         3
-#define CONFIG_PER_CLIENT_DEFAULT    256         /* HTTP connections one client address may hold */
-#define CONFIG_PER_CLIENT_LIMIT      65536       /* the most that may be configured */
-#define CONFIG_KEYS_FILE             "keys.yaml" /* in the state folder, when none is given */
-#define CONFIG_MCP_SESSIONS_DEFAULT  1024        /* MCP sessions held at once... */
-#define CONFIG_MCP_SESSIONS_LIMIT    65536
-#define CONFIG_MCP_IDLE_DEFAULT_MS   (30 * 60 * 1000) /* ...each until idle this long */
-#define CONFIG_RATE_MAX              1000000          /* rate_limit's rps and burst, at most */
-#define CONFIG_GPUS_MAX              64               /* gpus: at most this many, indices 0 to 63 */
-#define CONFIG_SWAP_GRACE_DEFAULT    (5 * 60 * 1000)  /* swap_grace */
-#define CONFIG_SWAP_MAX_WAIT_DEFAULT (30 * 1000)      /* swap_max_wait */
-#define CONFIG_GPU_QUEUE_DEFAULT     256              /* gpu_queue_max: requests held for the GPU */
-#define CONFIG_PROXY_CONNECT_DEFAULT (5 * 1000)       /* proxy_connect_timeout */
-#define CONFIG_PROXY_READ_DEFAULT    (10 * 60 * 1000) /* proxy_read_timeout */
+#define CONFIG_DEFAULT_LISTEN         "127.0.0.1:8080"
+#define CONFIG_DEFAULT_SERVICES       "./services"
+#define CONFIG_DEFAULT_DOCKER_HOST    "/var/run/docker.sock"
+#define CONFIG_SIZE_MAX               (1024 * 1024)
+#define CONFIG_LIST_MAX               64
+#define CONFIG_LOG_MAX_BYTES          (10 * 1024 * 1024)
+#define CONFIG_LOG_MAX_FILES          3
+#define CONFIG_PER_CLIENT_DEFAULT     256         /* HTTP connections one client address may hold */
+#define CONFIG_PER_CLIENT_LIMIT       65536       /* the most that may be configured */
+#define CONFIG_KEYS_FILE              "keys.yaml" /* in the state folder, when none is given */
+#define CONFIG_MCP_SESSIONS_DEFAULT   1024        /* MCP sessions held at once... */
+#define CONFIG_MCP_SESSIONS_LIMIT     65536
+#define CONFIG_MCP_IDLE_DEFAULT_MS    (30 * 60 * 1000) /* ...each until idle this long */
+#define CONFIG_RATE_MAX               1000000          /* rate_limit's rps and burst, at most */
+#define CONFIG_GPUS_MAX               64              /* gpus: at most this many, indices 0 to 63 */
+#define CONFIG_SWAP_GRACE_DEFAULT     (5 * 60 * 1000) /* swap_grace */
+#define CONFIG_SWAP_MAX_WAIT_DEFAULT  (30 * 1000)     /* swap_max_wait */
+#define CONFIG_GPU_QUEUE_DEFAULT      256             /* gpu_queue_max: requests held for the GPU */
+#define CONFIG_PROXY_CONNECT_DEFAULT  (5 * 1000)      /* proxy_connect_timeout */
+#define CONFIG_PROXY_READ_DEFAULT     (10 * 60 * 1000) /* proxy_read_timeout */
+#define CONFIG_CLIENT_TIMEOUT_DEFAULT (10 * 1000)      /* client_timeout */
 
 enum gpu_conflict { GPU_CONFLICT_REFUSE, GPU_CONFLICT_PREEMPT };
 
@@ -83,6 +84,7 @@ struct config {
     unsigned gpu_queue_max;    /* proxied requests held for the GPU at once; more get 429 */
     uint64_t proxy_connect_timeout_ms; /* the proxy's connect to a service... */
     uint64_t proxy_read_timeout_ms;    /* ...and its wait for the answer's head */
+    uint64_t client_timeout_ms; /* a client connection silent this long is closed (whole s) */
 };
 
 /* True when the listen address is a loopback one (127.0.0.0/8, ::1). */

@@ -147,6 +147,7 @@ struct server {
     server_handler_fn handler;
     void *handler_data;
     struct upgraded *upgraded; /* connections handed over, until given back */
+    unsigned idle_timeout_s;   /* a silent connection is closed after this long */
     bool (*streams_body)(void *data, struct request *req); /* server_set_body_streaming */
     void *streams_body_data;
     struct tls_identity *tls; /* HTTPS: the identity new handshakes take (a reference) */
@@ -601,8 +602,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         stream_request_done(st);
         /* A stream (or a HEAD of one) took the idle timeout away: the connection may go
          * on with other requests. */
-        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
-                                  (unsigned)SERVER_IDLE_TIMEOUT_S);
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, s->idle_timeout_s);
     }
     req->completing = true;
     if (req->upgrade) {
@@ -1205,6 +1205,8 @@ int server_new_with(uv_loop_t *loop, const char *listen_addr, const struct serve
     s->loop = loop;
     s->handler = handler;
     s->handler_data = data;
+    s->idle_timeout_s =
+        options && options->idle_timeout_s ? options->idle_timeout_s : SERVER_IDLE_TIMEOUT_S;
     s->port = port;
     s->connection_limit = connection_limit();
     /* Under a low fd limit there is no room for a reserve: libmicrohttpd leaves the
@@ -1220,8 +1222,8 @@ int server_new_with(uv_loop_t *loop, const char *listen_addr, const struct serve
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
         s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_HEADER_MEMORY,
         MHD_OPTION_CONNECTION_LIMIT, s->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)SERVER_IDLE_TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
-        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        s->idle_timeout_s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_UNESCAPE_CALLBACK,
+        on_unescape, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
         /* last: without TLS the list ends here */
         tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, on_tls_certificate, MHD_OPTION_END);
     if (!s->mhd) {

@@ -50,6 +50,8 @@ int server_new(uv_loop_t *loop, const char *listen, server_handler_fn handler, v
 struct server_options {
     const char *tls_cert; /* PEM certificate (then its chain): HTTPS, with tls_key */
     const char *tls_key;  /* PEM private key, unencrypted */
+    unsigned
+        idle_timeout_s; /* a connection silent this long is closed (0: SERVER_IDLE_TIMEOUT_S) */
 };
 
 /* server_new() with options. On failure err says why: a TLS file that cannot be read or

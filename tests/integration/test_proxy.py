@@ -1015,6 +1015,29 @@ def test_a_large_upload_to_a_slow_service_keeps_the_daemons_memory_flat(plab, we
     plab.assert_daemon_fine()
 
 
+def test_client_timeout_closes_an_upload_that_stalls(plab):
+    """A client that sends part of a body and then nothing, its connection left open: after
+    the config's client_timeout (1 s here, 10 s by default) the daemon closes it and the
+    service sees its request body cut."""
+    plab.add_upstream("web")
+    plab.serve(config="client_timeout: 1s\n")
+    plab.start_running("web")
+    with socket.create_connection((HOST, plab.d.port), timeout=8) as s:
+        s.sendall(f"POST /s/web/sink HTTP/1.1\r\nHost: {HOST}:{plab.d.port}\r\n"
+                  "Content-Length: 5000000\r\n\r\n".encode() + b"x" * 100000)
+        # Well before the default 10 s: the daemon closes it (no answer: its body is cut).
+        assert s.recv(65536) == b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = plab.d.get("/services/web/logs?tail=50")
+        if r.status == 200 and "sink: cut after" in r.body.decode("utf-8", "replace"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the service never saw its body cut")
+    plab.assert_daemon_fine()
+
+
 def test_a_client_that_stops_mid_upload_cuts_the_services_body(plab, web):
     """Half a body, then the client goes: the service sees its request body cut (never a
     whole-looking one), and the daemon goes on."""

@@ -64,6 +64,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.gpu_queue_max, 256);
     assert_int_equal(c.proxy_connect_timeout_ms, 5000);
     assert_int_equal(c.proxy_read_timeout_ms, 10 * 60 * 1000);
+    assert_int_equal(c.client_timeout_ms, 10000);
     config_done(&c);
 }
 
@@ -154,7 +155,8 @@ static void test_file(void **state)
                            "min_resident: 2m\n"
                            "gpu_queue_max: 8\n"
                            "proxy_connect_timeout: 250ms\n"
-                           "proxy_read_timeout: 1h\n");
+                           "proxy_read_timeout: 1h\n"
+                           "client_timeout: 75s\n");
     char *argv[] = {"serve", "--config", path, NULL};
     struct config c;
 
@@ -176,6 +178,7 @@ static void test_file(void **state)
     assert_int_equal(c.gpu_queue_max, 8);
     assert_int_equal(c.proxy_connect_timeout_ms, 250);
     assert_int_equal(c.proxy_read_timeout_ms, 3600000);
+    assert_int_equal(c.client_timeout_ms, 75000);
     /* The unknown key is a warning with its line, kept for the daemon's log. */
     assert_non_null(c.warnings);
     assert_non_null(strstr(c.warnings[0], ":9: "));
@@ -214,6 +217,7 @@ static void test_file_errors_name_file_and_line(void **state)
         {"min_resident: [1]\n", ":1:"},
         {"proxy_connect_timeout: x\n", ":1:"},
         {"gpu_queue_max: 0\n", ":1:"},
+        {"client_timeout: 500ms\n", ":1:"},
     };
     struct config c;
 
