@@ -378,20 +378,27 @@ static const char *openai_type(unsigned status)
  * ({"error": code, "message", ...}, taken): for a /v1/ request in OpenAI's instead
  * ({"error": {"message", "type", "code", ...}}), which its clients parse. retry_s: a
  * Retry-After header (0: none). */
+/* SPEC's {"error": code, "message", ...} in OpenAI's shape: {"error": {"message", "type",
+ * "code", ...}}. Takes body. */
+static json_t *openai_shape(unsigned status, json_t *body)
+{
+    json_t *inner = json_copy(body);
+
+    json_object_set(inner, "code", json_object_get(body, "error"));
+    json_object_del(inner, "error");
+    json_object_set_new(inner, "type", json_string(openai_type(status)));
+    json_decref(body);
+    return json_pack("{s:o}", "error", inner);
+}
+
 static void proxy_reply(struct request *req, bool openai, unsigned status, json_t *body,
                         unsigned retry_s)
 {
     struct MHD_Response *resp;
     char retry[16];
 
-    if (openai) {
-        json_t *inner = json_copy(body);
-        json_object_set(inner, "code", json_object_get(body, "error"));
-        json_object_del(inner, "error");
-        json_object_set_new(inner, "type", json_string(openai_type(status)));
-        json_decref(body);
-        body = json_pack("{s:o}", "error", inner);
-    }
+    if (openai)
+        body = openai_shape(status, body);
     resp = server_json_response(body);
     json_decref(body);
     if (retry_s) {
@@ -1285,6 +1292,8 @@ void proxy_handle_v1(void *data, struct request *req)
     size_t len = strlen(path), text_len;
 
     request_set_route(req, "/v1/{path}");
+    /* The server's own errors (a deadline's 504...) in OpenAI's shape too. */
+    request_set_error_shape(req, openai_shape);
     if (strncmp(path, "/v1/models/", 11) == 0 && len > 16 && strcmp(path + len - 5, "/load") == 0) {
         load_model(p, req, path + 11, len - 16, true);
         return;

@@ -93,6 +93,7 @@ struct request {
     bool completing;    /* libmicrohttpd is done with it (on_completed) */
     bool hangup_aborts; /* suspended, a client that hangs up aborts it (request_abort_on_hangup) */
     struct upgraded *upgrade; /* a 101 answer's hand-over, until it happens or the request ends */
+    json_t *(*error_shape)(unsigned status, json_t *body); /* request_set_error_shape */
 };
 
 /* A connection handed over after a 101 answer (request_reply_upgrade). */
@@ -1644,13 +1645,19 @@ void request_reply_error(struct request *req, unsigned status, const char *code,
                          ...)
 {
     char message[1024];
+    json_t *body;
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
-    request_reply_json(req, status,
-                       json_pack("{s:s, s:o}", "error", code, "message", json_text(message)));
+    body = json_pack("{s:s, s:o}", "error", code, "message", json_text(message));
+    request_reply_json(req, status, req->error_shape ? req->error_shape(status, body) : body);
+}
+
+void request_set_error_shape(struct request *req, json_t *(*shape)(unsigned status, json_t *body))
+{
+    req->error_shape = shape;
 }
 
 void request_suspend(struct request *req, uint64_t timeout_ms)

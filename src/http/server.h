@@ -215,6 +215,12 @@ void request_reply_owned(struct request *req, unsigned status, const char *type,
 void request_reply_error(struct request *req, unsigned status, const char *code, const char *fmt,
                          ...) __attribute__((format(printf, 4, 5)));
 
+/* The errors the server itself answers req with from now on (request_reply_error: a
+ * deadline's 504, a stopping daemon's 503...), {"error": code, "message"}, go through shape
+ * first (it takes the body and returns the one sent): a surface whose clients expect
+ * another shape (OpenAI's, on /v1/) sets it. */
+void request_set_error_shape(struct request *req, json_t *(*shape)(unsigned status, json_t *body));
+
 /* Replies at once (from the handler, not after a suspend) with a prepared response;
  * libmicrohttpd counts references, so the caller keeps its own and may reuse it. */
 void request_reply_response(struct request *req, unsigned status, struct MHD_Response *resp);

@@ -1227,6 +1227,29 @@ def test_v1_errors_of_the_upstream_side_are_in_openais_shape(plab):
                  "upstream_unreachable")
 
 
+def test_v1_a_service_that_never_answers_is_504_in_openais_shape(plab):
+    """The daemon's own deadline (proxy_read_timeout) answers a /v1/ request in OpenAI's
+    shape too."""
+    port = free_port()
+    silent = ("import socket, time; s = socket.socket(); "
+              f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(600)")
+    plab.add("mute", command=[PYTHON, "-c", silent], port=port, health=False,
+             extra={"models": '["mute-model"]'})
+    plab.serve(config="proxy_read_timeout: 1s\n")
+    plab.start_running("mute")
+    deadline = time.monotonic() + 10
+    while True:  # it listens (it has no health check to say so)
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "mute never listened"
+            time.sleep(0.05)
+    err = openai_error(plab.d.post("/v1/completions", body=b'{"model": "mute-model"}',
+                                   timeout=30.0), 504, "timed_out")
+    assert err["type"] == "server_error", err
+
+
 def test_a_model_is_loaded_and_unloaded_explicitly(plab, models):
     chat, embed = models
     r = plab.d.post("/v1/models/bge-small/load", timeout=30.0)
