@@ -318,6 +318,8 @@ static size_t on_client_body(void *data, const char *buf, size_t len)
     memcpy(pr->up_buf + pr->up_len, buf, take);
     pr->up_len += take;
     pr->up_held = take < len;
+    if (take > 0 && pr->req && pr->fetch) /* the body moves: the answer's wait starts anew */
+        request_set_deadline(pr->req, pr->proxy->config->proxy_read_timeout_ms);
     if (take > 0)
         fetch_resume_upload(pr->fetch);
     return take;
@@ -340,8 +342,14 @@ static ssize_t on_upload(void *data, char *buf, size_t max)
     struct proxied *pr = data;
     size_t n = pr->up_len - pr->up_off;
 
-    if (n == 0)
-        return pr->up_end ? 0 : FETCH_UPLOAD_PAUSE;
+    if (n == 0) {
+        if (!pr->up_end)
+            return FETCH_UPLOAD_PAUSE;
+        free(pr->up_buf); /* all of it went: not held while the answer comes */
+        pr->up_buf = NULL;
+        pr->up_cap = pr->up_len = pr->up_off = 0;
+        return 0;
+    }
     if (n > max)
         n = max;
     memcpy(buf, pr->up_buf + pr->up_off, n);
@@ -1055,12 +1063,12 @@ static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const c
         return r->model_done ? MHD_NO : MHD_YES;
     }
     r->model_seen = true;
-    if (r->model_len + size >= sizeof(r->model))
-        size = sizeof(r->model) - 1 - r->model_len; /* too long: model_check says so */
+    if (r->model_len + size > MANIFEST_MODEL_MAX) {
+        r->model_len = sizeof(r->model); /* over the cap: model_check says so */
+        return MHD_YES;
+    }
     memcpy(r->model + r->model_len, data, size);
     r->model_len += size;
-    if (r->model_len == sizeof(r->model) - 1)
-        r->model_len = sizeof(r->model); /* marks it as over the cap */
     return MHD_YES;
 }
 
@@ -1105,7 +1113,7 @@ static void routing_route(struct routing *r, bool body_done)
     }
     pr = proxied_new(p, req, true, 0);
     pr->suspended = true;
-    pr->up_cap = r->len > PROXY_UPLOAD_BUFFER ? r->len : PROXY_UPLOAD_BUFFER;
+    pr->up_cap = r->len > PROXY_UPLOAD_BUFFER || body_done ? r->len : PROXY_UPLOAD_BUFFER;
     pr->up_buf = xrealloc(r->buf, pr->up_cap);
     pr->up_len = r->len;
     r->buf = NULL;
@@ -1176,7 +1184,7 @@ static const struct request_body_sink routing_body = {on_routing_body, on_routin
 /* Reads req's body (it streams) to route it by its model. */
 static void routing_begin(struct proxy *p, struct request *req)
 {
-    const char *type = request_header(req, "Content-Type");
+    const char *type = request_header(req, "Content-Type"), *length;
     struct routing *r = xcalloc(1, sizeof(*r));
 
     r->proxy = p;
@@ -1190,6 +1198,14 @@ static void routing_begin(struct proxy *p, struct request *req)
                         "this form cannot be read (its Content-Type's boundary?)");
             return;
         }
+    }
+    length = request_header(req, "Content-Length");
+    if (!r->form && length && strtoull(length, NULL, 10) > PROXY_V1_BODY_MAX) {
+        routing_free(r);
+        proxy_error(req, true, MHD_HTTP_CONTENT_TOO_LARGE, 0, "body_too_large",
+                    "a /v1/ JSON body is read whole to route it, up to %d bytes",
+                    PROXY_V1_BODY_MAX);
+        return;
     }
     request_suspend(req, p->config->proxy_read_timeout_ms);
     request_abort_on_hangup(req);

@@ -90,6 +90,7 @@ struct request {
     const struct request_body_sink *sink;
     void *sink_data;
     bool mhd_suspended; /* libmicrohttpd holds the connection (MHD_suspend_connection) */
+    bool body_dropped;  /* request_body_sink(NULL): the rest of the body is not wanted */
     bool completing;    /* libmicrohttpd is done with it (on_completed) */
     bool hangup_aborts; /* suspended, a client that hangs up aborts it (request_abort_on_hangup) */
     struct upgraded *upgrade; /* a 101 answer's hand-over, until it happens or the request ends */
@@ -416,7 +417,10 @@ static enum MHD_Result request_handed_over(struct request *req)
 {
     switch (req->state) {
     case REQUEST_SUSPENDED:
-        if (!req->body_streamed || req->body_done || !req->sink)
+        /* A streamed body still to come is read until it finds no sink (body_stream holds
+         * it then): libmicrohttpd resumed from a suspend at the head would call again as
+         * if the body were over. */
+        if (!req->body_streamed || req->body_done)
             conn_suspend(req);
         return MHD_YES;
     case REQUEST_ANSWERED:
@@ -432,7 +436,8 @@ static enum MHD_Result request_handed_over(struct request *req)
 }
 
 /* A piece of a streamed body (or its end: *size 0) for the sink; without one it is dropped,
- * up to SERVER_DISCARD_MAX. A sink that takes less holds the connection until
+ * up to SERVER_STREAM_DISCARD_MAX (and while the request waits without a sink, it waits too).
+ * A sink that takes less holds the connection until
  * request_body_resume(). */
 static enum MHD_Result body_stream(struct request *req, const char *data, size_t *size)
 {
@@ -443,7 +448,9 @@ static enum MHD_Result body_stream(struct request *req, const char *data, size_t
     if (n > 0) {
         if (sink) {
             taken = sink->data(req->sink_data, data, n);
-        } else if ((req->body_len += n) > SERVER_DISCARD_MAX) {
+        } else if (req->state == REQUEST_SUSPENDED && !req->body_dropped) {
+            taken = 0; /* no sink yet (the request waits for a start): the body waits too */
+        } else if ((req->body_len += n) > SERVER_STREAM_DISCARD_MAX) {
             req->in_access = false;
             return MHD_NO; /* nobody wants a body that goes on and on: hang up */
         }
@@ -515,7 +522,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             request_reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "unsupported_transfer_encoding",
                                 "only the chunked transfer encoding is supported");
             req->in_access = false;
-        } else if ((encoding || (length && strtoull(length, NULL, 10) > 0)) && s->streams_body &&
+        } else if ((encoding || (length && strtoull(length, NULL, 10) > 0)) &&
+                   strcmp(method, "HEAD") != 0 && s->streams_body &&
                    s->streams_body(s->streams_body_data, req)) {
             /* The handler has it at its head; the body goes to the sink it sets. */
             req->body_streamed = true;
@@ -918,7 +926,7 @@ static void server_sweep(struct server *s)
     for (struct connection *c = s->conns, *next; c; c = next) {
         struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
         bool waits = c->req && c->req->state == REQUEST_SUSPENDED && !c->req->stream &&
-                     c->req->hangup_aborts;
+                     c->req->hangup_aborts && (!c->req->body_streamed || c->req->body_done);
 
         next = c->next;
         if (c->stuck || c->fd < 0 || c->upgraded ||
@@ -1707,6 +1715,7 @@ void request_body_sink(struct request *req, const struct request_body_sink *sink
         return;
     req->sink = sink;
     req->sink_data = data;
+    req->body_dropped = !sink;
     if (!req->in_access)
         conn_resume(req);
 }

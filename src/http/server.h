@@ -15,17 +15,20 @@
 #include "lib/cidr.h"
 #include "lib/netaddr.h"
 
-#define SERVER_BODY_MAX          (64 * 1024)
-#define SERVER_DISCARD_MAX       (1024 * 1024) /* a larger body without length: hang up */
-#define SERVER_HEADER_MEMORY     (32 * 1024)   /* per connection: request line and headers */
-#define SERVER_CONNECTIONS_MAX   4096
-#define SERVER_FD_RESERVE        128 /* file descriptors kept for the rest of the daemon */
-#define SERVER_IDLE_TIMEOUT_S    10  /* a connection that sends and reads nothing this long */
-#define SERVER_PER_CLIENT_MAX    256 /* connections one client address may hold (default) */
-#define SERVER_RESERVE_PART      8   /* 1/8 of the connections is kept for... */
-#define SERVER_RESERVE_SHARE     4   /* ...addresses that hold fewer than this many... */
-#define SERVER_RESERVE_MIN_LIMIT 64  /* ...when the connection limit is at least this */
-#define REQUEST_USER_MAX         64  /* characters of request_set_user()'s and _action()'s names */
+#define SERVER_BODY_MAX    (64 * 1024)
+#define SERVER_DISCARD_MAX (1024 * 1024) /* a larger body without length: hang up */
+/* A streamed body nobody wants any more (answered early): dropped up to this, so that the
+ * answer, which goes out once the body is in, reaches the client; then hang up. */
+#define SERVER_STREAM_DISCARD_MAX (64 * 1024 * 1024)
+#define SERVER_HEADER_MEMORY      (32 * 1024) /* per connection: request line and headers */
+#define SERVER_CONNECTIONS_MAX    4096
+#define SERVER_FD_RESERVE         128 /* file descriptors kept for the rest of the daemon */
+#define SERVER_IDLE_TIMEOUT_S     10  /* a connection that sends and reads nothing this long */
+#define SERVER_PER_CLIENT_MAX     256 /* connections one client address may hold (default) */
+#define SERVER_RESERVE_PART       8   /* 1/8 of the connections is kept for... */
+#define SERVER_RESERVE_SHARE      4   /* ...addresses that hold fewer than this many... */
+#define SERVER_RESERVE_MIN_LIMIT  64  /* ...when the connection limit is at least this */
+#define REQUEST_USER_MAX          64  /* characters of request_set_user()'s and _action()'s names */
 /* The status the audit and the metrics give a request whose client went away before the
  * whole answer was sent (nginx's 499). */
 #define SERVER_STATUS_CLIENT_CLOSED 499

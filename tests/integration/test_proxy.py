@@ -816,6 +816,10 @@ def test_a_websocket_is_passed_through(plab, web):
     assert ws.closed_by_peer()
     ws.close()
     plab.assert_daemon_fine()
+    # Its request is over for the daemon too: a stop finds nothing unanswered.
+    plab.d.signal(signal.SIGTERM)
+    assert plab.d.proc.wait(timeout=30) == 0
+    assert not [line for line in plab.d.lines if "unanswered" in line], plab.d.lines[-5:]
 
 
 def test_a_websocket_to_a_stopped_service_starts_it(plab):
@@ -971,6 +975,30 @@ def daemon_rss(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_an_upload_to_a_stopped_service_waits_for_its_start_and_goes_whole(plab, framing):
+    """The body of a request held for a start is not read meanwhile (nor lost): once the
+    service runs, all of it goes, framed as sent."""
+    plab.add_upstream("web")
+    plab.serve()
+    payload = big_body(700 * 1024 + 3)
+    if framing == "length":
+        headers = {"Content-Length": str(len(payload))}
+        body = payload
+    else:
+        headers = {"Transfer-Encoding": "chunked"}
+        body = chunked(payload, size=50000)
+    s = RawStream(plab.d.port, "/s/web/sink", method="POST", headers=headers, body=body,
+                  timeout=STREAM_TIMEOUT)
+    s.read_to_end()
+    s.close()
+    assert s.status == 200, (s.status, s.body[:300])
+    assert json.loads(s.body) == {"bytes": len(payload),
+                                  "sha256": hashlib.sha256(payload).hexdigest(),
+                                  "framing": framing}
+    assert plab.state("web") == "running"
 
 
 def test_a_large_upload_to_a_slow_service_keeps_the_daemons_memory_flat(plab, web):
@@ -1202,6 +1230,13 @@ def test_a_form_whose_model_comes_too_late_or_never_is_400(plab, models):
     none, ctype = form([("file", b"RIFF", "a.wav")])
     openai_error(plab.d.post("/v1/audio/transcriptions", body=none,
                              headers={"Content-Type": ctype}), 400, "model_missing")
+    long, ctype = form([("model", b"m" * 3000, None), ("file", b"RIFF", "a.wav")])
+    openai_error(plab.d.post("/v1/audio/transcriptions", body=long,
+                             headers={"Content-Type": ctype}), 400, "invalid_model")
+    urlencoded = b"model=" + b"m" * 3000
+    openai_error(plab.d.post("/v1/audio/transcriptions", body=urlencoded,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}),
+                 400, "invalid_model")
     unknown, ctype = form([("model", b"whisper-9", None), ("file", b"RIFF", "a.wav")])
     openai_error(plab.d.post("/v1/audio/transcriptions", body=unknown,
                              headers={"Content-Type": ctype}), 404, "model_not_found")
