@@ -292,6 +292,14 @@ static enum fetch_take on_body(void *data, const char *buf, size_t len)
     pr->in_curl = false;
     if (pr->client_gone)
         return FETCH_ABORT;
+    if (!taken && pr->body_req) {
+        /* The answer goes out only once the request's body is in (libmicrohttpd): a
+         * service that answers this much before reading all of it would wait forever. */
+        log_warning("%s: answered more than %d bytes before reading the whole request body: "
+                    "cut (the answer goes out only once the body is in)",
+                    pr->service, PROXY_BUFFER);
+        return FETCH_ABORT;
+    }
     return taken ? FETCH_TAKEN : FETCH_PAUSE;
 }
 

@@ -462,6 +462,8 @@ static enum MHD_Result body_stream(struct request *req, const char *data, size_t
     }
     req->body_done = true;
     req->sink = NULL;
+    if (req->stream) /* its answer streams: no idle timeout from now on (see stream.c) */
+        MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
     if (sink)
         sink->end(req->sink_data);
     req->in_access = false;
@@ -1707,6 +1709,11 @@ void server_set_body_streaming(struct server *s, bool (*fn)(void *data, struct r
 bool request_body_streamed(const struct request *req)
 {
     return req->body_streamed;
+}
+
+bool request_body_pending(const struct request *req)
+{
+    return req->body_streamed && !req->body_done;
 }
 
 void request_body_sink(struct request *req, const struct request_body_sink *sink, void *data)

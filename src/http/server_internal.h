@@ -11,6 +11,10 @@
 /* The libmicrohttpd connection of a request still in flight. */
 struct MHD_Connection *request_connection(const struct request *req);
 
+/* True while a streamed request body is still coming (server_set_body_streaming): a
+ * stream's answer goes out after it, and takes the idle timeout away only then. */
+bool request_body_pending(const struct request *req);
+
 /* Queues resp as req's answer, a stream (from the handler at once, or after a suspend,
  * when libmicrohttpd calls back): the request now belongs to st until it ends
  * (stream_request_done). True: resp's reference is taken; false (it cannot be queued):

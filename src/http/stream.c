@@ -164,8 +164,10 @@ struct stream *request_stream_with(struct request *req, const struct stream_opti
                : NULL;
     if (info)
         stream_socket_options(info->connect_fd);
-    /* No idle timeout while it streams: an idle stream is suspended, not stuck. */
-    MHD_set_connection_option(request_connection(req), MHD_CONNECTION_OPTION_TIMEOUT, 0U);
+    /* No idle timeout while it streams: an idle stream is suspended, not stuck (but while
+     * the request's body still comes, a client that stalls is: then at its end). */
+    if (!request_body_pending(req))
+        MHD_set_connection_option(request_connection(req), MHD_CONNECTION_OPTION_TIMEOUT, 0U);
     st->gone = o->gone;
     st->drained = o->drained;
     st->data = o->data;
