@@ -566,7 +566,7 @@ static void proxy_tunnel(struct proxied *pr, const struct service *svc)
     len = strlen(head);
     size = len + 1;
     f.lines[f.n++] = xasprintf("X-Forwarded-For: %s", request_client(req));
-    f.lines[f.n++] = xasprintf("X-Forwarded-Proto: %s", request_scheme(req));
+    f.lines[f.n++] = xasprintf("X-Forwarded-Proto: %s", request_client_scheme(req));
     if (f.host)
         f.lines[f.n++] = xasprintf("X-Forwarded-Host: %s", f.host);
     f.lines[f.n++] = xstrdup("Connection: Upgrade");
@@ -635,7 +635,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     f.drop_authorization = gate_has_keys(p->gate);
     request_headers_each(req, forward_header, &f);
     f.lines[f.n++] = xasprintf("X-Forwarded-For: %s", request_client(req));
-    f.lines[f.n++] = xasprintf("X-Forwarded-Proto: %s", request_scheme(req));
+    f.lines[f.n++] = xasprintf("X-Forwarded-Proto: %s", request_client_scheme(req));
     if (f.host)
         f.lines[f.n++] = xasprintf("X-Forwarded-Host: %s", f.host);
     f.lines[f.n++] = xstrdup("Expect:"); /* none of libcurl's own: the body is here */

@@ -1443,6 +1443,20 @@ const char *request_scheme(const struct request *req)
     return req->server->tls ? "https" : "http";
 }
 
+const char *request_client_scheme(struct request *req)
+{
+    const char *proto;
+
+    if (!req->connection || !req->connection->trusted)
+        return request_scheme(req);
+    proto = request_header(req, "X-Forwarded-Proto");
+    if (proto && strcasecmp(proto, "https") == 0)
+        return "https";
+    if (proto && strcasecmp(proto, "http") == 0)
+        return "http";
+    return request_scheme(req);
+}
+
 const char *request_header(struct request *req, const char *name)
 {
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);

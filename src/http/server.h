@@ -169,6 +169,9 @@ void request_headers_each(struct request *req,
                           bool (*fn)(void *data, const char *name, const char *value), void *data);
 /* "https" when the server speaks TLS, else "http". */
 const char *request_scheme(const struct request *req);
+/* The scheme the client used: through a trusted proxy (server_set_trusted_proxies), its
+ * X-Forwarded-Proto when it says http or https; else request_scheme(). */
+const char *request_client_scheme(struct request *req);
 /* In one pass over the headers: how many of them have one of the n names (any case);
  * when there is one, the last one's name index and value go to *ret_index, *ret_value. */
 unsigned request_headers_find(struct request *req, const char *const *names, size_t n,

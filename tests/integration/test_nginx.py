@@ -218,7 +218,7 @@ class Front:
         self.nginx = Nginx(str(workdir / "nginx"), self.d.port, cert, key)
 
     def request(self, method, path, role=None, source="127.0.0.2", headers=None,
-                host=NAME, timeout=HTTP_TIMEOUT):
+                host=NAME, timeout=HTTP_TIMEOUT, body=None):
         h = {"Host": host}
         if role:
             h.update(bearer(self.keys[role]))
@@ -226,7 +226,7 @@ class Front:
         conn = http.client.HTTPSConnection(HOST, self.nginx.https_port, context=self.ctx,
                                            timeout=timeout, source_address=(source, 0))
         try:
-            conn.request(method, path, headers=h)
+            conn.request(method, path, body=body, headers=h)
             r = conn.getresponse()
             return Response(r.status, r.headers, r.read())
         finally:
@@ -402,5 +402,39 @@ def test_a_slow_answer_passes_through(nanny, workdir, services_dir):
         assert body["state"] == "running" and body["is_healthy"] is True, body
         r = f.request("POST", "/services/slow/stop", role="operator")
         assert r.status == 200 and r.json()["state"] == "stopped", r
+    finally:
+        f.close()
+
+
+def test_a_websocket_and_a_large_upload_pass_through_nginx(nanny, workdir, services_dir):
+    """deploy/nginx.conf's location for the daemon's proxy: a WebSocket is upgraded end to
+    end (nginx, the daemon, the service), and an upload past nginx's default 1 MiB body
+    cap streams to the service whole."""
+    from test_proxy import PYTHON, UPSTREAM, WebSocket, big_body
+    port = free_port()
+    write_service(services_dir, "web",
+                  f"name: web\nports: [\"{port}\"]\nhealth: {{path: /health}}\n"
+                  f"command: [\"{PYTHON}\", \"{UPSTREAM}\", \"--port\", \"{port}\", "
+                  f"\"--tag\", \"{workdir}\"]\n")
+    f = Front(nanny, workdir, services_dir)
+    try:
+        auth = bearer(f.keys["operator"])
+        raw = socket.create_connection((HOST, f.nginx.https_port), timeout=HTTP_TIMEOUT)
+        sock = f.ctx.wrap_socket(raw, server_hostname=NAME)
+        ws = WebSocket(f.nginx.https_port, "/s/web/ws", sock=sock, host=NAME, headers=auth,
+                       timeout=HTTP_TIMEOUT)
+        assert ws.status == 101, (ws.status, ws.buf)
+        assert ws.accept_ok(), ws.headers
+        seen = json.loads(ws.recv()[1])
+        assert seen["x-forwarded-proto"] == "https", seen
+        for payload in (b"through nginx", os.urandom(200000)):
+            ws.send(payload, 2)
+            assert ws.recv() == (2, payload)
+        ws.close()
+        payload = big_body(3 * 1024 * 1024)
+        r = f.request("POST", "/s/web/sink", role="operator", timeout=60,
+                      headers={"Content-Type": "application/octet-stream"}, body=payload)
+        assert r.status == 200, r
+        assert r.json()["bytes"] == len(payload), r
     finally:
         f.close()

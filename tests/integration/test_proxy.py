@@ -721,10 +721,11 @@ class WebSocket:
     """A WebSocket client on a raw socket (RFC 6455): the handshake, masked frames out,
     frames in."""
 
-    def __init__(self, port, path, headers=None, timeout=STREAM_TIMEOUT, sock=None):
+    def __init__(self, port, path, headers=None, timeout=STREAM_TIMEOUT, sock=None, host=None):
         self.key = base64.b64encode(os.urandom(16)).decode()
         self.sock = sock or socket.create_connection((HOST, port), timeout=timeout)
-        head = (f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+        head = (f"GET {path} HTTP/1.1\r\nHost: {host or f'{HOST}:{port}'}\r\n"
+                "Upgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {self.key}\r\n"
                 "Sec-WebSocket-Version: 13\r\n")
         for k, v in (headers or {}).items():
