@@ -240,3 +240,35 @@ bench_serve() {
     DAEMON=http://127.0.0.1:$port
     bench_wait_health "$DAEMON" "$daemon_pid" || die "GET $DAEMON/health does not answer 2xx"
 }
+
+# bench_nginx_conf DIR PORT SERVER [HTTP]: an nginx config in DIR/nginx.conf (one worker,
+# keep-alive with no request cap, no access log) listening on 127.0.0.1:PORT, with the
+# lines SERVER inside its server block and HTTP (e.g. an upstream block) beside it.
+bench_nginx_conf() {
+    local dir=$1 port=$2 http_extra=${4:-}
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOT
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server_tokens off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    types { }
+    default_type text/plain;
+$http_extra
+    server {
+        listen 127.0.0.1:$port;
+$3
+    }
+}
+EOT
+}

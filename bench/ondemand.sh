@@ -115,29 +115,7 @@ backend_service() {
         echo ok >"$dir/www/health"
         echo "$name" >"$dir/www/echo"
         chmod -R a+rX "$dir"
-        cat >"$dir/nginx.conf" <<EOT
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    server_tokens off;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    types { }
-    default_type text/plain;
-    server {
-        listen 127.0.0.1:$svc_port;
-        root $dir/www;
-    }
-}
-EOT
+        bench_nginx_conf "$dir" "$svc_port" "        root $dir/www;"
         argv=$(json_argv "$NGINX" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log")
     else
         mkdir -p "$dir"

@@ -84,38 +84,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/nanny-bench-proxy.XXXXXX")
 chmod 755 "$TMP"
 bench_build_release "$BUILD" "$TMP/build.log"
 
-# nginx_conf DIR PORT SERVER [HTTP]: an nginx config in DIR/nginx.conf (one worker,
-# keep-alive with no request cap, no access log) listening on 127.0.0.1:PORT, with the
-# lines SERVER inside its server block and HTTP (e.g. an upstream block) beside it.
-nginx_conf() {
-    local dir=$1 port=$2 http_extra=${4:-}
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<EOT
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    server_tokens off;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    types { }
-    default_type text/plain;
-$http_extra
-    server {
-        listen 127.0.0.1:$port;
-$3
-    }
-}
-EOT
-}
-
 # --- the backend: a process service the daemon runs -----------------------------------
 backend_port=$(bench_free_port)
 mkdir -p "$TMP/backend/www" "$TMP/services/backend" "$TMP/state"
@@ -123,7 +91,7 @@ echo ok >"$TMP/backend/www/ready"
 # A small static answer (64 bytes with the newline), as a health or JSON endpoint is.
 printf '%063d\n' 0 | tr 0 x >"$TMP/backend/www/$FILE"
 chmod -R a+rX "$TMP/backend"
-nginx_conf "$TMP/backend" "$backend_port" "        root $TMP/backend/www;"
+bench_nginx_conf "$TMP/backend" "$backend_port" "        root $TMP/backend/www;"
 cat >"$TMP/services/backend/service.yaml" <<EOT
 name: backend
 description: nginx serving a small static file, for bench/proxy.sh
@@ -175,7 +143,7 @@ cmp -s "$TMP/direct.out" "$TMP/daemon.out" || die "the daemon passes on other by
 # --- the reference: nginx proxy_pass with keep-alive upstreams ------------------------
 proxy_port=$(bench_free_port)
 NGINX_PROXY_URL=http://127.0.0.1:$proxy_port/s/backend
-nginx_conf "$TMP/proxy" "$proxy_port" "        location /s/backend/ {
+bench_nginx_conf "$TMP/proxy" "$proxy_port" "        location /s/backend/ {
             proxy_pass http://backend/;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";

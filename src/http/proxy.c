@@ -124,6 +124,23 @@ static bool forward_header(void *data, const char *name, const char *value)
     return true;
 }
 
+/* The client's headers that go upstream (forward_header), then X-Forwarded-For, -Proto and
+ * -Host, into f; the caller adds its own and frees the lines. */
+static void forward_collect(struct proxied *pr, struct forward *f)
+{
+    struct request *req = pr->req;
+
+    f->pr = pr;
+    f->connection = request_header(req, "Connection");
+    /* With keys, Authorization and X-API-Key carry the daemon's key, not the service's. */
+    f->drop_authorization = gate_has_keys(pr->proxy->gate);
+    request_headers_each(req, forward_header, f);
+    f->lines[f->n++] = xasprintf("X-Forwarded-For: %s", request_client(req));
+    f->lines[f->n++] = xasprintf("X-Forwarded-Proto: %s", request_client_scheme(req));
+    if (f->host)
+        f->lines[f->n++] = xasprintf("X-Forwarded-Host: %s", f->host);
+}
+
 /* The rest of the body, if any, is not wanted: the server drops it as it comes. */
 static void proxied_drop_body(struct proxied *pr)
 {
@@ -556,19 +573,12 @@ static void proxy_tunnel(struct proxied *pr, const struct service *svc)
     size_t len, size;
     int r;
 
-    f.pr = pr;
-    f.connection = request_header(req, "Connection");
-    f.drop_authorization = gate_has_keys(p->gate);
-    request_headers_each(req, forward_header, &f);
+    forward_collect(pr, &f);
     head = xasprintf(strchr(ip, ':') ? "GET %s HTTP/1.1\r\nHost: [%s]:%u\r\n"
                                      : "GET %s HTTP/1.1\r\nHost: %s:%u\r\n",
                      request_uri(req) + pr->rest_at, ip, svc->manifest->port);
     len = strlen(head);
     size = len + 1;
-    f.lines[f.n++] = xasprintf("X-Forwarded-For: %s", request_client(req));
-    f.lines[f.n++] = xasprintf("X-Forwarded-Proto: %s", request_client_scheme(req));
-    if (f.host)
-        f.lines[f.n++] = xasprintf("X-Forwarded-Host: %s", f.host);
     f.lines[f.n++] = xstrdup("Connection: Upgrade");
     f.lines[f.n++] = xstrdup("Upgrade: websocket");
     for (size_t i = 0; i < f.n; i++) {
@@ -629,15 +639,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
         proxy_tunnel(pr, svc);
         return;
     }
-    f.pr = pr;
-    f.connection = request_header(req, "Connection");
-    /* With keys, Authorization and X-API-Key carry the daemon's key, not the service's. */
-    f.drop_authorization = gate_has_keys(p->gate);
-    request_headers_each(req, forward_header, &f);
-    f.lines[f.n++] = xasprintf("X-Forwarded-For: %s", request_client(req));
-    f.lines[f.n++] = xasprintf("X-Forwarded-Proto: %s", request_client_scheme(req));
-    if (f.host)
-        f.lines[f.n++] = xasprintf("X-Forwarded-Host: %s", f.host);
+    forward_collect(pr, &f);
     f.lines[f.n++] = xstrdup("Expect:"); /* none of libcurl's own: the body is here */
     if (!f.has_accept)
         f.lines[f.n++] = xstrdup("Accept:");

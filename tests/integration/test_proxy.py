@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from conftest import HOST, HTTP_TIMEOUT, free_port, manifest, write_service
+from conftest import HOST, HTTP_TIMEOUT, free_port, manifest, wait_until, write_service
 from lifecycle_helpers import Lab, Svc, json_error, pid_alive, read_argv
 from test_gate import bearer, new_key, write_keys
 from test_http_limits import chunked
@@ -1044,6 +1044,14 @@ def test_a_large_upload_to_a_slow_service_keeps_the_daemons_memory_flat(plab, we
     plab.assert_daemon_fine()
 
 
+def wait_body_cut(plab, name="web"):
+    """Waits until the upstream's log says the body of its /sink request was cut."""
+    def cut():
+        r = plab.d.get(f"/services/{name}/logs?tail=50")
+        return r.status == 200 and "sink: cut after" in r.body.decode("utf-8", "replace")
+    wait_until(cut, timeout=10, message="the service seeing its body cut")
+
+
 def test_client_timeout_closes_an_upload_that_stalls(plab):
     """A client that sends part of a body and then nothing, its connection left open: after
     the config's client_timeout (1 s here, 10 s by default) the daemon closes it and the
@@ -1056,14 +1064,7 @@ def test_client_timeout_closes_an_upload_that_stalls(plab):
                   "Content-Length: 5000000\r\n\r\n".encode() + b"x" * 100000)
         # Well before the default 10 s: the daemon closes it (no answer: its body is cut).
         assert s.recv(65536) == b""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        r = plab.d.get("/services/web/logs?tail=50")
-        if r.status == 200 and "sink: cut after" in r.body.decode("utf-8", "replace"):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("the service never saw its body cut")
+    wait_body_cut(plab)
     plab.assert_daemon_fine()
 
 
@@ -1074,14 +1075,7 @@ def test_a_client_that_stops_mid_upload_cuts_the_services_body(plab, web):
         s.sendall(f"POST /s/web/sink HTTP/1.1\r\nHost: {HOST}:{plab.d.port}\r\n"
                   "Content-Length: 5000000\r\n\r\n".encode() + b"x" * 300000)
         time.sleep(0.3)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        r = plab.d.get("/services/web/logs?tail=50")
-        if r.status == 200 and "sink: cut after" in r.body.decode("utf-8", "replace"):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("the service never saw its body cut")
+    wait_body_cut(plab)
     plab.assert_daemon_fine()
 
 
