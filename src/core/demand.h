@@ -12,10 +12,11 @@
  * meanwhile new requests for a holder are still let in, until swap_max_wait went by (or
  * at once with swap_drain), after which they are held like requests for a stopped
  * service. Else it waits in the GPU queue, served by priority, then first come, whenever
- * the GPU frees. The queue holds at most gpu_queue_max requests (more: DEMAND_FULL, 429);
- * a request whose client goes leaves it, and a start nobody waits for any more leaves it
- * too. A held request is answered DEMAND_TIMED_OUT after its service's start_period, plus
- * the swap_grace while it waits for the GPU. Everything happens on the loop. */
+ * the GPU frees (a start that fits now goes past an earlier one that does not). The queue
+ * holds at most gpu_queue_max requests (more: DEMAND_FULL, 429); a request whose client goes
+ * leaves it, and a start nobody waits for any more leaves it too. A held request is
+ * answered DEMAND_TIMED_OUT after its service's start_period, plus the swap_grace while it
+ * waits for the GPU. Everything happens on the loop. */
 #ifndef NANNY_DEMAND_H
 #define NANNY_DEMAND_H
 
