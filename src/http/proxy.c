@@ -57,6 +57,14 @@ struct proxied {
     char *up_buf;
     size_t up_len, up_off, up_cap;
     bool up_end, up_held; /* the body is in; the client's side waits for room */
+    /* A small answer of known length (PROXY_SMALL_ANSWER at most) is kept, head and body,
+     * until it is whole, then queued as one response: libmicrohttpd sends a response held
+     * in memory with its head in one system call, a stream's head and body in two. */
+    bool small_ok; /* no streamed body, not HEAD: the answer may be kept */
+    struct MHD_Response *small;
+    char *small_buf;
+    size_t small_len, small_size;
+    unsigned small_status;
 };
 
 /* RFC 9110 7.6.1: meant for one connection, never forwarded (with those Connection
@@ -149,8 +157,17 @@ static void proxied_drop_body(struct proxied *pr)
     pr->body_req = NULL;
 }
 
+static void proxied_drop_small(struct proxied *pr)
+{
+    if (pr->small)
+        MHD_destroy_response(pr->small); /* frees small_buf */
+    pr->small = NULL;
+    pr->small_buf = NULL;
+}
+
 static void proxied_free(struct proxied *pr)
 {
+    proxied_drop_small(pr);
     if (pr->counted)
         demand_end(pr->proxy->demand, pr->service);
     free(pr->up_buf);
@@ -199,6 +216,7 @@ static void on_request_abort(void *data)
     struct proxied *pr = data;
 
     proxied_drop_body(pr);
+    proxied_drop_small(pr);
     pr->req = NULL;
     fetch_cancel(pr->fetch);
     pr->fetch = NULL;
@@ -264,6 +282,54 @@ static size_t answer_headers(char *const *lines, size_t n, const char **out, siz
     return k;
 }
 
+/* The small answer is whole: it goes to the client, its head and body in one piece. */
+static void small_reply(struct proxied *pr)
+{
+    struct request *req = pr->req;
+    struct MHD_Response *resp = pr->small;
+
+    pr->small = NULL;
+    pr->small_buf = NULL;
+    pr->req = NULL;
+    pr->head = true;
+    request_set_abort(req, NULL, NULL);
+    request_reply_taken(req, pr->small_status, resp);
+}
+
+/* Keeps a small answer's head (the pairs of headers) until its body of length bytes is
+ * in. */
+static enum fetch_take small_begin(struct proxied *pr, long status, const char *const *headers,
+                                   uint64_t length)
+{
+    char *buf = length > 0 ? xmalloc(length) : NULL;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        length, buf, buf ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+
+    if (!resp)
+        fatal("out of memory (response)");
+    for (size_t i = 0; headers[i] && headers[i + 1]; i += 2)
+        MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    pr->small = resp;
+    pr->small_buf = buf;
+    pr->small_len = 0;
+    pr->small_size = length;
+    pr->small_status = (unsigned)status;
+    if (length == 0)
+        small_reply(pr);
+    return FETCH_TAKEN;
+}
+
+static enum fetch_take small_body(struct proxied *pr, const char *buf, size_t len)
+{
+    if (len > pr->small_size - pr->small_len)
+        return FETCH_ABORT; /* more than its Content-Length said: on_done answers 502 */
+    memcpy(pr->small_buf + pr->small_len, buf, len);
+    pr->small_len += len;
+    if (pr->small_len == pr->small_size)
+        small_reply(pr);
+    return FETCH_TAKEN;
+}
+
 static enum fetch_take on_head(void *data, long status, char *const *lines, size_t n,
                                int64_t length)
 {
@@ -285,6 +351,8 @@ static enum fetch_take on_head(void *data, long status, char *const *lines, size
     if (status == 204 || status == 304)
         o.length = 0; /* no body, whatever the upstream says */
     answer_headers(lines, n, headers, sizeof(headers) / sizeof(headers[0]));
+    if (pr->small_ok && o.length <= PROXY_SMALL_ANSWER)
+        return small_begin(pr, status, headers, o.length);
     request_set_abort(pr->req, NULL, NULL);
     pr->head = true;
     pr->st = request_stream_with(pr->req, &o);
@@ -297,6 +365,8 @@ static enum fetch_take on_body(void *data, const char *buf, size_t len)
     struct proxied *pr = data;
     bool taken;
 
+    if (pr->small)
+        return small_body(pr, buf, len);
     if (!pr->st)
         return FETCH_ABORT;
     pr->in_curl = true;
@@ -464,7 +534,8 @@ static void on_done(void *data, const struct fetch_result *res)
     struct proxied *pr = data;
 
     pr->fetch = NULL;
-    proxied_drop_body(pr); /* what the upstream did not read is not wanted */
+    proxied_drop_body(pr);  /* what the upstream did not read is not wanted */
+    proxied_drop_small(pr); /* not whole: the client gets an error instead */
     if (pr->st) {
         if (res->curl_code == 0) {
             stream_end(pr->st, NULL, 0);
@@ -666,6 +737,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
                              ? (int64_t)strtoull(length, NULL, 10)
                              : -1;
     }
+    pr->small_ok = !up.streamed && strcmp(up.method, "HEAD") != 0;
     r = fetcher_proxy(p->fetcher, &up, &upstream_events, on_done, pr, &pr->fetch);
     free(url);
     for (size_t i = 0; i < f.n; i++)

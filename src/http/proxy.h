@@ -30,6 +30,7 @@
 #include "lib/fetch.h"
 
 #define PROXY_BUFFER        (256 * 1024)       /* answer bytes waiting for a slow client */
+#define PROXY_SMALL_ANSWER  (64 * 1024)        /* an answer this long at most is sent once whole */
 #define PROXY_HOLD_SLACK_MS 30000              /* a held request's suspend beyond its hold */
 #define PROXY_UPLOAD_BUFFER (256 * 1024)       /* body bytes waiting for a slow upstream */
 #define PROXY_V1_BODY_MAX   (16 * 1024 * 1024) /* a /v1/ JSON body, read whole to route it */
