@@ -409,7 +409,7 @@ int daemon_run(const struct config *c)
     api_mount(d.api, "/gpus", "GET", gpus_handle, &d.gpus, &gpus_route);
     d.mcp = mcp_new(&d.loop, d.reg, d.supervisor, d.gate, d.hub, c);
     api_mount(d.api, "/mcp", "POST, DELETE", mcp_handle, d.mcp, &mcp_route);
-    d.proxy = proxy_new(&d.loop, c, d.reg, d.supervisor, d.demand, d.fetcher, d.gate);
+    d.proxy = proxy_new(&d.loop, c, d.reg, d.supervisor, d.demand, d.gate);
     api_mount_prefix(d.api, "/s/", proxy_handle, d.proxy, &proxy_route);
     api_mount_streams_body(d.api, "/s/"); /* uploads of any size, with backpressure */
     api_mount_prefix(d.api, "/v1/", proxy_handle_v1, d.proxy, &proxy_route);

@@ -1,7 +1,7 @@
 /* The reverse proxy (SPEC section 7 "Proxy and on demand"): /s/NAME/PATH?QUERY goes to
  * the service's port on the loopback, the answer streamed back as it comes. One request
- * is one upstream transfer on the fetcher's libcurl multi handle (keep-alive connections
- * are reused); the answer's body passes through a stream (http/stream.h) whose cap pauses
+ * is one call of lib/upstream.c (HTTP/1.1 over connections kept between requests); the
+ * answer's body passes through a stream (http/stream.h) whose cap pauses
  * the upstream while the client reads slowly. See proxy.h for what it does not do yet. */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -19,6 +19,7 @@
 #include "lib/clock.h"
 #include "lib/json.h"
 #include "lib/log.h"
+#include "lib/upstream.h"
 
 #define PROXY_PREFIX       "/s/"
 #define PROXY_HEADERS_MAX  128 /* request header lines forwarded, at most */
@@ -31,7 +32,7 @@ struct proxy {
     struct proxied *tunnels; /* WebSockets open (or opening) */
     struct registry *reg;
     struct supervisor *sup;
-    struct fetcher *fetcher;
+    struct upstreams *upstreams; /* the connections to the services */
     struct gate *gate;
 };
 
@@ -39,10 +40,10 @@ struct proxy {
  * client's side are over. */
 struct proxied {
     struct proxy *proxy;
-    struct request *req; /* until the answer's head is queued (then the stream has it) */
-    struct fetch *fetch; /* until done() */
-    struct stream *st;   /* from the head until the client goes or the body ends */
-    bool head, in_curl, client_gone, suspended;
+    struct request *req;        /* until the answer's head is queued (then the stream has it) */
+    struct upstream_call *call; /* until done() */
+    struct stream *st;          /* from the head until the client goes or the body ends */
+    bool head, in_call, client_gone, suspended;
     bool openai;    /* a /v1/ request: errors in OpenAI's shape */
     bool counted;   /* in its service's requests in flight (usage_begin) */
     size_t rest_at; /* where in its target the upstream's path begins */
@@ -102,7 +103,6 @@ struct forward {
     struct proxied *pr;
     const char *connection; /* the client's Connection header */
     bool drop_authorization;
-    bool has_type, has_accept;
     bool framed;      /* it sent Content-Length or Transfer-Encoding: a body, maybe empty */
     const char *host; /* its Host */
     char *lines[PROXY_HEADERS_MAX + 8];
@@ -126,8 +126,6 @@ static bool forward_header(void *data, const char *name, const char *value)
         return true;
     if (f->n == PROXY_HEADERS_MAX)
         return true; /* past the cap: left out, the walk goes on for the framing */
-    f->has_type = f->has_type || strcasecmp(name, "Content-Type") == 0;
-    f->has_accept = f->has_accept || strcasecmp(name, "Accept") == 0;
     f->lines[f->n++] = xasprintf("%s: %s", name, value);
     return true;
 }
@@ -203,7 +201,7 @@ static void proxied_end_tunnel(struct proxied *pr)
 /* Both sides are over: the request is forgotten. */
 static void proxied_release_if_done(struct proxied *pr)
 {
-    if (!pr->fetch && !pr->req && !pr->st && !pr->tunnel)
+    if (!pr->call && !pr->req && !pr->st && !pr->tunnel)
         proxied_free(pr);
 }
 
@@ -218,8 +216,8 @@ static void on_request_abort(void *data)
     proxied_drop_body(pr);
     proxied_drop_small(pr);
     pr->req = NULL;
-    fetch_cancel(pr->fetch);
-    pr->fetch = NULL;
+    upstream_cancel(pr->call);
+    pr->call = NULL;
     proxied_end_tunnel(pr);
     proxied_release_if_done(pr);
 }
@@ -235,12 +233,12 @@ static void on_stream_gone(void *data)
     proxied_drop_body(pr);
     /* The server ends streams when it stops or finds the client half gone: an answer
      * whose upstream goes on was not whole, so it must not end as if it were. */
-    if (st && pr->fetch)
+    if (st && pr->call)
         stream_abort(st);
-    if (pr->in_curl)
+    if (pr->in_call)
         return; /* the transfer is told to stop by the callback's answer */
-    fetch_cancel(pr->fetch);
-    pr->fetch = NULL;
+    upstream_cancel(pr->call);
+    pr->call = NULL;
     proxied_release_if_done(pr);
 }
 
@@ -249,8 +247,8 @@ static void on_stream_drained(void *data)
 {
     struct proxied *pr = data;
 
-    if (pr->fetch && !pr->in_curl)
-        fetch_resume(pr->fetch);
+    if (pr->call && !pr->in_call)
+        upstream_resume(pr->call);
 }
 
 /* --- the upstream's side ------------------------------------------------------------ */
@@ -298,8 +296,8 @@ static void small_reply(struct proxied *pr)
 
 /* Keeps a small answer's head (the pairs of headers) until its body of length bytes is
  * in. */
-static enum fetch_take small_begin(struct proxied *pr, long status, const char *const *headers,
-                                   uint64_t length)
+static enum upstream_take small_begin(struct proxied *pr, unsigned status,
+                                      const char *const *headers, uint64_t length)
 {
     char *buf = length > 0 ? xmalloc(length) : NULL;
     struct MHD_Response *resp = MHD_create_response_from_buffer(
@@ -313,29 +311,29 @@ static enum fetch_take small_begin(struct proxied *pr, long status, const char *
     pr->small_buf = buf;
     pr->small_len = 0;
     pr->small_size = length;
-    pr->small_status = (unsigned)status;
+    pr->small_status = status;
     if (length == 0)
         small_reply(pr);
-    return FETCH_TAKEN;
+    return UPSTREAM_TAKEN;
 }
 
-static enum fetch_take small_body(struct proxied *pr, const char *buf, size_t len)
+static enum upstream_take small_body(struct proxied *pr, const char *buf, size_t len)
 {
     if (len > pr->small_size - pr->small_len)
-        return FETCH_ABORT; /* more than its Content-Length said: on_done answers 502 */
+        return UPSTREAM_ABORT; /* more than its Content-Length said: on_done answers 502 */
     memcpy(pr->small_buf + pr->small_len, buf, len);
     pr->small_len += len;
     if (pr->small_len == pr->small_size)
         small_reply(pr);
-    return FETCH_TAKEN;
+    return UPSTREAM_TAKEN;
 }
 
-static enum fetch_take on_head(void *data, long status, char *const *lines, size_t n,
-                               int64_t length)
+static enum upstream_take on_head(void *data, unsigned status, char *const *lines, size_t n,
+                                  int64_t length)
 {
     struct proxied *pr = data;
     const char *headers[2 * PROXY_RESPONSE_MAX + 1];
-    struct stream_options o = {.status = (unsigned)status,
+    struct stream_options o = {.status = status,
                                .headers = headers,
                                .length = length >= 0 ? (uint64_t)length : MHD_SIZE_UNKNOWN,
                                /* a stream of unknown length may stay quiet for long (events,
@@ -347,7 +345,7 @@ static enum fetch_take on_head(void *data, long status, char *const *lines, size
                                .data = pr};
 
     if (!pr->req)
-        return FETCH_ABORT;
+        return UPSTREAM_ABORT;
     if (status == 204 || status == 304)
         o.length = 0; /* no body, whatever the upstream says */
     answer_headers(lines, n, headers, sizeof(headers) / sizeof(headers[0]));
@@ -357,10 +355,10 @@ static enum fetch_take on_head(void *data, long status, char *const *lines, size
     pr->head = true;
     pr->st = request_stream_with(pr->req, &o);
     pr->req = NULL; /* the stream has it now */
-    return pr->st ? FETCH_TAKEN : FETCH_ABORT;
+    return pr->st ? UPSTREAM_TAKEN : UPSTREAM_ABORT;
 }
 
-static enum fetch_take on_body(void *data, const char *buf, size_t len)
+static enum upstream_take on_body(void *data, const char *buf, size_t len)
 {
     struct proxied *pr = data;
     bool taken;
@@ -368,26 +366,26 @@ static enum fetch_take on_body(void *data, const char *buf, size_t len)
     if (pr->small)
         return small_body(pr, buf, len);
     if (!pr->st)
-        return FETCH_ABORT;
-    pr->in_curl = true;
+        return UPSTREAM_ABORT;
+    pr->in_call = true;
     if (stream_unread(pr->st) == 0) {
-        stream_write_all(pr->st, buf, len); /* one piece of libcurl's always fits */
+        stream_write_all(pr->st, buf, len); /* one piece of a read always fits */
         taken = true;
     } else {
         taken = stream_write(pr->st, buf, len);
     }
-    pr->in_curl = false;
+    pr->in_call = false;
     if (pr->client_gone)
-        return FETCH_ABORT;
+        return UPSTREAM_ABORT;
     if (!taken && pr->body_req) {
         /* The answer goes out only once the request's body is in (libmicrohttpd): a
          * service that answers this much before reading all of it would wait forever. */
         log_warning("%s: answered more than %d bytes before reading the whole request body: "
                     "cut (the answer goes out only once the body is in)",
                     pr->service, PROXY_BUFFER);
-        return FETCH_ABORT;
+        return UPSTREAM_ABORT;
     }
-    return taken ? FETCH_TAKEN : FETCH_PAUSE;
+    return taken ? UPSTREAM_TAKEN : UPSTREAM_PAUSE;
 }
 
 /* --- a streamed request body ----------------------------------------------------------- */
@@ -413,10 +411,10 @@ static size_t on_client_body(void *data, const char *buf, size_t len)
     memcpy(pr->up_buf + pr->up_len, buf, take);
     pr->up_len += take;
     pr->up_held = take < len;
-    if (take > 0 && pr->req && pr->fetch) /* the body moves: the answer's wait starts anew */
+    if (take > 0 && pr->req && pr->call) /* the body moves: the answer's wait starts anew */
         request_set_deadline(pr->req, pr->proxy->config->proxy_read_timeout_ms);
     if (take > 0)
-        fetch_resume_upload(pr->fetch);
+        upstream_resume_upload(pr->call);
     return take;
 }
 
@@ -426,12 +424,12 @@ static void on_client_body_end(void *data)
 
     pr->up_end = true;
     pr->body_req = NULL; /* the server is done with the sink */
-    fetch_resume_upload(pr->fetch);
+    upstream_resume_upload(pr->call);
 }
 
 static const struct request_body_sink client_body = {on_client_body, on_client_body_end};
 
-/* libcurl asks for the body to send: what the client sent, its end, or a pause. */
+/* The upstream call asks for the body to send: what the client sent, its end, or a pause. */
 static ssize_t on_upload(void *data, char *buf, size_t max)
 {
     struct proxied *pr = data;
@@ -439,7 +437,7 @@ static ssize_t on_upload(void *data, char *buf, size_t max)
 
     if (n == 0) {
         if (!pr->up_end)
-            return FETCH_UPLOAD_PAUSE;
+            return UPSTREAM_UPLOAD_PAUSE;
         free(pr->up_buf); /* all of it went: not held while the answer comes */
         pr->up_buf = NULL;
         pr->up_cap = pr->up_len = pr->up_off = 0;
@@ -458,8 +456,10 @@ static ssize_t on_upload(void *data, char *buf, size_t max)
     return (ssize_t)n;
 }
 
-static const struct fetch_proxy_events upstream_events = {
-    .head = on_head, .body = on_body, .upload = on_upload};
+static void on_done(void *data, const struct upstream_result *res);
+
+static const struct upstream_events upstream_events = {
+    .head = on_head, .body = on_body, .upload = on_upload, .done = on_done};
 
 /* --- errors ------------------------------------------------------------------------- */
 
@@ -529,15 +529,15 @@ static void proxy_error(struct request *req, bool openai, unsigned status, unsig
 
 /* The upstream transfer ended: a whole answer ends the body; a cut one cuts the client's;
  * no answer at all is 502 or 504. */
-static void on_done(void *data, const struct fetch_result *res)
+static void on_done(void *data, const struct upstream_result *res)
 {
     struct proxied *pr = data;
 
-    pr->fetch = NULL;
+    pr->call = NULL;
     proxied_drop_body(pr);  /* what the upstream did not read is not wanted */
     proxied_drop_small(pr); /* not whole: the client gets an error instead */
     if (pr->st) {
-        if (res->curl_code == 0) {
+        if (res->failure == UPSTREAM_OK) {
             stream_end(pr->st, NULL, 0);
         } else {
             log_info("%s: the upstream's answer broke off (%s): the client's is cut too",
@@ -547,10 +547,10 @@ static void on_done(void *data, const struct fetch_result *res)
         pr->st = NULL;
     } else if (pr->req) {
         request_set_abort(pr->req, NULL, NULL);
-        if (res->curl_code == 28) /* CURLE_OPERATION_TIMEDOUT */
+        if (res->failure == UPSTREAM_TIMED_OUT)
             proxy_error(pr->req, pr->openai, MHD_HTTP_GATEWAY_TIMEOUT, 0, "upstream_timeout",
                         "%s did not answer in time: %s", pr->service, res->error);
-        else if (res->curl_code == 7) /* CURLE_COULDNT_CONNECT */
+        else if (res->failure == UPSTREAM_REFUSED)
             proxy_error(pr->req, pr->openai, MHD_HTTP_BAD_GATEWAY, 0, "upstream_unreachable",
                         "%s does not accept connections on its port: %s", pr->service, res->error);
         else
@@ -564,8 +564,6 @@ static void on_done(void *data, const struct fetch_result *res)
 
 /* --- forwarding ---------------------------------------------------------------------- */
 
-/* The address a service answers on: its first host port, on the loopback unless the
- * manifest binds it to one address. */
 /* The service's address: "127.0.0.1" unless the manifest binds its port to one. */
 static const char *upstream_ip(const struct manifest *m)
 {
@@ -574,14 +572,6 @@ static const char *upstream_ip(const struct manifest *m)
                    strcmp(m->ports[0].host_ip, "::") != 0
                ? m->ports[0].host_ip
                : "127.0.0.1";
-}
-
-static char *upstream_url(const struct manifest *m, const char *rest)
-{
-    const char *ip = upstream_ip(m);
-
-    return strchr(ip, ':') ? xasprintf("http://[%s]:%u%s", ip, m->port, rest)
-                           : xasprintf("http://%s:%u%s", ip, m->port, rest);
 }
 
 /* --- a WebSocket ---------------------------------------------------------------------- */
@@ -700,10 +690,9 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     const char *body;
     const char *rest = request_uri(req) + pr->rest_at;
     struct forward f = {0};
-    struct fetch_proxy_request up;
+    struct upstream_request up;
     size_t body_len;
     bool framed;
-    char *url;
     int r;
 
     if (pr->websocket) {
@@ -711,23 +700,18 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
         return;
     }
     forward_collect(pr, &f);
-    f.lines[f.n++] = xstrdup("Expect:"); /* none of libcurl's own: the body is here */
-    if (!f.has_accept)
-        f.lines[f.n++] = xstrdup("Accept:");
+    f.lines[f.n] = NULL;
     body = request_body(req, &body_len);
     /* A body the client framed, even an empty one, goes with a Content-Length. */
     framed = body_len > 0 || f.framed;
-    if (!f.has_type && body_len > 0)
-        f.lines[f.n++] = xstrdup("Content-Type:");
-    f.lines[f.n] = NULL;
-
-    url = upstream_url(svc->manifest, rest);
-    up = (struct fetch_proxy_request){.url = url,
-                                      .method = request_method(req),
-                                      .headers = (const char *const *)f.lines,
-                                      .body = framed ? (body ? body : "") : NULL,
-                                      .body_len = body_len,
-                                      .connect_timeout_ms = p->config->proxy_connect_timeout_ms};
+    up = (struct upstream_request){.ip = upstream_ip(svc->manifest),
+                                   .port = svc->manifest->port,
+                                   .method = request_method(req),
+                                   .target = rest,
+                                   .headers = (const char *const *)f.lines,
+                                   .body = framed ? (body ? body : "") : NULL,
+                                   .body_len = body_len,
+                                   .connect_timeout_ms = p->config->proxy_connect_timeout_ms};
     if (request_body_streamed(req)) {
         const char *length = request_header(req, "Content-Length");
 
@@ -738,8 +722,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
                              : -1;
     }
     pr->small_ok = !up.streamed && strcmp(up.method, "HEAD") != 0;
-    r = fetcher_proxy(p->fetcher, &up, &upstream_events, on_done, pr, &pr->fetch);
-    free(url);
+    r = upstream_call(p->upstreams, &up, &upstream_events, pr, &pr->call);
     for (size_t i = 0; i < f.n; i++)
         free(f.lines[i]);
     if (r < 0) {
@@ -1432,8 +1415,7 @@ void proxy_handle_v1(void *data, struct request *req)
 }
 
 struct proxy *proxy_new(uv_loop_t *loop, const struct config *config, struct registry *reg,
-                        struct supervisor *sup, struct demand *demand, struct fetcher *fetcher,
-                        struct gate *gate)
+                        struct supervisor *sup, struct demand *demand, struct gate *gate)
 {
     struct proxy *p = xcalloc(1, sizeof(*p));
 
@@ -1442,8 +1424,8 @@ struct proxy *proxy_new(uv_loop_t *loop, const struct config *config, struct reg
     p->demand = demand;
     p->reg = reg;
     p->sup = sup;
-    p->fetcher = fetcher;
     p->gate = gate;
+    upstreams_new(loop, &p->upstreams);
     return p;
 }
 
@@ -1459,5 +1441,8 @@ void proxy_close_tunnels(struct proxy *p)
 
 void proxy_free(struct proxy *p)
 {
+    if (!p)
+        return;
+    upstreams_free(p->upstreams);
     free(p);
 }

@@ -27,7 +27,6 @@
 #include "core/supervisor.h"
 #include "http/gate.h"
 #include "http/server.h"
-#include "lib/fetch.h"
 
 #define PROXY_BUFFER        (256 * 1024)       /* answer bytes waiting for a slow client */
 #define PROXY_SMALL_ANSWER  (64 * 1024)        /* an answer this long at most is sent once whole */
@@ -40,8 +39,7 @@ struct proxy;
 
 /* sup and demand may be NULL (a daemon that runs no services: 503). All are borrowed. */
 struct proxy *proxy_new(uv_loop_t *loop, const struct config *config, struct registry *reg,
-                        struct supervisor *sup, struct demand *demand, struct fetcher *fetcher,
-                        struct gate *gate);
+                        struct supervisor *sup, struct demand *demand, struct gate *gate);
 void proxy_free(struct proxy *p);
 
 /* Ends every WebSocket (the daemon stops): before the server is freed. */

@@ -53,12 +53,6 @@ struct fetch {
     size_t body_len, body_max;
     bool cut;              /* the body reached body_max: the transfer was ended there */
     fetch_data_fn on_data; /* a stream: the body goes here as it comes, not into body */
-    const struct fetch_proxy_events *proxy; /* a proxied transfer's (fetcher_proxy) */
-    struct curl_slist *headers;
-    char **lines; /* a proxied answer's header lines, until its head is told */
-    size_t n_lines;
-    bool head_told, aborted;
-    bool recv_paused, send_paused; /* the directions libcurl holds (curl_easy_pause) */
     char error[CURL_ERROR_SIZE];
     struct fetch *next, *prev;
 };
@@ -76,23 +70,12 @@ static void fetch_unlink(struct fetch *t)
     f->n_active--;
 }
 
-static void lines_clear(struct fetch *t)
-{
-    for (size_t i = 0; i < t->n_lines; i++)
-        free(t->lines[i]);
-    free(t->lines);
-    t->lines = NULL;
-    t->n_lines = 0;
-}
-
 /* Ends a transfer: out of the list and the multi handle, and freed. */
 static void fetch_destroy(struct fetch *t)
 {
     fetch_unlink(t);
     curl_multi_remove_handle(t->fetcher->multi, t->easy);
     curl_easy_cleanup(t->easy);
-    curl_slist_free_all(t->headers);
-    lines_clear(t);
     free(t->body);
     free(t);
 }
@@ -327,7 +310,7 @@ static int fetcher_start_curl(struct fetcher *f)
     curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
-    /* Idle connections kept for reuse (the proxy: one per client in flight, at least). */
+    /* Idle connections kept for reuse (health checks, the Docker Engine API). */
     curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, (long)FETCH_KEEP_CONNECTIONS);
     return 0;
 }
@@ -354,61 +337,12 @@ void fetcher_free(struct fetcher *f)
     uv_close((uv_handle_t *)&f->timer, on_fetcher_closed);
 }
 
-/* FETCH_TAKEN, _PAUSE, _ABORT as libcurl's callbacks answer them. */
-static size_t proxy_answer(struct fetch *t, enum fetch_take take, size_t n)
-{
-    switch (take) {
-    case FETCH_TAKEN:
-        return n;
-    case FETCH_PAUSE:
-        t->recv_paused = true;
-        return CURL_WRITEFUNC_PAUSE;
-    case FETCH_ABORT:
-        break;
-    }
-    t->aborted = true;
-    return 0; /* libcurl ends the transfer with CURLE_WRITE_ERROR */
-}
-
-/* A proxied answer's head, line by line: told once the head of a final answer is in. */
-static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    struct fetch *t = userdata;
-    size_t n = size * nmemb, len = n;
-    long status = 0;
-    curl_off_t length = -1;
-
-    if (t->head_told)
-        return n; /* trailers: not passed on */
-    while (len > 0 && (ptr[len - 1] == '\n' || ptr[len - 1] == '\r'))
-        len--;
-    if (len > 0) {
-        if (t->n_lines == 0 && len >= 5 && memcmp(ptr, "HTTP/", 5) == 0)
-            return n; /* the status line: CURLINFO_RESPONSE_CODE has it */
-        t->lines = xrealloc(t->lines, (t->n_lines + 1) * sizeof(*t->lines));
-        t->lines[t->n_lines++] = xstrndup(ptr, len);
-        return n;
-    }
-    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (status < 200) {
-        lines_clear(t); /* 100 Continue and the like: the real answer follows */
-        return n;
-    }
-    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
-    t->head_told = true;
-    n = proxy_answer(t, t->proxy->head(t->data, status, t->lines, t->n_lines, (int64_t)length), n);
-    lines_clear(t);
-    return n == CURL_WRITEFUNC_PAUSE ? 0 : n; /* a head cannot pause: stop instead */
-}
-
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct fetch *t = userdata;
     size_t n = size * nmemb, room = t->body_max - t->body_len;
     size_t take = n < room ? n : room;
 
-    if (t->proxy)
-        return proxy_answer(t, t->proxy->body(t->data, ptr, n), n);
     if (t->on_data) {
         t->on_data(t->data, ptr, n);
         return n;
@@ -513,93 +447,6 @@ int fetcher_request(struct fetcher *f, const struct fetch_request *req, fetch_do
     if (r == 0 && ret)
         *ret = t;
     return r;
-}
-
-/* A proxied request's body, as the proxy gives it: bytes, the end, or a pause until
- * fetch_resume_upload(). */
-static size_t on_upload(char *buf, size_t size, size_t nitems, void *userdata)
-{
-    struct fetch *t = userdata;
-    ssize_t n = t->proxy->upload(t->data, buf, size * nitems);
-
-    if (n == FETCH_UPLOAD_PAUSE) {
-        t->send_paused = true;
-        return CURL_READFUNC_PAUSE;
-    }
-    if (n < 0)
-        return CURL_READFUNC_ABORT;
-    return (size_t)n;
-}
-
-int fetcher_proxy(struct fetcher *f, const struct fetch_proxy_request *req,
-                  const struct fetch_proxy_events *ev, fetch_done_fn done, void *data,
-                  struct fetch **ret)
-{
-    struct fetch_request plain = {.url = req->url};
-    struct fetch *t;
-    CURL *easy;
-    int r = fetch_new(f, &plain, done, data, &t);
-
-    if (r < 0)
-        return r;
-    easy = t->easy;
-    t->proxy = ev;
-    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(easy, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(easy, CURLOPT_USERAGENT, NULL); /* the client's, among its headers */
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
-    curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L); /* the path as the client sent it */
-    if (strcmp(req->method, "HEAD") == 0)
-        curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
-    else if (strcmp(req->method, "GET") != 0 || req->body)
-        curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
-    if (req->streamed) {
-        /* The body as it comes: Content-Length when known, else chunked. */
-        if (strcmp(req->method, "GET") == 0)
-            curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
-        curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->body_length);
-        curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_upload);
-        curl_easy_setopt(easy, CURLOPT_READDATA, t);
-    } else if (req->body) {
-        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-        curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, req->body);
-    }
-    for (size_t i = 0; req->headers && req->headers[i]; i++) {
-        struct curl_slist *l = curl_slist_append(t->headers, req->headers[i]);
-        if (!l)
-            fatal("out of memory (curl_slist_append)");
-        t->headers = l;
-    }
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
-    r = fetch_add(t);
-    if (r == 0 && ret)
-        *ret = t;
-    return r;
-}
-
-/* Lets libcurl go on in the directions no longer held. */
-static void fetch_pause_update(struct fetch *t)
-{
-    curl_easy_pause(t->easy,
-                    (t->recv_paused ? CURLPAUSE_RECV : 0) | (t->send_paused ? CURLPAUSE_SEND : 0));
-}
-
-void fetch_resume(struct fetch *t)
-{
-    if (!t || !t->recv_paused)
-        return;
-    t->recv_paused = false;
-    fetch_pause_update(t);
-}
-
-void fetch_resume_upload(struct fetch *t)
-{
-    if (!t || !t->send_paused)
-        return;
-    t->send_paused = false;
-    fetch_pause_update(t);
 }
 
 void fetch_cancel(struct fetch *t)

@@ -1,5 +1,5 @@
 /* Outbound HTTP on the loop: libcurl's multi-socket API driven by libuv. Used by the
- * health checks (and later the Docker Engine API). */
+ * health checks and the Docker Engine API; the proxy has its own client (upstream.h). */
 #ifndef NANNY_FETCH_H
 #define NANNY_FETCH_H
 
@@ -63,50 +63,6 @@ struct fetch_request {
 /* Starts a GET as req says (fetcher_get is the common case). */
 int fetcher_request(struct fetcher *f, const struct fetch_request *req, fetch_done_fn done,
                     void *data, struct fetch **ret);
-
-/* A proxied transfer (fetcher_proxy): the upstream's answer as it comes. */
-enum fetch_take {
-    FETCH_TAKEN, /* the piece was taken */
-    FETCH_PAUSE, /* no room now: the transfer waits; fetch_resume() offers the piece again */
-    FETCH_ABORT, /* nobody wants the rest: the transfer ends (done gets an error) */
-};
-struct fetch_proxy_events {
-    /* The answer's head (after any 1xx): status, its header lines ("Name: value", without
-     * CR LF; valid during the call) and the body's length (-1 unknown). */
-    enum fetch_take (*head)(void *data, long status, char *const *lines, size_t n, int64_t length);
-    /* A piece of the body. */
-    enum fetch_take (*body)(void *data, const char *buf, size_t len);
-    /* A streamed request's body (fetch_proxy_request.streamed): fills buf with at most max
-     * bytes and returns how many, 0 at its end, FETCH_UPLOAD_PAUSE when none is there yet
-     * (the transfer waits for fetch_resume_upload()), or -1 to end the transfer. */
-    ssize_t (*upload)(void *data, char *buf, size_t max);
-};
-
-#define FETCH_UPLOAD_PAUSE (-2)
-
-struct fetch_proxy_request {
-    const char *url;
-    const char *method;
-    const char *const *headers; /* "Name: value" lines sent as they are, NULL-terminated */
-    const char *body;           /* sent whole (NULL: none) */
-    size_t body_len;
-    bool streamed;               /* the body comes from ev->upload instead, as it arrives... */
-    int64_t body_length;         /* ...this long (-1: unknown, sent chunked) */
-    uint64_t connect_timeout_ms; /* 0: libcurl's */
-};
-
-/* Starts a proxied transfer: req's method, headers and body to req->url, the answer given
- * to ev as it comes; done (with an empty body) tells the end: curl_code 0 when the answer
- * came whole. In the callbacks, no fetch_cancel() of this transfer (return FETCH_ABORT). */
-int fetcher_proxy(struct fetcher *f, const struct fetch_proxy_request *req,
-                  const struct fetch_proxy_events *ev, fetch_done_fn done, void *data,
-                  struct fetch **ret);
-
-/* A proxied transfer paused by FETCH_PAUSE goes on (from outside its callbacks). */
-void fetch_resume(struct fetch *t);
-
-/* A streamed body paused by FETCH_UPLOAD_PAUSE goes on: there is more, or its end. */
-void fetch_resume_upload(struct fetch *t);
 
 /* Stops a transfer before its end; done is not called. */
 void fetch_cancel(struct fetch *t);

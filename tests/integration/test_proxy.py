@@ -591,6 +591,17 @@ def test_an_upstream_dying_mid_answer_never_looks_complete(plab, web, path, sent
     plab.assert_daemon_fine()
 
 
+@pytest.mark.parametrize("rst", ["0", "1"])
+def test_a_small_answer_cut_short_is_502_with_no_head_of_the_services(plab, web, rst):
+    # An answer of known length up to 64 KiB goes out once whole (head and body in one
+    # send): one that breaks off first never showed its head, so the client gets an error.
+    r = plab.proxy("GET", f"/s/web/die?length=20&rst={rst}")
+    body = json_error(r, 502)
+    # Read first, the 10 bytes make it "broke off"; a reset can beat them to the daemon.
+    assert "broke off" in body["message"] or "without answering" in body["message"], body
+    plab.assert_daemon_fine()
+
+
 @pytest.mark.parametrize("path", ["/close", "/garbage"])
 def test_an_upstream_that_answers_no_http_head_is_502(plab, web, path):
     r = plab.proxy("GET", f"/s/web{path}")

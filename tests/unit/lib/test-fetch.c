@@ -197,104 +197,6 @@ static void test_timeout(void **state)
     free(u);
 }
 
-/* A proxied transfer's answer as the events saw it. */
-struct proxied {
-    struct outcome o;
-    long status;
-    int64_t length;
-    bool type_seen, pause_once, paused, abort_body;
-    char body[256];
-    size_t body_len, offers;
-};
-
-static enum fetch_take on_proxy_head(void *data, long status, char *const *lines, size_t n,
-                                     int64_t length)
-{
-    struct proxied *p = data;
-
-    p->status = status;
-    p->length = length;
-    for (size_t i = 0; i < n; i++)
-        p->type_seen = p->type_seen || strcmp(lines[i], "Content-Type: application/json") == 0;
-    return FETCH_TAKEN;
-}
-
-static enum fetch_take on_proxy_body(void *data, const char *buf, size_t len)
-{
-    struct proxied *p = data;
-
-    p->offers++;
-    if (p->abort_body)
-        return FETCH_ABORT;
-    if (p->pause_once && !p->paused) {
-        p->paused = true;
-        return FETCH_PAUSE;
-    }
-    assert_true(p->body_len + len < sizeof(p->body));
-    memcpy(p->body + p->body_len, buf, len);
-    p->body_len += len;
-    return FETCH_TAKEN;
-}
-
-static const struct fetch_proxy_events proxy_events = {on_proxy_head, on_proxy_body, NULL};
-
-/* Any method with headers and a body goes as given; the answer's head and body come
- * through the events; a paused piece is offered again after fetch_resume(). */
-static void test_proxy_transfer(void **state)
-{
-    struct fixture *f = *state;
-    struct proxied p = {.pause_once = true};
-    const char *headers[] = {"X-Test: 42", "Accept:", NULL};
-    char *u = url(f, "/proxied?q=a%2Fb");
-    struct fetch_proxy_request req = {
-        .url = u, .method = "PUT", .headers = headers, .body = "a\0c", .body_len = 3};
-    struct fetch *t;
-
-    assert_int_equal(fetcher_proxy(f->fetcher, &req, &proxy_events, on_done, &p.o, &t), 0);
-    for (int i = 0; i < 1000 && !p.paused; i++)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    assert_true(p.paused);
-    assert_int_equal(p.status, 201);
-    assert_true(p.type_seen);
-    assert_true(p.length > 0);
-    for (int i = 0; i < 5; i++)
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-    assert_false(p.o.done); /* paused: nothing more comes */
-    fetch_resume(t);
-    run_until(f, &p.o);
-    assert_int_equal(p.o.curl_code, 0);
-    assert_int_equal(p.o.status, 201);
-    assert_int_equal((int64_t)p.body_len, p.length);
-    p.body[p.body_len] = '\0';
-    assert_string_equal(p.body, "{\"method\":\"PUT\",\"body\":\"a\\u0000c\",\"x\":\"42\","
-                                "\"uri\":\"/proxied?q=a%2Fb\"}");
-    free(u);
-}
-
-/* FETCH_ABORT ends the transfer with an error; a refused connection is an error before any
- * head. */
-static void test_proxy_abort_and_refused(void **state)
-{
-    struct fixture *f = *state;
-    struct proxied p = {.abort_body = true}, q = {0};
-    char *u = url(f, "/proxied");
-    struct fetch_proxy_request req = {.url = u, .method = "GET"};
-    struct fetch_proxy_request refused = {.url = "http://127.0.0.1:1/", .method = "GET"};
-
-    assert_int_equal(fetcher_proxy(f->fetcher, &req, &proxy_events, on_done, &p.o, NULL), 0);
-    run_until(f, &p.o);
-    assert_int_equal(p.status, 201);
-    assert_int_equal(p.offers, 1);
-    assert_int_not_equal(p.o.curl_code, 0);
-    assert_true(p.o.had_error);
-
-    assert_int_equal(fetcher_proxy(f->fetcher, &refused, &proxy_events, on_done, &q.o, NULL), 0);
-    run_until(f, &q.o);
-    assert_int_equal(q.o.curl_code, 7); /* CURLE_COULDNT_CONNECT */
-    assert_int_equal(q.status, 0);      /* no head was told */
-    free(u);
-}
-
 static void test_cancel(void **state)
 {
     struct fixture *f = *state;
@@ -321,8 +223,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_proxy_transfer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_proxy_abort_and_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
