@@ -893,6 +893,12 @@ static bool proxy_route_allowed(struct proxy *p, struct request *req, struct ser
                     "under /s/NAME/)");
         return false;
     }
+    if (wants_websocket(req) && strcmp(request_version(req), MHD_HTTP_VERSION_1_0) == 0) {
+        proxy_error(req, openai, MHD_HTTP_BAD_REQUEST, 0, "bad_request",
+                    "a WebSocket's handshake needs HTTP/1.1 (RFC 6455 4.1); this one came as "
+                    "HTTP/1.0");
+        return false;
+    }
     if (wants_websocket(req) && !request_can_upgrade(req)) {
         proxy_error(req, openai, MHD_HTTP_NOT_IMPLEMENTED, 0, "upgrade_not_supported",
                     "WebSockets are not passed over the daemon's own HTTPS (libmicrohttpd "

@@ -51,7 +51,8 @@ struct connection;
 struct request {
     struct server *server;
     struct MHD_Connection *conn;
-    const char *method; /* owned by libmicrohttpd for the request's life */
+    const char *method;  /* owned by libmicrohttpd for the request's life */
+    const char *version; /* "HTTP/1.1", "HTTP/1.0": libmicrohttpd's too */
     const char *path;
     char *uri; /* the request target as sent (path and query, still escaped), or NULL */
     char *body;
@@ -491,6 +492,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         req->server = s;
         req->conn = conn;
         req->method = method;
+        req->version = version;
         req->path = url;
         req->role = -1;
         req->begun_ns = uv_hrtime();
@@ -1767,6 +1769,11 @@ static void on_mhd_upgrade(void *cls, struct MHD_Connection *connection, void *c
         s->upgraded->prev = u;
     s->upgraded = u;
     u->ev->upgraded(u->data, u, sock, extra_in, extra_in_size);
+}
+
+const char *request_version(const struct request *req)
+{
+    return req->version;
 }
 
 bool request_can_upgrade(const struct request *req)

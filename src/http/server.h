@@ -159,6 +159,8 @@ void server_free(struct server *s);
 bool request_server_stopping(const struct request *req);
 
 const char *request_method(const struct request *req);
+/* The request's HTTP version, as its request line says ("HTTP/1.1"). */
+const char *request_version(const struct request *req);
 const char *request_path(const struct request *req);
 /* The request target as the client sent it: the path still escaped, with its query ("?"
  * and after) if any; what a proxy forwards. */

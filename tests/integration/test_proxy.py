@@ -33,7 +33,8 @@ import time
 
 import pytest
 
-from conftest import HOST, HTTP_TIMEOUT, free_port, manifest, wait_until, write_service
+from conftest import (HOST, HTTP_TIMEOUT, free_port, manifest, parse_raw_response, raw_exchange,
+                      wait_until, write_service)
 from lifecycle_helpers import Lab, Svc, json_error, pid_alive, read_argv
 from test_gate import bearer, new_key, write_keys
 from test_http_limits import chunked
@@ -726,6 +727,20 @@ def test_an_upgrade_other_than_websocket_is_refused_501(plab, web):
 
 
 # --- WebSockets -----------------------------------------------------------------------
+
+
+def test_a_websocket_over_http_1_0_is_refused_400(plab, web):
+    # RFC 6455 4.1: the handshake is HTTP/1.1 or later; an HTTP/1.0 client is told so
+    # before the service is asked, rather than left with a closed connection.
+    raw = raw_exchange(plab.d.port, (
+        "GET /s/web/ws HTTP/1.0\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode())
+    status, headers, body = parse_raw_response(raw)
+    assert status == 400, (status, headers, body[:300])
+    err = json.loads(body)
+    assert err["error"] == "bad_request" and "HTTP/1.1" in err["message"], err
+    plab.assert_daemon_fine()
 
 
 class WebSocket:
