@@ -63,6 +63,7 @@ struct upstream_call {
     bool streamed, chunked, head_only;
     struct wreq *writing; /* a write of a streamed call's, until its callback */
     bool upload_paused, upload_done;
+    bool pulled; /* a piece of the streamed body was taken: the call cannot go again */
     /* The answer. */
     http_parser parser;
     char *head; /* its header lines, "Name: value" each NUL-terminated */
@@ -343,15 +344,17 @@ static void call_end_soon(struct upstream_call *call, enum upstream_failure fail
 }
 
 /* The kept connection broke before a byte of the answer came: the call goes again on a
- * new one (once, and only when its body is all in call->out). */
+ * new one (once, and only while all of its body is at hand: whole in call->out, or
+ * streamed and not a byte of it taken yet). */
 static bool call_retry(struct upstream_call *call)
 {
     struct conn *old = call->conn;
     char err[256];
 
-    if (call->retried || call->got_bytes || call->streamed || !old || !old->reused)
+    if (call->retried || call->got_bytes || call->pulled || !old || !old->reused)
         return false;
     call->retried = true;
+    call->writing = NULL; /* the old connection's write is cancelled with it */
     conn_close(old);
     call->conn = NULL;
     http_parser_init(&call->parser, HTTP_RESPONSE);
@@ -442,6 +445,7 @@ static void upload_pump(struct upstream_call *call)
             call_end_soon(call, UPSTREAM_BROKEN, "the request's body broke off");
             return;
         }
+        call->pulled = true;
         if (n == 0) {
             call->upload_done = true;
             if (call->chunked) {

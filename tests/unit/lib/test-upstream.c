@@ -26,7 +26,7 @@ struct fixture {
     unsigned port;
     struct upstreams *u;
     unsigned connections, requests;
-    bool drop_second; /* a connection's second request is closed unanswered */
+    bool drop_second; /* a connection's second request is closed at its head, unanswered */
 };
 
 struct sconn {
@@ -94,12 +94,6 @@ static void serve(struct sconn *s)
 {
     const char *path = s->url;
 
-    s->f->requests++;
-    s->requests++;
-    if (s->f->drop_second && s->requests == 2) {
-        sconn_close(s);
-        return;
-    }
     if (strncmp(path, "/echo", 5) == 0) {
         char head[128];
         int n =
@@ -157,6 +151,26 @@ static int on_surl(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+static int on_smessage_begin(http_parser *p)
+{
+    struct sconn *s = p->data;
+
+    s->f->requests++;
+    s->requests++;
+    return 0;
+}
+
+static int on_sheaders_complete(http_parser *p)
+{
+    struct sconn *s = p->data;
+
+    if (s->f->drop_second && s->requests == 2) {
+        sconn_close(s);
+        return -1;
+    }
+    return 0;
+}
+
 static int on_smessage_complete(http_parser *p)
 {
     http_parser_pause(p, 1);
@@ -164,7 +178,9 @@ static int on_smessage_complete(http_parser *p)
 }
 
 static const http_parser_settings request_settings = {
+    .on_message_begin = on_smessage_begin,
     .on_url = on_surl,
+    .on_headers_complete = on_sheaders_complete,
     .on_message_complete = on_smessage_complete,
 };
 
@@ -476,6 +492,35 @@ static void test_a_call_on_a_broken_kept_connection_is_sent_again(void **state)
     assert_int_equal(f->requests, 3);
 }
 
+/* So does a streamed call whose body was not taken from yet; it then streams on the new
+ * connection. */
+static void test_a_streamed_call_not_begun_is_sent_again(void **state)
+{
+    struct fixture *f = *state;
+    const char *pieces[] = {NULL, "abc", "", NULL};
+    struct seen a = {0}, b = {.pieces = pieces};
+    struct upstream_request req = get(f, "/ok"), post = get(f, "/echo");
+    struct upstream_call *c;
+
+    f->drop_second = true;
+    call(f, &req, &a, NULL);
+    run_until(f, &a.done);
+    post.method = "POST";
+    post.streamed = true;
+    post.body_length = -1;
+    call(f, &post, &b, &c);
+    for (int i = 0; i < 1000 && f->connections < 2; i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(f->connections, 2);
+    assert_true(b.upload_paused);
+    assert_false(b.done);
+    upstream_resume_upload(c);
+    run_until(f, &b.done);
+    assert_int_equal(b.failure, UPSTREAM_OK);
+    assert_non_null(strstr(b.body, "\r\n\r\n3\r\nabc\r\n0\r\n\r\n"));
+    assert_int_equal(f->requests, 3);
+}
+
 /* A chunked answer's body comes without its framing; the length is unknown. */
 static void test_a_chunked_answer(void **state)
 {
@@ -678,6 +723,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_closed_kept_connection_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_call_on_a_broken_kept_connection_is_sent_again,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_streamed_call_not_begun_is_sent_again, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_a_chunked_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answers_ending_with_the_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interim_answers_304_and_head, setup, teardown),
