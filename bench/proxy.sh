@@ -9,7 +9,8 @@
 # service. The reference is another nginx (one worker, as the daemon is one thread) with
 # `upstream { server 127.0.0.1:PORT; keepalive 32; }`, `proxy_http_version 1.1` and an
 # empty Connection header, mapping /s/backend/ to the backend's / as the daemon does.
-# Then, daemon and nginx interleaved:
+# Then, in BENCH_ROUNDS rounds (3), each path in turn within a round, so that a burst of
+# other load on the machine falls on every path alike, and the median of the rounds kept:
 #   1. throughput: wrk -t1 -c$BENCH_CONNECTIONS -d$BENCH_DURATION --latency on each path:
 #      req/s, p50 and p99;
 #   2. latency: wrk -t1 -c1 (one request at a time) on each path: p50 and p99, and what
@@ -22,7 +23,7 @@
 #      to an event.
 # It prints the tables, the ratios and whether the targets are met (bench/README.md).
 #
-# Usage: bench/proxy.sh   (env: BENCH_DURATION=10s BENCH_CONNECTIONS=32 BENCH_SSE=1
+# Usage: bench/proxy.sh   (env: BENCH_DURATION=5s BENCH_ROUNDS=3 BENCH_CONNECTIONS=32 BENCH_SSE=1
 #                         BENCH_SSE_EVENTS=500, and BENCH_BIN=path/to/nanny to skip the
 #                         build)
 # Traffic goes to 127.0.0.1 only; every wait is bounded; the daemon (which stops its
@@ -37,7 +38,8 @@ cd "$REPO"
 . "$REPO/bench/lib.sh"
 BENCH_NAME=bench/proxy.sh
 
-DURATION=${BENCH_DURATION:-10s}
+DURATION=${BENCH_DURATION:-5s}
+ROUNDS=${BENCH_ROUNDS:-3}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=1
 SSE=${BENCH_SSE:-1}
@@ -203,15 +205,36 @@ for t in "${targets[@]}"; do
 done
 alive
 
-echo "throughput: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, direct, daemon, nginx ..."
-for t in "${targets[@]}"; do
-    read -r "rps[$t]" "p50[$t]" "p99[$t]" < <(wrk_run "$CONNECTIONS" "${url[$t]}")
-    alive
+# median LIST: the median of the numbers in LIST.
+median() {
+    tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g |
+        awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+declare -A all_rps all_p50 all_p99 all_l50 all_l99 now_rps now_l50
+for ((round = 1; round <= ROUNDS; round++)); do
+    echo "round $round of $ROUNDS: wrk -t$THREADS -c$CONNECTIONS, then -c1, -d$DURATION --latency," \
+        "direct, daemon, nginx ..."
+    for t in "${targets[@]}"; do
+        read -r "now_rps[$t]" a b < <(wrk_run "$CONNECTIONS" "${url[$t]}")
+        all_rps[$t]+="${now_rps[$t]} " all_p50[$t]+="$a " all_p99[$t]+="$b "
+        alive
+    done
+    for t in "${targets[@]}"; do
+        read -r _ "now_l50[$t]" b < <(wrk_run 1 "${url[$t]}")
+        all_l50[$t]+="${now_l50[$t]} " all_l99[$t]+="$b "
+        alive
+    done
+    awk -v d="${now_rps[daemon]}" -v n="${now_rps[nginx]}" -v ld="${now_l50[daemon]}" \
+        -v lb="${now_l50[direct]}" 'BEGIN { printf "  daemon/nginx %.2fx, daemon c1 p50 minus direct %+.0f us\n",
+        (n > 0 ? d / n : 0), ld - lb }'
 done
-echo "latency: wrk -t1 -c1 -d$DURATION --latency, direct, daemon, nginx ..."
 for t in "${targets[@]}"; do
-    read -r _ "l50[$t]" "l99[$t]" < <(wrk_run 1 "${url[$t]}")
-    alive
+    rps[$t]=$(median "${all_rps[$t]}")
+    p50[$t]=$(median "${all_p50[$t]}")
+    p99[$t]=$(median "${all_p99[$t]}")
+    l50[$t]=$(median "${all_l50[$t]}")
+    l99[$t]=$(median "${all_l99[$t]}")
 done
 
 # --- streaming: events, direct and through both proxies --------------------------------
@@ -276,6 +299,7 @@ echo "daemon: $BIN ($BUILD), $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null
 echo "nginx:  $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker each (backend and proxy);" \
     "the backend serves a $(wc -c <"$TMP/backend/www/$FILE" | tr -d ' ')-byte file"
 echo
+echo "medians of $ROUNDS rounds of $DURATION each:"
 printf '%-8s %12s %10s %10s   %12s %12s\n' path "req/s c$CONNECTIONS" "p50 us" "p99 us" \
     "c1 p50 us" "c1 p99 us"
 for t in "${targets[@]}"; do
