@@ -314,6 +314,8 @@ static enum upstream_take small_begin(struct proxied *pr, unsigned status,
     pr->small_status = status;
     if (length == 0)
         small_reply(pr);
+    else /* the head came: proxy_read_timeout is now how long the body may stay silent */
+        request_set_deadline(pr->req, pr->proxy->config->proxy_read_timeout_ms);
     return UPSTREAM_TAKEN;
 }
 
@@ -325,6 +327,8 @@ static enum upstream_take small_body(struct proxied *pr, const char *buf, size_t
     pr->small_len += len;
     if (pr->small_len == pr->small_size)
         small_reply(pr);
+    else
+        request_set_deadline(pr->req, pr->proxy->config->proxy_read_timeout_ms);
     return UPSTREAM_TAKEN;
 }
 
@@ -875,6 +879,16 @@ static struct service *proxy_target(struct proxy *p, struct request *req, char *
  * when it is not running and may be started on demand. openai: errors in OpenAI's shape. */
 /* Answers req when svc cannot take it now (returns false): no supervisor, an upgrade, no
  * port, a broken manifest of a stopped service, on_demand: reject. */
+/* Whether a target can go on a request line as it is: no space, no control character
+ * (libmicrohttpd 0.9.75 takes "GET /a b HTTP/1.1" as the target "/a b"). */
+static bool target_sendable(const char *target)
+{
+    for (const unsigned char *c = (const unsigned char *)target; *c; c++)
+        if (*c <= ' ' || *c == 0x7f)
+            return false;
+    return true;
+}
+
 static bool proxy_route_allowed(struct proxy *p, struct request *req, struct service *svc,
                                 bool openai)
 {
@@ -882,6 +896,12 @@ static bool proxy_route_allowed(struct proxy *p, struct request *req, struct ser
     const struct service_status *st;
     bool runs;
 
+    if (!target_sendable(request_uri(req))) {
+        proxy_error(req, openai, MHD_HTTP_BAD_REQUEST, 0, "bad_request",
+                    "the request target holds a space or a control character: escape it "
+                    "(%%20)");
+        return false;
+    }
     if (!p->sup) {
         proxy_error(req, openai, MHD_HTTP_SERVICE_UNAVAILABLE, 0, "unavailable",
                     "this daemon runs no services");

@@ -195,9 +195,10 @@ static void on_socket_ready(uv_poll_t *p, int status, int events)
         watch_arm(w, 0);
         return;
     }
-    if (status < 0)
+    if (status < 0) {
         flags = CURL_CSELECT_ERR;
-    else {
+        w->armed = 0; /* libuv stopped the poll on the error */
+    } else {
         if (events & UV_READABLE)
             flags |= CURL_CSELECT_IN;
         if (events & UV_WRITABLE)

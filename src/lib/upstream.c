@@ -74,6 +74,7 @@ struct upstream_call {
     char *held; /* body bytes offered and refused (UPSTREAM_PAUSE): offered again */
     size_t held_len, held_size;
     bool head_told, got_bytes, complete, keep_alive, stray, recv_paused, aborted, retried;
+    bool ending; /* an end is put off to the next loop pass: nothing more goes on */
     /* An end put off to the next loop pass (upstream_end_soon). */
     enum upstream_failure end_failure;
     char end_error[256];
@@ -336,6 +337,7 @@ static void call_end_soon(struct upstream_call *call, enum upstream_failure fail
 {
     va_list ap;
 
+    call->ending = true;
     call->end_failure = failure;
     va_start(ap, fmt);
     vsnprintf(call->end_error, sizeof(call->end_error), fmt, ap);
@@ -425,8 +427,8 @@ static void upload_pump(struct upstream_call *call)
 {
     static char last_chunk[] = "0\r\n\r\n";
 
-    while (call->conn && call->conn->connected && !call->writing && !call->upload_paused &&
-           !call->upload_done) {
+    while (call->conn && call->conn->connected && !call->ending && !call->writing &&
+           !call->upload_paused && !call->upload_done) {
         struct conn *c = call->conn;
         char *data, *start;
         size_t len;
@@ -538,6 +540,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct upstream_call *call = p->data;
 
+    if (call->head_told)
+        return 0; /* a chunked answer's trailers: not passed on */
     if (call->in_value || call->n_lines == 0) {
         if (call->n_lines == UPSTREAM_LINES_MAX) {
             call->head_over = true;
@@ -555,6 +559,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct upstream_call *call = p->data;
 
+    if (call->head_told)
+        return 0;
     if (!call->in_value) {
         call->in_value = true;
         if (!head_append(call, ": ", 2))
@@ -774,7 +780,7 @@ int upstream_call(struct upstreams *u, const struct upstream_request *req,
 
 void upstream_resume(struct upstream_call *call)
 {
-    if (!call || !call->recv_paused || !call->conn)
+    if (!call || !call->recv_paused || !call->conn || call->ending)
         return;
     switch (call->ev->body(call->data, call->held, call->held_len)) {
     case UPSTREAM_TAKEN:
@@ -789,12 +795,15 @@ void upstream_resume(struct upstream_call *call)
     case UPSTREAM_ABORT:
         break;
     }
+    call->aborted = true;
+    call->recv_paused = false;
+    call->held_len = 0;
     call_end_soon(call, UPSTREAM_BROKEN, "the answer was not wanted any more");
 }
 
 void upstream_resume_upload(struct upstream_call *call)
 {
-    if (!call || !call->upload_paused)
+    if (!call || !call->upload_paused || call->ending)
         return;
     call->upload_paused = false;
     upload_pump(call);

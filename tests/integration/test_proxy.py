@@ -592,6 +592,29 @@ def test_an_upstream_dying_mid_answer_never_looks_complete(plab, web, path, sent
     plab.assert_daemon_fine()
 
 
+def test_a_small_answer_slower_than_proxy_read_timeout_in_all_arrives_whole(plab):
+    # proxy_read_timeout bounds how long the service stays silent, not how long a small
+    # answer (kept until whole, then sent at once) takes: 100 bytes at 10 every 250 ms.
+    plab.add_upstream("web")
+    plab.serve(config="proxy_read_timeout: 1s\n")
+    plab.start_running("web")
+    r = plab.proxy("GET", "/s/web/big?bytes=100&pace_ms=250", timeout=30.0)
+    assert r.status == 200, r
+    assert r.body == big_body(100)
+    plab.assert_daemon_fine()
+
+
+def test_a_target_with_a_space_is_400_and_never_reaches_the_service(plab, web):
+    # libmicrohttpd takes "GET /a b HTTP/1.1" as the target "/a b": it cannot go on the
+    # service's request line as it is.
+    raw = raw_exchange(plab.d.port, b"GET /s/web/echo HTTP/1.1\tx HTTP/1.1\r\n"
+                       b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    status, headers, body = parse_raw_response(raw)
+    assert status == 400, (status, headers, body[:300])
+    assert json.loads(body)["error"] == "bad_request", body
+    plab.assert_daemon_fine()
+
+
 @pytest.mark.parametrize("rst", ["0", "1"])
 def test_a_small_answer_cut_short_is_502_with_no_head_of_the_services(plab, web, rst):
     # An answer of known length up to 64 KiB goes out once whole (head and body in one

@@ -114,6 +114,18 @@ static void serve(struct sconn *s)
                 "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
                 "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
                 false);
+    } else if (strcmp(path, "/trailers") == 0) {
+        /* 200 trailer lines: more than a head may have, and none of the head's business. */
+        char *text =
+            xstrdup("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n");
+        for (int i = 0; i < 200; i++) {
+            char *more = xasprintf("%sX-Trailer-%d: %d\r\n", text, i, i);
+            free(text);
+            text = more;
+        }
+        sanswer(s, text, false);
+        sanswer(s, "\r\n", false);
+        free(text);
     } else if (strcmp(path, "/eof") == 0) {
         sanswer(s, "HTTP/1.1 200 OK\r\n\r\nuntil the end", true);
     } else if (strcmp(path, "/cut") == 0) {
@@ -294,6 +306,7 @@ struct seen {
     char body[8192];
     size_t body_len, offers;
     bool pause_once, paused, abort_body;
+    size_t abort_on_offer; /* the offer (1, 2, ...) answered UPSTREAM_ABORT; 0: none */
     /* A streamed body's pieces, then its end; a NULL piece pauses once. */
     const char *const *pieces;
     size_t next_piece;
@@ -320,7 +333,7 @@ static enum upstream_take on_body(void *data, const char *buf, size_t len)
     struct seen *s = data;
 
     s->offers++;
-    if (s->abort_body)
+    if (s->abort_body || s->offers == s->abort_on_offer)
         return UPSTREAM_ABORT;
     if (s->pause_once && !s->paused) {
         s->paused = true;
@@ -659,6 +672,42 @@ static void test_pause_resume_and_abort(void **state)
     assert_int_equal(t.offers, 1);
 }
 
+/* An abort from upstream_resume() holds: a second resume before the end offers nothing. */
+static void test_an_abort_on_resume_is_final(void **state)
+{
+    struct fixture *f = *state;
+    struct seen s = {.pause_once = true, .abort_on_offer = 2};
+    struct upstream_request req = get(f, "/chunked");
+    struct upstream_call *c;
+
+    call(f, &req, &s, &c);
+    for (int i = 0; i < 1000 && !s.paused; i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_true(s.paused);
+    upstream_resume(c); /* offer 2: aborted */
+    upstream_resume(c); /* nothing more */
+    assert_int_equal(s.offers, 2);
+    run_until(f, &s.done);
+    assert_int_equal(s.failure, UPSTREAM_BROKEN);
+    assert_int_equal(s.body_len, 0);
+}
+
+/* A chunked answer's trailers are not its head: any number of them, and the answer is
+ * whole. */
+static void test_trailers_are_not_the_head(void **state)
+{
+    struct fixture *f = *state;
+    struct seen s = {0};
+    struct upstream_request req = get(f, "/trailers");
+
+    call(f, &req, &s, NULL);
+    run_until(f, &s.done);
+    assert_int_equal(s.failure, UPSTREAM_OK);
+    assert_string_equal(s.body, "ok");
+    assert_string_equal(s.lines, "Transfer-Encoding: chunked|");
+    assert_int_equal(upstreams_idle(f->u), 1);
+}
+
 /* A streamed body of unknown length goes chunked, piece by piece, with a pause between;
  * one of known length goes as it is with its Content-Length. */
 static void test_streamed_bodies(void **state)
@@ -731,6 +780,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume_and_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_an_abort_on_resume_is_final, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trailers_are_not_the_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streamed_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
     };
