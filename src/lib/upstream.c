@@ -61,6 +61,7 @@ struct upstream_call {
     char *out; /* the request's head, and its body when it goes whole */
     size_t out_len;
     bool streamed, chunked, head_only;
+    bool idempotent;      /* may go twice (RFC 9110 9.2.2): not POST, PATCH or LOCK, as nginx */
     struct wreq *writing; /* a write of a streamed call's, until its callback */
     bool upload_paused, upload_done;
     bool pulled; /* a piece of the streamed body was taken: the call cannot go again */
@@ -346,14 +347,15 @@ static void call_end_soon(struct upstream_call *call, enum upstream_failure fail
 }
 
 /* The kept connection broke before a byte of the answer came: the call goes again on a
- * new one (once, and only while all of its body is at hand: whole in call->out, or
- * streamed and not a byte of it taken yet). */
+ * new one (once, for a method that may go twice, and only while all of its body is at
+ * hand: whole in call->out, or streamed and not a byte of it taken yet). */
 static bool call_retry(struct upstream_call *call)
 {
     struct conn *old = call->conn;
     char err[256];
 
-    if (call->retried || call->got_bytes || call->pulled || !old || !old->reused)
+    if (call->retried || call->got_bytes || call->pulled || !call->idempotent || !old ||
+        !old->reused)
         return false;
     call->retried = true;
     call->writing = NULL; /* the old connection's write is cancelled with it */
@@ -762,6 +764,8 @@ int upstream_call(struct upstreams *u, const struct upstream_request *req,
     call->streamed = req->streamed;
     call->chunked = req->streamed && req->body_length < 0;
     call->head_only = strcmp(req->method, "HEAD") == 0;
+    call->idempotent = strcmp(req->method, "POST") != 0 && strcmp(req->method, "PATCH") != 0 &&
+                       strcmp(req->method, "LOCK") != 0;
     http_parser_init(&call->parser, HTTP_RESPONSE);
     call->parser.data = call;
     request_build(call, req);

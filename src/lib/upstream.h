@@ -6,8 +6,9 @@
  *
  * Kept connections are read while idle, so one its service closes is seen and dropped at
  * once; a call whose kept connection breaks before a byte of its answer came is sent
- * again on a new one, once, while all of its body is at hand (whole, or streamed and not a
- * byte of it taken yet). */
+ * again on a new one, once, when its method may go twice (not POST, PATCH or LOCK, as
+ * nginx) and all of its body is at hand (whole, or streamed and not a byte of it taken
+ * yet). */
 #ifndef NANNY_UPSTREAM_H
 #define NANNY_UPSTREAM_H
 

@@ -505,6 +505,27 @@ static void test_a_call_on_a_broken_kept_connection_is_sent_again(void **state)
     assert_int_equal(f->requests, 3);
 }
 
+/* Not a POST: it may have been acted on (RFC 9110 9.2.2); it ends broken. */
+static void test_a_post_on_a_broken_kept_connection_is_not_sent_again(void **state)
+{
+    struct fixture *f = *state;
+    struct seen a = {0}, b = {0};
+    struct upstream_request req = get(f, "/ok"), post = get(f, "/echo");
+
+    f->drop_second = true;
+    call(f, &req, &a, NULL);
+    run_until(f, &a.done);
+    post.method = "POST";
+    post.body = "x";
+    post.body_len = 1;
+    call(f, &post, &b, NULL);
+    run_until(f, &b.done);
+    assert_int_equal(b.failure, UPSTREAM_BROKEN);
+    assert_int_equal(b.heads, 0);
+    assert_int_equal(f->requests, 2);
+    assert_int_equal(f->connections, 1);
+}
+
 /* So does a streamed call whose body was not taken from yet; it then streams on the new
  * connection. */
 static void test_a_streamed_call_not_begun_is_sent_again(void **state)
@@ -518,7 +539,7 @@ static void test_a_streamed_call_not_begun_is_sent_again(void **state)
     f->drop_second = true;
     call(f, &req, &a, NULL);
     run_until(f, &a.done);
-    post.method = "POST";
+    post.method = "PUT";
     post.streamed = true;
     post.body_length = -1;
     call(f, &post, &b, &c);
@@ -771,6 +792,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connections_are_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_closed_kept_connection_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_call_on_a_broken_kept_connection_is_sent_again,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_post_on_a_broken_kept_connection_is_not_sent_again,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_streamed_call_not_begun_is_sent_again, setup,
                                         teardown),
