@@ -1,19 +1,10 @@
 /* libcurl's multi-socket API on the libuv loop, after curl's docs/examples/multi-uv.c, with
  * finished transfers read after every action (the timer path included) and poll errors
- * passed on as CURL_CSELECT_ERR.
- *
- * A socket's uv_poll lives as long as the socket, not as one transfer: libcurl says
- * CURL_POLL_REMOVE when a transfer ends and keeps the connection for the next one, and
- * each uv_poll_init_socket(), uv_poll_start() and uv_close() costs system calls (about
- * seven epoll_ctl and an ioctl a transfer, more than the transfer's own sends and
- * receives). So a connection's watch stays armed while it waits in libcurl's cache, and
- * is closed when libcurl closes the socket (CURLOPT_CLOSESOCKETFUNCTION). */
+ * passed on as CURL_CSELECT_ERR. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -27,8 +18,6 @@ struct fetcher {
     uv_timer_t timer;
     struct fetch *active; /* list of running transfers */
     unsigned n_active;
-    struct socket_watch **watches; /* by fd */
-    size_t n_watches;
     bool closing;
 };
 
@@ -37,10 +26,6 @@ struct socket_watch {
     uv_poll_t poll;
     curl_socket_t fd;
     struct fetcher *fetcher;
-    int want;  /* the UV_ events libcurl wants now; 0 between transfers */
-    int armed; /* the events the uv_poll is started with */
-    bool kept; /* a connection opened by us: its close is seen (on_close_socket), so the
-                  watch may outlive a CURL_POLL_REMOVE */
 };
 
 struct fetch {
@@ -127,61 +112,6 @@ static void on_socket_closed(uv_handle_t *h)
     free(h->data);
 }
 
-static struct socket_watch *watch_find(struct fetcher *f, curl_socket_t fd)
-{
-    return fd >= 0 && (size_t)fd < f->n_watches ? f->watches[fd] : NULL;
-}
-
-/* Stops and frees the watch of fd, if any (before fd is closed, or once it is). */
-static void watch_drop(struct fetcher *f, curl_socket_t fd)
-{
-    struct socket_watch *w = watch_find(f, fd);
-
-    if (!w)
-        return;
-    f->watches[fd] = NULL;
-    uv_close((uv_handle_t *)&w->poll, on_socket_closed);
-}
-
-static struct socket_watch *watch_new(struct fetcher *f, curl_socket_t fd)
-{
-    struct socket_watch *w;
-
-    watch_drop(f, fd); /* a watch of an earlier socket of that number: it is gone */
-    w = xcalloc(1, sizeof(*w));
-    w->fd = fd;
-    w->fetcher = f;
-    if (uv_poll_init_socket(f->loop, &w->poll, fd) < 0) {
-        free(w);
-        return NULL;
-    }
-    w->poll.data = w;
-    if ((size_t)fd >= f->n_watches) {
-        size_t n = (size_t)fd + 16;
-        f->watches = xrealloc(f->watches, n * sizeof(*f->watches));
-        memset(f->watches + f->n_watches, 0, (n - f->n_watches) * sizeof(*f->watches));
-        f->n_watches = n;
-    }
-    f->watches[fd] = w;
-    return w;
-}
-
-static void on_socket_ready(uv_poll_t *p, int status, int events);
-
-/* Starts the watch on the events libcurl wants, unless it is started on them already
- * (uv_poll_start() takes the fd out of epoll and puts it back, whatever it was). */
-static void watch_arm(struct socket_watch *w, int events)
-{
-    w->want = events;
-    if (w->armed == events)
-        return;
-    w->armed = events;
-    if (events)
-        uv_poll_start(&w->poll, events, on_socket_ready);
-    else
-        uv_poll_stop(&w->poll);
-}
-
 /* One of curl's sockets is ready (or failed): let curl act on it. */
 static void on_socket_ready(uv_poll_t *p, int status, int events)
 {
@@ -189,16 +119,9 @@ static void on_socket_ready(uv_poll_t *p, int status, int events)
     struct fetcher *f = w->fetcher;
     int flags = 0, running;
 
-    if (w->want == 0) {
-        /* A connection waiting in libcurl's cache, closed by its peer or sent something:
-         * libcurl looks at it when it reuses it. Until then, no more events. */
-        watch_arm(w, 0);
-        return;
-    }
-    if (status < 0) {
+    if (status < 0)
         flags = CURL_CSELECT_ERR;
-        w->armed = 0; /* libuv stopped the poll on the error */
-    } else {
+    else {
         if (events & UV_READABLE)
             flags |= CURL_CSELECT_IN;
         if (events & UV_WRITABLE)
@@ -212,48 +135,34 @@ static void on_socket_ready(uv_poll_t *p, int status, int events)
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int action, void *userp, void *socketp)
 {
     struct fetcher *f = userp;
-    struct socket_watch *w = watch_find(f, fd);
+    struct socket_watch *w = socketp;
     int events = 0;
 
     if (action == CURL_POLL_REMOVE) {
-        if (w && w->kept)
-            w->want = 0; /* left armed for the connection's next transfer */
-        else
-            watch_drop(f, fd); /* a socket whose close we would not see (a resolver's) */
+        if (w) {
+            uv_poll_stop(&w->poll);
+            uv_close((uv_handle_t *)&w->poll, on_socket_closed);
+            curl_multi_assign(f->multi, fd, NULL);
+        }
         return 0;
     }
-    if (!w)
-        w = watch_new(f, fd);
-    if (!w)
-        return -1;
+    if (!w) {
+        w = xcalloc(1, sizeof(*w));
+        w->fd = fd;
+        w->fetcher = f;
+        if (uv_poll_init_socket(f->loop, &w->poll, fd) < 0) {
+            free(w);
+            return -1;
+        }
+        w->poll.data = w;
+        curl_multi_assign(f->multi, fd, w);
+    }
     if (action & CURL_POLL_IN)
         events |= UV_READABLE;
     if (action & CURL_POLL_OUT)
         events |= UV_WRITABLE;
-    watch_arm(w, events);
+    uv_poll_start(&w->poll, events, on_socket_ready);
     return 0;
-}
-
-/* libcurl opens a connection's socket: its watch, made now, lives until on_close_socket. */
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
-                                    struct curl_sockaddr *address)
-{
-    struct fetcher *f = clientp;
-    struct socket_watch *w;
-    curl_socket_t fd = socket(address->family, address->socktype, address->protocol);
-
-    if (fd < 0 || purpose != CURLSOCKTYPE_IPCXN)
-        return fd;
-    w = watch_new(f, fd);
-    if (w)
-        w->kept = true;
-    return fd;
-}
-
-static int on_close_socket(void *clientp, curl_socket_t fd)
-{
-    watch_drop(clientp, fd);
-    return close(fd);
 }
 
 /* curl's timer expired: let it act on timeouts. */
@@ -329,12 +238,7 @@ void fetcher_free(struct fetcher *f)
         fetch_destroy(f->active);
     f->closing = true;
     if (f->multi)
-        curl_multi_cleanup(f->multi); /* closes the kept connections, and their watches */
-    for (size_t i = 0; i < f->n_watches; i++)
-        watch_drop(f, (curl_socket_t)i);
-    free(f->watches);
-    f->watches = NULL;
-    f->n_watches = 0;
+        curl_multi_cleanup(f->multi);
     uv_close((uv_handle_t *)&f->timer, on_fetcher_closed);
 }
 
@@ -400,10 +304,6 @@ static int fetch_new(struct fetcher *f, const struct fetch_request *req, fetch_d
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, f);
-    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
-    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, f);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
     curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
     if (curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http") != CURLE_OK)
