@@ -35,7 +35,9 @@ struct conn {
     bool connected, idle, closing, reused, reading;
 };
 
-/* One write: its request and, when the write owns them, its bytes. */
+/* One write in flight: its request and its connection. The bytes are the call's out or
+ * the connection's piece; a call that ends with a write still queued closes the
+ * connection, so they are never read after they are freed. */
 struct wreq {
     uv_write_t req;
     struct conn *conn;
