@@ -68,26 +68,38 @@ struct proxied {
     unsigned small_status;
 };
 
-/* RFC 9110 7.6.1: meant for one connection, never forwarded (with those Connection
- * names); Host, the framing and the Expect of a body already read are set anew. */
-static const char *const hop_by_hop[] = {
-    "Connection", "Keep-Alive",         "Proxy-Connection",    "TE", "Trailer", "Transfer-Encoding",
-    "Upgrade",    "Proxy-Authenticate", "Proxy-Authorization", NULL,
+/* A header name, with its length. */
+struct name {
+    const char *text;
+    size_t len;
 };
 
-static bool in_list(const char *const *list, const char *name)
+/* clang-format off */
+#define NAME(lit) {lit, sizeof(lit) - 1}
+/* RFC 9110 7.6.1: meant for one connection, never forwarded (with those Connection
+ * names); Host, the framing and the Expect of a body already read are set anew. */
+static const struct name hop_by_hop[] = {
+    NAME("Connection"), NAME("Keep-Alive"), NAME("Proxy-Connection"), NAME("TE"),
+    NAME("Trailer"), NAME("Transfer-Encoding"), NAME("Upgrade"), NAME("Proxy-Authenticate"),
+    NAME("Proxy-Authorization"),
+};
+/* clang-format on */
+
+/* Whether name (len bytes) is the literal lit, ASCII case aside: lengths first, as most
+ * names differ in length. */
+#define NAME_IS(name, len, lit) ((len) == sizeof(lit) - 1 && strncasecmp(name, lit, len) == 0)
+
+static bool is_hop_by_hop(const char *name, size_t len)
 {
-    for (size_t i = 0; list[i]; i++)
-        if (strcasecmp(list[i], name) == 0)
+    for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
+        if (hop_by_hop[i].len == len && strncasecmp(hop_by_hop[i].text, name, len) == 0)
             return true;
     return false;
 }
 
-/* Whether a Connection header's value (a comma-separated list) names name. */
-static bool connection_names(const char *connection, const char *name)
+/* Whether a Connection header's value (a comma-separated list) names name (len bytes). */
+static bool connection_names(const char *connection, const char *name, size_t len)
 {
-    size_t len = strlen(name);
-
     for (const char *p = connection; p && *p;) {
         p += strspn(p, " \t,");
         size_t n = strcspn(p, " \t,");
@@ -105,33 +117,53 @@ struct forward {
     bool drop_authorization;
     bool framed;      /* it sent Content-Length or Transfer-Encoding: a body, maybe empty */
     const char *host; /* its Host */
-    char *lines[PROXY_HEADERS_MAX + 8];
-    size_t n;
+    /* The lines that go ("Name: value\r\n" each), in one buffer grown as they come. */
+    char *lines;
+    size_t len, cap;
+    size_t n; /* the client's lines among them */
 };
+
+static void forward_add(struct forward *f, const char *name, const char *value)
+{
+    size_t name_len = strlen(name), value_len = strlen(value);
+    size_t need = f->len + name_len + value_len + 4;
+
+    if (need > f->cap) {
+        f->cap = need > 2 * f->cap ? need : 2 * f->cap;
+        f->lines = xrealloc(f->lines, f->cap);
+    }
+    memcpy(f->lines + f->len, name, name_len);
+    memcpy(f->lines + f->len + name_len, ": ", 2);
+    memcpy(f->lines + f->len + name_len + 2, value, value_len);
+    memcpy(f->lines + f->len + name_len + 2 + value_len, "\r\n", 2);
+    f->len = need;
+}
 
 static bool forward_header(void *data, const char *name, const char *value)
 {
     struct forward *f = data;
+    size_t len = strlen(name);
 
-    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
+    if (NAME_IS(name, len, "Content-Length") || NAME_IS(name, len, "Transfer-Encoding"))
         f->framed = true;
-    else if (strcasecmp(name, "Host") == 0)
+    else if (NAME_IS(name, len, "Host"))
         f->host = value;
-    if (in_list(hop_by_hop, name) || connection_names(f->connection, name) ||
-        strcasecmp(name, "Host") == 0 || strcasecmp(name, "Content-Length") == 0 ||
-        strcasecmp(name, "Expect") == 0 || strncasecmp(name, "X-Forwarded-", 12) == 0 ||
-        strcasecmp(name, "Forwarded") == 0 || strcasecmp(name, "X-Real-IP") == 0 ||
+    if (is_hop_by_hop(name, len) || connection_names(f->connection, name, len) ||
+        NAME_IS(name, len, "Host") || NAME_IS(name, len, "Content-Length") ||
+        NAME_IS(name, len, "Expect") || strncasecmp(name, "X-Forwarded-", 12) == 0 ||
+        NAME_IS(name, len, "Forwarded") || NAME_IS(name, len, "X-Real-IP") ||
         (f->drop_authorization &&
-         (strcasecmp(name, "Authorization") == 0 || strcasecmp(name, "X-API-Key") == 0)))
+         (NAME_IS(name, len, "Authorization") || NAME_IS(name, len, "X-API-Key"))))
         return true;
     if (f->n == PROXY_HEADERS_MAX)
         return true; /* past the cap: left out, the walk goes on for the framing */
-    f->lines[f->n++] = xasprintf("%s: %s", name, value);
+    f->n++;
+    forward_add(f, name, value);
     return true;
 }
 
 /* The client's headers that go upstream (forward_header), then X-Forwarded-For, -Proto and
- * -Host, into f; the caller adds its own and frees the lines. */
+ * -Host, into f; the caller adds its own and frees f->lines. */
 static void forward_collect(struct proxied *pr, struct forward *f)
 {
     struct request *req = pr->req;
@@ -140,11 +172,13 @@ static void forward_collect(struct proxied *pr, struct forward *f)
     f->connection = request_header(req, "Connection");
     /* With keys, Authorization and X-API-Key carry the daemon's key, not the service's. */
     f->drop_authorization = gate_has_keys(pr->proxy->gate);
+    f->cap = 512;
+    f->lines = xmalloc(f->cap);
     request_headers_each(req, forward_header, f);
-    f->lines[f->n++] = xasprintf("X-Forwarded-For: %s", request_client(req));
-    f->lines[f->n++] = xasprintf("X-Forwarded-Proto: %s", request_client_scheme(req));
+    forward_add(f, "X-Forwarded-For", request_client(req));
+    forward_add(f, "X-Forwarded-Proto", request_client_scheme(req));
     if (f->host)
-        f->lines[f->n++] = xasprintf("X-Forwarded-Host: %s", f->host);
+        forward_add(f, "X-Forwarded-Host", f->host);
 }
 
 /* The rest of the body, if any, is not wanted: the server drops it as it comes. */
@@ -260,18 +294,20 @@ static size_t answer_headers(char *const *lines, size_t n, const char **out, siz
     size_t k = 0;
 
     for (size_t i = 0; i < n; i++)
-        if (strncasecmp(lines[i], "Connection:", 11) == 0)
+        if ((lines[i][0] | 0x20) == 'c' && strncasecmp(lines[i], "Connection:", 11) == 0)
             connection = lines[i] + 11;
     for (size_t i = 0; i < n && k + 2 < max; i++) {
         char *colon = strchr(lines[i], ':');
         const char *value;
+        size_t len;
 
         if (!colon || colon == lines[i])
             continue;
         *colon = '\0';
+        len = (size_t)(colon - lines[i]);
         value = colon + 1 + strspn(colon + 1, " \t");
-        if (in_list(hop_by_hop, lines[i]) || connection_names(connection, lines[i]) ||
-            strcasecmp(lines[i], "Content-Length") == 0 || strcasecmp(lines[i], "Date") == 0)
+        if (is_hop_by_hop(lines[i], len) || connection_names(connection, lines[i], len) ||
+            NAME_IS(lines[i], len, "Content-Length") || NAME_IS(lines[i], len, "Date"))
             continue;
         out[k++] = lines[i];
         out[k++] = value;
@@ -635,29 +671,14 @@ static void proxy_tunnel(struct proxied *pr, const struct service *svc)
     const char *ip = upstream_ip(svc->manifest);
     struct forward f = {0};
     char *head;
-    size_t len, size;
+    size_t len;
     int r;
 
     forward_collect(pr, &f);
-    head = xasprintf(strchr(ip, ':') ? "GET %s HTTP/1.1\r\nHost: [%s]:%u\r\n"
-                                     : "GET %s HTTP/1.1\r\nHost: %s:%u\r\n",
-                     request_uri(req) + pr->rest_at, ip, svc->manifest->port);
-    len = strlen(head);
-    size = len + 1;
-    f.lines[f.n++] = xstrdup("Connection: Upgrade");
-    f.lines[f.n++] = xstrdup("Upgrade: websocket");
-    for (size_t i = 0; i < f.n; i++) {
-        size_t n = strlen(f.lines[i]);
-
-        head = xrealloc(head, size += n + 2);
-        memcpy(head + len, f.lines[i], n);
-        memcpy(head + len + n, "\r\n", 3);
-        len += n + 2;
-        free(f.lines[i]);
-    }
-    head = xrealloc(head, len + 3);
-    memcpy(head + len, "\r\n", 3);
-    len += 2;
+    head = upstream_request_head("GET", request_uri(req) + pr->rest_at, ip, svc->manifest->port,
+                                 f.lines, f.len, "Connection: Upgrade\r\nUpgrade: websocket\r\n", 0,
+                                 &len);
+    free(f.lines);
     if (!pr->suspended) {
         request_suspend(req, p->config->proxy_connect_timeout_ms +
                                  p->config->proxy_read_timeout_ms + PROXY_HOLD_SLACK_MS);
@@ -704,7 +725,6 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
         return;
     }
     forward_collect(pr, &f);
-    f.lines[f.n] = NULL;
     body = request_body(req, &body_len);
     /* A body the client framed, even an empty one, goes with a Content-Length. */
     framed = body_len > 0 || f.framed;
@@ -712,7 +732,8 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
                                    .port = svc->manifest->port,
                                    .method = request_method(req),
                                    .target = rest,
-                                   .headers = (const char *const *)f.lines,
+                                   .headers = f.lines,
+                                   .headers_len = f.len,
                                    .body = framed ? (body ? body : "") : NULL,
                                    .body_len = body_len,
                                    .connect_timeout_ms = p->config->proxy_connect_timeout_ms};
@@ -727,8 +748,7 @@ static void proxy_forward(struct proxied *pr, const struct service *svc)
     }
     pr->small_ok = !up.streamed && strcmp(up.method, "HEAD") != 0;
     r = upstream_call(p->upstreams, &up, &upstream_events, pr, &pr->call);
-    for (size_t i = 0; i < f.n; i++)
-        free(f.lines[i]);
+    free(f.lines);
     if (r < 0) {
         bool openai = pr->openai;
         proxied_discard(pr);

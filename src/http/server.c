@@ -119,6 +119,7 @@ struct suspend_deadline {
 /* One client address and how many connections it holds now. */
 struct client {
     struct sockaddr_storage addr; /* the port zeroed */
+    char name[REALIP_NAME_MAX];   /* addr as text */
     unsigned connections;
     unsigned forwarded;  /* requests in progress through a trusted proxy, this their client */
     bool refused_logged; /* the cap was hit and said so; again once it has none left */
@@ -683,6 +684,7 @@ static struct client *client_find(struct server *s, const struct sockaddr_storag
         return NULL;
     c = xcalloc(1, sizeof(*c));
     c->addr = *key;
+    realip_name(&c->addr, c->name, sizeof(c->name));
     c->next = s->clients[b];
     s->clients[b] = c;
     return c;
@@ -785,8 +787,10 @@ static void request_identify(struct server *s, struct request *req)
             forwarded = joined;
         }
     }
-    realip_client(&peer, forwarded, s->trusted, s->trusted_n, &req->client);
-    realip_name(&req->client, req->client_name, sizeof(req->client_name));
+    if (!realip_client(&peer, forwarded, s->trusted, s->trusted_n, &req->client) && req->connection)
+        memcpy(req->client_name, req->connection->client->name, sizeof(req->client_name));
+    else
+        realip_name(&req->client, req->client_name, sizeof(req->client_name));
     free(joined);
 }
 

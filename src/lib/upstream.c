@@ -71,7 +71,7 @@ struct upstream_call {
     http_parser parser;
     char *head; /* its header lines, "Name: value" each NUL-terminated */
     size_t head_len, head_size;
-    size_t line_at[UPSTREAM_LINES_MAX];
+    uint32_t line_at[UPSTREAM_LINES_MAX]; /* offsets in head (UPSTREAM_HEAD_MAX at most) */
     size_t n_lines;
     bool in_value, head_over;
     char *held; /* body bytes offered and refused (UPSTREAM_PAUSE): offered again */
@@ -80,7 +80,7 @@ struct upstream_call {
     bool ending; /* an end is put off to the next loop pass: nothing more goes on */
     /* An end put off to the next loop pass (upstream_end_soon). */
     enum upstream_failure end_failure;
-    char end_error[256];
+    char end_error[192]; /* under 1 KiB in all: a small-bin allocation */
 };
 
 static void conn_close(struct conn *c);
@@ -476,12 +476,49 @@ static void upload_pump(struct upstream_call *call)
     }
 }
 
-/* "METHOD target HTTP/1.1", Host, the caller's lines, the framing, then the body. */
+static char *put(char *at, const char *s, size_t len)
+{
+    memcpy(at, s, len);
+    return at + len;
+}
+
+char *upstream_request_head(const char *method, const char *target, const char *ip, unsigned port,
+                            const char *lines, size_t lines_len, const char *extra, size_t room,
+                            size_t *len)
+{
+    bool v6 = strchr(ip, ':') != NULL;
+    size_t method_len = strlen(method), target_len = strlen(target), ip_len = strlen(ip);
+    size_t extra_len = extra ? strlen(extra) : 0;
+    char port_text[16];
+    int port_len = snprintf(port_text, sizeof(port_text), "%u", port);
+    char *head = xmalloc(method_len + target_len + ip_len + (size_t)port_len + lines_len +
+                         extra_len + room + 40);
+    char *at = head;
+
+    at = put(at, method, method_len);
+    at = put(at, " ", 1);
+    at = put(at, target, target_len);
+    at = put(at, " HTTP/1.1\r\nHost: ", 17);
+    at = put(at, "[", v6);
+    at = put(at, ip, ip_len);
+    at = put(at, "]", v6);
+    at = put(at, ":", 1);
+    at = put(at, port_text, (size_t)port_len);
+    at = put(at, "\r\n", 2);
+    if (lines_len > 0)
+        at = put(at, lines, lines_len);
+    if (extra_len > 0)
+        at = put(at, extra, extra_len);
+    at = put(at, "\r\n", 2);
+    *len = (size_t)(at - head);
+    return head;
+}
+
+/* The request's head (the framing set here), then its body when it goes whole. */
 static void request_build(struct upstream_call *call, const struct upstream_request *req)
 {
-    bool v6 = strchr(req->ip, ':') != NULL;
     char framing[64] = "";
-    size_t size, at;
+    size_t body_len = !req->streamed && req->body ? req->body_len : 0;
 
     if (req->streamed && req->body_length >= 0)
         snprintf(framing, sizeof(framing), "Content-Length: %" PRId64 "\r\n", req->body_length);
@@ -489,25 +526,12 @@ static void request_build(struct upstream_call *call, const struct upstream_requ
         snprintf(framing, sizeof(framing), "Transfer-Encoding: chunked\r\n");
     else if (req->body)
         snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", req->body_len);
-    size = strlen(req->method) + strlen(req->target) + strlen(req->ip) + strlen(framing) + 64;
-    for (size_t i = 0; req->headers && req->headers[i]; i++)
-        size += strlen(req->headers[i]) + 2;
-    size += req->streamed || !req->body ? 0 : req->body_len;
-    call->out = xmalloc(size);
-    at = (size_t)snprintf(call->out, size, "%s %s HTTP/1.1\r\nHost: %s%s%s:%u\r\n", req->method,
-                          req->target, v6 ? "[" : "", req->ip, v6 ? "]" : "", req->port);
-    for (size_t i = 0; req->headers && req->headers[i]; i++) {
-        size_t len = strlen(req->headers[i]);
-        memcpy(call->out + at, req->headers[i], len);
-        memcpy(call->out + at + len, "\r\n", 2);
-        at += len + 2;
+    call->out = upstream_request_head(req->method, req->target, req->ip, req->port, req->headers,
+                                      req->headers_len, framing, body_len, &call->out_len);
+    if (body_len > 0) {
+        memcpy(call->out + call->out_len, req->body, body_len);
+        call->out_len += body_len;
     }
-    at += (size_t)snprintf(call->out + at, size - at, "%s\r\n", framing);
-    if (!req->streamed && req->body && req->body_len > 0) {
-        memcpy(call->out + at, req->body, req->body_len);
-        at += req->body_len;
-    }
-    call->out_len = at;
 }
 
 /* --- the answer ----------------------------------------------------------------------- */
@@ -553,7 +577,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         }
         if (call->n_lines > 0 && !head_append(call, "", 1))
             return -1;
-        call->line_at[call->n_lines++] = call->head_len;
+        call->line_at[call->n_lines++] = (uint32_t)call->head_len;
         call->in_value = false;
     }
     return head_append(call, at, len) ? 0 : -1;

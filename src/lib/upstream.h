@@ -73,10 +73,11 @@ struct upstream_request {
     const char *ip; /* numeric, IPv4 or IPv6 */
     unsigned port;
     const char *method;
-    const char *target;         /* the path and query, as they go */
-    const char *const *headers; /* "Name: value" lines, NULL-terminated, sent as they are
-                                   after Host; none of the framing (it is set here) */
-    const char *body;           /* sent whole with a Content-Length (NULL: no body) */
+    const char *target;  /* the path and query, as they go */
+    const char *headers; /* "Name: value\r\n" lines, sent as they are after Host; none
+                            of the framing (it is set here); NULL: none */
+    size_t headers_len;
+    const char *body; /* sent whole with a Content-Length (NULL: no body) */
     size_t body_len;
     bool streamed;               /* the body comes from ev->upload instead, as it arrives... */
     int64_t body_length;         /* ...this long (-1: unknown, sent chunked) */
@@ -100,6 +101,14 @@ void upstream_resume_upload(struct upstream_call *c);
 
 /* Ends a call before its end; done is not called. Not from inside its own callbacks. */
 void upstream_cancel(struct upstream_call *c);
+
+/* A request's head for a service at ip:port (IPv6 in brackets in Host): "METHOD target
+ * HTTP/1.1", Host, lines (lines_len bytes of "Name: value\r\n" lines, as they are), extra
+ * (more such lines; NULL: none), then the empty line. The head is allocated with room more
+ * bytes free after it (for a body); its length goes in *len. */
+char *upstream_request_head(const char *method, const char *target, const char *ip, unsigned port,
+                            const char *lines, size_t lines_len, const char *extra, size_t room,
+                            size_t *len);
 
 /* Idle connections kept now. */
 unsigned upstreams_idle(const struct upstreams *u);

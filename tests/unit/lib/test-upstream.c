@@ -418,12 +418,13 @@ static void test_request_bytes_and_answer(void **state)
 {
     struct fixture *f = *state;
     struct seen s = {0};
-    const char *headers[] = {"X-Test: 42", "Accept: */*", NULL};
+    const char headers[] = "X-Test: 42\r\nAccept: */*\r\n";
     struct upstream_request req = {.ip = "127.0.0.1",
                                    .port = f->port,
                                    .method = "PUT",
                                    .target = "/echo?q=a%2Fb",
                                    .headers = headers,
+                                   .headers_len = sizeof(headers) - 1,
                                    .body = "a\0c",
                                    .body_len = 3};
     char want[256];
@@ -443,6 +444,30 @@ static void test_request_bytes_and_answer(void **state)
     assert_int_equal(s.body_len, strlen(want) + 2);
     assert_memory_equal(s.body, want, strlen(want));
     assert_memory_equal(s.body + strlen(want), "\0c", 2);
+}
+
+/* A head alone, as the WebSocket tunnel sends it: IPv6 in brackets in Host, the caller's
+ * lines and the extra ones as they are, the empty line, and room left after it. */
+static void test_request_head(void **state)
+{
+    const char lines[] = "A: 1\r\nB: 2\r\n";
+    const char want6[] = "GET /x?y HTTP/1.1\r\nHost: [::1]:8080\r\nA: 1\r\nB: 2\r\n"
+                         "Upgrade: websocket\r\n\r\n";
+    const char want4[] = "HEAD / HTTP/1.1\r\nHost: 10.0.0.1:1\r\n\r\n";
+    size_t len;
+    char *head;
+
+    (void)state;
+    head = upstream_request_head("GET", "/x?y", "::1", 8080, lines, sizeof(lines) - 1,
+                                 "Upgrade: websocket\r\n", 5, &len);
+    assert_int_equal(len, sizeof(want6) - 1);
+    assert_memory_equal(head, want6, len);
+    memset(head + len, 'x', 5); /* the room is there (ASan says if not) */
+    free(head);
+    head = upstream_request_head("HEAD", "/", "10.0.0.1", 1, NULL, 0, NULL, 0, &len);
+    assert_int_equal(len, sizeof(want4) - 1);
+    assert_memory_equal(head, want4, len);
+    free(head);
 }
 
 /* Two calls one after the other share one connection, kept idle between them. */
@@ -789,6 +814,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_request_bytes_and_answer, setup, teardown),
+        cmocka_unit_test(test_request_head),
         cmocka_unit_test_setup_teardown(test_connections_are_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_closed_kept_connection_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_call_on_a_broken_kept_connection_is_sent_again,
