@@ -199,6 +199,15 @@ url[daemon]=$DAEMON_URL/$FILE
 url[nginx]=$NGINX_PROXY_URL/$FILE
 targets=(direct daemon nginx)
 
+# What CPU each proxy uses for a request: its process's user and system time over a c32
+# run, divided by the requests wrk saw. Unlike requests/s, it hardly moves with the other
+# load on the machine. nginx's is its one worker's (a child of the master started here).
+nginx_worker=$(pgrep -P "$proxy_pid" | head -1)
+[[ -n $nginx_worker ]] || die "the nginx proxy has no worker process"
+declare -A cpu_pid=([daemon]=$daemon_pid [nginx]=$nginx_worker)
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 # A short warm-up of each path (connections, caches).
 for t in "${targets[@]}"; do
     timeout -k 5 30 wrk -t1 -c"$CONNECTIONS" -d1s "${url[$t]}" </dev/null >/dev/null 2>&1 || true
@@ -211,14 +220,20 @@ median() {
         awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
 
-declare -A all_rps all_p50 all_p99 all_l50 all_l99 now_rps now_l50
+declare -A all_rps all_p50 all_p99 all_l50 all_l99 all_cpu now_rps now_l50
 all_ratio="" all_added="" all_added_nginx=""
 for ((round = 1; round <= ROUNDS; round++)); do
     echo "round $round of $ROUNDS: wrk -t$THREADS -c$CONNECTIONS, then -c1, -d$DURATION --latency," \
         "direct, daemon, nginx ..."
     for t in "${targets[@]}"; do
+        ticks=$([[ -n ${cpu_pid[$t]:-} ]] && cpu_ticks "${cpu_pid[$t]}" || echo 0)
         read -r "now_rps[$t]" a b < <(wrk_run "$CONNECTIONS" "${url[$t]}")
         all_rps[$t]+="${now_rps[$t]} " all_p50[$t]+="$a " all_p99[$t]+="$b "
+        if [[ -n ${cpu_pid[$t]:-} ]]; then
+            all_cpu[$t]+="$(awk -v a="$ticks" -v b="$(cpu_ticks "${cpu_pid[$t]}")" -v hz="$HZ" \
+                '$2 == "requests" && $3 == "in" { printf "%.2f", (b - a) * 1e6 / hz / $1 }' \
+                "$TMP/wrk.out") "
+        fi
         alive
     done
     for t in "${targets[@]}"; do
@@ -314,6 +329,8 @@ done
 echo
 echo "daemon / nginx req/s (c$CONNECTIONS), median of the rounds' ratios: ${ratio}x" \
     "  (target >= ${TARGET_RATIO}x)"
+echo "CPU per request (c$CONNECTIONS), median of the rounds: daemon $(median "${all_cpu[daemon]}") us," \
+    "nginx $(median "${all_cpu[nginx]}") us (user and system time of the process)"
 echo "daemon p50 minus direct p50 (c1), median of the rounds': ${added} us" \
     "  (target <= ${TARGET_ADDED_P50_US} us; nginx adds ${added_nginx} us)"
 verdict=met
