@@ -8,6 +8,18 @@
 
 #include "http/browser.h"
 
+/* Whether text is port in decimal, as a Host header writes it: digits only, no leading
+ * zero (what "%u" prints; checked on every request, so without printf). */
+static bool port_is(const char *text, unsigned port)
+{
+    unsigned long value = 0;
+    size_t n = 0;
+
+    for (; text[n] >= '0' && text[n] <= '9' && n < 6; n++)
+        value = value * 10 + (unsigned long)(text[n] - '0');
+    return n > 0 && text[n] == '\0' && (text[0] != '0' || n == 1) && value == port;
+}
+
 /* True when host (a Host header: "name" or "name:port") names this daemon: a loopback
  * name with our port (or none), or a name the config allows. */
 bool browser_host_allowed(const char *host, unsigned port, char *const *allowed)
@@ -15,7 +27,6 @@ bool browser_host_allowed(const char *host, unsigned port, char *const *allowed)
     static const char *const loopback[] = {"localhost", "127.0.0.1", "[::1]"};
     const char *colon = host[0] == '[' ? strstr(host, "]:") : strrchr(host, ':');
     size_t name_len;
-    char port_text[8];
 
     if (colon && host[0] == '[')
         colon++; /* "[::1]:8080": the colon after the bracket */
@@ -23,8 +34,7 @@ bool browser_host_allowed(const char *host, unsigned port, char *const *allowed)
     for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
         if (strlen(loopback[i]) != name_len || strncasecmp(host, loopback[i], name_len) != 0)
             continue;
-        snprintf(port_text, sizeof(port_text), "%u", port);
-        if (!colon || strcmp(colon + 1, port_text) == 0)
+        if (!colon || port_is(colon + 1, port))
             return true;
     }
     for (char *const *a = allowed; a && *a; a++)

@@ -182,6 +182,14 @@ static void test_host_rule(void **state)
     assert_false(browser_host_allowed("127.0.0.1.evil:8080", 8080, NULL));
     assert_false(browser_host_allowed("[::1]x:8080", 8080, NULL));
     assert_false(browser_host_allowed("", 8080, NULL));
+    /* The port as "%u" writes it, nothing else. */
+    assert_false(browser_host_allowed("localhost:08080", 8080, NULL));
+    assert_false(browser_host_allowed("localhost:+8080", 8080, NULL));
+    assert_false(browser_host_allowed("localhost:8080x", 8080, NULL));
+    assert_false(browser_host_allowed("localhost:", 8080, NULL));
+    assert_false(browser_host_allowed("localhost:4294975376", 8080, NULL)); /* 8080 + 2^32 */
+    assert_true(browser_host_allowed("localhost:0", 0, NULL));
+    assert_true(browser_host_allowed("localhost:65535", 65535, NULL));
     assert_true(browser_host_allowed("gpu-box.local:8080", 8080, allowed));
     assert_true(browser_host_allowed("GPU-BOX.local", 8080, allowed));
     assert_true(browser_host_allowed("other:9000", 8080, allowed));
