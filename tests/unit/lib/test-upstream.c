@@ -379,15 +379,20 @@ static void on_done(void *data, const struct upstream_result *res)
 
 static const struct upstream_events events = {on_head, on_body, on_upload, on_done};
 
+/* Runs the loop until cond holds (it is checked after each pass), 10 s at most. */
+#define RUN_UNTIL(f, cond)                                                                         \
+    do {                                                                                           \
+        uint64_t deadline_ = uv_now(&(f)->loop) + 10000;                                           \
+        while (!(cond) && uv_now(&(f)->loop) < deadline_) {                                        \
+            uv_run(&(f)->loop, UV_RUN_ONCE);                                                       \
+            uv_update_time(&(f)->loop);                                                            \
+        }                                                                                          \
+        assert_true(cond);                                                                         \
+    } while (0)
+
 static void run_until(struct fixture *f, bool *flag)
 {
-    uint64_t deadline = uv_now(&f->loop) + 10000;
-
-    while (!*flag && uv_now(&f->loop) < deadline) {
-        uv_run(&f->loop, UV_RUN_ONCE);
-        uv_update_time(&f->loop);
-    }
-    assert_true(*flag);
+    RUN_UNTIL(f, *flag);
 }
 
 /* A few loop passes: what is due happens. */
@@ -502,9 +507,7 @@ static void test_a_closed_kept_connection_is_dropped(void **state)
     call(f, &req, &a, NULL);
     run_until(f, &a.done);
     assert_int_equal(a.failure, UPSTREAM_OK);
-    for (int i = 0; i < 200 && upstreams_idle(f->u) > 0; i++)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    assert_int_equal(upstreams_idle(f->u), 0);
+    RUN_UNTIL(f, upstreams_idle(f->u) == 0);
     call(f, &req, &b, NULL);
     run_until(f, &b.done);
     assert_int_equal(b.failure, UPSTREAM_OK);
@@ -568,8 +571,7 @@ static void test_a_streamed_call_not_begun_is_sent_again(void **state)
     post.streamed = true;
     post.body_length = -1;
     call(f, &post, &b, &c);
-    for (int i = 0; i < 1000 && f->connections < 2; i++)
-        uv_run(&f->loop, UV_RUN_ONCE);
+    RUN_UNTIL(f, f->connections >= 2);
     assert_int_equal(f->connections, 2);
     assert_true(b.upload_paused);
     assert_false(b.done);
@@ -700,9 +702,7 @@ static void test_pause_resume_and_abort(void **state)
     struct upstream_call *c;
 
     call(f, &req, &s, &c);
-    for (int i = 0; i < 1000 && !s.paused; i++)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    assert_true(s.paused);
+    RUN_UNTIL(f, s.paused);
     spin(f);
     assert_false(s.done);
     assert_int_equal(s.body_len, 0);
@@ -727,9 +727,7 @@ static void test_an_abort_on_resume_is_final(void **state)
     struct upstream_call *c;
 
     call(f, &req, &s, &c);
-    for (int i = 0; i < 1000 && !s.paused; i++)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    assert_true(s.paused);
+    RUN_UNTIL(f, s.paused);
     upstream_resume(c); /* offer 2: aborted */
     upstream_resume(c); /* nothing more */
     assert_int_equal(s.offers, 2);
@@ -769,9 +767,7 @@ static void test_streamed_bodies(void **state)
     req.streamed = true;
     req.body_length = -1;
     call(f, &req, &s, &c);
-    for (int i = 0; i < 1000 && !s.upload_paused; i++)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    assert_true(s.upload_paused);
+    RUN_UNTIL(f, s.upload_paused);
     spin(f);
     assert_false(s.done); /* the service waits for the rest of the body */
     upstream_resume_upload(c);
@@ -783,8 +779,7 @@ static void test_streamed_bodies(void **state)
 
     req.body_length = 8;
     call(f, &req, &t, &c);
-    for (int i = 0; i < 1000 && !t.upload_paused; i++)
-        uv_run(&f->loop, UV_RUN_ONCE);
+    RUN_UNTIL(f, t.upload_paused);
     upstream_resume_upload(c);
     run_until(f, &t.done);
     assert_int_equal(t.failure, UPSTREAM_OK);
@@ -801,8 +796,7 @@ static void test_cancel(void **state)
     struct upstream_call *c;
 
     call(f, &req, &s, &c);
-    for (int i = 0; i < 1000 && f->requests == 0; i++)
-        uv_run(&f->loop, UV_RUN_ONCE);
+    RUN_UNTIL(f, f->requests > 0);
     assert_int_equal(f->requests, 1);
     upstream_cancel(c);
     spin(f);
