@@ -15,7 +15,7 @@ static bool port_is(const char *text, unsigned port)
     unsigned long value = 0;
     size_t n = 0;
 
-    for (; text[n] >= '0' && text[n] <= '9' && n < 6; n++)
+    for (; n < 6 && text[n] >= '0' && text[n] <= '9'; n++)
         value = value * 10 + (unsigned long)(text[n] - '0');
     return n > 0 && text[n] == '\0' && (text[0] != '0' || n == 1) && value == port;
 }

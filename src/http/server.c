@@ -672,6 +672,16 @@ static unsigned client_bucket(const struct sockaddr_storage *key)
 }
 
 /* The entry of a client address; created (with no connection) when create is set. */
+/* addr as text, as realip_client() would have it for a request from addr (an IPv4-mapped
+ * IPv6 address as IPv4). */
+static void client_name_of(const struct sockaddr_storage *addr, char name[REALIP_NAME_MAX])
+{
+    struct sockaddr_storage unmapped = *addr;
+
+    cidr_unmap(&unmapped);
+    realip_name(&unmapped, name, REALIP_NAME_MAX);
+}
+
 static struct client *client_find(struct server *s, const struct sockaddr_storage *key, bool create)
 {
     unsigned b = client_bucket(key);
@@ -684,7 +694,7 @@ static struct client *client_find(struct server *s, const struct sockaddr_storag
         return NULL;
     c = xcalloc(1, sizeof(*c));
     c->addr = *key;
-    realip_name(&c->addr, c->name, sizeof(c->name));
+    client_name_of(key, c->name);
     c->next = s->clients[b];
     s->clients[b] = c;
     return c;
@@ -787,6 +797,8 @@ static void request_identify(struct server *s, struct request *req)
             forwarded = joined;
         }
     }
+    _Static_assert(sizeof(req->client_name) == sizeof(req->connection->client->name),
+                   "a client's name fits a request's");
     if (!realip_client(&peer, forwarded, s->trusted, s->trusted_n, &req->client) && req->connection)
         memcpy(req->client_name, req->connection->client->name, sizeof(req->client_name));
     else
