@@ -24,144 +24,9 @@
 #include "core/registry.h"
 #include "core/supervisor.h"
 #include "lib/alloc.h"
+#include "fake_driver.h"
 
-/* --- the fake driver ---------------------------------------------------------------- */
-
-#define FAKE_RUNS_MAX 16
-
-struct fake_run {
-    struct driver_run base;
-    const struct driver_events *events;
-    void *data;
-    char *name;
-    bool stop_asked;
-    bool live; /* not released */
-    int pid;   /* what owns_pid() answers for: 1000 + its number */
-};
-
-static struct {
-    int start_result; /* 0: started at once; 1: fake_started() ends it; < 0: fails */
-    bool unavailable;
-    bool adopt_finds; /* adopt() finds the service running */
-    bool unsettled;   /* settled() says the backend has not yet said what runs */
-    bool no_record;   /* record() keeps nothing: the backend finds runs (compose) */
-    unsigned starts, stops, releases;
-    struct fake_run *runs[FAKE_RUNS_MAX];
-    size_t n_runs;
-    const struct driver_outside *outside;
-    void *outside_data;
-} fake;
-
-extern const struct driver driver_fake;
-
-static struct fake_run *fake_run_new(const struct manifest *m, const struct driver_events *events,
-                                     void *data)
-{
-    struct fake_run *r = xcalloc(1, sizeof(*r));
-
-    assert_true(fake.n_runs < FAKE_RUNS_MAX);
-    r->base.driver = &driver_fake;
-    r->events = events;
-    r->data = data;
-    r->name = xstrdup(m->name);
-    r->live = true;
-    r->pid = 1000 + (int)fake.n_runs;
-    fake.runs[fake.n_runs++] = r;
-    return r;
-}
-
-/* The latest live run of service name. */
-static struct fake_run *fake_find(const char *name)
-{
-    for (size_t i = fake.n_runs; i-- > 0;)
-        if (fake.runs[i]->live && strcmp(fake.runs[i]->name, name) == 0)
-            return fake.runs[i];
-    return NULL;
-}
-
-static void fake_setup(const struct driver_context *ctx)
-{
-    fake.outside = ctx->outside;
-    fake.outside_data = ctx->data;
-}
-
-static int fake_available(const struct manifest *m, char *err, size_t err_size)
-{
-    if (!fake.unavailable)
-        return 0;
-    snprintf(err, err_size, "the fake backend is away");
-    return -EHOSTDOWN;
-}
-
-static int fake_start(uv_loop_t *loop, const struct manifest *m, char *const *env,
-                      const char *log_path, const struct driver_events *events, void *data,
-                      struct driver_run **ret, char *err, size_t err_size)
-{
-    fake.starts++;
-    if (fake.start_result < 0) {
-        snprintf(err, err_size, "the fake could not start %s", m->name);
-        return fake.start_result;
-    }
-    *ret = &fake_run_new(m, events, data)->base;
-    return fake.start_result;
-}
-
-static void fake_stop(struct driver_run *handle, uint64_t timeout_ms)
-{
-    struct fake_run *r = (struct fake_run *)handle;
-
-    fake.stops++;
-    r->stop_asked = true;
-}
-
-static json_t *fake_record(const struct driver_run *handle)
-{
-    if (fake.no_record)
-        return NULL;
-    return json_pack("{s:s, s:i}", "driver", "fake", "pid", 4242);
-}
-
-static int fake_adopt(uv_loop_t *loop, const struct manifest *m, json_t *record,
-                      const struct driver_events *events, void *data, struct driver_run **ret)
-{
-    if (!fake.adopt_finds)
-        return -ESRCH;
-    *ret = &fake_run_new(m, events, data)->base;
-    return 0;
-}
-
-static bool fake_settled(void)
-{
-    return !fake.unsettled;
-}
-
-static bool fake_owns_pid(const struct driver_run *handle, int pid)
-{
-    return ((const struct fake_run *)handle)->pid == pid;
-}
-
-static void fake_release(struct driver_run *handle)
-{
-    struct fake_run *r = (struct fake_run *)handle;
-
-    fake.releases++;
-    r->live = false;
-}
-
-const struct driver driver_fake = {
-    .name = "fake",
-    .setup = fake_setup,
-    .available = fake_available,
-    .start = fake_start,
-    .stop = fake_stop,
-    .record = fake_record,
-    .adopt = fake_adopt,
-    .settled = fake_settled,
-    .owns_pid = fake_owns_pid,
-    .release = fake_release,
-};
-
-static const struct driver *const fake_table[] = {&driver_fake, NULL};
+/* --- the fake driver's helpers (tests/unit/core/fake_driver.h) ----------------------- */
 
 struct fixture;
 static struct fixture *fixture; /* the running test's, for the fake's helpers */
@@ -194,15 +59,6 @@ static void fake_started(const char *name, const char *error)
     assert_non_null(r);
     r->events->started(r->data, &r->base, error);
     settle(fixture);
-}
-
-static void fake_reset(void)
-{
-    for (size_t i = 0; i < fake.n_runs; i++) {
-        free(fake.runs[i]->name);
-        free(fake.runs[i]);
-    }
-    memset(&fake, 0, sizeof(fake));
 }
 
 /* --- the fixture -------------------------------------------------------------------- */
