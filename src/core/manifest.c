@@ -73,6 +73,43 @@ void manifest_type_error(struct manifest_parser *p, const yaml_node_t *node, con
     manifest_error(p, yamldoc_line(node), "%s, not %s", expected, found);
 }
 
+char **manifest_read_names(struct manifest_parser *p, const struct yamldoc_field *f,
+                           const char *key, size_t max, const char *expected, manifest_name_ok ok)
+{
+    char **names, **kept, what[64], quoted[TEXT_QUOTE_MAX + 1];
+    size_t n_names, n = 0;
+
+    if (!f->value)
+        return NULL;
+    if (f->value->type != YAML_SEQUENCE_NODE) {
+        manifest_type_error(p, f->value, expected);
+        return NULL;
+    }
+    if (manifest_check(
+            p, yamldoc_read_strings(p->doc, f->value, key, max, &names, &n_names, p->errors)) < 0)
+        return NULL;
+    kept = xcalloc(n_names + 1, sizeof(*kept));
+    for (size_t i = 0; i < n_names; i++) {
+        yaml_node_t *item = yamldoc_node(p->doc, f->value->data.sequence.items.start[i]);
+        int line = item ? yamldoc_line(item) : yamldoc_line(f->value);
+        bool repeated = false;
+
+        snprintf(what, sizeof(what), "%s[%zu]", key, i);
+        if (!ok(p, what, names[i], line))
+            continue;
+        for (size_t j = 0; j < n && !repeated; j++)
+            repeated = strcmp(kept[j], names[i]) == 0;
+        if (repeated) {
+            text_quote(names[i], strlen(names[i]), quoted, sizeof(quoted));
+            manifest_error(p, line, "%s: %s is listed twice: keep only one", what, quoted);
+            continue;
+        }
+        kept[n++] = xstrdup(names[i]);
+    }
+    strv_free(names);
+    return kept;
+}
+
 const char *manifest_driver_name(const struct manifest *m)
 {
     switch (m->driver) {

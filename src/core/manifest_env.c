@@ -207,48 +207,32 @@ static void parse_env_list(struct manifest_parser *p, yaml_node_t *node, char **
     strv_free(items);
 }
 
+static bool env_pass_name_ok(struct manifest_parser *p, const char *what, const char *name,
+                             int line)
+{
+    char quoted[TEXT_QUOTE_MAX + 1];
+
+    if (env_key_valid(name, strlen(name)))
+        return true;
+    text_quote(name, strlen(name), quoted, sizeof(quoted));
+    manifest_error(p, line,
+                   "%s: %s is not a valid variable name: use letters, digits and '_', not "
+                   "starting with a digit",
+                   what, quoted);
+    return false;
+}
+
 /* Reads env_pass: a list of names of the daemon's variables that the service gets (its
  * environment is otherwise clean: PATH, LANG, HOME and env). */
 static void parse_env_pass(struct manifest_parser *p)
 {
-    struct yamldoc_field *f = &p->fields[F_ENV_PASS];
-    char **names, **kept, quoted[TEXT_QUOTE_MAX + 1];
-    size_t n_names, n = 0;
+    char **kept = manifest_read_names(p, &p->fields[F_ENV_PASS], "env_pass", MANIFEST_ENV_MAX,
+                                      "env_pass must be a list of variable names such as "
+                                      "[\"CUDA_VISIBLE_DEVICES\", \"HF_TOKEN\"]",
+                                      env_pass_name_ok);
 
-    if (!f->value)
+    if (!kept)
         return;
-    if (f->value->type != YAML_SEQUENCE_NODE) {
-        manifest_type_error(p, f->value,
-                            "env_pass must be a list of variable names such as "
-                            "[\"CUDA_VISIBLE_DEVICES\", \"HF_TOKEN\"]");
-        return;
-    }
-    if (manifest_check(p, yamldoc_read_strings(p->doc, f->value, "env_pass", MANIFEST_ENV_MAX,
-                                               &names, &n_names, p->errors)) < 0)
-        return;
-    kept = xcalloc(n_names + 1, sizeof(*kept));
-    for (size_t i = 0; i < n_names; i++) {
-        yaml_node_t *item = yamldoc_node(p->doc, f->value->data.sequence.items.start[i]);
-        int line = item ? yamldoc_line(item) : yamldoc_line(f->value);
-        bool repeated = false;
-
-        text_quote(names[i], strlen(names[i]), quoted, sizeof(quoted));
-        if (!env_key_valid(names[i], strlen(names[i]))) {
-            manifest_error(p, line,
-                           "env_pass[%zu]: %s is not a valid variable name: use letters, digits "
-                           "and '_', not starting with a digit",
-                           i, quoted);
-            continue;
-        }
-        for (size_t j = 0; j < n && !repeated; j++)
-            repeated = strcmp(kept[j], names[i]) == 0;
-        if (repeated) {
-            manifest_error(p, line, "env_pass[%zu]: %s is listed twice: keep only one", i, quoted);
-            continue;
-        }
-        kept[n++] = xstrdup(names[i]);
-    }
-    strv_free(names);
     strv_free(p->m->env_pass);
     p->m->env_pass = kept;
 }

@@ -85,6 +85,18 @@ bool manifest_check_length(struct manifest_parser *p, int line, const char *what
  * a list such as [\"8001:8000\"]"), then ", not " and what node is instead. */
 void manifest_type_error(struct manifest_parser *p, const yaml_node_t *node, const char *expected);
 
+/* Checks one name of a list read by manifest_read_names(), named what ("key[i]") at line:
+ * reports what is wrong and returns false. */
+typedef bool (*manifest_name_ok)(struct manifest_parser *p, const char *what, const char *name,
+                                 int line);
+
+/* Reads the field f (the manifest's key) as a list of at most max strings, each checked by
+ * ok and listed once (a repeated one is an error). Returns those that pass (NULL-terminated;
+ * the caller frees them), or NULL when the field is absent or not such a list (reported as
+ * expected: the rule, for manifest_type_error()). */
+char **manifest_read_names(struct manifest_parser *p, const struct yamldoc_field *f,
+                           const char *key, size_t max, const char *expected, manifest_name_ok ok);
+
 /* ports: (manifest_ports.c). Sets m->ports, m->port and m->ports_line, or ports_failed. */
 void manifest_parse_ports(struct manifest_parser *p);
 

@@ -40,38 +40,13 @@ static bool model_name_ok(struct manifest_parser *p, const char *what, const cha
 
 static void parse_models(struct manifest_parser *p)
 {
-    struct yamldoc_field *f = &p->fields[F_MODELS];
-    char **names, **kept, what[64], quoted[TEXT_QUOTE_MAX + 1];
-    size_t n_names, n = 0;
+    char **kept = manifest_read_names(
+        p, &p->fields[F_MODELS], "models", MANIFEST_MODELS_MAX,
+        "models must be a list of the model names requests carry, such as [\"llama-3-8b\"]",
+        model_name_ok);
 
-    if (!f->value)
-        return;
-    if (f->value->type != YAML_SEQUENCE_NODE) {
-        manifest_type_error(p, f->value,
-                            "models must be a list of the model names requests carry, such as "
-                            "[\"llama-3-8b\"]");
-        return;
-    }
-    if (manifest_check(p, yamldoc_read_strings(p->doc, f->value, "models", MANIFEST_MODELS_MAX,
-                                               &names, &n_names, p->errors)) < 0)
-        return;
-    kept = xcalloc(n_names + 1, sizeof(*kept));
-    for (size_t i = 0; i < n_names; i++) {
-        yaml_node_t *item = yamldoc_node(p->doc, f->value->data.sequence.items.start[i]);
-        int line = item ? yamldoc_line(item) : yamldoc_line(f->value);
-
-        snprintf(what, sizeof(what), "models[%zu]", i);
-        if (!model_name_ok(p, what, names[i], line))
-            continue;
-        if (listed(kept, names[i])) {
-            text_quote(names[i], strlen(names[i]), quoted, sizeof(quoted));
-            manifest_error(p, line, "%s: %s is listed twice: keep only one", what, quoted);
-            continue;
-        }
-        kept[n++] = xstrdup(names[i]);
-    }
-    strv_free(names);
-    p->m->models = kept;
+    if (kept)
+        p->m->models = kept;
 }
 
 /* model_aliases: {alias: model}: more names for models it lists. */
