@@ -294,7 +294,7 @@ static size_t answer_headers(char *const *lines, size_t n, const char **out, siz
     size_t k = 0;
 
     for (size_t i = 0; i < n; i++)
-        if ((lines[i][0] | 0x20) == 'c' && strncasecmp(lines[i], "Connection:", 11) == 0)
+        if (strncasecmp(lines[i], "Connection:", 11) == 0)
             connection = lines[i] + 11;
     for (size_t i = 0; i < n && k + 2 < max; i++) {
         char *colon = strchr(lines[i], ':');

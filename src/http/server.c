@@ -671,7 +671,6 @@ static unsigned client_bucket(const struct sockaddr_storage *key)
     return h % SERVER_CLIENT_BUCKETS;
 }
 
-/* The entry of a client address; created (with no connection) when create is set. */
 /* addr as text, as realip_client() would have it for a request from addr (an IPv4-mapped
  * IPv6 address as IPv4). */
 static void client_name_of(const struct sockaddr_storage *addr, char name[REALIP_NAME_MAX])
@@ -682,6 +681,7 @@ static void client_name_of(const struct sockaddr_storage *addr, char name[REALIP
     realip_name(&unmapped, name, REALIP_NAME_MAX);
 }
 
+/* The entry of a client address; created (with no connection) when create is set. */
 static struct client *client_find(struct server *s, const struct sockaddr_storage *key, bool create)
 {
     unsigned b = client_bucket(key);

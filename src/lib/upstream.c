@@ -491,8 +491,9 @@ char *upstream_request_head(const char *method, const char *target, const char *
     size_t extra_len = extra ? strlen(extra) : 0;
     char port_text[16];
     int port_len = snprintf(port_text, sizeof(port_text), "%u", port);
+    /* The fixed bytes: " ", " HTTP/1.1\r\nHost: ", "[]", ":" and two "\r\n", 25 in all. */
     char *head = xmalloc(method_len + target_len + ip_len + (size_t)port_len + lines_len +
-                         extra_len + room + 40);
+                         extra_len + room + 25);
     char *at = head;
 
     at = put(at, method, method_len);
