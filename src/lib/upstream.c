@@ -416,11 +416,22 @@ static bool call_write(struct upstream_call *call, const uv_buf_t *bufs, unsigne
     return true;
 }
 
-/* The request's head (and whole body) goes; libuv writes at once when it can. */
+/* The request's head (and whole body) goes. A request with its body in hand is tried
+ * first with one plain write: what uv_write() writes at once still costs an epoll_ctl on
+ * the next loop turn (libuv re-arms the socket once the write is done). What it cannot
+ * write, or an error, goes through uv_write(), which reports it as for any write. */
 static void call_send(struct upstream_call *call)
 {
     uv_buf_t b = uv_buf_init(call->out, (unsigned)call->out_len);
 
+    if (!call->streamed) {
+        int n = uv_try_write((uv_stream_t *)&call->conn->tcp, &b, 1);
+
+        if (n == (int)b.len)
+            return;
+        if (n > 0)
+            b = uv_buf_init(b.base + n, b.len - (unsigned)n);
+    }
     call_write(call, &b, 1);
 }
 

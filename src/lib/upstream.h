@@ -8,7 +8,10 @@
  * once; a call whose kept connection breaks before a byte of its answer came is sent
  * again on a new one, once, when its method may go twice (not POST, PATCH or LOCK, as
  * nginx) and all of its body is at hand (whole, or streamed and not a byte of it taken
- * yet). */
+ * yet).
+ *
+ * Writes to a connection its service has closed raise SIGPIPE: the process ignores it (as
+ * the daemon does), and the write's error ends or retries the call. */
 #ifndef NANNY_UPSTREAM_H
 #define NANNY_UPSTREAM_H
 

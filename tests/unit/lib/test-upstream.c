@@ -3,6 +3,7 @@
  * (whole, chunked, cut, not HTTP...) and echoes the request it got. */
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
@@ -26,7 +27,9 @@ struct fixture {
     unsigned port;
     struct upstreams *u;
     unsigned connections, requests;
-    bool drop_second; /* a connection's second request is closed at its head, unanswered */
+    bool drop_second;   /* a connection's second request is closed at its head, unanswered */
+    struct sconn *last; /* the connection accepted last, while it is open */
+    size_t served_len;  /* the bytes of the last request served, head and body */
 };
 
 struct sconn {
@@ -44,6 +47,8 @@ static void on_sconn_closed(uv_handle_t *h)
 {
     struct sconn *s = h->data;
 
+    if (s->f->last == s)
+        s->f->last = NULL;
     free(s->raw);
     free(s);
 }
@@ -94,6 +99,7 @@ static void serve(struct sconn *s)
 {
     const char *path = s->url;
 
+    s->f->served_len = s->raw_len;
     if (strncmp(path, "/echo", 5) == 0) {
         char head[128];
         int n =
@@ -246,6 +252,7 @@ static void on_sconnection(uv_stream_t *listener, int status)
     http_parser_init(&s->parser, HTTP_REQUEST);
     s->parser.data = s;
     f->connections++;
+    f->last = s;
     uv_read_start((uv_stream_t *)&s->tcp, on_salloc, on_sread);
 }
 
@@ -260,6 +267,7 @@ static int setup(void **state)
     struct sockaddr_storage bound;
     int len = sizeof(bound);
 
+    signal(SIGPIPE, SIG_IGN); /* as the daemon: a reset connection's write fails instead */
     assert_int_equal(uv_loop_init(&f->loop), 0);
     uv_tcp_init(&f->loop, &f->listener);
     f->listener.data = f;
@@ -531,6 +539,54 @@ static void test_a_call_on_a_broken_kept_connection_is_sent_again(void **state)
     assert_string_equal(b.body, "hello");
     assert_int_equal(f->connections, 2);
     assert_int_equal(f->requests, 3);
+}
+
+/* A kept connection its service resets, the call made before the loop has seen the reset:
+ * the write fails (the first try is a plain write), and the call goes again on a new
+ * connection. */
+static void test_a_call_on_a_reset_kept_connection_is_sent_again(void **state)
+{
+    struct fixture *f = *state;
+    struct seen a = {0}, b = {0};
+    struct upstream_request req = get(f, "/ok");
+
+    call(f, &req, &a, NULL);
+    run_until(f, &a.done);
+    assert_non_null(f->last);
+    f->last->closing = true;
+    assert_int_equal(uv_tcp_close_reset(&f->last->tcp, on_sconn_closed), 0);
+    call(f, &req, &b, NULL);
+    run_until(f, &b.done);
+    assert_int_equal(b.failure, UPSTREAM_OK);
+    assert_string_equal(b.body, "hello");
+    assert_int_equal(f->connections, 2);
+    assert_int_equal(f->requests, 2);
+}
+
+/* A body larger than a socket's buffer takes: what the first write leaves goes after it,
+ * every byte once and in order. */
+static void test_a_large_body_is_sent_whole(void **state)
+{
+    struct fixture *f = *state;
+    struct seen s = {0};
+    const size_t body_len = 8 * 1024 * 1024;
+    char *body = xmalloc(body_len);
+    struct upstream_request req = get(f, "/ok");
+    size_t head_len;
+
+    for (size_t i = 0; i < body_len; i++)
+        body[i] = (char)('a' + i % 26);
+    req.method = "PUT";
+    req.body = body;
+    req.body_len = body_len;
+    head_len = strlen("PUT /ok HTTP/1.1\r\nHost: 127.0.0.1:\r\nContent-Length: 8388608\r\n\r\n") +
+               (size_t)snprintf(NULL, 0, "%u", f->port);
+    call(f, &req, &s, NULL);
+    run_until(f, &s.done);
+    assert_int_equal(s.failure, UPSTREAM_OK);
+    assert_string_equal(s.body, "hello");
+    assert_int_equal(f->served_len, head_len + body_len);
+    free(body);
 }
 
 /* Not a POST: it may have been acted on (RFC 9110 9.2.2); it ends broken. */
@@ -811,6 +867,9 @@ int main(void)
         cmocka_unit_test(test_request_head),
         cmocka_unit_test_setup_teardown(test_connections_are_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_closed_kept_connection_is_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_call_on_a_reset_kept_connection_is_sent_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_large_body_is_sent_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_call_on_a_broken_kept_connection_is_sent_again,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_post_on_a_broken_kept_connection_is_not_sent_again,
