@@ -21,11 +21,17 @@
 #      minus that time, 3 streams direct, through the daemon and through nginx
 #      (proxy_buffering off), interleaved: the medians' difference is what the daemon adds
 #      to an event.
+#   4. bulk (BENCH_BULK=0 skips it): one large body each way, 3 times on each path,
+#      interleaved, median MB/s as curl saw it: a download of a BENCH_BULK_MB file from the
+#      backend (Content-Length), and an upload of as many bytes to the streaming service's
+#      /sink (with BENCH_SSE; nginx with client_max_body_size 0 and
+#      proxy_request_buffering off, so that it streams as the daemon does). No target: what
+#      a large answer or upload costs next to the reference.
 # It prints the tables, the ratios and whether the targets are met (bench/README.md).
 #
 # Usage: bench/proxy.sh   (env: BENCH_DURATION=5s BENCH_ROUNDS=3 BENCH_CONNECTIONS=32 BENCH_SSE=1
-#                         BENCH_SSE_EVENTS=500, and BENCH_BIN=path/to/nanny to skip the
-#                         build)
+#                         BENCH_SSE_EVENTS=500 BENCH_BULK=1 BENCH_BULK_MB=200, and
+#                         BENCH_BIN=path/to/nanny to skip the build)
 # Traffic goes to 127.0.0.1 only; every wait is bounded; the daemon (which stops its
 # services), both nginx and the temp folder are removed on exit.
 set -euo pipefail
@@ -44,6 +50,8 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=1
 SSE=${BENCH_SSE:-1}
 SSE_EVENTS=${BENCH_SSE_EVENTS:-500}
+BULK=${BENCH_BULK:-1}
+BULK_MB=${BENCH_BULK_MB:-200}
 BUILD=build-release
 FILE=hello.txt
 
@@ -158,6 +166,8 @@ bench_nginx_conf "$TMP/proxy" "$proxy_port" "        location /s/backend/ {
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
             proxy_buffering off;
+            client_max_body_size 0;
+            proxy_request_buffering off;
         }" "    upstream backend {
         server 127.0.0.1:$backend_port;
         keepalive 32;
@@ -306,6 +316,42 @@ PY
     alive
 fi
 
+# --- bulk: one large body each way ----------------------------------------------------
+declare -A down up
+if [[ $BULK == 1 ]]; then
+    echo "bulk: a $BULK_MB MB download (and upload) 3 times on each path, interleaved ..."
+    head -c "$((BULK_MB * 1000000))" /dev/zero >"$TMP/backend/www/bulk.bin"
+    chmod a+r "$TMP/backend/www/bulk.bin"
+    declare -A all_down all_up
+    # bulk_curl URL [curl options...]: prints MB/s (down or up as the options say).
+    bulk_curl() {
+        local to=$1 got code d u
+        shift
+        got=$(curl -sS --max-time 120 -o "$TMP/bulk.out" -w '%{http_code} %{speed_download} %{speed_upload}' \
+            "$@" "$to") || die "curl $to failed"
+        read -r code d u <<<"$got"
+        [[ $code == 200 ]] || die "$to answered $code: $(head -c 300 "$TMP/bulk.out")"
+        awk -v d="$d" -v u="$u" 'BEGIN { printf "%.0f\n", (u > d ? u : d) / 1e6 }'
+    }
+    declare -A sink_url=([direct]="http://127.0.0.1:${sse_port:-0}/sink"
+        [daemon]="$DAEMON/s/sse/sink" [nginx]="http://127.0.0.1:$proxy_port/s/sse/sink")
+    for ((i = 0; i < 3; i++)); do
+        for t in "${targets[@]}"; do
+            all_down[$t]+="$(bulk_curl "${url[$t]%/*}/bulk.bin") "
+            if [[ $SSE == 1 ]]; then
+                all_up[$t]+="$(bulk_curl "${sink_url[$t]}" -H 'Expect:' --data-binary @"$TMP/backend/www/bulk.bin") "
+                grep -q "\"bytes\": $((BULK_MB * 1000000))" "$TMP/bulk.out" ||
+                    die "the upload through $t did not arrive whole: $(head -c 300 "$TMP/bulk.out")"
+            fi
+            alive
+        done
+    done
+    for t in "${targets[@]}"; do
+        down[$t]=$(median "${all_down[$t]}")
+        [[ $SSE == 1 ]] && up[$t]=$(median "${all_up[$t]}")
+    done
+fi
+
 # --- report ---------------------------------------------------------------------------
 # The figures judged: medians of each round's own ratio and differences (the paths of a
 # round ran within seconds of each other, under the same load).
@@ -343,5 +389,9 @@ if [[ -n $sse_line ]]; then
         "direct ${sse_direct} us, daemon ${sse_daemon} us, nginx ${sse_nginx} us;" \
         "the daemon adds ${sse_added} us   (target <= ${TARGET_SSE_ADDED_US} us)"
     ((sse_added <= TARGET_SSE_ADDED_US)) || verdict="NOT met"
+fi
+if [[ $BULK == 1 ]]; then
+    echo "bulk, median MB/s of 3: download of $BULK_MB MB: direct ${down[direct]}," \
+        "daemon ${down[daemon]}, nginx ${down[nginx]}${up[daemon]:+; upload: direct ${up[direct]}, daemon ${up[daemon]}, nginx ${up[nginx]}}"
 fi
 echo "targets: $verdict"

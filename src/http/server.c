@@ -164,6 +164,7 @@ struct server {
     bool quiesced;
     struct request *suspended; /* list of suspended requests */
     unsigned busy_runs;        /* runs in a row after which libmicrohttpd said "now" */
+    uint64_t moved;            /* body bytes handed to or from requests (request_moved) */
     uint64_t busy_since;       /* loop time of the first of them */
     uint64_t unstuck_at;       /* loop time of the last search for stuck connections */
     uint64_t swept_at;         /* loop time of the last search for half-closed clients */
@@ -457,6 +458,7 @@ static enum MHD_Result body_stream(struct request *req, const char *data, size_t
             return MHD_NO; /* nobody wants a body that goes on and on: hang up */
         }
         *size = n - taken;
+        request_moved(req, taken);
         if (*size > 0)
             conn_suspend(req);
         req->in_access = false;
@@ -564,6 +566,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        request_moved(req, n);
         if (req->body_too_large || req->body_len + n > SERVER_BODY_MAX) {
             /* libmicrohttpd answers only once the body is in: drop it as it comes, and
              * hang up on a body that goes on far beyond the cap. */
@@ -1077,10 +1080,13 @@ static void server_trim(struct server *s)
     malloc_trim(0);
 }
 
-/* libmicrohttpd wants to run again at once: on the next loop pass, SERVER_BUSY_RUNS times
- * in a row, then every SERVER_BUSY_DELAY_MS, so that the loop polls and its timers run
- * whatever libmicrohttpd says; past SERVER_STALL_MS a stuck connection is looked for. */
-static void server_run_soon(struct server *s)
+/* libmicrohttpd wants to run again at once: on the next loop pass. A run that moved no
+ * body bytes may be one that cannot make progress (see server_unstick): after
+ * SERVER_BUSY_RUNS of those in a row, every SERVER_BUSY_DELAY_MS, so that the loop polls
+ * and its timers run whatever libmicrohttpd says. A run that moved bytes is a transfer
+ * under way (a large answer or upload, which libmicrohttpd carries one buffer per run):
+ * it is never slowed. Past SERVER_STALL_MS of "now", a stuck connection is looked for. */
+static void server_run_soon(struct server *s, bool moved)
 {
     uint64_t now = uv_now(s->loop);
 
@@ -1092,6 +1098,8 @@ static void server_run_soon(struct server *s)
         s->unstuck_at = now;
         server_unstick(s);
     }
+    if (moved)
+        s->busy_runs = 1;
     if (s->busy_runs <= SERVER_BUSY_RUNS) {
         server_kick(s);
         return;
@@ -1111,19 +1119,21 @@ static void server_run(struct server *s)
     MHD_UNSIGNED_LONG_LONG timeout;
     const union MHD_DaemonInfo *info;
     unsigned connections;
+    uint64_t moved;
 
     if (!s->mhd)
         return;
     /* One event written to a thousand streams is sent over several loop passes, with other
      * requests served between them. */
     server_resume(s, SERVER_RESUME_BATCH);
+    moved = s->moved;
     MHD_run(s->mhd);
     info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
     connections = info ? info->num_connections : 0;
     if (s->connections >= s->connection_limit && connections < s->connection_limit) {
         /* It stopped accepting at its limit and will listen again only in a run. */
         s->connections = connections;
-        server_run_soon(s);
+        server_run_soon(s, false);
         return;
     }
     if (connections == 0 && s->connections > 0)
@@ -1138,7 +1148,7 @@ static void server_run(struct server *s)
     else if (timeout > SERVER_TICK_MS)
         timeout = SERVER_TICK_MS;
     if (timeout == 0) {
-        server_run_soon(s);
+        server_run_soon(s, s->moved != moved);
         return;
     }
     if (s->resume_head) {
@@ -1554,6 +1564,11 @@ void request_reply_response(struct request *req, unsigned status, struct MHD_Res
         log_debug("http: cannot queue the answer to %s %s", req->method, req->path);
     req->status = status;
     req->state = REQUEST_QUEUED;
+}
+
+void request_moved(struct request *req, size_t n)
+{
+    req->server->moved += n;
 }
 
 struct MHD_Connection *request_connection(const struct request *req)

@@ -11,6 +11,10 @@
 /* The libmicrohttpd connection of a request still in flight. */
 struct MHD_Connection *request_connection(const struct request *req);
 
+/* n bytes of req's body went to or from it (a stream's piece, an upload's): the server
+ * does not slow a transfer under way (server_run_soon). */
+void request_moved(struct request *req, size_t n);
+
 /* True while a streamed request body is still coming (server_set_body_streaming): a
  * stream's answer goes out after it, and takes the idle timeout away only then. */
 bool request_body_pending(const struct request *req);

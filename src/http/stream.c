@@ -12,7 +12,12 @@
 #include "lib/alloc.h"
 #include "lib/log.h"
 
-#define STREAM_BLOCK       4096         /* what libmicrohttpd asks for at most per call */
+/* What libmicrohttpd asks for at most per call: a chunked body is taken into its own write
+ * buffer (about 32 KiB) whatever this says; a body of known length (a proxied file) into a
+ * buffer of this size, allocated with the response, and sent one buffer per loop pass: a
+ * 200 MB file came at 570 MB/s with 4 KiB, 960 with 16 KiB, 780 with 64 KiB. */
+#define STREAM_BLOCK       4096
+#define STREAM_BULK_BLOCK  (16 * 1024)
 #define STREAM_SNDBUF      (128 * 1024) /* the socket's send buffer: what lags waits in ours */
 #define STREAM_KEEPIDLE_S  60           /* TCP keepalive: first probe after this much silence... */
 #define STREAM_KEEPINTVL_S 10           /* ...then one every this many seconds... */
@@ -77,6 +82,8 @@ static ssize_t on_read(void *cls, uint64_t pos, char *buf, size_t max)
         n = max;
     memcpy(buf, st->buf + st->off, n);
     st->off += n;
+    if (st->req)
+        request_moved(st->req, n);
     if (st->off == st->len) {
         /* Drained: give a large buffer back rather than keep it per idle client. */
         st->off = st->len = 0;
@@ -144,7 +151,9 @@ struct stream *request_stream_with(struct request *req, const struct stream_opti
 
     st->cap = o->cap;
     st->response = true;
-    resp = MHD_create_response_from_callback(o->length, STREAM_BLOCK, on_read, st, on_free);
+    resp = MHD_create_response_from_callback(
+        o->length, o->length == MHD_SIZE_UNKNOWN ? STREAM_BLOCK : STREAM_BULK_BLOCK, on_read, st,
+        on_free);
     if (!resp)
         fatal("out of memory (response)");
     if (o->type)
