@@ -58,6 +58,7 @@ struct request {
     char *body;
     size_t body_len;
     bool body_too_large;
+    bool sending; /* counted in the server's sending (request_set_queued) */
     enum request_state state;
     bool in_access; /* libmicrohttpd's access handler is on the stack */
     bool hang_up;   /* close the connection after the answer: its framing is not trusted */
@@ -165,6 +166,7 @@ struct server {
     struct request *suspended; /* list of suspended requests */
     unsigned busy_runs;        /* runs in a row after which libmicrohttpd said "now" */
     uint64_t moved;            /* body bytes handed to or from requests (request_moved) */
+    unsigned sending;          /* requests whose answer from memory is being sent */
     uint64_t busy_since;       /* loop time of the first of them */
     uint64_t unstuck_at;       /* loop time of the last search for stuck connections */
     uint64_t swept_at;         /* loop time of the last search for half-closed clients */
@@ -320,6 +322,18 @@ static void on_deadline(uv_timer_t *t)
                             "no answer within %" PRIu64 " ms", req->timeout_ms);
 }
 
+/* The answer is libmicrohttpd's to send now. One from memory counts as being sent until
+ * the request completes: the runs that send it move bytes no callback of ours sees
+ * (server_run_soon). */
+static void request_set_queued(struct request *req)
+{
+    req->state = REQUEST_QUEUED;
+    if (!req->stream && !req->sending) {
+        req->sending = true;
+        req->server->sending++;
+    }
+}
+
 /* Queues the answer stored while the request was suspended. */
 static enum MHD_Result request_queue_stored(struct request *req)
 {
@@ -336,7 +350,7 @@ static enum MHD_Result request_queue_stored(struct request *req)
     }
     r = MHD_queue_response(req->conn, req->status, resp);
     MHD_destroy_response(resp);
-    req->state = REQUEST_QUEUED;
+    request_set_queued(req);
     return r;
 }
 
@@ -638,6 +652,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     request_drop_deadline(req);
     request_uncount_forwarded(s, req);
+    if (req->sending)
+        s->sending--;
     if (req->answer_resp)
         MHD_destroy_response(req->answer_resp); /* a stream's: it is told through on_free */
     free(req->answer);
@@ -1083,9 +1099,12 @@ static void server_trim(struct server *s)
 /* libmicrohttpd wants to run again at once: on the next loop pass. A run that moved no
  * body bytes may be one that cannot make progress (see server_unstick): after
  * SERVER_BUSY_RUNS of those in a row, every SERVER_BUSY_DELAY_MS, so that the loop polls
- * and its timers run whatever libmicrohttpd says. A run that moved bytes is a transfer
- * under way (a large answer or upload, which libmicrohttpd carries one buffer per run):
- * it is never slowed. Past SERVER_STALL_MS of "now", a stuck connection is looked for. */
+ * and its timers run whatever libmicrohttpd says. A run that moved bytes, or one while an
+ * answer from memory is being sent, is a transfer under way (libmicrohttpd carries a
+ * large answer or upload one buffer per run, one TLS record for an answer from memory):
+ * it is never slowed, and a stuck connection beside it costs runs at that pace until
+ * the search below has closed it (SERVER_STALL_MS, then SERVER_STUCK_TIMEOUT_S). Past
+ * SERVER_STALL_MS of "now", a stuck connection is looked for. */
 static void server_run_soon(struct server *s, bool moved)
 {
     uint64_t now = uv_now(s->loop);
@@ -1148,7 +1167,7 @@ static void server_run(struct server *s)
     else if (timeout > SERVER_TICK_MS)
         timeout = SERVER_TICK_MS;
     if (timeout == 0) {
-        server_run_soon(s, s->moved != moved);
+        server_run_soon(s, s->moved != moved || s->sending > 0);
         return;
     }
     if (s->resume_head) {
@@ -1563,7 +1582,7 @@ void request_reply_response(struct request *req, unsigned status, struct MHD_Res
     if (MHD_queue_response(req->conn, status, resp) != MHD_YES)
         log_debug("http: cannot queue the answer to %s %s", req->method, req->path);
     req->status = status;
-    req->state = REQUEST_QUEUED;
+    request_set_queued(req);
 }
 
 void request_moved(struct request *req, size_t n)

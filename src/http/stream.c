@@ -148,12 +148,19 @@ struct stream *request_stream_with(struct request *req, const struct stream_opti
     struct stream *st = xcalloc(1, sizeof(*st));
     const union MHD_ConnectionInfo *info;
     struct MHD_Response *resp;
+    size_t block;
 
     st->cap = o->cap;
     st->response = true;
-    resp = MHD_create_response_from_callback(
-        o->length, o->length == MHD_SIZE_UNKNOWN ? STREAM_BLOCK : STREAM_BULK_BLOCK, on_read, st,
-        on_free);
+    /* libmicrohttpd allocates (and zeroes) the block with the response: no more than the
+     * body needs. */
+    if (o->length == MHD_SIZE_UNKNOWN)
+        block = STREAM_BLOCK;
+    else
+        block = o->length == 0                  ? 1
+                : o->length < STREAM_BULK_BLOCK ? (size_t)o->length
+                                                : STREAM_BULK_BLOCK;
+    resp = MHD_create_response_from_callback(o->length, block, on_read, st, on_free);
     if (!resp)
         fatal("out of memory (response)");
     if (o->type)

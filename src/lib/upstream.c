@@ -419,16 +419,24 @@ static bool call_write(struct upstream_call *call, const uv_buf_t *bufs, unsigne
 /* The request's head (and whole body) goes. A request with its body in hand is tried
  * first with one plain write: what uv_write() writes at once still costs an epoll_ctl on
  * the next loop turn (libuv re-arms the socket once the write is done). What it cannot
- * write, or an error, goes through uv_write(), which reports it as for any write. */
+ * write yet goes through uv_write(); a write that fails is a broken connection, as in
+ * on_written(). */
 static void call_send(struct upstream_call *call)
 {
+    struct conn *c = call->conn;
     uv_buf_t b = uv_buf_init(call->out, (unsigned)call->out_len);
 
     if (!call->streamed) {
-        int n = uv_try_write((uv_stream_t *)&call->conn->tcp, &b, 1);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
 
         if (n == (int)b.len)
             return;
+        if (n < 0 && n != UV_EAGAIN) {
+            if (!call_retry(call))
+                call_end_soon(call, UPSTREAM_BROKEN, "cannot send the request to %s port %u: %s",
+                              c->ip, c->port, uv_strerror(n));
+            return;
+        }
         if (n > 0)
             b = uv_buf_init(b.base + n, b.len - (unsigned)n);
     }
