@@ -1,5 +1,6 @@
 /* The fake driver of fake_driver.h. */
 #include <errno.h>
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -137,3 +138,33 @@ const struct driver driver_fake = {
 };
 
 const struct driver *const fake_table[] = {&driver_fake, NULL};
+
+struct service *fake_service(struct registry *reg, const char *name)
+{
+    struct service *s = registry_find(reg, name);
+
+    assert_non_null(s);
+    return s;
+}
+
+void fake_settle(uv_loop_t *loop, struct supervisor *sup)
+{
+    for (int round = 0; round < 1000; round++) {
+        for (int i = 0; i < 10; i++)
+            uv_run(loop, UV_RUN_NOWAIT);
+        if (!supervisor_writing(sup))
+            return;
+        uv_run(loop, UV_RUN_ONCE); /* the write's end wakes it */
+    }
+    fail_msg("the state is still being written");
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+void fake_remove_tree(const char *path)
+{
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}

@@ -1,4 +1,5 @@
-/* A fake driver for the unit tests of the supervisor and of starts on demand: one more row
+/* A fake driver for the unit tests of the supervisor and of starts on demand, and the
+ * helpers both use (at the end): one more row
  * in the table of drivers (fake_table, for drivers_set()), named by the manifests'
  * `driver: fake`. No process is spawned; a run's end comes when a test says so, through
  * the events its run was given (fake_find(name)->events), as a real one's end comes later
@@ -9,7 +10,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <uv.h>
+
 #include "core/driver.h"
+#include "core/registry.h"
+#include "core/supervisor.h"
 
 #define FAKE_RUNS_MAX 32
 
@@ -48,5 +53,15 @@ unsigned fake_starts_of(const char *name);
 
 /* Forgets every run and setting (before and after each test). */
 void fake_reset(void);
+
+/* The service name of reg (the test fails when there is none). */
+struct service *fake_service(struct registry *reg, const char *name);
+
+/* Lets loop run what is due until sup is writing no state (a write on a worker thread: what
+ * waits for it comes after it); the test fails when it never ends. */
+void fake_settle(uv_loop_t *loop, struct supervisor *sup);
+
+/* Removes the folder path and all it holds (a test's temp folder). */
+void fake_remove_tree(const char *path);
 
 #endif

@@ -5,7 +5,6 @@
  * unknown size), so any two of them conflict. Every check is of an outcome, never of a
  * duration: the loop is run until what is awaited happened, with a bound. */
 #include <errno.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -110,11 +109,6 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     struct fixture *f = *state;
@@ -130,8 +124,8 @@ static int teardown(void **state)
         free(f->answers[i].service);
         free(f->answers[i].message);
     }
-    nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    nftw(f->state, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fake_remove_tree(f->root);
+    fake_remove_tree(f->state);
     free(f);
     fake_reset();
     return 0;
@@ -139,10 +133,7 @@ static int teardown(void **state)
 
 static struct service *svc(struct fixture *f, const char *name)
 {
-    struct service *s = registry_find(f->reg, name);
-
-    assert_non_null(s);
-    return s;
+    return fake_service(f->reg, name);
 }
 
 static enum service_state state_of(struct fixture *f, const char *name)
@@ -154,14 +145,7 @@ static enum service_state state_of(struct fixture *f, const char *name)
  * after it). */
 static void settle(struct fixture *f)
 {
-    for (int round = 0; round < 1000; round++) {
-        for (int i = 0; i < 10; i++)
-            uv_run(&f->loop, UV_RUN_NOWAIT);
-        if (!supervisor_writing(f->sup))
-            return;
-        uv_run(&f->loop, UV_RUN_ONCE); /* the write's end wakes it */
-    }
-    fail_msg("the state is still being written");
+    fake_settle(&f->loop, f->sup);
 }
 
 /* Runs the loop until name is in state st (bounded: a timer of the test's is due within

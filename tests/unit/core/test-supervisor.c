@@ -4,7 +4,6 @@
  * says so (fake_gone), as a real one's end comes later from the kernel or the engine. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -151,11 +150,6 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     struct fixture *f = *state;
@@ -173,8 +167,8 @@ static int teardown(void **state)
         free(f->answers[i].message);
         json_decref(f->answers[i].preempted);
     }
-    nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    nftw(f->state, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fake_remove_tree(f->root);
+    fake_remove_tree(f->state);
     free(f);
     fake_reset();
     return 0;
@@ -182,10 +176,7 @@ static int teardown(void **state)
 
 static struct service *svc(struct fixture *f, const char *name)
 {
-    struct service *s = registry_find(f->reg, name);
-
-    assert_non_null(s);
-    return s;
+    return fake_service(f->reg, name);
 }
 
 static enum service_state state_of(struct fixture *f, const char *name)
@@ -197,14 +188,7 @@ static enum service_state state_of(struct fixture *f, const char *name)
  * write of the state on a worker thread: the answers that wait for it come after it). */
 static void settle(struct fixture *f)
 {
-    for (int round = 0; round < 1000; round++) {
-        for (int i = 0; i < 10; i++)
-            uv_run(&f->loop, UV_RUN_NOWAIT);
-        if (!supervisor_writing(f->sup))
-            return;
-        uv_run(&f->loop, UV_RUN_ONCE); /* the write's end wakes it */
-    }
-    fail_msg("the state is still being written");
+    fake_settle(&f->loop, f->sup);
 }
 
 /* Starts name and lets the loop settle it; the handle is still valid only when the start
