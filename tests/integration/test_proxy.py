@@ -1128,6 +1128,38 @@ def test_client_timeout_closes_an_upload_that_stalls(plab):
     plab.assert_daemon_fine()
 
 
+def test_an_upload_that_pauses_is_not_closed_as_stuck(plab, web):
+    """A fast upload keeps libmicrohttpd asking to run at once for long enough (200 ms)
+    that the server looks for stuck connections: ones that hold bytes they do not read,
+    which then get a 1 s timeout. One whose body is moving is not stuck: when its client
+    then pauses for 2 s, well within client_timeout (10 s), it is not closed, and the
+    service gets the whole body."""
+    first, rest, block = 400 * 1024 * 1024, 1024 * 1024, 1024 * 1024
+    digest = hashlib.sha256()
+    with socket.create_connection((HOST, plab.d.port), timeout=STREAM_TIMEOUT) as sock:
+        sock.sendall(f"POST /s/web/sink HTTP/1.1\r\nHost: {HOST}:{plab.d.port}\r\n"
+                     f"Content-Length: {first + rest}\r\n\r\n".encode())
+        for i in range(first // block):
+            part = bytes([i % 251]) * block
+            digest.update(part)
+            sock.sendall(part)
+        time.sleep(2)
+        part = b"z" * rest
+        digest.update(part)
+        sock.sendall(part)
+        answer = b""
+        while not answer.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+    seen = json.loads(body)
+    assert seen["bytes"] == first + rest and seen["sha256"] == digest.hexdigest(), seen
+    plab.assert_daemon_fine()
+
+
 def test_a_client_that_stops_mid_upload_cuts_the_services_body(plab, web):
     """Half a body, then the client goes: the service sees its request body cut (never a
     whole-looking one), and the daemon goes on."""
