@@ -92,14 +92,11 @@ char **manifest_read_names(struct manifest_parser *p, const struct yamldoc_field
     for (size_t i = 0; i < n_names; i++) {
         yaml_node_t *item = yamldoc_node(p->doc, f->value->data.sequence.items.start[i]);
         int line = item ? yamldoc_line(item) : yamldoc_line(f->value);
-        bool repeated = false;
 
         snprintf(what, sizeof(what), "%s[%zu]", key, i);
         if (!ok(p, what, names[i], line))
             continue;
-        for (size_t j = 0; j < n && !repeated; j++)
-            repeated = strcmp(kept[j], names[i]) == 0;
-        if (repeated) {
+        if (strv_find(kept, names[i])) { /* kept is NULL past its n names */
             text_quote(names[i], strlen(names[i]), quoted, sizeof(quoted));
             manifest_error(p, line, "%s: %s is listed twice: keep only one", what, quoted);
             continue;

@@ -8,15 +8,6 @@
 #include "lib/alloc.h"
 #include "lib/text.h"
 
-/* True when name is one of list's (NULL-terminated; NULL: none). */
-static bool listed(char *const *list, const char *name)
-{
-    for (size_t i = 0; list && list[i]; i++)
-        if (strcmp(list[i], name) == 0)
-            return true;
-    return false;
-}
-
 /* A model name as requests carry it: 1 to MANIFEST_MODEL_MAX bytes, no control
  * character. Reports at line and returns false otherwise. */
 static bool model_name_ok(struct manifest_parser *p, const char *what, const char *name, int line)
@@ -79,9 +70,9 @@ static void parse_aliases(struct manifest_parser *p)
             manifest_check(p, yamldoc_read_string(p->doc, value, what, &target, p->errors)) < 0)
             continue;
         text_quote(key, strlen(key), quoted, sizeof(quoted));
-        if (!listed(p->m->models, target))
+        if (!strv_find(p->m->models, target))
             manifest_error(p, line, "%s: %s names a model that models does not list", what, quoted);
-        else if (listed(p->m->models, key))
+        else if (strv_find(p->m->models, key))
             manifest_error(p, line, "%s: %s is a model of models already, not another name", what,
                            quoted);
         else {
@@ -102,9 +93,10 @@ void manifest_parse_models(struct manifest_parser *p)
 
 const char *manifest_model_for(const struct manifest *m, const char *name)
 {
-    for (size_t i = 0; m->models && m->models[i]; i++)
-        if (strcmp(m->models[i], name) == 0)
-            return m->models[i];
+    const char *model = strv_find(m->models, name);
+
+    if (model)
+        return model;
     for (size_t i = 0; m->model_aliases && m->model_aliases[i]; i += 2)
         if (strcmp(m->model_aliases[i], name) == 0)
             return m->model_aliases[i + 1];

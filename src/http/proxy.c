@@ -144,12 +144,17 @@ static bool forward_header(void *data, const char *name, const char *value)
     struct forward *f = data;
     size_t len = strlen(name);
 
-    if (NAME_IS(name, len, "Content-Length") || NAME_IS(name, len, "Transfer-Encoding"))
-        f->framed = true;
-    else if (NAME_IS(name, len, "Host"))
+    /* Host and the framing are set anew by the call; kept for X-Forwarded-Host and to know
+     * whether a body comes. */
+    if (NAME_IS(name, len, "Host")) {
         f->host = value;
+        return true;
+    }
+    if (NAME_IS(name, len, "Content-Length") || NAME_IS(name, len, "Transfer-Encoding")) {
+        f->framed = true;
+        return true;
+    }
     if (is_hop_by_hop(name, len) || connection_names(f->connection, name, len) ||
-        NAME_IS(name, len, "Host") || NAME_IS(name, len, "Content-Length") ||
         NAME_IS(name, len, "Expect") || strncasecmp(name, "X-Forwarded-", 12) == 0 ||
         NAME_IS(name, len, "Forwarded") || NAME_IS(name, len, "X-Real-IP") ||
         (f->drop_authorization &&

@@ -65,3 +65,11 @@ void strv_free(char **strv)
         free(*p);
     free(strv);
 }
+
+const char *strv_find(char *const *strv, const char *s)
+{
+    for (size_t i = 0; strv && strv[i]; i++)
+        if (strcmp(strv[i], s) == 0)
+            return strv[i];
+    return NULL;
+}

@@ -2,6 +2,7 @@
 #ifndef NANNY_ALLOC_H
 #define NANNY_ALLOC_H
 
+#include <stdbool.h>
 #include <stdlib.h>
 
 void *xmalloc(size_t size);
@@ -13,6 +14,9 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Frees a NULL-terminated array of strings and the strings (NULL is fine). */
 void strv_free(char **strv);
+
+/* The element of the NULL-terminated array strv (NULL: none) equal to s, or NULL. */
+const char *strv_find(char *const *strv, const char *s);
 
 static inline void freep(void *p)
 {
