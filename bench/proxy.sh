@@ -20,7 +20,10 @@
 #      CLOCK_MONOTONIC time it was written; each event's delay is when the client read it
 #      minus that time, 3 streams direct, through the daemon and through nginx
 #      (proxy_buffering off), interleaved: the medians' difference is what the daemon adds
-#      to an event.
+#      to an event. After each stream, 100 round trips on a WebSocket to the same service's
+#      /ws echo, each message written in two pieces 1 ms apart (head, then payload), as a
+#      relay often gets them: with Nagle's algorithm on a relay's socket the second piece
+#      waits for a delayed acknowledgement, ~40 ms. No target: nginx is the reference.
 #   4. bulk (BENCH_BULK=0 skips it): one large body each way, 3 times on each path,
 #      interleaved, median MB/s as curl saw it: a download of a BENCH_BULK_MB file from the
 #      backend (Content-Length), and an upload of as many bytes to the streaming service's
@@ -161,6 +164,12 @@ bench_nginx_conf "$TMP/proxy" "$proxy_port" "        location /s/backend/ {
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_set_header X-Forwarded-Host \$http_host;
         }
+        location = /s/sse/ws {
+            proxy_pass http://sse/ws;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \"upgrade\";
+        }
         location /s/sse/ {
             proxy_pass http://sse/;
             proxy_http_version 1.1;
@@ -270,7 +279,7 @@ sse_line=""
 if [[ $SSE == 1 ]]; then
     echo "streaming: $SSE_EVENTS events 2 ms apart, 3 streams on each path, interleaved ..."
     sse_line=$("$PY" - "$sse_port" "$port" "$proxy_port" "$SSE_EVENTS" <<'PY'
-import socket, statistics, sys, time
+import base64, os, socket, statistics, struct, sys, time
 
 direct, daemon, nginx, events = (int(a) for a in sys.argv[1:5])
 paths = {
@@ -305,12 +314,54 @@ def stream(port, path):
                 data = data[j + 2:]
     return delays
 
+def ws_round_trips(port, path, n=100):
+    """Round trips in us of n WebSocket messages to the echo at path, each written in two
+    pieces 1 ms apart (its head, then its payload), the 1 ms left out: a message that
+    arrives in pieces, as a relay sees them."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    trips = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        f = s.makefile("rb")
+        status = f.readline()
+        if b" 101 " not in status:
+            raise SystemExit(f"{path} on port {port}: {status!r}")
+        while f.readline() not in (b"\r\n", b""):
+            pass
+
+        def message():
+            head = f.read(2)
+            n = head[1] & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", f.read(2))[0]
+            return f.read(n)
+
+        message()  # the service's hello
+        for i in range(n):
+            payload = b"token %04d" % i
+            t = time.monotonic_ns()
+            s.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + b"\0\0\0\0")
+            time.sleep(0.001)
+            s.sendall(payload)
+            if message() != payload:
+                raise SystemExit(f"{path} on port {port}: another message came back")
+            trips.append((time.monotonic_ns() - t) / 1000 - 1000)
+    return trips
+
 got = {k: [] for k in paths}
+trips = {k: [] for k in paths}
+ws_paths = {"direct": "/ws", "daemon": "/s/sse/ws", "nginx": "/s/sse/ws"}
 for _ in range(3):
     for k, (port, path) in paths.items():
         got[k] += stream(port, path)
+        trips[k] += ws_round_trips(port, ws_paths[k])
 med = {k: statistics.median(v) for k, v in got.items()}
-print(f"{med['direct']:.0f} {med['daemon']:.0f} {med['nginx']:.0f}")
+ws = {k: statistics.median(v) for k, v in trips.items()}
+print(f"{med['direct']:.0f} {med['daemon']:.0f} {med['nginx']:.0f} "
+      f"{ws['direct']:.0f} {ws['daemon']:.0f} {ws['nginx']:.0f}")
 PY
 ) || die "the streaming measure failed"
     alive
@@ -395,12 +446,14 @@ verdict=met
 awk -v r="$ratio" -v t="$TARGET_RATIO" 'BEGIN { exit !(r >= t) }' || verdict="NOT met"
 ((added <= TARGET_ADDED_P50_US)) || verdict="NOT met"
 if [[ -n $sse_line ]]; then
-    read -r sse_direct sse_daemon sse_nginx <<<"$sse_line"
+    read -r sse_direct sse_daemon sse_nginx ws_direct ws_daemon ws_nginx <<<"$sse_line"
     sse_added=$((sse_daemon - sse_direct))
     echo "SSE event, written by the upstream to read by the client (median of $((3 * SSE_EVENTS))):" \
         "direct ${sse_direct} us, daemon ${sse_daemon} us, nginx ${sse_nginx} us;" \
         "the daemon adds ${sse_added} us   (target <= ${TARGET_SSE_ADDED_US} us)"
     ((sse_added <= TARGET_SSE_ADDED_US)) || verdict="NOT met"
+    echo "WebSocket round trip of a message sent in two pieces (median of 300):" \
+        "direct ${ws_direct} us, daemon ${ws_daemon} us, nginx ${ws_nginx} us"
 fi
 if [[ $BULK == 1 ]]; then
     echo "bulk, median MB/s of 3: download of $BULK_MB MB: direct ${down[direct]}," \

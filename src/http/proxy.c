@@ -947,8 +947,8 @@ static bool proxy_route_allowed(struct proxy *p, struct request *req, struct ser
     if (wants_websocket(req) && !request_can_upgrade(req)) {
         proxy_error(req, openai, MHD_HTTP_NOT_IMPLEMENTED, 0, "upgrade_not_supported",
                     "WebSockets are not passed over the daemon's own HTTPS (libmicrohttpd "
-                    "0.9.75 stalls them): terminate TLS in a proxy in front (nginx), or use "
-                    "plain HTTP on the loopback");
+                    "0.9.75 relays them 4 bytes at a time): terminate TLS in a proxy in "
+                    "front (nginx), or use plain HTTP on the loopback");
         return false;
     }
     if (!svc->manifest->port) {

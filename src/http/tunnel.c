@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <http_parser.h>
@@ -356,8 +358,14 @@ static void on_client_upgraded(void *data, struct upgraded *u, int fd, const cha
 {
     struct tunnel *t = data;
 
+    int one = 1;
+
     t->u = u;
     t->fd = fd;
+    /* Messages go on as they come, both ways (so does nginx for an upgraded connection):
+     * with Nagle's algorithm, the second piece of a message waits for the peer's delayed
+     * acknowledgement of the first, up to 40 ms. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (t->closing) { /* the service went meanwhile */
         upgraded_close(u);
         t->u = NULL;
@@ -425,6 +433,7 @@ static void on_connected(uv_connect_t *c, int status)
         return;
     }
     t->write.data = t;
+    uv_tcp_nodelay(&t->up, 1); /* as the client's socket (on_client_upgraded) */
     if (uv_write(&t->write, (uv_stream_t *)&t->up, &b, 1, on_head_written) < 0 ||
         uv_read_start((uv_stream_t *)&t->up, on_alloc, on_up_read) < 0)
         tunnel_refuse(t, 0, false, "the service's connection failed");

@@ -20,6 +20,7 @@ wait is bounded; the daemon, its services and the upstreams are stopped at the e
 
 import base64
 import concurrent.futures
+import ctypes
 import hashlib
 import http.client
 import json
@@ -881,6 +882,62 @@ def test_a_websocket_is_passed_through(plab, web):
     plab.d.signal(signal.SIGTERM)
     assert plab.d.proc.wait(timeout=30) == 0
     assert not [line for line in plab.d.lines if "unanswered" in line], plab.d.lines[-5:]
+
+
+def tcp_sockets(pid):
+    """{(local port, remote port): fd} of process pid's TCP sockets on the loopback."""
+    inodes = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+                inodes[fields[9]] = (local, remote)
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            found[inodes[target[8:-1]]] = int(fd)
+    return found
+
+
+def tcp_nodelay(pid, fd):
+    """TCP_NODELAY on process pid's socket fd, read through a copy of it (pidfd_getfd,
+    Linux 5.6; the daemon is the test's child, so it may)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd
+        if copy < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+        with socket.socket(fileno=copy) as s:
+            return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        os.close(pidfd)
+
+
+def test_a_websockets_messages_are_not_held_back_by_nagle(plab, web):
+    """Once a WebSocket is passed through, both of the daemon's sockets for it send what
+    they are given at once (TCP_NODELAY, as nginx does): with Nagle's algorithm, a message
+    that arrives in two pieces had its second piece wait for the peer's delayed
+    acknowledgement of the first, 40 ms a message (bench/proxy.sh measures it)."""
+    ws = WebSocket(plab.d.port, "/s/web/ws")
+    assert ws.status == 101, (ws.status, ws.buf)
+    ws.recv()
+    mine = ws.sock.getsockname()[1]
+    sockets = tcp_sockets(plab.d.pid)
+    to_client = sockets[(plab.d.port, mine)]
+    to_service = [fd for (_, remote), fd in sockets.items() if remote == web.port]
+    assert to_service, sockets
+    assert tcp_nodelay(plab.d.pid, to_client)
+    # The tunnel's, and any other (health checks, kept proxy connections): all of them.
+    assert all(tcp_nodelay(plab.d.pid, fd) for fd in to_service), to_service
+    ws.send(b"still there")
+    assert ws.recv() == (1, b"still there")
+    ws.close()
 
 
 def test_a_websocket_to_a_stopped_service_starts_it(plab):

@@ -422,8 +422,9 @@ def test_a_failed_reload_keeps_the_old_certificate(nanny, services_dir, pki, tmp
 
 def test_a_websocket_over_the_daemons_own_https_is_refused_501(nanny, services_dir, pki,
                                                                tmp_path):
-    """Under the daemon's own TLS, libmicrohttpd 0.9.75 passes a handed-over connection's
-    bytes in pieces seconds apart: a WebSocket is refused there (501, saying to terminate
+    """Under the daemon's own TLS, libmicrohttpd 0.9.75 relays a handed-over connection's
+    bytes 4 at a time (its 8-byte emergency buffer: the 101's write buffer took the
+    connection's whole memory pool): a WebSocket is refused there (501, saying to terminate
     TLS in front), not served badly; the service is not even started."""
     from test_proxy import PYTHON, UPSTREAM, WebSocket
     port = free_port()
