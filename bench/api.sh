@@ -110,34 +110,12 @@ rss_idle=$(rss_kb "$daemon_pid" VmRSS)
 # --- nginx: one worker, the same bytes ---------------------------------------
 nginx_port=$(bench_free_port)
 NGINX_URL=http://127.0.0.1:$nginx_port
-cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events {
-    worker_connections 1024;
-}
-http {
-    access_log off;
-    server_tokens off;
-    sendfile on;
-    tcp_nodelay on;
-    # The daemon (libmicrohttpd) keeps a connection open for any number of
-    # requests: so does nginx here.
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/nginx/body;
-    types { }
-    default_type application/json;
-    server {
-        listen 127.0.0.1:$nginx_port;
+# The same bytes as files; the daemon (libmicrohttpd) keeps a connection open for any
+# number of requests, and so does nginx here (bench_nginx_conf).
+bench_nginx_conf "$TMP/nginx" "$nginx_port" "        default_type application/json;
         location = /services { alias $TMP/www/services.json; }
         location = /services/$PROBE/status { alias $TMP/www/status.json; }
-        location / { return 404; }
-    }
-}
-EOF
+        location / { return 404; }"
 "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" \
     </dev/null >"$TMP/nginx/stdout.log" 2>&1 &
 nginx_pid=$!

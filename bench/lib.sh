@@ -242,8 +242,9 @@ bench_serve() {
 }
 
 # bench_nginx_conf DIR PORT SERVER [HTTP]: an nginx config in DIR/nginx.conf (one worker,
-# keep-alive with no request cap, no access log) listening on 127.0.0.1:PORT, with the
-# lines SERVER inside its server block and HTTP (e.g. an upstream block) beside it.
+# keep-alive with no request cap, no access log) listening on 127.0.0.1:PORT (PORT may
+# carry listen parameters: "8443 ssl"), with the lines SERVER inside its server block and
+# HTTP (e.g. an upstream block) beside it.
 bench_nginx_conf() {
     local dir=$1 port=$2 http_extra=${4:-}
     mkdir -p "$dir"

@@ -195,26 +195,7 @@ if [[ -z $https_error ]]; then
     chmod 644 "$TMP/www/status.json"
     nginx_port=$(bench_free_port)
     NGINX_URL=https://127.0.0.1:$nginx_port
-    cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events {
-    worker_connections 1024;
-}
-http {
-    access_log off;
-    server_tokens off;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/nginx/body;
-    types { }
-    default_type application/json;
-    server {
-        listen 127.0.0.1:$nginx_port ssl;
+    bench_nginx_conf "$TMP/nginx" "$nginx_port ssl" "        default_type application/json;
         ssl_certificate $TMP/tls/cert.pem;
         ssl_certificate_key $TMP/tls/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -223,10 +204,7 @@ http {
         ssl_session_cache off;
         ssl_session_tickets off;
         location = $ENDPOINT { alias $TMP/www/status.json; }
-        location / { return 404; }
-    }
-}
-EOF
+        location / { return 404; }"
     "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" \
         </dev/null >"$TMP/nginx/stdout.log" 2>&1 &
     pids+=("$!")

@@ -57,16 +57,6 @@ class Held:
         self.sock = socket.create_connection((HOST, port), timeout=WAIT)
         self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
 
-    def status(self):
-        """The answer's status (reads its head)."""
-        data = b""
-        while b"\r\n" not in data:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise AssertionError(f"closed before an answer: {data!r}")
-            data += chunk
-        return int(data.split(b" ", 2)[1])
-
     def close(self):
         self.sock.close()
 
