@@ -1217,6 +1217,41 @@ def test_an_upload_that_pauses_is_not_closed_as_stuck(plab, web):
     plab.assert_daemon_fine()
 
 
+@pytest.mark.parametrize("cold", [False, True], ids=["running", "stopped"])
+def test_an_upload_that_expects_100_continue_gets_it_and_arrives_whole(plab, cold):
+    """curl sends `Expect: 100-continue` for a large body and waits for the 100 before
+    sending it: the daemon says 100 Continue (to a stopped service too, which the request
+    starts), then the body streams to the service whole."""
+    plab.add_upstream("web")
+    plab.serve()
+    if not cold:
+        plab.start_running("web")
+    body = os.urandom(3 * 1024 * 1024)
+    with socket.create_connection((HOST, plab.d.port), timeout=STREAM_TIMEOUT) as sock:
+        sock.sendall(f"POST /s/web/sink HTTP/1.1\r\nHost: {HOST}:{plab.d.port}\r\n"
+                     f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+                     .encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            assert data, answer
+            answer += data
+        interim, _, answer = answer.partition(b"\r\n\r\n")
+        assert interim == b"HTTP/1.1 100 Continue", interim
+        sock.sendall(body)
+        while not answer.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head, _, doc = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+    seen = json.loads(doc)
+    assert seen["bytes"] == len(body), seen
+    assert seen["sha256"] == hashlib.sha256(body).hexdigest(), seen
+    plab.assert_daemon_fine()
+
+
 def test_a_client_that_stops_mid_upload_cuts_the_services_body(plab, web):
     """Half a body, then the client goes: the service sees its request body cut (never a
     whole-looking one), and the daemon goes on."""
