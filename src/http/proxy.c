@@ -123,6 +123,10 @@ struct forward {
     size_t n; /* the client's lines among them */
 };
 
+static void proxy_error(struct request *req, bool openai, unsigned status, unsigned retry_s,
+                        const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
 static void forward_add(struct forward *f, const char *name, const char *value)
 {
     size_t name_len = strlen(name), value_len = strlen(value);
@@ -378,6 +382,7 @@ static enum upstream_take on_head(void *data, unsigned status, char *const *line
 {
     struct proxied *pr = data;
     const char *headers[2 * PROXY_RESPONSE_MAX + 1];
+    size_t head, room;
     struct stream_options o = {.status = status,
                                .headers = headers,
                                .length = length >= 0 ? (uint64_t)length : MHD_SIZE_UNKNOWN,
@@ -394,6 +399,21 @@ static enum upstream_take on_head(void *data, unsigned status, char *const *line
     if (status == 204 || status == 304)
         o.length = 0; /* no body, whatever the upstream says */
     answer_headers(lines, n, headers, sizeof(headers) / sizeof(headers[0]));
+    head = 0;
+    for (size_t i = 0; headers[i] && headers[i + 1]; i += 2)
+        head += strlen(headers[i]) + strlen(headers[i + 1]) + 4;
+    room = request_answer_head_room(pr->req);
+    if (head > room) {
+        /* libmicrohttpd would close the connection with no answer: say why instead. */
+        request_set_abort(pr->req, NULL, NULL);
+        proxy_error(pr->req, pr->openai, MHD_HTTP_BAD_GATEWAY, 0, "upstream_error",
+                    "%s answered with %zu bytes of headers; with this request's own, the "
+                    "daemon can pass at most %zu (libmicrohttpd builds both in one %d-byte "
+                    "buffer a connection)",
+                    pr->service, head, room, SERVER_HEADER_MEMORY);
+        pr->req = NULL;
+        return UPSTREAM_ABORT;
+    }
     if (pr->small_ok && o.length <= PROXY_SMALL_ANSWER)
         return small_begin(pr, status, headers, o.length);
     request_set_abort(pr->req, NULL, NULL);
@@ -556,9 +576,6 @@ static void proxy_reply(struct request *req, bool openai, unsigned status, json_
     request_reply_taken(req, status, resp);
 }
 
-static void proxy_error(struct request *req, bool openai, unsigned status, unsigned retry_s,
-                        const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
 static void proxy_error(struct request *req, bool openai, unsigned status, unsigned retry_s,
                         const char *code, const char *fmt, ...)
 {

@@ -171,6 +171,11 @@ const char *request_header(struct request *req, const char *name);
 /* Calls fn(data, name, value) for each header in the order sent, until it returns false. */
 void request_headers_each(struct request *req,
                           bool (*fn)(void *data, const char *name, const char *value), void *data);
+/* How many bytes of answer head (its header lines) req's answer can carry: libmicrohttpd
+ * 0.9.75 builds it in what is left of the connection's SERVER_HEADER_MEMORY after the
+ * request's own head, and closes the connection without a word when it does not fit. An
+ * estimate on the safe side. */
+size_t request_answer_head_room(struct request *req);
 /* "https" when the server speaks TLS, else "http". */
 const char *request_scheme(const struct request *req);
 /* The scheme the client used: through a trusted proxy (server_set_trusted_proxies), its

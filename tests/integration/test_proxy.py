@@ -638,6 +638,36 @@ def test_a_small_answer_cut_short_is_502_with_no_head_of_the_services(plab, web,
     plab.assert_daemon_fine()
 
 
+@pytest.mark.parametrize("request_header", [0, 8000], ids=["small-request", "8k-request"])
+def test_an_answer_head_too_large_to_pass_is_502_never_a_silent_close(plab, web,
+                                                                       request_header):
+    """libmicrohttpd builds the answer's head in what the request's own head left of the
+    connection's 32 KiB, and closes the connection without a word when it does not fit.
+    Every size is either passed whole or refused with a 502 that says why: with a small
+    request, heads up to 30,000 bytes pass (nginx's default buffer takes 4-8 KiB)."""
+    headers = {"X-Req": "r" * request_header} if request_header else None
+    passed = refused = 0
+    for n in range(20000, 40001, 500):
+        s = RawStream(plab.d.port, f"/s/web/bighead?bytes={n}", headers=headers)
+        s.read_to_end()
+        s.close()
+        if s.status == 200:
+            assert s.complete and s.body == b"big head\n", (n, s.body[:200])
+            assert s.headers["x-big"] == "b" * n, n
+            assert not refused, f"{n} passed after a smaller head was refused"
+            passed = n
+        else:
+            assert s.status == 502, (n, s.status, s.body[:300])
+            body = json.loads(s.body)
+            assert body["error"] == "upstream_error", body
+            assert "bytes of headers" in body["message"], body
+            refused += 1
+    assert refused, "a 40,000-byte head cannot fit: it must be refused"
+    if not request_header:
+        assert passed >= 30000, passed
+    plab.assert_daemon_fine()
+
+
 @pytest.mark.parametrize("path", ["/close", "/garbage"])
 def test_an_upstream_that_answers_no_http_head_is_502(plab, web, path):
     r = plab.proxy("GET", f"/s/web{path}")
