@@ -123,10 +123,6 @@ struct forward {
     size_t n; /* the client's lines among them */
 };
 
-static void proxy_error(struct request *req, bool openai, unsigned status, unsigned retry_s,
-                        const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-
 static void forward_add(struct forward *f, const char *name, const char *value)
 {
     size_t name_len = strlen(name), value_len = strlen(value);
@@ -376,6 +372,11 @@ static enum upstream_take small_body(struct proxied *pr, const char *buf, size_t
         request_set_deadline(pr->req, pr->proxy->config->proxy_read_timeout_ms);
     return UPSTREAM_TAKEN;
 }
+
+/* An error answer in SPEC's shape, or OpenAI's (below, with the other answers). */
+static void proxy_error(struct request *req, bool openai, unsigned status, unsigned retry_s,
+                        const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
 static enum upstream_take on_head(void *data, unsigned status, char *const *lines, size_t n,
                                   int64_t length)

@@ -1485,10 +1485,13 @@ void request_headers_each(struct request *req,
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, walk_header, &w);
 }
 
-/* What libmicrohttpd keeps of each request value besides its bytes (its struct
- * MHD_HTTP_Header: four pointers or sizes and a kind, in 0.9.75), with room to spare. */
-#define SERVER_VALUE_COST     64
-#define SERVER_ANSWER_RESERVE 512 /* the status line, Date, the framing, Connection */
+/* What libmicrohttpd 0.9.75 keeps of each request value besides its bytes: its struct
+ * MHD_HTTP_Header (56 bytes), rounded up to the pool's alignment. */
+#define SERVER_VALUE_COST 64
+/* The answer's status line, Date, framing and Connection (about 200 bytes), and slack for
+ * what a client's head holds that its values do not show (spaces around values, a Cookie
+ * header's copy with its spaces). */
+#define SERVER_ANSWER_RESERVE 1024
 
 static enum MHD_Result count_value(void *cls, enum MHD_ValueKind kind, const char *key,
                                    const char *value)
@@ -1499,6 +1502,9 @@ static enum MHD_Result count_value(void *cls, enum MHD_ValueKind kind, const cha
     return MHD_YES;
 }
 
+/* Tied to 0.9.75's pool (Debian 12's): a later libmicrohttpd may lay it out otherwise. Not
+ * counted: a pipelined next request already read with this one, which libmicrohttpd keeps
+ * in the pool too (no call tells its size). */
 size_t request_answer_head_room(struct request *req)
 {
     size_t used = strlen(req->method) + strlen(req->uri ? req->uri : req->path) +

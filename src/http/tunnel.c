@@ -357,7 +357,6 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_client_upgraded(void *data, struct upgraded *u, int fd, const char *extra, size_t n)
 {
     struct tunnel *t = data;
-
     int one = 1;
 
     t->u = u;

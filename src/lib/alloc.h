@@ -2,7 +2,6 @@
 #ifndef NANNY_ALLOC_H
 #define NANNY_ALLOC_H
 
-#include <stdbool.h>
 #include <stdlib.h>
 
 void *xmalloc(size_t size);

@@ -21,6 +21,7 @@ wait is bounded; the daemon, its services and the upstreams are stopped at the e
 import base64
 import concurrent.futures
 import ctypes
+import errno
 import hashlib
 import http.client
 import json
@@ -663,8 +664,7 @@ def test_an_answer_head_too_large_to_pass_is_502_never_a_silent_close(plab, web,
             assert "bytes of headers" in body["message"], body
             refused += 1
     assert refused, "a 40,000-byte head cannot fit: it must be refused"
-    if not request_header:
-        assert passed >= 30000, passed
+    assert passed >= (30000 if not request_header else 22000), passed
     plab.assert_daemon_fine()
 
 
@@ -936,15 +936,26 @@ def tcp_sockets(pid):
 
 def tcp_nodelay(pid, fd):
     """TCP_NODELAY on process pid's socket fd, read through a copy of it (pidfd_getfd,
-    Linux 5.6; the daemon is the test's child, so it may)."""
+    Linux 5.6; the daemon is the test's child, so it may); None when fd is gone (or is no
+    socket any more) by then."""
     libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
     try:
         copy = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd
         if copy < 0:
-            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+            err = ctypes.get_errno()
+            if err in (errno.ENOSYS, errno.EPERM):
+                pytest.skip(f"pidfd_getfd cannot copy the daemon's sockets here: "
+                            f"{os.strerror(err)}")
+            if err == errno.EBADF:
+                return None
+            raise OSError(err, "pidfd_getfd")
         with socket.socket(fileno=copy) as s:
             return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    except OSError as e:
+        if e.errno == errno.ENOTSOCK:
+            return None
+        raise
     finally:
         os.close(pidfd)
 
@@ -963,8 +974,11 @@ def test_a_websockets_messages_are_not_held_back_by_nagle(plab, web):
     to_service = [fd for (_, remote), fd in sockets.items() if remote == web.port]
     assert to_service, sockets
     assert tcp_nodelay(plab.d.pid, to_client)
-    # The tunnel's, and any other (health checks, kept proxy connections): all of them.
-    assert all(tcp_nodelay(plab.d.pid, fd) for fd in to_service), to_service
+    # The tunnel's, and any other (health checks, kept proxy connections): all of them. A
+    # health check's may close meanwhile; the tunnel's lives as long as the WebSocket.
+    seen = {fd: tcp_nodelay(plab.d.pid, fd) for fd in to_service}
+    assert all(v for v in seen.values() if v is not None), seen
+    assert any(v is not None for v in seen.values()), seen
     ws.send(b"still there")
     assert ws.recv() == (1, b"still there")
     ws.close()
