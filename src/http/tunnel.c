@@ -159,19 +159,34 @@ static void on_client_ended(void *data);
 
 static const struct request_upgrade_events client_events = {on_client_upgraded, on_client_ended};
 
-/* The service said 101: so is the client told, with the service's headers. */
+/* The service said 101: so is the client told, with the service's headers, when they fit
+ * where libmicrohttpd builds the answer's head (else it would close the connection without
+ * a word: refused instead, saying why). */
 static void tunnel_answer(struct tunnel *t)
 {
     const char *headers[2 * TUNNEL_LINES_MAX + 1];
-    size_t k = 0;
+    size_t k = 0, head = 0, room;
     struct request *req = t->req;
 
     for (size_t i = 0; i < t->n_lines; i++)
         if (t->names[i] && t->values[i] && !is_hop_by_hop(t->names[i])) {
             headers[k++] = t->names[i];
             headers[k++] = t->values[i];
+            head += strlen(t->names[i]) + strlen(t->values[i]) + 4;
         }
     headers[k] = NULL;
+    room = request_answer_head_room(req);
+    if (head > room) {
+        char message[256];
+
+        snprintf(message, sizeof(message),
+                 "the service's 101 carries %zu bytes of headers; with this request's own, the "
+                 "daemon can pass at most %zu (libmicrohttpd builds both in one %d-byte buffer "
+                 "a connection)",
+                 head, room, SERVER_HEADER_MEMORY);
+        tunnel_refuse(t, 0, false, message);
+        return;
+    }
     uv_timer_stop(&t->timer);
     t->req = NULL;
     t->told = true;

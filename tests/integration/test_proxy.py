@@ -984,6 +984,25 @@ def test_a_websockets_messages_are_not_held_back_by_nagle(plab, web):
     ws.close()
 
 
+def test_a_websockets_101_too_large_to_pass_is_502_never_a_silent_close(plab, web):
+    """The service's 101 goes to the client with its headers, which libmicrohttpd builds
+    where the request's head left room: a 101 whose headers would not fit is a 502 that
+    says why, not a connection closed without a word; one that fits passes whole."""
+    ws = WebSocket(plab.d.port, "/s/web/ws?head_bytes=20000")
+    assert ws.status == 101, (ws.status, ws.buf[:300])
+    assert ws.headers["x-big"] == "b" * 20000
+    ws.recv()
+    ws.send(b"fits")
+    assert ws.recv() == (1, b"fits")
+    ws.close()
+    ws = WebSocket(plab.d.port, "/s/web/ws?head_bytes=40000")
+    assert ws.status == 502, (ws.status, ws.buf[:300])
+    body = json.loads(ws.buf)
+    assert "101 carries" in body["message"] and "bytes of headers" in body["message"], body
+    ws.close()
+    plab.assert_daemon_fine()
+
+
 def test_a_websocket_to_a_stopped_service_starts_it(plab):
     plab.add_upstream("web")
     plab.serve()
