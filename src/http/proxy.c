@@ -400,11 +400,7 @@ static enum upstream_take on_head(void *data, unsigned status, char *const *line
     if (status == 204 || status == 304)
         o.length = 0; /* no body, whatever the upstream says */
     answer_headers(lines, n, headers, sizeof(headers) / sizeof(headers[0]));
-    head = 0;
-    for (size_t i = 0; headers[i] && headers[i + 1]; i += 2)
-        head += strlen(headers[i]) + strlen(headers[i + 1]) + 4;
-    room = request_answer_head_room(pr->req);
-    if (head > room) {
+    if (!request_answer_head_fits(pr->req, headers, &head, &room)) {
         /* libmicrohttpd would close the connection with no answer: say why instead. */
         request_set_abort(pr->req, NULL, NULL);
         proxy_error(pr->req, pr->openai, MHD_HTTP_BAD_GATEWAY, 0, "upstream_error",

@@ -1505,10 +1505,11 @@ static enum MHD_Result count_value(void *cls, enum MHD_ValueKind kind, const cha
 /* Tied to 0.9.75's pool (Debian 12's): a later libmicrohttpd may lay it out otherwise. Not
  * counted: a pipelined next request already read with this one, which libmicrohttpd keeps
  * in the pool too (no call tells its size). */
-size_t request_answer_head_room(struct request *req)
+bool request_answer_head_fits(struct request *req, const char *const *headers, size_t *ret_head,
+                              size_t *ret_room)
 {
-    size_t used = strlen(req->method) + strlen(req->uri ? req->uri : req->path) +
-                  strlen(req->version) + 4 + SERVER_ANSWER_RESERVE;
+    size_t head = 0, used = strlen(req->method) + strlen(req->uri ? req->uri : req->path) +
+                            strlen(req->version) + 4 + SERVER_ANSWER_RESERVE;
 
     /* A query's arguments and the cookies are counted besides the line and the Cookie
      * header they come from: libmicrohttpd copies the cookies; the arguments, on the safe
@@ -1516,7 +1517,11 @@ size_t request_answer_head_room(struct request *req)
     MHD_get_connection_values(
         req->conn, MHD_HEADER_KIND | MHD_COOKIE_KIND | MHD_GET_ARGUMENT_KIND | MHD_FOOTER_KIND,
         count_value, &used);
-    return used < SERVER_HEADER_MEMORY ? SERVER_HEADER_MEMORY - used : 0;
+    for (size_t i = 0; headers[i] && headers[i + 1]; i += 2)
+        head += strlen(headers[i]) + strlen(headers[i + 1]) + 4;
+    *ret_head = head;
+    *ret_room = used < SERVER_HEADER_MEMORY ? SERVER_HEADER_MEMORY - used : 0;
+    return head <= *ret_room;
 }
 
 const char *request_scheme(const struct request *req)

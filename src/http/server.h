@@ -171,11 +171,13 @@ const char *request_header(struct request *req, const char *name);
 /* Calls fn(data, name, value) for each header in the order sent, until it returns false. */
 void request_headers_each(struct request *req,
                           bool (*fn)(void *data, const char *name, const char *value), void *data);
-/* How many bytes of answer head (its header lines) req's answer can carry: libmicrohttpd
- * 0.9.75 builds it in what is left of the connection's SERVER_HEADER_MEMORY after the
- * request's own head, and closes the connection without a word when it does not fit. An
- * estimate on the safe side. */
-size_t request_answer_head_room(struct request *req);
+/* Whether an answer with these headers (name, value pairs, NULL-terminated) fits where
+ * libmicrohttpd 0.9.75 builds its head: in what is left of the connection's
+ * SERVER_HEADER_MEMORY after the request's own head (it closes the connection without a
+ * word when the head does not fit). An estimate on the safe side; when false, *ret_head
+ * and *ret_room are the headers' bytes and the room, for the error that says so. */
+bool request_answer_head_fits(struct request *req, const char *const *headers, size_t *ret_head,
+                              size_t *ret_room);
 /* "https" when the server speaks TLS, else "http". */
 const char *request_scheme(const struct request *req);
 /* The scheme the client used: through a trusted proxy (server_set_trusted_proxies), its

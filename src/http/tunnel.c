@@ -165,18 +165,16 @@ static const struct request_upgrade_events client_events = {on_client_upgraded, 
 static void tunnel_answer(struct tunnel *t)
 {
     const char *headers[2 * TUNNEL_LINES_MAX + 1];
-    size_t k = 0, head = 0, room;
+    size_t k = 0, head, room;
     struct request *req = t->req;
 
     for (size_t i = 0; i < t->n_lines; i++)
         if (t->names[i] && t->values[i] && !is_hop_by_hop(t->names[i])) {
             headers[k++] = t->names[i];
             headers[k++] = t->values[i];
-            head += strlen(t->names[i]) + strlen(t->values[i]) + 4;
         }
     headers[k] = NULL;
-    room = request_answer_head_room(req);
-    if (head > room) {
+    if (!request_answer_head_fits(req, headers, &head, &room)) {
         char message[256];
 
         snprintf(message, sizeof(message),
