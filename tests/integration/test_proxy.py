@@ -1182,6 +1182,19 @@ def test_an_upload_to_a_stopped_service_waits_for_its_start_and_goes_whole(plab,
     assert plab.state("web") == "running"
 
 
+def sink_answer(sock, answer=b""):
+    """Reads /sink's answer to an upload on sock (answer: what was read of it already),
+    asserts it is 200, and returns its JSON {"bytes", "sha256", "framing"}."""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        data = sock.recv(65536)
+        if not data:
+            break
+        answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+    return json.loads(body)
+
+
 def test_a_large_upload_to_a_slow_service_keeps_the_daemons_memory_flat(plab, web):
     """100 MiB to a service that reads 40 MiB a second: the daemon holds at most its
     buffer of it (the client's side waits while the service's side is full)."""
@@ -1207,18 +1220,10 @@ def test_a_large_upload_to_a_slow_service_keeps_the_daemons_memory_flat(plab, we
                 part = bytes([i % 251]) * block
                 digest.update(part)
                 sock.sendall(part)
-            answer = b""
-            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-                data = sock.recv(65536)
-                if not data:
-                    break
-                answer += data
+            seen = sink_answer(sock)
     finally:
         done.set()
         sampler.join()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
-    seen = json.loads(body)
     assert seen["bytes"] == size and seen["sha256"] == digest.hexdigest(), seen
     assert peak[0] - before < 24 * 1024 * 1024, (before, peak[0])
     plab.assert_daemon_fine()
@@ -1267,15 +1272,7 @@ def test_an_upload_that_pauses_is_not_closed_as_stuck(plab, web):
         part = b"z" * rest
         digest.update(part)
         sock.sendall(part)
-        answer = b""
-        while not answer.rstrip().endswith(b"}"):
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
-    seen = json.loads(body)
+        seen = sink_answer(sock)
     assert seen["bytes"] == first + rest and seen["sha256"] == digest.hexdigest(), seen
     plab.assert_daemon_fine()
 
@@ -1302,14 +1299,7 @@ def test_an_upload_that_expects_100_continue_gets_it_and_arrives_whole(plab, col
         interim, _, answer = answer.partition(b"\r\n\r\n")
         assert interim == b"HTTP/1.1 100 Continue", interim
         sock.sendall(body)
-        while not answer.rstrip().endswith(b"}"):
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
-    head, _, doc = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
-    seen = json.loads(doc)
+        seen = sink_answer(sock, answer)
     assert seen["bytes"] == len(body), seen
     assert seen["sha256"] == hashlib.sha256(body).hexdigest(), seen
     plab.assert_daemon_fine()
