@@ -635,19 +635,24 @@ static const char *upstream_ip(const struct manifest *m)
 
 /* --- a WebSocket ---------------------------------------------------------------------- */
 
-static void on_tunnel_refused(void *data, unsigned status, bool timed_out, const char *message)
+/* The tunnel's failures get the codes of a proxied call's (on_done). */
+static void on_tunnel_refused(void *data, unsigned status, enum upstream_failure failure,
+                              const char *message)
 {
     struct proxied *pr = data;
     struct request *req = pr->req;
 
     pr->req = NULL;
     request_set_abort(req, NULL, NULL);
-    if (timed_out)
+    if (failure == UPSTREAM_TIMED_OUT)
         proxy_error(req, false, MHD_HTTP_GATEWAY_TIMEOUT, 0, "upstream_timeout", "%s: %s",
                     pr->service, message);
-    else if (status == 0)
+    else if (failure == UPSTREAM_REFUSED)
         proxy_error(req, false, MHD_HTTP_BAD_GATEWAY, 0, "upstream_unreachable", "%s: %s",
                     pr->service, message);
+    else if (failure != UPSTREAM_OK || status == 0)
+        proxy_error(req, false, MHD_HTTP_BAD_GATEWAY, 0, "upstream_error", "%s: %s", pr->service,
+                    message);
     else
         proxy_error(req, false, status >= 400 && status <= 599 ? status : MHD_HTTP_BAD_GATEWAY, 0,
                     "upgrade_refused", "%s: %s", pr->service, message);

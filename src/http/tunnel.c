@@ -86,12 +86,13 @@ static void on_handle_closed(uv_handle_t *h)
 }
 
 /* Tells the caller there is no upgrade, once, and ends. */
-static void tunnel_refuse(struct tunnel *t, unsigned status, bool timed_out, const char *message)
+static void tunnel_refuse(struct tunnel *t, unsigned status, enum upstream_failure failure,
+                          const char *message)
 {
     if (!t->told && t->req) {
         t->told = true;
         t->req = NULL;
-        t->ev->refused(t->data, status, timed_out, message);
+        t->ev->refused(t->data, status, failure, message);
     }
     tunnel_finish(t);
 }
@@ -182,7 +183,7 @@ static void tunnel_answer(struct tunnel *t)
                  "daemon can pass at most %zu (libmicrohttpd builds both in one %d-byte buffer "
                  "a connection)",
                  head, room, SERVER_HEADER_MEMORY);
-        tunnel_refuse(t, 0, false, message);
+        tunnel_refuse(t, 0, UPSTREAM_BROKEN, message);
         return;
     }
     uv_timer_stop(&t->timer);
@@ -328,7 +329,8 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         if (!t->head_done) {
-            tunnel_refuse(t, 0, false, "the service closed the connection before answering");
+            tunnel_refuse(t, 0, UPSTREAM_BROKEN,
+                          "the service closed the connection before answering");
             return;
         }
         t->up_eof = true;
@@ -344,7 +346,8 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     parsed = http_parser_execute(&t->parser, &answer_head, buf->base, (size_t)nread);
     if (!t->head_done && (HTTP_PARSER_ERRNO(&t->parser) != HPE_OK ||
                           t->head_bytes > TUNNEL_HEAD_MAX || t->n_lines == TUNNEL_LINES_MAX)) {
-        tunnel_refuse(t, 0, false, "the service's answer is not HTTP, or its head is too large");
+        tunnel_refuse(t, 0, UPSTREAM_BROKEN,
+                      "the service's answer is not HTTP, or its head is too large");
         return;
     }
     if (!t->head_done)
@@ -355,7 +358,7 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
         snprintf(message, sizeof(message), "the service answered the upgrade with %u, not 101",
                  t->parser.status_code);
-        tunnel_refuse(t, t->parser.status_code, false, message);
+        tunnel_refuse(t, t->parser.status_code, UPSTREAM_OK, message);
         return;
     }
     if (parsed < (size_t)nread) {
@@ -419,14 +422,15 @@ static void on_head_written(uv_write_t *w, int status)
     struct tunnel *t = w->data;
 
     if (status < 0)
-        tunnel_refuse(t, 0, false, "the service closed the connection before the request");
+        tunnel_refuse(t, 0, UPSTREAM_BROKEN,
+                      "the service closed the connection before the request");
 }
 
 static void on_deadline(uv_timer_t *timer)
 {
     struct tunnel *t = timer->data;
 
-    tunnel_refuse(t, 0, true, "the service did not answer the upgrade in time");
+    tunnel_refuse(t, 0, UPSTREAM_TIMED_OUT, "the service did not answer the upgrade in time");
 }
 
 static void on_connected(uv_connect_t *c, int status)
@@ -441,14 +445,14 @@ static void on_connected(uv_connect_t *c, int status)
 
         snprintf(message, sizeof(message), "the service does not accept connections: %s",
                  uv_strerror(status));
-        tunnel_refuse(t, 0, false, message);
+        tunnel_refuse(t, 0, UPSTREAM_REFUSED, message);
         return;
     }
     t->write.data = t;
     uv_tcp_nodelay(&t->up, 1); /* as the client's socket (on_client_upgraded) */
     if (uv_write(&t->write, (uv_stream_t *)&t->up, &b, 1, on_head_written) < 0 ||
         uv_read_start((uv_stream_t *)&t->up, on_alloc, on_up_read) < 0)
-        tunnel_refuse(t, 0, false, "the service's connection failed");
+        tunnel_refuse(t, 0, UPSTREAM_BROKEN, "the service's connection failed");
 }
 
 int tunnel_open(uv_loop_t *loop, struct request *req, const char *ip, unsigned port,

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "http/server.h"
+#include "lib/upstream.h"
 
 #define TUNNEL_BUFFER (64 * 1024) /* bytes read from one side before the other took them */
 
@@ -21,9 +22,13 @@ struct tunnel;
 
 struct tunnel_events {
     /* No upgrade (called at most once, before any upgraded): status is the service's
-     * answer (0: no answer: it could not be reached, or timed out (timed_out), or its
-     * answer was not HTTP); message says what happened. The caller answers the request. */
-    void (*refused)(void *data, unsigned status, bool timed_out, const char *message);
+     * answer, with failure UPSTREAM_OK; or 0, with failure saying why there is no usable
+     * answer, as for a proxied call: it could not be reached (UPSTREAM_REFUSED), did not
+     * answer in time (UPSTREAM_TIMED_OUT), or answered with no HTTP, closed before its
+     * head, or sent a 101 too large to pass (UPSTREAM_BROKEN). message says what happened.
+     * The caller answers the request. */
+    void (*refused)(void *data, unsigned status, enum upstream_failure failure,
+                    const char *message);
     /* The service said 101: so is the client told now (the request is answered). */
     void (*answered)(void *data);
     /* The tunnel is over (after refused, or once either side closed): called once, last.

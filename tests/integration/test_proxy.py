@@ -998,7 +998,30 @@ def test_a_websockets_101_too_large_to_pass_is_502_never_a_silent_close(plab, we
     ws = WebSocket(plab.d.port, "/s/web/ws?head_bytes=40000")
     assert ws.status == 502, (ws.status, ws.buf[:300])
     body = json.loads(ws.buf)
+    assert body["error"] == "upstream_error", body
     assert "101 carries" in body["message"] and "bytes of headers" in body["message"], body
+    ws.close()
+    plab.assert_daemon_fine()
+
+
+@pytest.mark.parametrize("path, code, says", [
+    ("/s/web/garbage", "upstream_error", "not HTTP"),
+    ("/s/web/close", "upstream_error", "closed the connection before answering"),
+    ("/s/deaf/ws", "upstream_unreachable", "does not accept connections"),
+], ids=["not-http", "closed", "refused"])
+def test_a_websocket_with_no_usable_answer_gets_a_proxied_calls_code(plab, path, code, says):
+    """A WebSocket whose service gives no usable answer is told why with the code a plain
+    proxied request would get: 502 upstream_error for an answer that is not HTTP or none
+    before the service closed, 502 upstream_unreachable for a port nobody answers on."""
+    plab.add_upstream("web")
+    plab.add("deaf", command=["sleep", "1000"], health=False, port=free_port())
+    plab.serve()
+    plab.start_running("web")
+    plab.start_running("deaf")
+    ws = WebSocket(plab.d.port, path)
+    assert ws.status == 502, (ws.status, ws.buf[:300])
+    body = json.loads(ws.buf)
+    assert body["error"] == code and says in body["message"], body
     ws.close()
     plab.assert_daemon_fine()
 
