@@ -91,10 +91,12 @@ struct request {
     bool body_done; /* its end was seen (and told to the sink) */
     const struct request_body_sink *sink;
     void *sink_data;
-    bool mhd_suspended; /* libmicrohttpd holds the connection (MHD_suspend_connection) */
-    bool body_dropped;  /* request_body_sink(NULL): the rest of the body is not wanted */
-    bool completing;    /* libmicrohttpd is done with it (on_completed) */
-    bool hangup_aborts; /* suspended, a client that hangs up aborts it (request_abort_on_hangup) */
+    bool mhd_suspended;  /* libmicrohttpd holds the connection (MHD_suspend_connection) */
+    bool body_dropped;   /* request_body_sink(NULL): the rest of the body is not wanted */
+    uint64_t moved;      /* body bytes handed to or from it (request_moved)... */
+    uint64_t moved_seen; /* ...and as many at the last search for stuck connections */
+    bool completing;     /* libmicrohttpd is done with it (on_completed) */
+    bool hangup_aborts;  /* suspended, a client that hangs up aborts it (request_abort_on_hangup) */
     struct upgraded *upgrade; /* a 101 answer's hand-over, until it happens or the request ends */
     json_t *(*error_shape)(unsigned status, json_t *body); /* request_set_error_shape */
 };
@@ -999,8 +1001,11 @@ static void server_sweep(struct server *s)
  * progress on keeps it busy (0.9.75 does this with a chunk-size line or chunk extension
  * longer than its read buffer, and waits for the connection timeout). Such a connection
  * holds bytes it does not read: give it a short timeout, so that libmicrohttpd closes it
- * once it has been inactive that long. A connection that does make progress is not hurt:
- * the timeout counts from its last activity. */
+ * once it has been inactive that long. A connection whose request has moved body bytes
+ * since the last search is making progress, and always holds unread bytes while its
+ * client sends faster than it is read (an upload): it is not stuck, and is left alone (a
+ * short timeout would close it at its client's first pause of a second); one that moves
+ * nothing from one search to the next is. */
 static void server_unstick(struct server *s)
 {
     char name[INET6_ADDRSTRLEN];
@@ -1011,6 +1016,10 @@ static void server_unstick(struct server *s)
 
         if (c->stuck || c->fd < 0 || c->upgraded)
             continue;
+        if (c->req && c->req->moved != c->req->moved_seen) {
+            c->req->moved_seen = c->req->moved;
+            continue;
+        }
         info = MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_SUSPENDED);
         if (info && info->suspended)
             continue;
@@ -1627,6 +1636,7 @@ void request_reply_response(struct request *req, unsigned status, struct MHD_Res
 void request_moved(struct request *req, size_t n)
 {
     req->server->moved += n;
+    req->moved += n;
 }
 
 struct MHD_Connection *request_connection(const struct request *req)

@@ -1281,7 +1281,8 @@ def test_an_upload_that_pauses_is_not_closed_as_stuck(plab, web):
     that the server looks for stuck connections: ones that hold bytes they do not read,
     which then get a 1 s timeout. One whose body is moving is not stuck: when its client
     then pauses for 2 s, well within client_timeout (10 s), it is not closed, and the
-    service gets the whole body."""
+    service gets the whole body. (It failed 3 runs in 4 on a loaded machine, with two CPU
+    hogs beside it, while the search took any connection holding unread bytes.)"""
     first, rest, block = 400 * 1024 * 1024, 1024 * 1024, 1024 * 1024
     digest = hashlib.sha256()
     with socket.create_connection((HOST, plab.d.port), timeout=STREAM_TIMEOUT) as sock:
