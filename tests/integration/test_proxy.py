@@ -1301,6 +1301,32 @@ def test_an_upload_that_pauses_is_not_closed_as_stuck(plab, web):
     plab.assert_daemon_fine()
 
 
+def test_an_upload_that_moved_bytes_then_sticks_is_still_closed(plab):
+    """The other side of the rule above: an upload whose body moved, then stops moving on
+    a chunk-size line longer than libmicrohttpd's buffer (it holds bytes it cannot read),
+    is taken for stuck at the next search and closed long before client_timeout (60 s
+    here), and the service sees its body cut."""
+    plab.add_upstream("web")
+    plab.serve(config="client_timeout: 60s\n")
+    plab.start_running("web")
+    body = b"".join(b"%x\r\n" % (64 * 1024) + b"y" * (64 * 1024) + b"\r\n" for _ in range(64))
+    with socket.create_connection((HOST, plab.d.port), timeout=20) as sock:
+        sock.sendall(f"POST /s/web/sink HTTP/1.1\r\nHost: {HOST}:{plab.d.port}\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n".encode() + body)
+        sock.sendall(b"0" * 40000 + b"1\r\nx\r\n0\r\n\r\n")
+        # Closed by the stuck rule (in about 1.5 s), not by client_timeout's 60 s.
+        sock.settimeout(30)
+        try:
+            while sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            pytest.fail("the daemon kept the stuck upload open for 30 s", pytrace=False)
+    wait_body_cut(plab)
+    plab.assert_daemon_fine()
+
+
 @pytest.mark.parametrize("cold", [False, True], ids=["running", "stopped"])
 def test_an_upload_that_expects_100_continue_gets_it_and_arrives_whole(plab, cold):
     """curl sends `Expect: 100-continue` for a large body and waits for the 100 before
