@@ -586,6 +586,28 @@ static void proxy_error(struct request *req, bool openai, unsigned status, unsig
                 json_pack("{s:s, s:o}", "error", code, "message", json_text(message)), retry_s);
 }
 
+/* How a request whose service gave no usable answer is answered, by why: the same for a
+ * proxied call (on_done) and a WebSocket's (on_tunnel_refused). */
+struct no_answer {
+    unsigned status;
+    const char *code;
+    const char *says; /* on_done's words for it, after the service's name */
+};
+
+static const struct no_answer *no_answer(enum upstream_failure failure)
+{
+    static const struct no_answer timed_out = {MHD_HTTP_GATEWAY_TIMEOUT, "upstream_timeout",
+                                               "did not answer in time"},
+                                  refused = {MHD_HTTP_BAD_GATEWAY, "upstream_unreachable",
+                                             "does not accept connections on its port"},
+                                  broken = {MHD_HTTP_BAD_GATEWAY, "upstream_error",
+                                            "answered badly"};
+
+    if (failure == UPSTREAM_TIMED_OUT)
+        return &timed_out;
+    return failure == UPSTREAM_REFUSED ? &refused : &broken;
+}
+
 /* The upstream transfer ended: a whole answer ends the body; a cut one cuts the client's;
  * no answer at all is 502 or 504. */
 static void on_done(void *data, const struct upstream_result *res)
@@ -605,17 +627,11 @@ static void on_done(void *data, const struct upstream_result *res)
         }
         pr->st = NULL;
     } else if (pr->req) {
+        const struct no_answer *a = no_answer(res->failure);
+
         request_set_abort(pr->req, NULL, NULL);
-        if (res->failure == UPSTREAM_TIMED_OUT)
-            proxy_error(pr->req, pr->openai, MHD_HTTP_GATEWAY_TIMEOUT, 0, "upstream_timeout",
-                        "%s did not answer in time: %s", pr->service, res->error);
-        else if (res->failure == UPSTREAM_REFUSED)
-            proxy_error(pr->req, pr->openai, MHD_HTTP_BAD_GATEWAY, 0, "upstream_unreachable",
-                        "%s does not accept connections on its port: %s", pr->service, res->error);
-        else
-            proxy_error(pr->req, pr->openai, MHD_HTTP_BAD_GATEWAY, 0, "upstream_error",
-                        "%s answered badly: %s", pr->service,
-                        res->error ? res->error : "no answer");
+        proxy_error(pr->req, pr->openai, a->status, 0, a->code, "%s %s: %s", pr->service, a->says,
+                    res->error ? res->error : "no answer");
         pr->req = NULL;
     }
     proxied_release_if_done(pr);
@@ -635,27 +651,22 @@ static const char *upstream_ip(const struct manifest *m)
 
 /* --- a WebSocket ---------------------------------------------------------------------- */
 
-/* The tunnel's failures get the codes of a proxied call's (on_done). */
+/* A service's answer other than 101 gives its status; no usable answer, a proxied call's
+ * code (no_answer). */
 static void on_tunnel_refused(void *data, unsigned status, enum upstream_failure failure,
                               const char *message)
 {
     struct proxied *pr = data;
     struct request *req = pr->req;
+    const struct no_answer *a = no_answer(failure);
 
     pr->req = NULL;
     request_set_abort(req, NULL, NULL);
-    if (failure == UPSTREAM_TIMED_OUT)
-        proxy_error(req, false, MHD_HTTP_GATEWAY_TIMEOUT, 0, "upstream_timeout", "%s: %s",
-                    pr->service, message);
-    else if (failure == UPSTREAM_REFUSED)
-        proxy_error(req, false, MHD_HTTP_BAD_GATEWAY, 0, "upstream_unreachable", "%s: %s",
-                    pr->service, message);
-    else if (failure != UPSTREAM_OK || status == 0)
-        proxy_error(req, false, MHD_HTTP_BAD_GATEWAY, 0, "upstream_error", "%s: %s", pr->service,
-                    message);
-    else
+    if (failure == UPSTREAM_OK && status != 0)
         proxy_error(req, false, status >= 400 && status <= 599 ? status : MHD_HTTP_BAD_GATEWAY, 0,
                     "upgrade_refused", "%s: %s", pr->service, message);
+    else
+        proxy_error(req, false, a->status, 0, a->code, "%s: %s", pr->service, message);
 }
 
 static void on_tunnel_answered(void *data)

@@ -39,6 +39,7 @@ from conftest import (HOST, HTTP_TIMEOUT, free_port, manifest, parse_raw_respons
                       wait_until, write_service)
 from lifecycle_helpers import Lab, Svc, json_error, pid_alive, read_argv
 from test_gate import bearer, new_key, write_keys
+from test_http_faults import wait_closed
 from test_http_limits import chunked
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -1315,14 +1316,7 @@ def test_an_upload_that_moved_bytes_then_sticks_is_still_closed(plab):
                      "Transfer-Encoding: chunked\r\n\r\n".encode() + body)
         sock.sendall(b"0" * 40000 + b"1\r\nx\r\n0\r\n\r\n")
         # Closed by the stuck rule (in about 1.5 s), not by client_timeout's 60 s.
-        sock.settimeout(30)
-        try:
-            while sock.recv(65536):
-                pass
-        except ConnectionResetError:
-            pass
-        except socket.timeout:
-            pytest.fail("the daemon kept the stuck upload open for 30 s", pytrace=False)
+        wait_closed(sock, 30)
     wait_body_cut(plab)
     plab.assert_daemon_fine()
 
