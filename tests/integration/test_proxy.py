@@ -12,7 +12,8 @@ they come, an upstream that dies mid-answer never looking like a complete answer
 errors in SPEC's shape, the gate's `user` role and the daemon's key kept from the
 upstream, the body cap, and a daemon that stays healthy when a client goes away. Also:
 a request for a stopped service starts it (one start for many requests; `on_demand:
-reject` answers 503), and a protocol upgrade is refused with 501 until it is supported.
+reject` answers 503; a broken manifest answers 422 and starts nothing), and a protocol
+upgrade is refused with 501 until it is supported.
 
 Nothing here asserts an absolute latency: streaming is checked by the order of events
 (the first event reaches the client well before the upstream sends the last one). Every
@@ -36,8 +37,8 @@ import time
 import pytest
 
 from conftest import (HOST, HTTP_TIMEOUT, free_port, manifest, parse_raw_response, raw_exchange,
-                      wait_until, write_service)
-from lifecycle_helpers import Lab, Svc, json_error, pid_alive, read_argv
+                      replace_file, wait_until, write_service)
+from lifecycle_helpers import Lab, Svc, json_error, ok_status, pid_alive, read_argv
 from test_gate import bearer, new_key, write_keys
 from test_http_faults import wait_closed
 from test_http_limits import chunked
@@ -1666,3 +1667,38 @@ def test_a_daemon_that_stops_cuts_a_stream_in_flight_visibly(plab, web):
     s.close()
     assert not s.complete, ("the stream looked whole", s.body)
     assert b"data: 4" not in s.body, s.body
+
+
+def test_a_service_whose_manifest_is_broken_is_422_and_starts_nothing(plab):
+    """Issue 14's bad input: a request for a service whose manifest is broken. Broken
+    from the start, `/s/NAME/` is 422 invalid_manifest in SPEC's shape and starts
+    nothing. Broken while it runs, the service is still served on the manifest it
+    started with, by name and by model; once it stops, each of those is 422 (OpenAI's
+    shape on `/v1/`), never a start from the broken file."""
+    plab.add_text("broken", 'name: broken\nports: ["http"]\ncommand: ["sleep", "1"]\n')
+    web = plab.add_upstream("web", extra={"models": '["m1"]'})
+    plab.serve()
+    for path in ("/s/broken/", "/s/broken/echo?x=1"):
+        json_error(plab.proxy("GET", path), 422, "invalid_manifest")
+    errors = plab.d.get("/services").json()["errors"]
+    assert [e["name"] for e in errors] == ["broken"], errors
+    json_error(plab.d.get("/services/broken"), 422, "invalid_manifest")
+    plab.start_running("web")
+    path = os.path.join(web.folder, "service.yaml")
+    with open(path) as f:
+        text = f.read()
+    replace_file(path, text + "stop_timeout: [nonsense\n")
+    plab.rediscover()
+    assert plab.d.get("/services/web").json()["manifest_error"], "the edit did not break it"
+    r = plab.proxy("GET", "/s/web/echo?still=1")
+    assert r.status == 200 and r.json()["path"] == "/echo?still=1", r
+    r = plab.d.post("/v1/chat/completions", body=b'{"model": "m1"}')
+    assert r.status == 200 and r.json()["path"] == "/v1/chat/completions", r
+    ok_status(plab.stop("web"), "web", states="stopped")
+    json_error(plab.proxy("GET", "/s/web/echo"), 422, "invalid_manifest")
+    # The model stays known (from the manifest it ran on): its owner's error, not 404.
+    openai_error(plab.d.post("/v1/chat/completions", body=b'{"model": "m1"}'), 422,
+                 "invalid_manifest")
+    openai_error(plab.d.post("/v1/models/m1/load"), 422, "invalid_manifest")
+    assert plab.state("web") == "stopped"
+    plab.assert_no_processes("web")
