@@ -1520,6 +1520,25 @@ def test_a_form_whose_model_comes_too_late_or_never_is_400(plab, models):
     plab.assert_daemon_fine("chat")
 
 
+@pytest.mark.parametrize("length, status, code", [(256, 404, "model_not_found"),
+                                                   (257, 400, "invalid_model")])
+def test_a_model_name_has_at_most_256_bytes_however_it_comes(plab, models, length, status,
+                                                             code):
+    """The bound is 256 bytes exactly, in a JSON body, a multipart form, a urlencoded form
+    and the load path alike: 256 is looked up (and unknown), 257 is refused."""
+    name = b"m" * length
+    openai_error(plab.d.post("/v1/chat/completions", body=b'{"model": "' + name + b'"}'),
+                 status, code)
+    body, ctype = form([("model", name, None), ("file", b"RIFF", "a.wav")])
+    openai_error(plab.d.post("/v1/audio/transcriptions", body=body,
+                             headers={"Content-Type": ctype}), status, code)
+    openai_error(plab.d.post("/v1/audio/transcriptions", body=b"model=" + name,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}),
+                 status, code)
+    openai_error(plab.d.post(f"/v1/models/{name.decode()}/load"), status, code)
+    assert plab.state("embed") == "stopped"
+
+
 def test_a_json_body_over_the_apis_cap_is_routed_whole(plab, models):
     """/v1/ reads a JSON body whole to route it (up to 16 MiB): a long prompt routes."""
     doc = {"model": "llama-3-8b", "messages": [{"role": "user", "content": "z" * 300000}]}
