@@ -960,14 +960,17 @@ static void connection_cut(struct connection *c)
  * bytes) and waits for the idle timeout: close such connections soon. A suspended request
  * marked request_abort_on_hangup() whose client did so is gone too (as nginx takes it): its
  * owner is told (request_abort), so that what it waits for (a start on demand, a place in
- * the GPU queue) is let go of. Other requests already handed to the handler are left to be
- * answered (an API stop goes on, and is audited with its outcome). */
+ * the GPU queue) is let go of. That holds whether its body is in or not (one held for a
+ * start leaves it unread, and so would not notice the end of its input): with the end of
+ * its input seen, libmicrohttpd 0.9.75 would close the connection before any answer anyway.
+ * Other requests already handed to the handler are left to be answered (an API stop goes
+ * on, and is audited with its outcome). */
 static void server_sweep(struct server *s)
 {
     for (struct connection *c = s->conns, *next; c; c = next) {
         struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
         bool waits = c->req && c->req->state == REQUEST_SUSPENDED && !c->req->stream &&
-                     c->req->hangup_aborts && (!c->req->body_streamed || c->req->body_done);
+                     c->req->hangup_aborts;
 
         next = c->next;
         if (c->stuck || c->fd < 0 || c->upgraded ||

@@ -17,6 +17,8 @@ import concurrent.futures
 import socket
 import time
 
+import pytest
+
 from conftest import HOST
 from lifecycle_helpers import json_error
 from test_proxy import STREAM_TIMEOUT, RawStream, plab  # noqa: F401  (plab: the fixture)
@@ -53,9 +55,14 @@ class Held:
     """A request sent on a raw socket whose answer is not read yet: it is held by the
     daemon. close() is the client going away."""
 
-    def __init__(self, port, path):
+    def __init__(self, port, path, body=None):
         self.sock = socket.create_connection((HOST, port), timeout=WAIT)
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
+        if body is None:
+            head = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n"
+        else:
+            head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.sock.sendall(head.encode() + (body or b""))
 
     def close(self):
         self.sock.close()
@@ -177,11 +184,14 @@ def test_swap_drain_holds_new_requests_for_the_holder_at_once(plab):
         assert answer.result(timeout=WAIT).status == 200
 
 
-def test_disconnecting_waiters_leave_the_queue(plab):
+@pytest.mark.parametrize("body", [None, b'{"prompt": "hi"}'], ids=["get", "post"])
+def test_disconnecting_waiters_leave_the_queue(plab, body):
+    """Whether the request has a body or not: a held request's body waits unread (it goes
+    to the service once started), and a client gone meanwhile is noticed all the same."""
     serve(plab, a=0, b=0)
     plab.start_running("a")
-    first = Held(plab.d.port, "/s/b/echo?1")
-    second = Held(plab.d.port, "/s/b/echo?2")
+    first = Held(plab.d.port, "/s/b/echo?1", body)
+    second = Held(plab.d.port, "/s/b/echo?2", body)
     wait_queue(plab, lambda q: queued(q, "b") and queued(q, "b")["requests"] == 2)
     first.close()
     wait_queue(plab, lambda q: queued(q, "b") and queued(q, "b")["requests"] == 1,
