@@ -125,17 +125,38 @@ static void idle_stop_done(void *data, struct service *svc, const struct supervi
 {
 }
 
-/* idle_timeout went by with nothing proxied: the service is stopped. */
+static void on_idle(uv_timer_t *t);
+
+/* The idle clock of a service with nothing in flight starts (or starts over): stopped
+ * after its idle_timeout, if it has one. */
+static void idle_arm(struct demand *d, struct usage *u, struct service *svc)
+{
+    uint64_t timeout = svc->manifest->idle_timeout_ms;
+
+    if (!timeout || u->in_flight)
+        return;
+    uv_timer_start(&u->idle, on_idle, timeout, 0);
+    supervisor_set_idle_stop(d->sup, svc, unix_ms() + (int64_t)timeout);
+}
+
+/* idle_timeout went by with nothing proxied: the service is stopped. One still starting
+ * (a start on demand that every client left) gets another idle_timeout. */
 static void on_idle(uv_timer_t *t)
 {
     struct usage *u = t->data;
     struct demand *d = u->d;
     struct service *svc = registry_find(d->reg, u->name);
+    const struct service_status *st;
 
     if (!svc || u->in_flight)
         return;
     supervisor_set_idle_stop(d->sup, svc, 0);
-    if (!runs(supervisor_status(d->sup, svc)))
+    st = supervisor_status(d->sup, svc);
+    if (st->state == STATE_STARTING) {
+        idle_arm(d, u, svc);
+        return;
+    }
+    if (!runs(st))
         return;
     log_info("%s: no proxied request for its idle_timeout (%" PRIu64 " ms): stopping it", svc->name,
              svc->manifest->idle_timeout_ms);
@@ -158,16 +179,13 @@ void demand_end(struct demand *d, const char *name)
 {
     struct usage *u = usage_of(d, name);
     struct service *svc;
-    uint64_t timeout;
 
     if (u->in_flight == 0 || --u->in_flight > 0)
         return;
     if (u->swapping)
         kick(d); /* the swap waited for this one */
-    if (!(svc = registry_find(d->reg, name)) || !(timeout = svc->manifest->idle_timeout_ms))
-        return;
-    uv_timer_start(&u->idle, on_idle, timeout, 0);
-    supervisor_set_idle_stop(d->sup, svc, unix_ms() + (int64_t)timeout);
+    if ((svc = registry_find(d->reg, name)))
+        idle_arm(d, u, svc);
 }
 
 unsigned demand_in_flight(const struct demand *d, const char *name)
@@ -338,10 +356,15 @@ void demand_hold_cancel(struct demand_hold *h)
     hold_unlink(h);
     free(h);
     if (!w->head && w->op && !w->in_start) {
-        /* Nobody waits for the start any more: it goes on, unanswered. */
+        /* Nobody waits for the start any more: it goes on, unanswered, and its idle clock
+         * runs from now (nothing may ever come to end a request and start it). */
+        struct service *svc = registry_find(w->d->reg, w->name);
+
         supervisor_op_cancel(w->op);
         w->op = NULL;
         w->phase = WANT_OVER;
+        if (svc)
+            idle_arm(w->d, usage_of(w->d, w->name), svc);
     }
     kick(w->d);
 }
@@ -374,6 +397,8 @@ static void on_want_started(void *data, struct service *svc, const struct superv
     want_unmark(w);
     if (res->outcome != SUPERVISOR_OK && res->outcome != SUPERVISOR_ALREADY)
         a.outcome = DEMAND_REFUSED;
+    else /* its idle clock runs until a request begins (if every client left, none will) */
+        idle_arm(w->d, usage_of(w->d, w->name), svc);
     want_answer_all(w, svc, &a);
     kick(w->d);
 }

@@ -1645,6 +1645,28 @@ def test_idle_timeout_stops_a_service_and_the_next_request_starts_it(plab):
     assert plab.state("web") == "running"
 
 
+def test_a_start_on_demand_that_every_client_left_still_stops_when_idle(plab):
+    """A cold request whose client goes away while the service starts: the start goes on,
+    unanswered, and the service's idle clock runs from then (through the start, which
+    here takes longer than idle_timeout), so it is stopped though no request ever reached
+    it; not left running for nobody."""
+    port = free_port()
+    command = ["/bin/sh", "-c",
+               f"sleep 2; exec {PYTHON} {UPSTREAM} --port {port} --tag {plab.tag}"]
+    plab.add("web", command=command, port=port, extra={"idle_timeout": "1s"})
+    plab.serve()
+    with socket.create_connection((HOST, plab.d.port), timeout=HTTP_TIMEOUT) as s:
+        s.sendall(f"GET /s/web/echo HTTP/1.1\r\nHost: {HOST}:{plab.d.port}\r\n\r\n".encode())
+        plab.wait_state("web", "starting", timeout=10)
+    # Running, its idle stop is shown (the status shows it only while the service runs).
+    st = plab.wait_status("web", lambda s: s["idle_stop_at"] is not None, timeout=20)
+    assert st["state"] == "running", st
+    plab.wait_state("web", "stopped", timeout=15)
+    plab.d.wait_for_log("web: no proxied request for its idle_timeout")
+    assert plab.status("web")["idle_stop_at"] is None
+    plab.assert_no_processes("web")
+
+
 def test_an_empty_framed_body_goes_with_content_length_zero(plab, web):
     r = plab.proxy("POST", "/s/web/echo", body=b"")
     assert r.status == 200, r
