@@ -414,6 +414,7 @@ int daemon_run(const struct config *c)
     api_mount_streams_body(d.api, "/s/"); /* uploads of any size, with backpressure */
     api_mount_prefix(d.api, "/v1/", proxy_handle_v1, d.proxy, &proxy_route);
     api_mount_streams_body(d.api, "/v1/"); /* read to route them, then the same */
+    api_mount_error_shape(d.api, "/v1/", proxy_openai_shape); /* the gate's refusals too */
     d.metrics = metrics_new(&d.loop, d.reg, d.supervisor, d.hub);
     api_mount(d.api, "/metrics", "GET", metrics_handle, d.metrics, &metrics_route);
     d.dashboard = dashboard_new();

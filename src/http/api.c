@@ -31,9 +31,10 @@
 /* A route another surface serves (api_mount). */
 struct mount {
     const char *path;
-    bool prefix;        /* path is a prefix ("/s/"): every path under it */
-    bool streams_body;  /* its requests' bodies are handed over as they come */
-    const char *method; /* NULL: any */
+    bool prefix;       /* path is a prefix ("/s/"): every path under it */
+    bool streams_body; /* its requests' bodies are handed over as they come */
+    json_t *(*error_shape)(unsigned status, json_t *body); /* NULL: SPEC's */
+    const char *method;                                    /* NULL: any */
     server_handler_fn fn;
     void *data;
     struct gate_route gate;
@@ -669,14 +670,23 @@ static const struct mount *mount_find(const struct api *api, const char *path)
     return NULL;
 }
 
-void api_mount_streams_body(struct api *api, const char *prefix)
+static struct mount *mount_at(struct api *api, const char *prefix)
 {
     for (size_t i = 0; i < api->n_mounts; i++)
-        if (strcmp(api->mounts[i].path, prefix) == 0) {
-            api->mounts[i].streams_body = true;
-            return;
-        }
+        if (strcmp(api->mounts[i].path, prefix) == 0)
+            return &api->mounts[i];
     fatal("api: %s is not mounted", prefix);
+}
+
+void api_mount_streams_body(struct api *api, const char *prefix)
+{
+    mount_at(api, prefix)->streams_body = true;
+}
+
+void api_mount_error_shape(struct api *api, const char *prefix,
+                           json_t *(*shape)(unsigned status, json_t *body))
+{
+    mount_at(api, prefix)->error_shape = shape;
 }
 
 bool api_streams_body(void *data, struct request *req)
@@ -740,6 +750,8 @@ void api_handle(void *data, struct request *req)
 
     if (r < 0 && (mount = mount_find(api, request_path(req)))) {
         request_set_route(req, mount->path);
+        if (mount->error_shape)
+            request_set_error_shape(req, mount->error_shape);
         if (gate_pass(api->gate, req, &mount->gate, NULL) &&
             (!mount->method || method_allowed(req, mount->method)))
             mount->fn(mount->data, req);

@@ -45,6 +45,11 @@ void api_mount_prefix(struct api *api, const char *prefix, server_handler_fn fn,
  * come, the handler called at their head (server_set_body_streaming): the proxy's. */
 void api_mount_streams_body(struct api *api, const char *prefix);
 
+/* Requests under prefix (a mounted one) have their errors in shape from the start, the
+ * gate's refusals included (request_set_error_shape): OpenAI's on /v1/. */
+void api_mount_error_shape(struct api *api, const char *prefix,
+                           json_t *(*shape)(unsigned status, json_t *body));
+
 /* For server_set_body_streaming(): true when req goes to a mount marked so. */
 bool api_streams_body(void *data, struct request *req);
 

@@ -119,7 +119,8 @@ static void log_burst(struct gate *g, const char *name, const char *fmt, ...)
     log_warning("%s", line);
 }
 
-/* Answers a refusal at once: {"error", "message"} with one extra header (may be NULL). */
+/* Answers a refusal at once: {"error", "message"} (in the request's error shape: OpenAI's
+ * on /v1/) with one extra header (may be NULL). */
 static void refuse(struct request *req, unsigned status, const char *code, const char *header,
                    const char *value, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
@@ -134,7 +135,8 @@ static void refuse(struct request *req, unsigned status, const char *code, const
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
-    body = json_pack("{s:s, s:o}", "error", code, "message", json_text(message));
+    body = request_error_shaped(
+        req, status, json_pack("{s:s, s:o}", "error", code, "message", json_text(message)));
     resp = server_json_response(body);
     if (header)
         MHD_add_response_header(resp, header, value);

@@ -539,13 +539,7 @@ static const char *openai_type(unsigned status)
     return status >= 500 ? "server_error" : "invalid_request_error";
 }
 
-/* Answers req (at once or after a suspend) with body, an error in SPEC's shape
- * ({"error": code, "message", ...}, taken): for a /v1/ request in OpenAI's instead
- * ({"error": {"message", "type", "code", ...}}), which its clients parse. retry_s: a
- * Retry-After header (0: none). */
-/* SPEC's {"error": code, "message", ...} in OpenAI's shape: {"error": {"message", "type",
- * "code", ...}}. Takes body. */
-static json_t *openai_shape(unsigned status, json_t *body)
+json_t *proxy_openai_shape(unsigned status, json_t *body)
 {
     json_t *inner = json_copy(body);
 
@@ -556,6 +550,10 @@ static json_t *openai_shape(unsigned status, json_t *body)
     return json_pack("{s:o}", "error", inner);
 }
 
+/* Answers req (at once or after a suspend) with body, an error in SPEC's shape
+ * ({"error": code, "message", ...}, taken): for a /v1/ request in OpenAI's instead
+ * ({"error": {"message", "type", "code", ...}}), which its clients parse. retry_s: a
+ * Retry-After header (0: none). */
 static void proxy_reply(struct request *req, bool openai, unsigned status, json_t *body,
                         unsigned retry_s)
 {
@@ -563,7 +561,7 @@ static void proxy_reply(struct request *req, bool openai, unsigned status, json_
     char retry[16];
 
     if (openai)
-        body = openai_shape(status, body);
+        body = proxy_openai_shape(status, body);
     resp = server_json_response(body);
     json_decref(body);
     if (retry_s) {
@@ -1454,8 +1452,6 @@ void proxy_handle_v1(void *data, struct request *req)
     size_t len = strlen(path), text_len;
 
     request_set_route(req, "/v1/{path}");
-    /* The server's own errors (a deadline's 504...) in OpenAI's shape too. */
-    request_set_error_shape(req, openai_shape);
     if (strncmp(path, "/v1/models/", 11) == 0 && len > 16 && strcmp(path + len - 5, "/load") == 0) {
         load_model(p, req, path + 11, len - 16, true);
         return;

@@ -53,7 +53,13 @@ void proxy_handle(void *data, struct request *req);
  * by its body's "model" (JSON, or a form's field) to the service that lists it, its path
  * unchanged. POST /v1/models/ID/load starts the service that
  * lists ID (answered once healthy), /unload stops it (an operator's key). Errors in
- * OpenAI's shape. */
+ * OpenAI's shape: its own, and the server's and the gate's with the mount's error shape
+ * set to proxy_openai_shape (api_mount_error_shape). */
 void proxy_handle_v1(void *data, struct request *req);
+
+/* SPEC's error {"error": code, "message", ...} in OpenAI's shape, which its clients parse:
+ * {"error": {"message", "type", "code", ...}}, type by status (authentication_error,
+ * permission_error, rate_limit_error, invalid_request_error, server_error). Takes body. */
+json_t *proxy_openai_shape(unsigned status, json_t *body);
 
 #endif

@@ -1780,7 +1780,12 @@ void request_reply_error(struct request *req, unsigned status, const char *code,
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
     body = json_pack("{s:s, s:o}", "error", code, "message", json_text(message));
-    request_reply_json(req, status, req->error_shape ? req->error_shape(status, body) : body);
+    request_reply_json(req, status, request_error_shaped(req, status, body));
+}
+
+json_t *request_error_shaped(const struct request *req, unsigned status, json_t *body)
+{
+    return req->error_shape ? req->error_shape(status, body) : body;
 }
 
 void request_set_error_shape(struct request *req, json_t *(*shape)(unsigned status, json_t *body))

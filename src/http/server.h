@@ -238,6 +238,9 @@ void request_reply_error(struct request *req, unsigned status, const char *code,
  * another shape (OpenAI's, on /v1/) sets it. */
 void request_set_error_shape(struct request *req, json_t *(*shape)(unsigned status, json_t *body));
 
+/* body ({"error": code, "message"}, taken) in req's error shape: the one to send. */
+json_t *request_error_shaped(const struct request *req, unsigned status, json_t *body);
+
 /* Replies at once (from the handler, not after a suspend) with a prepared response;
  * libmicrohttpd counts references, so the caller keeps its own and may reuse it. */
 void request_reply_response(struct request *req, unsigned status, struct MHD_Response *resp);

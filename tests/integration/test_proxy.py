@@ -39,7 +39,7 @@ import pytest
 from conftest import (HOST, HTTP_TIMEOUT, free_port, manifest, parse_raw_response, raw_exchange,
                       replace_file, wait_until, write_service)
 from lifecycle_helpers import Lab, Svc, json_error, ok_status, pid_alive, read_argv
-from test_gate import bearer, new_key, write_keys
+from test_gate import bearer, get_from, new_key, write_keys
 from test_http_faults import wait_closed
 from test_http_limits import chunked
 
@@ -1402,7 +1402,9 @@ def openai_error(resp, status, code):
     assert isinstance(err, dict), body
     assert err["code"] == code, body
     assert isinstance(err["message"], str) and err["message"], body
-    assert err["type"] == ("server_error" if status >= 500 else "invalid_request_error"), body
+    types = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+    assert err["type"] == types.get(status, "server_error" if status >= 500
+                                    else "invalid_request_error"), body
     return err
 
 
@@ -1601,14 +1603,32 @@ def test_a_model_is_loaded_and_unloaded_explicitly(plab, models):
 
 
 def test_unloading_needs_an_operator_key(plab, workdir):
-    keys = {role: new_key() for role in ("user", "operator")}
+    """And the gate's refusals under /v1/ are in OpenAI's shape, which its clients parse,
+    with their headers: no key or a wrong one 401 authentication_error (WWW-Authenticate),
+    too weak a role 403 permission_error, an address throttled for its wrong keys 429
+    rate_limit_error (Retry-After)."""
+    keys = {role: new_key() for role in ("viewer", "user", "operator")}
     path = write_keys(workdir / "keys.yaml", [(f"{r}-key", r, k) for r, k in keys.items()])
     plab.add_upstream("chat", extra={"models": '["m"]'})
     plab.serve(extra_args=["--keys", path])
+    for headers in ({}, bearer(new_key())):
+        r = plab.d.post("/v1/chat/completions", body=b'{"model": "m"}', headers=headers)
+        openai_error(r, 401, "unauthorized")
+        assert r.headers.get("WWW-Authenticate", "").startswith("Bearer"), dict(r.headers)
+    openai_error(plab.d.get("/v1/models", headers=bearer(keys["viewer"])), 403, "forbidden")
+    wrong = bearer(new_key())
+    got = [get_from("127.0.0.7", plab.d.port, "/v1/models", wrong) for _ in range(11)]
+    assert [g[0] for g in got] == [401] * 10 + [429], [g[0] for g in got]
+    status, headers, body = got[-1]
+    assert int(headers["Retry-After"]) >= 1, dict(headers)
+    err = json.loads(body)["error"]
+    assert err["code"] == "rate_limited" and err["type"] == "rate_limit_error", err
+    # /s/ keeps SPEC's shape.
+    json_error(plab.proxy("GET", "/s/chat/echo"), 401, "unauthorized")
     r = plab.d.post("/v1/models/m/load", headers=bearer(keys["user"]), timeout=30.0)
     assert r.status == 200, r
     r = plab.d.post("/v1/models/m/unload", headers=bearer(keys["user"]))
-    assert r.status == 403 and r.json()["error"] == "forbidden", r
+    openai_error(r, 403, "forbidden")
     st = plab.d.get("/services/chat", headers=bearer(keys["operator"]))
     assert st.status == 200 and st.json()["state"] == "running", st
     r = plab.d.post("/v1/models/m/unload", headers=bearer(keys["operator"]), timeout=30.0)
