@@ -717,6 +717,9 @@ static void proxy_tunnel(struct proxied *pr, const struct service *svc)
                                  p->config->proxy_read_timeout_ms + PROXY_HOLD_SLACK_MS);
         request_abort_on_hangup(req);
         pr->suspended = true;
+    } else { /* it waited for a start: the handshake gets its whole time from now */
+        request_set_deadline(req, p->config->proxy_connect_timeout_ms +
+                                      p->config->proxy_read_timeout_ms + PROXY_HOLD_SLACK_MS);
     }
     request_set_abort(req, on_request_abort, pr);
     r = tunnel_open(p->loop, req, ip, svc->manifest->port, head, len,
@@ -960,12 +963,8 @@ static bool proxy_route_allowed(struct proxy *p, struct request *req, struct ser
                     "this daemon runs no services");
         return false;
     }
-    if (request_header(req, "Upgrade") && (openai || !wants_websocket(req))) {
-        proxy_error(req, openai, MHD_HTTP_NOT_IMPLEMENTED, 0, "upgrade_not_supported",
-                    "the proxy passes only WebSocket upgrades (Upgrade: websocket, on a GET "
-                    "under /s/NAME/)");
-        return false;
-    }
+    /* Another upgrade (h2c, of curl --http2) is ignored (RFC 9110 7.8): the request goes
+     * on as HTTP/1.1, without its Upgrade and what its Connection names. */
     if (wants_websocket(req) && strcmp(request_version(req), MHD_HTTP_VERSION_1_0) == 0) {
         proxy_error(req, openai, MHD_HTTP_BAD_REQUEST, 0, "bad_request",
                     "a WebSocket's handshake needs HTTP/1.1 (RFC 6455 4.1); this one came as "
@@ -1470,7 +1469,7 @@ void proxy_handle_v1(void *data, struct request *req)
         list_models(p, req, path[10] == '/' ? path + 11 : NULL);
         return;
     }
-    if (request_header(req, "Upgrade")) {
+    if (wants_websocket(req)) {
         proxy_error(req, true, MHD_HTTP_NOT_IMPLEMENTED, 0, "upgrade_not_supported",
                     "the proxy passes WebSockets under /s/NAME/ only, not routed by model");
         return;

@@ -787,9 +787,21 @@ def test_a_cold_service_that_never_turns_healthy_is_503_with_retry_after(plab):
     plab.d.assert_healthy()
 
 
-def test_an_upgrade_other_than_websocket_is_refused_501(plab, web):
-    r = plab.proxy("GET", "/s/web/echo", headers={"Connection": "Upgrade", "Upgrade": "h2c"})
-    json_error(r, 501, "upgrade_not_supported")
+def test_an_upgrade_other_than_websocket_is_ignored(plab, web):
+    """RFC 9110 7.8: a server may ignore an Upgrade. curl --http2 asks for h2c on every
+    plain request: it gets its answer over HTTP/1.1, and the service sees neither the
+    Upgrade nor the HTTP2-Settings its Connection names (hop-by-hop)."""
+    h2c = {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
+           "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"}
+    r = plab.proxy("GET", "/s/web/echo?h2c=1", headers=h2c)
+    assert r.status == 200, r
+    assert "upgrade" not in {k.lower() for k in r.headers}, dict(r.headers)
+    seen = r.json()
+    assert seen["path"] == "/echo?h2c=1", seen
+    for name in ("upgrade", "http2-settings", "connection"):
+        assert name not in seen["headers"], seen["headers"]
+    r = plab.proxy("POST", "/s/web/echo", body=b"x", headers={**h2c, "Upgrade": "websocket"})
+    assert r.status == 200 and r.json()["body"] == "x", r  # only a GET opens a WebSocket
     plab.assert_daemon_fine()
 
 
@@ -1468,6 +1480,19 @@ def test_a_model_of_a_stopped_service_starts_it(plab, models):
 ])
 def test_a_body_without_a_usable_model_is_400(plab, models, body, code):
     openai_error(plab.d.post("/v1/chat/completions", body=body), 400, code)
+
+
+def test_v1_ignores_an_h2c_upgrade_and_refuses_a_websocket(plab, models):
+    """Under /v1/ an h2c upgrade is ignored like under /s/; a WebSocket is 501 (a GET has no
+    body to route by), in OpenAI's shape."""
+    r = plab.d.post("/v1/chat/completions", body=b'{"model": "gpt-4o"}',
+                    headers={"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
+                             "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"})
+    assert r.status == 200 and r.json()["path"] == "/v1/chat/completions", r
+    assert "http2-settings" not in r.json()["headers"], r.json()
+    openai_error(plab.d.get("/v1/realtime", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}), 501, "upgrade_not_supported")
 
 
 def test_an_unknown_model_is_404_model_not_found(plab, models):
