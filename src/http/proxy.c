@@ -417,6 +417,10 @@ static enum upstream_take on_head(void *data, unsigned status, char *const *line
     pr->head = true;
     pr->st = request_stream_with(pr->req, &o);
     pr->req = NULL; /* the stream has it now */
+    /* A body that stops coming for proxy_read_timeout, while the client takes what comes,
+     * is cut (visibly), as nginx does: else its client and the service's count in flight
+     * would wait for ever. */
+    upstream_set_read_timeout(pr->call, pr->proxy->config->proxy_read_timeout_ms);
     return pr->st ? UPSTREAM_TAKEN : UPSTREAM_ABORT;
 }
 

@@ -60,7 +60,8 @@ struct upstream_call {
     char ip[INET6_ADDRSTRLEN];
     unsigned port;
     uint64_t connect_timeout_ms;
-    char *out; /* the request's head, and its body when it goes whole */
+    uint64_t read_timeout_ms; /* upstream_set_read_timeout (0: none) */
+    char *out;                /* the request's head, and its body when it goes whole */
     size_t out_len;
     bool streamed, chunked, head_only;
     bool idempotent;      /* may go twice (RFC 9110 9.2.2): not POST, PATCH or LOCK, as nginx */
@@ -702,6 +703,27 @@ static const http_parser_settings answer = {
     .on_message_complete = on_message_complete,
 };
 
+static void on_read_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    struct upstream_call *call = c->call;
+
+    if (call)
+        call_end(call, UPSTREAM_TIMED_OUT, "%s port %u sent nothing for %" PRIu64 " ms", c->ip,
+                 c->port, call->read_timeout_ms);
+}
+
+/* The read timeout (if any) runs anew while the call reads, and not while it is paused. */
+static void call_watch_reads(struct upstream_call *call)
+{
+    if (!call->read_timeout_ms || !call->conn || !call->conn->connected || call->ending)
+        return;
+    if (call->recv_paused)
+        uv_timer_stop(&call->conn->timer);
+    else
+        uv_timer_start(&call->conn->timer, on_read_timeout, call->read_timeout_ms, 0);
+}
+
 /* After the parser ran: the call ends, waits for its owner, or reads on. */
 static void call_parsed(struct upstream_call *call, size_t parsed, size_t len)
 {
@@ -731,6 +753,7 @@ static void call_parsed(struct upstream_call *call, size_t parsed, size_t len)
     }
     if (call->recv_paused)
         conn_read(c, false); /* until upstream_resume() */
+    call_watch_reads(call);
 }
 
 static void call_feed(struct upstream_call *call, const char *data, size_t len)
@@ -839,6 +862,8 @@ void upstream_resume(struct upstream_call *call)
         conn_read(call->conn, true);
         if (call->complete)
             call_end_soon(call, UPSTREAM_OK, "%s", "");
+        else
+            call_watch_reads(call);
         return;
     case UPSTREAM_PAUSE:
         return;
@@ -849,6 +874,13 @@ void upstream_resume(struct upstream_call *call)
     call->recv_paused = false;
     call->held_len = 0;
     call_end_soon(call, UPSTREAM_BROKEN, "the answer was not wanted any more");
+}
+
+void upstream_set_read_timeout(struct upstream_call *call, uint64_t ms)
+{
+    call->read_timeout_ms = ms;
+    if (ms)
+        call_watch_reads(call);
 }
 
 void upstream_resume_upload(struct upstream_call *call)

@@ -96,6 +96,11 @@ void upstreams_free(struct upstreams *u);
 int upstream_call(struct upstreams *u, const struct upstream_request *req,
                   const struct upstream_events *ev, void *data, struct upstream_call **ret);
 
+/* From now on the call ends, UPSTREAM_TIMED_OUT, when its service sends nothing for ms
+ * while the call reads (a call paused by its owner does not count), as nginx's
+ * proxy_read_timeout between two reads; 0 (the default): never. From a callback too. */
+void upstream_set_read_timeout(struct upstream_call *c, uint64_t ms);
+
 /* A call paused by UPSTREAM_PAUSE goes on (from outside its callbacks). */
 void upstream_resume(struct upstream_call *c);
 

@@ -619,6 +619,31 @@ def test_a_small_answer_slower_than_proxy_read_timeout_in_all_arrives_whole(plab
     plab.assert_daemon_fine()
 
 
+def test_a_stream_whose_service_goes_silent_for_proxy_read_timeout_is_cut(plab):
+    """proxy_read_timeout is also the longest silence in a streamed answer, as nginx's is
+    between two reads: events 3 s apart with a 1 s timeout end cut after the first (never
+    a whole-looking stream), the log says why, and nothing stays in flight; events 300 ms
+    apart go on for longer than the timeout in all and arrive whole."""
+    plab.add_upstream("web", gpu=True)
+    plab.serve(config="proxy_read_timeout: 1s\n")
+    plab.start_running("web")
+    s = RawStream(plab.d.port, "/s/web/sse?n=6&interval_ms=300", timeout=STREAM_TIMEOUT)
+    s.read_to_end()
+    s.close()
+    assert s.status == 200 and s.complete, (s.status, s.body)
+    assert s.body.count(b"data: ") == 6, s.body
+    s = RawStream(plab.d.port, "/s/web/sse?n=3&interval_ms=3000", timeout=STREAM_TIMEOUT)
+    s.read_to_end()
+    s.close()
+    assert s.status == 200, (s.status, s.body)
+    assert not s.complete and s.closed, ("the cut stream looked whole", s.body)
+    assert b"data: 0" in s.body and b"data: 1" not in s.body, s.body
+    plab.d.wait_for_log("sent nothing for 1000 ms")
+    wait_until(lambda: plab.d.get("/gpus").json()["gpus"][0]["in_flight"] == {"web": 0},
+               timeout=5, message="web's count in flight back to 0")
+    plab.assert_daemon_fine()
+
+
 def test_a_target_with_a_space_is_400_and_never_reaches_the_service(plab, web):
     # libmicrohttpd takes "GET /a b HTTP/1.1" as the target "/a b": it cannot go on the
     # service's request line as it is.

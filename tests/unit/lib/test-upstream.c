@@ -165,6 +165,8 @@ static void serve(struct sconn *s)
         memcpy(head + n + len, "\r\n\r\n", 4);
         swrite(s, head, (size_t)n + len + 4, false);
         free(head);
+    } else if (strcmp(path, "/stall") == 0) { /* one chunk, then nothing, connection open */
+        sanswer(s, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", false);
     } else if (strcmp(path, "/hang") != 0) {
         sanswer(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", false);
     }
@@ -789,6 +791,36 @@ static void test_pause_resume_and_abort(void **state)
     assert_int_equal(t.offers, 1);
 }
 
+/* A read timeout ends a call whose service goes silent mid-answer (UPSTREAM_TIMED_OUT,
+ * after what came); while its owner pauses it, the silence does not count. */
+static void test_a_read_timeout_ends_a_silent_answer(void **state)
+{
+    struct fixture *f = *state;
+    struct seen s = {0}, t = {.pause_once = true};
+    struct upstream_request req = get(f, "/stall");
+    struct upstream_call *c;
+    uint64_t until;
+
+    call(f, &req, &s, &c);
+    RUN_UNTIL(f, s.body_len == 5);
+    upstream_set_read_timeout(c, 50);
+    run_until(f, &s.done);
+    assert_int_equal(s.failure, UPSTREAM_TIMED_OUT);
+    assert_non_null(strstr(s.error, "sent nothing for 50 ms"));
+    assert_string_equal(s.body, "hello");
+
+    call(f, &req, &t, &c);
+    RUN_UNTIL(f, t.paused);
+    upstream_set_read_timeout(c, 50);
+    until = uv_now(&f->loop) + 200; /* paused four times as long: still going */
+    RUN_UNTIL(f, uv_now(&f->loop) >= until);
+    assert_false(t.done);
+    upstream_resume(c); /* the silence counts from now */
+    run_until(f, &t.done);
+    assert_int_equal(t.failure, UPSTREAM_TIMED_OUT);
+    assert_string_equal(t.body, "hello");
+}
+
 /* An abort from upstream_resume() holds: a second resume before the end offers nothing. */
 static void test_an_abort_on_resume_is_final(void **state)
 {
@@ -901,6 +933,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trailers_are_not_the_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streamed_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_timeout_ends_a_silent_answer, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
