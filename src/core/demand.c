@@ -23,9 +23,10 @@ struct usage {
     struct demand *d;
     char name[MANIFEST_NAME_MAX + 1];
     unsigned in_flight;
-    uv_timer_t idle; /* its idle_timeout, while none is in flight */
-    bool swapping;   /* a swap waits for it to stop... */
-    bool committed;  /* ...and its stop is asked for: no new request goes to it */
+    uv_timer_t idle;   /* its idle_timeout, while none is in flight */
+    bool idle_once_up; /* a start on demand that every client left: idle from when it runs */
+    bool swapping;     /* a swap waits for it to stop... */
+    bool committed;    /* ...and its stop is asked for: no new request goes to it */
     uint64_t swap_since;
     char swap_for[MANIFEST_NAME_MAX + 1]; /* ...for this service */
     struct usage *next;
@@ -139,28 +140,41 @@ static void idle_arm(struct demand *d, struct usage *u, struct service *svc)
     supervisor_set_idle_stop(d->sup, svc, unix_ms() + (int64_t)timeout);
 }
 
-/* idle_timeout went by with nothing proxied: the service is stopped. One still starting
- * (a start on demand that every client left) gets another idle_timeout. */
+/* idle_timeout went by with nothing proxied: the service is stopped. */
 static void on_idle(uv_timer_t *t)
 {
     struct usage *u = t->data;
     struct demand *d = u->d;
     struct service *svc = registry_find(d->reg, u->name);
-    const struct service_status *st;
 
     if (!svc || u->in_flight)
         return;
     supervisor_set_idle_stop(d->sup, svc, 0);
-    st = supervisor_status(d->sup, svc);
-    if (st->state == STATE_STARTING) {
-        idle_arm(d, u, svc);
-        return;
-    }
-    if (!runs(st))
+    if (!runs(supervisor_status(d->sup, svc)))
         return;
     log_info("%s: no proxied request for its idle_timeout (%" PRIu64 " ms): stopping it", svc->name,
              svc->manifest->idle_timeout_ms);
     supervisor_stop(d->sup, svc, idle_stop_done, NULL);
+}
+
+/* A service's state changed. Stopped, it loses its idle clock (a later start by the API
+ * begins none); up after a start on demand that every client left, it begins it now. */
+static void idle_follow(struct demand *d, struct usage *u)
+{
+    struct service *svc = registry_find(d->reg, u->name);
+    const struct service_status *st;
+
+    if (!svc)
+        return;
+    st = supervisor_status(d->sup, svc);
+    if (st->state == STATE_STOPPED || st->state == STATE_FAILED) {
+        u->idle_once_up = false;
+        uv_timer_stop(&u->idle);
+        supervisor_set_idle_stop(d->sup, svc, 0);
+    } else if (runs(st) && u->idle_once_up) {
+        u->idle_once_up = false;
+        idle_arm(d, u, svc);
+    }
 }
 
 void demand_begin(struct demand *d, const char *name)
@@ -357,14 +371,12 @@ void demand_hold_cancel(struct demand_hold *h)
     free(h);
     if (!w->head && w->op && !w->in_start) {
         /* Nobody waits for the start any more: it goes on, unanswered, and its idle clock
-         * runs from now (nothing may ever come to end a request and start it). */
-        struct service *svc = registry_find(w->d->reg, w->name);
-
+         * runs once it is up (nothing may ever come to end a request and start it). */
         supervisor_op_cancel(w->op);
         w->op = NULL;
         w->phase = WANT_OVER;
-        if (svc)
-            idle_arm(w->d, usage_of(w->d, w->name), svc);
+        usage_of(w->d, w->name)->idle_once_up = true;
+        idle_follow(w->d, usage_of(w->d, w->name)); /* up already */
     }
     kick(w->d);
 }
@@ -798,7 +810,10 @@ static void on_tick(uv_timer_t *t)
 static void on_event(void *data, const struct event *ev)
 {
     struct demand *d = data;
+    struct usage *u;
 
+    if (ev->kind == EVENT_STATE && ev->service && (u = usage_find(d, ev->service)))
+        idle_follow(d, u);
     if ((ev->kind == EVENT_STATE || ev->kind == EVENT_GPU || ev->kind == EVENT_DISCOVERY) &&
         d->wants)
         kick(d);

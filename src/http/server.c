@@ -961,8 +961,10 @@ static void connection_cut(struct connection *c)
  * marked request_abort_on_hangup() whose client did so is gone too (as nginx takes it): its
  * owner is told (request_abort), so that what it waits for (a start on demand, a place in
  * the GPU queue) is let go of. That holds whether its body is in or not (one held for a
- * start leaves it unread, and so would not notice the end of its input): with the end of
- * its input seen, libmicrohttpd 0.9.75 would close the connection before any answer anyway.
+ * start leaves it unread, and so would not notice the end of its input), an upload on its
+ * way to the service included (one whose client half-closed after all of it is cut): with
+ * the end of its input seen, libmicrohttpd 0.9.75 closes the connection before any answer
+ * anyway.
  * Other requests already handed to the handler are left to be answered (an API stop goes
  * on, and is audited with its outcome). */
 static void server_sweep(struct server *s)

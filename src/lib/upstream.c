@@ -1,10 +1,10 @@
 /* HTTP/1.1 requests to the services on this host over kept connections: see upstream.h.
  *
  * A connection (struct conn) owns its libuv handles: the TCP stream, always read once
- * connected, and a timer (the connect deadline, then an end put off to the next loop
- * pass, then the idle expiry). A call (struct upstream_call) owns the request's bytes and
- * the answer's parser; it sits on one connection at a time, two when its kept connection
- * broke and it is sent again. */
+ * connected, and a timer (the connect deadline; then the call's read timeout, if it has
+ * one, while it reads; an end put off to the next loop pass; then the idle expiry). A call (struct
+ * upstream_call) owns the request's bytes and the answer's parser; it sits on one connection at a
+ * time, two when its kept connection broke and it is sent again. */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -703,12 +703,13 @@ static const http_parser_settings answer = {
     .on_message_complete = on_message_complete,
 };
 
+/* The service sent nothing for the call's read timeout while it read. */
 static void on_read_timeout(uv_timer_t *t)
 {
     struct conn *c = t->data;
     struct upstream_call *call = c->call;
 
-    if (call)
+    if (call && call->read_timeout_ms) /* set to 0 since: none after all */
         call_end(call, UPSTREAM_TIMED_OUT, "%s port %u sent nothing for %" PRIu64 " ms", c->ip,
                  c->port, call->read_timeout_ms);
 }

@@ -12,8 +12,8 @@ they come, an upstream that dies mid-answer never looking like a complete answer
 errors in SPEC's shape, the gate's `user` role and the daemon's key kept from the
 upstream, the body cap, and a daemon that stays healthy when a client goes away. Also:
 a request for a stopped service starts it (one start for many requests; `on_demand:
-reject` answers 503; a broken manifest answers 422 and starts nothing), and a protocol
-upgrade is refused with 501 until it is supported.
+reject` answers 503; a broken manifest answers 422 and starts nothing), WebSockets pass
+through, and another upgrade (h2c) is ignored.
 
 Nothing here asserts an absolute latency: streaming is checked by the order of events
 (the first event reaches the client well before the upstream sends the last one). Every

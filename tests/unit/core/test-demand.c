@@ -544,6 +544,48 @@ static void test_idle_timeout(void **state)
     assert_int_equal(supervisor_status(f->sup, svc(f, "idler"))->idle_stop_at_ms, 0);
 }
 
+/* A service stopped by the API loses its idle clock: started again by the API, with no
+ * proxied request since, it is not stopped for idleness. */
+static void test_a_stop_ends_the_idle_clock(void **state)
+{
+    struct fixture *f = *state;
+
+    start(f, "idler");
+    demand_begin(f->demand, "idler");
+    demand_end(f->demand, "idler");
+    assert_true(supervisor_status(f->sup, svc(f, "idler"))->idle_stop_at_ms != 0);
+    stop(f, "idler");
+    assert_int_equal(supervisor_status(f->sup, svc(f, "idler"))->idle_stop_at_ms, 0);
+    start(f, "idler");
+    for (int i = 0; i < 150; i++) { /* three idle_timeouts */
+        settle(f);
+        usleep(1000);
+    }
+    assert_int_equal(state_of(f, "idler"), STATE_RUNNING);
+    assert_int_equal(fake.stops, 1);
+    assert_int_equal(supervisor_status(f->sup, svc(f, "idler"))->idle_stop_at_ms, 0);
+}
+
+/* A start on demand that every client left before it was up: its idle clock begins once
+ * it runs, and it is stopped an idle_timeout later. */
+static void test_a_start_every_client_left_stops_when_idle(void **state)
+{
+    struct fixture *f = *state;
+    struct demand_hold *h;
+
+    fake.start_result = 1; /* it stays starting until the driver says it started */
+    h = hold(f, "idler");
+    wait_state(f, "idler", STATE_STARTING);
+    demand_hold_cancel(h);
+    settle(f);
+    assert_int_equal(supervisor_status(f->sup, svc(f, "idler"))->idle_stop_at_ms, 0);
+    fake_find("idler")->events->started(fake_find("idler")->data, &fake_find("idler")->base, NULL);
+    wait_state(f, "idler", STATE_RUNNING);
+    assert_true(supervisor_status(f->sup, svc(f, "idler"))->idle_stop_at_ms != 0);
+    wait_state(f, "idler", STATE_STOPPING);
+    assert_int_equal(f->n_answers, 0);
+}
+
 /* gpu_conflict: preempt swaps even for an equal priority. */
 static void test_preempt_swaps_equal_priority(void **state)
 {
@@ -701,6 +743,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_priority_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_stop_ends_the_idle_clock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_start_every_client_left_stops_when_idle, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_preempt_swaps_equal_priority, setup, teardown),
         cmocka_unit_test_setup_teardown(test_min_resident, setup, teardown),
         cmocka_unit_test_setup_teardown(test_swap_max_wait, setup, teardown),
