@@ -372,11 +372,13 @@ void demand_hold_cancel(struct demand_hold *h)
     if (!w->head && w->op && !w->in_start) {
         /* Nobody waits for the start any more: it goes on, unanswered, and its idle clock
          * runs once it is up (nothing may ever come to end a request and start it). */
+        struct usage *u = usage_of(w->d, w->name);
+
         supervisor_op_cancel(w->op);
         w->op = NULL;
         w->phase = WANT_OVER;
-        usage_of(w->d, w->name)->idle_once_up = true;
-        idle_follow(w->d, usage_of(w->d, w->name)); /* up already */
+        u->idle_once_up = true;
+        idle_follow(w->d, u); /* up already */
     }
     kick(w->d);
 }

@@ -706,6 +706,8 @@ static void proxy_tunnel(struct proxied *pr, const struct service *svc)
     struct proxy *p = pr->proxy;
     struct request *req = pr->req;
     const char *ip = upstream_ip(svc->manifest);
+    uint64_t handshake_ms = p->config->proxy_connect_timeout_ms + p->config->proxy_read_timeout_ms +
+                            PROXY_HOLD_SLACK_MS;
     struct forward f = {0};
     char *head;
     size_t len;
@@ -717,13 +719,11 @@ static void proxy_tunnel(struct proxied *pr, const struct service *svc)
                                  &len);
     free(f.lines);
     if (!pr->suspended) {
-        request_suspend(req, p->config->proxy_connect_timeout_ms +
-                                 p->config->proxy_read_timeout_ms + PROXY_HOLD_SLACK_MS);
+        request_suspend(req, handshake_ms);
         request_abort_on_hangup(req);
         pr->suspended = true;
     } else { /* it waited for a start: the handshake gets its whole time from now */
-        request_set_deadline(req, p->config->proxy_connect_timeout_ms +
-                                      p->config->proxy_read_timeout_ms + PROXY_HOLD_SLACK_MS);
+        request_set_deadline(req, handshake_ms);
     }
     request_set_abort(req, on_request_abort, pr);
     r = tunnel_open(p->loop, req, ip, svc->manifest->port, head, len,

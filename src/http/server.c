@@ -964,9 +964,8 @@ static void connection_cut(struct connection *c)
  * start leaves it unread, and so would not notice the end of its input), an upload on its
  * way to the service included (one whose client half-closed after all of it is cut): with
  * the end of its input seen, libmicrohttpd 0.9.75 closes the connection before any answer
- * anyway.
- * Other requests already handed to the handler are left to be answered (an API stop goes
- * on, and is audited with its outcome). */
+ * anyway. Other requests already handed to the handler are left to be answered (an API
+ * stop goes on, and is audited with its outcome). */
 static void server_sweep(struct server *s)
 {
     for (struct connection *c = s->conns, *next; c; c = next) {

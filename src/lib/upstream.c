@@ -2,9 +2,9 @@
  *
  * A connection (struct conn) owns its libuv handles: the TCP stream, always read once
  * connected, and a timer (the connect deadline; then the call's read timeout, if it has
- * one, while it reads; an end put off to the next loop pass; then the idle expiry). A call (struct
- * upstream_call) owns the request's bytes and the answer's parser; it sits on one connection at a
- * time, two when its kept connection broke and it is sent again. */
+ * one, while it reads; an end put off to the next loop pass; then the idle expiry). A call
+ * (struct upstream_call) owns the request's bytes and the answer's parser; it sits on one
+ * connection at a time, two when its kept connection broke and it is sent again. */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
